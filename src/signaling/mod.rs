@@ -1,0 +1,1 @@
+//! signaling (in progress)
