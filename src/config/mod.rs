@@ -1,1 +1,401 @@
-//! config (in progress)
+//! Configuration: one TOML file, `CALLBRIDGE_*` environment overrides, embedded
+//! defaults for local use, and validation whose messages name the key at fault.
+//!
+//! I/O contract: [`load`] reads one file (or none) and the environment it is given;
+//! nothing else here touches the system. Tests build a [`Config`] in code.
+
+mod env;
+mod validate;
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+pub use env::apply_env_overrides;
+pub use validate::validate;
+
+/// Errors from loading or validating the configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file that failed.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The TOML did not parse or did not match the schema.
+    #[error("config file {path}: {message}")]
+    Parse {
+        /// The file that failed (or `<env>` for overrides).
+        path: String,
+        /// What the parser said, including the key and line.
+        message: String,
+    },
+    /// An environment override could not be applied.
+    #[error("environment variable {var}: {message}")]
+    Env {
+        /// The variable name.
+        var: String,
+        /// What was wrong.
+        message: String,
+    },
+    /// A value is present but not acceptable.
+    #[error("config key `{key}`: {message}")]
+    Invalid {
+        /// Dotted key path, e.g. `sip.trunks[0].address`.
+        key: String,
+        /// What is wrong and what to do.
+        message: String,
+    },
+}
+
+impl ConfigError {
+    /// Shorthand for an [`ConfigError::Invalid`] error.
+    pub fn invalid(key: impl Into<String>, message: impl Into<String>) -> Self {
+        ConfigError::Invalid {
+            key: key.into(),
+            message: message.into(),
+        }
+    }
+}
+
+/// The whole gateway configuration.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Listener, advertised address and capacity.
+    pub server: ServerConfig,
+    /// TLS for the WebSocket/HTTP listener; absent means plain ws:// (local use only).
+    pub tls: Option<TlsConfig>,
+    /// JWT verification.
+    pub auth: AuthConfig,
+    /// Per-session and per-user limits.
+    pub limits: LimitsConfig,
+    /// SIP user agent and trunks.
+    pub sip: SipConfig,
+    /// Dial plan: dialed number → trunks.
+    pub dialplan: DialplanConfig,
+    /// Built-in STUN/TURN.
+    pub turn: Option<TurnConfig>,
+    /// Logging format and level.
+    pub log: LogConfig,
+}
+
+/// `[server]`: the listener and what the gateway advertises.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// WebSocket `/ws`, `/healthz`, `/metrics` listen address.
+    pub listen: SocketAddr,
+    /// Address advertised in ICE candidates, SDP and SIP Contact (1:1 NAT); default:
+    /// the address media sockets bind to.
+    pub public_ip: Option<IpAddr>,
+    /// Address media sockets (ICE and RTP) bind to.
+    pub media_ip: IpAddr,
+    /// Capacity: maximum concurrent calls on this instance.
+    pub max_calls: usize,
+    /// Time a new WebSocket has to send its `auth` frame.
+    #[serde(with = "humantime_serde")]
+    pub auth_timeout: Duration,
+    /// How long calls survive a dropped WebSocket waiting for `resume`.
+    #[serde(with = "humantime_serde")]
+    pub resume_grace: Duration,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            public_ip: None,
+            media_ip: IpAddr::from([127, 0, 0, 1]),
+            max_calls: 500,
+            auth_timeout: Duration::from_secs(5),
+            resume_grace: Duration::from_secs(30),
+        }
+    }
+}
+
+impl ServerConfig {
+    /// The address written into SDP and ICE candidates.
+    pub fn advertised_ip(&self) -> IpAddr {
+        self.public_ip.unwrap_or(self.media_ip)
+    }
+}
+
+/// `[tls]`: certificate and key (PEM) for wss:// and https://.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// PEM certificate chain.
+    pub cert: PathBuf,
+    /// PEM private key.
+    pub key: PathBuf,
+}
+
+/// `[auth]`: how browser tokens are verified.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// Required `aud` claim.
+    pub audience: String,
+    /// Required `iss` claim; empty means the claim is not checked.
+    pub issuer: String,
+    /// HS256 shared secret (at least 32 bytes); empty disables HS256.
+    pub hs256_secret: String,
+    /// PEM public keys (RSA for RS256, EC P-256 for ES256, Ed25519 for EdDSA).
+    pub public_keys: Vec<PathBuf>,
+    /// Clock skew tolerated on `exp` and `nbf`.
+    #[serde(with = "humantime_serde")]
+    pub leeway: Duration,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        AuthConfig {
+            audience: "callbridge".into(),
+            issuer: String::new(),
+            hs256_secret: String::new(),
+            public_keys: Vec::new(),
+            leeway: Duration::from_secs(30),
+        }
+    }
+}
+
+/// `[limits]`: protections against misuse; every limit has a safe default.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    /// Largest WebSocket text frame accepted, in bytes.
+    pub max_message_bytes: usize,
+    /// Concurrent WebSocket sessions from one IP address.
+    pub max_sessions_per_ip: usize,
+    /// Concurrent calls per user unless the token's `max_calls` claim says otherwise.
+    pub max_calls_per_user: usize,
+    /// Calls are hung up after this long.
+    #[serde(with = "humantime_serde")]
+    pub max_call_duration: Duration,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            max_message_bytes: 64 * 1024,
+            max_sessions_per_ip: 50,
+            max_calls_per_user: 3,
+            max_call_duration: Duration::from_secs(4 * 3600),
+        }
+    }
+}
+
+/// `[sip]`: the user agent.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SipConfig {
+    /// UDP listen address.
+    pub listen: SocketAddr,
+    /// RTP port range for the SIP-side media, `"low-high"`.
+    pub rtp_ports: String,
+    /// Address in Via/Contact/SDP when behind 1:1 NAT (default: `server.public_ip`).
+    pub external_address: Option<IpAddr>,
+    /// `User-Agent` header.
+    pub user_agent: String,
+    /// Carrier trunks and PBXs.
+    pub trunks: Vec<TrunkConfig>,
+}
+
+impl Default for SipConfig {
+    fn default() -> Self {
+        SipConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 5060)),
+            rtp_ports: "20000-29999".into(),
+            external_address: None,
+            user_agent: concat!("callbridge/", env!("CARGO_PKG_VERSION")).into(),
+            trunks: Vec::new(),
+        }
+    }
+}
+
+impl SipConfig {
+    /// The RTP port range as numbers; call after [`validate`].
+    pub fn rtp_port_range(&self) -> Result<(u16, u16), ConfigError> {
+        validate::parse_port_range(&self.rtp_ports)
+            .map_err(|m| ConfigError::invalid("sip.rtp_ports", m))
+    }
+
+    /// Looks up a trunk by name.
+    pub fn trunk(&self, name: &str) -> Option<&TrunkConfig> {
+        self.trunks.iter().find(|t| t.name == name)
+    }
+}
+
+/// `[[sip.trunks]]`: one carrier trunk or PBX.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrunkConfig {
+    /// Name used by dial plan routes.
+    pub name: String,
+    /// `host:port` of the trunk.
+    pub address: String,
+    /// `udp`, `tcp` or `tls`.
+    #[serde(default = "default_transport")]
+    pub transport: String,
+    /// Digest username, if the trunk challenges.
+    #[serde(default)]
+    pub username: Option<String>,
+    /// Digest password (never logged).
+    #[serde(default, skip_serializing)]
+    pub password: Option<String>,
+}
+
+fn default_transport() -> String {
+    "udp".into()
+}
+
+/// `[dialplan]`: ordered routes.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DialplanConfig {
+    /// Tried in order; the first whose pattern matches wins.
+    pub routes: Vec<RouteConfig>,
+}
+
+/// `[[dialplan.routes]]`: one dial plan route.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteConfig {
+    /// Regular expression matched against the dialed number.
+    pub pattern: String,
+    /// Trunk names, tried in order.
+    pub trunks: Vec<String>,
+}
+
+/// `[turn]`: built-in STUN/TURN and the credentials handed to browsers.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TurnConfig {
+    /// UDP/TCP listen address.
+    pub listen: SocketAddr,
+    /// TURN REST API shared secret (never logged).
+    #[serde(skip_serializing)]
+    pub secret: String,
+    /// Lifetime of issued credentials.
+    #[serde(default = "default_turn_ttl", with = "humantime_serde")]
+    pub credential_ttl: Duration,
+}
+
+fn default_turn_ttl() -> Duration {
+    Duration::from_secs(24 * 3600)
+}
+
+/// `[log]`: logging output.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// `text` or `json`.
+    pub format: String,
+    /// A `tracing` filter, e.g. `info` or `callbridge=debug,info`.
+    pub level: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            format: "text".into(),
+            level: "info".into(),
+        }
+    }
+}
+
+/// Where a loaded configuration came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    /// The embedded defaults for local use (no file given).
+    Embedded,
+    /// A TOML file.
+    File(PathBuf),
+}
+
+impl Config {
+    /// The embedded defaults for local development: loopback listeners, one trunk at
+    /// 127.0.0.1:5070 (a local SIPp) and a dial plan that sends everything there.
+    /// The HS256 secret is generated fresh by the caller ([`Config::with_random_secret`]).
+    pub fn embedded() -> Config {
+        let mut config = Config::default();
+        config.sip.trunks.push(TrunkConfig {
+            name: "local".into(),
+            address: "127.0.0.1:5070".into(),
+            transport: "udp".into(),
+            username: None,
+            password: None,
+        });
+        config.dialplan.routes.push(RouteConfig {
+            pattern: ".*".into(),
+            trunks: vec!["local".into()],
+        });
+        config
+    }
+
+    /// Sets a fresh random HS256 secret (64 hex characters).
+    pub fn with_random_secret(mut self) -> Config {
+        let bytes: [u8; 32] = rand::random();
+        self.auth.hs256_secret = bytes.iter().map(|b| format!("{b:02x}")).collect();
+        self
+    }
+
+    /// Parses TOML text (no environment overrides, no validation).
+    pub fn from_toml(text: &str, origin: &str) -> Result<Config, ConfigError> {
+        toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: origin.into(),
+            message: e.to_string().trim_end().replace('\n', " "),
+        })
+    }
+}
+
+/// Loads the configuration: the file (or the embedded defaults when `path` is
+/// `None`), then `CALLBRIDGE_*` overrides from `env`, then validation.
+pub fn load(
+    path: Option<&Path>,
+    env: impl IntoIterator<Item = (String, String)>,
+) -> Result<(Config, Source), ConfigError> {
+    let (mut table, source) = match path {
+        Some(path) => {
+            let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                path: path.to_path_buf(),
+                source,
+            })?;
+            let table: toml::Table = toml::from_str(&text).map_err(|e| ConfigError::Parse {
+                path: path.display().to_string(),
+                message: e.to_string().trim_end().replace('\n', " "),
+            })?;
+            (table, Source::File(path.to_path_buf()))
+        }
+        None => {
+            let embedded = Config::embedded().with_random_secret();
+            let table = toml::Table::try_from(&embedded).map_err(|e| ConfigError::Parse {
+                path: "<embedded>".into(),
+                message: e.to_string(),
+            })?;
+            (table, Source::Embedded)
+        }
+    };
+    apply_env_overrides(&mut table, env)?;
+    let origin = match &source {
+        Source::File(p) => p.display().to_string(),
+        Source::Embedded => "<embedded defaults>".into(),
+    };
+    let config: Config = table
+        .try_into()
+        .map_err(|e: toml::de::Error| ConfigError::Parse {
+            path: origin,
+            message: e.to_string().trim_end().replace('\n', " "),
+        })?;
+    validate(&config)?;
+    Ok((config, source))
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,191 @@
+//! Signature and claim checks. Time is an input (`now`, Unix seconds), so the checks
+//! are tested without a clock.
+
+use base64::Engine;
+use jsonwebtoken::errors::ErrorKind;
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+
+use super::{AuthError, Claims, Identity};
+use crate::config::AuthConfig;
+
+/// Verifies browser tokens against the configured keys, audience and issuer.
+pub struct Verifier {
+    /// Configured keys with the one algorithm each accepts.
+    keys: Vec<(Algorithm, DecodingKey)>,
+    /// Required `aud` value.
+    audience: String,
+    /// Required `iss`, if configured.
+    issuer: Option<String>,
+    /// Tolerated clock skew, seconds.
+    leeway: u64,
+}
+
+impl std::fmt::Debug for Verifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Keys (and the HS256 secret) are deliberately not printed.
+        f.debug_struct("Verifier")
+            .field("algorithms", &self.algorithms())
+            .field("audience", &self.audience)
+            .field("issuer", &self.issuer)
+            .finish()
+    }
+}
+
+impl Verifier {
+    /// Loads the keys named by the `[auth]` section.
+    pub fn from_config(config: &AuthConfig) -> Result<Verifier, AuthError> {
+        let mut keys = Vec::new();
+        if !config.hs256_secret.is_empty() {
+            keys.push((
+                Algorithm::HS256,
+                DecodingKey::from_secret(config.hs256_secret.as_bytes()),
+            ));
+        }
+        for path in &config.public_keys {
+            let pem = std::fs::read(path).map_err(|e| AuthError::Key {
+                path: path.display().to_string(),
+                message: e.to_string(),
+            })?;
+            keys.push(load_public_key(&pem).map_err(|message| AuthError::Key {
+                path: path.display().to_string(),
+                message,
+            })?);
+        }
+        Ok(Verifier {
+            keys,
+            audience: config.audience.clone(),
+            issuer: (!config.issuer.is_empty()).then(|| config.issuer.clone()),
+            leeway: config.leeway.as_secs(),
+        })
+    }
+
+    /// The algorithms this verifier accepts.
+    pub fn algorithms(&self) -> Vec<Algorithm> {
+        self.keys.iter().map(|(a, _)| *a).collect()
+    }
+
+    /// Verifies `token` at Unix time `now` and returns who it is for.
+    pub fn verify(&self, token: &str, now: u64) -> Result<Identity, AuthError> {
+        let alg = header_algorithm(token)?;
+        if alg.eq_ignore_ascii_case("none") {
+            return Err(AuthError::Unsigned);
+        }
+        let algorithm: Algorithm = alg
+            .parse()
+            .map_err(|_| AuthError::AlgorithmNotAccepted(alg.clone()))?;
+        let mut validation = Validation::new(algorithm);
+        // Claims are checked below against `now`, with precise errors.
+        validation.validate_exp = false;
+        validation.validate_nbf = false;
+        validation.validate_aud = false;
+        validation.required_spec_claims.clear();
+
+        let mut tried = false;
+        let mut claims = None;
+        for (_, key) in self.keys.iter().filter(|(a, _)| *a == algorithm) {
+            tried = true;
+            match jsonwebtoken::decode::<Claims>(token, key, &validation) {
+                Ok(data) => {
+                    claims = Some(data.claims);
+                    break;
+                }
+                Err(e) => match e.kind() {
+                    ErrorKind::InvalidSignature
+                    | ErrorKind::InvalidAlgorithm
+                    | ErrorKind::InvalidKeyFormat
+                    | ErrorKind::InvalidEcdsaKey
+                    | ErrorKind::InvalidEddsaKey
+                    | ErrorKind::InvalidRsaKey(_) => continue,
+                    ErrorKind::Json(inner) => return Err(AuthError::BadClaim(claim_of(inner))),
+                    ErrorKind::MissingRequiredClaim(c) | ErrorKind::InvalidClaimFormat(c) => {
+                        return Err(AuthError::BadClaim(c.clone()));
+                    }
+                    _ => return Err(AuthError::Malformed(e.to_string())),
+                },
+            }
+        }
+        if !tried {
+            return Err(AuthError::AlgorithmNotAccepted(alg));
+        }
+        let claims = claims.ok_or(AuthError::BadSignature)?;
+        self.check_claims(&claims, now)?;
+        if claims.sub.trim().is_empty() {
+            return Err(AuthError::BadClaim("sub".into()));
+        }
+        Ok(Identity::from(claims))
+    }
+
+    fn check_claims(&self, claims: &Claims, now: u64) -> Result<(), AuthError> {
+        if claims.exp.saturating_add(self.leeway) <= now {
+            return Err(AuthError::Expired);
+        }
+        if let Some(nbf) = claims.nbf
+            && nbf > now.saturating_add(self.leeway)
+        {
+            return Err(AuthError::NotYetValid);
+        }
+        match &claims.aud {
+            Some(aud) if aud.contains(&self.audience) => {}
+            _ => return Err(AuthError::WrongAudience(self.audience.clone())),
+        }
+        if let Some(issuer) = &self.issuer
+            && claims.iss.as_deref() != Some(issuer.as_str())
+        {
+            return Err(AuthError::WrongIssuer(issuer.clone()));
+        }
+        Ok(())
+    }
+}
+
+/// Reads the `alg` of a token's header without trusting anything else in it.
+fn header_algorithm(token: &str) -> Result<String, AuthError> {
+    let mut parts = token.split('.');
+    let (Some(header), Some(_payload), Some(_sig), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err(AuthError::Malformed("expected three dot-separated parts".into()));
+    };
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(header.trim_end_matches('='))
+        .map_err(|_| AuthError::Malformed("header is not base64url".into()))?;
+    let value: serde_json::Value = serde_json::from_slice(&bytes)
+        .map_err(|_| AuthError::Malformed("header is not JSON".into()))?;
+    value
+        .get("alg")
+        .and_then(|a| a.as_str())
+        .map(str::to_owned)
+        .ok_or_else(|| AuthError::Malformed("header has no alg".into()))
+}
+
+fn claim_of(e: &serde_json::Error) -> String {
+    let text = e.to_string();
+    // serde names the field in "missing field `exp`" / "invalid type ... for key `x`".
+    text.split('`')
+        .nth(1)
+        .map(str::to_owned)
+        .unwrap_or_else(|| "payload".into())
+}
+
+/// Classifies a PEM public key: RSA → RS256, EC → ES256, Ed25519 → EdDSA.
+fn load_public_key(pem: &[u8]) -> Result<(Algorithm, DecodingKey), String> {
+    if let Ok(key) = DecodingKey::from_rsa_pem(pem) {
+        return Ok((Algorithm::RS256, key));
+    }
+    if let Ok(key) = DecodingKey::from_ec_pem(pem) {
+        return Ok((Algorithm::ES256, key));
+    }
+    if let Ok(key) = DecodingKey::from_ed_pem(pem) {
+        return Ok((Algorithm::EdDSA, key));
+    }
+    Err("not a PEM RSA, EC P-256 or Ed25519 public key".into())
+}
+
+/// Signs `claims` with HS256 (used by `callbridge token` and tests).
+pub fn mint_hs256(secret: &str, claims: &Claims) -> Result<String, AuthError> {
+    jsonwebtoken::encode(
+        &Header::new(Algorithm::HS256),
+        claims,
+        &EncodingKey::from_secret(secret.as_bytes()),
+    )
+    .map_err(|e| AuthError::Malformed(format!("cannot sign: {e}")))
+}

@@ -1,0 +1,106 @@
+use super::*;
+
+const SECRET: &str = "0123456789abcdef0123456789abcdef";
+
+fn minimal() -> String {
+    format!(
+        r#"
+[server]
+listen = "127.0.0.1:9000"
+[auth]
+hs256_secret = "{SECRET}"
+[[sip.trunks]]
+name = "a"
+address = "127.0.0.1:5070"
+[[dialplan.routes]]
+pattern = '^\+1[0-9]{{10}}$'
+trunks = ["a"]
+"#
+    )
+}
+
+fn load_text(text: &str, env: Vec<(&str, &str)>) -> Result<Config, ConfigError> {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("c.toml");
+    std::fs::write(&path, text).expect("write");
+    let env = env.into_iter().map(|(k, v)| (k.to_string(), v.to_string()));
+    load(Some(&path), env).map(|(c, _)| c)
+}
+
+#[test]
+fn minimal_file_loads_with_defaults() {
+    let c = load_text(&minimal(), vec![]).expect("loads");
+    assert_eq!(c.server.listen.port(), 9000);
+    assert_eq!(c.server.max_calls, 500);
+    assert_eq!(c.sip.rtp_port_range().expect("range"), (20000, 29999));
+    assert_eq!(c.auth.audience, "callbridge");
+}
+
+#[test]
+fn env_overrides_nested_keys_and_types() {
+    let c = load_text(
+        &minimal(),
+        vec![
+            ("CALLBRIDGE_SERVER__MAX_CALLS", "42"),
+            ("CALLBRIDGE_AUTH__AUDIENCE", "other"),
+            ("CALLBRIDGE_SERVER__PUBLIC_IP", "203.0.113.10"),
+            ("UNRELATED", "x"),
+        ],
+    )
+    .expect("loads");
+    assert_eq!(c.server.max_calls, 42);
+    assert_eq!(c.auth.audience, "other");
+    assert_eq!(c.server.public_ip, Some("203.0.113.10".parse().expect("ip")));
+}
+
+#[test]
+fn unknown_key_is_named() {
+    let text = minimal().replace("[server]", "[server]\nlisten_port = 1");
+    let err = load_text(&text, vec![]).expect_err("must fail").to_string();
+    assert!(err.contains("listen_port"), "{err}");
+}
+
+#[test]
+fn bad_values_name_the_key() {
+    let cases = [
+        (minimal().replace(SECRET, "short"), "auth.hs256_secret"),
+        (minimal().replace(r#"trunks = ["a"]"#, r#"trunks = ["b"]"#), "dialplan.routes[0].trunks"),
+        (minimal().replace(r"'^\+1[0-9]{10}$'", "'(('"), "dialplan.routes[0].pattern"),
+        (minimal().replace("127.0.0.1:5070", "nohost"), "sip.trunks[0].address"),
+        (format!("{}\n[sip]\nrtp_ports = \"30000-20000\"", minimal()), "sip.rtp_ports"),
+    ];
+    for (text, key) in cases {
+        let err = load_text(&text, vec![]).expect_err(key).to_string();
+        assert!(err.contains(key), "expected `{key}` in: {err}");
+    }
+}
+
+#[test]
+fn wrong_type_names_the_key() {
+    let err = load_text(&minimal(), vec![("CALLBRIDGE_SERVER__MAX_CALLS", "\"many\"")])
+        .expect_err("must fail")
+        .to_string();
+    assert!(err.contains("max_calls"), "{err}");
+}
+
+#[test]
+fn embedded_defaults_validate_and_get_a_fresh_secret() {
+    let (a, source) = load(None, Vec::new()).expect("embedded loads");
+    let (b, _) = load(None, Vec::new()).expect("embedded loads");
+    assert_eq!(source, Source::Embedded);
+    assert_eq!(a.server.listen, SocketAddr::from(([127, 0, 0, 1], 8080)));
+    assert_eq!(a.sip.listen, SocketAddr::from(([127, 0, 0, 1], 5060)));
+    assert!(a.auth.hs256_secret.len() >= 32);
+    assert_ne!(a.auth.hs256_secret, b.auth.hs256_secret);
+}
+
+#[test]
+fn example_config_is_valid() {
+    let text = include_str!("../../configs/callbridge.example.toml");
+    let config = Config::from_toml(text, "example").expect("example parses");
+    // public key and TLS files of the example do not exist here; check the rest.
+    let mut config = config;
+    config.tls = None;
+    config.auth.public_keys.clear();
+    validate(&config).expect("example validates");
+}
