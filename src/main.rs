@@ -1,1 +1,202 @@
-fn main() {}
+//! The `callbridge` command: `serve`, `check-config` and `token`.
+
+use std::path::PathBuf;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, bail};
+use clap::{Parser, Subcommand};
+
+use callbridge::auth::{Claims, mint_hs256};
+use callbridge::config::{self, Config, Source};
+
+/// WebRTC-to-SIP gateway.
+#[derive(Parser)]
+#[command(name = "callbridge", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the gateway (embedded local defaults when no --config is given).
+    Serve {
+        /// TOML configuration file.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
+    /// Validate a configuration file (with CALLBRIDGE_* overrides applied) and exit.
+    CheckConfig {
+        /// TOML configuration file.
+        file: PathBuf,
+    },
+    /// Mint a token signed with the configured HS256 secret.
+    Token {
+        /// User id (`sub`).
+        #[arg(long)]
+        sub: String,
+        /// Space-separated scopes.
+        #[arg(long, default_value = "calls:outbound calls:inbound")]
+        scope: String,
+        /// Lifetime, e.g. 1h, 30m.
+        #[arg(long, default_value = "1h")]
+        ttl: humantime::Duration,
+        /// Caller id claim.
+        #[arg(long)]
+        caller_id: Option<String>,
+        /// TOML configuration file holding auth.hs256_secret (or set
+        /// CALLBRIDGE_AUTH__HS256_SECRET).
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Serve { config } => serve(config),
+        Command::CheckConfig { file } => {
+            let (config, _) = config::load(Some(&file), std::env::vars())?;
+            println!(
+                "{}: ok ({} trunks, {} routes, listen {}, tls {})",
+                file.display(),
+                config.sip.trunks.len(),
+                config.dialplan.routes.len(),
+                config.server.listen,
+                if config.tls.is_some() { "on" } else { "off" }
+            );
+            Ok(())
+        }
+        Command::Token {
+            sub,
+            scope,
+            ttl,
+            caller_id,
+            config,
+        } => {
+            let Some(path) = config.as_deref() else {
+                let secret = std::env::var("CALLBRIDGE_AUTH__HS256_SECRET").context(
+                    "no --config given and CALLBRIDGE_AUTH__HS256_SECRET is not set; \
+                     the token must be signed with the gateway's HS256 secret",
+                )?;
+                let cfg = Config::default();
+                println!(
+                    "{}",
+                    mint(&secret, &cfg, sub, scope, ttl.into(), caller_id)?
+                );
+                return Ok(());
+            };
+            let (cfg, _) = config::load(Some(path), std::env::vars())?;
+            if cfg.auth.hs256_secret.is_empty() {
+                bail!(
+                    "auth.hs256_secret is not set in {}; cannot mint HS256 tokens",
+                    path.display()
+                );
+            }
+            println!(
+                "{}",
+                mint(
+                    &cfg.auth.hs256_secret,
+                    &cfg,
+                    sub,
+                    scope,
+                    ttl.into(),
+                    caller_id
+                )?
+            );
+            Ok(())
+        }
+    }
+}
+
+fn mint(
+    secret: &str,
+    config: &Config,
+    sub: String,
+    scope: String,
+    ttl: Duration,
+    caller_id: Option<String>,
+) -> anyhow::Result<String> {
+    let now = SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs();
+    let claims = Claims {
+        sub,
+        exp: now + ttl.as_secs(),
+        nbf: None,
+        iat: Some(now),
+        aud: Some(callbridge::auth::claims_audience(&config.auth.audience)),
+        iss: (!config.auth.issuer.is_empty()).then(|| config.auth.issuer.clone()),
+        scope,
+        caller_id,
+        dids: Vec::new(),
+        max_calls: None,
+        record: None,
+    };
+    Ok(mint_hs256(secret, &claims)?)
+}
+
+fn serve(path: Option<PathBuf>) -> anyhow::Result<()> {
+    let (config, source) = config::load(path.as_deref(), std::env::vars())?;
+    init_logging(&config);
+    let runtime = tokio::runtime::Runtime::new().context("cannot start the tokio runtime")?;
+    runtime.block_on(async move {
+        let dev_secret = (source == Source::Embedded).then(|| config.auth.hs256_secret.clone());
+        let dev_config = config.clone();
+        let server = callbridge::server::start(config).await?;
+        println!(
+            "callbridge listening: {}  (health: http://{}/healthz)",
+            server.ws_url(),
+            server.http_addr
+        );
+        println!("SIP user agent on udp {}", server.sip_addr);
+        if let Some(secret) = dev_secret {
+            let token = mint(
+                &secret,
+                &dev_config,
+                "dev".into(),
+                "calls:outbound calls:inbound".into(),
+                Duration::from_secs(24 * 3600),
+                None,
+            )?;
+            println!(
+                "embedded defaults: dial plan sends every number to a SIP peer at 127.0.0.1:5070"
+            );
+            println!("dev token (24h, user `dev`):\n{token}");
+        }
+        shutdown_signal().await;
+        println!("shutting down");
+        server.shutdown(Duration::from_secs(5)).await;
+        anyhow::Ok(())
+    })
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}
+
+fn init_logging(config: &Config) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("CALLBRIDGE_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&config.log.level));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    if config.log.format == "json" {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}

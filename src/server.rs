@@ -1,1 +1,209 @@
-//! server (in progress)
+//! Wiring: builds the shared [`Gateway`] state from a validated config, binds the
+//! listeners, and runs until shut down.
+//!
+//! ```text
+//! start(config) ─> SIP endpoint (UDP) + HTTP/WS listener (TCP or TLS)
+//!               └> RunningServer { http_addr, sip_addr, shutdown() }
+//! ```
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use tokio_util::sync::CancellationToken;
+use tracing::info;
+
+use crate::api;
+use crate::auth::{AuthError, Verifier, turn_credentials};
+use crate::call::CallManager;
+use crate::config::Config;
+use crate::metrics::{Metrics, MetricsError};
+use crate::signaling::SessionCounter;
+use crate::signaling::protocol::IceServer;
+use crate::sip::{SipEndpoint, SipEndpointConfig, SipError};
+
+/// Errors starting the gateway.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// Token verification keys could not be loaded.
+    #[error(transparent)]
+    Auth(#[from] AuthError),
+    /// The dial plan did not compile.
+    #[error(transparent)]
+    Dialplan(#[from] crate::call::dialplan::DialplanError),
+    /// The SIP endpoint could not start.
+    #[error("SIP endpoint: {0}")]
+    Sip(#[from] SipError),
+    /// TLS could not be configured.
+    #[error(transparent)]
+    Tls(#[from] api::tls::TlsError),
+    /// Metrics could not be registered.
+    #[error(transparent)]
+    Metrics(#[from] MetricsError),
+    /// A listener could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The error.
+        source: std::io::Error,
+    },
+}
+
+/// State shared by every session and request of one gateway instance.
+pub struct Gateway {
+    /// The validated configuration.
+    pub config: Arc<Config>,
+    /// Token verification.
+    pub verifier: Verifier,
+    /// Calls of this instance.
+    pub calls: Arc<CallManager>,
+    /// Metrics of this instance.
+    pub metrics: Metrics,
+    /// Sessions per client IP.
+    pub sessions: Arc<SessionCounter>,
+    /// Cancelled when the gateway shuts down.
+    pub shutdown: CancellationToken,
+}
+
+impl Gateway {
+    /// The ICE servers for a user's `ready` message: the built-in STUN/TURN with
+    /// fresh REST credentials when `[turn]` is configured, else none.
+    pub fn ice_servers(&self, user: &str) -> Vec<IceServer> {
+        let Some(turn) = &self.config.turn else {
+            return Vec::new();
+        };
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        let creds = turn_credentials(&turn.secret, user, now, turn.credential_ttl.as_secs());
+        let host = self.config.server.advertised_ip();
+        let port = turn.listen.port();
+        let host = match host {
+            std::net::IpAddr::V6(v6) => format!("[{v6}]"),
+            v4 => v4.to_string(),
+        };
+        vec![IceServer {
+            urls: vec![
+                format!("stun:{host}:{port}"),
+                format!("turn:{host}:{port}?transport=udp"),
+            ],
+            username: Some(creds.username),
+            credential: Some(creds.password),
+        }]
+    }
+}
+
+/// A started gateway.
+pub struct RunningServer {
+    /// The shared state.
+    pub gateway: Arc<Gateway>,
+    /// The HTTP/WebSocket listener's address.
+    pub http_addr: SocketAddr,
+    /// The SIP endpoint's address.
+    pub sip_addr: SocketAddr,
+    /// Whether the listener speaks TLS.
+    pub tls: bool,
+    /// The HTTP server task.
+    http_task: tokio::task::JoinHandle<()>,
+    /// The SIP endpoint (stopped on shutdown).
+    sip: Arc<SipEndpoint>,
+}
+
+impl RunningServer {
+    /// The `ws://` or `wss://` URL of the signaling endpoint.
+    pub fn ws_url(&self) -> String {
+        let scheme = if self.tls { "wss" } else { "ws" };
+        format!("{scheme}://{}/ws", self.http_addr)
+    }
+
+    /// Stops accepting, closes sessions (their calls hang up), waits for the calls to
+    /// end (at most `grace`), then stops the SIP endpoint.
+    pub async fn shutdown(self, grace: Duration) {
+        self.gateway.shutdown.cancel();
+        let calls = Arc::clone(&self.gateway.calls);
+        let _ = tokio::time::timeout(grace, calls.wait_idle()).await;
+        // Give the SIP layer a moment to send the BYE/CANCEL the calls asked for.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let _ = tokio::time::timeout(grace, self.http_task).await;
+        self.sip.shutdown().await;
+        info!("gateway stopped");
+    }
+}
+
+/// Starts a gateway from a validated configuration.
+pub async fn start(config: Config) -> Result<RunningServer, ServerError> {
+    let config = Arc::new(config);
+    let verifier = Verifier::from_config(&config.auth)?;
+    let metrics = Metrics::new(config.server.max_calls)?;
+    let sip = SipEndpoint::bind(SipEndpointConfig {
+        listen: config.sip.listen,
+        external_ip: config.sip.external_address.or(config.server.public_ip),
+        user_agent: config.sip.user_agent.clone(),
+    })
+    .await?;
+    let sip_addr = sip.local_addr();
+    let calls = CallManager::new(Arc::clone(&config), Arc::clone(&sip), metrics.clone())?;
+    let gateway = Arc::new(Gateway {
+        config: Arc::clone(&config),
+        verifier,
+        calls,
+        metrics,
+        sessions: Arc::new(SessionCounter::default()),
+        shutdown: CancellationToken::new(),
+    });
+
+    let listen = config.server.listen;
+    let tcp = tokio::net::TcpListener::bind(listen)
+        .await
+        .map_err(|source| ServerError::Bind {
+            addr: listen,
+            source,
+        })?;
+    let http_addr = tcp.local_addr().map_err(|source| ServerError::Bind {
+        addr: listen,
+        source,
+    })?;
+    let app = api::router(Arc::clone(&gateway)).into_make_service_with_connect_info::<SocketAddr>();
+    let stop = gateway.shutdown.clone();
+    let tls = config.tls.is_some();
+    let http_task = match &config.tls {
+        Some(tls) => {
+            let server_config = api::tls::server_config(&tls.cert, &tls.key)?;
+            // `tap_io` makes axum's `ConnectInfo<SocketAddr>` available for any listener.
+            let listener = axum::serve::ListenerExt::tap_io(
+                api::tls::TlsListener::new(tcp, server_config).map_err(|source| {
+                    ServerError::Bind {
+                        addr: listen,
+                        source,
+                    }
+                })?,
+                |_| {},
+            );
+            tokio::spawn(async move {
+                let serve = axum::serve(listener, app)
+                    .with_graceful_shutdown(async move { stop.cancelled().await });
+                if let Err(e) = serve.await {
+                    tracing::error!(error = %e, "HTTP server failed");
+                }
+            })
+        }
+        None => tokio::spawn(async move {
+            let serve =
+                axum::serve(tcp, app).with_graceful_shutdown(async move { stop.cancelled().await });
+            if let Err(e) = serve.await {
+                tracing::error!(error = %e, "HTTP server failed");
+            }
+        }),
+    };
+    info!(%http_addr, %sip_addr, tls, "gateway listening");
+    Ok(RunningServer {
+        gateway,
+        http_addr,
+        sip_addr,
+        tls,
+        http_task,
+        sip,
+    })
+}

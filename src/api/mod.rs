@@ -1,1 +1,124 @@
-//! api (in progress)
+//! HTTP surface on the main listener: the `/ws` upgrade, `/healthz`, `/readyz` and
+//! `/metrics`.
+//!
+//! I/O contract: [`router`] builds an axum `Router`; the server serves it over
+//! plain TCP or TLS ([`tls`]).
+
+pub mod tls;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::{ConnectInfo, Query, State, WebSocketUpgrade};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use serde::Deserialize;
+
+use crate::server::Gateway;
+use crate::signaling::random_id;
+use crate::signaling::session::{self, Upgrade};
+
+/// Header carrying the correlation id of a request.
+pub const CORRELATION_HEADER: &str = "x-correlation-id";
+
+/// Builds the router of the main listener.
+pub fn router(gateway: Arc<Gateway>) -> Router {
+    Router::new()
+        .route("/ws", get(ws_upgrade))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .with_state(gateway)
+}
+
+#[derive(Debug, Deserialize)]
+struct WsQuery {
+    access_token: Option<String>,
+}
+
+/// The correlation id of a request: the client's `X-Correlation-ID` when it is a
+/// sane token, else a new one.
+pub fn correlation_id(headers: &HeaderMap) -> String {
+    headers
+        .get(CORRELATION_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| {
+            (1..=128).contains(&v.len())
+                && v.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b))
+        })
+        .map(str::to_owned)
+        .unwrap_or_else(|| random_id(""))
+}
+
+async fn ws_upgrade(
+    State(gateway): State<Arc<Gateway>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Query(query): Query<WsQuery>,
+    headers: HeaderMap,
+    ws: WebSocketUpgrade,
+) -> Response {
+    let correlation_id = correlation_id(&headers);
+    let limits = &gateway.config.limits;
+    let Some(permit) = gateway
+        .sessions
+        .try_open(peer.ip(), limits.max_sessions_per_ip)
+    else {
+        tracing::info!(%peer, %correlation_id, "too many sessions from this address");
+        let mut response = (
+            StatusCode::TOO_MANY_REQUESTS,
+            format!(
+                "too many WebSocket sessions from {} (limits.max_sessions_per_ip = {}); close one first\n",
+                peer.ip(),
+                limits.max_sessions_per_ip
+            ),
+        )
+            .into_response();
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+        return response;
+    };
+    // Hard cap well above the protocol limit, so an oversized message gets a
+    // protocol `error` from the session instead of a dropped connection.
+    let hard_cap = limits.max_message_bytes.saturating_mul(4).max(1 << 20);
+    let upgrade = Upgrade {
+        query_token: query.access_token,
+        correlation_id: correlation_id.clone(),
+        peer,
+    };
+    let mut response = ws
+        .max_message_size(hard_cap)
+        .max_frame_size(hard_cap)
+        .on_upgrade(move |socket| session::run(socket, gateway, upgrade, permit));
+    if let Ok(v) = HeaderValue::from_str(&correlation_id) {
+        response.headers_mut().insert(CORRELATION_HEADER, v);
+    }
+    response
+}
+
+async fn healthz() -> impl IntoResponse {
+    (StatusCode::OK, "ok\n")
+}
+
+async fn readyz(State(gateway): State<Arc<Gateway>>) -> impl IntoResponse {
+    if gateway.shutdown.is_cancelled() {
+        (StatusCode::SERVICE_UNAVAILABLE, "draining\n")
+    } else if gateway.calls.registry().at_capacity() {
+        (StatusCode::SERVICE_UNAVAILABLE, "at capacity\n")
+    } else {
+        (StatusCode::OK, "ready\n")
+    }
+}
+
+async fn metrics(State(gateway): State<Arc<Gateway>>) -> impl IntoResponse {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        gateway.metrics.render(),
+    )
+}

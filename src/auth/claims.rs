@@ -133,7 +133,11 @@ impl From<Claims> for Identity {
     fn from(c: Claims) -> Identity {
         Identity {
             user: c.sub,
-            scopes: c.scope.split_whitespace().filter_map(Scope::parse).collect(),
+            scopes: c
+                .scope
+                .split_whitespace()
+                .filter_map(Scope::parse)
+                .collect(),
             caller_id: c.caller_id,
             dids: c.dids,
             max_calls: c.max_calls,

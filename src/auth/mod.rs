@@ -5,9 +5,16 @@
 //! pure function of the token and the current Unix time passed in by the caller.
 
 mod claims;
+mod turn;
 mod verify;
 
-pub use claims::{Claims, Identity, Scope};
+pub use claims::{Audience, Claims, Identity, Scope};
+
+/// The `aud` claim value for tokens this gateway mints.
+pub fn claims_audience(audience: &str) -> Audience {
+    Audience::One(audience.to_string())
+}
+pub use turn::{TurnCredentials, turn_credentials, turn_password};
 pub use verify::{Verifier, mint_hs256};
 
 /// Why a token was refused. Messages say what was wrong and what to do; they never

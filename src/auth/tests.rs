@@ -44,7 +44,10 @@ fn valid_token_gives_identity() {
     assert!(id.has(Scope::CallsInbound));
     assert!(!id.has(Scope::Admin));
     assert_eq!(id.max_calls, Some(2));
-    assert_eq!(id.require(Scope::Admin), Err(AuthError::MissingScope("admin".into())));
+    assert_eq!(
+        id.require(Scope::Admin),
+        Err(AuthError::MissingScope("admin".into()))
+    );
 }
 
 #[test]
@@ -69,17 +72,26 @@ fn wrong_signature_audience_issuer_are_refused() {
     let mut c = claims();
     c.aud = Some(claims::Audience::Many(vec!["other".into()]));
     let token = mint_hs256(SECRET, &c).expect("mint");
-    assert_eq!(v.verify(&token, NOW), Err(AuthError::WrongAudience("callbridge".into())));
+    assert_eq!(
+        v.verify(&token, NOW),
+        Err(AuthError::WrongAudience("callbridge".into()))
+    );
 
     let mut c = claims();
     c.aud = None;
     let token = mint_hs256(SECRET, &c).expect("mint");
-    assert!(matches!(v.verify(&token, NOW), Err(AuthError::WrongAudience(_))));
+    assert!(matches!(
+        v.verify(&token, NOW),
+        Err(AuthError::WrongAudience(_))
+    ));
 
     let mut c = claims();
     c.iss = Some("https://evil.test/".into());
     let token = mint_hs256(SECRET, &c).expect("mint");
-    assert!(matches!(v.verify(&token, NOW), Err(AuthError::WrongIssuer(_))));
+    assert!(matches!(
+        v.verify(&token, NOW),
+        Err(AuthError::WrongIssuer(_))
+    ));
 }
 
 fn b64(json: &str) -> String {
@@ -95,9 +107,15 @@ fn alg_none_and_unconfigured_algorithms_are_refused() {
     let none_upper = format!("{}.{}.", b64(r#"{"alg":"NONE"}"#), payload);
     assert_eq!(v.verify(&none_upper, NOW), Err(AuthError::Unsigned));
     let rs = format!("{}.{}.c2ln", b64(r#"{"alg":"RS256"}"#), payload);
-    assert_eq!(v.verify(&rs, NOW), Err(AuthError::AlgorithmNotAccepted("RS256".into())));
+    assert_eq!(
+        v.verify(&rs, NOW),
+        Err(AuthError::AlgorithmNotAccepted("RS256".into()))
+    );
     let hs512 = format!("{}.{}.c2ln", b64(r#"{"alg":"HS512"}"#), payload);
-    assert_eq!(v.verify(&hs512, NOW), Err(AuthError::AlgorithmNotAccepted("HS512".into())));
+    assert_eq!(
+        v.verify(&hs512, NOW),
+        Err(AuthError::AlgorithmNotAccepted("HS512".into()))
+    );
 }
 
 #[test]
@@ -123,7 +141,10 @@ fn missing_claims_are_named() {
     mac.update(format!("{header}.{payload}").as_bytes());
     let sig = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes());
     let token = format!("{header}.{payload}.{sig}");
-    assert_eq!(v.verify(&token, NOW), Err(AuthError::BadClaim("exp".into())));
+    assert_eq!(
+        v.verify(&token, NOW),
+        Err(AuthError::BadClaim("exp".into()))
+    );
 }
 
 #[test]

@@ -143,7 +143,9 @@ fn header_algorithm(token: &str) -> Result<String, AuthError> {
     let (Some(header), Some(_payload), Some(_sig), None) =
         (parts.next(), parts.next(), parts.next(), parts.next())
     else {
-        return Err(AuthError::Malformed("expected three dot-separated parts".into()));
+        return Err(AuthError::Malformed(
+            "expected three dot-separated parts".into(),
+        ));
     };
     let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
         .decode(header.trim_end_matches('='))

@@ -1,1 +1,180 @@
-//! call (in progress)
+//! Calls: admission (limits, dial plan) and the task that joins a browser leg to a
+//! SIP leg for each call.
+//!
+//! I/O contract: a session calls [`CallManager::start_outbound`]; the call runs on
+//! its own task, sends protocol messages to the session's channel, and takes
+//! [`CallCommand`]s through the returned [`CallHandle`]. The decisions are made by
+//! the sans-IO [`machine::OutboundCall`]; `outbound.rs` only drives it.
+
+pub mod dialplan;
+pub mod machine;
+mod outbound;
+pub mod registry;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio_util::task::TaskTracker;
+
+use crate::auth::{Identity, Scope};
+use crate::config::Config;
+use crate::media::codec::AudioCodec;
+use crate::media::webrtc_leg::{IceCandidate, WebRtcLegConfig};
+use crate::metrics::Metrics;
+use crate::signaling::protocol::{EndReason, ServerMessage};
+use crate::sip::SipEndpoint;
+use dialplan::Dialplan;
+use registry::CallRegistry;
+
+/// How long the browser has to get ICE and DTLS up.
+pub const MEDIA_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// A call that was refused before it started.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct CallRefused {
+    /// The `ended` reason to report.
+    pub reason: EndReason,
+    /// What was wrong and what to do.
+    pub message: String,
+}
+
+/// Who is calling and how to find the logs of it.
+#[derive(Debug, Clone)]
+pub struct CallContext {
+    /// The authenticated user.
+    pub identity: Arc<Identity>,
+    /// The WebSocket session the call belongs to.
+    pub session_id: String,
+    /// Correlation id of the call (logs, SIP `X-Correlation-ID`).
+    pub correlation_id: String,
+}
+
+/// A request from the session to a running call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CallCommand {
+    /// The browser hung up.
+    Hangup,
+    /// A trickled browser ICE candidate (`None`: end of candidates).
+    Ice(Option<IceCandidate>),
+    /// The session ended without the browser hanging up.
+    SignalingLost,
+}
+
+/// The session's handle to one call. Dropping it counts as [`CallCommand::SignalingLost`].
+#[derive(Debug, Clone)]
+pub struct CallHandle {
+    commands: mpsc::UnboundedSender<CallCommand>,
+}
+
+impl CallHandle {
+    /// Sends a command; returns false when the call has already ended.
+    pub fn send(&self, command: CallCommand) -> bool {
+        self.commands.send(command).is_ok()
+    }
+}
+
+/// Starts and tracks calls for all sessions of this instance.
+pub struct CallManager {
+    /// The gateway configuration.
+    config: Arc<Config>,
+    /// The SIP user agent.
+    sip: Arc<SipEndpoint>,
+    /// Compiled routes.
+    dialplan: Dialplan,
+    /// Admission and the active-calls gauge.
+    registry: Arc<CallRegistry>,
+    /// Metrics of the instance.
+    metrics: Metrics,
+    /// WebRTC leg settings derived from the config.
+    webrtc: WebRtcLegConfig,
+    /// Every call task, so shutdown can wait for them.
+    tasks: TaskTracker,
+}
+
+impl CallManager {
+    /// Creates the manager; `config` must be validated.
+    pub fn new(
+        config: Arc<Config>,
+        sip: Arc<SipEndpoint>,
+        metrics: Metrics,
+    ) -> Result<Arc<CallManager>, dialplan::DialplanError> {
+        let dialplan = Dialplan::from_config(&config.dialplan)?;
+        let registry = CallRegistry::new(config.server.max_calls, metrics.active_calls.clone());
+        let webrtc = WebRtcLegConfig {
+            bind_ip: config.server.media_ip,
+            public_ip: config.server.public_ip,
+            codecs: vec![AudioCodec::Pcmu, AudioCodec::Pcma],
+        };
+        Ok(Arc::new(CallManager {
+            config,
+            sip,
+            dialplan,
+            registry,
+            metrics,
+            webrtc,
+            tasks: TaskTracker::new(),
+        }))
+    }
+
+    /// The registry of active calls.
+    pub fn registry(&self) -> &Arc<CallRegistry> {
+        &self.registry
+    }
+
+    /// Admits and starts an outbound call; its messages go to `to_browser`.
+    pub fn start_outbound(
+        self: &Arc<Self>,
+        ctx: CallContext,
+        call_id: String,
+        to: String,
+        offer_sdp: String,
+        to_browser: mpsc::UnboundedSender<ServerMessage>,
+    ) -> Result<CallHandle, CallRefused> {
+        if !ctx.identity.has(Scope::CallsOutbound) {
+            return Err(CallRefused {
+                reason: EndReason::Forbidden,
+                message: "token lacks scope calls:outbound; ask for a token that may place calls"
+                    .into(),
+            });
+        }
+        let route = self.dialplan.route(&to).ok_or_else(|| CallRefused {
+            reason: EndReason::Forbidden,
+            message: format!("no dial plan route matches `{to}`; check the number's format"),
+        })?;
+        let user_limit = ctx
+            .identity
+            .max_calls
+            .map(|n| n as usize)
+            .unwrap_or(self.config.limits.max_calls_per_user);
+        let slot = self
+            .registry
+            .try_admit(&ctx.identity.user, user_limit)
+            .map_err(|e| CallRefused {
+                reason: EndReason::Limit,
+                message: e.to_string(),
+            })?;
+        let (tx, rx) = mpsc::unbounded_channel();
+        let job = outbound::OutboundJob {
+            manager: Arc::clone(self),
+            ctx,
+            call_id,
+            to,
+            trunks: route.trunks.clone(),
+            offer_sdp,
+            to_browser,
+            commands: rx,
+            _slot: slot,
+        };
+        self.tasks.spawn(job.run());
+        Ok(CallHandle { commands: tx })
+    }
+
+    /// Waits until every call task has finished (after their sessions closed).
+    pub async fn wait_idle(&self) {
+        self.tasks.close();
+        self.tasks.wait().await;
+        self.tasks.reopen();
+    }
+}

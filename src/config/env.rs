@@ -39,7 +39,9 @@ pub fn apply_env_overrides(
 fn parse_value(raw: &str) -> toml::Value {
     let wrapped = format!("v = {raw}");
     match wrapped.parse::<toml::Table>() {
-        Ok(mut t) => t.remove("v").unwrap_or_else(|| toml::Value::String(raw.into())),
+        Ok(mut t) => t
+            .remove("v")
+            .unwrap_or_else(|| toml::Value::String(raw.into())),
         Err(_) => toml::Value::String(raw.into()),
     }
 }
@@ -56,7 +58,11 @@ fn set_path(table: &mut toml::Table, path: &[String], value: toml::Value) -> Res
             .or_insert_with(|| toml::Value::Table(toml::Table::new()));
         current = match entry {
             toml::Value::Table(t) => t,
-            _ => return Err(format!("`{segment}` is not a section, cannot set a key inside it")),
+            _ => {
+                return Err(format!(
+                    "`{segment}` is not a section, cannot set a key inside it"
+                ));
+            }
         };
     }
     current.insert(last.clone(), value);

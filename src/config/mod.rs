@@ -5,7 +5,7 @@
 //! nothing else here touches the system. Tests build a [`Config`] in code.
 
 mod env;
-mod validate;
+pub mod validate;
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};

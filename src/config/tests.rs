@@ -50,7 +50,10 @@ fn env_overrides_nested_keys_and_types() {
     .expect("loads");
     assert_eq!(c.server.max_calls, 42);
     assert_eq!(c.auth.audience, "other");
-    assert_eq!(c.server.public_ip, Some("203.0.113.10".parse().expect("ip")));
+    assert_eq!(
+        c.server.public_ip,
+        Some("203.0.113.10".parse().expect("ip"))
+    );
 }
 
 #[test]
@@ -64,10 +67,22 @@ fn unknown_key_is_named() {
 fn bad_values_name_the_key() {
     let cases = [
         (minimal().replace(SECRET, "short"), "auth.hs256_secret"),
-        (minimal().replace(r#"trunks = ["a"]"#, r#"trunks = ["b"]"#), "dialplan.routes[0].trunks"),
-        (minimal().replace(r"'^\+1[0-9]{10}$'", "'(('"), "dialplan.routes[0].pattern"),
-        (minimal().replace("127.0.0.1:5070", "nohost"), "sip.trunks[0].address"),
-        (format!("{}\n[sip]\nrtp_ports = \"30000-20000\"", minimal()), "sip.rtp_ports"),
+        (
+            minimal().replace(r#"trunks = ["a"]"#, r#"trunks = ["b"]"#),
+            "dialplan.routes[0].trunks",
+        ),
+        (
+            minimal().replace(r"'^\+1[0-9]{10}$'", "'(('"),
+            "dialplan.routes[0].pattern",
+        ),
+        (
+            minimal().replace("127.0.0.1:5070", "nohost"),
+            "sip.trunks[0].address",
+        ),
+        (
+            format!("{}\n[sip]\nrtp_ports = \"30000-20000\"", minimal()),
+            "sip.rtp_ports",
+        ),
     ];
     for (text, key) in cases {
         let err = load_text(&text, vec![]).expect_err(key).to_string();
@@ -77,9 +92,12 @@ fn bad_values_name_the_key() {
 
 #[test]
 fn wrong_type_names_the_key() {
-    let err = load_text(&minimal(), vec![("CALLBRIDGE_SERVER__MAX_CALLS", "\"many\"")])
-        .expect_err("must fail")
-        .to_string();
+    let err = load_text(
+        &minimal(),
+        vec![("CALLBRIDGE_SERVER__MAX_CALLS", "\"many\"")],
+    )
+    .expect_err("must fail")
+    .to_string();
     assert!(err.contains("max_calls"), "{err}");
 }
 

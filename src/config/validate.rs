@@ -50,10 +50,16 @@ pub fn validate(config: &Config) -> Result<(), ConfigError> {
         }
     }
     if config.server.max_calls == 0 {
-        return Err(ConfigError::invalid("server.max_calls", "must be at least 1"));
+        return Err(ConfigError::invalid(
+            "server.max_calls",
+            "must be at least 1",
+        ));
     }
     if config.server.auth_timeout.is_zero() {
-        return Err(ConfigError::invalid("server.auth_timeout", "must be more than 0s, e.g. \"5s\""));
+        return Err(ConfigError::invalid(
+            "server.auth_timeout",
+            "must be more than 0s, e.g. \"5s\"",
+        ));
     }
     let limits = &config.limits;
     for (key, value) in [
@@ -72,7 +78,10 @@ pub fn validate(config: &Config) -> Result<(), ConfigError> {
         ));
     }
     if limits.max_call_duration.is_zero() {
-        return Err(ConfigError::invalid("limits.max_call_duration", "must be more than 0s"));
+        return Err(ConfigError::invalid(
+            "limits.max_call_duration",
+            "must be more than 0s",
+        ));
     }
     parse_port_range(&config.sip.rtp_ports)
         .map_err(|m| ConfigError::invalid("sip.rtp_ports", m))?;
@@ -81,15 +90,22 @@ pub fn validate(config: &Config) -> Result<(), ConfigError> {
     for (i, trunk) in config.sip.trunks.iter().enumerate() {
         let key = format!("sip.trunks[{i}]");
         if trunk.name.is_empty() {
-            return Err(ConfigError::invalid(format!("{key}.name"), "must not be empty"));
+            return Err(ConfigError::invalid(
+                format!("{key}.name"),
+                "must not be empty",
+            ));
         }
         if !names.insert(trunk.name.as_str()) {
             return Err(ConfigError::invalid(
                 format!("{key}.name"),
-                format!("trunk name `{}` is used twice; names must be unique", trunk.name),
+                format!(
+                    "trunk name `{}` is used twice; names must be unique",
+                    trunk.name
+                ),
             ));
         }
-        split_host_port(&trunk.address).map_err(|m| ConfigError::invalid(format!("{key}.address"), m))?;
+        split_host_port(&trunk.address)
+            .map_err(|m| ConfigError::invalid(format!("{key}.address"), m))?;
         if !matches!(trunk.transport.as_str(), "udp" | "tcp" | "tls") {
             return Err(ConfigError::invalid(
                 format!("{key}.transport"),
@@ -104,7 +120,7 @@ pub fn validate(config: &Config) -> Result<(), ConfigError> {
         }
         if trunk.username.is_some() != trunk.password.is_some() {
             return Err(ConfigError::invalid(
-                format!("{key}"),
+                key.clone(),
                 "set both username and password, or neither",
             ));
         }
@@ -118,7 +134,10 @@ pub fn validate(config: &Config) -> Result<(), ConfigError> {
             ));
         }
         if route.trunks.is_empty() {
-            return Err(ConfigError::invalid(format!("{key}.trunks"), "must name at least one trunk"));
+            return Err(ConfigError::invalid(
+                format!("{key}.trunks"),
+                "must name at least one trunk",
+            ));
         }
         for name in &route.trunks {
             if !names.contains(name.as_str()) {
@@ -169,9 +188,9 @@ pub fn parse_port_range(text: &str) -> Result<(u16, u16), String> {
 
 /// Splits `host:port` (IPv6 in brackets); the port is required.
 pub fn split_host_port(address: &str) -> Result<(String, u16), String> {
-    let (host, port) = address
-        .rsplit_once(':')
-        .ok_or_else(|| format!("`{address}` has no port; write host:port, e.g. sip.example.com:5060"))?;
+    let (host, port) = address.rsplit_once(':').ok_or_else(|| {
+        format!("`{address}` has no port; write host:port, e.g. sip.example.com:5060")
+    })?;
     let port: u16 = port
         .parse()
         .map_err(|_| format!("`{port}` in `{address}` is not a port number"))?;

@@ -20,7 +20,11 @@ pub struct Bridge {}
 
 impl Bridge {
     /// Starts relaying between `webrtc` and `rtp`, sending to `remote`.
-    pub fn start(_webrtc: &WebRtcLeg, _rtp: RtpLeg, _remote: RemoteMedia) -> Result<Bridge, super::MediaError> {
+    pub fn start(
+        _webrtc: &WebRtcLeg,
+        _rtp: RtpLeg,
+        _remote: RemoteMedia,
+    ) -> Result<Bridge, super::MediaError> {
         todo!()
     }
 

@@ -7,8 +7,8 @@
 
 pub mod bridge;
 pub mod codec;
-pub mod rtp_leg;
 pub mod rewrite;
+pub mod rtp_leg;
 pub mod sdp;
 pub mod webrtc_leg;
 
