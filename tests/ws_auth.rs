@@ -1,0 +1,169 @@
+//! Authentication and protocol robustness of the WebSocket endpoint, against a real
+//! in-process gateway over loopback.
+
+mod common;
+
+use base64::Engine;
+use common::gateway::{Closed, TestGateway, WsClient, claims, test_config, token};
+use serde_json::json;
+
+fn b64(data: &[u8]) -> String {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(data)
+}
+
+async fn auth_and_expect_close(gw: &TestGateway, token: &str) -> (serde_json::Value, Closed) {
+    let mut ws = gw.connect().await;
+    ws.send(json!({"type": "auth", "token": token})).await;
+    let error = ws.recv().await;
+    let closed = ws.closed().await;
+    (error, closed)
+}
+
+#[tokio::test]
+async fn bad_tokens_close_4001_with_a_reason() {
+    let gw = TestGateway::start(test_config(None)).await;
+
+    let expired = token("alice", "calls:outbound", -3600);
+    let forged = callbridge::auth::mint_hs256(
+        "some-other-secret-some-other-secret-0000",
+        &claims("alice", "calls:outbound", 3600),
+    )
+    .expect("mint");
+    let mut wrong_aud = claims("alice", "calls:outbound", 3600);
+    wrong_aud.aud = Some(callbridge::auth::Audience::One("someone-else".into()));
+    let wrong_aud = callbridge::auth::mint_hs256(common::gateway::SECRET, &wrong_aud).expect("mint");
+    let payload = serde_json::to_vec(&claims("alice", "calls:outbound", 3600)).expect("json");
+    let alg_none = format!("{}.{}.", b64(br#"{"alg":"none","typ":"JWT"}"#), b64(&payload));
+
+    for (name, token, needle) in [
+        ("expired", expired.as_str(), "expired"),
+        ("forged", forged.as_str(), "signature"),
+        ("wrong audience", wrong_aud.as_str(), "audience"),
+        ("alg none", alg_none.as_str(), "unsigned"),
+        ("garbage", "not-a-jwt", "malformed"),
+    ] {
+        let (error, closed) = auth_and_expect_close(&gw, token).await;
+        assert_eq!(error["type"], "error", "{name}: {error}");
+        assert_eq!(error["code"], "unauthorized", "{name}: {error}");
+        let message = error["message"].as_str().expect("message");
+        assert!(message.contains(needle), "{name}: message `{message}` lacks `{needle}`");
+        assert!(!message.contains(token) || token.len() < 12, "{name}: token echoed back");
+        assert!(error["correlation_id"].as_str().is_some_and(|c| !c.is_empty()));
+        assert_eq!(closed, Closed::Code(4001), "{name}");
+    }
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn token_without_call_scope_closes_4003() {
+    let gw = TestGateway::start(test_config(None)).await;
+    let (error, closed) = auth_and_expect_close(&gw, &token("bob", "recordings:read", 3600)).await;
+    assert_eq!(error["code"], "forbidden", "{error}");
+    assert!(error["message"].as_str().expect("message").contains("calls:outbound"));
+    assert_eq!(closed, Closed::Code(4003));
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn no_auth_frame_closes_4008() {
+    let mut config = test_config(None);
+    config.server.auth_timeout = std::time::Duration::from_millis(300);
+    let gw = TestGateway::start(config).await;
+    let mut ws = gw.connect().await;
+    let error = ws.recv().await;
+    assert_eq!(error["code"], "unauthorized");
+    assert!(error["message"].as_str().expect("message").contains("auth"));
+    assert_eq!(ws.closed().await, Closed::Code(4008));
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn query_token_is_accepted() {
+    let gw = TestGateway::start(test_config(None)).await;
+    let url = format!("{}?access_token={}", gw.ws_url(), token("carol", "calls:outbound", 60));
+    let mut ws = WsClient::connect(&url).await;
+    let ready = ws.recv().await;
+    assert_eq!(ready["type"], "ready");
+    assert_eq!(ready["user"], "carol");
+    assert!(ready["session_id"].as_str().expect("session id").starts_with("s-"));
+    assert!(ready["resume_token"].as_str().is_some_and(|t| t.len() >= 32));
+    assert_eq!(ready["ice_servers"], json!([]), "no public STUN server is ever handed out");
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn malformed_frames_get_bad_request_and_the_session_keeps_working() {
+    let gw = TestGateway::start(test_config(None)).await;
+    let (mut ws, _) = gw.connect_as("dave", "calls:outbound").await;
+
+    ws.send_text("{this is not json").await;
+    let e = ws.recv().await;
+    assert_eq!((e["type"].as_str(), e["code"].as_str()), (Some("error"), Some("bad_request")));
+    assert!(e["message"].as_str().expect("message").contains("JSON"));
+
+    ws.send(json!({"type": "warp", "call_id": "c1"})).await;
+    let e = ws.recv().await;
+    assert_eq!(e["code"], "bad_request");
+    assert!(e["message"].as_str().expect("message").contains("warp"));
+
+    ws.send(json!({"type": "call", "call_id": "c1", "sdp": "v=0"})).await;
+    let e = ws.recv().await;
+    assert_eq!(e["code"], "bad_request");
+    assert!(e["message"].as_str().expect("message").contains("`to`"), "{e}");
+
+    ws.send(json!({"type": "hangup", "call_id": "nope"})).await;
+    let e = ws.recv().await;
+    assert_eq!(e["code"], "not_found");
+
+    let big = "x".repeat(70 * 1024);
+    ws.send(json!({"type": "ping", "pad": big})).await;
+    let e = ws.recv().await;
+    assert_eq!(e["code"], "bad_request");
+    assert!(e["message"].as_str().expect("message").contains("max_message_bytes"));
+
+    ws.send(json!({"type": "ping"})).await;
+    assert_eq!(ws.recv().await["type"], "pong", "session still works after bad input");
+    ws.close().await;
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn unrouted_number_ends_forbidden() {
+    let gw = TestGateway::start(test_config(Some("127.0.0.1:9".parse().expect("addr")))).await;
+    let (mut ws, _) = gw.connect_as("erin", "calls:outbound").await;
+    ws.send(json!({"type": "call", "call_id": "c9", "to": "+999123", "sdp": "v=0"})).await;
+    let ended = ws.recv_type("ended", |_| {}).await;
+    assert_eq!(ended["call_id"], "c9");
+    assert_eq!(ended["reason"], "forbidden");
+    ws.send(json!({"type": "ping"})).await;
+    assert_eq!(ws.recv().await["type"], "pong");
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn healthz_and_metrics_on_the_same_listener() {
+    let gw = TestGateway::start(test_config(None)).await;
+    let (mut ws, _) = gw.connect_as("frank", "calls:outbound").await;
+    let body = http_get(gw.http_addr(), "/metrics").await;
+    assert!(body.contains("callbridge_active_calls 0"), "{body}");
+    assert!(body.contains("callbridge_ws_sessions 1"), "{body}");
+    let health = http_get(gw.http_addr(), "/healthz").await;
+    assert!(health.starts_with("HTTP/1.1 200"), "{health}");
+    ws.send(json!({"type": "ping"})).await;
+    ws.recv().await;
+    gw.stop().await;
+}
+
+/// A minimal HTTP/1.1 GET over a raw socket (keeps test dependencies small).
+async fn http_get(addr: std::net::SocketAddr, path: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let req = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    s.write_all(req.as_bytes()).await.expect("write");
+    let mut out = String::new();
+    tokio::time::timeout(common::gateway::WAIT, s.read_to_string(&mut out))
+        .await
+        .expect("http timeout")
+        .expect("read");
+    out
+}
