@@ -20,7 +20,7 @@ mod user_agent;
 
 use std::net::{IpAddr, SocketAddr};
 
-pub use endpoint::{MessageCount, SipCallHandle, SipEndpoint};
+pub use endpoint::{Direction, MessageCount, SipCallHandle, SipEndpoint};
 pub use transaction::TimerConfig;
 
 /// Errors of the SIP user agent.

@@ -12,7 +12,6 @@ pub(crate) trait Machine {
     fn timeout(&self) -> Option<Instant>;
     fn fire(&mut self, now: Instant);
     fn transmit(&mut self) -> Option<Vec<u8>>;
-    fn terminated(&self) -> bool;
 }
 
 macro_rules! machine {
@@ -26,9 +25,6 @@ macro_rules! machine {
             }
             fn transmit(&mut self) -> Option<Vec<u8>> {
                 self.poll_transmit()
-            }
-            fn terminated(&self) -> bool {
-                self.is_terminated()
             }
         }
     };
