@@ -281,13 +281,14 @@ async fn flush(
         while let Some(t) = ua.poll_transmit() {
             progressed = true;
             let sip_call_id = t.call_id.as_deref().unwrap_or("-");
+            let correlation_id = ua.correlation_id(sip_call_id).unwrap_or("-").to_string();
             match socket.send_to(&t.payload, t.dest).await {
                 Ok(_) => {
                     count(counts, Direction::Outbound, &t.payload);
-                    tracing::trace!(sip_call_id, dest = %t.dest, message = %String::from_utf8_lossy(&t.payload), "SIP out");
+                    tracing::trace!(sip_call_id, %correlation_id, dest = %t.dest, message = %String::from_utf8_lossy(&t.payload), "SIP out");
                 }
                 Err(e) => {
-                    tracing::warn!(sip_call_id, dest = %t.dest, "SIP send failed: {e}");
+                    tracing::warn!(sip_call_id, %correlation_id, dest = %t.dest, "SIP send failed: {e}");
                     ua.handle_send_error(now(), t.call_id.as_deref(), e.to_string());
                 }
             }

@@ -283,14 +283,21 @@ impl OutboundCall {
             self.on_invite_event(now, event);
         }
         while let Some(event) = self.cancel.as_mut().and_then(NonInviteClient::poll_event) {
-            tracing::debug!(sip_call_id = %self.call_id, correlation_id = %self.correlation_id, ?event, "CANCEL transaction");
+            let outcome = match event {
+                ClientEvent::Provisional(r) | ClientEvent::Final(r) => {
+                    r.status_code.code().to_string()
+                }
+                ClientEvent::Timeout => "timeout".into(),
+                ClientEvent::TransportError(e) => e,
+            };
+            tracing::debug!(sip_call_id = %self.call_id, correlation_id = %self.correlation_id, %outcome, "CANCEL answered");
         }
         while let Some(event) = self.bye.as_mut().and_then(|(_, t)| t.poll_event()) {
             if matches!(event, ClientEvent::Provisional(_)) {
                 continue;
             }
             if let ClientEvent::Timeout | ClientEvent::TransportError(_) = event {
-                tracing::warn!(sip_call_id = %self.call_id, correlation_id = %self.correlation_id, ?event, "BYE got no answer");
+                tracing::warn!(sip_call_id = %self.call_id, correlation_id = %self.correlation_id, "BYE got no answer");
             }
             self.finish(SipCallEvent::Terminated);
         }

@@ -188,6 +188,7 @@ impl UserAgent {
                 };
                 match self.calls.get_mut(&call_id) {
                     Some(call) => {
+                        tracing::debug!(sip_call_id = %call_id, correlation_id = %call.correlation_id, code = response.status_code.code(), %reason, "response received");
                         call.handle_response(now, response, reason);
                         self.collect(&call_id);
                     }
@@ -275,6 +276,11 @@ impl UserAgent {
             .filter_map(|(_, tx)| tx.poll_timeout())
             .min();
         earliest(calls, servers)
+    }
+
+    /// The correlation id of a call, for the driver's logs.
+    pub(crate) fn correlation_id(&self, call_id: &str) -> Option<&str> {
+        self.calls.get(call_id).map(|c| c.correlation_id.as_str())
     }
 
     /// Number of call legs still held (finished ones linger while they absorb
