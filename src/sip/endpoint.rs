@@ -253,7 +253,11 @@ async fn run(
                     ua.handle_datagram(now(), source, &buf[..n]);
                 }
                 // E.g. ICMP errors surfaced by some platforms: not fatal for the socket.
-                Err(e) => tracing::warn!("SIP socket receive error: {e}"),
+                // A short pause keeps a persistent error from spinning the loop.
+                Err(e) => {
+                    tracing::warn!("SIP socket receive error: {e}");
+                    tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                }
             },
             () = sleep_until(deadline) => ua.handle_timeout(now()),
         }

@@ -14,10 +14,11 @@ use std::time::Instant;
 use rsip::{Method, Request, Response};
 
 use super::Transmit;
+use super::fork::Fork;
 use crate::sip::SipCallEvent;
 use crate::sip::dialog::Dialog;
 use crate::sip::message::build::{self, new_branch, request_bytes};
-use crate::sip::message::{body_text, branch, cseq};
+use crate::sip::message::{body_text, branch, cseq, to_tag};
 use crate::sip::transaction::{
     ClientEvent, InviteClient, NonInviteClient, Reliability, TimerConfig, earliest,
 };
@@ -69,6 +70,8 @@ pub(crate) struct OutboundCall {
     dialog: Option<Dialog>,
     /// The ACK sent for the 2xx and where, resent when the 2xx is retransmitted.
     ack: Option<(SocketAddr, Vec<u8>)>,
+    /// Dialogs of forked 2xx responses, ACKed and being BYEd.
+    forks: Vec<Fork>,
     /// Reason phrase of the last response to the INVITE.
     last_reason: String,
     /// The caller asked to hang up: only `Terminated` is reported from then on.
@@ -109,6 +112,7 @@ impl OutboundCall {
             bye: None,
             dialog: None,
             ack: None,
+            forks: Vec::new(),
             last_reason: String::new(),
             hung_up: false,
             phase: Phase::Calling,
@@ -134,14 +138,9 @@ impl OutboundCall {
                             tracing::debug!(sip_call_id = %self.call_id, correlation_id = %self.correlation_id, "INVITE: {e}");
                         }
                     }
-                    // The transaction ended with the first 2xx; retransmissions reach us
-                    // here and get the same ACK again (§13.2.2.4).
-                    _ if (200..300).contains(&code) => {
-                        if let Some((dest, ack)) = &self.ack {
-                            tracing::debug!(sip_call_id = %self.call_id, correlation_id = %self.correlation_id, "2xx retransmitted: ACK again");
-                            self.transmits.push_back(self.transmit(*dest, ack.clone()));
-                        }
-                    }
+                    // The transaction ended with the first 2xx; retransmissions and
+                    // forked 2xx reach us here (§13.2.2.4).
+                    _ if (200..300).contains(&code) => self.on_late_2xx(now, &response),
                     _ => {}
                 }
             }
@@ -154,13 +153,55 @@ impl OutboundCall {
                 Some((b, tx)) if *b == branch => {
                     let _ = tx.handle_response(now, response);
                 }
-                _ => {}
+                _ => {
+                    if let Some(fork) = self.forks.iter_mut().find(|f| f.bye_branch == branch) {
+                        let _ = fork.bye.handle_response(now, response);
+                    }
+                }
             },
             _ => {
                 tracing::debug!(sip_call_id = %self.call_id, correlation_id = %self.correlation_id, %method, code, "response matches no transaction");
             }
         }
         self.process(now);
+    }
+
+    /// A 2xx after the INVITE transaction ended: the same ACK again for a
+    /// retransmission; ACK and BYE for a 2xx from another fork.
+    fn on_late_2xx(&mut self, now: Instant, response: &Response) {
+        let tag = to_tag(response).unwrap_or_default();
+        let ours = self.dialog.as_ref().is_some_and(|d| d.remote_tag == tag);
+        let resend = if ours {
+            self.ack.clone()
+        } else if let Some(fork) = self.forks.iter().find(|f| f.remote_tag == tag) {
+            Some((fork.dest, fork.ack.clone()))
+        } else if self.dialog.is_some() {
+            match Fork::start(
+                now,
+                &self.invite_request,
+                response,
+                self.local,
+                self.target,
+                self.timers,
+            ) {
+                Ok(fork) => {
+                    tracing::info!(sip_call_id = %self.call_id, correlation_id = %self.correlation_id, remote_tag = %tag, "forked 2xx: ACK and BYE");
+                    let ack = Some((fork.dest, fork.ack.clone()));
+                    self.forks.push(fork);
+                    ack
+                }
+                Err(e) => {
+                    tracing::warn!(sip_call_id = %self.call_id, correlation_id = %self.correlation_id, "forked 2xx unusable: {e}");
+                    None
+                }
+            }
+        } else {
+            None
+        };
+        if let Some((dest, ack)) = resend {
+            tracing::debug!(sip_call_id = %self.call_id, correlation_id = %self.correlation_id, "ACK for 2xx");
+            self.transmits.push_back(self.transmit(dest, ack));
+        }
     }
 
     /// The call module hangs up. Idempotent.
@@ -232,6 +273,9 @@ impl OutboundCall {
         if let Some((_, tx)) = self.bye.as_mut() {
             tx.handle_timeout(now);
         }
+        for fork in &mut self.forks {
+            fork.bye.handle_timeout(now);
+        }
         if let Phase::Cancelling { guard } = self.phase
             && now >= guard
         {
@@ -252,6 +296,9 @@ impl OutboundCall {
         at = earliest(at, self.bye.as_ref().and_then(|(_, t)| t.poll_timeout()));
         if let Phase::Cancelling { guard } = self.phase {
             at = earliest(at, Some(guard));
+        }
+        for fork in &self.forks {
+            at = earliest(at, fork.bye.poll_timeout());
         }
         at
     }
@@ -275,6 +322,7 @@ impl OutboundCall {
                 .as_ref()
                 .is_none_or(NonInviteClient::is_terminated)
             && self.bye.as_ref().is_none_or(|(_, t)| t.is_terminated())
+            && self.forks.iter().all(|f| f.bye.is_terminated())
     }
 
     /// Applies the events of all transactions, then collects their datagrams.
@@ -459,6 +507,12 @@ impl OutboundCall {
         if let Some((_, tx)) = self.bye.as_mut() {
             while let Some(bytes) = tx.poll_transmit() {
                 out.push((bye_dest, bytes));
+            }
+        }
+        for fork in &mut self.forks {
+            while fork.bye.poll_event().is_some() {}
+            while let Some(bytes) = fork.bye.poll_transmit() {
+                out.push((fork.dest, bytes));
             }
         }
         for (dest, bytes) in out {

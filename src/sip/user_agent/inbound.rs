@@ -9,7 +9,7 @@ use std::time::Instant;
 use rsip::{Header, Method, Request};
 
 use super::{Transmit, UserAgent};
-use crate::sip::message::build::{self, ALLOW, random_hex, response_bytes};
+use crate::sip::message::build::{self, ALLOW, response_bytes};
 use crate::sip::message::{branch, call_id, to_tag};
 use crate::sip::transaction::{NonInviteServer, Reliability};
 
@@ -44,7 +44,7 @@ impl UserAgent {
             .map(|c| c.correlation_id.as_str())
             .unwrap_or("-");
         tracing::info!(%sip_call_id, %correlation_id, %method, %source, code, "answering request");
-        let tag = random_hex(12);
+        let tag = self.response_tag(&request);
         let response = build::response(&request, code, Some(&tag), source, extra);
         if method == Method::Invite {
             self.transmits.push_back(Transmit {
@@ -69,6 +69,17 @@ impl UserAgent {
         if self.calls.contains_key(&sip_call_id) {
             self.collect(&sip_call_id);
         }
+    }
+
+    /// The To tag we add to a response: the same for every retransmission of a request
+    /// (stateless INVITE answers included), unguessable thanks to the per-UA salt.
+    fn response_tag(&self, request: &Request) -> String {
+        use std::hash::{Hash, Hasher};
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        self.tag_salt.hash(&mut hasher);
+        branch(request).hash(&mut hasher);
+        call_id(request).hash(&mut hasher);
+        format!("{:012x}", hasher.finish() & 0xffff_ffff_ffff)
     }
 
     /// Status code and extra headers for a new request.

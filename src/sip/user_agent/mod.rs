@@ -6,6 +6,7 @@
 //! `endpoint.rs` owns the socket and the clock.
 
 mod call;
+mod fork;
 mod inbound;
 
 use std::collections::{HashMap, VecDeque};
@@ -57,6 +58,8 @@ pub(crate) struct UserAgent {
     transmits: VecDeque<Transmit>,
     /// Events for the call module.
     events: VecDeque<(String, SipCallEvent)>,
+    /// Random salt of the To tags of our stateless answers.
+    tag_salt: u64,
 }
 
 /// Checks the caller's request before anything is built; returns the sanitised
@@ -115,6 +118,7 @@ impl UserAgent {
             servers: HashMap::new(),
             transmits: VecDeque::new(),
             events: VecDeque::new(),
+            tag_salt: rand::random(),
         }
     }
 

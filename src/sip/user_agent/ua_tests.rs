@@ -202,6 +202,30 @@ fn answer_acks_and_acks_again_on_retransmitted_200() {
 }
 
 #[test]
+fn forked_2xx_is_acked_and_byed_without_disturbing_the_call() {
+    let (mut h, invite) = answered();
+    h.take_sent();
+    let fork = reply(&invite, 200, "OK", CONTACT).replace("tag=peer1", "tag=peer2");
+    h.peer_sends(&fork);
+    let sent = h.take_sent();
+    assert_eq!(sent.len(), 2, "{sent:?}");
+    assert!(sent[0].starts_with("ACK ") && header(&sent[0], "To").ends_with("tag=peer2"));
+    assert!(sent[1].starts_with("BYE ") && header(&sent[1], "To").ends_with("tag=peer2"));
+    h.peer_sends(&fork);
+    assert_eq!(
+        h.take_sent(),
+        vec![sent[0].clone()],
+        "same ACK for its retransmission"
+    );
+    h.peer_sends(&reply(&sent[1], 200, "OK", ""));
+    assert!(h.take_events().is_empty(), "the kept dialog is untouched");
+    h.ua.hangup(h.now, "cid-1");
+    h.drain();
+    let bye = h.take_sent().remove(0);
+    assert!(header(&bye, "To").ends_with("tag=peer1"), "{bye}");
+}
+
+#[test]
 fn hangup_after_answer_sends_bye_then_terminated() {
     let (mut h, _) = answered();
     h.take_sent();
