@@ -216,6 +216,54 @@ async fn e_invite_is_retransmitted_at_t1_then_2t1() {
     ep.shutdown().await;
 }
 
+/// The peer retransmits its 200 (as a UAS does until the ACK arrives): each copy
+/// gets the same ACK again, and `Answered` is reported once.
+#[tokio::test]
+async fn retransmitted_200_gets_the_ack_again() {
+    let peer = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let ep = endpoint().await;
+    let (_call, mut events) = ep
+        .invite(request(peer.local_addr().unwrap()))
+        .await
+        .unwrap();
+    let mut buf = vec![0u8; 65_535];
+    let (n, from) = peer.recv_from(&mut buf).await.unwrap();
+    let invite = String::from_utf8_lossy(&buf[..n]).to_string();
+    let ok = reply(&invite, "200 OK").replace(
+        "Content-Length: 0\r\n",
+        &format!(
+            "Contact: <sip:peer@{}>\r\nContent-Length: 0\r\n",
+            peer.local_addr().unwrap()
+        ),
+    );
+    let mut acks = Vec::new();
+    for _ in 0..2 {
+        peer.send_to(ok.as_bytes(), from).await.unwrap();
+        loop {
+            let (n, _) = tokio::time::timeout(Duration::from_secs(5), peer.recv_from(&mut buf))
+                .await
+                .expect("ACK")
+                .unwrap();
+            if buf[..n].starts_with(b"ACK ") {
+                acks.push(buf[..n].to_vec());
+                break;
+            }
+        }
+    }
+    assert_eq!(acks[0], acks[1], "the same ACK for the retransmitted 200");
+    assert!(matches!(
+        next(&mut events).await,
+        SipCallEvent::Answered { .. }
+    ));
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), events.recv())
+            .await
+            .is_err(),
+        "Answered is reported once"
+    );
+    ep.shutdown().await;
+}
+
 /// A response built from one of our requests (Via, From, To + tag, Call-ID, CSeq).
 fn reply(request: &str, status: &str) -> String {
     let header = |name: &str| {

@@ -146,12 +146,13 @@ impl Dialog {
         extra: Vec<Header>,
     ) -> Result<Request, DialogError> {
         let loose = self.route_set.first().is_none_or(|r| is_loose_route(r));
-        let (uri_text, routes): (String, Vec<String>) = if loose {
-            (self.remote_target.clone(), self.route_set.clone())
-        } else {
-            let mut rest: Vec<String> = self.route_set[1..].to_vec();
-            rest.push(format!("<{}>", self.remote_target));
-            (addr_uri(&self.route_set[0]).to_string(), rest)
+        let (uri_text, routes): (String, Vec<String>) = match self.route_set.split_first() {
+            Some((first, rest)) if !loose => {
+                let mut routes = rest.to_vec();
+                routes.push(format!("<{}>", self.remote_target));
+                (addr_uri(first).to_string(), routes)
+            }
+            _ => (self.remote_target.clone(), self.route_set.clone()),
         };
         let uri =
             Uri::try_from(uri_text.as_str()).map_err(|_| DialogError::BadUri(uri_text.clone()))?;

@@ -59,19 +59,22 @@ impl SippOutcome {
 /// The SIPp binary: `$SIPP` if set, else `sipp` on the PATH, else `/usr/bin/sipp`.
 /// Panics when none exists: CI installs `sip-tester`, so a missing SIPp is a failure.
 pub fn sipp_binary() -> PathBuf {
-    if let Some(p) = std::env::var_os("SIPP") {
-        return PathBuf::from(p);
-    }
-    let on_path = std::env::var_os("PATH").and_then(|paths| {
-        std::env::split_paths(&paths)
-            .map(|d| d.join("sipp"))
-            .find(|p| p.is_file())
-    });
-    let bin = on_path.unwrap_or_else(|| PathBuf::from("/usr/bin/sipp"));
+    let on_path = || {
+        std::env::var_os("PATH").and_then(|paths| {
+            std::env::split_paths(&paths)
+                .map(|d| d.join("sipp"))
+                .find(|p| p.is_file())
+        })
+    };
+    let bin = std::env::var_os("SIPP")
+        .map(PathBuf::from)
+        .or_else(on_path)
+        .unwrap_or_else(|| PathBuf::from("/usr/bin/sipp"));
     assert!(
         bin.is_file(),
-        "SIPp not found (looked for $SIPP, `sipp` on PATH, /usr/bin/sipp): \
-         install it with `apt-get install sip-tester`"
+        "SIPp not found at {} (from $SIPP, else `sipp` on PATH, else /usr/bin/sipp): \
+         install it with `apt-get install sip-tester`",
+        bin.display()
     );
     bin
 }

@@ -232,7 +232,7 @@ pub(crate) fn body_text(body: &[u8]) -> Option<String> {
 
 /// A short label (method, status) for logs and counters, read from raw bytes.
 pub(crate) fn label(datagram: &[u8]) -> Option<(String, Option<u16>)> {
-    let text = std::str::from_utf8(datagram.get(..datagram.len().min(2048))?).ok()?;
+    let text = String::from_utf8_lossy(&datagram[..datagram.len().min(2048)]);
     let mut lines = text.lines();
     let first = lines.next()?;
     let cseq_method = || {

@@ -20,12 +20,17 @@ impl UserAgent {
         let sip_call_id = call_id(&request).unwrap_or_default();
         if method == Method::Ack {
             // ACKs are never answered; we hold no INVITE server transaction yet.
-            tracing::debug!(%sip_call_id, %source, "ACK ignored");
+            tracing::debug!(%sip_call_id, correlation_id = "-", %source, "ACK ignored");
             return;
         }
         let key = (branch(&request).unwrap_or_default(), method.to_string());
+        let correlation_id = self
+            .calls
+            .get(&sip_call_id)
+            .map(|c| c.correlation_id.clone())
+            .unwrap_or_else(|| "-".into());
         if let Some((dest, tx)) = self.servers.get_mut(&key) {
-            tracing::debug!(%sip_call_id, %method, "request retransmitted");
+            tracing::debug!(%sip_call_id, %correlation_id, %method, "request retransmitted");
             tx.handle_request(now);
             let dest = *dest;
             while let Some(payload) = tx.poll_transmit() {
@@ -38,11 +43,6 @@ impl UserAgent {
             return;
         }
         let (code, extra) = self.answer(&request, &sip_call_id);
-        let correlation_id = self
-            .calls
-            .get(&sip_call_id)
-            .map(|c| c.correlation_id.as_str())
-            .unwrap_or("-");
         tracing::info!(%sip_call_id, %correlation_id, %method, %source, code, "answering request");
         let tag = self.response_tag(&request);
         let response = build::response(&request, code, Some(&tag), source, extra);
@@ -56,7 +56,7 @@ impl UserAgent {
         }
         let mut tx = NonInviteServer::new(now, self.config.timers, Reliability::Unreliable);
         if let Err(e) = tx.send_response(now, &response) {
-            tracing::warn!(%sip_call_id, "server transaction: {e}");
+            tracing::warn!(%sip_call_id, %correlation_id, "server transaction: {e}");
         }
         while let Some(payload) = tx.poll_transmit() {
             self.transmits.push_back(Transmit {

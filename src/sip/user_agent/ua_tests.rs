@@ -468,3 +468,50 @@ fn caller_input_is_validated() {
     ok.correlation_id = "a b\r\nc".into();
     assert_eq!(validate(&ok).unwrap(), "abc");
 }
+
+#[test]
+fn mutated_datagrams_never_panic() {
+    let mut h = Harness::new();
+    h.call();
+    let invite = h.take_sent().remove(0);
+    let seeds = [
+        reply(&invite, 200, "OK", CONTACT),
+        reply(
+            &invite,
+            180,
+            "Ringing",
+            "Record-Route: <sip:10.0.0.9;lr>\r\n",
+        ),
+        peer_request("BYE", ";tag=x", "z9hG4bKm", 1),
+        peer_request("OPTIONS", "", "z9hG4bKo", 1),
+        invite,
+    ];
+    let mut state = 0x2545_f491_4f6c_dd1d_u64;
+    let mut rnd = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    for i in 0..20_000 {
+        let mut bytes = seeds[i % seeds.len()].clone().into_bytes();
+        for _ in 0..(1 + rnd() % 4) {
+            let pos = (rnd() as usize) % bytes.len().max(1);
+            match rnd() % 4 {
+                0 => bytes[pos] = rnd() as u8,
+                1 => bytes.truncate(pos),
+                2 => bytes.insert(pos, b"<>;:,=\"\r\n @[]"[(rnd() % 13) as usize]),
+                _ => {
+                    bytes.remove(pos.min(bytes.len().saturating_sub(1)));
+                }
+            }
+            if bytes.is_empty() {
+                break;
+            }
+        }
+        h.ua.handle_datagram(h.now, PEER.parse().unwrap(), &bytes);
+        h.drain();
+        h.sent.clear();
+        h.events.clear();
+    }
+}
