@@ -141,6 +141,7 @@ pub async fn start(config: Config) -> Result<RunningServer, ServerError> {
         listen: config.sip.listen,
         external_ip: config.sip.external_address.or(config.server.public_ip),
         user_agent: config.sip.user_agent.clone(),
+        ..SipEndpointConfig::default()
     })
     .await?;
     let sip_addr = sip.local_addr();

@@ -1,11 +1,27 @@
 //! SIP user agent: transactions (RFC 3261 §17, sans-IO), dialogs, and the UDP transport.
 //!
-//! STUB: interface only, to be implemented.
+//! ```text
+//!  call module ──invite()/hangup()──> SipEndpoint ──mpsc──> driver task (endpoint.rs)
+//!                                                            │ owns UdpSocket + UserAgent
+//!   SipCallEvent <──────── per-call mpsc <───────────────────┤ sleeps until poll_timeout()
+//!                                                            ▼
+//!  user_agent (sans-IO core): calls ─ transaction/{invite_client, non_invite_client,
+//!                                       non_invite_server} ─ dialog ─ message (rsip)
+//! ```
+//!
+//! Everything below `endpoint.rs` is sans-IO: it takes `now: Instant` and datagrams as
+//! input and is drained with `poll_transmit()` / `poll_event()` / `poll_timeout()`.
 
-use std::net::SocketAddr;
-use std::sync::Arc;
+mod dialog;
+mod endpoint;
+mod message;
+pub mod transaction;
+mod user_agent;
 
-use tokio::sync::mpsc;
+use std::net::{IpAddr, SocketAddr};
+
+pub use endpoint::{Direction, MessageCount, SipCallHandle, SipEndpoint};
+pub use transaction::TimerConfig;
 
 /// Errors of the SIP user agent.
 #[derive(Debug, thiserror::Error)]
@@ -16,6 +32,9 @@ pub enum SipError {
     /// The endpoint has shut down.
     #[error("SIP endpoint is shut down")]
     Closed,
+    /// The caller asked for something that cannot be put in a SIP request.
+    #[error("invalid SIP request: {0}")]
+    InvalidRequest(String),
 }
 
 /// Settings of the SIP endpoint.
@@ -24,9 +43,22 @@ pub struct SipEndpointConfig {
     /// Local UDP address to bind (port 0: ephemeral).
     pub listen: SocketAddr,
     /// Address put in Via and Contact instead of the bound one (1:1 NAT), if any.
-    pub external_ip: Option<std::net::IpAddr>,
+    pub external_ip: Option<IpAddr>,
     /// `User-Agent` header value.
     pub user_agent: String,
+    /// RFC 3261 timer values (T1, T2, T4, D).
+    pub timers: TimerConfig,
+}
+
+impl Default for SipEndpointConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 5060)),
+            external_ip: None,
+            user_agent: concat!("callbridge/", env!("CARGO_PKG_VERSION")).to_string(),
+            timers: TimerConfig::default(),
+        }
+    }
 }
 
 /// What the call module asks for when placing an outbound call.
@@ -47,64 +79,46 @@ pub struct InviteRequest {
 }
 
 /// Progress of an outbound call leg, reported to the call module.
+///
+/// Exactly one of `Failed`, `RemoteHangup` or `Terminated` ends the stream. After
+/// `hangup()` the only event still reported is the final `Terminated`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SipCallEvent {
     /// 180 Ringing (with SDP if the peer sent one).
-    Ringing { sdp: Option<String> },
-    /// 183 Session Progress (with SDP for early media, if any).
-    Progress { sdp: Option<String> },
+    Ringing {
+        /// Early-media SDP answer, if any.
+        sdp: Option<String>,
+    },
+    /// 183 Session Progress, or another 1xx except 100 (with SDP for early media, if any).
+    Progress {
+        /// Early-media SDP answer, if any.
+        sdp: Option<String>,
+    },
     /// 200 OK to the INVITE (ACK already sent).
-    Answered { sdp: String },
+    Answered {
+        /// The SDP answer (empty if the peer sent none).
+        sdp: String,
+    },
     /// The INVITE failed with a final response (3xx-6xx), a timeout (408) or a
     /// transport error (503 is reported for those).
-    Failed { status: u16, reason: String },
+    Failed {
+        /// SIP status code.
+        status: u16,
+        /// Reason phrase as received (or describing the local failure).
+        reason: String,
+    },
     /// The peer sent BYE (already answered with 200).
     RemoteHangup,
     /// The dialog is over after our own hangup (BYE answered, or CANCEL/487 done).
     Terminated,
 }
 
-/// A handle to an outbound call leg.
-#[derive(Debug, Clone)]
-pub struct SipCallHandle {}
-
-impl SipCallHandle {
-    /// Hangs up: CANCEL before a final response, BYE after 200 OK. Idempotent.
-    pub fn hangup(&self) {
-        todo!()
-    }
-
-    /// The SIP Call-ID of the leg.
-    pub fn sip_call_id(&self) -> &str {
-        todo!()
-    }
-}
-
-/// The SIP user agent endpoint: owns the socket and all transactions and dialogs.
-pub struct SipEndpoint {}
-
-impl SipEndpoint {
-    /// Binds the socket and starts the endpoint's tasks.
-    pub async fn bind(_config: SipEndpointConfig) -> Result<Arc<SipEndpoint>, SipError> {
-        todo!()
-    }
-
-    /// The bound local address.
-    pub fn local_addr(&self) -> SocketAddr {
-        todo!()
-    }
-
-    /// Sends an INVITE; events arrive on the returned receiver until `Terminated`,
-    /// `Failed` or `RemoteHangup`.
-    pub async fn invite(
-        &self,
-        _request: InviteRequest,
-    ) -> Result<(SipCallHandle, mpsc::UnboundedReceiver<SipCallEvent>), SipError> {
-        todo!()
-    }
-
-    /// Stops the endpoint's tasks.
-    pub async fn shutdown(&self) {
-        todo!()
+impl SipCallEvent {
+    /// True for the events that end a call's event stream.
+    pub fn is_final(&self) -> bool {
+        matches!(
+            self,
+            Self::Failed { .. } | Self::RemoteHangup | Self::Terminated
+        )
     }
 }
