@@ -76,7 +76,9 @@ impl Counters {
 
     /// Counts a drop, logging the first one at debug level.
     fn dropped(&self, why: Dropped) {
-        let previous = self.dropped_unknown_payload_type.fetch_add(1, Ordering::Relaxed);
+        let previous = self
+            .dropped_unknown_payload_type
+            .fetch_add(1, Ordering::Relaxed);
         if previous == 0 {
             tracing::debug!(?why, "dropping RTP packet");
         }
@@ -108,7 +110,11 @@ impl Bridge {
     /// if the legs' codecs cannot be bridged without transcoding (only µ-law <-> A-law
     /// is converted). Packets flow as soon as the browser's track opens and the SIP
     /// peer sends; nothing needs to wait for `Connected`.
-    pub fn start(webrtc: &WebRtcLeg, rtp: RtpLeg, remote: RemoteMedia) -> Result<Bridge, MediaError> {
+    pub fn start(
+        webrtc: &WebRtcLeg,
+        rtp: RtpLeg,
+        remote: RemoteMedia,
+    ) -> Result<Bridge, MediaError> {
         let browser = webrtc.format();
         let (track, track_ssrc) = webrtc.local_track();
         let clock = browser.codec.clock_rate();
@@ -119,7 +125,13 @@ impl Bridge {
             Towards::Sip,
             browser,
             remote.format,
-            RtpRewriter::new(sip_ssrc, seq, ts, remote.format.codec.clock_rate(), remote.format.codec.clock_rate() / 50),
+            RtpRewriter::new(
+                sip_ssrc,
+                seq,
+                ts,
+                remote.format.codec.clock_rate(),
+                remote.format.codec.clock_rate() / 50,
+            ),
         )?;
         let (seq, ts) = rand_start();
         let to_browser = Relay::new(
@@ -134,10 +146,28 @@ impl Bridge {
         let (remote_tx, remote_rx) = watch::channel(remote);
         let counters = Arc::new(Counters::default());
         let tasks = vec![
-            tokio::spawn(browser_to_sip(webrtc.remote_track(), socket.clone(), to_sip, browser, remote_rx.clone(), counters.clone())),
-            tokio::spawn(sip_to_browser(socket, track, to_browser, browser, remote_rx, counters.clone())),
+            tokio::spawn(browser_to_sip(
+                webrtc.remote_track(),
+                socket.clone(),
+                to_sip,
+                browser,
+                remote_rx.clone(),
+                counters.clone(),
+            )),
+            tokio::spawn(sip_to_browser(
+                socket,
+                track,
+                to_browser,
+                browser,
+                remote_rx,
+                counters.clone(),
+            )),
         ];
-        Ok(Bridge { remote: remote_tx, counters, tasks })
+        Ok(Bridge {
+            remote: remote_tx,
+            counters,
+            tasks,
+        })
     }
 
     /// Points the SIP side at a new remote (e.g. 200 OK SDP after 183 early media).
@@ -229,7 +259,9 @@ async fn browser_to_sip(
                 continue;
             }
         };
-        counters.resyncs_to_sip.store(relay.resyncs(), Ordering::Relaxed);
+        counters
+            .resyncs_to_sip
+            .store(relay.resyncs(), Ordering::Relaxed);
         if !remote.direction.peer_receives() {
             continue;
         }
@@ -242,8 +274,15 @@ async fn browser_to_sip(
 }
 
 /// Marshals `packet` into `buf` and sends it to `to`.
-async fn send_datagram(socket: &UdpSocket, packet: &rtp::Packet, buf: &mut [u8], to: SocketAddr) -> Result<(), MediaError> {
-    let n = packet.marshal_to(buf).map_err(|e| MediaError::WebRtc(format!("marshal RTP: {e}")))?;
+async fn send_datagram(
+    socket: &UdpSocket,
+    packet: &rtp::Packet,
+    buf: &mut [u8],
+    to: SocketAddr,
+) -> Result<(), MediaError> {
+    let n = packet
+        .marshal_to(buf)
+        .map_err(|e| MediaError::WebRtc(format!("marshal RTP: {e}")))?;
     socket.send_to(&buf[..n], to).await?;
     Ok(())
 }
@@ -285,7 +324,9 @@ async fn sip_to_browser(
                 continue;
             }
         };
-        counters.resyncs_to_browser.store(relay.resyncs(), Ordering::Relaxed);
+        counters
+            .resyncs_to_browser
+            .store(relay.resyncs(), Ordering::Relaxed);
         match track.write_rtp(out).await {
             Ok(()) => Counters::bump(&counters.to_browser),
             Err(e) => counters.send_failed("browser", &e),

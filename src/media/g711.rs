@@ -201,7 +201,11 @@ mod tests {
             } else {
                 assert_eq!(u, code, "µ-law code {code:#04x}");
             }
-            assert_eq!(linear_to_alaw(alaw_to_linear(code)), code, "A-law {code:#04x}");
+            assert_eq!(
+                linear_to_alaw(alaw_to_linear(code)),
+                code,
+                "A-law {code:#04x}"
+            );
         }
     }
 
@@ -229,7 +233,10 @@ mod tests {
 
             let la2 = alaw_to_linear(code) as i32;
             let lu2 = ulaw_to_linear(alaw_to_ulaw(code)) as i32;
-            assert!((la2 - lu2).abs() <= step(la2), "A {code:#04x}: {la2} vs {lu2}");
+            assert!(
+                (la2 - lu2).abs() <= step(la2),
+                "A {code:#04x}: {la2} vs {lu2}"
+            );
         }
     }
 

@@ -62,7 +62,9 @@ impl MediaError {
         match self {
             MediaError::BadOffer(_) | MediaError::BadCandidate(_) => ErrorSide::Browser,
             MediaError::BadRemoteSdp(_) | MediaError::CodecMismatch { .. } => ErrorSide::SipPeer,
-            MediaError::NoPorts(..) | MediaError::WebRtc(_) | MediaError::Io(_) => ErrorSide::Internal,
+            MediaError::NoPorts(..) | MediaError::WebRtc(_) | MediaError::Io(_) => {
+                ErrorSide::Internal
+            }
         }
     }
 }

@@ -26,8 +26,17 @@ fn bad(msg: impl Into<String>) -> MediaError {
 
 /// Line ranges of each media section: `(start, end)` indices into `lines`.
 fn media_sections(lines: &[&str]) -> Vec<(usize, usize)> {
-    let starts: Vec<usize> = lines.iter().enumerate().filter(|(_, l)| l.starts_with("m=")).map(|(i, _)| i).collect();
-    starts.iter().enumerate().map(|(k, &s)| (s, starts.get(k + 1).copied().unwrap_or(lines.len()))).collect()
+    let starts: Vec<usize> = lines
+        .iter()
+        .enumerate()
+        .filter(|(_, l)| l.starts_with("m="))
+        .map(|(i, _)| i)
+        .collect();
+    starts
+        .iter()
+        .enumerate()
+        .map(|(k, &s)| (s, starts.get(k + 1).copied().unwrap_or(lines.len())))
+        .collect()
 }
 
 /// The payload type an `a=rtpmap`/`a=fmtp`/`a=rtcp-fb` line refers to, if any.
@@ -59,7 +68,10 @@ fn encoding_of<'a>(section: &[&'a str], pt: u8) -> Option<(&'a str, u32)> {
 
 /// Lines of the offer, without line terminators.
 fn split_lines(sdp: &str) -> Vec<&str> {
-    sdp.lines().map(str::trim_end).filter(|l| !l.is_empty()).collect()
+    sdp.lines()
+        .map(str::trim_end)
+        .filter(|l| !l.is_empty())
+        .collect()
 }
 
 /// Picks the audio codec to answer with: the first of `preferred` that the offer's first
@@ -99,23 +111,37 @@ pub(crate) fn choose(offer: &str, preferred: &[AudioCodec]) -> Result<OfferChoic
                 .filter_map(|&pt| encoding_of(section, pt).map(|(n, r)| format!("{n}/{r}")))
                 .collect();
             let wanted: Vec<String> = preferred.iter().map(ToString::to_string).collect();
-            bad(format!("no common audio codec: offered [{}], accepted [{}]", names.join(", "), wanted.join(", ")))
+            bad(format!(
+                "no common audio codec: offered [{}], accepted [{}]",
+                names.join(", "),
+                wanted.join(", ")
+            ))
         })?;
     let dtmf_payload_type = formats.iter().copied().find(|&pt| {
-        encoding_of(section, pt).is_some_and(|(n, r)| n.eq_ignore_ascii_case("telephone-event") && r == 8000)
+        encoding_of(section, pt)
+            .is_some_and(|(n, r)| n.eq_ignore_ascii_case("telephone-event") && r == 8000)
     });
-    let mid = section.iter().find_map(|l| l.strip_prefix("a=mid:")).map(|m| m.trim().to_owned());
+    let mid = section
+        .iter()
+        .find_map(|l| l.strip_prefix("a=mid:"))
+        .map(|m| m.trim().to_owned());
     Ok(OfferChoice {
         mid,
         mline_index: u16::try_from(index).unwrap_or(0),
-        format: PayloadFormat { codec, payload_type, dtmf_payload_type },
+        format: PayloadFormat {
+            codec,
+            payload_type,
+            dtmf_payload_type,
+        },
     })
 }
 
 /// The offer with its audio section (the one `choice` was made from) reduced to the
 /// chosen payload types; every other line is kept as it was. Lines end with CRLF.
 pub(crate) fn restrict(offer: &str, choice: &OfferChoice) -> String {
-    let keep: Vec<u8> = std::iter::once(choice.format.payload_type).chain(choice.format.dtmf_payload_type).collect();
+    let keep: Vec<u8> = std::iter::once(choice.format.payload_type)
+        .chain(choice.format.dtmf_payload_type)
+        .collect();
     let lines = split_lines(offer);
     let sections = media_sections(&lines);
     let audio = sections.get(usize::from(choice.mline_index)).copied();
@@ -157,7 +183,14 @@ m=application 9 UDP/DTLS/SCTP webrtc-datachannel\r\nc=IN IP4 0.0.0.0\r\na=mid:1\
     #[test]
     fn chooses_pcmu_and_8k_telephone_event() {
         let c = choose(CHROME_LIKE, &G711).unwrap();
-        assert_eq!(c.format, PayloadFormat { codec: AudioCodec::Pcmu, payload_type: 0, dtmf_payload_type: Some(126) });
+        assert_eq!(
+            c.format,
+            PayloadFormat {
+                codec: AudioCodec::Pcmu,
+                payload_type: 0,
+                dtmf_payload_type: Some(126)
+            }
+        );
         assert_eq!(c.mid.as_deref(), Some("0"));
         assert_eq!(c.mline_index, 0);
     }
@@ -176,11 +209,24 @@ m=application 9 UDP/DTLS/SCTP webrtc-datachannel\r\nc=IN IP4 0.0.0.0\r\na=mid:1\
         assert!(r.contains("m=audio 9 UDP/TLS/RTP/SAVPF 0 126\r\n"), "{r}");
         assert!(r.contains("a=rtpmap:0 PCMU/8000\r\n"));
         assert!(r.contains("a=rtpmap:126 telephone-event/8000\r\n"));
-        for gone in ["a=rtpmap:111", "a=fmtp:111", "a=rtcp-fb:111", "a=fmtp:63", "a=rtpmap:110", "a=rtpmap:8 "] {
+        for gone in [
+            "a=rtpmap:111",
+            "a=fmtp:111",
+            "a=rtcp-fb:111",
+            "a=fmtp:63",
+            "a=rtpmap:110",
+            "a=rtpmap:8 ",
+        ] {
             assert!(!r.contains(gone), "{gone} should be gone:\n{r}");
         }
         // Everything else is untouched, including the data channel section.
-        for kept in ["a=ice-ufrag:abcd", "a=mid:0", "a=ssrc:1 cname:x", "m=application 9 UDP/DTLS/SCTP", "a=mid:1"] {
+        for kept in [
+            "a=ice-ufrag:abcd",
+            "a=mid:0",
+            "a=ssrc:1 cname:x",
+            "m=application 9 UDP/DTLS/SCTP",
+            "a=mid:1",
+        ] {
             assert!(r.contains(kept), "{kept} should stay:\n{r}");
         }
     }
@@ -189,8 +235,18 @@ m=application 9 UDP/DTLS/SCTP webrtc-datachannel\r\nc=IN IP4 0.0.0.0\r\na=mid:1\
     fn static_payload_types_without_rtpmap() {
         let offer = "v=0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 8\r\na=mid:a\r\n";
         let c = choose(offer, &G711).unwrap();
-        assert_eq!(c.format, PayloadFormat { codec: AudioCodec::Pcma, payload_type: 8, dtmf_payload_type: None });
-        assert_eq!(restrict(offer, &c), "v=0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 8\r\na=mid:a\r\n");
+        assert_eq!(
+            c.format,
+            PayloadFormat {
+                codec: AudioCodec::Pcma,
+                payload_type: 8,
+                dtmf_payload_type: None
+            }
+        );
+        assert_eq!(
+            restrict(offer, &c),
+            "v=0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 8\r\na=mid:a\r\n"
+        );
     }
 
     #[test]
@@ -207,12 +263,26 @@ m=audio 9 UDP/TLS/RTP/SAVPF 0\r\na=mid:a\r\n";
     fn errors_say_what_is_wrong() {
         let e = choose("hello", &G711).unwrap_err().to_string();
         assert!(e.contains("not an SDP offer"), "{e}");
-        let e = choose("v=0\r\nm=video 9 X 96\r\n", &G711).unwrap_err().to_string();
+        let e = choose("v=0\r\nm=video 9 X 96\r\n", &G711)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("no audio m-line"), "{e}");
-        let e = choose("v=0\r\nm=audio 0 X 0\r\n", &G711).unwrap_err().to_string();
+        let e = choose("v=0\r\nm=audio 0 X 0\r\n", &G711)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("rejected"), "{e}");
-        let e = choose("v=0\r\nm=audio 9 X 111\r\na=rtpmap:111 opus/48000/2\r\n", &G711).unwrap_err().to_string();
-        assert!(e.contains("no common audio codec") && e.contains("opus/48000") && e.contains("PCMU, PCMA"), "{e}");
+        let e = choose(
+            "v=0\r\nm=audio 9 X 111\r\na=rtpmap:111 opus/48000/2\r\n",
+            &G711,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("no common audio codec")
+                && e.contains("opus/48000")
+                && e.contains("PCMU, PCMA"),
+            "{e}"
+        );
         assert!(e.starts_with("browser SDP rejected"), "{e}");
     }
 }

@@ -69,13 +69,27 @@ pub struct Relay {
 
 impl Relay {
     /// A relay from `input` to `output` using `rewriter`; fails if the codecs need transcoding.
-    pub fn new(towards: Towards, input: PayloadFormat, output: PayloadFormat, rewriter: RtpRewriter) -> Result<Relay, MediaError> {
+    pub fn new(
+        towards: Towards,
+        input: PayloadFormat,
+        output: PayloadFormat,
+        rewriter: RtpRewriter,
+    ) -> Result<Relay, MediaError> {
         Self::check(towards, input, output)?;
-        Ok(Relay { towards, input, output, rewriter })
+        Ok(Relay {
+            towards,
+            input,
+            output,
+            rewriter,
+        })
     }
 
     /// Fails with [`MediaError::CodecMismatch`] if `input` cannot be relayed to `output`.
-    fn check(towards: Towards, input: PayloadFormat, output: PayloadFormat) -> Result<(), MediaError> {
+    fn check(
+        towards: Towards,
+        input: PayloadFormat,
+        output: PayloadFormat,
+    ) -> Result<(), MediaError> {
         if conversion(input.codec, output.codec).is_some() {
             return Ok(());
         }
@@ -88,7 +102,11 @@ impl Relay {
 
     /// Replaces the formats (e.g. the SIP peer's 200 OK chose differently than its 183),
     /// keeping the rewriter so the output stays continuous.
-    pub fn set_formats(&mut self, input: PayloadFormat, output: PayloadFormat) -> Result<(), MediaError> {
+    pub fn set_formats(
+        &mut self,
+        input: PayloadFormat,
+        output: PayloadFormat,
+    ) -> Result<(), MediaError> {
         Self::check(self.towards, input, output)?;
         self.input = input;
         self.output = output;
@@ -123,11 +141,17 @@ impl Relay {
     pub fn relay(&mut self, now: Instant, packet: rtp::Packet) -> Result<rtp::Packet, Dropped> {
         let pt = packet.header.payload_type;
         let (out_pt, payload) = if self.input.dtmf_payload_type == Some(pt) {
-            let out_pt = self.output.dtmf_payload_type.ok_or(Dropped::NotNegotiatedOnOutput(pt))?;
+            let out_pt = self
+                .output
+                .dtmf_payload_type
+                .ok_or(Dropped::NotNegotiatedOnOutput(pt))?;
             (out_pt, packet.payload)
         } else {
-            let codec = self.input_codec(pt).ok_or(Dropped::UnknownPayloadType(pt))?;
-            let conv = conversion(codec, self.output.codec).ok_or(Dropped::NotNegotiatedOnOutput(pt))?;
+            let codec = self
+                .input_codec(pt)
+                .ok_or(Dropped::UnknownPayloadType(pt))?;
+            let conv =
+                conversion(codec, self.output.codec).ok_or(Dropped::NotNegotiatedOnOutput(pt))?;
             let payload = match conv {
                 Conversion::None => packet.payload,
                 Conversion::UlawToAlaw => convert(&packet.payload, g711::ulaw_frame_to_alaw),
@@ -136,7 +160,9 @@ impl Relay {
             (self.output.payload_type, payload)
         };
         let h = &packet.header;
-        let rw = self.rewriter.rewrite(now, h.ssrc, h.sequence_number, h.timestamp);
+        let rw = self
+            .rewriter
+            .rewrite(now, h.ssrc, h.sequence_number, h.timestamp);
         Ok(rtp::Packet {
             header: rtp::Header {
                 version: 2,
@@ -163,9 +189,21 @@ fn convert(input: &[u8], f: fn(&[u8], &mut Vec<u8>)) -> Bytes {
 mod tests {
     use super::*;
 
-    const BROWSER: PayloadFormat = PayloadFormat { codec: AudioCodec::Pcmu, payload_type: 0, dtmf_payload_type: Some(126) };
-    const SIP_U: PayloadFormat = PayloadFormat { codec: AudioCodec::Pcmu, payload_type: 0, dtmf_payload_type: Some(101) };
-    const SIP_A: PayloadFormat = PayloadFormat { codec: AudioCodec::Pcma, payload_type: 8, dtmf_payload_type: None };
+    const BROWSER: PayloadFormat = PayloadFormat {
+        codec: AudioCodec::Pcmu,
+        payload_type: 0,
+        dtmf_payload_type: Some(126),
+    };
+    const SIP_U: PayloadFormat = PayloadFormat {
+        codec: AudioCodec::Pcmu,
+        payload_type: 0,
+        dtmf_payload_type: Some(101),
+    };
+    const SIP_A: PayloadFormat = PayloadFormat {
+        codec: AudioCodec::Pcma,
+        payload_type: 8,
+        dtmf_payload_type: None,
+    };
 
     fn pkt(pt: u8, seq: u16, payload: &'static [u8]) -> rtp::Packet {
         rtp::Packet {
@@ -184,7 +222,13 @@ mod tests {
     }
 
     fn relay(towards: Towards, input: PayloadFormat, output: PayloadFormat) -> Relay {
-        Relay::new(towards, input, output, RtpRewriter::new(0xAAAA, 100, 1000, 8000, 160)).unwrap()
+        Relay::new(
+            towards,
+            input,
+            output,
+            RtpRewriter::new(0xAAAA, 100, 1000, 8000, 160),
+        )
+        .unwrap()
     }
 
     #[test]
@@ -194,7 +238,14 @@ mod tests {
         let out = r.relay(now, pkt(0, 5, &[1, 2, 3])).unwrap();
         assert_eq!(&out.payload[..], &[1, 2, 3]);
         assert_eq!(out.header.payload_type, 0);
-        assert_eq!((out.header.ssrc, out.header.sequence_number, out.header.timestamp), (0xAAAA, 100, 1000));
+        assert_eq!(
+            (
+                out.header.ssrc,
+                out.header.sequence_number,
+                out.header.timestamp
+            ),
+            (0xAAAA, 100, 1000)
+        );
         assert!(!out.header.extension && out.header.csrc.is_empty());
         let dtmf = r.relay(now, pkt(126, 6, &[5, 0x80, 0, 160])).unwrap();
         assert_eq!(dtmf.header.payload_type, 101);
@@ -205,9 +256,15 @@ mod tests {
     #[test]
     fn unknown_payload_types_are_dropped() {
         let mut r = relay(Towards::Sip, BROWSER, SIP_U);
-        assert_eq!(r.relay(Instant::now(), pkt(13, 1, &[0])).unwrap_err(), Dropped::UnknownPayloadType(13));
+        assert_eq!(
+            r.relay(Instant::now(), pkt(13, 1, &[0])).unwrap_err(),
+            Dropped::UnknownPayloadType(13)
+        );
         let mut r = relay(Towards::Sip, BROWSER, SIP_A);
-        assert_eq!(r.relay(Instant::now(), pkt(126, 1, &[0])).unwrap_err(), Dropped::NotNegotiatedOnOutput(126));
+        assert_eq!(
+            r.relay(Instant::now(), pkt(126, 1, &[0])).unwrap_err(),
+            Dropped::NotNegotiatedOnOutput(126)
+        );
     }
 
     #[test]
@@ -235,12 +292,34 @@ mod tests {
 
     #[test]
     fn opus_cannot_be_bridged_to_g711() {
-        let opus = PayloadFormat { codec: AudioCodec::Opus, payload_type: 111, dtmf_payload_type: None };
+        let opus = PayloadFormat {
+            codec: AudioCodec::Opus,
+            payload_type: 111,
+            dtmf_payload_type: None,
+        };
         let rw = RtpRewriter::new(1, 1, 1, 8000, 160);
         let e = Relay::new(Towards::Sip, opus, SIP_U, rw.clone()).unwrap_err();
-        assert!(matches!(e, MediaError::CodecMismatch { browser: AudioCodec::Opus, sip: AudioCodec::Pcmu }), "{e}");
+        assert!(
+            matches!(
+                e,
+                MediaError::CodecMismatch {
+                    browser: AudioCodec::Opus,
+                    sip: AudioCodec::Pcmu
+                }
+            ),
+            "{e}"
+        );
         let e = Relay::new(Towards::Browser, SIP_U, opus, rw).unwrap_err();
-        assert!(matches!(e, MediaError::CodecMismatch { browser: AudioCodec::Opus, sip: AudioCodec::Pcmu }), "{e}");
+        assert!(
+            matches!(
+                e,
+                MediaError::CodecMismatch {
+                    browser: AudioCodec::Opus,
+                    sip: AudioCodec::Pcmu
+                }
+            ),
+            "{e}"
+        );
     }
 
     #[test]

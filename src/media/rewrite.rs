@@ -6,7 +6,7 @@
 //! the input shifted by fixed offsets, so loss and reordering pass through unchanged.
 //! When a new segment starts, the offsets are recomputed so that the output sequence
 //! goes on at the next number and the timestamp advances by the wall-clock time that
-//! passed (at least one packet duration).
+//! passed, rounded to whole packet durations (at least one).
 
 use std::time::Instant;
 
@@ -69,7 +69,13 @@ pub struct RtpRewriter {
 impl RtpRewriter {
     /// A rewriter sending as `ssrc`, starting at `initial_seq`/`initial_ts`, for a stream
     /// at `clock_rate` Hz with packets of `frame_ticks` timestamp units (160 for 20 ms G.711).
-    pub fn new(ssrc: u32, initial_seq: u16, initial_ts: u32, clock_rate: u32, frame_ticks: u32) -> Self {
+    pub fn new(
+        ssrc: u32,
+        initial_seq: u16,
+        initial_ts: u32,
+        clock_rate: u32,
+        frame_ticks: u32,
+    ) -> Self {
         RtpRewriter {
             ssrc,
             clock_rate,
@@ -83,7 +89,13 @@ impl RtpRewriter {
 
     /// A rewriter with a random SSRC, sequence and timestamp start (RFC 3550 §5.1).
     pub fn random(clock_rate: u32, frame_ticks: u32) -> Self {
-        Self::new(rand::random(), rand::random(), rand::random(), clock_rate, frame_ticks)
+        Self::new(
+            rand::random(),
+            rand::random(),
+            rand::random(),
+            clock_rate,
+            frame_ticks,
+        )
     }
 
     /// The SSRC every rewritten packet carries.
@@ -99,11 +111,19 @@ impl RtpRewriter {
     /// Maps one packet from the source (`src_ssrc`, `src_seq`, `src_ts`) that arrived at `now`.
     pub fn rewrite(&mut self, now: Instant, src_ssrc: u32, src_seq: u16, src_ts: u32) -> Rewritten {
         let Some(seg) = self.segment.as_mut() else {
-            self.start_segment(now, src_ssrc, src_seq, src_ts, self.initial_seq, self.initial_ts);
+            self.start_segment(
+                now,
+                src_ssrc,
+                src_seq,
+                src_ts,
+                self.initial_seq,
+                self.initial_ts,
+            );
             return self.output(src_seq, src_ts, true);
         };
 
-        if seg.src_ssrc == src_ssrc && !Self::is_restart(seg, self.clock_rate, now, src_seq, src_ts) {
+        if seg.src_ssrc == src_ssrc && !Self::is_restart(seg, self.clock_rate, now, src_seq, src_ts)
+        {
             let ahead = src_seq.wrapping_sub(seg.max_src_seq);
             if ahead != 0 && ahead < 0x8000 {
                 seg.max_src_seq = src_seq;
@@ -117,8 +137,11 @@ impl RtpRewriter {
         let last_out_seq = seg.max_src_seq.wrapping_add(seg.seq_offset);
         let last_out_ts = seg.max_src_ts.wrapping_add(seg.ts_offset);
         let elapsed = now.saturating_duration_since(seg.max_arrival);
-        let elapsed_ticks = (elapsed.as_micros() * u128::from(self.clock_rate) / 1_000_000).min(u128::from(u32::MAX / 2)) as u32;
-        let advance = elapsed_ticks.max(self.frame_ticks);
+        let elapsed_ticks = (elapsed.as_micros() * u128::from(self.clock_rate) / 1_000_000)
+            .min(u128::from(u32::MAX / 2)) as u32;
+        // Whole frames, at least one, so the receiver's timestamp grid is kept.
+        let frames = ((elapsed_ticks + self.frame_ticks / 2) / self.frame_ticks.max(1)).max(1);
+        let advance = frames.saturating_mul(self.frame_ticks.max(1));
         self.resyncs += 1;
         self.start_segment(
             now,
@@ -145,7 +168,15 @@ impl RtpRewriter {
     }
 
     /// Starts a segment mapping (`src_seq`, `src_ts`) to (`out_seq`, `out_ts`).
-    fn start_segment(&mut self, now: Instant, src_ssrc: u32, src_seq: u16, src_ts: u32, out_seq: u16, out_ts: u32) {
+    fn start_segment(
+        &mut self,
+        now: Instant,
+        src_ssrc: u32,
+        src_seq: u16,
+        src_ts: u32,
+        out_seq: u16,
+        out_ts: u32,
+    ) {
         self.segment = Some(Segment {
             src_ssrc,
             seq_offset: out_seq.wrapping_sub(src_seq),
@@ -158,7 +189,10 @@ impl RtpRewriter {
 
     /// Applies the current segment's offsets.
     fn output(&self, src_seq: u16, src_ts: u32, marker: bool) -> Rewritten {
-        let (seq_offset, ts_offset) = self.segment.map(|s| (s.seq_offset, s.ts_offset)).unwrap_or((0, 0));
+        let (seq_offset, ts_offset) = self
+            .segment
+            .map(|s| (s.seq_offset, s.ts_offset))
+            .unwrap_or((0, 0));
         Rewritten {
             ssrc: self.ssrc,
             sequence_number: src_seq.wrapping_add(seq_offset),
@@ -181,11 +215,23 @@ mod tests {
 
     /// Feeds `n` 20 ms packets of source (`ssrc`, seq from `seq0`, ts from `ts0`), one every
     /// 20 ms from `t0`; returns the outputs and the time after the last one.
-    fn feed(r: &mut RtpRewriter, t0: Instant, ssrc: u32, seq0: u16, ts0: u32, n: u16) -> (Vec<Rewritten>, Instant) {
+    fn feed(
+        r: &mut RtpRewriter,
+        t0: Instant,
+        ssrc: u32,
+        seq0: u16,
+        ts0: u32,
+        n: u16,
+    ) -> (Vec<Rewritten>, Instant) {
         let mut out = Vec::new();
         let mut t = t0;
         for i in 0..n {
-            out.push(r.rewrite(t, ssrc, seq0.wrapping_add(i), ts0.wrapping_add(u32::from(i) * 160)));
+            out.push(r.rewrite(
+                t,
+                ssrc,
+                seq0.wrapping_add(i),
+                ts0.wrapping_add(u32::from(i) * 160),
+            ));
             t += Duration::from_millis(20);
         }
         (out, t)
@@ -193,7 +239,11 @@ mod tests {
 
     fn assert_continuous(out: &[Rewritten]) {
         for w in out.windows(2) {
-            assert_eq!(w[1].sequence_number, w[0].sequence_number.wrapping_add(1), "{w:?}");
+            assert_eq!(
+                w[1].sequence_number,
+                w[0].sequence_number.wrapping_add(1),
+                "{w:?}"
+            );
             let dts = w[1].timestamp.wrapping_sub(w[0].timestamp);
             assert!((160..=480).contains(&dts), "timestamp step {dts}: {w:?}");
             assert_eq!(w[1].ssrc, SSRC);
@@ -204,7 +254,15 @@ mod tests {
     fn first_packet_maps_to_initial_values_with_marker() {
         let mut r = rw();
         let out = r.rewrite(Instant::now(), 42, 7, 999);
-        assert_eq!(out, Rewritten { ssrc: SSRC, sequence_number: 1000, timestamp: 50_000, marker: true });
+        assert_eq!(
+            out,
+            Rewritten {
+                ssrc: SSRC,
+                sequence_number: 1000,
+                timestamp: 50_000,
+                marker: true
+            }
+        );
     }
 
     #[test]
@@ -240,6 +298,17 @@ mod tests {
         let o = r.rewrite(later, 77, 5, 5);
         assert_eq!(o.sequence_number, out[4].sequence_number.wrapping_add(1));
         assert_eq!(o.timestamp.wrapping_sub(out[4].timestamp), 8000);
+    }
+
+    #[test]
+    fn advance_is_rounded_to_whole_frames() {
+        let mut r = rw();
+        let t = Instant::now();
+        let a = r.rewrite(t, 1, 100, 100);
+        let b = r.rewrite(t + Duration::from_millis(22), 2, 9, 9);
+        assert_eq!(b.timestamp.wrapping_sub(a.timestamp), 160);
+        let c = r.rewrite(t + Duration::from_millis(22 + 51), 3, 9, 9);
+        assert_eq!(c.timestamp.wrapping_sub(b.timestamp), 480);
     }
 
     #[test]

@@ -61,7 +61,9 @@ pub struct RemoteMedia {
 
 /// The payload type we offer for `codec`.
 fn offer_payload_type(codec: AudioCodec) -> u8 {
-    codec.static_payload_type().unwrap_or(OFFER_OPUS_PAYLOAD_TYPE)
+    codec
+        .static_payload_type()
+        .unwrap_or(OFFER_OPUS_PAYLOAD_TYPE)
 }
 
 /// Builds an SDP offer for the SIP leg.
@@ -89,7 +91,12 @@ pub fn build_offer(ip: IpAddr, port: u16, session_id: u64, codecs: &[AudioCodec]
                 let _ = write!(sdp, "a=rtpmap:{pt} opus/48000/2\r\n");
             }
             _ => {
-                let _ = write!(sdp, "a=rtpmap:{pt} {}/{}\r\n", codec.encoding_name(), codec.clock_rate());
+                let _ = write!(
+                    sdp,
+                    "a=rtpmap:{pt} {}/{}\r\n",
+                    codec.encoding_name(),
+                    codec.clock_rate()
+                );
             }
         }
     }
@@ -111,12 +118,17 @@ fn parse_connection(value: &str) -> Result<IpAddr, MediaError> {
     let mut parts = value.split_whitespace();
     let (net, family, addr) = (parts.next(), parts.next(), parts.next());
     if net != Some("IN") || !matches!(family, Some("IP4") | Some("IP6")) {
-        return Err(bad(format!("c= line 'c={value}': expected 'IN IP4 <address>' or 'IN IP6 <address>'")));
+        return Err(bad(format!(
+            "c= line 'c={value}': expected 'IN IP4 <address>' or 'IN IP6 <address>'"
+        )));
     }
     let addr = addr.ok_or_else(|| bad(format!("c= line 'c={value}' has no address")))?;
     let addr = addr.split('/').next().unwrap_or(addr);
-    addr.parse::<IpAddr>()
-        .map_err(|_| bad(format!("c= line 'c={value}': '{addr}' is not an IP address (host names are not supported)")))
+    addr.parse::<IpAddr>().map_err(|_| {
+        bad(format!(
+            "c= line 'c={value}': '{addr}' is not an IP address (host names are not supported)"
+        ))
+    })
 }
 
 /// The parts of the first audio section that the answer parser needs.
@@ -139,22 +151,47 @@ struct AudioSection<'a> {
 /// Parses the `m=audio` value (`<port> <proto> <fmt>...`).
 fn parse_m_line(value: &str) -> Result<AudioSection<'_>, MediaError> {
     let mut parts = value.split_whitespace().skip(1);
-    let port = parts.next().ok_or_else(|| bad(format!("m= line 'm={value}' has no port")))?;
+    let port = parts
+        .next()
+        .ok_or_else(|| bad(format!("m= line 'm={value}' has no port")))?;
     let port = port.split('/').next().unwrap_or(port);
-    let port: u16 = port.parse().map_err(|_| bad(format!("m= line 'm={value}': port '{port}' is not a number")))?;
-    let proto = parts.next().ok_or_else(|| bad(format!("m= line 'm={value}' has no transport protocol")))?;
+    let port: u16 = port.parse().map_err(|_| {
+        bad(format!(
+            "m= line 'm={value}': port '{port}' is not a number"
+        ))
+    })?;
+    let proto = parts
+        .next()
+        .ok_or_else(|| bad(format!("m= line 'm={value}' has no transport protocol")))?;
     if !proto.eq_ignore_ascii_case("RTP/AVP") && !proto.eq_ignore_ascii_case("RTP/AVPF") {
-        return Err(bad(format!("m= line 'm={value}': transport '{proto}' is not supported (only plain RTP/AVP)")));
+        return Err(bad(format!(
+            "m= line 'm={value}': transport '{proto}' is not supported (only plain RTP/AVP)"
+        )));
     }
     let formats = parts
-        .map(|f| f.parse::<u8>().map_err(|_| bad(format!("m= line 'm={value}': format '{f}' is not a payload type"))))
+        .map(|f| {
+            f.parse::<u8>().map_err(|_| {
+                bad(format!(
+                    "m= line 'm={value}': format '{f}' is not a payload type"
+                ))
+            })
+        })
         .collect::<Result<Vec<_>, _>>()?;
-    Ok(AudioSection { m_line: value, port, formats, ..Default::default() })
+    Ok(AudioSection {
+        m_line: value,
+        port,
+        formats,
+        ..Default::default()
+    })
 }
 
 /// Parses an `a=rtpmap` value (`<pt> <name>/<rate>[/<channels>]`).
 fn parse_rtpmap(value: &str) -> Result<(u8, &str, u32), MediaError> {
-    let err = || bad(format!("malformed 'a=rtpmap:{value}': expected '<pt> <name>/<rate>'"));
+    let err = || {
+        bad(format!(
+            "malformed 'a=rtpmap:{value}': expected '<pt> <name>/<rate>'"
+        ))
+    };
     let (pt, enc) = value.split_once(' ').ok_or_else(err)?;
     let pt: u8 = pt.trim().parse().map_err(|_| err())?;
     let mut enc = enc.trim().split('/');
@@ -166,7 +203,9 @@ fn parse_rtpmap(value: &str) -> Result<(u8, &str, u32), MediaError> {
 /// The codec a payload type stands for in this section.
 fn codec_of(section: &AudioSection<'_>, pt: u8) -> Option<AudioCodec> {
     match section.rtpmap.get(&pt) {
-        Some(&(name, rate)) => AudioCodec::from_encoding_name(name).filter(|c| c.clock_rate() == rate),
+        Some(&(name, rate)) => {
+            AudioCodec::from_encoding_name(name).filter(|c| c.clock_rate() == rate)
+        }
         None => match pt {
             0 => Some(AudioCodec::Pcmu),
             8 => Some(AudioCodec::Pcma),
@@ -204,10 +243,18 @@ pub fn parse_answer(sdp: &str, offered: &[AudioCodec]) -> Result<RemoteMedia, Me
         let (kind, value) = line
             .split_once('=')
             .filter(|(k, _)| k.len() == 1)
-            .ok_or_else(|| bad(format!("line {}: '{line}' is not '<type>=<value>'", index + 1)))?;
+            .ok_or_else(|| {
+                bad(format!(
+                    "line {}: '{line}' is not '<type>=<value>'",
+                    index + 1
+                ))
+            })?;
         if !saw_version {
             if kind != "v" {
-                return Err(bad(format!("line {}: SDP must start with 'v=0', found '{line}'", index + 1)));
+                return Err(bad(format!(
+                    "line {}: SDP must start with 'v=0', found '{line}'",
+                    index + 1
+                )));
             }
             saw_version = true;
         }
@@ -226,7 +273,9 @@ pub fn parse_answer(sdp: &str, offered: &[AudioCodec]) -> Result<RemoteMedia, Me
                     a.connection = Some(parse_connection(value)?);
                 }
             }
-            ("a", In::Session) => session_direction = Direction::from_attribute(value).or(session_direction),
+            ("a", In::Session) => {
+                session_direction = Direction::from_attribute(value).or(session_direction)
+            }
             ("a", In::Audio) => {
                 let Some(a) = audio.as_mut() else { continue };
                 if let Some(d) = Direction::from_attribute(value) {
@@ -242,24 +291,35 @@ pub fn parse_answer(sdp: &str, offered: &[AudioCodec]) -> Result<RemoteMedia, Me
 
     let audio = audio.ok_or_else(|| bad("no 'm=audio' line"))?;
     if audio.port == 0 {
-        return Err(bad(format!("audio stream rejected (port 0 in 'm={}')", audio.m_line)));
+        return Err(bad(format!(
+            "audio stream rejected (port 0 in 'm={}')",
+            audio.m_line
+        )));
     }
     let ip = audio
         .connection
         .or(session_connection)
         .ok_or_else(|| bad("no connection address: 'c=' missing at session and media level"))?;
 
-    let answered: Vec<AudioCodec> = audio.formats.iter().filter_map(|&pt| codec_of(&audio, pt)).collect();
-    let codec = offered.iter().copied().find(|c| answered.contains(c)).ok_or_else(|| {
-        let names: Vec<String> = answered.iter().map(ToString::to_string).collect();
-        let offered: Vec<String> = offered.iter().map(ToString::to_string).collect();
-        bad(format!(
-            "no common codec: answered [{}] (payload types {:?}), offered [{}]",
-            names.join(", "),
-            audio.formats,
-            offered.join(", ")
-        ))
-    })?;
+    let answered: Vec<AudioCodec> = audio
+        .formats
+        .iter()
+        .filter_map(|&pt| codec_of(&audio, pt))
+        .collect();
+    let codec = offered
+        .iter()
+        .copied()
+        .find(|c| answered.contains(c))
+        .ok_or_else(|| {
+            let names: Vec<String> = answered.iter().map(ToString::to_string).collect();
+            let offered: Vec<String> = offered.iter().map(ToString::to_string).collect();
+            bad(format!(
+                "no common codec: answered [{}] (payload types {:?}), offered [{}]",
+                names.join(", "),
+                audio.formats,
+                offered.join(", ")
+            ))
+        })?;
     let payload_type = audio
         .formats
         .iter()
@@ -267,21 +327,27 @@ pub fn parse_answer(sdp: &str, offered: &[AudioCodec]) -> Result<RemoteMedia, Me
         .find(|&pt| codec_of(&audio, pt) == Some(codec))
         .unwrap_or_else(|| offer_payload_type(codec));
     let dtmf_payload_type = audio.formats.iter().copied().find(|pt| {
-        audio
-            .rtpmap
-            .get(pt)
-            .is_some_and(|&(name, rate)| name.eq_ignore_ascii_case("telephone-event") && rate == 8000)
+        audio.rtpmap.get(pt).is_some_and(|&(name, rate)| {
+            name.eq_ignore_ascii_case("telephone-event") && rate == 8000
+        })
     });
     let direction = if ip.is_unspecified() {
         // RFC 2543-style hold: c=0.0.0.0.
         Direction::Inactive
     } else {
-        audio.direction.or(session_direction).unwrap_or(Direction::SendRecv)
+        audio
+            .direction
+            .or(session_direction)
+            .unwrap_or(Direction::SendRecv)
     };
 
     Ok(RemoteMedia {
         addr: SocketAddr::new(ip, audio.port),
-        format: PayloadFormat { codec, payload_type, dtmf_payload_type },
+        format: PayloadFormat {
+            codec,
+            payload_type,
+            dtmf_payload_type,
+        },
         direction,
     })
 }

@@ -22,7 +22,12 @@ fn err_of(sdp: &str) -> String {
 
 #[test]
 fn offer_has_required_lines() {
-    let sdp = build_offer(IpAddr::V4(Ipv4Addr::new(203, 0, 113, 10)), 20_000, 42, &G711);
+    let sdp = build_offer(
+        IpAddr::V4(Ipv4Addr::new(203, 0, 113, 10)),
+        20_000,
+        42,
+        &G711,
+    );
     let lines: Vec<&str> = sdp.split("\r\n").collect();
     for needed in [
         "v=0",
@@ -57,13 +62,22 @@ fn offer_round_trips_through_parser() {
     let sdp = build_offer(IpAddr::V4(Ipv4Addr::LOCALHOST), 30_000, 1, &G711);
     let r = parse_answer(&sdp, &G711).unwrap();
     assert_eq!(r.addr, sa("127.0.0.1:30000"));
-    assert_eq!(r.format, PayloadFormat { codec: AudioCodec::Pcmu, payload_type: 0, dtmf_payload_type: Some(101) });
+    assert_eq!(
+        r.format,
+        PayloadFormat {
+            codec: AudioCodec::Pcmu,
+            payload_type: 0,
+            dtmf_payload_type: Some(101)
+        }
+    );
     assert_eq!(r.direction, Direction::SendRecv);
 }
 
 #[test]
 fn session_level_connection() {
-    let sdp = answer("c=IN IP4 192.0.2.1\r\nm=audio 4000 RTP/AVP 8 101\r\na=rtpmap:101 telephone-event/8000\r\n");
+    let sdp = answer(
+        "c=IN IP4 192.0.2.1\r\nm=audio 4000 RTP/AVP 8 101\r\na=rtpmap:101 telephone-event/8000\r\n",
+    );
     let r = parse_answer(&sdp, &G711).unwrap();
     assert_eq!(r.addr, sa("192.0.2.1:4000"));
     assert_eq!(r.format.codec, AudioCodec::Pcma);
@@ -93,39 +107,67 @@ fn lf_only_line_endings_and_session_direction() {
 #[test]
 fn first_offered_codec_that_was_answered_wins() {
     let sdp = answer("c=IN IP4 192.0.2.1\r\nm=audio 4000 RTP/AVP 8 0\r\n");
-    assert_eq!(parse_answer(&sdp, &G711).unwrap().format.codec, AudioCodec::Pcmu);
+    assert_eq!(
+        parse_answer(&sdp, &G711).unwrap().format.codec,
+        AudioCodec::Pcmu
+    );
     let pcma_first = [AudioCodec::Pcma, AudioCodec::Pcmu];
-    assert_eq!(parse_answer(&sdp, &pcma_first).unwrap().format.codec, AudioCodec::Pcma);
+    assert_eq!(
+        parse_answer(&sdp, &pcma_first).unwrap().format.codec,
+        AudioCodec::Pcma
+    );
 }
 
 #[test]
 fn dynamic_payload_type_via_rtpmap() {
-    let sdp = answer("c=IN IP4 192.0.2.1\r\nm=audio 4000 RTP/AVP 97 98\r\na=rtpmap:97 pcmu/8000\r\na=rtpmap:98 telephone-event/8000\r\n");
+    let sdp = answer(
+        "c=IN IP4 192.0.2.1\r\nm=audio 4000 RTP/AVP 97 98\r\na=rtpmap:97 pcmu/8000\r\na=rtpmap:98 telephone-event/8000\r\n",
+    );
     let r = parse_answer(&sdp, &G711).unwrap();
-    assert_eq!(r.format, PayloadFormat { codec: AudioCodec::Pcmu, payload_type: 97, dtmf_payload_type: Some(98) });
+    assert_eq!(
+        r.format,
+        PayloadFormat {
+            codec: AudioCodec::Pcmu,
+            payload_type: 97,
+            dtmf_payload_type: Some(98)
+        }
+    );
 }
 
 #[test]
 fn telephone_event_at_other_rate_is_ignored() {
-    let sdp = answer("c=IN IP4 192.0.2.1\r\nm=audio 4000 RTP/AVP 0 110\r\na=rtpmap:110 telephone-event/48000\r\n");
-    assert_eq!(parse_answer(&sdp, &G711).unwrap().format.dtmf_payload_type, None);
+    let sdp = answer(
+        "c=IN IP4 192.0.2.1\r\nm=audio 4000 RTP/AVP 0 110\r\na=rtpmap:110 telephone-event/48000\r\n",
+    );
+    assert_eq!(
+        parse_answer(&sdp, &G711).unwrap().format.dtmf_payload_type,
+        None
+    );
 }
 
 #[test]
 fn hold_address_means_inactive() {
     let sdp = answer("c=IN IP4 0.0.0.0\r\nm=audio 4000 RTP/AVP 0\r\n");
-    assert_eq!(parse_answer(&sdp, &G711).unwrap().direction, Direction::Inactive);
+    assert_eq!(
+        parse_answer(&sdp, &G711).unwrap().direction,
+        Direction::Inactive
+    );
 }
 
 #[test]
 fn ipv6_connection() {
     let sdp = answer("c=IN IP6 2001:db8::5\r\nm=audio 4000 RTP/AVP 0\r\n");
-    assert_eq!(parse_answer(&sdp, &G711).unwrap().addr, sa("[2001:db8::5]:4000"));
+    assert_eq!(
+        parse_answer(&sdp, &G711).unwrap().addr,
+        sa("[2001:db8::5]:4000")
+    );
 }
 
 #[test]
 fn second_audio_section_is_ignored() {
-    let sdp = answer("c=IN IP4 192.0.2.1\r\nm=audio 4000 RTP/AVP 0\r\nm=audio 4002 RTP/AVP 8\r\nc=IN IP4 192.0.2.2\r\n");
+    let sdp = answer(
+        "c=IN IP4 192.0.2.1\r\nm=audio 4000 RTP/AVP 0\r\nm=audio 4002 RTP/AVP 8\r\nc=IN IP4 192.0.2.2\r\n",
+    );
     let r = parse_answer(&sdp, &G711).unwrap();
     assert_eq!(r.addr, sa("192.0.2.1:4000"));
 }
@@ -150,8 +192,13 @@ fn missing_audio() {
 
 #[test]
 fn no_common_codec() {
-    let e = err_of(&answer("c=IN IP4 192.0.2.1\r\nm=audio 4000 RTP/AVP 9 18\r\na=rtpmap:9 G722/8000\r\n"));
-    assert!(e.contains("no common codec") && e.contains("[9, 18]") && e.contains("PCMU, PCMA"), "{e}");
+    let e = err_of(&answer(
+        "c=IN IP4 192.0.2.1\r\nm=audio 4000 RTP/AVP 9 18\r\na=rtpmap:9 G722/8000\r\n",
+    ));
+    assert!(
+        e.contains("no common codec") && e.contains("[9, 18]") && e.contains("PCMU, PCMA"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -166,18 +213,45 @@ fn malformed_inputs_name_the_problem() {
         ("", "empty SDP"),
         ("o=- 1 1 IN IP4 1.2.3.4\r\n", "must start with 'v=0'"),
         ("v=0\r\nthis is not sdp\r\n", "line 2"),
-        (&answer("c=IN IP4 host.example\r\nm=audio 4000 RTP/AVP 0\r\n"), "not an IP address"),
-        (&answer("c=IN IP4\r\nm=audio 4000 RTP/AVP 0\r\n"), "has no address"),
-        (&answer("c=IN ATM 1.2.3.4\r\nm=audio 4000 RTP/AVP 0\r\n"), "expected 'IN IP4"),
-        (&answer("c=IN IP4 192.0.2.1\r\nm=audio x RTP/AVP 0\r\n"), "port 'x' is not a number"),
-        (&answer("c=IN IP4 192.0.2.1\r\nm=audio 70000 RTP/AVP 0\r\n"), "port '70000'"),
-        (&answer("c=IN IP4 192.0.2.1\r\nm=audio 4000\r\n"), "no transport protocol"),
-        (&answer("c=IN IP4 192.0.2.1\r\nm=audio 4000 RTP/AVP zero\r\n"), "format 'zero'"),
-        (&answer("c=IN IP4 192.0.2.1\r\nm=audio 4000 RTP/AVP 0\r\na=rtpmap:0 PCMU\r\n"), "malformed 'a=rtpmap:0 PCMU'"),
+        (
+            &answer("c=IN IP4 host.example\r\nm=audio 4000 RTP/AVP 0\r\n"),
+            "not an IP address",
+        ),
+        (
+            &answer("c=IN IP4\r\nm=audio 4000 RTP/AVP 0\r\n"),
+            "has no address",
+        ),
+        (
+            &answer("c=IN ATM 1.2.3.4\r\nm=audio 4000 RTP/AVP 0\r\n"),
+            "expected 'IN IP4",
+        ),
+        (
+            &answer("c=IN IP4 192.0.2.1\r\nm=audio x RTP/AVP 0\r\n"),
+            "port 'x' is not a number",
+        ),
+        (
+            &answer("c=IN IP4 192.0.2.1\r\nm=audio 70000 RTP/AVP 0\r\n"),
+            "port '70000'",
+        ),
+        (
+            &answer("c=IN IP4 192.0.2.1\r\nm=audio 4000\r\n"),
+            "no transport protocol",
+        ),
+        (
+            &answer("c=IN IP4 192.0.2.1\r\nm=audio 4000 RTP/AVP zero\r\n"),
+            "format 'zero'",
+        ),
+        (
+            &answer("c=IN IP4 192.0.2.1\r\nm=audio 4000 RTP/AVP 0\r\na=rtpmap:0 PCMU\r\n"),
+            "malformed 'a=rtpmap:0 PCMU'",
+        ),
     ];
     for (sdp, needle) in cases {
         let e = err_of(sdp);
-        assert!(e.contains(needle), "SDP {sdp:?}: error '{e}' should contain '{needle}'");
+        assert!(
+            e.contains(needle),
+            "SDP {sdp:?}: error '{e}' should contain '{needle}'"
+        );
         assert!(e.starts_with("SIP peer SDP rejected"), "{e}");
     }
 }

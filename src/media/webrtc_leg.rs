@@ -13,18 +13,22 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use rtc::media_stream::MediaStreamTrack;
-use rtc::peer_connection::configuration::media_engine::{MIME_TYPE_PCMA, MIME_TYPE_PCMU, MIME_TYPE_TELEPHONE_EVENT};
+use rtc::peer_connection::configuration::media_engine::{
+    MIME_TYPE_PCMA, MIME_TYPE_PCMU, MIME_TYPE_TELEPHONE_EVENT,
+};
 use rtc::rtp_transceiver::rtp_sender::{
-    RTCRtpCodec, RTCRtpCodecParameters, RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind,
+    RTCRtpCodec, RTCRtpCodecParameters, RTCRtpCodingParameters, RTCRtpEncodingParameters,
+    RtpCodecKind,
 };
 use tokio::sync::{mpsc, watch};
 use webrtc::media_stream::track_local::TrackLocal;
 use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
 use webrtc::media_stream::track_remote::TrackRemote;
 use webrtc::peer_connection::{
-    MediaEngine, PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler, RTCConfigurationBuilder,
-    RTCIceCandidateInit, RTCIceCandidateType, RTCIceGatheringState, RTCPeerConnectionIceEvent,
-    RTCPeerConnectionState, RTCSessionDescription, Registry, SettingEngineBuilder, configure_rtcp_reports,
+    MediaEngine, PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler,
+    RTCConfigurationBuilder, RTCIceCandidateInit, RTCIceCandidateType, RTCIceGatheringState,
+    RTCPeerConnectionIceEvent, RTCPeerConnectionState, RTCSessionDescription, Registry,
+    SettingEngineBuilder, configure_rtcp_reports,
 };
 
 use super::MediaError;
@@ -51,7 +55,11 @@ pub struct IceCandidate {
     #[serde(rename = "sdpMid", default, skip_serializing_if = "Option::is_none")]
     pub sdp_mid: Option<String>,
     /// The m-line index.
-    #[serde(rename = "sdpMLineIndex", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "sdpMLineIndex",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub sdp_mline_index: Option<u16>,
 }
 
@@ -84,7 +92,10 @@ pub struct WebRtcLeg {
 
 impl std::fmt::Debug for WebRtcLeg {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("WebRtcLeg").field("format", &self.format).field("local_ssrc", &self.local_ssrc).finish()
+        f.debug_struct("WebRtcLeg")
+            .field("format", &self.format)
+            .field("local_ssrc", &self.local_ssrc)
+            .finish()
     }
 }
 
@@ -118,11 +129,13 @@ impl PeerConnectionEventHandler for LegHandler {
         match candidate.to_json() {
             Ok(init) => {
                 tracing::debug!(candidate = %init.candidate, "local ICE candidate");
-                let _ = self.events.send(WebRtcEvent::LocalCandidate(Some(IceCandidate {
-                    candidate: init.candidate,
-                    sdp_mid: self.mid.clone(),
-                    sdp_mline_index: Some(self.mline_index),
-                })));
+                let _ = self
+                    .events
+                    .send(WebRtcEvent::LocalCandidate(Some(IceCandidate {
+                        candidate: init.candidate,
+                        sdp_mid: self.mid.clone(),
+                        sdp_mline_index: Some(self.mline_index),
+                    })));
             }
             Err(e) => tracing::warn!(error = %e, "cannot serialise local ICE candidate"),
         }
@@ -137,16 +150,18 @@ impl PeerConnectionEventHandler for LegHandler {
     async fn on_connection_state_change(&self, state: RTCPeerConnectionState) {
         tracing::debug!(%state, "browser peer connection state");
         match state {
-            RTCPeerConnectionState::Connected => {
-                if !self.connected.swap(true, Ordering::SeqCst) {
-                    let _ = self.events.send(WebRtcEvent::Connected);
-                }
+            RTCPeerConnectionState::Connected if !self.connected.swap(true, Ordering::SeqCst) => {
+                let _ = self.events.send(WebRtcEvent::Connected);
             }
             RTCPeerConnectionState::Failed => {
-                let _ = self.events.send(WebRtcEvent::Failed("ICE or DTLS failed".into()));
+                let _ = self
+                    .events
+                    .send(WebRtcEvent::Failed("ICE or DTLS failed".into()));
             }
             RTCPeerConnectionState::Closed if !self.closing.load(Ordering::SeqCst) => {
-                let _ = self.events.send(WebRtcEvent::Failed("peer connection closed".into()));
+                let _ = self
+                    .events
+                    .send(WebRtcEvent::Failed("peer connection closed".into()));
             }
             _ => {}
         }
@@ -165,9 +180,17 @@ fn rtp_codec(codec: AudioCodec) -> Result<RTCRtpCodec, MediaError> {
     let mime = match codec {
         AudioCodec::Pcmu => MIME_TYPE_PCMU,
         AudioCodec::Pcma => MIME_TYPE_PCMA,
-        AudioCodec::Opus => return Err(MediaError::BadOffer("Opus is not answered yet; offer PCMU or PCMA".into())),
+        AudioCodec::Opus => {
+            return Err(MediaError::BadOffer(
+                "Opus is not answered yet; offer PCMU or PCMA".into(),
+            ));
+        }
     };
-    Ok(RTCRtpCodec { mime_type: mime.to_owned(), clock_rate: codec.clock_rate(), ..Default::default() })
+    Ok(RTCRtpCodec {
+        mime_type: mime.to_owned(),
+        clock_rate: codec.clock_rate(),
+        ..Default::default()
+    })
 }
 
 /// A media engine holding exactly the chosen codec and telephone-event, at the offer's types.
@@ -175,7 +198,13 @@ fn media_engine(format: &PayloadFormat) -> Result<MediaEngine, MediaError> {
     let mut engine = MediaEngine::default();
     let mut register = |rtp_codec: RTCRtpCodec, payload_type: u8| {
         engine
-            .register_codec(RTCRtpCodecParameters { rtp_codec, payload_type }, RtpCodecKind::Audio)
+            .register_codec(
+                RTCRtpCodecParameters {
+                    rtp_codec,
+                    payload_type,
+                },
+                RtpCodecKind::Audio,
+            )
             .map_err(|e| MediaError::WebRtc(format!("register codec: {e}")))
     };
     register(rtp_codec(format.codec)?, format.payload_type)?;
@@ -223,7 +252,11 @@ impl WebRtcLeg {
             closing: closing.clone(),
         });
         let pc = PeerConnectionBuilder::new()
-            .with_configuration(RTCConfigurationBuilder::new().with_ice_servers(vec![]).build())
+            .with_configuration(
+                RTCConfigurationBuilder::new()
+                    .with_ice_servers(vec![])
+                    .build(),
+            )
             .with_media_engine(engine)
             .with_interceptor_registry(configure_rtcp_reports(Registry::new()))
             .with_setting_engine(SettingEngineBuilder::new().build())
@@ -241,8 +274,12 @@ impl WebRtcLeg {
             "callbridge-audio".to_owned(),
             RtpCodecKind::Audio,
             vec![RTCRtpEncodingParameters {
-                rtp_coding_parameters: RTCRtpCodingParameters { ssrc: Some(local_ssrc), ..Default::default() },
-                codec: rtp_codec(choice.format.codec)?,
+                rtp_coding_parameters: RTCRtpCodingParameters {
+                    ssrc: Some(local_ssrc),
+                    ..Default::default()
+                },
+                // No codec here on purpose: naming one makes it the transceiver's only codec
+                // preference and drops telephone-event from the answer.
                 ..Default::default()
             }],
         )));
@@ -269,13 +306,26 @@ impl WebRtcLeg {
     /// Adds our track, applies the (narrowed) offer and creates and applies the answer.
     async fn negotiate(&self, offer_sdp: &str, choice: &OfferChoice) -> Result<String, MediaError> {
         let track: Arc<dyn TrackLocal> = self.local_track.clone();
-        self.pc.add_track(track).await.map_err(webrtc_err("add audio track"))?;
+        self.pc
+            .add_track(track)
+            .await
+            .map_err(webrtc_err("add audio track"))?;
         let offer = RTCSessionDescription::offer(offer::restrict(offer_sdp, choice))
             .map_err(|e| MediaError::BadOffer(e.to_string()))?;
-        self.pc.set_remote_description(offer).await.map_err(|e| MediaError::BadOffer(e.to_string()))?;
-        let answer = self.pc.create_answer(None).await.map_err(webrtc_err("create answer"))?;
+        self.pc
+            .set_remote_description(offer)
+            .await
+            .map_err(|e| MediaError::BadOffer(e.to_string()))?;
+        let answer = self
+            .pc
+            .create_answer(None)
+            .await
+            .map_err(webrtc_err("create answer"))?;
         let sdp = answer.sdp.clone();
-        self.pc.set_local_description(answer).await.map_err(webrtc_err("set local description"))?;
+        self.pc
+            .set_local_description(answer)
+            .await
+            .map_err(webrtc_err("set local description"))?;
         Ok(sdp)
     }
 
@@ -298,7 +348,11 @@ impl WebRtcLeg {
         let Some(c) = c.filter(|c| !c.candidate.trim().is_empty()) else {
             return Ok(());
         };
-        if c.candidate.split_whitespace().nth(4).is_some_and(|addr| addr.ends_with(".local")) {
+        if c.candidate
+            .split_whitespace()
+            .nth(4)
+            .is_some_and(|addr| addr.ends_with(".local"))
+        {
             tracing::debug!(candidate = %c.candidate, "skipping mDNS candidate");
             return Ok(());
         }
@@ -344,7 +398,11 @@ mod tests {
 
     #[test]
     fn media_engine_refuses_opus() {
-        let f = PayloadFormat { codec: AudioCodec::Opus, payload_type: 111, dtmf_payload_type: None };
+        let f = PayloadFormat {
+            codec: AudioCodec::Opus,
+            payload_type: 111,
+            dtmf_payload_type: None,
+        };
         assert!(matches!(media_engine(&f), Err(MediaError::BadOffer(_))));
     }
 
@@ -356,9 +414,13 @@ mod tests {
             public_ip: None,
             codecs: vec![AudioCodec::Pcmu, AudioCodec::Pcma],
         };
-        let e = WebRtcLeg::answer(&cfg, "v=0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=rtpmap:111 opus/48000/2\r\n", tx)
-            .await
-            .unwrap_err();
+        let e = WebRtcLeg::answer(
+            &cfg,
+            "v=0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=rtpmap:111 opus/48000/2\r\n",
+            tx,
+        )
+        .await
+        .unwrap_err();
         assert!(e.to_string().contains("no common audio codec"), "{e}");
     }
 }
