@@ -9,7 +9,7 @@ mod common;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use callbridge::media::bridge::{Bridge, BridgeStats};
@@ -17,11 +17,12 @@ use callbridge::media::codec::AudioCodec;
 use callbridge::media::g711;
 use callbridge::media::rtp_leg::RtpLeg;
 use callbridge::media::sdp;
-use callbridge::media::webrtc_leg::{WebRtcEvent, WebRtcLeg, WebRtcLegConfig};
+use callbridge::media::webrtc_leg::{IceCandidate, WebRtcEvent, WebRtcLeg, WebRtcLegConfig};
 use common::browser::{Browser, BrowserOptions, ReceivedPacket, frame_number};
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
+use webrtc::peer_connection::StatsSelector;
 
 const LOOPBACK: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
 const G711: [AudioCodec; 2] = [AudioCodec::Pcmu, AudioCodec::Pcma];
@@ -88,14 +89,31 @@ impl EchoPeer {
     }
 }
 
+/// What a scenario does besides the basic call.
+#[derive(Default)]
+struct Scenario {
+    /// The SIP side answers this codec (PCMU when `None`).
+    sip_codec: Option<AudioCodec>,
+    /// The echo peer restarts its stream after this many packets.
+    restart_after: Option<usize>,
+    /// Half way through, the SIP side's SDP changes (183 -> 200 OK) to a second echo
+    /// peer answering this codec.
+    switch_to: Option<AudioCodec>,
+}
+
 /// Everything a scenario produced.
 struct Outcome {
     browser: Arc<Browser>,
     leg: Arc<WebRtcLeg>,
     sent: Vec<Bytes>,
     received: Vec<ReceivedPacket>,
+    /// What the (first) echo peer saw.
     seen_by_sip: Vec<Seen>,
+    /// What the second echo peer saw, in a switch scenario.
+    seen_by_second: Vec<Seen>,
     stats: BridgeStats,
+    /// Packets the gateway's WebRTC stack counted as received from the browser.
+    inbound_rtp_packets: u64,
 }
 
 /// Forwards trickled candidates both ways until both sides ended gathering.
@@ -127,15 +145,13 @@ fn pump_candidates(
     })
 }
 
-/// Runs one call: browser offers, gateway answers, SIP side answers `sip_codec` from the
-/// echo peer; the browser sends `FRAMES` tone frames (then 3 DTMF packets) and collects.
-async fn run_call(
-    options: BrowserOptions,
-    sip_codec: AudioCodec,
-    restart_after: Option<usize>,
-) -> Outcome {
-    let echo = EchoPeer::start(restart_after).await;
-    let browser = Browser::new(options).await;
+/// Runs one call: browser offers, gateway answers, the SIP side answers from the echo
+/// peer; the browser sends `FRAMES` tone frames (then 3 DTMF packets) and collects.
+async fn run_call(scenario: Scenario) -> Outcome {
+    let sip_codec = scenario.sip_codec.unwrap_or(AudioCodec::Pcmu);
+    let echo = EchoPeer::start(scenario.restart_after).await;
+    let second = EchoPeer::start(None).await;
+    let browser = Browser::new(BrowserOptions::default()).await;
 
     let (events_tx, events_rx) = mpsc::unbounded_channel();
     let cfg = WebRtcLegConfig {
@@ -147,6 +163,7 @@ async fn run_call(
         .await
         .expect("gateway answers");
     assert!(answer.contains("PCMU/8000"), "answer:\n{answer}");
+    assert!(answer.contains("telephone-event/8000"), "answer:\n{answer}");
     assert!(
         !answer.to_lowercase().contains("opus"),
         "answer must not carry Opus:\n{answer}"
@@ -170,6 +187,11 @@ async fn run_call(
         "browser never connected"
     );
     let sender = browser.start_sending_tone(FRAMES);
+    if let Some(codec) = scenario.switch_to {
+        tokio::time::sleep(Duration::from_millis(u64::from(FRAMES) * 10)).await;
+        let remote = sdp::parse_answer(&second.answer_sdp(codec), &G711).expect("parse 200 OK SDP");
+        bridge.update_remote(remote);
+    }
     let sent = tokio::time::timeout(Duration::from_secs(10), sender)
         .await
         .expect("sender timed out")
@@ -199,19 +221,45 @@ async fn run_call(
     tokio::time::sleep(Duration::from_millis(200)).await;
 
     let stats = bridge.stats();
+    let report = leg
+        .peer_connection()
+        .get_stats(Instant::now(), StatsSelector::None)
+        .await;
+    let inbound_rtp_packets = report
+        .inbound_rtp_streams()
+        .map(|s| s.received_rtp_stream_stats.packets_received)
+        .sum();
     bridge.stop().await;
     leg.close().await;
     browser.close().await;
     pump.abort();
     echo.task.abort();
+    second.task.abort();
     Outcome {
         received: browser.received(),
         seen_by_sip: echo.seen.lock().unwrap().clone(),
+        seen_by_second: second.seen.lock().unwrap().clone(),
         browser,
         leg,
         sent,
         stats,
+        inbound_rtp_packets,
     }
+}
+
+/// Runs `scenario` under an overall timeout.
+async fn run(scenario: Scenario) -> Outcome {
+    let out = tokio::time::timeout(Duration::from_secs(60), run_call(scenario))
+        .await
+        .expect("scenario timed out");
+    eprintln!(
+        "sent {}, received {} packets, stats {:?}, gateway inbound RTP {}",
+        out.sent.len(),
+        out.received.len(),
+        out.stats,
+        out.inbound_rtp_packets
+    );
+    out
 }
 
 /// The audio frames among `received`, in arrival order.
@@ -270,12 +318,17 @@ fn assert_gateway_ssrc(outcome: &Outcome) {
 
 /// DTMF went out as 101 on the SIP side and came back as the browser's type.
 fn assert_dtmf_mapped(outcome: &Outcome) {
+    assert_dtmf_mapped_to(outcome, &outcome.seen_by_sip);
+}
+
+/// As [`assert_dtmf_mapped`], with the SIP peer that saw `seen`.
+fn assert_dtmf_mapped_to(outcome: &Outcome, seen: &[Seen]) {
     let dtmf_pt = outcome.browser.options().dtmf_payload_type;
     assert_eq!(
-        outcome.seen_by_sip.iter().filter(|s| s.0 == 101).count(),
+        seen.iter().filter(|s| s.0 == 101).count(),
         3,
         "SIP side saw {:?}",
-        outcome.seen_by_sip.last()
+        seen.last()
     );
     let back: Vec<_> = outcome
         .received
@@ -289,19 +342,8 @@ fn assert_dtmf_mapped(outcome: &Outcome) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pcmu_tone_comes_back_identical() {
-    let out = tokio::time::timeout(
-        Duration::from_secs(60),
-        run_call(BrowserOptions::default(), AudioCodec::Pcmu, None),
-    )
-    .await
-    .expect("scenario timed out");
+    let out = run(Scenario::default()).await;
     let audio = audio(&out.received);
-    eprintln!(
-        "sent {}, received {} audio, stats {:?}",
-        out.sent.len(),
-        audio.len(),
-        out.stats
-    );
     assert_eq!(out.sent.len(), FRAMES as usize);
     assert_payloads_back(&out.sent, &audio);
     assert_continuous(&audio, out.sent.len());
@@ -319,6 +361,18 @@ async fn pcmu_tone_comes_back_identical() {
     assert_dtmf_mapped(&out);
     assert_eq!(out.stats.dropped_unknown_payload_type, 0);
     assert!(out.stats.to_sip >= FRAMES as u64 && out.stats.to_browser >= FRAMES as u64 * 9 / 10);
+    // The stack's own statistics are reachable through the leg (for jitter/RTT later).
+    assert!(
+        out.inbound_rtp_packets >= u64::from(FRAMES),
+        "gateway stats: {}",
+        out.inbound_rtp_packets
+    );
+    // The stack's own statistics are reachable through the leg (for jitter/RTT later).
+    assert!(
+        out.inbound_rtp_packets >= u64::from(FRAMES),
+        "gateway stats: {}",
+        out.inbound_rtp_packets
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -327,19 +381,12 @@ async fn pcma_sip_side_is_converted_both_ways() {
     for k in 0..16u8 {
         assert_eq!(g711::alaw_to_ulaw(g711::ulaw_to_alaw(0x80 | k)), 0x80 | k);
     }
-    let out = tokio::time::timeout(
-        Duration::from_secs(60),
-        run_call(BrowserOptions::default(), AudioCodec::Pcma, None),
-    )
-    .await
-    .expect("scenario timed out");
+    let out = run(Scenario {
+        sip_codec: Some(AudioCodec::Pcma),
+        ..Default::default()
+    })
+    .await;
     let audio = audio(&out.received);
-    eprintln!(
-        "sent {}, received {} audio, stats {:?}",
-        out.sent.len(),
-        audio.len(),
-        out.stats
-    );
     assert!(
         out.seen_by_sip
             .iter()
@@ -380,23 +427,12 @@ async fn pcma_sip_side_is_converted_both_ways() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn echo_source_restart_keeps_browser_stream_continuous() {
     let restart_after = FRAMES as usize / 2;
-    let out = tokio::time::timeout(
-        Duration::from_secs(60),
-        run_call(
-            BrowserOptions::default(),
-            AudioCodec::Pcmu,
-            Some(restart_after),
-        ),
-    )
-    .await
-    .expect("scenario timed out");
+    let out = run(Scenario {
+        restart_after: Some(restart_after),
+        ..Default::default()
+    })
+    .await;
     let audio = audio(&out.received);
-    eprintln!(
-        "sent {}, received {} audio, stats {:?}",
-        out.sent.len(),
-        audio.len(),
-        out.stats
-    );
     assert_payloads_back(&out.sent, &audio);
     assert_continuous(&audio, out.sent.len());
     assert_gateway_ssrc(&out);
@@ -406,4 +442,116 @@ async fn echo_source_restart_keeps_browser_stream_continuous() {
         out.stats
     );
     assert_dtmf_mapped(&out);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn update_remote_moves_sip_side_and_keeps_streams_continuous() {
+    // Early media from one address in PCMU, then the 200 OK points elsewhere in PCMA.
+    let out = run(Scenario {
+        switch_to: Some(AudioCodec::Pcma),
+        ..Default::default()
+    })
+    .await;
+    let audio = audio(&out.received);
+    let first = &out.seen_by_sip;
+    let second = &out.seen_by_second;
+    assert!(
+        first.len() >= 20 && second.len() >= 20,
+        "first peer got {}, second {}",
+        first.len(),
+        second.len()
+    );
+    assert!(first.iter().all(|s| s.0 == 0), "before the switch: PCMU");
+    assert!(
+        second.iter().filter(|s| s.0 != 101).all(|s| s.0 == 8),
+        "after the switch: PCMA"
+    );
+    // Toward the SIP side: one SSRC, sequence continuous across the switch.
+    let last_first = first.last().unwrap();
+    let first_second = second.first().unwrap();
+    assert_eq!(
+        last_first.1, first_second.1,
+        "same SSRC toward both SIP addresses"
+    );
+    assert_eq!(
+        first_second.2,
+        last_first.2.wrapping_add(1),
+        "sequence continues across the switch"
+    );
+    // Toward the browser: every frame decodes to its own number, continuous stream.
+    let transcoded = |p: &Bytes| -> Bytes {
+        p.iter()
+            .map(|&u| g711::alaw_to_ulaw(g711::ulaw_to_alaw(u)))
+            .collect::<Vec<u8>>()
+            .into()
+    };
+    for p in &audio {
+        let n = frame_number(&p.payload).expect("recognisable frame") as usize;
+        assert!(
+            p.payload == out.sent[n] || p.payload == transcoded(&out.sent[n]),
+            "frame {n} altered"
+        );
+    }
+    assert!(
+        audio.len() * 10 >= out.sent.len() * 9,
+        "{} of {} frames back",
+        audio.len(),
+        out.sent.len()
+    );
+    assert_continuous(&audio, out.sent.len());
+    assert_gateway_ssrc(&out);
+    assert_dtmf_mapped_to(&out, second);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn public_ip_replaces_host_candidate_address() {
+    let browser = Browser::new(BrowserOptions::default()).await;
+    let (events_tx, mut events_rx) = mpsc::unbounded_channel();
+    let public: IpAddr = "203.0.113.10".parse().unwrap();
+    let cfg = WebRtcLegConfig {
+        bind_ip: LOOPBACK,
+        public_ip: Some(public),
+        codecs: G711.to_vec(),
+    };
+    let (leg, _answer) = WebRtcLeg::answer(&cfg, browser.offer_sdp(), events_tx)
+        .await
+        .expect("gateway answers");
+    let mut candidates = Vec::new();
+    loop {
+        match tokio::time::timeout(Duration::from_secs(5), events_rx.recv())
+            .await
+            .expect("candidates in time")
+        {
+            Some(WebRtcEvent::LocalCandidate(Some(c))) => candidates.push(c),
+            Some(WebRtcEvent::LocalCandidate(None)) | None => break,
+            Some(other) => panic!("unexpected {other:?}"),
+        }
+    }
+    assert!(!candidates.is_empty());
+    for c in &candidates {
+        assert!(c.candidate.starts_with("candidate:"), "{c:?}");
+        assert!(c.candidate.contains(" 203.0.113.10 "), "{c:?}");
+        assert!(!c.candidate.contains("127.0.0.1"), "{c:?}");
+        assert_eq!(c.sdp_mid.as_deref(), Some("0"));
+        assert_eq!(c.sdp_mline_index, Some(0));
+    }
+    // mDNS and end-of-candidates from the browser are accepted without error.
+    let mdns = IceCandidate {
+        candidate:
+            "candidate:1 1 udp 2122260223 4f1c0a6e-1111-2222-3333-444455556666.local 54321 typ host"
+                .into(),
+        sdp_mid: Some("0".into()),
+        sdp_mline_index: Some(0),
+    };
+    leg.add_remote_candidate(Some(mdns)).await.unwrap();
+    leg.add_remote_candidate(None).await.unwrap();
+    let garbage = IceCandidate {
+        candidate: "candidate:not a candidate".into(),
+        sdp_mid: None,
+        sdp_mline_index: None,
+    };
+    let e = leg.add_remote_candidate(Some(garbage)).await.unwrap_err();
+    assert!(e.to_string().contains("not a candidate"), "{e}");
+    leg.close().await;
+    browser.close().await;
 }

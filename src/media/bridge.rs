@@ -7,10 +7,11 @@
 //! without breaking the outgoing streams; [`Bridge::stop`] ends both tasks and drops
 //! the socket.
 
+use std::io::ErrorKind;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use rtc::rtp;
 use rtc::shared::marshal::{Marshal, Unmarshal};
@@ -300,9 +301,19 @@ async fn sip_to_browser(
     loop {
         let n = match socket.recv_from(&mut buf).await {
             Ok((n, _from)) => n,
-            Err(e) => {
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    ErrorKind::ConnectionRefused | ErrorKind::ConnectionReset
+                ) =>
+            {
                 // ICMP port unreachable from an earlier send shows up here on some OSes.
-                tracing::debug!(error = %e, "RTP socket receive error");
+                continue;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "RTP socket receive error");
+                // Do not spin on a persistent error.
+                tokio::time::sleep(Duration::from_millis(10)).await;
                 continue;
             }
         };
