@@ -110,7 +110,8 @@ impl Bridge {
     /// Must be called inside a tokio runtime. Fails with [`MediaError::CodecMismatch`]
     /// if the legs' codecs cannot be bridged without transcoding (only µ-law <-> A-law
     /// is converted). Packets flow as soon as the browser's track opens and the SIP
-    /// peer sends; nothing needs to wait for `Connected`.
+    /// peer sends; nothing needs to wait for `Connected`. Keep `webrtc` open until
+    /// [`Bridge::stop`] has returned (the bridge holds its tracks, not the connection).
     pub fn start(
         webrtc: &WebRtcLeg,
         rtp: RtpLeg,
