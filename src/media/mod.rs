@@ -4,13 +4,26 @@
 //! I/O contract: the call module creates one [`webrtc_leg::WebRtcLeg`] and one
 //! [`rtp_leg::RtpLeg`] per call, hands their SDPs to signaling and SIP, and then
 //! starts a [`bridge::Bridge`] that owns both packet streams until the call ends.
+//!
+//! ```text
+//! browser ──SRTP──> WebRtcLeg track ──> Relay (pt map, G.711 law, RtpRewriter) ──> RtpLeg socket ──> SIP peer
+//! browser <──SRTP── WebRtcLeg track <── Relay (pt map, G.711 law, RtpRewriter) <── RtpLeg socket <── SIP peer
+//! ```
+//!
+//! Sans-IO parts (no clock, no sockets): [`sdp`], `offer`, [`rewrite`], [`relay`],
+//! [`g711`]. Runtime parts: [`webrtc_leg`], [`rtp_leg`], [`bridge`].
 
 pub mod bridge;
 pub mod codec;
+pub mod g711;
+pub(crate) mod offer;
+pub mod relay;
 pub mod rewrite;
 pub mod rtp_leg;
 pub mod sdp;
 pub mod webrtc_leg;
+
+use codec::AudioCodec;
 
 /// Errors of the media plane.
 #[derive(Debug, thiserror::Error)]
@@ -21,6 +34,17 @@ pub enum MediaError {
     /// The SIP peer's SDP could not be used.
     #[error("SIP peer SDP rejected: {0}")]
     BadRemoteSdp(String),
+    /// A trickled ICE candidate from the browser could not be used.
+    #[error("browser ICE candidate rejected: {0}")]
+    BadCandidate(String),
+    /// The two legs negotiated codecs the bridge cannot convert between without transcoding.
+    #[error("cannot relay {browser} (browser) to {sip} (SIP peer): transcoding is not supported")]
+    CodecMismatch {
+        /// The browser leg's codec.
+        browser: AudioCodec,
+        /// The SIP leg's codec.
+        sip: AudioCodec,
+    },
     /// No RTP port was free in the configured range.
     #[error("no free RTP port in range {0}-{1}; widen sip.rtp_ports")]
     NoPorts(u16, u16),
@@ -30,4 +54,28 @@ pub enum MediaError {
     /// A socket error.
     #[error("media socket: {0}")]
     Io(#[from] std::io::Error),
+}
+
+impl MediaError {
+    /// Which side caused the error, for the SIP status, `ended` reason and metric label.
+    pub fn side(&self) -> ErrorSide {
+        match self {
+            MediaError::BadOffer(_) | MediaError::BadCandidate(_) => ErrorSide::Browser,
+            MediaError::BadRemoteSdp(_) | MediaError::CodecMismatch { .. } => ErrorSide::SipPeer,
+            MediaError::NoPorts(..) | MediaError::WebRtc(_) | MediaError::Io(_) => {
+                ErrorSide::Internal
+            }
+        }
+    }
+}
+
+/// The side an error is attributed to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorSide {
+    /// The browser sent something we cannot use.
+    Browser,
+    /// The SIP peer sent something we cannot use.
+    SipPeer,
+    /// Our own resources or stack failed.
+    Internal,
 }

@@ -1,22 +1,92 @@
 //! The plain RTP leg toward the SIP peer: one UDP socket from the configured port range.
 //!
-//! STUB: interface only, to be implemented.
+//! Binding only; the [`super::bridge::Bridge`] takes the socket over and does the I/O.
 
+use std::io::ErrorKind;
 use std::net::{IpAddr, SocketAddr};
+
+use tokio::net::UdpSocket;
 
 use super::MediaError;
 
 /// A bound RTP socket for the SIP side of one call.
-pub struct RtpLeg {}
+#[derive(Debug)]
+pub struct RtpLeg {
+    /// The UDP socket RTP is sent from and received on.
+    socket: UdpSocket,
+    /// Its local address, cached (the port goes into our SDP).
+    local_addr: SocketAddr,
+}
 
 impl RtpLeg {
     /// Binds an even port from `range` (inclusive) on `ip`.
-    pub async fn bind(_ip: IpAddr, _range: (u16, u16)) -> Result<RtpLeg, MediaError> {
-        todo!()
+    ///
+    /// Starts at a random even port of the range and walks it once, so concurrent calls
+    /// rarely race for the same port. Fails with [`MediaError::NoPorts`] when every even
+    /// port is taken and with [`MediaError::Io`] for any other bind error (e.g. an `ip`
+    /// that is not local).
+    pub async fn bind(ip: IpAddr, range: (u16, u16)) -> Result<RtpLeg, MediaError> {
+        let (lo, hi) = range;
+        let first_even = u32::from(lo) + u32::from(lo % 2);
+        if first_even > u32::from(hi) {
+            return Err(MediaError::NoPorts(lo, hi));
+        }
+        let count = (u32::from(hi) - first_even) / 2 + 1;
+        let start = rand::random::<u32>() % count;
+        for i in 0..count {
+            let port = first_even + 2 * ((start + i) % count);
+            let port = u16::try_from(port).map_err(|_| MediaError::NoPorts(lo, hi))?;
+            match UdpSocket::bind(SocketAddr::new(ip, port)).await {
+                Ok(socket) => {
+                    let local_addr = socket.local_addr()?;
+                    tracing::debug!(%local_addr, "RTP leg bound");
+                    return Ok(RtpLeg { socket, local_addr });
+                }
+                Err(e) if e.kind() == ErrorKind::AddrInUse => continue,
+                Err(e) => return Err(MediaError::Io(e)),
+            }
+        }
+        Err(MediaError::NoPorts(lo, hi))
     }
 
     /// The socket's local address (the port goes into the SDP offer).
     pub fn local_addr(&self) -> SocketAddr {
-        todo!()
+        self.local_addr
+    }
+
+    /// Hands the socket to the bridge.
+    pub(crate) fn into_socket(self) -> UdpSocket {
+        self.socket
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::Ipv4Addr;
+
+    const LOOPBACK: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
+
+    #[tokio::test]
+    async fn binds_an_even_port_in_range() {
+        let leg = RtpLeg::bind(LOOPBACK, (40_000, 40_999)).await.unwrap();
+        let port = leg.local_addr().port();
+        assert_eq!(port % 2, 0);
+        assert!((40_000..=40_999).contains(&port));
+    }
+
+    #[tokio::test]
+    async fn exhausted_range_is_reported() {
+        let first = RtpLeg::bind(LOOPBACK, (41_001, 41_002)).await.unwrap();
+        assert_eq!(first.local_addr().port(), 41_002);
+        let err = RtpLeg::bind(LOOPBACK, (41_001, 41_002)).await.unwrap_err();
+        assert!(matches!(err, MediaError::NoPorts(41_001, 41_002)), "{err}");
+        assert!(err.to_string().contains("41001-41002"));
+    }
+
+    #[tokio::test]
+    async fn range_without_even_port_is_reported() {
+        let err = RtpLeg::bind(LOOPBACK, (41_101, 41_101)).await.unwrap_err();
+        assert!(matches!(err, MediaError::NoPorts(..)));
     }
 }

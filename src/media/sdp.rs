@@ -1,12 +1,21 @@
 //! SDP for the plain RTP leg: the offer we send to the SIP peer and the parsing of its
 //! answer (connection address, port, chosen codec, telephone-event).
 //!
-//! STUB: interface only, to be implemented.
+//! Pure text in, values out. Only what a G.711 trunk needs is read: the first
+//! `m=audio` section, `c=` at session or media level, `a=rtpmap`, and the direction
+//! attributes. Errors say which line or field was wrong.
 
+use std::collections::HashMap;
+use std::fmt::Write as _;
 use std::net::{IpAddr, SocketAddr};
 
 use super::MediaError;
 use super::codec::{AudioCodec, PayloadFormat};
+
+/// Payload type we offer for `telephone-event/8000`.
+pub const OFFER_DTMF_PAYLOAD_TYPE: u8 = 101;
+/// Payload type we offer for Opus (dynamic).
+const OFFER_OPUS_PAYLOAD_TYPE: u8 = 96;
 
 /// Media direction from an SDP `a=sendrecv|sendonly|recvonly|inactive` attribute.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -21,6 +30,24 @@ pub enum Direction {
     Inactive,
 }
 
+impl Direction {
+    /// Parses a direction attribute name (`sendrecv`, ...).
+    fn from_attribute(attr: &str) -> Option<Direction> {
+        match attr {
+            "sendrecv" => Some(Direction::SendRecv),
+            "sendonly" => Some(Direction::SendOnly),
+            "recvonly" => Some(Direction::RecvOnly),
+            "inactive" => Some(Direction::Inactive),
+            _ => None,
+        }
+    }
+
+    /// Whether the SDP's author accepts media from us.
+    pub fn peer_receives(self) -> bool {
+        matches!(self, Direction::SendRecv | Direction::RecvOnly)
+    }
+}
+
 /// What the SIP peer's SDP says about where and how to send audio.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RemoteMedia {
@@ -32,12 +59,299 @@ pub struct RemoteMedia {
     pub direction: Direction,
 }
 
+/// The payload type we offer for `codec`.
+fn offer_payload_type(codec: AudioCodec) -> u8 {
+    codec
+        .static_payload_type()
+        .unwrap_or(OFFER_OPUS_PAYLOAD_TYPE)
+}
+
 /// Builds an SDP offer for the SIP leg.
-pub fn build_offer(_ip: IpAddr, _port: u16, _session_id: u64, _codecs: &[AudioCodec]) -> String {
-    todo!()
+///
+/// One `m=audio` section with `codecs` in order, plus `telephone-event/8000` as
+/// payload type 101 (`0-16`), `a=ptime:20` and `a=sendrecv`. Lines end with CRLF.
+pub fn build_offer(ip: IpAddr, port: u16, session_id: u64, codecs: &[AudioCodec]) -> String {
+    let family = if ip.is_ipv4() { "IP4" } else { "IP6" };
+    let mut pts: Vec<u8> = codecs.iter().map(|&c| offer_payload_type(c)).collect();
+    pts.push(OFFER_DTMF_PAYLOAD_TYPE);
+    let fmts: Vec<String> = pts.iter().map(u8::to_string).collect();
+
+    let mut sdp = String::with_capacity(400);
+    // Writing to a String cannot fail.
+    let _ = write!(
+        sdp,
+        "v=0\r\no=callbridge {session_id} {session_id} IN {family} {ip}\r\ns=callbridge\r\n\
+         c=IN {family} {ip}\r\nt=0 0\r\nm=audio {port} RTP/AVP {}\r\n",
+        fmts.join(" ")
+    );
+    for &codec in codecs {
+        let pt = offer_payload_type(codec);
+        match codec {
+            AudioCodec::Opus => {
+                let _ = write!(sdp, "a=rtpmap:{pt} opus/48000/2\r\n");
+            }
+            _ => {
+                let _ = write!(
+                    sdp,
+                    "a=rtpmap:{pt} {}/{}\r\n",
+                    codec.encoding_name(),
+                    codec.clock_rate()
+                );
+            }
+        }
+    }
+    let _ = write!(
+        sdp,
+        "a=rtpmap:{dtmf} telephone-event/8000\r\na=fmtp:{dtmf} 0-16\r\na=ptime:20\r\na=sendrecv\r\n",
+        dtmf = OFFER_DTMF_PAYLOAD_TYPE
+    );
+    sdp
+}
+
+/// Shorthand for a [`MediaError::BadRemoteSdp`].
+fn bad(msg: impl Into<String>) -> MediaError {
+    MediaError::BadRemoteSdp(msg.into())
+}
+
+/// Parses a `c=` value (`IN IP4 192.0.2.1[/ttl]`).
+fn parse_connection(value: &str) -> Result<IpAddr, MediaError> {
+    let mut parts = value.split_whitespace();
+    let (net, family, addr) = (parts.next(), parts.next(), parts.next());
+    if net != Some("IN") || !matches!(family, Some("IP4") | Some("IP6")) {
+        return Err(bad(format!(
+            "c= line 'c={value}': expected 'IN IP4 <address>' or 'IN IP6 <address>'"
+        )));
+    }
+    let addr = addr.ok_or_else(|| bad(format!("c= line 'c={value}' has no address")))?;
+    let addr = addr.split('/').next().unwrap_or(addr);
+    addr.parse::<IpAddr>().map_err(|_| {
+        bad(format!(
+            "c= line 'c={value}': '{addr}' is not an IP address (host names are not supported)"
+        ))
+    })
+}
+
+/// The parts of the first audio section that the answer parser needs.
+#[derive(Default)]
+struct AudioSection<'a> {
+    /// The `m=audio` line's value, for error messages.
+    m_line: &'a str,
+    /// Port from the m-line.
+    port: u16,
+    /// Payload types in m-line order.
+    formats: Vec<u8>,
+    /// `a=rtpmap` payload type -> (encoding name, clock rate).
+    rtpmap: HashMap<u8, (&'a str, u32)>,
+    /// Media-level connection address.
+    connection: Option<IpAddr>,
+    /// Media-level direction attribute.
+    direction: Option<Direction>,
+}
+
+/// Parses the `m=audio` value (`<port> <proto> <fmt>...`).
+fn parse_m_line(value: &str) -> Result<AudioSection<'_>, MediaError> {
+    let mut parts = value.split_whitespace().skip(1);
+    let port = parts
+        .next()
+        .ok_or_else(|| bad(format!("m= line 'm={value}' has no port")))?;
+    let port = port.split('/').next().unwrap_or(port);
+    let port: u16 = port.parse().map_err(|_| {
+        bad(format!(
+            "m= line 'm={value}': port '{port}' is not a number"
+        ))
+    })?;
+    let proto = parts
+        .next()
+        .ok_or_else(|| bad(format!("m= line 'm={value}' has no transport protocol")))?;
+    if !proto.eq_ignore_ascii_case("RTP/AVP") && !proto.eq_ignore_ascii_case("RTP/AVPF") {
+        return Err(bad(format!(
+            "m= line 'm={value}': transport '{proto}' is not supported (only plain RTP/AVP)"
+        )));
+    }
+    let formats = parts
+        .map(|f| {
+            f.parse::<u8>().map_err(|_| {
+                bad(format!(
+                    "m= line 'm={value}': format '{f}' is not a payload type"
+                ))
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(AudioSection {
+        m_line: value,
+        port,
+        formats,
+        ..Default::default()
+    })
+}
+
+/// Parses an `a=rtpmap` value (`<pt> <name>/<rate>[/<channels>]`).
+fn parse_rtpmap(value: &str) -> Result<(u8, &str, u32), MediaError> {
+    let err = || {
+        bad(format!(
+            "malformed 'a=rtpmap:{value}': expected '<pt> <name>/<rate>'"
+        ))
+    };
+    let (pt, enc) = value.split_once(' ').ok_or_else(err)?;
+    let pt: u8 = pt.trim().parse().map_err(|_| err())?;
+    let mut enc = enc.trim().split('/');
+    let name = enc.next().filter(|n| !n.is_empty()).ok_or_else(err)?;
+    let rate: u32 = enc.next().ok_or_else(err)?.parse().map_err(|_| err())?;
+    Ok((pt, name, rate))
+}
+
+/// The codec a payload type stands for in this section.
+fn codec_of(section: &AudioSection<'_>, pt: u8) -> Option<AudioCodec> {
+    match section.rtpmap.get(&pt) {
+        Some(&(name, rate)) => {
+            AudioCodec::from_encoding_name(name).filter(|c| c.clock_rate() == rate)
+        }
+        None => match pt {
+            0 => Some(AudioCodec::Pcmu),
+            8 => Some(AudioCodec::Pcma),
+            _ => None,
+        },
+    }
 }
 
 /// Parses the SIP peer's SDP answer to our offer.
-pub fn parse_answer(_sdp: &str, _offered: &[AudioCodec]) -> Result<RemoteMedia, MediaError> {
-    todo!()
+///
+/// Uses the first `m=audio` section; the codec is the first of `offered` (our order of
+/// preference) that the answer lists. Fails when the stream is rejected (port 0), when no
+/// connection address is given, or when none of `offered` was answered.
+pub fn parse_answer(sdp: &str, offered: &[AudioCodec]) -> Result<RemoteMedia, MediaError> {
+    if sdp.trim().is_empty() {
+        return Err(bad("empty SDP"));
+    }
+    let mut session_connection = None;
+    let mut session_direction = None;
+    let mut audio: Option<AudioSection<'_>> = None;
+    // Which section the current line belongs to.
+    enum In {
+        Session,
+        Audio,
+        OtherMedia,
+    }
+    let mut current = In::Session;
+    let mut saw_version = false;
+
+    for (index, raw) in sdp.lines().enumerate() {
+        let line = raw.trim_end();
+        if line.is_empty() {
+            continue;
+        }
+        let (kind, value) = line
+            .split_once('=')
+            .filter(|(k, _)| k.len() == 1)
+            .ok_or_else(|| {
+                bad(format!(
+                    "line {}: '{line}' is not '<type>=<value>'",
+                    index + 1
+                ))
+            })?;
+        if !saw_version {
+            if kind != "v" {
+                return Err(bad(format!(
+                    "line {}: SDP must start with 'v=0', found '{line}'",
+                    index + 1
+                )));
+            }
+            saw_version = true;
+        }
+        match (kind, &current) {
+            ("m", _) => {
+                if value.starts_with("audio ") && audio.is_none() {
+                    audio = Some(parse_m_line(value)?);
+                    current = In::Audio;
+                } else {
+                    current = In::OtherMedia;
+                }
+            }
+            ("c", In::Session) => session_connection = Some(parse_connection(value)?),
+            ("c", In::Audio) => {
+                if let Some(a) = audio.as_mut() {
+                    a.connection = Some(parse_connection(value)?);
+                }
+            }
+            ("a", In::Session) => {
+                session_direction = Direction::from_attribute(value).or(session_direction)
+            }
+            ("a", In::Audio) => {
+                let Some(a) = audio.as_mut() else { continue };
+                if let Some(d) = Direction::from_attribute(value) {
+                    a.direction = Some(d);
+                } else if let Some(map) = value.strip_prefix("rtpmap:") {
+                    let (pt, name, rate) = parse_rtpmap(map)?;
+                    a.rtpmap.insert(pt, (name, rate));
+                }
+            }
+            _ => {}
+        }
+    }
+
+    let audio = audio.ok_or_else(|| bad("no 'm=audio' line"))?;
+    if audio.port == 0 {
+        return Err(bad(format!(
+            "audio stream rejected (port 0 in 'm={}')",
+            audio.m_line
+        )));
+    }
+    let ip = audio
+        .connection
+        .or(session_connection)
+        .ok_or_else(|| bad("no connection address: 'c=' missing at session and media level"))?;
+
+    let answered: Vec<AudioCodec> = audio
+        .formats
+        .iter()
+        .filter_map(|&pt| codec_of(&audio, pt))
+        .collect();
+    let codec = offered
+        .iter()
+        .copied()
+        .find(|c| answered.contains(c))
+        .ok_or_else(|| {
+            let names: Vec<String> = answered.iter().map(ToString::to_string).collect();
+            let offered: Vec<String> = offered.iter().map(ToString::to_string).collect();
+            bad(format!(
+                "no common codec: answered [{}] (payload types {:?}), offered [{}]",
+                names.join(", "),
+                audio.formats,
+                offered.join(", ")
+            ))
+        })?;
+    let payload_type = audio
+        .formats
+        .iter()
+        .copied()
+        .find(|&pt| codec_of(&audio, pt) == Some(codec))
+        .unwrap_or_else(|| offer_payload_type(codec));
+    let dtmf_payload_type = audio.formats.iter().copied().find(|pt| {
+        audio.rtpmap.get(pt).is_some_and(|&(name, rate)| {
+            name.eq_ignore_ascii_case("telephone-event") && rate == 8000
+        })
+    });
+    let direction = if ip.is_unspecified() {
+        // RFC 2543-style hold: c=0.0.0.0.
+        Direction::Inactive
+    } else {
+        audio
+            .direction
+            .or(session_direction)
+            .unwrap_or(Direction::SendRecv)
+    };
+
+    Ok(RemoteMedia {
+        addr: SocketAddr::new(ip, audio.port),
+        format: PayloadFormat {
+            codec,
+            payload_type,
+            dtmf_payload_type,
+        },
+        direction,
+    })
 }
+
+#[cfg(test)]
+#[path = "sdp_tests.rs"]
+mod tests;

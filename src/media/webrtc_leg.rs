@@ -1,14 +1,39 @@
 //! The WebRTC leg: answers the browser's offer with the `webrtc` crate, trickles ICE
 //! candidates both ways and exposes the audio track as RTP packet streams.
 //!
-//! STUB: interface only, to be implemented.
+//! I/O contract: [`WebRtcLeg::answer`] builds one peer connection (its own UDP socket
+//! on `bind_ip`, no STUN/TURN servers), answers with exactly one G.711 codec plus
+//! `telephone-event/8000`, and from then on reports through the `events` channel:
+//! local candidates (with `public_ip` substituted for host candidates when set), the end
+//! of gathering, and `Connected`/`Failed`. The bridge reads the browser's track and
+//! writes ours through crate-internal handles.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
-use tokio::sync::mpsc;
+use rtc::media_stream::MediaStreamTrack;
+use rtc::peer_connection::configuration::media_engine::{
+    MIME_TYPE_PCMA, MIME_TYPE_PCMU, MIME_TYPE_TELEPHONE_EVENT,
+};
+use rtc::rtp_transceiver::rtp_sender::{
+    RTCRtpCodec, RTCRtpCodecParameters, RTCRtpCodingParameters, RTCRtpEncodingParameters,
+    RtpCodecKind,
+};
+use tokio::sync::{mpsc, watch};
+use webrtc::media_stream::track_local::TrackLocal;
+use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
+use webrtc::media_stream::track_remote::TrackRemote;
+use webrtc::peer_connection::{
+    MediaEngine, PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler,
+    RTCConfigurationBuilder, RTCIceCandidateInit, RTCIceCandidateType, RTCIceGatheringState,
+    RTCPeerConnectionIceEvent, RTCPeerConnectionState, RTCSessionDescription, Registry,
+    SettingEngineBuilder, configure_rtcp_reports,
+};
 
 use super::MediaError;
 use super::codec::{AudioCodec, PayloadFormat};
+use super::offer::{self, OfferChoice};
 
 /// Settings for WebRTC legs, derived from the gateway config.
 #[derive(Debug, Clone)]
@@ -50,30 +75,352 @@ pub enum WebRtcEvent {
 }
 
 /// One browser-facing peer connection with a single audio track.
-pub struct WebRtcLeg {}
+pub struct WebRtcLeg {
+    /// The peer connection (its driver task owns the ICE socket).
+    pc: Arc<dyn PeerConnection>,
+    /// What the browser sends and expects: codec, payload type, telephone-event type.
+    format: PayloadFormat,
+    /// Our outgoing audio track; the bridge writes RTP into it.
+    local_track: Arc<TrackLocalStaticRTP>,
+    /// The SSRC of `local_track` (every packet written must carry it).
+    local_ssrc: u32,
+    /// The browser's audio track, once the stack reports it.
+    remote_track: watch::Receiver<Option<Arc<dyn TrackRemote>>>,
+    /// Set by [`WebRtcLeg::close`] so the handler does not report our own close as a failure.
+    closing: Arc<AtomicBool>,
+}
+
+impl std::fmt::Debug for WebRtcLeg {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WebRtcLeg")
+            .field("format", &self.format)
+            .field("local_ssrc", &self.local_ssrc)
+            .finish()
+    }
+}
+
+/// Handles the peer connection's callbacks (they run on its driver task: never block).
+struct LegHandler {
+    /// Where events for the call go.
+    events: mpsc::UnboundedSender<WebRtcEvent>,
+    /// Replaces the address of host candidates, for 1:1 NAT.
+    public_ip: Option<IpAddr>,
+    /// `sdpMid` put on our trickled candidates (the browser needs the real mid).
+    mid: Option<String>,
+    /// `sdpMLineIndex` put on our trickled candidates.
+    mline_index: u16,
+    /// Publishes the browser's audio track to the leg.
+    remote_track: watch::Sender<Option<Arc<dyn TrackRemote>>>,
+    /// Whether `Connected` was already reported.
+    connected: AtomicBool,
+    /// Shared with the leg; set when we close on purpose.
+    closing: Arc<AtomicBool>,
+}
+
+#[async_trait::async_trait]
+impl PeerConnectionEventHandler for LegHandler {
+    async fn on_ice_candidate(&self, event: RTCPeerConnectionIceEvent) {
+        let mut candidate = event.candidate;
+        if let Some(ip) = self.public_ip
+            && candidate.typ == RTCIceCandidateType::Host
+        {
+            candidate.address = ip.to_string();
+        }
+        match candidate.to_json() {
+            Ok(init) => {
+                tracing::debug!(candidate = %init.candidate, "local ICE candidate");
+                let _ = self
+                    .events
+                    .send(WebRtcEvent::LocalCandidate(Some(IceCandidate {
+                        candidate: init.candidate,
+                        sdp_mid: self.mid.clone(),
+                        sdp_mline_index: Some(self.mline_index),
+                    })));
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot serialise local ICE candidate"),
+        }
+    }
+
+    async fn on_ice_gathering_state_change(&self, state: RTCIceGatheringState) {
+        if state == RTCIceGatheringState::Complete {
+            let _ = self.events.send(WebRtcEvent::LocalCandidate(None));
+        }
+    }
+
+    async fn on_connection_state_change(&self, state: RTCPeerConnectionState) {
+        tracing::debug!(%state, "browser peer connection state");
+        match state {
+            RTCPeerConnectionState::Connected if !self.connected.swap(true, Ordering::SeqCst) => {
+                let _ = self.events.send(WebRtcEvent::Connected);
+            }
+            RTCPeerConnectionState::Failed => {
+                let _ = self
+                    .events
+                    .send(WebRtcEvent::Failed("ICE or DTLS failed".into()));
+            }
+            RTCPeerConnectionState::Closed if !self.closing.load(Ordering::SeqCst) => {
+                let _ = self
+                    .events
+                    .send(WebRtcEvent::Failed("peer connection closed".into()));
+            }
+            _ => {}
+        }
+    }
+
+    async fn on_track(&self, track: Arc<dyn TrackRemote>) {
+        if track.kind().await == RtpCodecKind::Audio {
+            tracing::debug!("browser audio track open");
+            self.remote_track.send_replace(Some(track));
+        }
+    }
+}
+
+/// The `webrtc` codec description of a G.711 codec.
+fn rtp_codec(codec: AudioCodec) -> Result<RTCRtpCodec, MediaError> {
+    let mime = match codec {
+        AudioCodec::Pcmu => MIME_TYPE_PCMU,
+        AudioCodec::Pcma => MIME_TYPE_PCMA,
+        AudioCodec::Opus => {
+            return Err(MediaError::BadOffer(
+                "Opus is not answered yet; offer PCMU or PCMA".into(),
+            ));
+        }
+    };
+    Ok(RTCRtpCodec {
+        mime_type: mime.to_owned(),
+        clock_rate: codec.clock_rate(),
+        ..Default::default()
+    })
+}
+
+/// A media engine holding exactly the chosen codec and telephone-event, at the offer's types.
+fn media_engine(format: &PayloadFormat) -> Result<MediaEngine, MediaError> {
+    let mut engine = MediaEngine::default();
+    let mut register = |rtp_codec: RTCRtpCodec, payload_type: u8| {
+        engine
+            .register_codec(
+                RTCRtpCodecParameters {
+                    rtp_codec,
+                    payload_type,
+                },
+                RtpCodecKind::Audio,
+            )
+            .map_err(|e| MediaError::WebRtc(format!("register codec: {e}")))
+    };
+    register(rtp_codec(format.codec)?, format.payload_type)?;
+    if let Some(pt) = format.dtmf_payload_type {
+        let te = RTCRtpCodec {
+            mime_type: MIME_TYPE_TELEPHONE_EVENT.to_owned(),
+            clock_rate: 8000,
+            sdp_fmtp_line: "0-16".to_owned(),
+            ..Default::default()
+        };
+        register(te, pt)?;
+    }
+    Ok(engine)
+}
+
+/// Maps a `webrtc` error into [`MediaError::WebRtc`] with what we were doing.
+fn webrtc_err(what: &'static str) -> impl Fn(webrtc::error::Error) -> MediaError {
+    move |e| MediaError::WebRtc(format!("{what}: {e}"))
+}
 
 impl WebRtcLeg {
     /// Answers `offer_sdp`; returns the leg and the SDP answer to send to the browser.
+    ///
+    /// Must run inside a tokio runtime. Local candidates start trickling into `events`
+    /// as soon as this returns (some may already be queued): send the answer to the
+    /// browser before forwarding them. Browser candidates that arrive while this runs
+    /// can be queued by the caller and passed to [`WebRtcLeg::add_remote_candidate`]
+    /// afterwards.
     pub async fn answer(
-        _config: &WebRtcLegConfig,
-        _offer_sdp: &str,
-        _events: mpsc::UnboundedSender<WebRtcEvent>,
+        config: &WebRtcLegConfig,
+        offer_sdp: &str,
+        events: mpsc::UnboundedSender<WebRtcEvent>,
     ) -> Result<(WebRtcLeg, String), MediaError> {
-        todo!()
+        let choice = offer::choose(offer_sdp, &config.codecs)?;
+        let engine = media_engine(&choice.format)?;
+        let closing = Arc::new(AtomicBool::new(false));
+        let (track_tx, track_rx) = watch::channel(None);
+        let handler = Arc::new(LegHandler {
+            events,
+            public_ip: config.public_ip,
+            mid: choice.mid.clone(),
+            mline_index: choice.mline_index,
+            remote_track: track_tx,
+            connected: AtomicBool::new(false),
+            closing: closing.clone(),
+        });
+        let pc = PeerConnectionBuilder::new()
+            .with_configuration(
+                RTCConfigurationBuilder::new()
+                    .with_ice_servers(vec![])
+                    .build(),
+            )
+            .with_media_engine(engine)
+            .with_interceptor_registry(configure_rtcp_reports(Registry::new()))
+            .with_setting_engine(SettingEngineBuilder::new().build())
+            .with_handler(handler)
+            .with_udp_addrs(vec![SocketAddr::new(config.bind_ip, 0)])
+            .build()
+            .await
+            .map_err(webrtc_err("create peer connection"))?;
+        let pc: Arc<dyn PeerConnection> = Arc::new(pc);
+
+        let local_ssrc = rand::random::<u32>();
+        let local_track = Arc::new(TrackLocalStaticRTP::new(MediaStreamTrack::new(
+            "callbridge".to_owned(),
+            "callbridge-audio".to_owned(),
+            "callbridge-audio".to_owned(),
+            RtpCodecKind::Audio,
+            vec![RTCRtpEncodingParameters {
+                rtp_coding_parameters: RTCRtpCodingParameters {
+                    ssrc: Some(local_ssrc),
+                    ..Default::default()
+                },
+                // No codec here on purpose: naming one makes it the transceiver's only codec
+                // preference and drops telephone-event from the answer.
+                ..Default::default()
+            }],
+        )));
+        let leg = WebRtcLeg {
+            pc,
+            format: choice.format,
+            local_track,
+            local_ssrc,
+            remote_track: track_rx,
+            closing,
+        };
+        match leg.negotiate(offer_sdp, &choice).await {
+            Ok(answer) => {
+                tracing::debug!(format = ?leg.format, "answered browser offer");
+                Ok((leg, answer))
+            }
+            Err(e) => {
+                leg.close().await;
+                Err(e)
+            }
+        }
+    }
+
+    /// Adds our track, applies the (narrowed) offer and creates and applies the answer.
+    async fn negotiate(&self, offer_sdp: &str, choice: &OfferChoice) -> Result<String, MediaError> {
+        let track: Arc<dyn TrackLocal> = self.local_track.clone();
+        self.pc
+            .add_track(track)
+            .await
+            .map_err(webrtc_err("add audio track"))?;
+        let offer = RTCSessionDescription::offer(offer::restrict(offer_sdp, choice))
+            .map_err(|e| MediaError::BadOffer(e.to_string()))?;
+        self.pc
+            .set_remote_description(offer)
+            .await
+            .map_err(|e| MediaError::BadOffer(e.to_string()))?;
+        let answer = self
+            .pc
+            .create_answer(None)
+            .await
+            .map_err(webrtc_err("create answer"))?;
+        let sdp = answer.sdp.clone();
+        self.pc
+            .set_local_description(answer)
+            .await
+            .map_err(webrtc_err("set local description"))?;
+        Ok(sdp)
     }
 
     /// The payload format negotiated with the browser.
     pub fn format(&self) -> PayloadFormat {
-        todo!()
+        self.format
+    }
+
+    /// The SSRC of the audio we send to the browser.
+    pub fn local_ssrc(&self) -> u32 {
+        self.local_ssrc
     }
 
     /// Adds a remote candidate trickled by the browser (`None`: end of candidates).
-    pub async fn add_remote_candidate(&self, _c: Option<IceCandidate>) -> Result<(), MediaError> {
-        todo!()
+    ///
+    /// An empty `candidate` string is treated as end of candidates; mDNS (`.local`) host
+    /// candidates are skipped, as a server cannot resolve them (the browser's
+    /// connectivity checks still reach us and are learnt as peer-reflexive).
+    pub async fn add_remote_candidate(&self, c: Option<IceCandidate>) -> Result<(), MediaError> {
+        let Some(c) = c.filter(|c| !c.candidate.trim().is_empty()) else {
+            return Ok(());
+        };
+        if c.candidate
+            .split_whitespace()
+            .nth(4)
+            .is_some_and(|addr| addr.ends_with(".local"))
+        {
+            tracing::debug!(candidate = %c.candidate, "skipping mDNS candidate");
+            return Ok(());
+        }
+        let init = RTCIceCandidateInit {
+            candidate: c.candidate.clone(),
+            sdp_mid: c.sdp_mid,
+            sdp_mline_index: c.sdp_mline_index,
+            ..Default::default()
+        };
+        self.pc
+            .add_ice_candidate(init)
+            .await
+            .map_err(|e| MediaError::BadCandidate(format!("'{}': {e}", c.candidate)))
     }
 
     /// Closes the peer connection.
     pub async fn close(&self) {
-        todo!()
+        self.closing.store(true, Ordering::SeqCst);
+        if let Err(e) = self.pc.close().await {
+            tracing::debug!(error = %e, "closing browser peer connection");
+        }
+    }
+
+    /// The peer connection, for statistics (`get_stats`).
+    pub fn peer_connection(&self) -> &Arc<dyn PeerConnection> {
+        &self.pc
+    }
+
+    /// Our outgoing track and its SSRC, for the bridge.
+    pub(crate) fn local_track(&self) -> (Arc<TrackLocalStaticRTP>, u32) {
+        (self.local_track.clone(), self.local_ssrc)
+    }
+
+    /// A receiver of the browser's track (`None` until the stack reports it), for the bridge.
+    pub(crate) fn remote_track(&self) -> watch::Receiver<Option<Arc<dyn TrackRemote>>> {
+        self.remote_track.clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn media_engine_refuses_opus() {
+        let f = PayloadFormat {
+            codec: AudioCodec::Opus,
+            payload_type: 111,
+            dtmf_payload_type: None,
+        };
+        assert!(matches!(media_engine(&f), Err(MediaError::BadOffer(_))));
+    }
+
+    #[tokio::test]
+    async fn bad_offer_is_rejected_before_any_socket() {
+        let (tx, _rx) = mpsc::unbounded_channel();
+        let cfg = WebRtcLegConfig {
+            bind_ip: IpAddr::from([127, 0, 0, 1]),
+            public_ip: None,
+            codecs: vec![AudioCodec::Pcmu, AudioCodec::Pcma],
+        };
+        let e = WebRtcLeg::answer(
+            &cfg,
+            "v=0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=rtpmap:111 opus/48000/2\r\n",
+            tx,
+        )
+        .await
+        .unwrap_err();
+        assert!(e.to_string().contains("no common audio codec"), "{e}");
     }
 }

@@ -1,5 +1,6 @@
 //! Shared helpers of the integration tests. Each test binary uses a subset.
 #![allow(dead_code)]
 
+pub mod browser;
 pub mod gateway;
 pub mod sipp;
