@@ -4,7 +4,7 @@
 mod common;
 
 use base64::Engine;
-use common::gateway::{Closed, TestGateway, WsClient, claims, test_config, token};
+use common::gateway::{Closed, TestGateway, WsClient, claims, http_get, test_config, token};
 use serde_json::json;
 
 fn b64(data: &[u8]) -> String {
@@ -31,9 +31,14 @@ async fn bad_tokens_close_4001_with_a_reason() {
     .expect("mint");
     let mut wrong_aud = claims("alice", "calls:outbound", 3600);
     wrong_aud.aud = Some(callbridge::auth::Audience::One("someone-else".into()));
-    let wrong_aud = callbridge::auth::mint_hs256(common::gateway::SECRET, &wrong_aud).expect("mint");
+    let wrong_aud =
+        callbridge::auth::mint_hs256(common::gateway::SECRET, &wrong_aud).expect("mint");
     let payload = serde_json::to_vec(&claims("alice", "calls:outbound", 3600)).expect("json");
-    let alg_none = format!("{}.{}.", b64(br#"{"alg":"none","typ":"JWT"}"#), b64(&payload));
+    let alg_none = format!(
+        "{}.{}.",
+        b64(br#"{"alg":"none","typ":"JWT"}"#),
+        b64(&payload)
+    );
 
     for (name, token, needle) in [
         ("expired", expired.as_str(), "expired"),
@@ -46,9 +51,19 @@ async fn bad_tokens_close_4001_with_a_reason() {
         assert_eq!(error["type"], "error", "{name}: {error}");
         assert_eq!(error["code"], "unauthorized", "{name}: {error}");
         let message = error["message"].as_str().expect("message");
-        assert!(message.contains(needle), "{name}: message `{message}` lacks `{needle}`");
-        assert!(!message.contains(token) || token.len() < 12, "{name}: token echoed back");
-        assert!(error["correlation_id"].as_str().is_some_and(|c| !c.is_empty()));
+        assert!(
+            message.contains(needle),
+            "{name}: message `{message}` lacks `{needle}`"
+        );
+        assert!(
+            !message.contains(token) || token.len() < 12,
+            "{name}: token echoed back"
+        );
+        assert!(
+            error["correlation_id"]
+                .as_str()
+                .is_some_and(|c| !c.is_empty())
+        );
         assert_eq!(closed, Closed::Code(4001), "{name}");
     }
     gw.stop().await;
@@ -59,7 +74,12 @@ async fn token_without_call_scope_closes_4003() {
     let gw = TestGateway::start(test_config(None)).await;
     let (error, closed) = auth_and_expect_close(&gw, &token("bob", "recordings:read", 3600)).await;
     assert_eq!(error["code"], "forbidden", "{error}");
-    assert!(error["message"].as_str().expect("message").contains("calls:outbound"));
+    assert!(
+        error["message"]
+            .as_str()
+            .expect("message")
+            .contains("calls:outbound")
+    );
     assert_eq!(closed, Closed::Code(4003));
     gw.stop().await;
 }
@@ -80,14 +100,31 @@ async fn no_auth_frame_closes_4008() {
 #[tokio::test]
 async fn query_token_is_accepted() {
     let gw = TestGateway::start(test_config(None)).await;
-    let url = format!("{}?access_token={}", gw.ws_url(), token("carol", "calls:outbound", 60));
+    let url = format!(
+        "{}?access_token={}",
+        gw.ws_url(),
+        token("carol", "calls:outbound", 60)
+    );
     let mut ws = WsClient::connect(&url).await;
     let ready = ws.recv().await;
     assert_eq!(ready["type"], "ready");
     assert_eq!(ready["user"], "carol");
-    assert!(ready["session_id"].as_str().expect("session id").starts_with("s-"));
-    assert!(ready["resume_token"].as_str().is_some_and(|t| t.len() >= 32));
-    assert_eq!(ready["ice_servers"], json!([]), "no public STUN server is ever handed out");
+    assert!(
+        ready["session_id"]
+            .as_str()
+            .expect("session id")
+            .starts_with("s-")
+    );
+    assert!(
+        ready["resume_token"]
+            .as_str()
+            .is_some_and(|t| t.len() >= 32)
+    );
+    assert_eq!(
+        ready["ice_servers"],
+        json!([]),
+        "no public STUN server is ever handed out"
+    );
     gw.stop().await;
 }
 
@@ -98,7 +135,10 @@ async fn malformed_frames_get_bad_request_and_the_session_keeps_working() {
 
     ws.send_text("{this is not json").await;
     let e = ws.recv().await;
-    assert_eq!((e["type"].as_str(), e["code"].as_str()), (Some("error"), Some("bad_request")));
+    assert_eq!(
+        (e["type"].as_str(), e["code"].as_str()),
+        (Some("error"), Some("bad_request"))
+    );
     assert!(e["message"].as_str().expect("message").contains("JSON"));
 
     ws.send(json!({"type": "warp", "call_id": "c1"})).await;
@@ -106,10 +146,14 @@ async fn malformed_frames_get_bad_request_and_the_session_keeps_working() {
     assert_eq!(e["code"], "bad_request");
     assert!(e["message"].as_str().expect("message").contains("warp"));
 
-    ws.send(json!({"type": "call", "call_id": "c1", "sdp": "v=0"})).await;
+    ws.send(json!({"type": "call", "call_id": "c1", "sdp": "v=0"}))
+        .await;
     let e = ws.recv().await;
     assert_eq!(e["code"], "bad_request");
-    assert!(e["message"].as_str().expect("message").contains("`to`"), "{e}");
+    assert!(
+        e["message"].as_str().expect("message").contains("`to`"),
+        "{e}"
+    );
 
     ws.send(json!({"type": "hangup", "call_id": "nope"})).await;
     let e = ws.recv().await;
@@ -119,10 +163,19 @@ async fn malformed_frames_get_bad_request_and_the_session_keeps_working() {
     ws.send(json!({"type": "ping", "pad": big})).await;
     let e = ws.recv().await;
     assert_eq!(e["code"], "bad_request");
-    assert!(e["message"].as_str().expect("message").contains("max_message_bytes"));
+    assert!(
+        e["message"]
+            .as_str()
+            .expect("message")
+            .contains("max_message_bytes")
+    );
 
     ws.send(json!({"type": "ping"})).await;
-    assert_eq!(ws.recv().await["type"], "pong", "session still works after bad input");
+    assert_eq!(
+        ws.recv().await["type"],
+        "pong",
+        "session still works after bad input"
+    );
     ws.close().await;
     gw.stop().await;
 }
@@ -131,7 +184,8 @@ async fn malformed_frames_get_bad_request_and_the_session_keeps_working() {
 async fn unrouted_number_ends_forbidden() {
     let gw = TestGateway::start(test_config(Some("127.0.0.1:9".parse().expect("addr")))).await;
     let (mut ws, _) = gw.connect_as("erin", "calls:outbound").await;
-    ws.send(json!({"type": "call", "call_id": "c9", "to": "+999123", "sdp": "v=0"})).await;
+    ws.send(json!({"type": "call", "call_id": "c9", "to": "+999123", "sdp": "v=0"}))
+        .await;
     let ended = ws.recv_type("ended", |_| {}).await;
     assert_eq!(ended["call_id"], "c9");
     assert_eq!(ended["reason"], "forbidden");
@@ -152,18 +206,4 @@ async fn healthz_and_metrics_on_the_same_listener() {
     ws.send(json!({"type": "ping"})).await;
     ws.recv().await;
     gw.stop().await;
-}
-
-/// A minimal HTTP/1.1 GET over a raw socket (keeps test dependencies small).
-async fn http_get(addr: std::net::SocketAddr, path: &str) -> String {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
-    let req = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
-    s.write_all(req.as_bytes()).await.expect("write");
-    let mut out = String::new();
-    tokio::time::timeout(common::gateway::WAIT, s.read_to_string(&mut out))
-        .await
-        .expect("http timeout")
-        .expect("read");
-    out
 }

@@ -64,7 +64,9 @@ impl TestGateway {
         init_tracing();
         callbridge::config::validate(&config).expect("test config is valid");
         let server = server::start(config).await.expect("gateway starts");
-        TestGateway { server: Some(server) }
+        TestGateway {
+            server: Some(server),
+        }
     }
 
     fn running(&self) -> &RunningServer {
@@ -89,7 +91,8 @@ impl TestGateway {
     /// Connects and authenticates as `user` with `scope`; returns the client and `ready`.
     pub async fn connect_as(&self, user: &str, scope: &str) -> (WsClient, Value) {
         let mut ws = self.connect().await;
-        ws.send(json!({"type": "auth", "token": token(user, scope, 3600)})).await;
+        ws.send(json!({"type": "auth", "token": token(user, scope, 3600)}))
+            .await;
         let ready = ws.recv().await;
         assert_eq!(ready["type"], "ready", "auth failed: {ready}");
         (ws, ready)
@@ -105,7 +108,10 @@ impl TestGateway {
 
 /// Unix time now.
 pub fn now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).expect("clock").as_secs()
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("clock")
+        .as_secs()
 }
 
 /// Claims for `user` valid for `ttl` seconds (negative: already expired).
@@ -209,7 +215,9 @@ impl WsClient {
                 Some(Ok(Message::Close(Some(frame)))) => {
                     return Closed::Code(u16::from(frame.code));
                 }
-                Some(Ok(Message::Close(None))) => return Closed::Code(u16::from(CloseCode::Status)),
+                Some(Ok(Message::Close(None))) => {
+                    return Closed::Code(u16::from(CloseCode::Status));
+                }
                 Some(Ok(_)) => continue,
             }
         }
@@ -219,4 +227,18 @@ impl WsClient {
     pub async fn close(mut self) {
         let _ = self.stream.close(None).await;
     }
+}
+
+/// A minimal HTTP/1.1 GET over a raw socket; returns the whole response.
+pub async fn http_get(addr: SocketAddr, path: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = TcpStream::connect(addr).await.expect("connect");
+    let req = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    s.write_all(req.as_bytes()).await.expect("write");
+    let mut out = String::new();
+    tokio::time::timeout(WAIT, s.read_to_string(&mut out))
+        .await
+        .expect("http timeout")
+        .expect("read");
+    out
 }

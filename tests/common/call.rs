@@ -1,0 +1,96 @@
+//! Drives one call over protocol v1 with the test browser: relays the SDP answer and
+//! ICE candidates both ways while waiting for the call's messages.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use callbridge::media::webrtc_leg::IceCandidate;
+use serde_json::{Value, json};
+use tokio::sync::mpsc;
+
+use super::browser::Browser;
+use super::gateway::{WAIT, WsClient};
+
+/// One call in progress from the test browser's point of view.
+pub struct TestCall {
+    /// The call id chosen by the client.
+    pub call_id: String,
+    /// The browser placing the call.
+    pub browser: Arc<Browser>,
+    /// The browser's trickled candidates still to send.
+    candidates: Option<mpsc::UnboundedReceiver<Option<IceCandidate>>>,
+    /// Message types seen so far for this call, in order.
+    pub seen: Vec<String>,
+}
+
+impl TestCall {
+    /// Sends `call` with the browser's offer.
+    pub async fn place(
+        ws: &mut WsClient,
+        browser: Arc<Browser>,
+        call_id: &str,
+        to: &str,
+    ) -> TestCall {
+        let candidates = browser.take_candidates();
+        ws.send(json!({"type": "call", "call_id": call_id, "to": to, "sdp": browser.offer_sdp()}))
+            .await;
+        TestCall {
+            call_id: call_id.into(),
+            browser,
+            candidates: Some(candidates),
+            seen: Vec::new(),
+        }
+    }
+
+    /// Processes messages (answer, ice) until one of `kinds` arrives for this call;
+    /// returns it. Panics after [`WAIT`].
+    pub async fn until(&mut self, ws: &mut WsClient, kinds: &[&str]) -> Value {
+        let wanted: HashSet<&str> = kinds.iter().copied().collect();
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            let candidate = async {
+                match self.candidates.as_mut() {
+                    Some(rx) => rx.recv().await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                message = ws.recv() => {
+                    if message["call_id"] != self.call_id.as_str() {
+                        continue;
+                    }
+                    let kind = message["type"].as_str().unwrap_or("").to_owned();
+                    self.seen.push(kind.clone());
+                    match kind.as_str() {
+                        "answer" => {
+                            let sdp = message["sdp"].as_str().expect("answer has sdp");
+                            self.browser.set_answer(sdp).await;
+                        }
+                        "ice" => {
+                            if let Ok(c) = serde_json::from_value::<IceCandidate>(message["candidate"].clone()) {
+                                self.browser.add_remote_candidate(c).await;
+                            }
+                        }
+                        _ => {}
+                    }
+                    if wanted.contains(kind.as_str()) {
+                        return message;
+                    }
+                }
+                c = candidate => match c {
+                    Some(c) => ws.send(json!({"type": "ice", "call_id": self.call_id, "candidate": c})).await,
+                    None => self.candidates = None,
+                },
+                _ = tokio::time::sleep_until(deadline) => {
+                    panic!("call {}: none of {kinds:?} within {WAIT:?}; saw {:?}", self.call_id, self.seen)
+                }
+            }
+        }
+    }
+
+    /// Sends `hangup` for this call.
+    pub async fn hangup(&self, ws: &mut WsClient) {
+        ws.send(json!({"type": "hangup", "call_id": self.call_id}))
+            .await;
+    }
+}

@@ -1,0 +1,195 @@
+//! End to end: a webrtc-crate browser calls through an in-process gateway to a real
+//! SIPp trunk on loopback.
+
+mod common;
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use common::browser::{Browser, BrowserOptions, frame_number};
+use common::call::TestCall;
+use common::gateway::{TestGateway, http_get, test_config};
+use common::sipp::Sipp;
+
+/// A free UDP port for SIPp's media (`-mp`).
+fn free_port() -> String {
+    let s = std::net::UdpSocket::bind("127.0.0.1:0").expect("probe");
+    s.local_addr().expect("addr").port().to_string()
+}
+
+#[tokio::test]
+async fn call_is_answered_audio_echoes_back_and_hangup_sends_bye() {
+    let mut sipp = Sipp::uas(None, &["-rtp_echo", "-mp", &free_port()]);
+    let gw = TestGateway::start(test_config(Some(sipp.addr))).await;
+    let (mut ws, _) = gw.connect_as("alice", "calls:outbound").await;
+    let browser = Browser::new(BrowserOptions::default()).await;
+    let mut call = TestCall::place(&mut ws, browser.clone(), "c1", "+15551234567").await;
+
+    call.until(&mut ws, &["answered"]).await;
+    assert_eq!(
+        call.seen.first().map(String::as_str),
+        Some("answer"),
+        "answer comes first"
+    );
+    assert!(
+        call.seen.contains(&"ringing".to_string()),
+        "SIPp's 180 reached the browser: {:?}",
+        call.seen
+    );
+    assert!(
+        browser.wait_connected(Duration::from_secs(10)).await,
+        "ICE/DTLS up"
+    );
+
+    let sent = browser.start_sending_tone(100).await.expect("tone task");
+    assert!(
+        browser.wait_received(90, Duration::from_secs(10)).await,
+        "echo came back"
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let received = browser.received();
+    let by_frame: HashMap<u32, &[u8]> = received
+        .iter()
+        .filter_map(|p| frame_number(&p.payload).map(|n| (n, p.payload.as_ref())))
+        .collect();
+    let identical = sent
+        .iter()
+        .filter(|payload| {
+            frame_number(payload)
+                .and_then(|n| by_frame.get(&n))
+                .is_some_and(|back| *back == payload.as_ref())
+        })
+        .count();
+    assert!(
+        identical >= 90,
+        "only {identical}/100 tone frames came back byte-identical"
+    );
+    let ssrcs: std::collections::HashSet<u32> = received.iter().map(|p| p.ssrc).collect();
+    assert_eq!(ssrcs.len(), 1, "one SSRC toward the browser");
+    assert!(
+        !ssrcs.contains(&browser.ssrc()),
+        "gateway rewrites the SSRC"
+    );
+    for pair in received.windows(2) {
+        let gap = pair[1]
+            .sequence_number
+            .wrapping_sub(pair[0].sequence_number);
+        assert!(gap == 1 || gap > 60000, "sequence continuous: {gap}");
+    }
+    let metrics = http_get(gw.http_addr(), "/metrics").await;
+    assert!(metrics.contains("callbridge_active_calls 1"), "{metrics}");
+
+    call.hangup(&mut ws).await;
+    let ended = call.until(&mut ws, &["ended"]).await;
+    assert_eq!(ended["reason"], "hangup");
+    sipp.wait(Duration::from_secs(20))
+        .await
+        .assert_one_success();
+    let metrics = http_get(gw.http_addr(), "/metrics").await;
+    assert!(metrics.contains("callbridge_active_calls 0"), "{metrics}");
+    assert!(
+        metrics.contains(r#"callbridge_calls_total{direction="outbound",outcome="hangup"} 1"#),
+        "{metrics}"
+    );
+    browser.close().await;
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn remote_bye_ends_with_remote_hangup() {
+    let mut sipp = Sipp::uas(
+        Some(&Sipp::scenario("uas_remote_bye.xml")),
+        &["-mp", &free_port()],
+    );
+    let gw = TestGateway::start(test_config(Some(sipp.addr))).await;
+    let (mut ws, _) = gw.connect_as("bob", "calls:outbound").await;
+    let browser = Browser::new(BrowserOptions::default()).await;
+    let mut call = TestCall::place(&mut ws, browser.clone(), "c2", "+15551234567").await;
+    call.until(&mut ws, &["answered"]).await;
+    let ended = call.until(&mut ws, &["ended"]).await;
+    assert_eq!(ended["reason"], "remote_hangup", "{ended}");
+    sipp.wait(Duration::from_secs(20))
+        .await
+        .assert_one_success();
+    browser.close().await;
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn busy_ends_with_busy_486() {
+    let mut sipp = Sipp::uas(Some(&Sipp::scenario("uas_busy.xml")), &[]);
+    let gw = TestGateway::start(test_config(Some(sipp.addr))).await;
+    let (mut ws, _) = gw.connect_as("carol", "calls:outbound").await;
+    let browser = Browser::new(BrowserOptions::default()).await;
+    let mut call = TestCall::place(&mut ws, browser.clone(), "c3", "+15551234567").await;
+    let ended = call.until(&mut ws, &["ended"]).await;
+    assert_eq!(ended["reason"], "busy", "{ended}");
+    assert_eq!(ended["sip_status"], 486);
+    sipp.wait(Duration::from_secs(20))
+        .await
+        .assert_one_success();
+    browser.close().await;
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn browser_hangup_while_ringing_sends_cancel() {
+    let mut sipp = Sipp::uas(Some(&Sipp::scenario("uas_ring_cancel.xml")), &[]);
+    let gw = TestGateway::start(test_config(Some(sipp.addr))).await;
+    let (mut ws, _) = gw.connect_as("dan", "calls:outbound").await;
+    let browser = Browser::new(BrowserOptions::default()).await;
+    let mut call = TestCall::place(&mut ws, browser.clone(), "c4", "+15551234567").await;
+    call.until(&mut ws, &["ringing"]).await;
+    call.hangup(&mut ws).await;
+    let ended = call.until(&mut ws, &["ended"]).await;
+    assert_eq!(ended["reason"], "hangup");
+    // The scenario only succeeds when a CANCEL arrives (then 487 and our ACK).
+    sipp.wait(Duration::from_secs(20))
+        .await
+        .assert_one_success();
+    browser.close().await;
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn websocket_close_hangs_up_answered_and_ringing_calls() {
+    let mut answered = Sipp::uas(None, &["-rtp_echo", "-mp", &free_port()]);
+    let mut ringing = Sipp::uas(Some(&Sipp::scenario("uas_ring_cancel.xml")), &[]);
+    let mut config = test_config(Some(answered.addr));
+    config.sip.trunks.push(callbridge::config::TrunkConfig {
+        name: "ringer".into(),
+        address: ringing.addr.to_string(),
+        transport: "udp".into(),
+        username: None,
+        password: None,
+    });
+    config.dialplan.routes.insert(
+        0,
+        callbridge::config::RouteConfig {
+            pattern: r"^\+1999".into(),
+            trunks: vec!["ringer".into()],
+        },
+    );
+    let gw = TestGateway::start(config).await;
+    let (mut ws, _) = gw.connect_as("erin", "calls:outbound").await;
+    let b1 = Browser::new(BrowserOptions::default()).await;
+    let b2 = Browser::new(BrowserOptions::default()).await;
+    let mut c1 = TestCall::place(&mut ws, b1.clone(), "up", "+15551234567").await;
+    c1.until(&mut ws, &["answered"]).await;
+    let mut c2 = TestCall::place(&mut ws, b2.clone(), "ring", "+19995550000").await;
+    c2.until(&mut ws, &["ringing"]).await;
+
+    ws.close().await;
+    // SIPp's built-in UAS needs the BYE to complete; the ring scenario needs the CANCEL.
+    answered
+        .wait(Duration::from_secs(20))
+        .await
+        .assert_one_success();
+    ringing
+        .wait(Duration::from_secs(20))
+        .await
+        .assert_one_success();
+    b1.close().await;
+    b2.close().await;
+    gw.stop().await;
+}
