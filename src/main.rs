@@ -142,12 +142,12 @@ fn serve(path: Option<PathBuf>) -> anyhow::Result<()> {
         let dev_secret = (source == Source::Embedded).then(|| config.auth.hs256_secret.clone());
         let dev_config = config.clone();
         let server = callbridge::server::start(config).await?;
-        println!(
+        say(&format!(
             "callbridge listening: {}  (health: http://{}/healthz)",
             server.ws_url(),
             server.http_addr
-        );
-        println!("SIP user agent on udp {}", server.sip_addr);
+        ));
+        say(&format!("SIP user agent on udp {}", server.sip_addr));
         if let Some(secret) = dev_secret {
             let token = mint(
                 &secret,
@@ -157,13 +157,11 @@ fn serve(path: Option<PathBuf>) -> anyhow::Result<()> {
                 Duration::from_secs(24 * 3600),
                 None,
             )?;
-            println!(
-                "embedded defaults: dial plan sends every number to a SIP peer at 127.0.0.1:5070"
-            );
-            println!("dev token (24h, user `dev`):\n{token}");
+            say("embedded defaults: dial plan sends every number to a SIP peer at 127.0.0.1:5070");
+            say(&format!("dev token (24h, user `dev`):\n{token}"));
         }
         shutdown_signal().await;
-        println!("shutting down");
+        say("shutting down");
         server.shutdown(Duration::from_secs(5)).await;
         anyhow::Ok(())
     })
@@ -188,6 +186,12 @@ async fn shutdown_signal() {
     }
     #[cfg(not(unix))]
     let _ = ctrl_c.await;
+}
+
+/// Prints a line, ignoring a closed stdout (a supervisor may have dropped it).
+fn say(line: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stdout(), "{line}");
 }
 
 fn init_logging(config: &Config) {

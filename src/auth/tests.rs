@@ -160,3 +160,71 @@ fn errors_never_contain_the_token() {
     assert!(!err.to_string().contains(&token));
     assert!(!format!("{:?}", verifier()).contains(SECRET));
 }
+
+fn fixture(name: &str) -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/keys")
+        .join(name)
+}
+
+fn sign_with(alg: jsonwebtoken::Algorithm, key: jsonwebtoken::EncodingKey) -> String {
+    jsonwebtoken::encode(&jsonwebtoken::Header::new(alg), &claims(), &key).expect("sign")
+}
+
+#[test]
+fn public_keys_accept_their_algorithm_only() {
+    use jsonwebtoken::{Algorithm, EncodingKey};
+    let config = AuthConfig {
+        hs256_secret: String::new(),
+        public_keys: vec![fixture("rsa.pub"), fixture("ec.pub"), fixture("ed.pub")],
+        ..config()
+    };
+    let v = Verifier::from_config(&config).expect("keys load");
+    assert_eq!(
+        v.algorithms(),
+        vec![Algorithm::RS256, Algorithm::ES256, Algorithm::EdDSA]
+    );
+    let read = |n: &str| std::fs::read(fixture(n)).expect("fixture");
+    let rs = sign_with(
+        Algorithm::RS256,
+        EncodingKey::from_rsa_pem(&read("rsa.key")).expect("rsa"),
+    );
+    let es = sign_with(
+        Algorithm::ES256,
+        EncodingKey::from_ec_pem(&read("ec.key")).expect("ec"),
+    );
+    let ed = sign_with(
+        Algorithm::EdDSA,
+        EncodingKey::from_ed_pem(&read("ed.key")).expect("ed"),
+    );
+    for token in [&rs, &es, &ed] {
+        assert_eq!(v.verify(token, NOW).expect("valid").user, "alice");
+    }
+    // HS256 is not configured here, even with the right secret.
+    let hs = mint_hs256(SECRET, &claims()).expect("mint");
+    assert_eq!(
+        v.verify(&hs, NOW),
+        Err(AuthError::AlgorithmNotAccepted("HS256".into()))
+    );
+    // An ES256 token is refused by a verifier that only has the RSA key.
+    let other = Verifier::from_config(&AuthConfig {
+        hs256_secret: String::new(),
+        public_keys: vec![fixture("rsa.pub")],
+        ..config
+    })
+    .expect("rsa only");
+    assert_eq!(
+        other.verify(&es, NOW),
+        Err(AuthError::AlgorithmNotAccepted("ES256".into()))
+    );
+}
+
+#[test]
+fn unusable_key_file_is_named() {
+    let config = AuthConfig {
+        public_keys: vec![fixture("README.md")],
+        ..config()
+    };
+    let err = Verifier::from_config(&config).expect_err("not a key");
+    assert!(err.to_string().contains("README.md"), "{err}");
+}
