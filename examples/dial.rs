@@ -44,8 +44,12 @@ async fn main() -> anyhow::Result<()> {
     let (mut ws, _) = tokio_tungstenite::connect_async(&args.url)
         .await
         .with_context(|| format!("cannot connect to {}", args.url))?;
-    ws.send(Message::Text(json!({"type": "auth", "token": args.token}).to_string().into()))
-        .await?;
+    ws.send(Message::Text(
+        json!({"type": "auth", "token": args.token})
+            .to_string()
+            .into(),
+    ))
+    .await?;
     let ready = next_json(&mut ws).await?;
     if ready["type"] != "ready" {
         bail!("authentication failed: {ready}");
@@ -54,7 +58,8 @@ async fn main() -> anyhow::Result<()> {
 
     let browser = Browser::new(BrowserOptions::default()).await;
     let mut candidates = browser.take_candidates();
-    let call = json!({"type": "call", "call_id": "dial-1", "to": args.to, "sdp": browser.offer_sdp()});
+    let call =
+        json!({"type": "call", "call_id": "dial-1", "to": args.to, "sdp": browser.offer_sdp()});
     ws.send(Message::Text(call.to_string().into())).await?;
 
     let mut tone = None;

@@ -195,8 +195,8 @@ fn say(line: &str) {
 }
 
 fn init_logging(config: &Config) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("CALLBRIDGE_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&config.log.level));
+    let level = std::env::var("CALLBRIDGE_LOG").unwrap_or_else(|_| config.log.level.clone());
+    let filter = config::log_filter(&level);
     let builder = tracing_subscriber::fmt().with_env_filter(filter);
     if config.log.format == "json" {
         builder.json().init();

@@ -399,3 +399,25 @@ pub fn load(
 
 #[cfg(test)]
 mod tests;
+
+/// Crates whose TRACE/DEBUG output contains WebSocket payloads or request URIs (and
+/// so tokens): they are capped at `info`, whatever `log.level` says.
+pub const LOG_REDACTING_DIRECTIVES: &[&str] = &[
+    "tungstenite=info",
+    "tokio_tungstenite=info",
+    "hyper=info",
+    "hyper_util=info",
+    "h2=info",
+];
+
+/// The tracing filter for `level` (a `tracing` filter string) with the redacting
+/// caps of [`LOG_REDACTING_DIRECTIVES`] appended.
+pub fn log_filter(level: &str) -> tracing_subscriber::EnvFilter {
+    let mut filter = tracing_subscriber::EnvFilter::new(level);
+    for directive in LOG_REDACTING_DIRECTIVES {
+        if let Ok(d) = directive.parse() {
+            filter = filter.add_directive(d);
+        }
+    }
+    filter
+}
