@@ -165,10 +165,7 @@ async fn websocket_close_hangs_up_answered_and_ringing_calls() {
     });
     config.dialplan.routes.insert(
         0,
-        callbridge::config::RouteConfig {
-            pattern: r"^\+1999".into(),
-            trunks: vec!["ringer".into()],
-        },
+        callbridge::config::RouteConfig::new(r"^\+1999", vec!["ringer".into()]),
     );
     let gw = TestGateway::start(config).await;
     let (mut ws, _) = gw.connect_as("erin", "calls:outbound").await;
@@ -191,5 +188,90 @@ async fn websocket_close_hangs_up_answered_and_ringing_calls() {
         .assert_one_success();
     b1.close().await;
     b2.close().await;
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn a_503_from_the_first_trunk_fails_over_to_the_second() {
+    let mut down = Sipp::uas(Some(&Sipp::scenario("trunk_503.xml")), &[]);
+    let mut up = Sipp::uas(None, &["-rtp_echo", "-mp", &free_port()]);
+    let mut config = test_config(Some(down.addr));
+    config.sip.trunks.push(callbridge::config::TrunkConfig {
+        name: "backup".into(),
+        address: up.addr.to_string(),
+        transport: "udp".into(),
+        username: None,
+        password: None,
+    });
+    config.dialplan.routes[0].trunks.push("backup".into());
+    let gw = TestGateway::start(config).await;
+    let (mut ws, _) = gw.connect_as("fay", "calls:outbound").await;
+    let browser = Browser::new(BrowserOptions::default()).await;
+    let mut call = TestCall::place(&mut ws, browser.clone(), "fo", "+15551234567").await;
+    call.until(&mut ws, &["answered"]).await;
+    assert!(!call.seen.contains(&"ended".to_string()));
+    down.wait(Duration::from_secs(20))
+        .await
+        .assert_one_success();
+    assert!(browser.wait_connected(Duration::from_secs(10)).await);
+    let _ = browser.start_sending_tone(25).await;
+    assert!(
+        browser.wait_received(20, Duration::from_secs(10)).await,
+        "audio through the backup trunk"
+    );
+    call.hangup(&mut ws).await;
+    assert_eq!(call.until(&mut ws, &["ended"]).await["reason"], "hangup");
+    up.wait(Duration::from_secs(20)).await.assert_one_success();
+    browser.close().await;
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn no_failover_on_busy() {
+    let mut busy = Sipp::uas(Some(&Sipp::scenario("uas_busy.xml")), &[]);
+    // The second trunk is never contacted: nothing listens there.
+    let mut config = test_config(Some(busy.addr));
+    config.sip.trunks.push(callbridge::config::TrunkConfig {
+        name: "never".into(),
+        address: "127.0.0.1:9".into(),
+        transport: "udp".into(),
+        username: None,
+        password: None,
+    });
+    config.dialplan.routes[0].trunks.push("never".into());
+    let gw = TestGateway::start(config).await;
+    let (mut ws, _) = gw.connect_as("gus", "calls:outbound").await;
+    let browser = Browser::new(BrowserOptions::default()).await;
+    let mut call = TestCall::place(&mut ws, browser.clone(), "nb", "+15551234567").await;
+    let ended = call.until(&mut ws, &["ended"]).await;
+    assert_eq!(
+        (ended["reason"].as_str(), ended["sip_status"].as_u64()),
+        (Some("busy"), Some(486))
+    );
+    busy.wait(Duration::from_secs(20))
+        .await
+        .assert_one_success();
+    browser.close().await;
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn unanswered_invite_is_cancelled_after_the_invite_timeout() {
+    let mut ringing = Sipp::uas(Some(&Sipp::scenario("uas_ring_cancel.xml")), &[]);
+    let mut config = test_config(Some(ringing.addr));
+    config.limits.invite_timeout = Duration::from_secs(2);
+    let gw = TestGateway::start(config).await;
+    let (mut ws, _) = gw.connect_as("hal", "calls:outbound").await;
+    let browser = Browser::new(BrowserOptions::default()).await;
+    let mut call = TestCall::place(&mut ws, browser.clone(), "nt", "+15551234567").await;
+    call.until(&mut ws, &["ringing"]).await;
+    let ended = call.until(&mut ws, &["ended"]).await;
+    assert_eq!(ended["reason"], "no_answer", "{ended}");
+    // The scenario succeeds only when our CANCEL arrives.
+    ringing
+        .wait(Duration::from_secs(20))
+        .await
+        .assert_one_success();
+    browser.close().await;
     gw.stop().await;
 }

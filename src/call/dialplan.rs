@@ -1,5 +1,6 @@
-//! The dial plan: ordered routes, each a regular expression on the dialed number
-//! and the trunks to try, in order.
+//! The dial plan: number normalisation (E.164), ordered routes (a regular expression
+//! on the normalised number and the trunks to try in order), and the per-route
+//! rewriting of the number sent to the trunk.
 
 use regex::Regex;
 
@@ -14,6 +15,41 @@ pub struct Route {
     pattern: Regex,
     /// Trunk names, tried in order.
     pub trunks: Vec<String>,
+    /// Leading characters removed before sending.
+    strip: usize,
+    /// Text put in front after stripping.
+    prepend: String,
+    /// Whether the caller id is always withheld on this route.
+    pub privacy: bool,
+}
+
+/// The outcome of routing a dialed number.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Routed {
+    /// Index of the matching route.
+    pub route: usize,
+    /// The normalised number the route matched (E.164 when normalisation is on).
+    pub normalized: String,
+    /// The number to put in the Request-URI and To (after strip/prepend).
+    pub dial: String,
+    /// Trunk names, tried in order.
+    pub trunks: Vec<String>,
+    /// Whether the route withholds the caller id.
+    pub privacy: bool,
+}
+
+/// Why a number could not be routed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RouteError {
+    /// The dialed text is not a number or a SIP user name.
+    #[error("`{0}` is not a phone number; dial digits with an optional leading +")]
+    BadNumber(String),
+    /// A national number while no default country code is configured.
+    #[error("`{0}` has no country code; dial it in international format (+…)")]
+    NoCountryCode(String),
+    /// No route matches.
+    #[error("no dial plan route matches `{0}`; check the number")]
+    NoRoute(String),
 }
 
 /// The compiled dial plan.
@@ -21,6 +57,14 @@ pub struct Route {
 pub struct Dialplan {
     /// Routes in configuration order.
     routes: Vec<Route>,
+    /// Normalise to E.164 before matching.
+    e164: bool,
+    /// Country code for national numbers.
+    default_country_code: String,
+    /// National trunk prefix (e.g. "0").
+    national_prefix: String,
+    /// International prefix replaced by "+".
+    international_prefix: String,
 }
 
 /// Errors building the dial plan (config validation normally catches them first).
@@ -34,6 +78,11 @@ pub enum DialplanError {
         /// The regex error.
         message: String,
     },
+}
+
+/// Characters people type inside numbers that carry no meaning.
+fn is_separator(c: char) -> bool {
+    matches!(c, ' ' | '-' | '.' | '(' | ')' | '/')
 }
 
 impl Dialplan {
@@ -52,76 +101,87 @@ impl Dialplan {
                     index,
                     pattern,
                     trunks: r.trunks.clone(),
+                    strip: r.strip,
+                    prepend: r.prepend.clone(),
+                    privacy: r.privacy,
                 })
             })
             .collect::<Result<_, _>>()?;
-        Ok(Dialplan { routes })
+        Ok(Dialplan {
+            routes,
+            e164: config.e164,
+            default_country_code: config.default_country_code.clone(),
+            national_prefix: config.national_prefix.clone(),
+            international_prefix: config.international_prefix.clone(),
+        })
     }
 
-    /// The first route whose pattern matches `number`, if any.
-    pub fn route(&self, number: &str) -> Option<&Route> {
-        self.routes.iter().find(|r| r.pattern.is_match(number))
+    /// Normalises what the user dialed: separators removed; with E.164 on, the
+    /// international prefix becomes `+` and national numbers get the default country
+    /// code. Names (e.g. `echo`) pass through unchanged.
+    pub fn normalize(&self, dialed: &str) -> Result<String, RouteError> {
+        let trimmed = dialed.trim();
+        let is_name = trimmed.len() <= 64
+            && trimmed.chars().any(|c| c.is_ascii_alphabetic())
+            && trimmed
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "_.!~*'-".contains(c));
+        if is_name {
+            return Ok(trimmed.to_string());
+        }
+        let compact: String = trimmed.chars().filter(|c| !is_separator(*c)).collect();
+        let digits = compact.strip_prefix('+').unwrap_or(&compact);
+        if digits.is_empty()
+            || !digits
+                .chars()
+                .all(|c| c.is_ascii_digit() || c == '*' || c == '#')
+        {
+            return Err(RouteError::BadNumber(trimmed.chars().take(64).collect()));
+        }
+        if !self.e164 || compact.contains(['*', '#']) {
+            return Ok(compact);
+        }
+        if compact.starts_with('+') {
+            return Ok(compact);
+        }
+        if !self.international_prefix.is_empty()
+            && let Some(rest) = compact.strip_prefix(&self.international_prefix)
+        {
+            return Ok(format!("+{rest}"));
+        }
+        if self.default_country_code.is_empty() {
+            return Err(RouteError::NoCountryCode(compact));
+        }
+        let national = if self.national_prefix.is_empty() {
+            compact.as_str()
+        } else {
+            compact
+                .strip_prefix(&self.national_prefix)
+                .unwrap_or(&compact)
+        };
+        Ok(format!("+{}{national}", self.default_country_code))
+    }
+
+    /// Normalises `dialed`, finds the first matching route and rewrites the number
+    /// for the trunk.
+    pub fn route(&self, dialed: &str) -> Result<Routed, RouteError> {
+        let normalized = self.normalize(dialed)?;
+        let route = self
+            .routes
+            .iter()
+            .find(|r| r.pattern.is_match(&normalized))
+            .ok_or_else(|| RouteError::NoRoute(normalized.clone()))?;
+        let stripped: String = normalized.chars().skip(route.strip).collect();
+        Ok(Routed {
+            route: route.index,
+            dial: format!("{}{stripped}", route.prepend),
+            normalized,
+            trunks: route.trunks.clone(),
+            privacy: route.privacy,
+        })
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::config::RouteConfig;
-
-    fn plan(routes: &[(&str, &[&str])]) -> Dialplan {
-        let config = DialplanConfig {
-            routes: routes
-                .iter()
-                .map(|(p, t)| RouteConfig {
-                    pattern: p.to_string(),
-                    trunks: t.iter().map(|s| s.to_string()).collect(),
-                })
-                .collect(),
-        };
-        Dialplan::from_config(&config).expect("valid plan")
-    }
-
-    #[test]
-    fn first_matching_route_wins() {
-        let p = plan(&[
-            (r"^\+1900[0-9]{7}$", &["premium"]),
-            (r"^\+1[0-9]{10}$", &["a", "b"]),
-            (r"^\+44", &["uk"]),
-        ]);
-        let r = p.route("+15551234567").expect("us route");
-        assert_eq!(
-            (r.index, r.trunks.clone()),
-            (1, vec!["a".to_string(), "b".to_string()])
-        );
-        assert_eq!(p.route("+19005551234").expect("premium").index, 0);
-        assert_eq!(
-            p.route("+442071234567").expect("uk").trunks,
-            vec!["uk".to_string()]
-        );
-    }
-
-    #[test]
-    fn no_match_is_none() {
-        let p = plan(&[(r"^\+1[0-9]{10}$", &["a"])]);
-        assert!(p.route("+4420").is_none());
-        assert!(p.route("").is_none());
-        assert!(p.route("+1555123456").is_none(), "one digit short");
-        assert!(Dialplan::default().route("+15551234567").is_none());
-    }
-
-    #[test]
-    fn bad_pattern_is_reported_with_its_index() {
-        let config = DialplanConfig {
-            routes: vec![RouteConfig {
-                pattern: "((".into(),
-                trunks: vec!["a".into()],
-            }],
-        };
-        let err = Dialplan::from_config(&config).expect_err("bad regex");
-        assert!(
-            err.to_string().starts_with("dialplan.routes[0].pattern"),
-            "{err}"
-        );
-    }
-}
+#[path = "dialplan_tests.rs"]
+mod tests;

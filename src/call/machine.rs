@@ -5,7 +5,7 @@
 //!
 //! ```text
 //!  Dialing ──180/183──> Early ──200──> Answered
-//!     │                   │               │
+//!     │  └─ 5xx/408/transport: NextTrunk (while trunks are left)
 //!     └── final error / hangup / lost / timeout ──> Finished
 //! ```
 
@@ -39,6 +39,8 @@ pub enum Output {
     ApplyRemoteSdp(String),
     /// Hang up the SIP leg (CANCEL before answer, BYE after).
     HangupSip,
+    /// The current trunk failed over-ably (5xx, 408, transport): INVITE the next one.
+    NextTrunk,
     /// The call is over; write the record and release resources.
     Finished(Outcome),
 }
@@ -61,10 +63,18 @@ pub struct Outcome {
 /// Timing limits of a call.
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
-    /// Hang up after this long from the start.
+    /// Hang up after this long from the answer.
     pub max_duration: Duration,
     /// Fail with `media_failed` if the browser's ICE/DTLS is not up by then.
     pub media_timeout: Duration,
+    /// CANCEL and end with `no_answer` if a trunk has not answered by then.
+    pub invite_timeout: Duration,
+}
+
+/// Whether a final failure from a trunk should move the call to the next trunk:
+/// 408, 5xx and transport errors (reported as 503), not 4xx/6xx from the far end.
+pub fn fails_over(status: u16) -> bool {
+    status == 408 || (500..600).contains(&status)
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -88,21 +98,38 @@ pub struct OutboundCall {
     media_up: bool,
     /// Limits in force.
     limits: Limits,
+    /// When the INVITE to the current trunk was sent.
+    invite_sent: Instant,
+    /// Trunks left to try after the current one.
+    trunks_left: usize,
     /// Pending outputs.
     outputs: VecDeque<Output>,
 }
 
 impl OutboundCall {
-    /// A call that has just sent its INVITE.
-    pub fn new(call_id: impl Into<String>, now: Instant, limits: Limits) -> OutboundCall {
+    /// A call that has just sent its INVITE to the first of `trunks` trunks.
+    pub fn new(
+        call_id: impl Into<String>,
+        now: Instant,
+        limits: Limits,
+        trunks: usize,
+    ) -> OutboundCall {
         OutboundCall {
             call_id: call_id.into(),
             state: State::Dialing,
             started: now,
             media_up: false,
             limits,
+            invite_sent: now,
+            trunks_left: trunks.saturating_sub(1),
             outputs: VecDeque::new(),
         }
+    }
+
+    /// Sets how many trunks remain after the current one (the driver may skip trunks
+    /// it cannot address).
+    pub fn set_trunks_left(&mut self, n: usize) {
+        self.trunks_left = n;
     }
 
     /// Whether the call has finished.
@@ -162,6 +189,11 @@ impl OutboundCall {
                     call_id: self.call_id.clone(),
                 });
             }
+            SipCallEvent::Failed { status, .. } if fails_over(status) && self.trunks_left > 0 => {
+                self.trunks_left -= 1;
+                self.invite_sent = now;
+                self.outputs.push_back(Output::NextTrunk);
+            }
             SipCallEvent::Failed { status, reason } => {
                 let end = EndReason::from_sip_status(status);
                 self.finish(now, end, Some(status), format!("{status} {reason}"), true);
@@ -215,28 +247,37 @@ impl OutboundCall {
         if self.state == State::Finished {
             return;
         }
-        if now >= self.started + self.limits.max_duration {
-            self.hang_up(now, EndReason::Limit, "maximum call duration reached");
-        } else if !self.media_up && now >= self.started + self.limits.media_timeout {
+        if !self.media_up && now >= self.started + self.limits.media_timeout {
             self.hang_up(
                 now,
                 EndReason::MediaFailed,
                 "browser media did not connect in time",
             );
+            return;
+        }
+        match self.state {
+            State::Answered { at } if now >= at + self.limits.max_duration => {
+                self.hang_up(now, EndReason::Limit, "maximum call duration reached");
+            }
+            State::Dialing | State::Early { .. }
+                if now >= self.invite_sent + self.limits.invite_timeout =>
+            {
+                let detail = format!("no answer within {}s", self.limits.invite_timeout.as_secs());
+                self.hang_up(now, EndReason::NoAnswer, &detail);
+            }
+            _ => {}
         }
     }
 
     /// The next instant [`Self::handle_timeout`] must be called at.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        if self.state == State::Finished {
-            return None;
-        }
-        let end = self.started + self.limits.max_duration;
-        if self.media_up {
-            Some(end)
-        } else {
-            Some(end.min(self.started + self.limits.media_timeout))
-        }
+        let media = (!self.media_up).then(|| self.started + self.limits.media_timeout);
+        let state = match self.state {
+            State::Finished => return None,
+            State::Answered { at } => at + self.limits.max_duration,
+            State::Dialing | State::Early { .. } => self.invite_sent + self.limits.invite_timeout,
+        };
+        Some(media.map_or(state, |m| m.min(state)))
     }
 
     /// The next output, if any.

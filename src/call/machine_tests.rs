@@ -3,6 +3,7 @@ use super::*;
 const LIMITS: Limits = Limits {
     max_duration: Duration::from_secs(3600),
     media_timeout: Duration::from_secs(20),
+    invite_timeout: Duration::from_secs(60),
 };
 
 fn drain(call: &mut OutboundCall) -> Vec<Output> {
@@ -27,7 +28,7 @@ fn finished_reason(outputs: &[Output]) -> Option<EndReason> {
 #[test]
 fn ringing_answer_remote_bye() {
     let t0 = Instant::now();
-    let mut call = OutboundCall::new("c1", t0, LIMITS);
+    let mut call = OutboundCall::new("c1", t0, LIMITS, 1);
     call.handle(t0, Input::MediaConnected);
     call.handle(t0, Input::Sip(SipCallEvent::Ringing { sdp: None }));
     call.handle(t0, Input::Sip(SipCallEvent::Ringing { sdp: None }));
@@ -77,7 +78,7 @@ fn ringing_answer_remote_bye() {
 #[test]
 fn early_media_sdp_is_applied_before_answer() {
     let t0 = Instant::now();
-    let mut call = OutboundCall::new("c1", t0, LIMITS);
+    let mut call = OutboundCall::new("c1", t0, LIMITS, 1);
     call.handle(
         t0,
         Input::Sip(SipCallEvent::Progress {
@@ -103,7 +104,7 @@ fn failure_statuses_end_with_mapped_reason_and_no_sip_hangup() {
         (503, EndReason::Unavailable),
     ] {
         let t0 = Instant::now();
-        let mut call = OutboundCall::new("c1", t0, LIMITS);
+        let mut call = OutboundCall::new("c1", t0, LIMITS, 1);
         call.handle(
             t0,
             Input::Sip(SipCallEvent::Failed {
@@ -121,7 +122,7 @@ fn failure_statuses_end_with_mapped_reason_and_no_sip_hangup() {
 #[test]
 fn browser_hangup_before_answer_cancels() {
     let t0 = Instant::now();
-    let mut call = OutboundCall::new("c1", t0, LIMITS);
+    let mut call = OutboundCall::new("c1", t0, LIMITS, 1);
     call.handle(t0, Input::Sip(SipCallEvent::Ringing { sdp: None }));
     drain(&mut call);
     call.handle(t0, Input::BrowserHangup);
@@ -143,7 +144,7 @@ fn browser_hangup_before_answer_cancels() {
 #[test]
 fn signaling_lost_hangs_up_sip_without_telling_the_browser() {
     let t0 = Instant::now();
-    let mut call = OutboundCall::new("c1", t0, LIMITS);
+    let mut call = OutboundCall::new("c1", t0, LIMITS, 1);
     call.handle(t0, Input::Sip(SipCallEvent::Answered { sdp: "s".into() }));
     drain(&mut call);
     call.handle(t0, Input::SignalingLost);
@@ -156,7 +157,7 @@ fn signaling_lost_hangs_up_sip_without_telling_the_browser() {
 #[test]
 fn media_timeout_and_max_duration_with_fake_time() {
     let t0 = Instant::now();
-    let mut call = OutboundCall::new("c1", t0, LIMITS);
+    let mut call = OutboundCall::new("c1", t0, LIMITS, 1);
     assert_eq!(call.poll_timeout(), Some(t0 + LIMITS.media_timeout));
     call.handle_timeout(t0 + Duration::from_secs(19));
     assert!(drain(&mut call).is_empty());
@@ -165,12 +166,23 @@ fn media_timeout_and_max_duration_with_fake_time() {
     assert_eq!(out[0], Output::HangupSip);
     assert_eq!(finished_reason(&out), Some(EndReason::MediaFailed));
 
-    let mut call = OutboundCall::new("c1", t0, LIMITS);
+    let mut call = OutboundCall::new("c1", t0, LIMITS, 1);
     call.handle(t0, Input::MediaConnected);
-    assert_eq!(call.poll_timeout(), Some(t0 + LIMITS.max_duration));
-    call.handle(t0, Input::Sip(SipCallEvent::Answered { sdp: "s".into() }));
+    assert_eq!(call.poll_timeout(), Some(t0 + LIMITS.invite_timeout));
+    let answered = t0 + Duration::from_secs(7);
+    call.handle(
+        answered,
+        Input::Sip(SipCallEvent::Answered { sdp: "s".into() }),
+    );
     drain(&mut call);
-    call.handle_timeout(t0 + LIMITS.max_duration);
+    assert_eq!(
+        call.poll_timeout(),
+        Some(answered + LIMITS.max_duration),
+        "counted from the answer"
+    );
+    call.handle_timeout(answered + LIMITS.max_duration - Duration::from_secs(1));
+    assert!(drain(&mut call).is_empty());
+    call.handle_timeout(answered + LIMITS.max_duration);
     let out = drain(&mut call);
     assert_eq!(out[0], Output::HangupSip);
     assert_eq!(out[1], ended(EndReason::Limit, None));
@@ -179,9 +191,84 @@ fn media_timeout_and_max_duration_with_fake_time() {
 #[test]
 fn media_failure_hangs_up() {
     let t0 = Instant::now();
-    let mut call = OutboundCall::new("c1", t0, LIMITS);
+    let mut call = OutboundCall::new("c1", t0, LIMITS, 1);
     call.handle(t0, Input::MediaFailed("ICE failed".into()));
     let out = drain(&mut call);
     assert_eq!(out[0], Output::HangupSip);
     assert_eq!(out[1], ended(EndReason::MediaFailed, None));
+}
+
+#[test]
+fn failover_on_5xx_408_and_transport_errors_while_trunks_are_left() {
+    let t0 = Instant::now();
+    let mut call = OutboundCall::new("c1", t0, LIMITS, 3);
+    call.handle(
+        t0,
+        Input::Sip(SipCallEvent::Failed {
+            status: 503,
+            reason: "Service Unavailable".into(),
+        }),
+    );
+    assert_eq!(drain(&mut call), vec![Output::NextTrunk]);
+    let t1 = t0 + Duration::from_secs(5);
+    assert_eq!(call.poll_timeout(), Some(t0 + LIMITS.media_timeout));
+    call.handle(t0, Input::MediaConnected);
+    call.handle(
+        t1,
+        Input::Sip(SipCallEvent::Failed {
+            status: 408,
+            reason: "Request Timeout".into(),
+        }),
+    );
+    assert_eq!(drain(&mut call), vec![Output::NextTrunk]);
+    assert_eq!(
+        call.poll_timeout(),
+        Some(t1 + LIMITS.invite_timeout),
+        "the new INVITE gets its own timeout"
+    );
+    // The last trunk's failure ends the call with its status.
+    call.handle(
+        t1,
+        Input::Sip(SipCallEvent::Failed {
+            status: 502,
+            reason: "Bad Gateway".into(),
+        }),
+    );
+    let out = drain(&mut call);
+    assert_eq!(out[0], ended(EndReason::Unavailable, Some(502)));
+}
+
+#[test]
+fn no_failover_on_answers_from_the_called_party() {
+    for status in [404, 486, 603, 480] {
+        let t0 = Instant::now();
+        let mut call = OutboundCall::new("c1", t0, LIMITS, 2);
+        call.handle(
+            t0,
+            Input::Sip(SipCallEvent::Failed {
+                status,
+                reason: "x".into(),
+            }),
+        );
+        let out = drain(&mut call);
+        assert!(!out.contains(&Output::NextTrunk), "{status}");
+        assert!(call.is_finished());
+    }
+    assert!(fails_over(500) && fails_over(599) && fails_over(408));
+    assert!(!fails_over(404) && !fails_over(600) && !fails_over(486));
+}
+
+#[test]
+fn invite_timeout_cancels_with_no_answer() {
+    let t0 = Instant::now();
+    let mut call = OutboundCall::new("c1", t0, LIMITS, 1);
+    call.handle(t0, Input::MediaConnected);
+    call.handle(t0, Input::Sip(SipCallEvent::Ringing { sdp: None }));
+    drain(&mut call);
+    call.handle_timeout(t0 + LIMITS.invite_timeout);
+    let out = drain(&mut call);
+    assert_eq!(out[0], Output::HangupSip);
+    assert_eq!(out[1], ended(EndReason::NoAnswer, None));
+    call.handle_timeout(t0 + LIMITS.invite_timeout * 2);
+    assert!(drain(&mut call).is_empty(), "finished calls ignore timers");
 }

@@ -51,6 +51,19 @@ pub struct CallContext {
     pub correlation_id: String,
 }
 
+/// What the browser asked for in a `call` message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutboundRequest {
+    /// The client's call id.
+    pub call_id: String,
+    /// The number as dialed.
+    pub to: String,
+    /// The browser's SDP offer.
+    pub offer_sdp: String,
+    /// Withhold the caller id.
+    pub privacy: bool,
+}
+
 /// A request from the session to a running call.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CallCommand {
@@ -127,9 +140,7 @@ impl CallManager {
     pub fn start_outbound(
         self: &Arc<Self>,
         ctx: CallContext,
-        call_id: String,
-        to: String,
-        offer_sdp: String,
+        request: OutboundRequest,
         to_browser: mpsc::UnboundedSender<ServerMessage>,
     ) -> Result<CallHandle, CallRefused> {
         if !ctx.identity.has(Scope::CallsOutbound) {
@@ -139,9 +150,14 @@ impl CallManager {
                     .into(),
             });
         }
-        let route = self.dialplan.route(&to).ok_or_else(|| CallRefused {
-            reason: EndReason::Forbidden,
-            message: format!("no dial plan route matches `{to}`; check the number's format"),
+        let routed = self.dialplan.route(&request.to).map_err(|e| CallRefused {
+            reason: match e {
+                dialplan::RouteError::NoRoute(_) => EndReason::Forbidden,
+                dialplan::RouteError::BadNumber(_) | dialplan::RouteError::NoCountryCode(_) => {
+                    EndReason::NotFound
+                }
+            },
+            message: e.to_string(),
         })?;
         let user_limit = ctx
             .identity
@@ -159,10 +175,11 @@ impl CallManager {
         let job = outbound::OutboundJob {
             manager: Arc::clone(self),
             ctx,
-            call_id,
-            to,
-            trunks: route.trunks.clone(),
-            offer_sdp,
+            privacy: request.privacy || routed.privacy,
+            call_id: request.call_id,
+            to: request.to,
+            routed,
+            offer_sdp: request.offer_sdp,
             to_browser,
             commands: rx,
             _slot: slot,

@@ -8,6 +8,7 @@ use std::time::Instant;
 use tokio::sync::mpsc;
 use tracing::{Instrument, debug, info, info_span, warn};
 
+use super::dialplan::Routed;
 use super::machine::{Input, Limits, OutboundCall, Outcome, Output};
 use super::registry::CallSlot;
 use super::{CallCommand, CallContext, CallManager, MEDIA_TIMEOUT};
@@ -31,10 +32,12 @@ pub(super) struct OutboundJob {
     pub ctx: CallContext,
     /// The client's call id.
     pub call_id: String,
-    /// The dialed number.
+    /// The number as the browser dialed it.
     pub to: String,
-    /// Trunks of the matching route, in order.
-    pub trunks: Vec<String>,
+    /// The dial plan's decision: number to send and trunks to try in order.
+    pub routed: Routed,
+    /// Withhold the caller id (asked by the browser or forced by the route).
+    pub privacy: bool,
     /// The browser's SDP offer.
     pub offer_sdp: String,
     /// Messages to the browser.
@@ -43,6 +46,22 @@ pub(super) struct OutboundJob {
     pub commands: mpsc::UnboundedReceiver<CallCommand>,
     /// The admission slot, released when the task ends.
     pub _slot: CallSlot,
+}
+
+fn internal(message: String) -> SetupError {
+    SetupError {
+        reason: EndReason::Error,
+        code: ErrorCode::Internal,
+        message,
+    }
+}
+
+fn unavailable(message: String) -> SetupError {
+    SetupError {
+        reason: EndReason::Unavailable,
+        code: ErrorCode::Unavailable,
+        message,
+    }
 }
 
 /// A failure before the SIP leg exists: what to tell the browser.
@@ -67,7 +86,7 @@ impl OutboundJob {
 
     async fn run_inner(mut self) {
         let started = Instant::now();
-        info!(to = %self.to, trunks = ?self.trunks, "outbound call");
+        info!(to = %self.to, dial = %self.routed.dial, route = self.routed.route, trunks = ?self.routed.trunks, privacy = self.privacy, "outbound call");
         let (media_tx, mut media_rx) = mpsc::unbounded_channel();
         let leg = match WebRtcLeg::answer(&self.manager.webrtc, &self.offer_sdp, media_tx).await {
             Ok((leg, answer)) => {
@@ -85,8 +104,16 @@ impl OutboundJob {
                 });
             }
         };
-        let setup = self.place_invite().await;
-        let (sip, mut sip_events, rtp) = match setup {
+        let rtp = match self.bind_rtp().await {
+            Ok(rtp) => rtp,
+            Err(e) => {
+                leg.close().await;
+                return self.fail_setup(e);
+            }
+        };
+        let offer = self.sip_offer(rtp.local_addr().port());
+        let mut trunk = 0;
+        let (mut sip, mut sip_events) = match self.invite_first(&mut trunk, &offer).await {
             Ok(parts) => parts,
             Err(e) => {
                 leg.close().await;
@@ -97,8 +124,10 @@ impl OutboundJob {
         let limits = Limits {
             max_duration: self.manager.config.limits.max_call_duration,
             media_timeout: MEDIA_TIMEOUT,
+            invite_timeout: self.manager.config.limits.invite_timeout,
         };
-        let mut machine = OutboundCall::new(self.call_id.clone(), started, limits);
+        let trunks_left = self.routed.trunks.len() - trunk;
+        let mut machine = OutboundCall::new(self.call_id.clone(), started, limits, trunks_left);
         let mut media = MediaState {
             rtp: Some(rtp),
             bridge: None,
@@ -115,6 +144,25 @@ impl OutboundJob {
                         }
                     }
                     Output::HangupSip => sip.hangup(),
+                    Output::NextTrunk => {
+                        trunk += 1;
+                        match self.invite_first(&mut trunk, &offer).await {
+                            Ok((handle, events)) => {
+                                (sip, sip_events) = (handle, events);
+                                machine.set_trunks_left(self.routed.trunks.len() - trunk - 1);
+                            }
+                            Err(e) => {
+                                // No further trunk could be addressed: end the call.
+                                warn!(message = %e.message, "failover exhausted");
+                                machine.set_trunks_left(0);
+                                let failed = SipCallEvent::Failed {
+                                    status: 503,
+                                    reason: e.message,
+                                };
+                                machine.handle(Instant::now(), Input::Sip(failed));
+                            }
+                        }
+                    }
                     Output::Finished(o) => outcome = Some(o),
                 }
             }
@@ -172,43 +220,61 @@ impl OutboundJob {
         }
     }
 
-    /// Binds the RTP leg, resolves the first trunk and sends the INVITE.
-    async fn place_invite(
-        &self,
-    ) -> Result<(SipCallHandle, mpsc::UnboundedReceiver<SipCallEvent>, RtpLeg), SetupError> {
+    /// Binds the SIP-side RTP socket from the configured port range.
+    async fn bind_rtp(&self) -> Result<RtpLeg, SetupError> {
         let config = &self.manager.config;
-        let internal = |message: String| SetupError {
-            reason: EndReason::Error,
-            code: ErrorCode::Internal,
-            message,
-        };
         let range = config
             .sip
             .rtp_port_range()
             .map_err(|e| internal(e.to_string()))?;
-        let rtp = RtpLeg::bind(config.server.media_ip, range)
+        RtpLeg::bind(config.server.media_ip, range)
             .await
-            .map_err(|e| internal(e.to_string()))?;
+            .map_err(|e| internal(e.to_string()))
+    }
+
+    /// The SDP offer for the trunks (the same for every trunk tried).
+    fn sip_offer(&self, port: u16) -> String {
+        let config = &self.manager.config;
         let advertised = config
             .sip
             .external_address
             .unwrap_or_else(|| config.server.advertised_ip());
-        let offer = sdp::build_offer(
+        sdp::build_offer(
             advertised,
-            rtp.local_addr().port(),
-            rand::random::<u32>() as u64,
+            port,
+            u64::from(rand::random::<u32>()),
             SIP_CODECS,
-        );
+        )
+    }
 
-        let unavailable = |message: String| SetupError {
-            reason: EndReason::Unavailable,
-            code: ErrorCode::Unavailable,
-            message,
-        };
-        let trunk_name = self
-            .trunks
-            .first()
-            .ok_or_else(|| unavailable("route has no trunks".into()))?;
+    /// Sends the INVITE to trunk `*index` of the route, moving on to the next trunk
+    /// while one cannot even be addressed (unknown, unresolvable, refused locally).
+    async fn invite_first(
+        &self,
+        index: &mut usize,
+        offer: &str,
+    ) -> Result<(SipCallHandle, mpsc::UnboundedReceiver<SipCallEvent>), SetupError> {
+        let mut last = unavailable("route has no trunks".into());
+        while *index < self.routed.trunks.len() {
+            match self.invite(&self.routed.trunks[*index], offer).await {
+                Ok(parts) => return Ok(parts),
+                Err(e) => {
+                    warn!(trunk = %self.routed.trunks[*index], message = %e.message, "trunk skipped");
+                    last = e;
+                    *index += 1;
+                }
+            }
+        }
+        Err(last)
+    }
+
+    /// Resolves one trunk and sends it the INVITE.
+    async fn invite(
+        &self,
+        trunk_name: &str,
+        offer: &str,
+    ) -> Result<(SipCallHandle, mpsc::UnboundedReceiver<SipCallEvent>), SetupError> {
+        let config = &self.manager.config;
         let trunk = config
             .sip
             .trunk(trunk_name)
@@ -226,9 +292,9 @@ impl OutboundJob {
         let request = InviteRequest {
             target,
             target_host: host,
-            to_user: self.to.clone(),
+            to_user: self.routed.dial.clone(),
             from_user,
-            sdp: offer,
+            sdp: offer.to_string(),
             correlation_id: self.ctx.correlation_id.clone(),
         };
         let (handle, events) = self
@@ -238,7 +304,7 @@ impl OutboundJob {
             .await
             .map_err(|e| unavailable(format!("SIP: {e}")))?;
         info!(sip_call_id = %handle.sip_call_id(), trunk = %trunk_name, %target, "INVITE sent");
-        Ok((handle, events, rtp))
+        Ok((handle, events))
     }
 
     fn fail_setup(self, e: SetupError) {

@@ -4,6 +4,7 @@
 //! I/O contract: [`load`] reads one file (or none) and the environment it is given;
 //! nothing else here touches the system. Tests build a [`Config`] in code.
 
+mod dialplan;
 mod env;
 pub mod validate;
 
@@ -13,6 +14,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+pub use dialplan::{DialplanConfig, RouteConfig};
 pub use env::apply_env_overrides;
 pub use validate::validate;
 
@@ -175,9 +177,12 @@ pub struct LimitsConfig {
     pub max_sessions_per_ip: usize,
     /// Concurrent calls per user unless the token's `max_calls` claim says otherwise.
     pub max_calls_per_user: usize,
-    /// Calls are hung up after this long.
+    /// Calls are hung up this long after the answer.
     #[serde(with = "humantime_serde")]
     pub max_call_duration: Duration,
+    /// An outbound INVITE not answered within this is cancelled (`no_answer`).
+    #[serde(with = "humantime_serde")]
+    pub invite_timeout: Duration,
 }
 
 impl Default for LimitsConfig {
@@ -187,6 +192,7 @@ impl Default for LimitsConfig {
             max_sessions_per_ip: 50,
             max_calls_per_user: 3,
             max_call_duration: Duration::from_secs(4 * 3600),
+            invite_timeout: Duration::from_secs(60),
         }
     }
 }
@@ -255,24 +261,6 @@ fn default_transport() -> String {
     "udp".into()
 }
 
-/// `[dialplan]`: ordered routes.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct DialplanConfig {
-    /// Tried in order; the first whose pattern matches wins.
-    pub routes: Vec<RouteConfig>,
-}
-
-/// `[[dialplan.routes]]`: one dial plan route.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RouteConfig {
-    /// Regular expression matched against the dialed number.
-    pub pattern: String,
-    /// Trunk names, tried in order.
-    pub trunks: Vec<String>,
-}
-
 /// `[turn]`: built-in STUN/TURN and the credentials handed to browsers.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -332,10 +320,10 @@ impl Config {
             username: None,
             password: None,
         });
-        config.dialplan.routes.push(RouteConfig {
-            pattern: ".*".into(),
-            trunks: vec!["local".into()],
-        });
+        config
+            .dialplan
+            .routes
+            .push(RouteConfig::new(".*", vec!["local".into()]));
         config
     }
 

@@ -39,6 +39,9 @@ pub enum ClientMessage {
         to: String,
         /// The browser's SDP offer.
         sdp: String,
+        /// Withhold the caller id from the called party (`Privacy: id`).
+        #[serde(default)]
+        privacy: bool,
     },
     /// Accept an incoming call.
     Accept {

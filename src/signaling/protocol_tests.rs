@@ -22,6 +22,7 @@ fn parses_every_client_message_of_the_contract() {
                 call_id: "c1".into(),
                 to: "+15551234567".into(),
                 sdp: "v=0".into(),
+                privacy: false,
             },
         ),
         (
@@ -81,6 +82,24 @@ fn parses_every_client_message_of_the_contract() {
             },
         ),
         (json!({"type":"ping"}), ClientMessage::Ping),
+        (
+            json!({"type":"call","call_id":"c2","to":"+1","sdp":"v=0","privacy":true}),
+            ClientMessage::Call {
+                call_id: "c2".into(),
+                to: "+1".into(),
+                sdp: "v=0".into(),
+                privacy: true,
+            },
+        ),
+        (
+            json!({"type":"call","call_id":"c2","to":"+1","sdp":"v=0","privacy":true}),
+            ClientMessage::Call {
+                call_id: "c2".into(),
+                to: "+1".into(),
+                sdp: "v=0".into(),
+                privacy: true,
+            },
+        ),
     ];
     for (value, expected) in cases {
         assert_eq!(

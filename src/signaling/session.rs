@@ -13,7 +13,7 @@ use super::protocol::{
 };
 use super::{SessionPermit, random_id};
 use crate::auth::{AuthError, Identity, Scope};
-use crate::call::{CallCommand, CallContext, CallHandle};
+use crate::call::{CallCommand, CallContext, CallHandle, OutboundRequest};
 use crate::server::Gateway;
 
 /// Interval of WebSocket pings from the server.
@@ -294,7 +294,12 @@ impl Session {
                 self.reply_error(ErrorCode::BadRequest, "already authenticated", None)
                     .await;
             }
-            ClientMessage::Call { call_id, to, sdp } => {
+            ClientMessage::Call {
+                call_id,
+                to,
+                sdp,
+                privacy,
+            } => {
                 if self.calls.contains_key(&call_id) {
                     let msg = format!(
                         "call_id `{call_id}` is already in use in this session; pick a new one"
@@ -305,7 +310,13 @@ impl Session {
                 }
                 ctx.correlation_id = random_id("");
                 let manager = Arc::clone(&self.gateway.calls);
-                match manager.start_outbound(ctx, call_id.clone(), to, sdp, events_tx.clone()) {
+                let request = OutboundRequest {
+                    call_id: call_id.clone(),
+                    to,
+                    offer_sdp: sdp,
+                    privacy,
+                };
+                match manager.start_outbound(ctx, request, events_tx.clone()) {
                     Ok(handle) => {
                         self.calls.insert(call_id, handle);
                     }

@@ -44,10 +44,10 @@ pub fn test_config(trunk: Option<SocketAddr>) -> Config {
             username: None,
             password: None,
         });
-        config.dialplan.routes.push(RouteConfig {
-            pattern: r"^(\+[1-8][0-9]*|[0-9]+)$".into(),
-            trunks: vec!["sipp".into()],
-        });
+        config.dialplan.routes.push(RouteConfig::new(
+            r"^(\+[1-8][0-9]*|[0-9]+)$",
+            vec!["sipp".into()],
+        ));
     }
     config
 }
