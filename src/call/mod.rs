@@ -25,7 +25,7 @@ use crate::metrics::Metrics;
 use crate::signaling::protocol::{EndReason, ServerMessage};
 use crate::sip::SipEndpoint;
 use dialplan::Dialplan;
-use registry::CallRegistry;
+use registry::{CallInfo, CallRegistry, CallState, Direction};
 
 /// How long the browser has to get ICE and DTLS up.
 pub const MEDIA_TIMEOUT: Duration = Duration::from_secs(20);
@@ -164,14 +164,33 @@ impl CallManager {
             .max_calls
             .map(|n| n as usize)
             .unwrap_or(self.config.limits.max_calls_per_user);
+        let (tx, rx) = mpsc::unbounded_channel();
+        let info = CallInfo {
+            id: crate::signaling::random_id("c-"),
+            call_id: request.call_id.clone(),
+            session_id: ctx.session_id.clone(),
+            user: ctx.identity.user.clone(),
+            direction: Direction::Outbound,
+            from: ctx
+                .identity
+                .caller_id
+                .clone()
+                .unwrap_or_else(|| ctx.identity.user.clone()),
+            to: routed.normalized.clone(),
+            trunk: None,
+            state: CallState::Dialing,
+            correlation_id: ctx.correlation_id.clone(),
+            sip_call_id: None,
+            started_at: std::time::SystemTime::now(),
+            answered_at: None,
+        };
         let slot = self
             .registry
-            .try_admit(&ctx.identity.user, user_limit)
+            .try_admit(info, user_limit, tx.clone())
             .map_err(|e| CallRefused {
                 reason: EndReason::Limit,
                 message: e.to_string(),
             })?;
-        let (tx, rx) = mpsc::unbounded_channel();
         let job = outbound::OutboundJob {
             manager: Arc::clone(self),
             ctx,
@@ -182,7 +201,7 @@ impl CallManager {
             offer_sdp: request.offer_sdp,
             to_browser,
             commands: rx,
-            _slot: slot,
+            slot,
         };
         self.tasks.spawn(job.run());
         Ok(CallHandle { commands: tx })

@@ -10,7 +10,7 @@ use tracing::{Instrument, debug, info, info_span, warn};
 
 use super::dialplan::Routed;
 use super::machine::{Input, Limits, OutboundCall, Outcome, Output};
-use super::registry::CallSlot;
+use super::registry::{CallSlot, CallState};
 use super::{CallCommand, CallContext, CallManager, MEDIA_TIMEOUT};
 use crate::config::validate::split_host_port;
 use crate::media::bridge::Bridge;
@@ -45,7 +45,7 @@ pub(super) struct OutboundJob {
     /// Commands from the session.
     pub commands: mpsc::UnboundedReceiver<CallCommand>,
     /// The admission slot, released when the task ends.
-    pub _slot: CallSlot,
+    pub slot: CallSlot,
 }
 
 fn internal(message: String) -> SetupError {
@@ -136,7 +136,10 @@ impl OutboundJob {
         loop {
             while let Some(output) = machine.poll_output() {
                 match output {
-                    Output::ToBrowser(m) => self.send(m),
+                    Output::ToBrowser(m) => {
+                        self.track_state(&m);
+                        self.send(m);
+                    }
                     Output::ApplyRemoteSdp(sdp) => {
                         if let Err(detail) = media.apply(&leg, &sdp) {
                             warn!(%detail, "SIP peer SDP unusable");
@@ -304,6 +307,10 @@ impl OutboundJob {
             .await
             .map_err(|e| unavailable(format!("SIP: {e}")))?;
         info!(sip_call_id = %handle.sip_call_id(), trunk = %trunk_name, %target, "INVITE sent");
+        self.slot.update(|i| {
+            i.trunk = Some(trunk_name.to_string());
+            i.sip_call_id = Some(handle.sip_call_id().to_string());
+        });
         Ok((handle, events))
     }
 
@@ -344,6 +351,20 @@ impl OutboundJob {
             detail = %outcome.detail,
             "call ended"
         );
+    }
+
+    /// Mirrors the call's progress into the registry (for the operator API).
+    fn track_state(&self, message: &ServerMessage) {
+        match message {
+            ServerMessage::Ringing { .. } | ServerMessage::Progress { .. } => {
+                self.slot.update(|i| i.state = CallState::Ringing);
+            }
+            ServerMessage::Answered { .. } => self.slot.update(|i| {
+                i.state = CallState::Answered;
+                i.answered_at = Some(std::time::SystemTime::now());
+            }),
+            _ => {}
+        }
     }
 
     fn send(&self, message: ServerMessage) {

@@ -1,11 +1,110 @@
-//! The call registry: admission against capacity and per-user limits, and the
-//! `callbridge_active_calls` gauge. A [`CallSlot`] holds one admitted call and
-//! releases it when dropped, so no path can leak a slot.
+//! The call registry: admission against capacity and per-user limits, the
+//! `callbridge_active_calls` gauge, and what the operator API shows of each active
+//! call. A [`CallSlot`] holds one admitted call and releases it when dropped, so no
+//! path can leak a slot.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
 
 use prometheus::IntGauge;
+use serde::Serialize;
+use tokio::sync::mpsc;
+
+use super::CallCommand;
+
+/// Which way a call goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Direction {
+    /// Browser → phone network.
+    Outbound,
+    /// Phone network → browser.
+    Inbound,
+}
+
+impl Direction {
+    /// The metric label / wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Direction::Outbound => "outbound",
+            Direction::Inbound => "inbound",
+        }
+    }
+}
+
+/// Where an active call stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CallState {
+    /// INVITE sent or received, nothing back yet.
+    Dialing,
+    /// 180/183 seen.
+    Ringing,
+    /// Answered; media flowing.
+    Answered,
+}
+
+/// What the operator API shows of an active call.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CallInfo {
+    /// Gateway-wide call id (the API's `{id}`).
+    pub id: String,
+    /// The client's call id within its session.
+    pub call_id: String,
+    /// The WebSocket session.
+    pub session_id: String,
+    /// The user.
+    pub user: String,
+    /// Outbound or inbound.
+    pub direction: Direction,
+    /// Caller.
+    pub from: String,
+    /// Callee.
+    pub to: String,
+    /// The trunk in use, once chosen.
+    pub trunk: Option<String>,
+    /// Progress.
+    pub state: CallState,
+    /// Correlation id of the call's logs and webhooks.
+    pub correlation_id: String,
+    /// SIP Call-ID of the current SIP leg.
+    pub sip_call_id: Option<String>,
+    /// When the call started.
+    #[serde(with = "rfc3339")]
+    pub started_at: SystemTime,
+    /// When it was answered.
+    #[serde(with = "rfc3339_opt")]
+    pub answered_at: Option<SystemTime>,
+}
+
+mod rfc3339 {
+    use std::time::SystemTime;
+
+    pub fn serialize<S: serde::Serializer>(t: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(&humantime::format_rfc3339_millis(*t))
+    }
+}
+
+mod rfc3339_opt {
+    use std::time::SystemTime;
+
+    pub fn serialize<S: serde::Serializer>(
+        t: &Option<SystemTime>,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        match t {
+            Some(t) => s.collect_str(&humantime::format_rfc3339_millis(*t)),
+            None => s.serialize_none(),
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Entry {
+    info: CallInfo,
+    commands: mpsc::UnboundedSender<CallCommand>,
+}
 
 /// Why a call was not admitted.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -22,6 +121,7 @@ pub enum LimitError {
 struct Counts {
     total: usize,
     per_user: HashMap<String, usize>,
+    calls: HashMap<String, Entry>,
 }
 
 /// Counts of calls in progress on this instance.
@@ -40,6 +140,7 @@ pub struct CallRegistry {
 pub struct CallSlot {
     registry: Arc<CallRegistry>,
     user: String,
+    id: String,
 }
 
 impl CallRegistry {
@@ -52,12 +153,16 @@ impl CallRegistry {
         })
     }
 
-    /// Admits a call of `user` if neither the capacity nor `user_limit` is reached.
+    /// Admits `info`'s call if neither the capacity nor `user_limit` is reached;
+    /// `commands` reaches the call's task (for the API's hangup).
     pub fn try_admit(
         self: &Arc<Self>,
-        user: &str,
+        info: CallInfo,
         user_limit: usize,
+        commands: mpsc::UnboundedSender<CallCommand>,
     ) -> Result<CallSlot, LimitError> {
+        let user = info.user.clone();
+        let user = user.as_str();
         let mut counts = self.lock();
         if counts.total >= self.capacity {
             return Err(LimitError::Capacity(self.capacity));
@@ -70,13 +175,37 @@ impl CallRegistry {
         *counts.per_user.entry(user.to_string()).or_insert(0) += 1;
         self.gauge
             .set(i64::try_from(counts.total).unwrap_or(i64::MAX));
+        let id = info.id.clone();
+        counts.calls.insert(id.clone(), Entry { info, commands });
         Ok(CallSlot {
             registry: Arc::clone(self),
             user: user.to_string(),
+            id,
         })
     }
 
+    /// Active calls, oldest first.
+    pub fn list(&self) -> Vec<CallInfo> {
+        let mut calls: Vec<CallInfo> = self.lock().calls.values().map(|e| e.info.clone()).collect();
+        calls.sort_by(|a, b| a.started_at.cmp(&b.started_at).then(a.id.cmp(&b.id)));
+        calls
+    }
+
+    /// One active call.
+    pub fn get(&self, id: &str) -> Option<CallInfo> {
+        self.lock().calls.get(id).map(|e| e.info.clone())
+    }
+
+    /// Asks an active call to hang up; false when there is no such call.
+    pub fn hangup(&self, id: &str) -> bool {
+        self.lock()
+            .calls
+            .get(id)
+            .is_some_and(|e| e.commands.send(CallCommand::Hangup).is_ok())
+    }
+
     /// Calls in progress.
+
     pub fn active(&self) -> usize {
         self.lock().total
     }
@@ -91,8 +220,9 @@ impl CallRegistry {
         self.counts.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn release(&self, user: &str) {
+    fn release(&self, user: &str, id: &str) {
         let mut counts = self.lock();
+        counts.calls.remove(id);
         counts.total = counts.total.saturating_sub(1);
         if let Some(n) = counts.per_user.get_mut(user) {
             *n -= 1;
@@ -105,9 +235,23 @@ impl CallRegistry {
     }
 }
 
+impl CallSlot {
+    /// The call's gateway-wide id.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// Updates what the API shows of this call.
+    pub fn update(&self, change: impl FnOnce(&mut CallInfo)) {
+        if let Some(entry) = self.registry.lock().calls.get_mut(&self.id) {
+            change(&mut entry.info);
+        }
+    }
+}
+
 impl Drop for CallSlot {
     fn drop(&mut self) {
-        self.registry.release(&self.user);
+        self.registry.release(&self.user, &self.id);
     }
 }
 
@@ -119,29 +263,71 @@ mod tests {
         CallRegistry::new(capacity, IntGauge::new("g", "g").expect("gauge"))
     }
 
+    fn info(id: &str, user: &str) -> CallInfo {
+        CallInfo {
+            id: id.into(),
+            call_id: "c1".into(),
+            session_id: "s-1".into(),
+            user: user.into(),
+            direction: Direction::Outbound,
+            from: user.into(),
+            to: "+15551234567".into(),
+            trunk: None,
+            state: CallState::Dialing,
+            correlation_id: "corr".into(),
+            sip_call_id: None,
+            started_at: SystemTime::UNIX_EPOCH,
+            answered_at: None,
+        }
+    }
+
+    fn admit(
+        r: &Arc<CallRegistry>,
+        id: &str,
+        user: &str,
+        limit: usize,
+    ) -> Result<CallSlot, LimitError> {
+        r.try_admit(info(id, user), limit, mpsc::unbounded_channel().0)
+    }
+
+    #[test]
+    fn list_get_update_and_hangup() {
+        let r = registry(10);
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let slot = r.try_admit(info("c-1", "alice"), 5, tx).expect("admit");
+        slot.update(|i| i.state = CallState::Answered);
+        assert_eq!(r.get("c-1").expect("listed").state, CallState::Answered);
+        assert_eq!(r.list().len(), 1);
+        assert!(r.hangup("c-1"));
+        assert_eq!(rx.try_recv().ok(), Some(CallCommand::Hangup));
+        assert!(!r.hangup("c-2"));
+        drop(slot);
+        assert!(r.get("c-1").is_none() && r.list().is_empty());
+    }
+
     #[test]
     fn per_user_limit_and_release() {
         let r = registry(10);
-        let a = r.try_admit("alice", 2).expect("first");
-        let _b = r.try_admit("alice", 2).expect("second");
+        let a = admit(&r, "a1", "alice", 2).expect("first");
+        let _b = admit(&r, "a2", "alice", 2).expect("second");
         assert_eq!(
-            r.try_admit("alice", 2).expect_err("third"),
+            admit(&r, "a3", "alice", 2).expect_err("third"),
             LimitError::PerUser(2)
         );
-        let _c = r.try_admit("bob", 2).expect("other user unaffected");
+        let _c = admit(&r, "b1", "bob", 2).expect("other user unaffected");
         drop(a);
-        assert!(r.try_admit("alice", 2).is_ok(), "slot freed on drop");
+        assert!(admit(&r, "a4", "alice", 2).is_ok(), "slot freed on drop");
     }
 
     #[test]
     fn capacity_counts_everyone_and_drives_the_gauge() {
         let r = registry(2);
-        let a = r.try_admit("a", 5).expect("1");
-        let _b = r.try_admit("b", 5).expect("2");
+        let a = admit(&r, "1", "a", 5).expect("1");
+        let _b = admit(&r, "2", "b", 5).expect("2");
         assert!(r.at_capacity());
         assert_eq!(r.gauge.get(), 2);
         assert_eq!(
-            r.try_admit("c", 5).expect_err("full"),
+            admit(&r, "3", "c", 5).expect_err("full"),
             LimitError::Capacity(2)
         );
         drop(a);
