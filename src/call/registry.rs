@@ -205,7 +205,6 @@ impl CallRegistry {
     }
 
     /// Calls in progress.
-
     pub fn active(&self) -> usize {
         self.lock().total
     }
