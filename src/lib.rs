@@ -15,3 +15,4 @@ pub mod metrics;
 pub mod server;
 pub mod signaling;
 pub mod sip;
+pub mod turn;

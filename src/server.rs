@@ -21,6 +21,7 @@ use crate::metrics::{Metrics, MetricsError};
 use crate::signaling::SessionCounter;
 use crate::signaling::protocol::IceServer;
 use crate::sip::{SipEndpoint, SipEndpointConfig, SipError};
+use crate::turn::TurnServer;
 
 /// Errors starting the gateway.
 #[derive(Debug, thiserror::Error)]
@@ -37,6 +38,10 @@ pub enum ServerError {
     /// TLS could not be configured.
     #[error(transparent)]
     Tls(#[from] api::tls::TlsError),
+    /// The TURN server could not start.
+    #[error(transparent)]
+    Turn(#[from] crate::turn::TurnError),
+
     /// Metrics could not be registered.
     #[error(transparent)]
     Metrics(#[from] MetricsError),
@@ -64,13 +69,15 @@ pub struct Gateway {
     pub sessions: Arc<SessionCounter>,
     /// Cancelled when the gateway shuts down.
     pub shutdown: CancellationToken,
+    /// The built-in STUN/TURN server, when `[turn]` is configured.
+    pub turn: Option<Arc<TurnServer>>,
 }
 
 impl Gateway {
     /// The ICE servers for a user's `ready` message: the built-in STUN/TURN with
     /// fresh REST credentials when `[turn]` is configured, else none.
     pub fn ice_servers(&self, user: &str) -> Vec<IceServer> {
-        let Some(turn) = &self.config.turn else {
+        let (Some(turn), Some(server)) = (&self.config.turn, &self.turn) else {
             return Vec::new();
         };
         let now = SystemTime::now()
@@ -79,7 +86,7 @@ impl Gateway {
             .unwrap_or(0);
         let creds = turn_credentials(&turn.secret, user, now, turn.credential_ttl.as_secs());
         let host = self.config.server.advertised_ip();
-        let port = turn.listen.port();
+        let port = server.udp_addr.port();
         let host = match host {
             std::net::IpAddr::V6(v6) => format!("[{v6}]"),
             v4 => v4.to_string(),
@@ -88,6 +95,7 @@ impl Gateway {
             urls: vec![
                 format!("stun:{host}:{port}"),
                 format!("turn:{host}:{port}?transport=udp"),
+                format!("turn:{host}:{}?transport=tcp", server.tcp_addr.port()),
             ],
             username: Some(creds.username),
             credential: Some(creds.password),
@@ -128,6 +136,9 @@ impl RunningServer {
         tokio::time::sleep(Duration::from_millis(100)).await;
         let _ = tokio::time::timeout(grace, self.http_task).await;
         self.sip.shutdown().await;
+        if let Some(turn) = &self.gateway.turn {
+            turn.close().await;
+        }
         info!("gateway stopped");
     }
 }
@@ -146,6 +157,26 @@ pub async fn start(config: Config) -> Result<RunningServer, ServerError> {
     .await?;
     let sip_addr = sip.local_addr();
     let calls = CallManager::new(Arc::clone(&config), Arc::clone(&sip), metrics.clone())?;
+    let turn = match &config.turn {
+        Some(turn_config) => {
+            let tls = match (&turn_config.tls_listen, &config.tls) {
+                (Some(_), Some(tls)) => Some(api::tls::server_config(&tls.cert, &tls.key)?),
+                _ => None,
+            };
+            let mut own = vec![config.server.media_ip];
+            own.extend(config.server.public_ip);
+            let server = TurnServer::start(
+                turn_config,
+                config.server.media_ip,
+                config.server.advertised_ip(),
+                own,
+                tls,
+            )
+            .await?;
+            Some(Arc::new(server))
+        }
+        None => None,
+    };
     let gateway = Arc::new(Gateway {
         config: Arc::clone(&config),
         verifier,
@@ -153,6 +184,7 @@ pub async fn start(config: Config) -> Result<RunningServer, ServerError> {
         metrics,
         sessions: Arc::new(SessionCounter::default()),
         shutdown: CancellationToken::new(),
+        turn,
     });
 
     let listen = config.server.listen;

@@ -148,14 +148,10 @@ pub fn validate(config: &Config) -> Result<(), ConfigError> {
             }
         }
     }
-    if let Some(turn) = &config.turn
-        && turn.secret.len() < 16
-    {
-        return Err(ConfigError::invalid(
-            "turn.secret",
-            "must be at least 16 characters of random data",
-        ));
+    if let Some(turn) = &config.turn {
+        validate_turn(config, turn)?;
     }
+
     if !matches!(config.log.format.as_str(), "text" | "json") {
         return Err(ConfigError::invalid(
             "log.format",
@@ -199,4 +195,43 @@ pub fn split_host_port(address: &str) -> Result<(String, u16), String> {
         return Err(format!("`{address}` has no host"));
     }
     Ok((host.to_string(), port))
+}
+
+fn validate_turn(config: &Config, turn: &super::TurnConfig) -> Result<(), ConfigError> {
+    if turn.secret.len() < 16 {
+        return Err(ConfigError::invalid(
+            "turn.secret",
+            "must be at least 16 characters of random data",
+        ));
+    }
+    parse_port_range(&turn.relay_ports).map_err(|m| ConfigError::invalid("turn.relay_ports", m))?;
+    for (key, list) in [
+        ("turn.allow_peers", &turn.allow_peers),
+        ("turn.deny_peers", &turn.deny_peers),
+    ] {
+        for (i, net) in list.iter().enumerate() {
+            if net.parse::<ipnet::IpNet>().is_err() && net.parse::<std::net::IpAddr>().is_err() {
+                return Err(ConfigError::invalid(
+                    format!("{key}[{i}]"),
+                    format!("`{net}` is not an address or CIDR network like 10.0.0.0/8"),
+                ));
+            }
+        }
+    }
+    if turn.max_allocations == 0 || turn.max_allocations_per_user == 0 {
+        return Err(ConfigError::invalid(
+            "turn.max_allocations",
+            "quotas must be at least 1",
+        ));
+    }
+    if turn.realm.is_empty() {
+        return Err(ConfigError::invalid("turn.realm", "must not be empty"));
+    }
+    if turn.tls_listen.is_some() && config.tls.is_none() {
+        return Err(ConfigError::invalid(
+            "turn.tls_listen",
+            "needs a certificate: configure [tls] cert and key",
+        ));
+    }
+    Ok(())
 }
