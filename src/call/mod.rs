@@ -7,6 +7,7 @@
 //! the sans-IO [`machine::OutboundCall`]; `outbound.rs` only drives it.
 
 pub mod dialplan;
+pub mod location;
 pub mod machine;
 mod outbound;
 pub mod registry;

@@ -4,4 +4,5 @@
 pub mod browser;
 pub mod call;
 pub mod gateway;
+pub mod redis;
 pub mod sipp;
