@@ -7,6 +7,7 @@
 //! the sans-IO [`machine::OutboundCall`]; `outbound.rs` only drives it.
 
 pub mod dialplan;
+pub mod directory;
 pub mod location;
 pub mod machine;
 mod outbound;
@@ -65,7 +66,25 @@ pub struct OutboundRequest {
     pub privacy: bool,
 }
 
+/// What calls and the inbound router send to a session task.
+#[derive(Debug)]
+pub enum SessionEvent {
+    /// A protocol message for the browser.
+    Message(ServerMessage),
+    /// An incoming call offered to this session: remember `handle` under `call_id`
+    /// (for `accept`/`reject`/`ice`/`hangup`) and send `offer` (an `incoming`).
+    Incoming {
+        /// The gateway's call id (`i-…`).
+        call_id: String,
+        /// Commands to the inbound call.
+        handle: CallHandle,
+        /// The `incoming` message.
+        offer: ServerMessage,
+    },
+}
+
 /// A request from the session to a running call.
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CallCommand {
     /// The browser hung up.
@@ -105,6 +124,8 @@ pub struct CallManager {
     webrtc: WebRtcLegConfig,
     /// Every call task, so shutdown can wait for them.
     tasks: TaskTracker,
+    /// Live sessions that may receive calls, and DID owners.
+    directory: Arc<directory::Directory>,
 }
 
 impl CallManager {
@@ -121,7 +142,20 @@ impl CallManager {
             public_ip: config.server.public_ip,
             codecs: vec![AudioCodec::Pcmu, AudioCodec::Pcma],
         };
+        let dids = config
+            .dids
+            .iter()
+            .map(|d| {
+                (
+                    dialplan
+                        .normalize(&d.number)
+                        .unwrap_or_else(|_| d.number.clone()),
+                    d.user.clone(),
+                )
+            })
+            .collect();
         Ok(Arc::new(CallManager {
+            directory: directory::Directory::new(dids),
             config,
             sip,
             dialplan,
@@ -132,7 +166,20 @@ impl CallManager {
         }))
     }
 
+    /// The directory of sessions that may receive calls.
+    pub fn directory(&self) -> &Arc<directory::Directory> {
+        &self.directory
+    }
+
+    /// Normalises a number as the dial plan does (E.164 when configured).
+    pub fn normalize_number(&self, number: &str) -> String {
+        self.dialplan
+            .normalize(number)
+            .unwrap_or_else(|_| number.to_string())
+    }
+
     /// The registry of active calls.
+
     pub fn registry(&self) -> &Arc<CallRegistry> {
         &self.registry
     }
@@ -142,7 +189,7 @@ impl CallManager {
         self: &Arc<Self>,
         ctx: CallContext,
         request: OutboundRequest,
-        to_browser: mpsc::UnboundedSender<ServerMessage>,
+        to_browser: mpsc::UnboundedSender<SessionEvent>,
     ) -> Result<CallHandle, CallRefused> {
         if !ctx.identity.has(Scope::CallsOutbound) {
             return Err(CallRefused {

@@ -11,7 +11,7 @@ use tracing::{Instrument, debug, info, info_span, warn};
 use super::dialplan::Routed;
 use super::machine::{Input, Limits, OutboundCall, Outcome, Output};
 use super::registry::{CallSlot, CallState};
-use super::{CallCommand, CallContext, CallManager, MEDIA_TIMEOUT};
+use super::{CallCommand, CallContext, CallManager, MEDIA_TIMEOUT, SessionEvent};
 use crate::config::validate::split_host_port;
 use crate::media::bridge::Bridge;
 use crate::media::codec::AudioCodec;
@@ -41,7 +41,7 @@ pub(super) struct OutboundJob {
     /// The browser's SDP offer.
     pub offer_sdp: String,
     /// Messages to the browser.
-    pub to_browser: mpsc::UnboundedSender<ServerMessage>,
+    pub to_browser: mpsc::UnboundedSender<SessionEvent>,
     /// Commands from the session.
     pub commands: mpsc::UnboundedReceiver<CallCommand>,
     /// The admission slot, released when the task ends.
@@ -369,7 +369,7 @@ impl OutboundJob {
 
     fn send(&self, message: ServerMessage) {
         // The session may be gone; the call still runs to its end on the SIP side.
-        let _ = self.to_browser.send(message);
+        let _ = self.to_browser.send(SessionEvent::Message(message));
     }
 }
 

@@ -85,6 +85,67 @@ pub struct Config {
     pub turn: Option<TurnConfig>,
     /// Logging format and level.
     pub log: LogConfig,
+    /// Inbound numbers and the users they ring (`[[dids]]`).
+    pub dids: Vec<DidConfig>,
+    /// Inbound calls from trunks.
+    pub inbound: InboundConfig,
+    /// Several instances: the shared location store.
+    pub cluster: ClusterConfig,
+}
+
+/// `[[dids]]`: a number that rings a user.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DidConfig {
+    /// The number as trunks send it in the Request-URI / To (normalised like dialed
+    /// numbers, e.g. `+15550001111`).
+    pub number: String,
+    /// The user (`sub`) whose sessions ring.
+    pub user: String,
+}
+
+/// `[inbound]`: calls from trunks to browsers.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct InboundConfig {
+    /// An unanswered inbound call is answered 480 after this long.
+    #[serde(with = "humantime_serde")]
+    pub ring_timeout: Duration,
+}
+
+impl Default for InboundConfig {
+    fn default() -> Self {
+        InboundConfig {
+            ring_timeout: Duration::from_secs(45),
+        }
+    }
+}
+
+/// `[cluster]`: where users' sessions live when several instances run.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClusterConfig {
+    /// Redis URL of the shared location store; absent: in-process (one instance).
+    pub redis_url: Option<String>,
+    /// This instance's SIP URI as other instances redirect to it; default derived
+    /// from the SIP listen address (`sip:ADVERTISED_IP:PORT`).
+    pub instance_uri: Option<String>,
+    /// `redirect` (302 to the instance holding the user) or `proxy`.
+    pub inbound_mode: String,
+    /// How long a location entry lives without refresh.
+    #[serde(with = "humantime_serde")]
+    pub location_ttl: Duration,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        ClusterConfig {
+            redis_url: None,
+            instance_uri: None,
+            inbound_mode: "redirect".into(),
+            location_ttl: Duration::from_secs(60),
+        }
+    }
 }
 
 /// `[server]`: the listener and what the gateway advertises.

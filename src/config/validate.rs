@@ -152,6 +152,51 @@ pub fn validate(config: &Config) -> Result<(), ConfigError> {
         validate_turn(config, turn)?;
     }
 
+    for (i, did) in config.dids.iter().enumerate() {
+        if did.number.trim().is_empty() || did.user.trim().is_empty() {
+            return Err(ConfigError::invalid(
+                format!("dids[{i}]"),
+                "number and user must not be empty",
+            ));
+        }
+    }
+    if config.inbound.ring_timeout < std::time::Duration::from_secs(1) {
+        return Err(ConfigError::invalid(
+            "inbound.ring_timeout",
+            "must be at least 1s",
+        ));
+    }
+    let cluster = &config.cluster;
+    if !matches!(cluster.inbound_mode.as_str(), "redirect" | "proxy") {
+        return Err(ConfigError::invalid(
+            "cluster.inbound_mode",
+            format!("`{}` is not one of redirect, proxy", cluster.inbound_mode),
+        ));
+    }
+    if let Some(url) = &cluster.redis_url
+        && !(url.starts_with("redis://")
+            || url.starts_with("rediss://")
+            || url.starts_with("unix://"))
+    {
+        return Err(ConfigError::invalid(
+            "cluster.redis_url",
+            format!("`{url}` is not a redis:// URL"),
+        ));
+    }
+    if let Some(uri) = &cluster.instance_uri
+        && !uri.starts_with("sip:")
+    {
+        return Err(ConfigError::invalid(
+            "cluster.instance_uri",
+            format!("`{uri}` is not a sip: URI"),
+        ));
+    }
+    if cluster.location_ttl < std::time::Duration::from_secs(5) {
+        return Err(ConfigError::invalid(
+            "cluster.location_ttl",
+            "must be at least 5s",
+        ));
+    }
     if !matches!(config.log.format.as_str(), "text" | "json") {
         return Err(ConfigError::invalid(
             "log.format",

@@ -13,7 +13,8 @@ use super::protocol::{
 };
 use super::{SessionPermit, random_id};
 use crate::auth::{AuthError, Identity, Scope};
-use crate::call::{CallCommand, CallContext, CallHandle, OutboundRequest};
+use crate::call::directory::LiveSession;
+use crate::call::{CallCommand, CallContext, CallHandle, OutboundRequest, SessionEvent};
 use crate::server::Gateway;
 
 /// Interval of WebSocket pings from the server.
@@ -212,7 +213,22 @@ impl Session {
         if !self.send(&ready).await {
             return;
         }
-        let (events_tx, mut events_rx) = mpsc::unbounded_channel::<ServerMessage>();
+        let (events_tx, mut events_rx) = mpsc::unbounded_channel::<SessionEvent>();
+        // Sessions allowed to receive calls are listed (with their token's DIDs).
+        let _listing = identity.has(Scope::CallsInbound).then(|| {
+            let calls = &self.gateway.calls;
+            let dids: Vec<String> = identity
+                .dids
+                .iter()
+                .map(|d| calls.normalize_number(d))
+                .collect();
+            let live = LiveSession {
+                session_id: session_id.clone(),
+                events: events_tx.clone(),
+            };
+            calls.directory().register(&identity.user, &dids, live)
+        });
+
         let mut ping = tokio::time::interval(PING_INTERVAL);
         ping.tick().await;
         let mut last_heard = tokio::time::Instant::now();
@@ -255,10 +271,17 @@ impl Session {
                     }
                 }
                 Some(event) = events_rx.recv() => {
-                    if let ServerMessage::Ended { call_id, .. } = &event {
+                    let message = match event {
+                        SessionEvent::Message(message) => message,
+                        SessionEvent::Incoming { call_id, handle, offer } => {
+                            self.calls.insert(call_id, handle);
+                            offer
+                        }
+                    };
+                    if let ServerMessage::Ended { call_id, .. } = &message {
                         self.calls.remove(call_id);
                     }
-                    if !self.send(&event).await {
+                    if !self.send(&message).await {
                         break;
                     }
                 }
@@ -284,7 +307,7 @@ impl Session {
         &mut self,
         message: ClientMessage,
         mut ctx: CallContext,
-        events_tx: &mpsc::UnboundedSender<ServerMessage>,
+        events_tx: &mpsc::UnboundedSender<SessionEvent>,
     ) {
         match message {
             ClientMessage::Ping => {
