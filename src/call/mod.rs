@@ -179,7 +179,6 @@ impl CallManager {
     }
 
     /// The registry of active calls.
-
     pub fn registry(&self) -> &Arc<CallRegistry> {
         &self.registry
     }
