@@ -8,6 +8,7 @@
 
 pub mod dialplan;
 pub mod directory;
+pub mod inbound_machine;
 pub mod location;
 pub mod machine;
 mod outbound;
