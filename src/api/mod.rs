@@ -4,6 +4,7 @@
 //! I/O contract: [`router`] builds an axum `Router`; the server serves it over
 //! plain TCP or TLS ([`tls`]).
 
+pub mod demo;
 pub mod tls;
 
 use std::net::SocketAddr;
@@ -30,6 +31,7 @@ pub fn router(gateway: Arc<Gateway>) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
+        .merge(demo::routes(&gateway.config.demo))
         .with_state(gateway)
 }
 

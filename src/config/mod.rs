@@ -91,6 +91,31 @@ pub struct Config {
     pub inbound: InboundConfig,
     /// Several instances: the shared location store.
     pub cluster: ClusterConfig,
+    /// The demo page at `/demo/`.
+    pub demo: DemoConfig,
+}
+
+/// `[demo]`: the demo page and JavaScript client served at `/demo/`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DemoConfig {
+    /// Serve `/demo/`.
+    pub enabled: bool,
+    /// Directory holding the demo files (`web-demo/` of the repository).
+    pub dir: PathBuf,
+    /// Offer `GET /demo/dev-token` (a 1-hour token for user `dev`): local use only,
+    /// never in production.
+    pub dev_tokens: bool,
+}
+
+impl Default for DemoConfig {
+    fn default() -> Self {
+        DemoConfig {
+            enabled: false,
+            dir: PathBuf::from("web-demo"),
+            dev_tokens: false,
+        }
+    }
 }
 
 /// `[[dids]]`: a number that rings a user.
@@ -412,6 +437,8 @@ impl Config {
     /// The HS256 secret is generated fresh by the caller ([`Config::with_random_secret`]).
     pub fn embedded() -> Config {
         let mut config = Config::default();
+        config.demo.enabled = true;
+        config.demo.dev_tokens = true;
         config.sip.trunks.push(TrunkConfig {
             name: "local".into(),
             address: "127.0.0.1:5070".into(),
