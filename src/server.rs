@@ -20,6 +20,7 @@ use crate::config::Config;
 use crate::metrics::{Metrics, MetricsError};
 use crate::signaling::SessionCounter;
 use crate::signaling::protocol::IceServer;
+use crate::signaling::resume::Resumable;
 use crate::sip::{SipEndpoint, SipEndpointConfig, SipError};
 use crate::turn::TurnServer;
 
@@ -71,6 +72,8 @@ pub struct Gateway {
     pub shutdown: CancellationToken,
     /// The built-in STUN/TURN server, when `[turn]` is configured.
     pub turn: Option<Arc<TurnServer>>,
+    /// Sessions that can be resumed after their socket dropped.
+    pub resumable: Arc<Resumable>,
 }
 
 impl Gateway {
@@ -185,6 +188,7 @@ pub async fn start(config: Config) -> Result<RunningServer, ServerError> {
         sessions: Arc::new(SessionCounter::default()),
         shutdown: CancellationToken::new(),
         turn,
+        resumable: Arc::new(Resumable::default()),
     });
 
     let listen = config.server.listen;

@@ -275,3 +275,50 @@ async fn unanswered_invite_is_cancelled_after_the_invite_timeout() {
     browser.close().await;
     gw.stop().await;
 }
+
+#[tokio::test]
+async fn a_dropped_socket_resumes_and_the_call_survives() {
+    let mut sipp = Sipp::uas(None, &["-rtp_echo", "-mp", &free_port()]);
+    let mut config = test_config(Some(sipp.addr));
+    config.server.resume_grace = Duration::from_secs(10);
+    let gw = TestGateway::start(config).await;
+    let (mut ws, ready) = gw.connect_as("ivy", "calls:outbound").await;
+    let browser = Browser::new(BrowserOptions::default()).await;
+    let mut call = TestCall::place(&mut ws, browser.clone(), "rs", "+15551234567").await;
+    call.until(&mut ws, &["answered"]).await;
+    assert!(browser.wait_connected(Duration::from_secs(10)).await);
+    ws.close().await;
+
+    // A wrong resume token is refused; the session is still there for the right one.
+    let mut bad = gw.connect().await;
+    bad.send(serde_json::json!({"type": "resume", "session_id": ready["session_id"], "resume_token": "nope"})).await;
+    assert_eq!(bad.recv().await["code"], "unauthorized");
+    assert_eq!(bad.closed().await, common::gateway::Closed::Code(4001));
+
+    let mut ws = gw.connect().await;
+    ws.send(serde_json::json!({"type": "resume", "session_id": ready["session_id"], "resume_token": ready["resume_token"]})).await;
+    let again = ws.recv().await;
+    assert_eq!(again["type"], "ready", "{again}");
+    assert_eq!(again["session_id"], ready["session_id"], "same session");
+    assert_ne!(
+        again["resume_token"], ready["resume_token"],
+        "token rotated"
+    );
+
+    // Media kept flowing; the call is still controllable from the new socket.
+    let before = browser.received().len();
+    let _ = browser.start_sending_tone(25).await;
+    assert!(
+        browser
+            .wait_received(before + 20, Duration::from_secs(10))
+            .await,
+        "audio after resume"
+    );
+    call.hangup(&mut ws).await;
+    assert_eq!(call.until(&mut ws, &["ended"]).await["reason"], "hangup");
+    sipp.wait(Duration::from_secs(20))
+        .await
+        .assert_one_success();
+    browser.close().await;
+    gw.stop().await;
+}

@@ -103,6 +103,11 @@ pub struct CallHandle {
 }
 
 impl CallHandle {
+    /// A handle over a given channel (for tests of session handling).
+    pub fn for_test(commands: mpsc::UnboundedSender<CallCommand>) -> CallHandle {
+        CallHandle { commands }
+    }
+
     /// Sends a command; returns false when the call has already ended.
     pub fn send(&self, command: CallCommand) -> bool {
         self.commands.send(command).is_ok()
