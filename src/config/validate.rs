@@ -112,16 +112,78 @@ pub fn validate(config: &Config) -> Result<(), ConfigError> {
                 format!("`{}` is not one of udp, tcp, tls", trunk.transport),
             ));
         }
-        if trunk.transport != "udp" {
-            return Err(ConfigError::invalid(
-                format!("{key}.transport"),
-                format!("`{}` is not supported yet; use udp", trunk.transport),
-            ));
-        }
-        if trunk.username.is_some() != trunk.password.is_some() {
+        if trunk.username.is_some() != (trunk.password.is_some() || trunk.password_env.is_some()) {
             return Err(ConfigError::invalid(
                 key.clone(),
-                "set both username and password, or neither",
+                "set username together with password (or password_env), or none of them",
+            ));
+        }
+        if trunk.register && trunk.username.is_none() {
+            return Err(ConfigError::invalid(
+                format!("{key}.register"),
+                "registering needs username and password (or password_env)",
+            ));
+        }
+        if trunk.register_expires < 60 {
+            return Err(ConfigError::invalid(
+                format!("{key}.register_expires"),
+                format!("{} s is too short; use at least 60", trunk.register_expires),
+            ));
+        }
+        if let Some(interval) = trunk.options_interval
+            && !interval.is_zero()
+            && interval < std::time::Duration::from_secs(1)
+        {
+            return Err(ConfigError::invalid(
+                format!("{key}.options_interval"),
+                "must be \"0s\" (off) or at least \"1s\"",
+            ));
+        }
+        if !matches!(trunk.dtmf_mode.as_str(), "rfc4733" | "info") {
+            return Err(ConfigError::invalid(
+                format!("{key}.dtmf_mode"),
+                format!("`{}` is not one of rfc4733, info", trunk.dtmf_mode),
+            ));
+        }
+        if !matches!(
+            trunk.reliable_provisional.as_str(),
+            "supported" | "required" | "disabled"
+        ) {
+            return Err(ConfigError::invalid(
+                format!("{key}.reliable_provisional"),
+                format!(
+                    "`{}` is not one of supported, required, disabled",
+                    trunk.reliable_provisional
+                ),
+            ));
+        }
+        if trunk.min_se < 90 {
+            return Err(ConfigError::invalid(
+                format!("{key}.min_se"),
+                format!("{} s is below the RFC 4028 minimum of 90", trunk.min_se),
+            ));
+        }
+        if trunk.session_expires != 0 && trunk.session_expires < trunk.min_se {
+            return Err(ConfigError::invalid(
+                format!("{key}.session_expires"),
+                format!(
+                    "{} s is below min_se ({} s); use 0 to disable session timers",
+                    trunk.session_expires, trunk.min_se
+                ),
+            ));
+        }
+        if trunk.transport != "tls" && (trunk.tls_ca.is_some() || trunk.tls_server_name.is_some()) {
+            return Err(ConfigError::invalid(
+                format!("{key}.tls_ca"),
+                "tls_ca and tls_server_name only apply to transport = \"tls\"",
+            ));
+        }
+        if let Some(ca) = &trunk.tls_ca
+            && !ca.is_file()
+        {
+            return Err(ConfigError::invalid(
+                format!("{key}.tls_ca"),
+                format!("{} is not a readable file", ca.display()),
             ));
         }
     }

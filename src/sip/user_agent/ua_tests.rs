@@ -3,15 +3,37 @@
 use std::time::{Duration, Instant};
 
 use super::*;
+use crate::sip::TrunkSettings;
 
 const PEER: &str = "10.0.0.2:5060";
 const LOCAL: &str = "127.0.0.1:5070";
+
+fn base_request() -> InviteRequest {
+    InviteRequest {
+        target: PEER.parse().unwrap(),
+        target_host: "trunk.example".into(),
+        to_user: "+15551234567".into(),
+        from_user: "alice".into(),
+        sdp: "v=0\r\n".into(),
+        correlation_id: "corr-1".into(),
+        trunk: TrunkSettings {
+            session_timer: crate::sip::SessionTimerSettings {
+                session_expires: 0,
+                min_se: 90,
+            },
+            reliable_provisional: crate::sip::RelPolicy::Disabled,
+            ..TrunkSettings::default()
+        },
+        ..InviteRequest::default()
+    }
+}
 
 struct Harness {
     ua: UserAgent,
     now: Instant,
     sent: Vec<Transmit>,
     events: Vec<SipCallEvent>,
+    trunk_events: Vec<(String, crate::sip::TrunkStatus)>,
 }
 
 impl Harness {
@@ -24,20 +46,20 @@ impl Harness {
             now: Instant::now(),
             sent: Vec::new(),
             events: Vec::new(),
+            trunk_events: Vec::new(),
         }
     }
 
     fn call(&mut self) {
-        let request = InviteRequest {
-            target: PEER.parse().unwrap(),
-            target_host: "trunk.example".into(),
-            to_user: "+15551234567".into(),
-            from_user: "alice".into(),
-            sdp: "v=0\r\n".into(),
-            correlation_id: "corr-1".into(),
-        };
+        self.call_with(base_request());
+    }
+
+    fn call_with(&mut self, request: InviteRequest) {
+        let transport = request.trunk.transport;
+        let local = Peer::udp(LOCAL.parse().unwrap()).with_transport(transport);
+        let target = Peer::udp(request.target).with_transport(transport);
         self.ua
-            .start_call(self.now, "cid-1".into(), request, LOCAL.parse().unwrap())
+            .start_call(self.now, "cid-1".into(), request, local, target)
             .unwrap();
         self.drain();
     }
@@ -46,15 +68,20 @@ impl Harness {
         while let Some(t) = self.ua.poll_transmit() {
             self.sent.push(t);
         }
-        while let Some((id, e)) = self.ua.poll_event() {
-            assert_eq!(id, "cid-1");
-            self.events.push(e);
+        while let Some(e) = self.ua.poll_event() {
+            match e {
+                UaEvent::Call(id, e) => {
+                    assert_eq!(id, "cid-1");
+                    self.events.push(e);
+                }
+                UaEvent::Trunk(name, status) => self.trunk_events.push((name, status)),
+            }
         }
     }
 
     fn peer_sends(&mut self, text: &str) {
         self.ua
-            .handle_datagram(self.now, PEER.parse().unwrap(), text.as_bytes());
+            .handle_message(self.now, Peer::udp(PEER.parse().unwrap()), text.as_bytes());
         self.drain();
     }
 
@@ -357,7 +384,12 @@ fn no_answer_at_all_is_408_after_timer_b() {
 fn send_error_fails_the_call_with_503() {
     let mut h = Harness::new();
     h.call();
-    h.ua.handle_send_error(h.now, Some("cid-1"), "Network is unreachable".into());
+    h.ua.handle_send_error(
+        h.now,
+        &Owner::Call("cid-1".into()),
+        Peer::udp(PEER.parse().unwrap()),
+        "Network is unreachable".into(),
+    );
     h.drain();
     assert_eq!(
         h.take_events(),
@@ -433,7 +465,7 @@ fn malformed_input_never_panics() {
         b"INVITE sip:x SIP/2.0\r\nVia: \r\n\r\n",
         b"SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP h;branch=z9hG4bKx\r\nCall-ID: cid-1\r\nCSeq: 1 INVITE\r\nFrom: a\r\nTo: b\r\nContent-Length: 99\r\n\r\n",
     ] {
-        h.ua.handle_datagram(h.now, PEER.parse().unwrap(), junk);
+        h.ua.handle_message(h.now, Peer::udp(PEER.parse().unwrap()), junk);
         h.drain();
     }
     assert!(h.take_sent().is_empty());
@@ -447,20 +479,13 @@ fn caller_input_is_validated() {
         user_agent: "x".into(),
     });
     let request = InviteRequest {
-        target: PEER.parse().unwrap(),
-        target_host: "trunk.example".into(),
         to_user: "155\r\nX-Evil: 1".into(),
-        from_user: "alice".into(),
-        sdp: String::new(),
         correlation_id: "c".into(),
+        ..base_request()
     };
+    let peer = Peer::udp(PEER.parse().unwrap());
     let err = ua
-        .start_call(
-            Instant::now(),
-            "c1".into(),
-            request.clone(),
-            LOCAL.parse().unwrap(),
-        )
+        .start_call(Instant::now(), "c1".into(), request.clone(), peer, peer)
         .unwrap_err();
     assert!(matches!(err, SipError::InvalidRequest(_)), "{err}");
     let mut ok = request;
@@ -509,7 +534,7 @@ fn mutated_datagrams_never_panic() {
                 break;
             }
         }
-        h.ua.handle_datagram(h.now, PEER.parse().unwrap(), &bytes);
+        h.ua.handle_message(h.now, Peer::udp(PEER.parse().unwrap()), &bytes);
         h.drain();
         h.sent.clear();
         h.events.clear();
