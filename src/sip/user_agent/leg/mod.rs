@@ -328,12 +328,13 @@ impl Leg {
     /// Moves the transactions' datagrams to the leg's queue with their destination.
     fn drain_transactions(&mut self) {
         let mut out = Vec::new();
-        if let Some(tx) = self.invite_tx.as_mut() {
+        // The ACK of a challenged INVITE goes before the resent INVITE.
+        for (_, tx) in &mut self.old_invites {
             while let Some(bytes) = tx.poll_transmit() {
                 out.push((self.target, bytes));
             }
         }
-        for (_, tx) in &mut self.old_invites {
+        if let Some(tx) = self.invite_tx.as_mut() {
             while let Some(bytes) = tx.poll_transmit() {
                 out.push((self.target, bytes));
             }
@@ -374,9 +375,6 @@ impl Leg {
         if self.target.transport != crate::sip::transport::Transport::Udp {
             return self.target;
         }
-        dialog
-            .next_hop()
-            .map(Peer::udp)
-            .unwrap_or(self.target)
+        dialog.next_hop().map(Peer::udp).unwrap_or(self.target)
     }
 }
