@@ -11,7 +11,7 @@
 
 use std::collections::VecDeque;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use rsip::{Request, Response, Uri};
 
@@ -23,6 +23,10 @@ use crate::sip::dialog::uri_socket_addr;
 use crate::sip::message::build::reason_phrase;
 use crate::sip::transaction::earliest;
 use crate::sip::transport::Peer;
+
+/// How long the transferor has to end its dialog after a successful transfer
+/// before we send the BYE ourselves.
+const TRANSFEROR_BYE_GRACE: Duration = Duration::from_secs(4);
 
 /// A transfer in progress.
 #[derive(Debug)]
@@ -346,7 +350,7 @@ impl OutboundCall {
                 };
                 self.current.notify_refer(now, "SIP/2.0 200 OK", true);
                 let mut old = std::mem::replace(&mut self.current, t.leg);
-                old.hangup(now);
+                old.hangup_at(now + TRANSFEROR_BYE_GRACE);
                 self.retired.push(old);
                 tracing::info!(sip_call_id = %self.id, correlation_id = %self.ctx.correlation_id, target = %t.target, new_call_id = %self.current.call_id, "transfer completed");
                 self.events

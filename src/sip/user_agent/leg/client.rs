@@ -58,6 +58,8 @@ pub(crate) struct ClientEntry {
     pub dest: Peer,
     /// How many times it was resent with credentials.
     pub rounds: u32,
+    /// Its outcome was handled (it may still absorb retransmissions).
+    pub done: bool,
     /// The transaction.
     pub tx: ClientTx,
 }
@@ -107,7 +109,12 @@ impl ClientEntry {
 
     /// True while a re-INVITE of ours has no final response.
     pub(super) fn is_pending_invite(&self) -> bool {
-        matches!(&self.tx, ClientTx::Invite(t) if !t.is_terminated())
+        !self.done && matches!(self.tx, ClientTx::Invite(_))
+    }
+
+    /// True while this request of `purpose` has no final response.
+    pub(super) fn is_pending(&self, purpose: &Purpose) -> bool {
+        !self.done && self.purpose == *purpose
     }
 }
 
@@ -233,6 +240,7 @@ impl Leg {
             early_tag,
             dest,
             rounds,
+            done: false,
             tx,
         });
     }
@@ -280,6 +288,7 @@ impl Leg {
             let Some(i) = self.clients.iter().position(|e| e.branch == branch) else {
                 continue;
             };
+            self.clients[i].done = true;
             let (request, purpose, early_tag, dest, rounds) = {
                 let e = &self.clients[i];
                 (

@@ -104,7 +104,7 @@ impl Leg {
 
     /// Sends the next queued INFO when none is in flight (keeps digits in order).
     fn kick_infos(&mut self, now: Instant) {
-        if self.clients.iter().any(|e| e.purpose == Purpose::Info) {
+        if self.clients.iter().any(|e| e.is_pending(&Purpose::Info)) {
             return;
         }
         if let Some((digit, duration)) = self.queued_infos.pop_front() {
@@ -298,9 +298,20 @@ impl Leg {
         }
     }
 
-    /// Session timer and glare retry deadlines.
+    /// Hangs up at `at` unless the peer ends the dialog first (the transferor's
+    /// dialog after a transfer, RFC 5589 §6.1: the transferor normally sends BYE).
+    pub(crate) fn hangup_at(&mut self, at: Instant) {
+        self.bye_at = Some(at);
+    }
+
+    /// Session timer, glare retry and delayed BYE deadlines.
     pub(super) fn midcall_timeout(&mut self, now: Instant) {
         if self.phase != Phase::Confirmed {
+            return;
+        }
+        if self.bye_at.is_some_and(|at| now >= at) {
+            self.bye_at = None;
+            self.hangup(now);
             return;
         }
         if let Some((at, _)) = &self.glare_retry
@@ -338,9 +349,10 @@ impl Leg {
         if self.phase != Phase::Confirmed {
             return None;
         }
-        earliest(
+        let at = earliest(
             self.glare_retry.as_ref().map(|(at, _)| *at),
             self.session.as_ref().map(SessionTimer::poll_timeout),
-        )
+        );
+        earliest(at, self.bye_at)
     }
 }

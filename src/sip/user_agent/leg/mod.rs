@@ -183,6 +183,8 @@ pub(crate) struct Leg {
     queued_infos: VecDeque<(char, u32)>,
     /// The implicit subscription of an accepted REFER: its `id` (REFER CSeq).
     refer_subscription: Option<u32>,
+    /// When to BYE a transferred-away dialog the transferor has not ended itself.
+    bye_at: Option<Instant>,
     /// Reason phrase of the last response to the INVITE.
     last_reason: String,
     /// The call module asked to hang up.

@@ -102,6 +102,7 @@ impl Leg {
             remote_invite_pending: false,
             queued_infos: VecDeque::new(),
             refer_subscription: None,
+            bye_at: None,
             last_reason: String::new(),
             hung_up: false,
             phase: Phase::Calling,
