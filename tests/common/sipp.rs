@@ -138,9 +138,18 @@ impl Sipp {
 
     /// Like [`Sipp::uas`] on the given transport.
     pub fn uas_on(transport: SippTransport, scenario: Option<&Path>, extra_args: &[&str]) -> Sipp {
+        Self::uas_at(transport, free_port(), scenario, extra_args)
+    }
+
+    /// Like [`Sipp::uas_on`] on a given port (e.g. to bring a killed trunk back).
+    pub fn uas_at(
+        transport: SippTransport,
+        port: u16,
+        scenario: Option<&Path>,
+        extra_args: &[&str],
+    ) -> Sipp {
         let bin = sipp_binary();
         let dir = temp_dir();
-        let port = free_port();
         let mut cmd = Command::new(bin);
         cmd.args([
             "-t",
