@@ -481,5 +481,4 @@ impl UserAgent {
 }
 
 #[cfg(test)]
-#[path = "ua_tests.rs"]
 mod tests;
