@@ -45,6 +45,15 @@ pub fn parse_message(bytes: &[u8]) -> Result<bool, String> {
     }
 }
 
+/// Feeds `bytes` to a fresh user agent core holding one answered call (with digest
+/// credentials and session timers), as a datagram and as a TCP stream: the whole
+/// receive path (framing, normalising, rsip, 400/501 answers, transaction and
+/// dialog matching, challenges, re-INVITE/REFER handling). For the fuzz target.
+#[doc(hidden)]
+pub fn fuzz_user_agent(bytes: &[u8]) {
+    user_agent::fuzz(bytes);
+}
+
 /// Errors of the SIP user agent.
 #[derive(Debug, thiserror::Error)]
 pub enum SipError {

@@ -21,8 +21,11 @@ use crate::sip::user_agent::Owner;
 
 /// How long an outbound TCP connect plus TLS handshake may take.
 pub(crate) const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-/// A connection with no traffic either way for this long is closed.
-const IDLE_TIMEOUT: Duration = Duration::from_secs(900);
+/// An inbound connection with no traffic either way for this long is closed.
+const INBOUND_IDLE: Duration = Duration::from_secs(900);
+/// Same for our connections to trunks: longer than any session refresh interval, so
+/// an idle call's trunk can still reach us on it.
+const OUTBOUND_IDLE: Duration = Duration::from_secs(7200);
 /// Most inbound connections at once.
 const MAX_INBOUND: usize = 1024;
 
@@ -197,11 +200,11 @@ async fn outbound(
     let error = match connected {
         Ok(Stream::Tcp(s)) => {
             tracing::debug!(peer = %dest, "connected");
-            run(s, dest, &mut queue, &net).await
+            run(s, dest, &mut queue, &net, OUTBOUND_IDLE).await
         }
         Ok(Stream::Tls(s)) => {
             tracing::debug!(peer = %dest, "TLS connected");
-            run(*s, dest, &mut queue, &net).await
+            run(*s, dest, &mut queue, &net, OUTBOUND_IDLE).await
         }
         Err(e) => {
             tracing::warn!(peer = %dest, "{e}");
@@ -242,6 +245,7 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(
     peer: Peer,
     queue: &mut mpsc::UnboundedReceiver<Outgoing>,
     net: &mpsc::UnboundedSender<NetEvent>,
+    idle: Duration,
 ) -> String {
     let (mut reader, mut writer) = tokio::io::split(stream);
     let mut framer = StreamFramer::default();
@@ -278,7 +282,7 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(
                     }
                 }
             }
-            () = tokio::time::sleep(IDLE_TIMEOUT) => return "idle".into(),
+            () = tokio::time::sleep(idle) => return "idle".into(),
         }
     }
 }
@@ -313,7 +317,7 @@ async fn accept_loop(listener: TcpListener, net: mpsc::UnboundedSender<NetEvent>
         }
         let net = net.clone();
         tasks.spawn(async move {
-            let error = run(stream, peer, &mut queue, &net).await;
+            let error = run(stream, peer, &mut queue, &net, INBOUND_IDLE).await;
             tracing::debug!(%peer, "inbound connection ended: {error}");
             fail_queued(peer, &mut queue, &net, &error);
             let _ = net.send(NetEvent::Closed { peer, id });

@@ -184,6 +184,8 @@ pub struct SipEndpoint {
     counts: Counts,
     /// Trunk statuses.
     statuses: Statuses,
+    /// TLS settings built so far, by (server name, CA bundle).
+    tls_cache: Mutex<HashMap<(String, Option<std::path::PathBuf>), TlsTarget>>,
 }
 
 /// Binds UDP on `listen` and TCP on the same port (for an ephemeral port, retries
@@ -244,6 +246,7 @@ impl SipEndpoint {
             task: Mutex::new(Some(task)),
             counts,
             statuses,
+            tls_cache: Mutex::default(),
         }))
     }
 
@@ -267,10 +270,7 @@ impl SipEndpoint {
         };
         let local = self.local_peer(transport, request.target);
         let tls = match transport {
-            Transport::Tls => Some(
-                tls::target(request.trunk.server_name(), request.trunk.tls_ca.as_deref())
-                    .map_err(SipError::InvalidRequest)?,
-            ),
+            Transport::Tls => Some(self.tls_target(&request.trunk)?),
             _ => None,
         };
         let (events, rx) = mpsc::unbounded_channel();
@@ -300,10 +300,7 @@ impl SipEndpoint {
                 continue;
             }
             let tls = match trunk.transport {
-                Transport::Tls => Some(
-                    tls::target(trunk.server_name(), trunk.tls_ca.as_deref())
-                        .map_err(SipError::InvalidRequest)?,
-                ),
+                Transport::Tls => Some(self.tls_target(&trunk)?),
                 _ => None,
             };
             match resolve(&trunk.host, trunk.port).await {
@@ -332,6 +329,22 @@ impl SipEndpoint {
             }
         }
         Ok(())
+    }
+
+    /// The TLS settings of a trunk (built once: the CA file is read the first time).
+    fn tls_target(&self, trunk: &TrunkSettings) -> Result<TlsTarget, SipError> {
+        let key = (trunk.server_name().to_string(), trunk.tls_ca.clone());
+        if let Ok(cache) = self.tls_cache.lock()
+            && let Some(t) = cache.get(&key)
+        {
+            return Ok(t.clone());
+        }
+        let target = tls::target(trunk.server_name(), trunk.tls_ca.as_deref())
+            .map_err(SipError::InvalidRequest)?;
+        if let Ok(mut cache) = self.tls_cache.lock() {
+            cache.insert(key, target.clone());
+        }
+        Ok(target)
     }
 
     fn start_trunk(

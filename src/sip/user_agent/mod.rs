@@ -10,6 +10,7 @@
 mod call;
 mod context;
 mod fork;
+mod fuzz;
 mod inbound;
 mod leg;
 mod servers;
@@ -27,6 +28,8 @@ use crate::sip::timers::TimerQueue;
 use crate::sip::transaction::TimerConfig;
 use crate::sip::transport::Peer;
 use crate::sip::{InviteRequest, SipCallEvent, SipError, TrunkSettings, TrunkStatus};
+
+pub(crate) use fuzz::fuzz;
 
 use call::OutboundCall;
 use context::CallContext;

@@ -55,7 +55,7 @@ impl Leg {
         let mut headers = vec![Header::Supported("timer".into())];
         let interval = timer.interval.as_secs() as u32;
         headers.extend(session_timer::request_headers(
-            interval.max(self.se_interval.min(interval)),
+            interval,
             self.ctx.trunk.session_timer.min_se.min(interval),
             timer.refresher == Refresher::Local,
         ));
