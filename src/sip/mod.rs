@@ -19,6 +19,7 @@ mod dialog;
 mod endpoint;
 mod message;
 mod timers;
+/// RFC 3261 §17 transactions (sans-IO).
 pub mod transaction;
 mod transport;
 mod trunk;

@@ -65,6 +65,7 @@ pub(crate) struct ClientEntry {
 }
 
 impl ClientEntry {
+    /// Fires due timers (and sends what is due).
     pub(super) fn handle_timeout(&mut self, now: Instant) {
         match &mut self.tx {
             ClientTx::Invite(t) => t.handle_timeout(now),
@@ -72,6 +73,7 @@ impl ClientEntry {
         }
     }
 
+    /// The transport failed to send the request.
     pub(super) fn transport_error(&mut self, now: Instant, error: String) {
         match &mut self.tx {
             ClientTx::Invite(t) => t.handle_transport_error(now, error),
@@ -79,6 +81,7 @@ impl ClientEntry {
         }
     }
 
+    /// When `handle_timeout` must be called next.
     pub(super) fn poll_timeout(&self) -> Option<Instant> {
         match &self.tx {
             ClientTx::Invite(t) => t.poll_timeout(),
@@ -86,6 +89,7 @@ impl ClientEntry {
         }
     }
 
+    /// The next message to send.
     pub(super) fn poll_transmit(&mut self) -> Option<Vec<u8>> {
         match &mut self.tx {
             ClientTx::Invite(t) => t.poll_transmit(),

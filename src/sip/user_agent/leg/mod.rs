@@ -20,6 +20,7 @@
 mod client;
 mod inbound;
 mod midcall;
+/// RFC 4028 session timers.
 pub(crate) mod session_timer;
 mod setup;
 

@@ -500,6 +500,7 @@ impl Leg {
         self.finish(event);
     }
 
+    /// CANCELs the pending INVITE (§9.1).
     pub(super) fn send_cancel(&mut self, now: Instant) {
         let cancel = build::cancel(&self.invite);
         self.cancel_tx = Some(NonInviteClient::new(
@@ -513,6 +514,7 @@ impl Leg {
         };
     }
 
+    /// Ends the confirmed dialog with BYE.
     pub(super) fn send_bye(&mut self, now: Instant) {
         if self.dialog.is_none() {
             return;

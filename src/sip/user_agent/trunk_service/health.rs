@@ -47,6 +47,7 @@ impl Health {
         }
     }
 
+    /// Fires due timers (and sends what is due).
     pub(super) fn handle_timeout(&mut self, now: Instant, origin: &Origin) {
         if let Some((_, tx)) = self.ping.as_mut() {
             tx.handle_timeout(now);
@@ -77,6 +78,7 @@ impl Health {
         self.process(now);
     }
 
+    /// A response to the request in flight (matched by branch).
     pub(super) fn handle_response(&mut self, now: Instant, branch: &str, response: Response) {
         if let Some((b, tx)) = self.ping.as_mut()
             && b == branch
@@ -86,6 +88,7 @@ impl Health {
         self.process(now);
     }
 
+    /// The request in flight could not be sent.
     pub(super) fn handle_send_error(&mut self, now: Instant, error: String) {
         if let Some((_, tx)) = self.ping.as_mut() {
             tx.handle_transport_error(now, error);
@@ -129,10 +132,12 @@ impl Health {
         self.outcome.take()
     }
 
+    /// The next message to send.
     pub(super) fn poll_transmit(&mut self) -> Option<Vec<u8>> {
         self.transmits.pop_front()
     }
 
+    /// When `handle_timeout` must be called next.
     pub(super) fn poll_timeout(&self) -> Option<Instant> {
         earliest(
             self.ping.as_ref().and_then(|(_, tx)| tx.poll_timeout()),

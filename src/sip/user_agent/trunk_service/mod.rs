@@ -299,7 +299,3 @@ fn transmit(origin: &Origin, payload: Vec<u8>) -> Transmit {
         owner: Owner::Trunk(origin.settings.name.clone()),
     }
 }
-
-#[cfg(test)]
-#[path = "tests.rs"]
-mod tests;

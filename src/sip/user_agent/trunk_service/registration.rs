@@ -109,6 +109,7 @@ impl Registration {
         self.next_at = None;
     }
 
+    /// Fires due timers (and sends what is due).
     pub(super) fn handle_timeout(&mut self, now: Instant, origin: &Origin) {
         if let Some((_, _, tx)) = self.pending.as_mut() {
             tx.handle_timeout(now);
@@ -119,6 +120,7 @@ impl Registration {
         }
     }
 
+    /// A response to the request in flight (matched by branch).
     pub(super) fn handle_response(&mut self, now: Instant, branch: &str, response: Response) {
         if let Some((b, _, tx)) = self.pending.as_mut()
             && b == branch
@@ -127,6 +129,7 @@ impl Registration {
         }
     }
 
+    /// The request in flight could not be sent.
     pub(super) fn handle_send_error(&mut self, now: Instant, error: String) {
         if let Some((_, _, tx)) = self.pending.as_mut() {
             tx.handle_transport_error(now, error);
@@ -233,10 +236,12 @@ impl Registration {
         self.outcome.take()
     }
 
+    /// The next message to send.
     pub(super) fn poll_transmit(&mut self) -> Option<Vec<u8>> {
         self.transmits.pop_front()
     }
 
+    /// When `handle_timeout` must be called next.
     pub(super) fn poll_timeout(&self) -> Option<Instant> {
         earliest(
             self.pending
