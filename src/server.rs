@@ -21,7 +21,7 @@ use crate::metrics::{Metrics, MetricsError};
 use crate::signaling::SessionCounter;
 use crate::signaling::protocol::IceServer;
 use crate::signaling::resume::Resumable;
-use crate::sip::{SipEndpoint, SipEndpointConfig, SipError};
+use crate::sip::{SipEndpoint, SipEndpointConfig, SipError, TrunkSettings};
 use crate::turn::TurnServer;
 
 /// Errors starting the gateway.
@@ -159,6 +159,13 @@ pub async fn start(config: Config) -> Result<RunningServer, ServerError> {
     })
     .await?;
     let sip_addr = sip.local_addr();
+    let trunks = config
+        .sip
+        .trunks
+        .iter()
+        .map(TrunkSettings::from_config)
+        .collect();
+    sip.start_trunks(trunks).await?;
     let calls = CallManager::new(Arc::clone(&config), Arc::clone(&sip), metrics.clone())?;
     let turn = match &config.turn {
         Some(turn_config) => {

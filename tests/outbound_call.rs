@@ -6,6 +6,7 @@ mod common;
 use std::collections::HashMap;
 use std::time::Duration;
 
+use callbridge::config::TrunkConfig;
 use common::browser::{Browser, BrowserOptions, frame_number};
 use common::call::TestCall;
 use common::gateway::{TestGateway, http_get, test_config};
@@ -156,12 +157,10 @@ async fn websocket_close_hangs_up_answered_and_ringing_calls() {
     let mut answered = Sipp::uas(None, &["-rtp_echo", "-mp", &free_port()]);
     let mut ringing = Sipp::uas(Some(&Sipp::scenario("uas_ring_cancel.xml")), &[]);
     let mut config = test_config(Some(answered.addr));
-    config.sip.trunks.push(callbridge::config::TrunkConfig {
+    config.sip.trunks.push(TrunkConfig {
         name: "ringer".into(),
         address: ringing.addr.to_string(),
-        transport: "udp".into(),
-        username: None,
-        password: None,
+        ..TrunkConfig::default()
     });
     config.dialplan.routes.insert(
         0,
@@ -196,12 +195,10 @@ async fn a_503_from_the_first_trunk_fails_over_to_the_second() {
     let mut down = Sipp::uas(Some(&Sipp::scenario("trunk_503.xml")), &[]);
     let mut up = Sipp::uas(None, &["-rtp_echo", "-mp", &free_port()]);
     let mut config = test_config(Some(down.addr));
-    config.sip.trunks.push(callbridge::config::TrunkConfig {
+    config.sip.trunks.push(TrunkConfig {
         name: "backup".into(),
         address: up.addr.to_string(),
-        transport: "udp".into(),
-        username: None,
-        password: None,
+        ..TrunkConfig::default()
     });
     config.dialplan.routes[0].trunks.push("backup".into());
     let gw = TestGateway::start(config).await;
@@ -231,12 +228,10 @@ async fn no_failover_on_busy() {
     let mut busy = Sipp::uas(Some(&Sipp::scenario("uas_busy.xml")), &[]);
     // The second trunk is never contacted: nothing listens there.
     let mut config = test_config(Some(busy.addr));
-    config.sip.trunks.push(callbridge::config::TrunkConfig {
+    config.sip.trunks.push(TrunkConfig {
         name: "never".into(),
         address: "127.0.0.1:9".into(),
-        transport: "udp".into(),
-        username: None,
-        password: None,
+        ..TrunkConfig::default()
     });
     config.dialplan.routes[0].trunks.push("never".into());
     let gw = TestGateway::start(config).await;

@@ -255,6 +255,9 @@ impl CallManager {
             to_browser,
             commands: rx,
             slot,
+            answerer: std::sync::Arc::new(|_| {
+                Err("mid-call SDP offers are not accepted by this gateway version".into())
+            }),
         };
         self.tasks.spawn(job.run());
         Ok(CallHandle { commands: tx })

@@ -19,7 +19,7 @@ use crate::media::rtp_leg::RtpLeg;
 use crate::media::sdp;
 use crate::media::webrtc_leg::{WebRtcEvent, WebRtcLeg};
 use crate::signaling::protocol::{EndReason, ErrorCode, ServerMessage};
-use crate::sip::{InviteRequest, SipCallEvent, SipCallHandle};
+use crate::sip::{InviteRequest, SdpAnswerer, SipCallEvent, SipCallHandle, TrunkSettings};
 
 /// Codecs offered to the trunk, in order of preference.
 const SIP_CODECS: &[AudioCodec] = &[AudioCodec::Pcmu, AudioCodec::Pcma];
@@ -38,6 +38,8 @@ pub(super) struct OutboundJob {
     pub routed: Routed,
     /// Withhold the caller id (asked by the browser or forced by the route).
     pub privacy: bool,
+    /// Answers the trunk's mid-call SDP offers (set once the RTP leg exists).
+    pub answerer: SdpAnswerer,
     /// The browser's SDP offer.
     pub offer_sdp: String,
     /// Messages to the browser.
@@ -282,6 +284,11 @@ impl OutboundJob {
             .sip
             .trunk(trunk_name)
             .ok_or_else(|| unavailable(format!("trunk `{trunk_name}` is not configured")))?;
+        if !self.manager.sip.trunk_usable(trunk_name) {
+            return Err(unavailable(format!(
+                "trunk `{trunk_name}` is down (health check failing); skipped"
+            )));
+        }
         let (host, port) = split_host_port(&trunk.address).map_err(unavailable)?;
         let target = resolve(&host, port).await.map_err(|e| {
             unavailable(format!("cannot resolve trunk `{trunk_name}` ({host}): {e}"))
@@ -299,6 +306,11 @@ impl OutboundJob {
             from_user,
             sdp: offer.to_string(),
             correlation_id: self.ctx.correlation_id.clone(),
+            trunk: TrunkSettings::from_config(trunk),
+            from_display: None,
+            asserted_identity: self.ctx.identity.caller_id.clone(),
+            privacy: self.privacy,
+            answerer: self.answerer.clone(),
         };
         let (handle, events) = self
             .manager

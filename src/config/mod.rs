@@ -325,7 +325,7 @@ impl SipConfig {
 }
 
 /// `[[sip.trunks]]`: one carrier trunk or PBX.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TrunkConfig {
     /// Name used by dial plan routes.
@@ -335,16 +335,140 @@ pub struct TrunkConfig {
     /// `udp`, `tcp` or `tls`.
     #[serde(default = "default_transport")]
     pub transport: String,
-    /// Digest username, if the trunk challenges.
+    /// Digest username, if the trunk challenges or needs registering.
     #[serde(default)]
     pub username: Option<String>,
-    /// Digest password (never logged).
+    /// Digest password (never logged, never serialised).
     #[serde(default, skip_serializing)]
     pub password: Option<String>,
+    /// Name of an environment variable holding the password, read at load time.
+    #[serde(default)]
+    pub password_env: Option<String>,
+    /// Send REGISTER to the trunk (refreshed before expiry, retried with backoff).
+    #[serde(default)]
+    pub register: bool,
+    /// Registration lifetime asked for, in seconds.
+    #[serde(default = "default_register_expires")]
+    pub register_expires: u32,
+    /// OPTIONS ping interval (e.g. "30s"); absent or "0s": no health checks.
+    #[serde(default, with = "humantime_serde::option")]
+    pub options_interval: Option<Duration>,
+    /// `rfc4733` (telephone-event in RTP) or `info` (SIP INFO, application/dtmf-relay).
+    #[serde(default = "default_dtmf_mode")]
+    pub dtmf_mode: String,
+    /// Reliable provisional responses (RFC 3262): `supported`, `required` or `disabled`.
+    #[serde(default = "default_reliable_provisional")]
+    pub reliable_provisional: String,
+    /// Session-Expires asked for, in seconds (RFC 4028); 0 disables session timers.
+    #[serde(default = "default_session_expires")]
+    pub session_expires: u32,
+    /// Min-SE: the shortest session interval accepted from the trunk, in seconds.
+    #[serde(default = "default_min_se")]
+    pub min_se: u32,
+    /// PEM CA bundle that verifies the trunk's certificate (tls only); default: the
+    /// webpki root certificates.
+    #[serde(default)]
+    pub tls_ca: Option<PathBuf>,
+    /// Name checked against the trunk's certificate (tls only); default: the host
+    /// of `address`.
+    #[serde(default)]
+    pub tls_server_name: Option<String>,
+}
+
+impl Default for TrunkConfig {
+    fn default() -> Self {
+        TrunkConfig {
+            name: String::new(),
+            address: String::new(),
+            transport: default_transport(),
+            username: None,
+            password: None,
+            password_env: None,
+            register: false,
+            register_expires: default_register_expires(),
+            options_interval: None,
+            dtmf_mode: default_dtmf_mode(),
+            reliable_provisional: default_reliable_provisional(),
+            session_expires: default_session_expires(),
+            min_se: default_min_se(),
+            tls_ca: None,
+            tls_server_name: None,
+        }
+    }
+}
+
+impl std::fmt::Debug for TrunkConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TrunkConfig")
+            .field("name", &self.name)
+            .field("address", &self.address)
+            .field("transport", &self.transport)
+            .field("username", &self.username)
+            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .field("password_env", &self.password_env)
+            .field("register", &self.register)
+            .field("register_expires", &self.register_expires)
+            .field("options_interval", &self.options_interval)
+            .field("dtmf_mode", &self.dtmf_mode)
+            .field("reliable_provisional", &self.reliable_provisional)
+            .field("session_expires", &self.session_expires)
+            .field("min_se", &self.min_se)
+            .field("tls_ca", &self.tls_ca)
+            .field("tls_server_name", &self.tls_server_name)
+            .finish()
+    }
 }
 
 fn default_transport() -> String {
     "udp".into()
+}
+
+fn default_register_expires() -> u32 {
+    3600
+}
+
+fn default_dtmf_mode() -> String {
+    "rfc4733".into()
+}
+
+fn default_reliable_provisional() -> String {
+    "supported".into()
+}
+
+fn default_session_expires() -> u32 {
+    1800
+}
+
+fn default_min_se() -> u32 {
+    90
+}
+
+/// Reads each trunk's `password_env` variable from `env` into its `password`.
+fn resolve_trunk_passwords(
+    config: &mut Config,
+    env: &[(String, String)],
+) -> Result<(), ConfigError> {
+    for (i, trunk) in config.sip.trunks.iter_mut().enumerate() {
+        let Some(var) = &trunk.password_env else {
+            continue;
+        };
+        if trunk.password.is_some() {
+            return Err(ConfigError::invalid(
+                format!("sip.trunks[{i}].password_env"),
+                "set password or password_env, not both",
+            ));
+        }
+        match env.iter().find(|(k, _)| k == var) {
+            Some((_, value)) if !value.is_empty() => trunk.password = Some(value.clone()),
+            _ => {
+                return Err(ConfigError::invalid(
+                    format!("sip.trunks[{i}].password_env"),
+                    format!("environment variable {var} is not set or empty"),
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// `[turn]`: built-in STUN/TURN and the credentials handed to browsers.
@@ -442,9 +566,7 @@ impl Config {
         config.sip.trunks.push(TrunkConfig {
             name: "local".into(),
             address: "127.0.0.1:5070".into(),
-            transport: "udp".into(),
-            username: None,
-            password: None,
+            ..TrunkConfig::default()
         });
         config
             .dialplan
@@ -496,17 +618,19 @@ pub fn load(
             (table, Source::Embedded)
         }
     };
-    apply_env_overrides(&mut table, env)?;
+    let env: Vec<(String, String)> = env.into_iter().collect();
+    apply_env_overrides(&mut table, env.iter().cloned())?;
     let origin = match &source {
         Source::File(p) => p.display().to_string(),
         Source::Embedded => "<embedded defaults>".into(),
     };
-    let config: Config = table
+    let mut config: Config = table
         .try_into()
         .map_err(|e: toml::de::Error| ConfigError::Parse {
             path: origin,
             message: e.to_string().trim_end().replace('\n', " "),
         })?;
+    resolve_trunk_passwords(&mut config, &env)?;
     validate(&config)?;
     Ok((config, source))
 }

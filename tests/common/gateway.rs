@@ -41,9 +41,7 @@ pub fn test_config(trunk: Option<SocketAddr>) -> Config {
         config.sip.trunks.push(TrunkConfig {
             name: "sipp".into(),
             address: trunk.to_string(),
-            transport: "udp".into(),
-            username: None,
-            password: None,
+            ..TrunkConfig::default()
         });
         config.dialplan.routes.push(RouteConfig::new(
             r"^(\+[1-8][0-9]*|[0-9]+)$",
