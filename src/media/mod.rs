@@ -13,11 +13,14 @@
 //! Sans-IO parts (no clock, no sockets): [`sdp`], `offer`, [`rewrite`], [`relay`],
 //! [`g711`]. Runtime parts: [`webrtc_leg`], [`rtp_leg`], [`bridge`].
 
+pub mod audio;
 pub mod bridge;
 pub mod codec;
 pub mod g711;
+pub mod jitter;
 pub(crate) mod offer;
 pub mod relay;
+pub mod repacketize;
 pub mod rewrite;
 pub mod rtp_leg;
 pub mod sdp;
@@ -54,6 +57,9 @@ pub enum MediaError {
     /// A socket error.
     #[error("media socket: {0}")]
     Io(#[from] std::io::Error),
+    /// A codec could not be created or configured.
+    #[error("codec: {0}")]
+    Codec(String),
 }
 
 impl MediaError {
@@ -62,9 +68,10 @@ impl MediaError {
         match self {
             MediaError::BadOffer(_) | MediaError::BadCandidate(_) => ErrorSide::Browser,
             MediaError::BadRemoteSdp(_) | MediaError::CodecMismatch { .. } => ErrorSide::SipPeer,
-            MediaError::NoPorts(..) | MediaError::WebRtc(_) | MediaError::Io(_) => {
-                ErrorSide::Internal
-            }
+            MediaError::NoPorts(..)
+            | MediaError::WebRtc(_)
+            | MediaError::Io(_)
+            | MediaError::Codec(_) => ErrorSide::Internal,
         }
     }
 }
