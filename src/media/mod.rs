@@ -16,6 +16,7 @@
 pub mod audio;
 pub mod bridge;
 pub mod codec;
+pub mod dtmf;
 pub mod g711;
 pub mod jitter;
 pub(crate) mod offer;
@@ -23,7 +24,9 @@ pub mod relay;
 pub mod repacketize;
 pub mod rewrite;
 pub mod rtp_leg;
+pub mod rtp_stats;
 pub mod sdp;
+pub mod transcode;
 pub mod webrtc_leg;
 
 use codec::AudioCodec;
