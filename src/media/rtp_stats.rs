@@ -199,11 +199,9 @@ impl ReceiveStats {
         self.expected_prior = snap.expected;
         self.received_prior = snap.received;
         let lost_interval = expected_interval.saturating_sub(received_interval);
-        let fraction_lost = if expected_interval == 0 {
-            0
-        } else {
-            ((lost_interval << 8) / expected_interval).min(255) as u8
-        };
+        let fraction_lost = (lost_interval << 8)
+            .checked_div(expected_interval)
+            .map_or(0, |f| f.min(255) as u8);
         Some(ReportBlock {
             ssrc,
             fraction_lost,
