@@ -25,6 +25,7 @@ pub mod negotiate;
 pub(crate) mod offer;
 pub mod pipeline;
 pub mod quality;
+pub mod recording;
 pub mod relay;
 pub mod repacketize;
 pub mod rewrite;
@@ -69,6 +70,9 @@ pub enum MediaError {
     /// A codec could not be created or configured.
     #[error("codec: {0}")]
     Codec(String),
+    /// The call recording could not be written.
+    #[error("recording: {0}")]
+    Recording(String),
 }
 
 impl MediaError {
@@ -80,7 +84,8 @@ impl MediaError {
             MediaError::NoPorts(..)
             | MediaError::WebRtc(_)
             | MediaError::Io(_)
-            | MediaError::Codec(_) => ErrorSide::Internal,
+            | MediaError::Codec(_)
+            | MediaError::Recording(_) => ErrorSide::Internal,
         }
     }
 }
