@@ -23,6 +23,8 @@ pub struct LegQuality {
     pub loss_pct: f64,
     /// Round-trip time, ms, when measured.
     pub rtt_ms: Option<f64>,
+    /// Loss the other side reports for the stream we send it, percent (RTCP), if known.
+    pub remote_loss_pct: Option<f64>,
     /// E-model MOS (1..=4.5).
     pub mos: f64,
     /// Packets received in total.
@@ -57,6 +59,8 @@ pub struct LegMeasure {
     pub rtt: Option<Duration>,
     /// Our jitter-buffer delay on this leg's incoming stream (zero when relaying).
     pub buffer_delay: Duration,
+    /// Loss ratio the other side reports for our stream, if known.
+    pub remote_loss: Option<f64>,
 }
 
 impl LegMeasure {
@@ -90,6 +94,7 @@ fn leg_quality(m: &LegMeasure) -> LegQuality {
         jitter_ms: round2(m.now.jitter.as_secs_f64() * 1000.0),
         loss_pct: round2(m.loss() * 100.0),
         rtt_ms: m.rtt.map(|r| round2(r.as_secs_f64() * 1000.0)),
+        remote_loss_pct: m.remote_loss.map(|l| round2(l * 100.0)),
         mos: round2(mos),
         packets_received: m.now.received,
         packets_lost: m.now.lost(),
@@ -132,6 +137,10 @@ pub fn report(browser: &LegMeasure, sip: &LegMeasure, transcoding: bool) -> Qual
             jitter_ms: b.jitter_ms.max(s.jitter_ms),
             loss_pct: round2(loss * 100.0),
             rtt_ms,
+            remote_loss_pct: match (b.remote_loss_pct, s.remote_loss_pct) {
+                (None, None) => None,
+                (x, y) => Some(x.unwrap_or(0.0).max(y.unwrap_or(0.0))),
+            },
             mos: round2(mos),
             packets_received: b.packets_received + s.packets_received,
             packets_lost: b.packets_lost + s.packets_lost,
@@ -156,6 +165,7 @@ mod tests {
             before: ReceiveSnapshot::default(),
             rtt: rtt_ms.map(Duration::from_millis),
             buffer_delay: Duration::ZERO,
+            remote_loss: None,
         }
     }
 

@@ -46,6 +46,11 @@ impl Direction {
     pub fn peer_receives(self) -> bool {
         matches!(self, Direction::SendRecv | Direction::RecvOnly)
     }
+
+    /// Whether the SDP's author sends media to us.
+    pub fn peer_sends(self) -> bool {
+        matches!(self, Direction::SendRecv | Direction::SendOnly)
+    }
 }
 
 /// What the SIP peer's SDP says about where and how to send audio.
