@@ -328,10 +328,10 @@ async fn child(opus_only: bool, n: usize) {
                     };
                 }
             });
-        } else if let Some(c) = v.get("cand") {
-            if let Ok(Some(c)) = serde_json::from_value::<Option<IceCandidate>>(c.clone()) {
-                b.add_remote_candidate(c).await;
-            }
+        } else if let Some(c) = v.get("cand")
+            && let Ok(Some(c)) = serde_json::from_value::<Option<IceCandidate>>(c.clone())
+        {
+            b.add_remote_candidate(c).await;
         }
     }
 }
