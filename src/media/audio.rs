@@ -44,7 +44,9 @@ pub struct OpusSettings {
 impl Default for OpusSettings {
     fn default() -> Self {
         OpusSettings {
-            complexity: 5,
+            // SILK at complexity 0-1 costs ~14 µs per 20 ms frame here, 2 already ~30 µs and
+            // 5 ~40 µs (docs/benchmarks.md); speech quality differs little at 8 kHz.
+            complexity: 1,
             bitrate: 24_000,
             fec: true,
             expected_loss_pct: 10,

@@ -176,8 +176,10 @@ impl PeerConnectionEventHandler for LegHandler {
     }
 }
 
-/// `a=fmtp` of the Opus we answer: 10 ms packets allowed, in-band FEC welcome.
-const OPUS_FMTP: &str = "minptime=10;useinbandfec=1";
+/// `a=fmtp` of the Opus we answer: 10 ms packets allowed, in-band FEC welcome, and no
+/// more than wideband (16 kHz): the SIP side is 8 kHz G.711 or at most wideband Opus,
+/// and a narrower signal is cheaper to decode and to send.
+const OPUS_FMTP: &str = "minptime=10;useinbandfec=1;maxplaybackrate=16000";
 
 /// The `webrtc` codec description of `codec`.
 fn rtp_codec(codec: AudioCodec) -> RTCRtpCodec {
