@@ -250,8 +250,18 @@ impl Encoder {
     /// Encodes one frame of `pcm` (for Opus: 2.5, 5, 10, 20, 40 or 60 ms) into a payload.
     pub fn encode(&mut self, pcm: &[i16], pool: &mut PayloadPool) -> Option<Bytes> {
         match &mut self.kind {
-            EncoderKind::Ulaw => Some(pool.collect(pcm.iter().map(|&s| g711::linear_to_ulaw(s)))),
-            EncoderKind::Alaw => Some(pool.collect(pcm.iter().map(|&s| g711::linear_to_alaw(s)))),
+            EncoderKind::Ulaw => pool.fill(pcm.len(), |buf| {
+                for (o, &s) in buf.iter_mut().zip(pcm) {
+                    *o = g711::linear_to_ulaw(s);
+                }
+                Some(pcm.len())
+            }),
+            EncoderKind::Alaw => pool.fill(pcm.len(), |buf| {
+                for (o, &s) in buf.iter_mut().zip(pcm) {
+                    *o = g711::linear_to_alaw(s);
+                }
+                Some(pcm.len())
+            }),
             EncoderKind::Opus(e) => pool.fill(OPUS_MAX_PACKET, |buf| e.encode(pcm, buf).ok()),
         }
     }
@@ -282,6 +292,16 @@ impl PayloadPool {
         if self.buf.capacity() - self.buf.len() < n {
             self.buf = BytesMut::with_capacity(POOL_BLOCK.max(n));
         }
+    }
+
+    /// A payload of `input` with every byte mapped through `f` (e.g. a G.711 law table).
+    pub fn map(&mut self, input: &[u8], f: impl Fn(u8) -> u8) -> Bytes {
+        self.reserve(input.len());
+        self.buf.resize(input.len(), 0);
+        for (o, &i) in self.buf.iter_mut().zip(input) {
+            *o = f(i);
+        }
+        self.buf.split().freeze()
     }
 
     /// A payload of the bytes produced by `bytes`.

@@ -167,12 +167,8 @@ impl Relay {
                 conversion(codec, self.output.codec).ok_or(Dropped::NotNegotiatedOnOutput(pt))?;
             let payload = match conv {
                 Conversion::None => packet.payload,
-                Conversion::UlawToAlaw => self
-                    .pool
-                    .collect(packet.payload.iter().map(|&c| g711::ulaw_to_alaw(c))),
-                Conversion::AlawToUlaw => self
-                    .pool
-                    .collect(packet.payload.iter().map(|&c| g711::alaw_to_ulaw(c))),
+                Conversion::UlawToAlaw => self.pool.map(&packet.payload, g711::ulaw_to_alaw),
+                Conversion::AlawToUlaw => self.pool.map(&packet.payload, g711::alaw_to_ulaw),
             };
             (self.output.payload_type, payload)
         };
