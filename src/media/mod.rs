@@ -1,17 +1,22 @@
 //! Media plane: the WebRTC leg toward the browser, the plain RTP leg toward the SIP
-//! peer, and the bridge that relays audio between them.
+//! peer, and the bridge that relays or transcodes audio between them.
 //!
 //! I/O contract: the call module creates one [`webrtc_leg::WebRtcLeg`] and one
 //! [`rtp_leg::RtpLeg`] per call, hands their SDPs to signaling and SIP, and then
-//! starts a [`bridge::Bridge`] that owns both packet streams until the call ends.
+//! starts a [`bridge::Bridge`] that owns both packet streams until the call ends and
+//! reports through [`bridge::MediaEvent`]s and a final [`bridge::BridgeReport`].
 //!
 //! ```text
-//! browser ──SRTP──> WebRtcLeg track ──> Relay (pt map, G.711 law, RtpRewriter) ──> RtpLeg socket ──> SIP peer
-//! browser <──SRTP── WebRtcLeg track <── Relay (pt map, G.711 law, RtpRewriter) <── RtpLeg socket <── SIP peer
+//! browser ──SRTP──> WebRtcLeg ──> Pipeline: relay (pt map, G.711 law, RtpRewriter)     ──> RtpLeg ──> SIP peer
+//!                                        or jitter buffer → decode → repacketise → encode
+//! browser <──SRTP── WebRtcLeg <── Pipeline <── latch, RTCP (SR/RR, RTT) <────────────── RtpLeg <── SIP peer
 //! ```
 //!
-//! Sans-IO parts (no clock, no sockets): [`sdp`], `offer`, [`rewrite`], [`relay`],
-//! [`g711`]. Runtime parts: [`webrtc_leg`], [`rtp_leg`], [`bridge`].
+//! Sans-IO parts (no clock, no sockets; `now` is an argument): [`sdp`], `offer`,
+//! [`negotiate`], [`rewrite`], [`relay`], [`g711`], [`audio`], [`jitter`],
+//! [`repacketize`], [`transcode`], [`pipeline`], [`dtmf`], [`rtp_stats`], [`rtcp`],
+//! [`latch`], [`emodel`], [`quality`], [`recording::mixer`]. Runtime parts:
+//! [`webrtc_leg`], [`rtp_leg`], [`bridge`], [`recording`].
 
 pub mod audio;
 pub mod bridge;
