@@ -1,26 +1,44 @@
 //! Media plane: the WebRTC leg toward the browser, the plain RTP leg toward the SIP
-//! peer, and the bridge that relays audio between them.
+//! peer, and the bridge that relays or transcodes audio between them.
 //!
 //! I/O contract: the call module creates one [`webrtc_leg::WebRtcLeg`] and one
 //! [`rtp_leg::RtpLeg`] per call, hands their SDPs to signaling and SIP, and then
-//! starts a [`bridge::Bridge`] that owns both packet streams until the call ends.
+//! starts a [`bridge::Bridge`] that owns both packet streams until the call ends and
+//! reports through [`bridge::MediaEvent`]s and a final [`bridge::BridgeReport`].
 //!
 //! ```text
-//! browser ──SRTP──> WebRtcLeg track ──> Relay (pt map, G.711 law, RtpRewriter) ──> RtpLeg socket ──> SIP peer
-//! browser <──SRTP── WebRtcLeg track <── Relay (pt map, G.711 law, RtpRewriter) <── RtpLeg socket <── SIP peer
+//! browser ──SRTP──> WebRtcLeg ──> Pipeline: relay (pt map, G.711 law, RtpRewriter)     ──> RtpLeg ──> SIP peer
+//!                                        or jitter buffer → decode → repacketise → encode
+//! browser <──SRTP── WebRtcLeg <── Pipeline <── latch, RTCP (SR/RR, RTT) <────────────── RtpLeg <── SIP peer
 //! ```
 //!
-//! Sans-IO parts (no clock, no sockets): [`sdp`], `offer`, [`rewrite`], [`relay`],
-//! [`g711`]. Runtime parts: [`webrtc_leg`], [`rtp_leg`], [`bridge`].
+//! Sans-IO parts (no clock, no sockets; `now` is an argument): [`sdp`], `offer`,
+//! [`negotiate`], [`rewrite`], [`relay`], [`g711`], [`audio`], [`jitter`],
+//! [`repacketize`], [`transcode`], [`pipeline`], [`dtmf`], [`rtp_stats`], [`rtcp`],
+//! [`latch`], [`emodel`], [`quality`], [`recording::mixer`]. Runtime parts:
+//! [`webrtc_leg`], [`rtp_leg`], [`bridge`], [`recording`].
 
+pub mod audio;
 pub mod bridge;
 pub mod codec;
+pub mod dtmf;
+pub mod emodel;
 pub mod g711;
+pub mod jitter;
+pub mod latch;
+pub mod negotiate;
 pub(crate) mod offer;
+pub mod pipeline;
+pub mod quality;
+pub mod recording;
 pub mod relay;
+pub mod repacketize;
 pub mod rewrite;
+pub mod rtcp;
 pub mod rtp_leg;
+pub mod rtp_stats;
 pub mod sdp;
+pub mod transcode;
 pub mod webrtc_leg;
 
 use codec::AudioCodec;
@@ -54,6 +72,12 @@ pub enum MediaError {
     /// A socket error.
     #[error("media socket: {0}")]
     Io(#[from] std::io::Error),
+    /// A codec could not be created or configured.
+    #[error("codec: {0}")]
+    Codec(String),
+    /// The call recording could not be written.
+    #[error("recording: {0}")]
+    Recording(String),
 }
 
 impl MediaError {
@@ -62,9 +86,11 @@ impl MediaError {
         match self {
             MediaError::BadOffer(_) | MediaError::BadCandidate(_) => ErrorSide::Browser,
             MediaError::BadRemoteSdp(_) | MediaError::CodecMismatch { .. } => ErrorSide::SipPeer,
-            MediaError::NoPorts(..) | MediaError::WebRtc(_) | MediaError::Io(_) => {
-                ErrorSide::Internal
-            }
+            MediaError::NoPorts(..)
+            | MediaError::WebRtc(_)
+            | MediaError::Io(_)
+            | MediaError::Codec(_)
+            | MediaError::Recording(_) => ErrorSide::Internal,
         }
     }
 }

@@ -7,10 +7,10 @@
 
 use std::time::Instant;
 
-use bytes::Bytes;
 use rtc::rtp;
 
 use super::MediaError;
+use super::audio::PayloadPool;
 use super::codec::{AudioCodec, PayloadFormat};
 use super::g711;
 use super::rewrite::RtpRewriter;
@@ -65,6 +65,8 @@ pub struct Relay {
     output: PayloadFormat,
     /// Keeps our SSRC, sequence and timestamp continuous.
     rewriter: RtpRewriter,
+    /// Buffers for converted payloads (no allocation per packet).
+    pool: PayloadPool,
 }
 
 impl Relay {
@@ -81,6 +83,7 @@ impl Relay {
             input,
             output,
             rewriter,
+            pool: PayloadPool::default(),
         })
     }
 
@@ -123,6 +126,16 @@ impl Relay {
         self.rewriter.resyncs()
     }
 
+    /// Hands the rewriter back (the pipeline is being rebuilt).
+    pub fn into_rewriter(self) -> RtpRewriter {
+        self.rewriter
+    }
+
+    /// Allocates an output packet of our own (RFC 4733 event) at `now`.
+    pub fn insert(&mut self, now: Instant) -> super::rewrite::Rewritten {
+        self.rewriter.insert(now)
+    }
+
     /// The audio codec carried by payload type `pt` on the input leg, if any.
     fn input_codec(&self, pt: u8) -> Option<AudioCodec> {
         if pt == self.input.payload_type {
@@ -154,8 +167,8 @@ impl Relay {
                 conversion(codec, self.output.codec).ok_or(Dropped::NotNegotiatedOnOutput(pt))?;
             let payload = match conv {
                 Conversion::None => packet.payload,
-                Conversion::UlawToAlaw => convert(&packet.payload, g711::ulaw_frame_to_alaw),
-                Conversion::AlawToUlaw => convert(&packet.payload, g711::alaw_frame_to_ulaw),
+                Conversion::UlawToAlaw => self.pool.map(&packet.payload, g711::ulaw_to_alaw),
+                Conversion::AlawToUlaw => self.pool.map(&packet.payload, g711::alaw_to_ulaw),
             };
             (self.output.payload_type, payload)
         };
@@ -178,16 +191,10 @@ impl Relay {
     }
 }
 
-/// Runs a frame conversion into a fresh buffer.
-fn convert(input: &[u8], f: fn(&[u8], &mut Vec<u8>)) -> Bytes {
-    let mut out = Vec::with_capacity(input.len());
-    f(input, &mut out);
-    Bytes::from(out)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bytes::Bytes;
 
     const BROWSER: PayloadFormat = PayloadFormat {
         codec: AudioCodec::Pcmu,

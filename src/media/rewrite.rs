@@ -108,6 +108,42 @@ impl RtpRewriter {
         self.resyncs
     }
 
+    /// Changes the output clock and packet duration (the output codec changed).
+    pub fn set_clock(&mut self, clock_rate: u32, frame_ticks: u32) {
+        self.clock_rate = clock_rate;
+        self.frame_ticks = frame_ticks;
+    }
+
+    /// Allocates the next output sequence number for a packet we generate ourselves (an
+    /// RFC 4733 event) and the output timestamp that corresponds to `now`. Later source
+    /// packets are shifted by one so the output sequence stays gap-free.
+    pub fn insert(&mut self, now: Instant) -> Rewritten {
+        let clock_rate = self.clock_rate;
+        let Some(seg) = self.segment.as_mut() else {
+            let out = Rewritten {
+                ssrc: self.ssrc,
+                sequence_number: self.initial_seq,
+                timestamp: self.initial_ts,
+                marker: false,
+            };
+            self.initial_seq = self.initial_seq.wrapping_add(1);
+            return out;
+        };
+        let elapsed = now.saturating_duration_since(seg.max_arrival);
+        let ticks = (elapsed.as_micros() * u128::from(clock_rate) / 1_000_000)
+            .min(u128::from(u32::MAX / 2)) as u32;
+        seg.seq_offset = seg.seq_offset.wrapping_add(1);
+        Rewritten {
+            ssrc: self.ssrc,
+            sequence_number: seg.max_src_seq.wrapping_add(seg.seq_offset),
+            timestamp: seg
+                .max_src_ts
+                .wrapping_add(seg.ts_offset)
+                .wrapping_add(ticks),
+            marker: false,
+        }
+    }
+
     /// Maps one packet from the source (`src_ssrc`, `src_seq`, `src_ts`) that arrived at `now`.
     pub fn rewrite(&mut self, now: Instant, src_ssrc: u32, src_seq: u16, src_ts: u32) -> Rewritten {
         let Some(seg) = self.segment.as_mut() else {
@@ -367,6 +403,24 @@ mod tests {
         // The late packet did not move the segment's high-water mark back.
         let d = r.rewrite(t + ms * 5, 42, 14, 640);
         assert_eq!(d.sequence_number, a.sequence_number + 4);
+    }
+
+    #[test]
+    fn inserted_packets_take_the_next_sequence_number() {
+        let mut r = rw();
+        let t = Instant::now();
+        let ms = Duration::from_millis(20);
+        let a = r.rewrite(t, 42, 10, 0);
+        let e = r.insert(t + ms / 2);
+        assert_eq!(e.sequence_number, a.sequence_number + 1);
+        assert_eq!(e.timestamp, a.timestamp + 80);
+        let b = r.rewrite(t + ms, 42, 11, 160);
+        assert_eq!(b.sequence_number, a.sequence_number + 2);
+        assert_eq!(b.timestamp, a.timestamp + 160);
+        assert_eq!(r.resyncs(), 0);
+        let mut fresh = rw();
+        assert_eq!(fresh.insert(t).sequence_number, 1000);
+        assert_eq!(fresh.rewrite(t, 1, 5, 5).sequence_number, 1001);
     }
 
     #[test]

@@ -46,6 +46,11 @@ impl Direction {
     pub fn peer_receives(self) -> bool {
         matches!(self, Direction::SendRecv | Direction::RecvOnly)
     }
+
+    /// Whether the SDP's author sends media to us.
+    pub fn peer_sends(self) -> bool {
+        matches!(self, Direction::SendRecv | Direction::SendOnly)
+    }
 }
 
 /// What the SIP peer's SDP says about where and how to send audio.
@@ -57,6 +62,13 @@ pub struct RemoteMedia {
     pub format: PayloadFormat,
     /// The peer's declared direction.
     pub direction: Direction,
+    /// The packet duration the peer asked for (`a=ptime`), ms.
+    pub ptime_ms: Option<u32>,
+    /// Where to send RTCP: the RTP address with `a=rtcp-mux`, the `a=rtcp` address, or
+    /// the RTP port + 1 (RFC 3550 §11).
+    pub rtcp_addr: SocketAddr,
+    /// Whether RTCP shares the RTP port (`a=rtcp-mux` in the answer, RFC 5761).
+    pub rtcp_mux: bool,
 }
 
 /// The payload type we offer for `codec`.
@@ -68,8 +80,10 @@ fn offer_payload_type(codec: AudioCodec) -> u8 {
 
 /// Builds an SDP offer for the SIP leg.
 ///
-/// One `m=audio` section with `codecs` in order, plus `telephone-event/8000` as
-/// payload type 101 (`0-16`), `a=ptime:20` and `a=sendrecv`. Lines end with CRLF.
+/// One `m=audio` section with `codecs` in order (Opus as `opus/48000/2`, payload type
+/// 96, with in-band FEC), plus `telephone-event/8000` as payload type 101 (`0-16`),
+/// `a=ptime:20`, `a=rtcp-mux` (RTCP goes to port + 1 unless the peer echoes it) and
+/// `a=sendrecv`. Lines end with CRLF.
 pub fn build_offer(ip: IpAddr, port: u16, session_id: u64, codecs: &[AudioCodec]) -> String {
     let family = if ip.is_ipv4() { "IP4" } else { "IP6" };
     let mut pts: Vec<u8> = codecs.iter().map(|&c| offer_payload_type(c)).collect();
@@ -88,7 +102,10 @@ pub fn build_offer(ip: IpAddr, port: u16, session_id: u64, codecs: &[AudioCodec]
         let pt = offer_payload_type(codec);
         match codec {
             AudioCodec::Opus => {
-                let _ = write!(sdp, "a=rtpmap:{pt} opus/48000/2\r\n");
+                let _ = write!(
+                    sdp,
+                    "a=rtpmap:{pt} opus/48000/2\r\na=fmtp:{pt} minptime=10;useinbandfec=1\r\n"
+                );
             }
             _ => {
                 let _ = write!(
@@ -102,7 +119,8 @@ pub fn build_offer(ip: IpAddr, port: u16, session_id: u64, codecs: &[AudioCodec]
     }
     let _ = write!(
         sdp,
-        "a=rtpmap:{dtmf} telephone-event/8000\r\na=fmtp:{dtmf} 0-16\r\na=ptime:20\r\na=sendrecv\r\n",
+        "a=rtpmap:{dtmf} telephone-event/8000\r\na=fmtp:{dtmf} 0-16\r\na=ptime:20\r\n\
+         a=rtcp-mux\r\na=sendrecv\r\n",
         dtmf = OFFER_DTMF_PAYLOAD_TYPE
     );
     sdp
@@ -146,6 +164,26 @@ struct AudioSection<'a> {
     connection: Option<IpAddr>,
     /// Media-level direction attribute.
     direction: Option<Direction>,
+    /// Media-level `a=ptime`.
+    ptime: Option<u32>,
+    /// `a=rtcp-mux` present.
+    rtcp_mux: bool,
+    /// `a=rtcp:<port> [IN IP4 <addr>]`.
+    rtcp: Option<(u16, Option<IpAddr>)>,
+}
+
+/// Parses an `a=rtcp` value (`<port> [IN IP4 <address>]`, RFC 3605).
+fn parse_rtcp_attribute(value: &str) -> Result<(u16, Option<IpAddr>), MediaError> {
+    let (port, rest) = value.trim().split_once(' ').unwrap_or((value.trim(), ""));
+    let port = port
+        .parse()
+        .map_err(|_| bad(format!("'a=rtcp:{value}': port '{port}' is not a number")))?;
+    let addr = if rest.trim().is_empty() {
+        None
+    } else {
+        Some(parse_connection(rest.trim())?)
+    };
+    Ok((port, addr))
 }
 
 /// Parses the `m=audio` value (`<port> <proto> <fmt>...`).
@@ -225,6 +263,7 @@ pub fn parse_answer(sdp: &str, offered: &[AudioCodec]) -> Result<RemoteMedia, Me
     }
     let mut session_connection = None;
     let mut session_direction = None;
+    let mut session_ptime = None;
     let mut audio: Option<AudioSection<'_>> = None;
     // Which section the current line belongs to.
     enum In {
@@ -274,7 +313,10 @@ pub fn parse_answer(sdp: &str, offered: &[AudioCodec]) -> Result<RemoteMedia, Me
                 }
             }
             ("a", In::Session) => {
-                session_direction = Direction::from_attribute(value).or(session_direction)
+                session_direction = Direction::from_attribute(value).or(session_direction);
+                if let Some(p) = value.strip_prefix("ptime:") {
+                    session_ptime = p.trim().parse().ok();
+                }
             }
             ("a", In::Audio) => {
                 let Some(a) = audio.as_mut() else { continue };
@@ -283,6 +325,12 @@ pub fn parse_answer(sdp: &str, offered: &[AudioCodec]) -> Result<RemoteMedia, Me
                 } else if let Some(map) = value.strip_prefix("rtpmap:") {
                     let (pt, name, rate) = parse_rtpmap(map)?;
                     a.rtpmap.insert(pt, (name, rate));
+                } else if let Some(p) = value.strip_prefix("ptime:") {
+                    a.ptime = p.trim().parse().ok();
+                } else if value == "rtcp-mux" {
+                    a.rtcp_mux = true;
+                } else if let Some(r) = value.strip_prefix("rtcp:") {
+                    a.rtcp = Some(parse_rtcp_attribute(r)?);
                 }
             }
             _ => {}
@@ -341,8 +389,20 @@ pub fn parse_answer(sdp: &str, offered: &[AudioCodec]) -> Result<RemoteMedia, Me
             .unwrap_or(Direction::SendRecv)
     };
 
+    let addr = SocketAddr::new(ip, audio.port);
+    let rtcp_addr = match audio.rtcp {
+        _ if audio.rtcp_mux => addr,
+        Some((port, rtcp_ip)) => SocketAddr::new(rtcp_ip.unwrap_or(ip), port),
+        None => SocketAddr::new(ip, audio.port.saturating_add(1)),
+    };
     Ok(RemoteMedia {
-        addr: SocketAddr::new(ip, audio.port),
+        addr,
+        rtcp_addr,
+        rtcp_mux: audio.rtcp_mux,
+        ptime_ms: audio
+            .ptime
+            .or(session_ptime)
+            .filter(|p| (5..=200).contains(p)),
         format: PayloadFormat {
             codec,
             payload_type,

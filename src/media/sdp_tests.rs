@@ -255,3 +255,60 @@ fn malformed_inputs_name_the_problem() {
         assert!(e.starts_with("SIP peer SDP rejected"), "{e}");
     }
 }
+
+#[test]
+fn ptime_rtcp_mux_and_rtcp_attribute() {
+    let sdp =
+        answer("c=IN IP4 192.0.2.1\r\nm=audio 4000 RTP/AVP 0\r\na=ptime:30\r\na=rtcp-mux\r\n");
+    let r = parse_answer(&sdp, &G711).unwrap();
+    assert_eq!(r.ptime_ms, Some(30));
+    assert!(r.rtcp_mux);
+    assert_eq!(r.rtcp_addr, sa("192.0.2.1:4000"));
+
+    let sdp = answer("c=IN IP4 192.0.2.1\r\na=ptime:10\r\nm=audio 4000 RTP/AVP 0\r\n");
+    let r = parse_answer(&sdp, &G711).unwrap();
+    assert_eq!(r.ptime_ms, Some(10), "session-level ptime");
+    assert!(!r.rtcp_mux);
+    assert_eq!(r.rtcp_addr, sa("192.0.2.1:4001"), "RTP port + 1 by default");
+
+    let sdp =
+        answer("c=IN IP4 192.0.2.1\r\nm=audio 4000 RTP/AVP 0\r\na=rtcp:5009 IN IP4 192.0.2.7\r\n");
+    let r = parse_answer(&sdp, &G711).unwrap();
+    assert_eq!(r.rtcp_addr, sa("192.0.2.7:5009"));
+    assert_eq!(r.ptime_ms, None);
+
+    let sdp = answer("c=IN IP4 192.0.2.1\r\nm=audio 4000 RTP/AVP 0\r\na=rtcp:x\r\n");
+    assert!(err_of(&sdp).contains("a=rtcp:x"));
+}
+
+#[test]
+fn opus_offer_and_answer() {
+    let codecs = [AudioCodec::Opus, AudioCodec::Pcmu, AudioCodec::Pcma];
+    let sdp = build_offer(IpAddr::V4(Ipv4Addr::LOCALHOST), 30_000, 1, &codecs);
+    assert!(
+        sdp.contains("m=audio 30000 RTP/AVP 96 0 8 101\r\n"),
+        "{sdp}"
+    );
+    assert!(sdp.contains("a=fmtp:96 minptime=10;useinbandfec=1\r\n"));
+    assert!(sdp.contains("a=rtcp-mux\r\n"));
+    // A trunk that answers Opus at its own payload type.
+    let ans = answer(
+        "c=IN IP4 192.0.2.1\r\nm=audio 4000 RTP/AVP 107 101\r\na=rtpmap:107 opus/48000/2\r\n\
+         a=rtpmap:101 telephone-event/8000\r\n",
+    );
+    let r = parse_answer(&ans, &codecs).unwrap();
+    assert_eq!(
+        r.format,
+        PayloadFormat {
+            codec: AudioCodec::Opus,
+            payload_type: 107,
+            dtmf_payload_type: Some(101)
+        }
+    );
+    // The same trunk answering PCMU only: G.711 wins.
+    let ans = answer("c=IN IP4 192.0.2.1\r\nm=audio 4000 RTP/AVP 0\r\n");
+    assert_eq!(
+        parse_answer(&ans, &codecs).unwrap().format.codec,
+        AudioCodec::Pcmu
+    );
+}

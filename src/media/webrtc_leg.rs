@@ -2,8 +2,9 @@
 //! candidates both ways and exposes the audio track as RTP packet streams.
 //!
 //! I/O contract: [`WebRtcLeg::answer`] builds one peer connection (its own UDP socket
-//! on `bind_ip`, no STUN/TURN servers), answers with exactly one G.711 codec plus
-//! `telephone-event/8000`, and from then on reports through the `events` channel:
+//! on `bind_ip`, no STUN/TURN servers), answers with exactly one audio codec (the
+//! first of the configured preference list that the browser offers: PCMU, PCMA or
+//! Opus) plus `telephone-event/8000`, and from then on reports through the `events` channel:
 //! local candidates (with `public_ip` substituted for host candidates when set), the end
 //! of gathering, and `Connected`/`Failed`. The bridge reads the browser's track and
 //! writes ours through crate-internal handles.
@@ -14,7 +15,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use rtc::media_stream::MediaStreamTrack;
 use rtc::peer_connection::configuration::media_engine::{
-    MIME_TYPE_PCMA, MIME_TYPE_PCMU, MIME_TYPE_TELEPHONE_EVENT,
+    MIME_TYPE_OPUS, MIME_TYPE_PCMA, MIME_TYPE_PCMU, MIME_TYPE_TELEPHONE_EVENT,
 };
 use rtc::rtp_transceiver::rtp_sender::{
     RTCRtpCodec, RTCRtpCodecParameters, RTCRtpCodingParameters, RTCRtpEncodingParameters,
@@ -175,22 +176,32 @@ impl PeerConnectionEventHandler for LegHandler {
     }
 }
 
-/// The `webrtc` codec description of a G.711 codec.
-fn rtp_codec(codec: AudioCodec) -> Result<RTCRtpCodec, MediaError> {
-    let mime = match codec {
-        AudioCodec::Pcmu => MIME_TYPE_PCMU,
-        AudioCodec::Pcma => MIME_TYPE_PCMA,
-        AudioCodec::Opus => {
-            return Err(MediaError::BadOffer(
-                "Opus is not answered yet; offer PCMU or PCMA".into(),
-            ));
-        }
-    };
-    Ok(RTCRtpCodec {
-        mime_type: mime.to_owned(),
-        clock_rate: codec.clock_rate(),
-        ..Default::default()
-    })
+/// `a=fmtp` of the Opus we answer: 10 ms packets allowed, in-band FEC welcome, and no
+/// more than wideband (16 kHz): the SIP side is 8 kHz G.711 or at most wideband Opus,
+/// and a narrower signal is cheaper to decode and to send.
+const OPUS_FMTP: &str = "minptime=10;useinbandfec=1;maxplaybackrate=16000";
+
+/// The `webrtc` codec description of `codec`.
+fn rtp_codec(codec: AudioCodec) -> RTCRtpCodec {
+    match codec {
+        AudioCodec::Pcmu | AudioCodec::Pcma => RTCRtpCodec {
+            mime_type: if codec == AudioCodec::Pcmu {
+                MIME_TYPE_PCMU
+            } else {
+                MIME_TYPE_PCMA
+            }
+            .to_owned(),
+            clock_rate: codec.clock_rate(),
+            ..Default::default()
+        },
+        AudioCodec::Opus => RTCRtpCodec {
+            mime_type: MIME_TYPE_OPUS.to_owned(),
+            clock_rate: codec.clock_rate(),
+            channels: 2,
+            sdp_fmtp_line: OPUS_FMTP.to_owned(),
+            ..Default::default()
+        },
+    }
 }
 
 /// A media engine holding exactly the chosen codec and telephone-event, at the offer's types.
@@ -207,7 +218,7 @@ fn media_engine(format: &PayloadFormat) -> Result<MediaEngine, MediaError> {
             )
             .map_err(|e| MediaError::WebRtc(format!("register codec: {e}")))
     };
-    register(rtp_codec(format.codec)?, format.payload_type)?;
+    register(rtp_codec(format.codec), format.payload_type)?;
     if let Some(pt) = format.dtmf_payload_type {
         let te = RTCRtpCodec {
             mime_type: MIME_TYPE_TELEPHONE_EVENT.to_owned(),
@@ -397,13 +408,16 @@ mod tests {
     use super::*;
 
     #[test]
-    fn media_engine_refuses_opus() {
-        let f = PayloadFormat {
-            codec: AudioCodec::Opus,
-            payload_type: 111,
-            dtmf_payload_type: None,
-        };
-        assert!(matches!(media_engine(&f), Err(MediaError::BadOffer(_))));
+    fn media_engine_takes_every_codec() {
+        for codec in [AudioCodec::Pcmu, AudioCodec::Pcma, AudioCodec::Opus] {
+            let f = PayloadFormat {
+                codec,
+                payload_type: 111,
+                dtmf_payload_type: Some(126),
+            };
+            assert!(media_engine(&f).is_ok(), "{codec}");
+        }
+        assert_eq!(rtp_codec(AudioCodec::Opus).channels, 2);
     }
 
     #[tokio::test]

@@ -1,7 +1,13 @@
 //! A test "browser": a `webrtc` peer connection that offers audio the way a browser
-//! does (PCMU, PCMA, telephone-event, optionally Opus first), gathers only on
-//! 127.0.0.1 with no STUN server, trickles its candidates through a channel, sends
-//! recognisable 20 ms PCMU tone frames and records every RTP packet it receives.
+//! does (PCMU, PCMA, telephone-event, optionally Opus first, or Opus only), gathers only
+//! on 127.0.0.1 with no STUN server, trickles its candidates through a channel, sends
+//! recognisable 20 ms PCMU tone frames or an Opus-encoded sine, sends RFC 4733 events,
+//! and records every RTP packet it receives (and decodes them for tone checks).
+//!
+//! Also here, for media-level tests without SIP: [`RtpEchoPeer`], a stand-in for the SIP
+//! peer's media (SIPp `-rtp_echo`-like) that can answer RTCP, send from another port
+//! (NAT), restart its stream or fall silent; and [`tone_to_noise`], a Goertzel check
+//! that a signal is dominated by one frequency.
 //!
 //! ```ignore
 //! let browser = Browser::new(BrowserOptions::default()).await;
@@ -13,6 +19,7 @@
 //! let got = browser.received();
 //! ```
 
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU16, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -29,6 +36,7 @@ use rtc::rtp_transceiver::rtp_sender::{
     RTCRtpCodec, RTCRtpCodecParameters, RTCRtpCodingParameters, RTCRtpEncodingParameters,
     RtpCodecKind,
 };
+use rtc::shared::marshal::Unmarshal;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use webrtc::media_stream::track_local::TrackLocal;
@@ -42,6 +50,8 @@ use webrtc::peer_connection::{
 
 /// PCMU payload type (static).
 pub const PT_PCMU: u8 = 0;
+/// Opus payload type of the test browser.
+pub const PT_OPUS: u8 = 111;
 /// Samples in one 20 ms G.711 frame.
 pub const FRAME_SAMPLES: usize = 160;
 /// Bytes at the start of a tone frame that carry the frame number.
@@ -52,6 +62,8 @@ const COUNTER_BYTES: usize = 4;
 pub struct BrowserOptions {
     /// Offer Opus (pt 111) before the G.711 codecs, as Chrome does.
     pub offer_opus: bool,
+    /// Offer PCMU (pt 0).
+    pub offer_pcmu: bool,
     /// Offer PCMA (pt 8) after PCMU.
     pub offer_pcma: bool,
     /// Payload type of `telephone-event/8000` (Chrome uses 126).
@@ -62,7 +74,20 @@ impl Default for BrowserOptions {
     fn default() -> Self {
         BrowserOptions {
             offer_opus: true,
+            offer_pcmu: true,
             offer_pcma: true,
+            dtmf_payload_type: 126,
+        }
+    }
+}
+
+impl BrowserOptions {
+    /// A client that offers only Opus (and telephone-event).
+    pub fn opus_only() -> Self {
+        BrowserOptions {
+            offer_opus: true,
+            offer_pcmu: false,
+            offer_pcma: false,
             dtmf_payload_type: 126,
         }
     }
@@ -185,10 +210,12 @@ impl Browser {
         if options.offer_opus {
             reg(
                 codec(MIME_TYPE_OPUS, 48000, 2, "minptime=10;useinbandfec=1"),
-                111,
+                PT_OPUS,
             );
         }
-        reg(codec(MIME_TYPE_PCMU, 8000, 0, ""), PT_PCMU);
+        if options.offer_pcmu {
+            reg(codec(MIME_TYPE_PCMU, 8000, 0, ""), PT_PCMU);
+        }
         if options.offer_pcma {
             reg(codec(MIME_TYPE_PCMA, 8000, 0, ""), 8);
         }
@@ -358,6 +385,120 @@ impl Browser {
         })
     }
 
+    /// Sends `frames` 20 ms Opus frames of a `freq` Hz sine (48 kHz mono encoder, as a
+    /// browser does) at 50 packets/s; the task returns how many were sent.
+    pub fn start_sending_opus_tone(self: &Arc<Self>, frames: u32, freq: f64) -> JoinHandle<u32> {
+        let me = self.clone();
+        tokio::spawn(async move {
+            let mut enc = opus::Encoder::new(48_000, opus::Channels::Mono, opus::Application::Voip)
+                .expect("opus encoder");
+            enc.set_inband_fec(true).expect("fec");
+            let mut tick = tokio::time::interval(Duration::from_millis(20));
+            let mut sent = 0;
+            for n in 0..frames {
+                tick.tick().await;
+                let pcm: Vec<i16> = (0..960)
+                    .map(|i| {
+                        let t = f64::from(n * 960 + i) / 48_000.0;
+                        (8000.0 * (2.0 * std::f64::consts::PI * freq * t).sin()) as i16
+                    })
+                    .collect();
+                let payload = enc.encode_vec(&pcm, 1500).expect("encode");
+                if me
+                    .send_rtp(PT_OPUS, n == 0, 960, Bytes::from(payload))
+                    .await
+                {
+                    sent += 1;
+                }
+            }
+            sent
+        })
+    }
+
+    /// Sends `frames` 20 ms PCMU frames of a `freq` Hz sine (no frame counter) at 50
+    /// packets/s; the task returns how many were sent.
+    pub fn start_sending_pcmu_sine(self: &Arc<Self>, frames: u32, freq: f64) -> JoinHandle<u32> {
+        let me = self.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_millis(20));
+            let mut sent = 0;
+            for n in 0..frames {
+                tick.tick().await;
+                let payload: Vec<u8> = (0..FRAME_SAMPLES as u32)
+                    .map(|i| {
+                        let t = f64::from(n * FRAME_SAMPLES as u32 + i) / 8000.0;
+                        g711::linear_to_ulaw(
+                            (8000.0 * (2.0 * std::f64::consts::PI * freq * t).sin()) as i16,
+                        )
+                    })
+                    .collect();
+                if me
+                    .send_rtp(PT_PCMU, n == 0, FRAME_SAMPLES as u32, Bytes::from(payload))
+                    .await
+                {
+                    sent += 1;
+                }
+            }
+            sent
+        })
+    }
+
+    /// Sends one RFC 4733 event (`event` 0-15) as three packets, 20 ms apart, the last
+    /// with the end bit, all with the same timestamp (the stream's clock does not move).
+    pub async fn send_dtmf_event(&self, event: u8) {
+        let pt = self.options.dtmf_payload_type;
+        for (i, end) in [(0u16, false), (1, false), (2, true)] {
+            let dur = (i + 1) * 160;
+            let payload = [
+                event,
+                if end { 0x80 } else { 0 } | 10,
+                (dur >> 8) as u8,
+                dur as u8,
+            ];
+            assert!(
+                self.send_rtp(pt, i == 0, 0, Bytes::copy_from_slice(&payload))
+                    .await
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// The audio received so far, decoded in sequence order: (sample rate, samples).
+    /// Opus (pt 111) decodes at 48 kHz, PCMU at 8 kHz; other payload types are skipped.
+    pub fn received_pcm(&self) -> (u32, Vec<f64>) {
+        let mut packets: Vec<ReceivedPacket> = self
+            .received()
+            .into_iter()
+            .filter(|p| p.payload_type == PT_OPUS || p.payload_type == PT_PCMU)
+            .collect();
+        // Sequence order, wrap-aware relative to the first packet.
+        if let Some(first) = packets.first().map(|p| p.sequence_number) {
+            packets.sort_by_key(|p| p.sequence_number.wrapping_sub(first));
+        }
+        let opus = packets.first().is_some_and(|p| p.payload_type == PT_OPUS);
+        if opus {
+            let mut dec = opus::Decoder::new(48_000, opus::Channels::Mono).expect("decoder");
+            let mut buf = vec![0i16; 5760];
+            let mut out = Vec::new();
+            for p in packets.iter().filter(|p| p.payload_type == PT_OPUS) {
+                if let Ok(n) = dec.decode(&p.payload, &mut buf, false) {
+                    out.extend(buf[..n].iter().map(|&s| f64::from(s)));
+                }
+            }
+            (48_000, out)
+        } else {
+            let out = packets
+                .iter()
+                .flat_map(|p| {
+                    p.payload
+                        .iter()
+                        .map(|&c| f64::from(g711::ulaw_to_linear(c)))
+                })
+                .collect();
+            (8000, out)
+        }
+    }
+
     /// Every RTP packet received so far, in arrival order.
     pub fn received(&self) -> Vec<ReceivedPacket> {
         self.received.lock().unwrap().clone()
@@ -406,4 +547,233 @@ pub fn frame_number(payload: &[u8]) -> Option<u32> {
     payload[..COUNTER_BYTES].iter().try_fold(0u32, |acc, &b| {
         (b & 0xF0 == 0x80).then_some((acc << 4) | u32::from(b & 0x0F))
     })
+}
+
+/// Goertzel power of `freq` in `x` sampled at `rate`.
+pub fn goertzel(x: &[f64], rate: f64, freq: f64) -> f64 {
+    let w = 2.0 * std::f64::consts::PI * freq / rate;
+    let c = 2.0 * w.cos();
+    let (mut s1, mut s2) = (0.0, 0.0);
+    for &v in x {
+        let s = v + c * s1 - s2;
+        s2 = s1;
+        s1 = s;
+    }
+    s1 * s1 + s2 * s2 - c * s1 * s2
+}
+
+/// How much stronger `freq` is than the strongest of a set of other frequencies across
+/// the telephone band (300-3400 Hz, none within 150 Hz of `freq` or its harmonics).
+pub fn tone_to_noise(x: &[f64], rate: f64, freq: f64) -> f64 {
+    let target = goertzel(x, rate, freq);
+    let others = (0..32)
+        .map(|k| 300.0 + 100.0 * f64::from(k))
+        .filter(|f| {
+            let k = (f / freq).round().max(1.0);
+            (f - k * freq).abs() > 150.0
+        })
+        .map(|f| goertzel(x, rate, f))
+        .fold(0.0f64, f64::max);
+    target / others.max(1e-9)
+}
+
+/// One RTP packet as the [`RtpEchoPeer`] saw it.
+#[derive(Debug, Clone)]
+pub struct SeenPacket {
+    /// Which of the peer's sockets got it (0: the SDP address, 1: the alternate).
+    pub socket: usize,
+    /// Payload type.
+    pub payload_type: u8,
+    /// SSRC.
+    pub ssrc: u32,
+    /// Sequence number.
+    pub sequence_number: u16,
+    /// Timestamp.
+    pub timestamp: u32,
+    /// Marker bit.
+    pub marker: bool,
+    /// Payload.
+    pub payload: Bytes,
+}
+
+/// How the [`RtpEchoPeer`] behaves.
+#[derive(Debug, Clone, Default)]
+pub struct PeerOptions {
+    /// Echo from a second socket (its media really comes from elsewhere than its SDP).
+    pub send_from_other_port: bool,
+    /// Stop echoing (and answering RTCP) after this many packets.
+    pub silent_after: Option<usize>,
+    /// Answer our RTCP SRs with an RR on the RTCP port (SDP port + 1).
+    pub rtcp: bool,
+}
+
+/// A stand-in for the SIP peer's media: echoes every RTP packet to its source.
+pub struct RtpEchoPeer {
+    /// The SDP address (RTP).
+    pub addr: SocketAddr,
+    /// The alternate socket's address, when sending from another port.
+    pub alt_addr: Option<SocketAddr>,
+    seen: Arc<Mutex<Vec<SeenPacket>>>,
+    rtcp_seen: Arc<std::sync::atomic::AtomicUsize>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl RtpEchoPeer {
+    /// Binds on 127.0.0.1 (an even port with its RTCP port free when `rtcp`).
+    pub async fn start(options: PeerOptions) -> RtpEchoPeer {
+        use tokio::net::UdpSocket;
+        let (main, rtcp) = loop {
+            let s = UdpSocket::bind("127.0.0.1:0").await.expect("bind peer");
+            let port = s.local_addr().expect("addr").port();
+            if !options.rtcp {
+                break (s, None);
+            }
+            if port % 2 == 0
+                && let Ok(r) = UdpSocket::bind(("127.0.0.1", port + 1)).await
+            {
+                break (s, Some(r));
+            }
+        };
+        let main = Arc::new(main);
+        let addr = main.local_addr().expect("addr");
+        let alt = if options.send_from_other_port {
+            Some(Arc::new(
+                UdpSocket::bind("127.0.0.1:0").await.expect("bind alt"),
+            ))
+        } else {
+            None
+        };
+        let alt_addr = alt.as_ref().map(|a| a.local_addr().expect("addr"));
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let count = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let mut tasks = Vec::new();
+        let sockets: Vec<(usize, Arc<UdpSocket>)> = std::iter::once((0, main.clone()))
+            .chain(alt.iter().map(|a| (1, a.clone())))
+            .collect();
+        let reply_from = alt.clone().unwrap_or_else(|| main.clone());
+        for (index, socket) in sockets {
+            let seen = seen.clone();
+            let count = count.clone();
+            let reply_from = reply_from.clone();
+            let silent_after = options.silent_after;
+            tasks.push(tokio::spawn(async move {
+                let mut buf = [0u8; 1500];
+                while let Ok((n, from)) = socket.recv_from(&mut buf).await {
+                    let Ok(p) = rtp::Packet::unmarshal(&mut &buf[..n]) else {
+                        continue;
+                    };
+                    let h = &p.header;
+                    seen.lock().unwrap().push(SeenPacket {
+                        socket: index,
+                        payload_type: h.payload_type,
+                        ssrc: h.ssrc,
+                        sequence_number: h.sequence_number,
+                        timestamp: h.timestamp,
+                        marker: h.marker,
+                        payload: p.payload.clone(),
+                    });
+                    let k = count.fetch_add(1, Ordering::SeqCst) + 1;
+                    if silent_after.is_some_and(|s| k > s) {
+                        continue;
+                    }
+                    let _ = reply_from.send_to(&buf[..n], from).await;
+                }
+            }));
+        }
+        let rtcp_seen = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        if let Some(rtcp) = rtcp {
+            let rtcp_seen = rtcp_seen.clone();
+            let count = count.clone();
+            let silent_after = options.silent_after;
+            tasks.push(tokio::spawn(async move {
+                let mut buf = [0u8; 1500];
+                while let Ok((n, from)) = rtcp.recv_from(&mut buf).await {
+                    rtcp_seen.fetch_add(1, Ordering::SeqCst);
+                    if silent_after.is_some_and(|s| count.load(Ordering::SeqCst) > s) {
+                        continue;
+                    }
+                    if let Some(rr) = receiver_report_for(&buf[..n]) {
+                        let _ = rtcp.send_to(&rr, from).await;
+                    }
+                }
+            }));
+        }
+        RtpEchoPeer {
+            addr,
+            alt_addr,
+            seen,
+            rtcp_seen,
+            tasks,
+        }
+    }
+
+    /// The SDP answer a SIP peer at this address would send: `codec` plus
+    /// telephone-event 101, optionally with `a=ptime`.
+    pub fn answer_sdp(
+        &self,
+        codec: callbridge::media::codec::AudioCodec,
+        ptime: Option<u32>,
+    ) -> String {
+        let (pt, map) = match codec.static_payload_type() {
+            Some(pt) => (pt, format!("{}/8000", codec.encoding_name())),
+            None => (96, "opus/48000/2".to_owned()),
+        };
+        let ptime = ptime
+            .map(|p| format!("a=ptime:{p}\r\n"))
+            .unwrap_or_default();
+        format!(
+            "v=0\r\no=peer 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 {ip}\r\nt=0 0\r\n\
+             m=audio {port} RTP/AVP {pt} 101\r\na=rtpmap:{pt} {map}\r\n\
+             a=rtpmap:101 telephone-event/8000\r\na=fmtp:101 0-16\r\n{ptime}a=sendrecv\r\n",
+            ip = self.addr.ip(),
+            port = self.addr.port(),
+        )
+    }
+
+    /// Every RTP packet seen so far.
+    pub fn seen(&self) -> Vec<SeenPacket> {
+        self.seen.lock().unwrap().clone()
+    }
+
+    /// RTCP datagrams received on the RTCP port.
+    pub fn rtcp_received(&self) -> usize {
+        self.rtcp_seen.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for RtpEchoPeer {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+/// An RR answering the SR in `datagram` right away (LSR from it, DLSR 0).
+fn receiver_report_for(datagram: &[u8]) -> Option<Vec<u8>> {
+    use rtc::rtcp::receiver_report::ReceiverReport;
+    use rtc::rtcp::reception_report::ReceptionReport;
+    use rtc::rtcp::sender_report::SenderReport;
+    let mut buf = datagram;
+    let packets = rtc::rtcp::packet::unmarshal(&mut buf).ok()?;
+    let sr = packets
+        .iter()
+        .find_map(|p| p.as_any().downcast_ref::<SenderReport>())?;
+    let rr = ReceiverReport {
+        ssrc: 0x5151_5151,
+        reports: vec![ReceptionReport {
+            ssrc: sr.ssrc,
+            fraction_lost: 0,
+            total_lost: 0,
+            last_sequence_number: 0,
+            jitter: 0,
+            last_sender_report: (sr.ntp_time >> 16) as u32,
+            delay: 0,
+        }],
+        ..Default::default()
+    };
+    let packets: Vec<Box<dyn rtc::rtcp::packet::Packet>> = vec![Box::new(rr)];
+    rtc::rtcp::packet::marshal(&packets)
+        .ok()
+        .map(|b| b.to_vec())
 }

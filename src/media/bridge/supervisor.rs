@@ -1,0 +1,183 @@
+//! The bridge's slow loop: once a second it checks both legs for inactivity, and every
+//! `stats_interval` it computes the quality report (browser RTT from the WebRTC stack's
+//! statistics, everything else from the directions' snapshots).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
+use webrtc::peer_connection::{PeerConnection, RTCStatsReportEntry, StatsSelector};
+
+use super::shared::Shared;
+use super::types::{BridgeConfig, Leg, MediaEvent};
+use crate::media::pipeline::LegFormat;
+use crate::media::quality::{self, LegMeasure, QualityReport};
+use crate::media::rtp_stats::ReceiveSnapshot;
+use crate::media::sdp::RemoteMedia;
+
+/// Everything the supervisor task owns.
+pub(super) struct Supervisor {
+    /// Counters and snapshots.
+    pub shared: Arc<Shared>,
+    /// The browser's peer connection, for its RTT.
+    pub pc: Arc<dyn PeerConnection>,
+    /// The browser leg's format.
+    pub browser: LegFormat,
+    /// The SIP peer's SDP (a peer that does not send is never inactive).
+    pub remote_rx: watch::Receiver<RemoteMedia>,
+    /// Events to the call.
+    pub events: mpsc::UnboundedSender<MediaEvent>,
+    /// Settings.
+    pub config: Arc<BridgeConfig>,
+    /// Ends the task.
+    pub cancel: CancellationToken,
+}
+
+/// What the WebRTC stack knows about the browser leg.
+#[derive(Debug, Clone, Copy, Default)]
+pub(super) struct BrowserView {
+    /// Round-trip time: RTCP-based when the stack has one, else the ICE checks' RTT.
+    pub rtt: Option<Duration>,
+    /// Loss the browser reports for our stream (RTCP receiver reports).
+    pub remote_loss: Option<f64>,
+}
+
+/// Reads the browser leg's RTT and remote loss from the stack's statistics.
+pub(super) async fn browser_view(pc: &Arc<dyn PeerConnection>) -> BrowserView {
+    let report = pc.get_stats(Instant::now(), StatsSelector::None).await;
+    let remote_loss = report.iter().find_map(|e| match e {
+        RTCStatsReportEntry::RemoteInboundRtp(s) if s.round_trip_time_measurements > 0 => {
+            Some(s.fraction_lost.clamp(0.0, 1.0))
+        }
+        _ => None,
+    });
+    let from_rtcp = report.iter().find_map(|e| match e {
+        RTCStatsReportEntry::RemoteInboundRtp(s)
+            if s.round_trip_time_measurements > 0 && s.round_trip_time > 0.0 =>
+        {
+            Some(s.round_trip_time)
+        }
+        _ => None,
+    });
+    let from_ice = || {
+        report.candidate_pairs().find_map(|p| {
+            (p.nominated && p.current_round_trip_time > 0.0).then_some(p.current_round_trip_time)
+        })
+    };
+    BrowserView {
+        rtt: from_rtcp
+            .or_else(from_ice)
+            .and_then(|s| Duration::try_from_secs_f64(s).ok()),
+        remote_loss,
+    }
+}
+
+/// The quality report from the shared snapshots; loss is counted since `before`.
+pub(super) fn report(
+    shared: &Shared,
+    browser: LegFormat,
+    view: BrowserView,
+    before: &[ReceiveSnapshot; 2],
+) -> QualityReport {
+    let mode = shared.mode();
+    let b = shared.snapshot(Leg::Browser);
+    let s = shared.snapshot(Leg::Sip);
+    let measure =
+        |leg: Leg, codec, ptime_ms, snap: super::shared::DirectionSnapshot, rtt, remote_loss| {
+            LegMeasure {
+                codec,
+                ptime_ms,
+                now: snap.receive,
+                before: before[leg.index()],
+                rtt,
+                buffer_delay: snap.jitter.map(|j| j.target_delay).unwrap_or_default(),
+                remote_loss,
+            }
+        };
+    let sip_remote_loss = s.peer_report.map(|r| f64::from(r.fraction_lost) / 256.0);
+    let sip_leg = mode.sip();
+    quality::report(
+        &measure(
+            Leg::Browser,
+            browser.format.codec,
+            browser.ptime_ms,
+            b,
+            view.rtt,
+            view.remote_loss,
+        ),
+        &measure(
+            Leg::Sip,
+            sip_leg.codec,
+            sip_leg.ptime_ms,
+            s,
+            s.rtt,
+            sip_remote_loss,
+        ),
+        mode.is_transcoding(),
+    )
+}
+
+impl Supervisor {
+    /// Runs until cancelled.
+    pub async fn run(self) {
+        let check = self
+            .config
+            .inactivity_timeout
+            .map_or(Duration::from_secs(1), |t| {
+                (t / 4).clamp(Duration::from_millis(50), Duration::from_secs(1))
+            });
+        let mut reported = [false; 2];
+        let mut before = [ReceiveSnapshot::default(); 2];
+        let mut next_stats = Instant::now() + self.config.stats_interval;
+        loop {
+            tokio::select! {
+                _ = self.cancel.cancelled() => break,
+                _ = tokio::time::sleep(check) => {}
+            }
+            let now = Instant::now();
+            if let Some(timeout) = self.config.inactivity_timeout {
+                self.check_inactivity(now, timeout, &mut reported);
+            }
+            if now >= next_stats {
+                next_stats = now + self.config.stats_interval;
+                let view = browser_view(&self.pc).await;
+                let r = report(&self.shared, self.browser, view, &before);
+                before = [
+                    self.shared.snapshot(Leg::Browser).receive,
+                    self.shared.snapshot(Leg::Sip).receive,
+                ];
+                tracing::debug!(
+                    mos = r.overall.mos,
+                    loss_pct = r.overall.loss_pct,
+                    jitter_ms = r.overall.jitter_ms,
+                    rtt_ms = r.overall.rtt_ms,
+                    "call quality"
+                );
+                if let Ok(mut q) = self.shared.quality.lock() {
+                    *q = Some(r);
+                }
+                let _ = self.events.send(MediaEvent::Quality(r));
+            }
+        }
+    }
+
+    /// Reports each leg silent for longer than `timeout`, once.
+    fn check_inactivity(&self, now: Instant, timeout: Duration, reported: &mut [bool; 2]) {
+        let sip_sends = self.remote_rx.borrow().direction.peer_sends();
+        for leg in [Leg::Browser, Leg::Sip] {
+            if reported[leg.index()] || (leg == Leg::Sip && !sip_sends) {
+                continue;
+            }
+            let since = self.shared.last_heard(leg).unwrap_or(self.shared.epoch);
+            let silent_for = now.saturating_duration_since(since);
+            if silent_for >= timeout {
+                reported[leg.index()] = true;
+                tracing::warn!(leg = leg.as_str(), ?silent_for, "media inactivity");
+                let _ = self
+                    .events
+                    .send(MediaEvent::InactivityTimeout { leg, silent_for });
+            }
+        }
+    }
+}

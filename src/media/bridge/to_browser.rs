@@ -1,0 +1,322 @@
+//! The SIP → browser direction, and everything else that reads the SIP side: receives
+//! RTP (and RTCP, on the RTCP socket or multiplexed), latches the destination onto the
+//! peer's real source (symmetric RTP), runs the [`Pipeline`] and writes into our
+//! WebRTC track, and sends our RTCP reports.
+
+use std::io::ErrorKind;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant, SystemTime};
+
+use bytes::BytesMut;
+use rtc::rtp;
+use rtc::shared::marshal::Unmarshal;
+use tokio::net::UdpSocket;
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
+use webrtc::media_stream::track_local::TrackLocal;
+use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
+
+use super::shared::{DirectionSnapshot, Shared};
+use super::types::{BridgeConfig, Leg, MediaEvent};
+use super::{formats_for, to_sip::earliest};
+use crate::media::latch::Latch;
+use crate::media::pipeline::{LegFormat, Pipeline};
+use crate::media::recording::Tap;
+use crate::media::rtcp::{self, RtcpSession, SenderInfo};
+use crate::media::sdp::RemoteMedia;
+
+/// Bytes allocated at once for received datagrams (they are sliced, not copied).
+const RECV_BLOCK: usize = 64 * 1024;
+/// Largest datagram we accept.
+const MAX_DATAGRAM: usize = 1500;
+/// How often the snapshot is published.
+const PUBLISH_EVERY: Duration = Duration::from_secs(1);
+
+/// Everything the SIP → browser task owns.
+pub(super) struct ToBrowser {
+    /// Counters and snapshots.
+    pub shared: Arc<Shared>,
+    /// The RTP socket.
+    pub socket: Arc<UdpSocket>,
+    /// The RTCP socket (RTP port + 1).
+    pub rtcp_socket: UdpSocket,
+    /// Our track toward the browser.
+    pub track: Arc<TrackLocalStaticRTP>,
+    /// Relay or transcode.
+    pub pipeline: Pipeline,
+    /// The browser leg's format.
+    pub browser: LegFormat,
+    /// The SIP peer's SDP.
+    pub remote_rx: watch::Receiver<RemoteMedia>,
+    /// Publishes the latched RTP destination to the other direction.
+    pub target_tx: watch::Sender<SocketAddr>,
+    /// RTCP state of the SIP leg.
+    pub rtcp: RtcpSession,
+    /// Recording of what the far end says, if any.
+    pub tap: Option<Tap>,
+    /// Events to the call.
+    pub events: mpsc::UnboundedSender<MediaEvent>,
+    /// Settings.
+    pub config: Arc<BridgeConfig>,
+    /// Ends the task.
+    pub cancel: CancellationToken,
+}
+
+/// Where RTP and RTCP go, learnt from the peer's packets.
+struct Destinations {
+    /// RTP destination.
+    rtp: Latch,
+    /// RTCP destination when not multiplexed.
+    rtcp: Latch,
+    /// Whether RTCP shares the RTP port.
+    mux: bool,
+}
+
+impl Destinations {
+    /// Starting from `remote`'s SDP.
+    fn new(remote: &RemoteMedia, symmetric: bool) -> Self {
+        Destinations {
+            rtp: Latch::new(remote.addr, symmetric),
+            rtcp: Latch::new(remote.rtcp_addr, symmetric),
+            mux: remote.rtcp_mux,
+        }
+    }
+
+    /// Where our RTCP goes.
+    fn rtcp_target(&self) -> SocketAddr {
+        if self.mux {
+            self.rtp.target()
+        } else {
+            self.rtcp.target()
+        }
+    }
+}
+
+/// A random RTCP interval around `mean` (0.5 to 1.5 times, RFC 3550 §6.2).
+fn rtcp_delay(mean: Duration) -> Duration {
+    mean.mul_f64(0.5 + rand::random::<f64>())
+}
+
+impl ToBrowser {
+    /// Runs until cancelled.
+    pub async fn run(mut self) {
+        let mut remote = self.remote_rx.borrow_and_update().clone();
+        let mut dest = Destinations::new(&remote, self.config.symmetric_rtp);
+        let mut rbuf = BytesMut::with_capacity(RECV_BLOCK);
+        let mut cbuf = vec![0u8; MAX_DATAGRAM];
+        let mut next_rtcp = Instant::now() + rtcp_delay(self.config.rtcp_interval);
+        let mut next_publish = Instant::now() + PUBLISH_EVERY;
+        loop {
+            let deadline = earliest(
+                self.pipeline.poll_timeout(),
+                Some(next_rtcp.min(next_publish)),
+            );
+            let sleep = tokio::time::sleep_until(tokio::time::Instant::from_std(
+                deadline.unwrap_or(next_rtcp),
+            ));
+            if rbuf.capacity() < MAX_DATAGRAM {
+                rbuf = BytesMut::with_capacity(RECV_BLOCK);
+            }
+            tokio::select! {
+                biased;
+                _ = self.cancel.cancelled() => break,
+                r = self.socket.recv_buf_from(&mut rbuf) => match r {
+                    Ok((_, from)) => {
+                        let datagram = rbuf.split().freeze();
+                        let now = Instant::now();
+                        if rtcp::is_rtcp(&datagram) {
+                            self.on_rtcp(now, &datagram);
+                        } else {
+                            self.on_rtp(now, datagram, from, &mut dest).await;
+                        }
+                    }
+                    Err(e) => {
+                        rbuf.clear();
+                        if !quiet_error(&e) {
+                            tracing::warn!(error = %e, "RTP socket receive error");
+                            // Do not spin on a persistent error.
+                            tokio::time::sleep(Duration::from_millis(10)).await;
+                        }
+                    }
+                },
+                r = self.rtcp_socket.recv_from(&mut cbuf) => match r {
+                    Ok((n, from)) => {
+                        let now = Instant::now();
+                        if self.on_rtcp(now, &cbuf[..n]) && dest.rtcp.on_packet(from).is_some() {
+                            tracing::debug!(%from, "RTCP destination latched");
+                        }
+                    }
+                    Err(e) => {
+                        if !quiet_error(&e) {
+                            tracing::debug!(error = %e, "RTCP socket receive error");
+                            tokio::time::sleep(Duration::from_millis(10)).await;
+                        }
+                    }
+                },
+                _ = self.remote_rx.changed() => {
+                    remote = self.remote_rx.borrow_and_update().clone();
+                    let (sip, transcode) = formats_for(&self.browser, &remote);
+                    if let Err(e) = self.pipeline.reconfigure(sip, self.browser, transcode, &self.config.transcode) {
+                        tracing::warn!(error = %e, "keeping previous SIP format toward the browser");
+                    }
+                    dest.rtp.reset(remote.addr);
+                    dest.rtcp.reset(remote.rtcp_addr);
+                    dest.mux = remote.rtcp_mux;
+                    self.target_tx.send_replace(dest.rtp.target());
+                }
+                _ = sleep => {
+                    let now = Instant::now();
+                    self.pipeline.handle_timeout(now);
+                    if now >= next_rtcp {
+                        next_rtcp = now + rtcp_delay(self.config.rtcp_interval);
+                        self.send_rtcp(now, dest.rtcp_target(), dest.mux).await;
+                    }
+                    if now >= next_publish {
+                        next_publish = now + PUBLISH_EVERY;
+                        self.publish();
+                    }
+                }
+            }
+            while let Some(out) = self.pipeline.poll_output() {
+                match self.track.write_rtp(out).await {
+                    Ok(()) => {
+                        self.shared.to_browser.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Err(e) => self.shared.send_failed("browser", &e),
+                }
+            }
+        }
+        self.publish();
+        tracing::debug!("SIP to browser direction ended");
+    }
+
+    /// Handles one RTP datagram from `from`.
+    async fn on_rtp(
+        &mut self,
+        now: Instant,
+        mut datagram: bytes::Bytes,
+        from: SocketAddr,
+        dest: &mut Destinations,
+    ) {
+        let packet = match rtp::Packet::unmarshal(&mut datagram) {
+            Ok(p) if p.header.version == 2 => p,
+            _ => {
+                self.shared
+                    .dropped_malformed
+                    .fetch_add(1, Ordering::Relaxed);
+                return;
+            }
+        };
+        let input = self.pipeline.input().format;
+        let (ts, pt, payload) = (
+            packet.header.timestamp,
+            packet.header.payload_type,
+            packet.payload.clone(),
+        );
+        match self.pipeline.handle_packet(now, packet) {
+            Ok(digit) => {
+                self.shared.heard(Leg::Sip, now);
+                if let Some(addr) = dest.rtp.on_packet(from) {
+                    tracing::info!(%addr, "SIP media latched on its real source");
+                    self.target_tx.send_replace(addr);
+                    let _ = self.events.send(MediaEvent::Latched(addr));
+                }
+                if let Some(digit) = digit {
+                    tracing::debug!(%digit, "DTMF from the SIP peer");
+                    let _ = self.events.send(MediaEvent::Dtmf {
+                        leg: Leg::Sip,
+                        digit,
+                    });
+                }
+                if let Some(tap) = &self.tap
+                    && pt == input.payload_type
+                {
+                    tap.offer(now, ts, input.codec, payload);
+                }
+            }
+            Err(why) => self.shared.dropped(why),
+        }
+        if self.pipeline.is_transcoding() {
+            self.shared.work[Leg::Browser.index()].store(self.pipeline.work());
+        }
+    }
+
+    /// Handles one RTCP datagram; false when it did not parse.
+    fn on_rtcp(&mut self, now: Instant, datagram: &[u8]) -> bool {
+        if !self.rtcp.handle(now, datagram) {
+            self.shared
+                .dropped_malformed
+                .fetch_add(1, Ordering::Relaxed);
+            return false;
+        }
+        self.shared.heard(Leg::Sip, now);
+        self.shared.rtcp_received.fetch_add(1, Ordering::Relaxed);
+        true
+    }
+
+    /// Sends our SR (or RR before we sent anything) to `to`, from the RTP socket when
+    /// RTCP is multiplexed (`mux`).
+    async fn send_rtcp(&mut self, now: Instant, to: SocketAddr, mux: bool) {
+        let s = &self.shared;
+        let packets = s.sent.packets.load(Ordering::Relaxed);
+        let sender = (packets > 0).then(|| {
+            let last_at =
+                s.epoch + Duration::from_micros(s.sent.last_at_us.load(Ordering::Relaxed));
+            let clock = u64::from(self.pipeline.input().format.codec.clock_rate());
+            let since = now.saturating_duration_since(last_at).as_micros() as u64;
+            SenderInfo {
+                packets: packets as u32,
+                octets: s.sent.octets.load(Ordering::Relaxed) as u32,
+                rtp_ts: s
+                    .sent
+                    .last_ts
+                    .load(Ordering::Relaxed)
+                    .wrapping_add((since * clock / 1_000_000) as u32),
+            }
+        });
+        let block = self.pipeline.receive_stats_mut().report_block();
+        let report = match self
+            .rtcp
+            .build_report(now, SystemTime::now(), sender, block)
+        {
+            Ok(r) => r,
+            Err(e) => return tracing::debug!(error = %e, "RTCP report not built"),
+        };
+        let socket = if mux {
+            &*self.socket
+        } else {
+            &self.rtcp_socket
+        };
+        match socket.send_to(&report, to).await {
+            Ok(_) => {
+                self.shared.rtcp_sent.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(e) => tracing::debug!(error = %e, %to, "RTCP send failed"),
+        }
+    }
+
+    /// Publishes the SIP stream's statistics, RTT and the resync count.
+    fn publish(&self) {
+        self.shared.resyncs[Leg::Browser.index()].store(self.pipeline.resyncs(), Ordering::Relaxed);
+        self.shared.work[Leg::Browser.index()].store(self.pipeline.work());
+        self.shared.publish(
+            Leg::Sip,
+            DirectionSnapshot {
+                receive: self.pipeline.receive_stats(),
+                jitter: self.pipeline.jitter_stats(),
+                rtt: self.rtcp.rtt(),
+                peer_report: self.rtcp.peer_report(),
+            },
+        );
+    }
+}
+
+/// Receive errors that only echo an ICMP error of an earlier send.
+fn quiet_error(e: &std::io::Error) -> bool {
+    matches!(
+        e.kind(),
+        ErrorKind::ConnectionRefused | ErrorKind::ConnectionReset
+    )
+}
