@@ -42,6 +42,16 @@ impl Direction {
         }
     }
 
+    /// The attribute name (`sendrecv`, ...).
+    pub fn attribute(self) -> &'static str {
+        match self {
+            Direction::SendRecv => "sendrecv",
+            Direction::SendOnly => "sendonly",
+            Direction::RecvOnly => "recvonly",
+            Direction::Inactive => "inactive",
+        }
+    }
+
     /// Whether the SDP's author accepts media from us.
     pub fn peer_receives(self) -> bool {
         matches!(self, Direction::SendRecv | Direction::RecvOnly)
@@ -78,6 +88,116 @@ fn offer_payload_type(codec: AudioCodec) -> u8 {
         .unwrap_or(OFFER_OPUS_PAYLOAD_TYPE)
 }
 
+/// Everything our SIP-side SDP says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LocalSdp {
+    /// Address advertised in `o=` and `c=`.
+    pub ip: IpAddr,
+    /// RTP port.
+    pub port: u16,
+    /// `o=` session id (fixed for the call).
+    pub session_id: u64,
+    /// `o=` version: incremented for every new description (RFC 3264 §8).
+    pub version: u64,
+    /// Codecs with their payload types, in order of preference.
+    pub codecs: Vec<(AudioCodec, u8)>,
+    /// `telephone-event/8000` payload type, if offered/accepted.
+    pub dtmf_payload_type: Option<u8>,
+    /// Whether to include `a=rtcp-mux`.
+    pub rtcp_mux: bool,
+    /// Our direction.
+    pub direction: Direction,
+}
+
+impl LocalSdp {
+    /// Our usual offer: `codecs` with our payload types, telephone-event 101,
+    /// rtcp-mux, sendrecv, version = session id.
+    pub fn offer(ip: IpAddr, port: u16, session_id: u64, codecs: &[AudioCodec]) -> LocalSdp {
+        LocalSdp {
+            ip,
+            port,
+            session_id,
+            version: session_id,
+            codecs: codecs.iter().map(|&c| (c, offer_payload_type(c))).collect(),
+            dtmf_payload_type: Some(OFFER_DTMF_PAYLOAD_TYPE),
+            rtcp_mux: true,
+            direction: Direction::SendRecv,
+        }
+    }
+
+    /// Our answer to a peer's (re-)offer, already parsed with [`parse_answer`]: the
+    /// codec and payload types the peer chose, the direction mirrored (their
+    /// `sendonly` is our `recvonly`), and `version` bumped.
+    pub fn answer_to(&self, offer: &RemoteMedia) -> LocalSdp {
+        let direction = match offer.direction {
+            Direction::SendRecv => Direction::SendRecv,
+            Direction::SendOnly => Direction::RecvOnly,
+            Direction::RecvOnly => Direction::SendOnly,
+            Direction::Inactive => Direction::Inactive,
+        };
+        LocalSdp {
+            version: self.version + 1,
+            codecs: vec![(offer.format.codec, offer.format.payload_type)],
+            dtmf_payload_type: offer.format.dtmf_payload_type,
+            rtcp_mux: offer.rtcp_mux,
+            direction,
+            ..self.clone()
+        }
+    }
+
+    /// The same description with another direction and the next version.
+    pub fn with_direction(&self, direction: Direction) -> LocalSdp {
+        LocalSdp {
+            version: self.version + 1,
+            direction,
+            ..self.clone()
+        }
+    }
+
+    /// The SDP text (CRLF lines).
+    pub fn to_sdp(&self) -> String {
+        let family = if self.ip.is_ipv4() { "IP4" } else { "IP6" };
+        let mut fmts: Vec<String> = self.codecs.iter().map(|(_, pt)| pt.to_string()).collect();
+        fmts.extend(self.dtmf_payload_type.map(|pt| pt.to_string()));
+        let (ip, port, sid, version) = (self.ip, self.port, self.session_id, self.version);
+        let mut sdp = String::with_capacity(400);
+        // Writing to a String cannot fail.
+        let _ = write!(
+            sdp,
+            "v=0\r\no=callbridge {sid} {version} IN {family} {ip}\r\ns=callbridge\r\n\
+             c=IN {family} {ip}\r\nt=0 0\r\nm=audio {port} RTP/AVP {}\r\n",
+            fmts.join(" ")
+        );
+        for &(codec, pt) in &self.codecs {
+            match codec {
+                AudioCodec::Opus => {
+                    let _ = write!(
+                        sdp,
+                        "a=rtpmap:{pt} opus/48000/2\r\na=fmtp:{pt} minptime=10;useinbandfec=1\r\n"
+                    );
+                }
+                _ => {
+                    let _ = write!(
+                        sdp,
+                        "a=rtpmap:{pt} {}/{}\r\n",
+                        codec.encoding_name(),
+                        codec.clock_rate()
+                    );
+                }
+            }
+        }
+        if let Some(dtmf) = self.dtmf_payload_type {
+            let _ = write!(sdp, "a=rtpmap:{dtmf} telephone-event/8000\r\na=fmtp:{dtmf} 0-16\r\n");
+        }
+        sdp.push_str("a=ptime:20\r\n");
+        if self.rtcp_mux {
+            sdp.push_str("a=rtcp-mux\r\n");
+        }
+        let _ = write!(sdp, "a={}\r\n", self.direction.attribute());
+        sdp
+    }
+}
+
 /// Builds an SDP offer for the SIP leg.
 ///
 /// One `m=audio` section with `codecs` in order (Opus as `opus/48000/2`, payload type
@@ -85,45 +205,7 @@ fn offer_payload_type(codec: AudioCodec) -> u8 {
 /// `a=ptime:20`, `a=rtcp-mux` (RTCP goes to port + 1 unless the peer echoes it) and
 /// `a=sendrecv`. Lines end with CRLF.
 pub fn build_offer(ip: IpAddr, port: u16, session_id: u64, codecs: &[AudioCodec]) -> String {
-    let family = if ip.is_ipv4() { "IP4" } else { "IP6" };
-    let mut pts: Vec<u8> = codecs.iter().map(|&c| offer_payload_type(c)).collect();
-    pts.push(OFFER_DTMF_PAYLOAD_TYPE);
-    let fmts: Vec<String> = pts.iter().map(u8::to_string).collect();
-
-    let mut sdp = String::with_capacity(400);
-    // Writing to a String cannot fail.
-    let _ = write!(
-        sdp,
-        "v=0\r\no=callbridge {session_id} {session_id} IN {family} {ip}\r\ns=callbridge\r\n\
-         c=IN {family} {ip}\r\nt=0 0\r\nm=audio {port} RTP/AVP {}\r\n",
-        fmts.join(" ")
-    );
-    for &codec in codecs {
-        let pt = offer_payload_type(codec);
-        match codec {
-            AudioCodec::Opus => {
-                let _ = write!(
-                    sdp,
-                    "a=rtpmap:{pt} opus/48000/2\r\na=fmtp:{pt} minptime=10;useinbandfec=1\r\n"
-                );
-            }
-            _ => {
-                let _ = write!(
-                    sdp,
-                    "a=rtpmap:{pt} {}/{}\r\n",
-                    codec.encoding_name(),
-                    codec.clock_rate()
-                );
-            }
-        }
-    }
-    let _ = write!(
-        sdp,
-        "a=rtpmap:{dtmf} telephone-event/8000\r\na=fmtp:{dtmf} 0-16\r\na=ptime:20\r\n\
-         a=rtcp-mux\r\na=sendrecv\r\n",
-        dtmf = OFFER_DTMF_PAYLOAD_TYPE
-    );
-    sdp
+    LocalSdp::offer(ip, port, session_id, codecs).to_sdp()
 }
 
 /// Shorthand for a [`MediaError::BadRemoteSdp`].
