@@ -101,9 +101,19 @@ async fn record(browser: BrowserOptions) {
         let ratio = tone_to_noise(talk, 8000.0, 600.0);
         assert!(ratio > 100.0, "{name} tone/noise {ratio}");
     }
-    // The echo comes back later than the original: right lags left, by less than 250 ms.
-    let lag = best_lag(&wav.left[4000..12_000], &wav.right[4000..12_000 + 2000]);
-    assert!(lag < 2000, "right channel lags by {lag} samples");
+    // The echo comes back later than the original: the right channel's tone starts
+    // after the left one's, by less than a second (a pure tone makes correlation
+    // ambiguous, so compare onsets; the bound is loose for loaded machines).
+    let onset = |ch: &[f64]| {
+        ch.iter()
+            .position(|x| x.abs() > 2000.0)
+            .expect("tone present")
+    };
+    let (left_on, right_on) = (onset(&wav.left), onset(&wav.right));
+    assert!(
+        right_on >= left_on && right_on - left_on < 8000,
+        "onsets: left {left_on}, right {right_on} samples"
+    );
     // Both end in silence (the last 0.3 s).
     let tail = wav.left.len() - 2400;
     assert!(rms(&wav.left[tail..]) < 50.0 && rms(&wav.right[tail..]) < 50.0);
@@ -111,17 +121,6 @@ async fn record(browser: BrowserOptions) {
 
 /// The shift (in samples, 0..=2000) that best aligns `b` with `a` (cross-correlation on
 /// signs to be robust to codec gain).
-fn best_lag(a: &[f64], b: &[f64]) -> usize {
-    (0..=2000)
-        .max_by_key(|&lag| {
-            a.iter()
-                .zip(&b[lag..])
-                .map(|(x, y)| if (x > &0.0) == (y > &0.0) { 1i64 } else { -1 })
-                .sum::<i64>()
-        })
-        .unwrap_or(0)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn relayed_call_is_recorded_as_stereo_wav() {
     record(BrowserOptions::default()).await;

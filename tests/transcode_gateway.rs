@@ -1,8 +1,6 @@
 //! End to end through the whole gateway: the test browser calls over protocol v1, the
 //! gateway's SIP UA calls a real SIPp whose media is `-rtp_echo`.
 //!
-//! Tests marked `#[ignore = "needs call integration: …"]` exercise media features that
-//! the call module does not wire yet; the reason says what is missing.
 
 mod common;
 
@@ -150,7 +148,6 @@ async fn client_dtmf_reaches_sipp_as_telephone_event() {
 }
 
 #[tokio::test]
-#[ignore = "needs call integration: the `dtmf` message must call Bridge::send_dtmf"]
 async fn protocol_dtmf_reaches_sipp_as_telephone_event() {
     let dir = tempfile::tempdir().expect("temp dir");
     let mut sipp = Sipp::uas(
@@ -182,8 +179,6 @@ async fn protocol_dtmf_reaches_sipp_as_telephone_event() {
 }
 
 #[tokio::test]
-#[ignore = "needs call integration: WebRtcLegConfig.codecs must include Opus \
-            (media::negotiate::DEFAULT_BROWSER_CODECS) and the bridge be started with it"]
 async fn opus_only_client_is_transcoded_for_a_pcmu_echo() {
     let mut sipp = Sipp::uas(None, &["-rtp_echo", "-mp", &free_port()]);
     let gw = TestGateway::start(test_config(Some(sipp.addr))).await;
@@ -215,7 +210,6 @@ async fn opus_only_client_is_transcoded_for_a_pcmu_echo() {
 }
 
 #[tokio::test]
-#[ignore = "needs call integration: MediaEvent::Quality must become protocol `stats`"]
 async fn stats_reach_the_client_every_five_seconds() {
     let mut sipp = Sipp::uas(None, &["-rtp_echo", "-mp", &free_port()]);
     let gw = TestGateway::start(test_config(Some(sipp.addr))).await;

@@ -69,16 +69,27 @@ async fn opus_only_client_is_transcoded_to_pcmu_and_the_tone_comes_back() {
     let seen = report.1;
     let audio = sip_audio(&seen);
     assert!(audio.len() >= 140, "SIP side got {} packets", audio.len());
-    assert!(audio.iter().all(|p| p.payload_type == 0 && p.payload.len() == 160));
+    assert!(
+        audio
+            .iter()
+            .all(|p| p.payload_type == 0 && p.payload.len() == 160)
+    );
     let ts: Vec<u32> = audio.iter().map(|p| p.timestamp).collect();
     assert!(steps(&ts).iter().all(|&d| d == 160), "8 kHz timestamps");
     let pcm: Vec<f64> = audio[10..]
         .iter()
-        .flat_map(|p| p.payload.iter().map(|&c| f64::from(g711::ulaw_to_linear(c))))
+        .flat_map(|p| {
+            p.payload
+                .iter()
+                .map(|&c| f64::from(g711::ulaw_to_linear(c)))
+        })
         .collect();
     let sip_ratio = tone_to_noise(&pcm, 8000.0, 1000.0);
     eprintln!("1 kHz tone/noise: SIP side {sip_ratio:.0}");
-    assert!(sip_ratio > MIN_TONE_TO_NOISE, "SIP side tone/noise {sip_ratio}");
+    assert!(
+        sip_ratio > MIN_TONE_TO_NOISE,
+        "SIP side tone/noise {sip_ratio}"
+    );
 
     // The browser got Opus back, 48 kHz timestamps, and the tone in it.
     let (rate, pcm) = report.2;
@@ -161,12 +172,19 @@ async fn thirty_ms_trunk_is_repacketised_both_ways() {
     assert_eq!(mode.sip().ptime_ms, 30);
     let sent = call.browser.start_sending_pcmu_sine(150, 500.0);
     assert_eq!(sent.await.expect("sender"), 150);
-    assert!(call.browser.wait_received(120, Duration::from_secs(5)).await);
+    assert!(
+        call.browser
+            .wait_received(120, Duration::from_secs(5))
+            .await
+    );
     tokio::time::sleep(Duration::from_millis(300)).await;
     let ((report, seen, (rate, pcm), ts), _) = call_stop(call).await;
     let audio = sip_audio(&seen);
     assert!(audio.len() >= 90, "{} packets", audio.len());
-    assert!(audio.iter().all(|p| p.payload.len() == 240), "30 ms toward the trunk");
+    assert!(
+        audio.iter().all(|p| p.payload.len() == 240),
+        "30 ms toward the trunk"
+    );
     let sip_ts: Vec<u32> = audio.iter().map(|p| p.timestamp).collect();
     assert!(steps(&sip_ts).iter().all(|&d| d == 240));
     // Back toward the browser in 20 ms packets, continuous timestamps, tone intact.

@@ -21,6 +21,8 @@ pub struct Route {
     prepend: String,
     /// Whether the caller id is always withheld on this route.
     pub privacy: bool,
+    /// Whether calls on this route are recorded.
+    pub record: bool,
 }
 
 /// The outcome of routing a dialed number.
@@ -36,6 +38,8 @@ pub struct Routed {
     pub trunks: Vec<String>,
     /// Whether the route withholds the caller id.
     pub privacy: bool,
+    /// Whether calls on the route are recorded.
+    pub record: bool,
 }
 
 /// Why a number could not be routed.
@@ -104,6 +108,7 @@ impl Dialplan {
                     strip: r.strip,
                     prepend: r.prepend.clone(),
                     privacy: r.privacy,
+                    record: r.record,
                 })
             })
             .collect::<Result<_, _>>()?;
@@ -178,6 +183,7 @@ impl Dialplan {
             normalized,
             trunks: route.trunks.clone(),
             privacy: route.privacy,
+            record: route.record,
         })
     }
 }

@@ -11,6 +11,7 @@ pub mod directory;
 pub mod inbound_machine;
 pub mod location;
 pub mod machine;
+pub mod media_plane;
 mod outbound;
 pub mod registry;
 
@@ -22,7 +23,6 @@ use tokio_util::task::TaskTracker;
 
 use crate::auth::{Identity, Scope};
 use crate::config::Config;
-use crate::media::codec::AudioCodec;
 use crate::media::webrtc_leg::{IceCandidate, WebRtcLegConfig};
 use crate::metrics::Metrics;
 use crate::signaling::protocol::{EndReason, ServerMessage};
@@ -94,6 +94,10 @@ pub enum CallCommand {
     Ice(Option<IceCandidate>),
     /// The session ended without the browser hanging up.
     SignalingLost,
+    /// Send DTMF digits to the far end.
+    Dtmf(String),
+    /// Put the call on hold (`true`) or take it off hold (`false`).
+    Hold(bool),
 }
 
 /// The session's handle to one call. Dropping it counts as [`CallCommand::SignalingLost`].
@@ -146,7 +150,14 @@ impl CallManager {
         let webrtc = WebRtcLegConfig {
             bind_ip: config.server.media_ip,
             public_ip: config.server.public_ip,
-            codecs: vec![AudioCodec::Pcmu, AudioCodec::Pcma],
+            codecs: {
+                let allowed = media_plane::codecs(&config.media.browser_codecs);
+                let trunk_codecs = media_plane::codecs(&config.media.sip_codecs);
+                crate::media::negotiate::browser_preference(&trunk_codecs)
+                    .into_iter()
+                    .filter(|c| allowed.contains(c))
+                    .collect()
+            },
         };
         let dids = config
             .dids

@@ -10,19 +10,19 @@ use tracing::{Instrument, debug, info, info_span, warn};
 
 use super::dialplan::Routed;
 use super::machine::{Input, Limits, OutboundCall, Outcome, Output};
+use super::media_plane::{self, CallMedia, HoldChange};
 use super::registry::{CallSlot, CallState};
 use super::{CallCommand, CallContext, CallManager, MEDIA_TIMEOUT, SessionEvent};
 use crate::config::validate::split_host_port;
-use crate::media::bridge::Bridge;
-use crate::media::codec::AudioCodec;
+use crate::media::bridge::{BridgeReport, Leg, MediaEvent};
+use crate::media::negotiate;
+use crate::media::quality::QualityReport;
+use crate::media::recording::{RecordingInfo, RecordingTarget};
 use crate::media::rtp_leg::RtpLeg;
-use crate::media::sdp;
+use crate::media::sdp::LocalSdp;
 use crate::media::webrtc_leg::{WebRtcEvent, WebRtcLeg};
-use crate::signaling::protocol::{EndReason, ErrorCode, ServerMessage};
+use crate::signaling::protocol::{EndReason, ErrorCode, HoldParty, ServerMessage};
 use crate::sip::{InviteRequest, SdpAnswerer, SipCallEvent, SipCallHandle, TrunkSettings};
-
-/// Codecs offered to the trunk, in order of preference.
-const SIP_CODECS: &[AudioCodec] = &[AudioCodec::Pcmu, AudioCodec::Pcma];
 
 /// Everything one outbound call task owns.
 pub(super) struct OutboundJob {
@@ -113,7 +113,9 @@ impl OutboundJob {
                 return self.fail_setup(e);
             }
         };
-        let offer = self.sip_offer(rtp.local_addr().port());
+        let mut media = self.call_media(&leg, rtp);
+        self.answerer = media.answerer();
+        let offer = media.local_sdp();
         let mut trunk = 0;
         let (mut sip, mut sip_events) = match self.invite_first(&mut trunk, &offer).await {
             Ok(parts) => parts,
@@ -130,11 +132,11 @@ impl OutboundJob {
         };
         let trunks_left = self.routed.trunks.len() - trunk;
         let mut machine = OutboundCall::new(self.call_id.clone(), started, limits, trunks_left);
-        let mut media = MediaState {
-            rtp: Some(rtp),
-            bridge: None,
-        };
         let mut outcome = None;
+        // Our own hold/unhold waiting for the re-INVITE's answer.
+        let mut pending_hold: Option<bool> = None;
+        let mut last_quality = None;
+        let mut recording = None;
         loop {
             while let Some(output) = machine.poll_output() {
                 match output {
@@ -142,12 +144,14 @@ impl OutboundJob {
                         self.track_state(&m);
                         self.send(m);
                     }
-                    Output::ApplyRemoteSdp(sdp) => {
-                        if let Err(detail) = media.apply(&leg, &sdp) {
+                    Output::ApplyRemoteSdp(sdp) => match media.apply(&leg, &sdp) {
+                        Ok(Some(change)) => self.tell_hold(change),
+                        Ok(None) => {}
+                        Err(detail) => {
                             warn!(%detail, "SIP peer SDP unusable");
                             machine.handle(Instant::now(), Input::MediaFailed(detail));
                         }
-                    }
+                    },
                     Output::HangupSip => sip.hangup(),
                     Output::NextTrunk => {
                         trunk += 1;
@@ -186,17 +190,34 @@ impl OutboundJob {
                             debug!(error = %e, "browser ICE candidate ignored");
                         }
                     }
+                    Some(CallCommand::Dtmf(digits)) => self.dtmf(&media, &sip, trunk, &digits),
+                    Some(CallCommand::Hold(hold)) => {
+                        if !machine.is_answered() || pending_hold.is_some() {
+                            self.call_error(ErrorCode::Conflict, "hold/unhold needs an answered call with no hold change in progress");
+                        } else {
+                            sip.reinvite(media.hold_offer(hold));
+                            pending_hold = Some(hold);
+                        }
+                    }
                     Some(CallCommand::SignalingLost) | None => {
                         machine.handle(Instant::now(), Input::SignalingLost)
                     }
                 },
-                event = sip_events.recv() => {
-                    let event = event.unwrap_or(SipCallEvent::Failed {
-                        status: 500,
-                        reason: "SIP leg vanished".into(),
-                    });
-                    machine.handle(Instant::now(), Input::Sip(event));
-                }
+                event = sip_events.recv() => match event {
+                    Some(SipCallEvent::ReinviteResult { ok, status, .. }) => {
+                        if let Some(hold) = pending_hold.take() {
+                            self.hold_result(hold, ok, status);
+                        }
+                    }
+                    Some(SipCallEvent::Transferred { target }) => {
+                        info!(%target, "far end transferred the call");
+                    }
+                    Some(event) => machine.handle(Instant::now(), Input::Sip(event)),
+                    None => machine.handle(
+                        Instant::now(),
+                        Input::Sip(SipCallEvent::Failed { status: 500, reason: "SIP leg vanished".into() }),
+                    ),
+                },
                 Some(event) = media_rx.recv() => match event {
                     WebRtcEvent::LocalCandidate(candidate) => self.send(ServerMessage::Ice {
                         call_id: self.call_id.clone(),
@@ -207,21 +228,36 @@ impl OutboundJob {
                         machine.handle(Instant::now(), Input::MediaFailed(detail))
                     }
                 },
+                Some(event) = media.events.recv() => match event {
+                    MediaEvent::Quality(report) => {
+                        self.send_stats(&report);
+                        last_quality = Some(report);
+                    }
+                    MediaEvent::InactivityTimeout { leg: side, silent_for } => {
+                        let detail = format!("no media from the {} leg for {}s", side.as_str(), silent_for.as_secs());
+                        machine.handle(Instant::now(), Input::MediaFailed(detail));
+                    }
+                    MediaEvent::Dtmf { leg: Leg::Sip, digit } => self.send(ServerMessage::Dtmf {
+                        call_id: self.call_id.clone(),
+                        digits: digit.to_string(),
+                    }),
+                    MediaEvent::RecordingFinished(info) => recording = Some(info),
+                    MediaEvent::RecordingFailed(e) => warn!(error = %e, "recording failed"),
+                    other => debug!(event = ?other, "media event"),
+                },
                 _ = tokio::time::sleep_until(deadline) => machine.handle_timeout(Instant::now()),
             }
         }
-        if let Some(bridge) = media.bridge.take() {
-            let stats = bridge.stats();
-            debug!(
-                to_sip = stats.to_sip,
-                to_browser = stats.to_browser,
-                "media relayed"
-            );
-            bridge.stop().await;
-        }
+        let report = media.stop().await;
         leg.close().await;
         if let Some(outcome) = outcome {
-            self.record(&outcome);
+            let quality = report.as_ref().map(|r| r.quality).or(last_quality);
+            self.record(
+                &outcome,
+                report.as_ref(),
+                quality.as_ref(),
+                recording.as_ref(),
+            );
         }
     }
 
@@ -237,19 +273,32 @@ impl OutboundJob {
             .map_err(|e| internal(e.to_string()))
     }
 
-    /// The SDP offer for the trunks (the same for every trunk tried).
-    fn sip_offer(&self, port: u16) -> String {
+    /// The SIP-side media of the call: the trunk offer follows the browser leg's
+    /// codec so the call can be relayed; recording when the token or route asks.
+    fn call_media(&self, leg: &WebRtcLeg, rtp: RtpLeg) -> CallMedia {
         let config = &self.manager.config;
         let advertised = config
             .sip
             .external_address
             .unwrap_or_else(|| config.server.advertised_ip());
-        sdp::build_offer(
+        let trunk_codecs = media_plane::codecs(&config.media.sip_codecs);
+        let offer_codecs = negotiate::sip_offer_codecs(leg.format().codec, &trunk_codecs);
+        let local = LocalSdp::offer(
             advertised,
-            port,
+            rtp.local_addr().port(),
             u64::from(rand::random::<u32>()),
-            SIP_CODECS,
-        )
+            &offer_codecs,
+        );
+        let record = config.media.record_all || self.ctx.identity.record || self.routed.record;
+        let recording = record.then(|| {
+            RecordingTarget::in_dir(
+                &config.media.recording_dir,
+                self.slot.id(),
+                config.media.recording_max_bytes,
+            )
+        });
+        let bridge = media_plane::bridge_config(&config.media, recording);
+        CallMedia::new(rtp, local, offer_codecs, bridge)
     }
 
     /// Sends the INVITE to trunk `*index` of the route, moving on to the next trunk
@@ -338,16 +387,24 @@ impl OutboundJob {
             reason: e.reason,
             sip_status: None,
         });
-        self.record(&Outcome {
+        let outcome = Outcome {
             reason: e.reason,
             sip_status: None,
             setup_time: None,
             talk_time: None,
             detail: e.message,
-        });
+        };
+        self.record(&outcome, None, None, None);
     }
 
-    fn record(&self, outcome: &Outcome) {
+    /// Metrics and the end-of-call log line (the call record).
+    fn record(
+        &self,
+        outcome: &Outcome,
+        media: Option<&BridgeReport>,
+        quality: Option<&QualityReport>,
+        recording: Option<&RecordingInfo>,
+    ) {
         let metrics = &self.manager.metrics;
         metrics
             .calls_total
@@ -361,8 +418,94 @@ impl OutboundJob {
             sip_status = outcome.sip_status,
             talk_secs = outcome.talk_time.map(|d| d.as_secs_f64()),
             detail = %outcome.detail,
+            media = media.map(|m| m.mode.as_str()),
+            codecs = media.map(|m| format!("{:?}", m.mode)),
+            mos = quality.map(|q| q.overall.mos),
+            jitter_ms = quality.map(|q| q.overall.jitter_ms),
+            loss_pct = quality.map(|q| q.overall.loss_pct),
+            recording = recording.map(|r| r.path.display().to_string()),
             "call ended"
         );
+    }
+
+    /// Sends `dtmf` digits: SIP INFO when the trunk wants it, RFC 4733 otherwise.
+    fn dtmf(&self, media: &CallMedia, sip: &SipCallHandle, trunk: usize, digits: &str) {
+        let config = &self.manager.config;
+        let info_mode = self
+            .routed
+            .trunks
+            .get(trunk)
+            .and_then(|name| config.sip.trunk(name))
+            .is_some_and(|t| t.dtmf_mode == "info");
+        let result = if digits.is_empty() || digits.len() > 32 {
+            Err("send 1-32 digits of 0-9 * # A-D".to_string())
+        } else if info_mode {
+            digits
+                .chars()
+                .try_for_each(|d| sip.send_dtmf_info(d, 160).map_err(|e| e.to_string()))
+        } else {
+            media.send_dtmf(digits)
+        };
+        if let Err(e) = result {
+            self.call_error(ErrorCode::BadRequest, &format!("dtmf: {e}"));
+        }
+    }
+
+    /// Tells the browser the outcome of its hold/unhold.
+    fn hold_result(&self, hold: bool, ok: bool, status: u16) {
+        if !ok {
+            let what = if hold { "hold" } else { "unhold" };
+            let msg = format!("{what} failed: the far end answered the re-INVITE with {status}");
+            return self.call_error(ErrorCode::Unavailable, &msg);
+        }
+        let call_id = self.call_id.clone();
+        self.send(if hold {
+            ServerMessage::Hold {
+                call_id,
+                by: HoldParty::Local,
+            }
+        } else {
+            ServerMessage::Unhold {
+                call_id,
+                by: HoldParty::Local,
+            }
+        });
+    }
+
+    /// Tells the browser the far end changed its hold state.
+    fn tell_hold(&self, change: HoldChange) {
+        let call_id = self.call_id.clone();
+        self.send(match change {
+            HoldChange::RemoteHold => ServerMessage::Hold {
+                call_id,
+                by: HoldParty::Remote,
+            },
+            HoldChange::RemoteUnhold => ServerMessage::Unhold {
+                call_id,
+                by: HoldParty::Remote,
+            },
+        });
+    }
+
+    /// Protocol `stats` from a quality report, and the quality histograms.
+    fn send_stats(&self, report: &QualityReport) {
+        let q = &report.overall;
+        self.send(ServerMessage::Stats {
+            call_id: self.call_id.clone(),
+            mos: (q.mos * 100.0).round() / 100.0,
+            jitter_ms: (q.jitter_ms * 10.0).round() / 10.0,
+            loss_pct: (q.loss_pct * 100.0).round() / 100.0,
+            rtt_ms: q.rtt_ms.map(|r| r.round()).unwrap_or(0.0),
+        });
+    }
+
+    /// An `error` about this call.
+    fn call_error(&self, code: ErrorCode, message: &str) {
+        let mut error = ServerMessage::error(code, message, &self.ctx.correlation_id);
+        if let ServerMessage::Error { call_id, .. } = &mut error {
+            *call_id = Some(self.call_id.clone());
+        }
+        self.send(error);
     }
 
     /// Mirrors the call's progress into the registry (for the operator API).
@@ -382,25 +525,6 @@ impl OutboundJob {
     fn send(&self, message: ServerMessage) {
         // The session may be gone; the call still runs to its end on the SIP side.
         let _ = self.to_browser.send(SessionEvent::Message(message));
-    }
-}
-
-/// The SIP-side media of a call: the RTP socket until the bridge takes it.
-struct MediaState {
-    rtp: Option<RtpLeg>,
-    bridge: Option<Bridge>,
-}
-
-impl MediaState {
-    fn apply(&mut self, leg: &WebRtcLeg, sdp_text: &str) -> Result<(), String> {
-        let remote = sdp::parse_answer(sdp_text, SIP_CODECS).map_err(|e| e.to_string())?;
-        if let Some(bridge) = &self.bridge {
-            bridge.update_remote(remote);
-            return Ok(());
-        }
-        let rtp = self.rtp.take().ok_or("RTP leg already released")?;
-        self.bridge = Some(Bridge::start(leg, rtp, remote).map_err(|e| e.to_string())?);
-        Ok(())
     }
 }
 

@@ -48,6 +48,9 @@ pub struct RouteConfig {
     /// Withhold the caller id (`Privacy: id`) on this route whatever the client asks.
     #[serde(default)]
     pub privacy: bool,
+    /// Record calls on this route (stereo WAV under `media.recording_dir`).
+    #[serde(default)]
+    pub record: bool,
 }
 
 impl RouteConfig {
@@ -59,6 +62,7 @@ impl RouteConfig {
             strip: 0,
             prepend: String::new(),
             privacy: false,
+            record: false,
         }
     }
 }

@@ -6,6 +6,7 @@
 
 mod dialplan;
 mod env;
+mod media;
 pub mod validate;
 
 use std::net::{IpAddr, SocketAddr};
@@ -16,6 +17,7 @@ use serde::{Deserialize, Serialize};
 
 pub use dialplan::{DialplanConfig, RouteConfig};
 pub use env::apply_env_overrides;
+pub use media::MediaConfig;
 pub use validate::validate;
 
 /// Errors from loading or validating the configuration.
@@ -93,6 +95,8 @@ pub struct Config {
     pub cluster: ClusterConfig,
     /// The demo page at `/demo/`.
     pub demo: DemoConfig,
+    /// Codecs, transcoding, quality, recording.
+    pub media: MediaConfig,
 }
 
 /// `[demo]`: the demo page and JavaScript client served at `/demo/`.

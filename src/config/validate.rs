@@ -214,6 +214,7 @@ pub fn validate(config: &Config) -> Result<(), ConfigError> {
         validate_turn(config, turn)?;
     }
 
+    validate_media(&config.media)?;
     for (i, did) in config.dids.iter().enumerate() {
         if did.number.trim().is_empty() || did.user.trim().is_empty() {
             return Err(ConfigError::invalid(
@@ -343,114 +344,56 @@ fn validate_turn(config: &Config, turn: &super::TurnConfig) -> Result<(), Config
     Ok(())
 }
 
-#[cfg(test)]
-mod trunk_tests {
-    use super::super::{Config, load};
-
-    const BASE: &str = r#"
-[auth]
-hs256_secret = "0123456789abcdef0123456789abcdef"
-[[sip.trunks]]
-name = "a"
-address = "127.0.0.1:5070"
-"#;
-
-    fn load_with(extra: &str, env: &[(&str, &str)]) -> Result<Config, String> {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let path = dir.path().join("c.toml");
-        std::fs::write(&path, format!("{BASE}{extra}")).expect("write");
-        let env = env.iter().map(|(k, v)| (k.to_string(), v.to_string()));
-        load(Some(&path), env)
-            .map(|(c, _)| c)
-            .map_err(|e| e.to_string())
-    }
-
-    #[test]
-    fn trunk_keys_have_defaults_and_parse() {
-        let c = load_with("", &[]).expect("loads");
-        let t = &c.sip.trunks[0];
-        assert_eq!(t.transport, "udp");
-        assert_eq!(t.register_expires, 3600);
-        assert_eq!(t.session_expires, 1800);
-        assert_eq!(t.min_se, 90);
-        assert_eq!(t.dtmf_mode, "rfc4733");
-        assert_eq!(t.options_interval, None);
-        let c = load_with(
-            "transport = \"tcp\"\nusername = \"u\"\npassword = \"p\"\nregister = true\noptions_interval = \"15s\"\ndtmf_mode = \"info\"\nreliable_provisional = \"required\"\nsession_expires = 0\n",
-            &[],
-        )
-        .expect("loads");
-        let t = &c.sip.trunks[0];
-        assert_eq!(t.options_interval, Some(std::time::Duration::from_secs(15)));
-        assert!(t.register);
-        let settings = crate::sip::TrunkSettings::from_config(t);
-        assert_eq!(settings.transport, crate::sip::Transport::Tcp);
-        assert_eq!(settings.dtmf_mode, crate::sip::DtmfMode::Info);
-        assert_eq!(settings.port, 5070);
-        assert!(settings.credentials.is_some());
-        assert!(
-            !format!("{t:?}").contains("\"p\""),
-            "Debug redacts the password"
-        );
-    }
-
-    #[test]
-    fn bad_trunk_values_name_the_key() {
-        for (extra, key) in [
-            ("transport = \"sctp\"\n", "sip.trunks[0].transport"),
-            ("dtmf_mode = \"inband\"\n", "sip.trunks[0].dtmf_mode"),
-            (
-                "reliable_provisional = \"always\"\n",
-                "sip.trunks[0].reliable_provisional",
-            ),
-            ("session_expires = 60\n", "sip.trunks[0].session_expires"),
-            ("min_se = 30\n", "sip.trunks[0].min_se"),
-            (
-                "register_expires = 10\nusername = \"u\"\npassword = \"p\"\n",
-                "sip.trunks[0].register_expires",
-            ),
-            ("register = true\n", "sip.trunks[0].register"),
-            (
-                "options_interval = \"10ms\"\n",
-                "sip.trunks[0].options_interval",
-            ),
-            ("tls_ca = \"ca.pem\"\n", "sip.trunks[0].tls_ca"),
-            (
-                "transport = \"tls\"\ntls_ca = \"/nonexistent/ca.pem\"\n",
-                "sip.trunks[0].tls_ca",
-            ),
-            ("username = \"u\"\n", "sip.trunks[0]"),
-        ] {
-            let err = load_with(extra, &[]).expect_err(key);
-            assert!(
-                err.contains(&format!("`{key}`")),
-                "expected `{key}` in: {err}"
-            );
+fn validate_media(media: &super::MediaConfig) -> Result<(), ConfigError> {
+    for (key, list) in [
+        ("media.browser_codecs", &media.browser_codecs),
+        ("media.sip_codecs", &media.sip_codecs),
+    ] {
+        if list.is_empty() {
+            return Err(ConfigError::invalid(key, "list at least one codec"));
+        }
+        for name in list {
+            if crate::media::codec::AudioCodec::from_encoding_name(name).is_none() {
+                return Err(ConfigError::invalid(
+                    key,
+                    format!("`{name}` is not one of pcmu, pcma, opus"),
+                ));
+            }
         }
     }
-
-    #[test]
-    fn password_env_is_read_at_load_time() {
-        let extra = "username = \"u\"\npassword_env = \"TRUNK_A_PW\"\n";
-        let c = load_with(extra, &[("TRUNK_A_PW", "from-env")]).expect("loads");
-        assert_eq!(c.sip.trunks[0].password.as_deref(), Some("from-env"));
-        let err = load_with(extra, &[]).expect_err("unset variable");
-        assert!(
-            err.contains("sip.trunks[0].password_env") && err.contains("TRUNK_A_PW"),
-            "{err}"
-        );
-        let err = load_with(
-            &format!("{extra}password = \"x\"\n"),
-            &[("TRUNK_A_PW", "y")],
-        )
-        .expect_err("both");
-        assert!(err.contains("not both"), "{err}");
+    if media.opus_complexity > 10 {
+        return Err(ConfigError::invalid(
+            "media.opus_complexity",
+            "must be 0-10",
+        ));
     }
-
-    #[test]
-    fn zero_options_interval_means_off() {
-        let c = load_with("options_interval = \"0s\"\n", &[]).expect("loads");
-        let settings = crate::sip::TrunkSettings::from_config(&c.sip.trunks[0]);
-        assert_eq!(settings.options_interval, None);
+    if !(6_000..=510_000).contains(&media.opus_bitrate) {
+        return Err(ConfigError::invalid(
+            "media.opus_bitrate",
+            "must be 6000-510000 bit/s",
+        ));
     }
+    if media.jitter_min > media.jitter_max || media.jitter_max > std::time::Duration::from_secs(2) {
+        return Err(ConfigError::invalid(
+            "media.jitter_max",
+            "need jitter_min <= jitter_max <= 2s",
+        ));
+    }
+    if media.stats_interval < std::time::Duration::from_secs(1) {
+        return Err(ConfigError::invalid(
+            "media.stats_interval",
+            "must be at least 1s",
+        ));
+    }
+    if media.recording_max_bytes < 1024 * 1024 {
+        return Err(ConfigError::invalid(
+            "media.recording_max_bytes",
+            "must be at least 1 MiB",
+        ));
+    }
+    Ok(())
 }
+
+#[cfg(test)]
+#[path = "trunk_tests.rs"]
+mod trunk_tests;

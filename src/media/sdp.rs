@@ -187,7 +187,10 @@ impl LocalSdp {
             }
         }
         if let Some(dtmf) = self.dtmf_payload_type {
-            let _ = write!(sdp, "a=rtpmap:{dtmf} telephone-event/8000\r\na=fmtp:{dtmf} 0-16\r\n");
+            let _ = write!(
+                sdp,
+                "a=rtpmap:{dtmf} telephone-event/8000\r\na=fmtp:{dtmf} 0-16\r\n"
+            );
         }
         sdp.push_str("a=ptime:20\r\n");
         if self.rtcp_mux {

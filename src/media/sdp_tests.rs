@@ -322,15 +322,36 @@ fn answers_mirror_direction_keep_peer_payload_types_and_bump_version() {
                    a=sendonly\r\n";
     let remote = parse_answer(reoffer, &[AudioCodec::Pcmu, AudioCodec::Pcma]).expect("parses");
     let answer = ours.answer_to(&remote).to_sdp();
-    assert!(answer.contains("o=callbridge 77 78 IN IP4 192.0.2.5"), "{answer}");
-    assert!(answer.contains("m=audio 30000 RTP/AVP 8 96\r\n"), "{answer}");
-    assert!(answer.contains("a=rtpmap:96 telephone-event/8000"), "{answer}");
-    assert!(answer.contains("a=recvonly\r\n"), "their sendonly is our recvonly: {answer}");
-    assert!(!answer.contains("PCMU") && !answer.contains("rtcp-mux"), "{answer}");
+    assert!(
+        answer.contains("o=callbridge 77 78 IN IP4 192.0.2.5"),
+        "{answer}"
+    );
+    assert!(
+        answer.contains("m=audio 30000 RTP/AVP 8 96\r\n"),
+        "{answer}"
+    );
+    assert!(
+        answer.contains("a=rtpmap:96 telephone-event/8000"),
+        "{answer}"
+    );
+    assert!(
+        answer.contains("a=recvonly\r\n"),
+        "their sendonly is our recvonly: {answer}"
+    );
+    assert!(
+        !answer.contains("PCMU") && !answer.contains("rtcp-mux"),
+        "{answer}"
+    );
     let parsed = parse_answer(&answer, &[AudioCodec::Pcma]).expect("our answer parses");
     assert_eq!(parsed.direction, Direction::RecvOnly);
 
     let hold = ours.with_direction(Direction::SendOnly).to_sdp();
-    assert!(hold.contains("o=callbridge 77 78 ") && hold.contains("a=sendonly\r\n"), "{hold}");
-    assert_eq!(build_offer(ip, 30000, 77, &[AudioCodec::Pcmu, AudioCodec::Pcma]), ours.to_sdp());
+    assert!(
+        hold.contains("o=callbridge 77 78 ") && hold.contains("a=sendonly\r\n"),
+        "{hold}"
+    );
+    assert_eq!(
+        build_offer(ip, 30000, 77, &[AudioCodec::Pcmu, AudioCodec::Pcma]),
+        ours.to_sdp()
+    );
 }

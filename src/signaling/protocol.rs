@@ -167,6 +167,28 @@ pub enum ServerMessage {
         /// The gateway's SDP offer.
         sdp: String,
     },
+    /// The call is on hold: `by` is `local` (our `hold` succeeded) or `remote` (the
+    /// far end put it on hold).
+    Hold {
+        /// The call.
+        call_id: String,
+        /// Who holds it.
+        by: HoldParty,
+    },
+    /// The call is off hold again (`by` as for `hold`).
+    Unhold {
+        /// The call.
+        call_id: String,
+        /// Who released it.
+        by: HoldParty,
+    },
+    /// A DTMF digit received from the far end (RFC 4733).
+    Dtmf {
+        /// The call.
+        call_id: String,
+        /// The digit (`0-9*#A-D`).
+        digits: String,
+    },
     /// Call quality, sent periodically.
     Stats {
         /// The call.
@@ -197,6 +219,16 @@ pub enum ServerMessage {
     },
     /// Answer to `ping`.
     Pong,
+}
+
+/// Who put a call on hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HoldParty {
+    /// This browser.
+    Local,
+    /// The far end.
+    Remote,
 }
 
 /// Why a call ended (protocol v1 `ended.reason`).

@@ -336,12 +336,16 @@ impl Session {
                 self.reply_error(ErrorCode::NotFound, &msg, Some(&call_id))
                     .await;
             }
-            ClientMessage::Dtmf { call_id, .. }
-            | ClientMessage::Hold { call_id }
-            | ClientMessage::Unhold { call_id } => {
-                let msg = "dtmf, hold and unhold are not supported by this gateway version yet";
-                self.reply_error(ErrorCode::BadRequest, msg, Some(&call_id))
-                    .await;
+            ClientMessage::Dtmf { call_id, digits } => {
+                self.command(state, &call_id, CallCommand::Dtmf(digits))
+                    .await
+            }
+            ClientMessage::Hold { call_id } => {
+                self.command(state, &call_id, CallCommand::Hold(true)).await
+            }
+            ClientMessage::Unhold { call_id } => {
+                self.command(state, &call_id, CallCommand::Hold(false))
+                    .await
             }
         }
     }

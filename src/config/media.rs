@@ -1,0 +1,64 @@
+//! `[media]`: codecs, transcoding, quality reports, media supervision, recording.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// `[media]`: how audio is negotiated, moved and recorded.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MediaConfig {
+    /// Codecs accepted from browsers (`pcmu`, `pcma`, `opus`); the browser leg uses
+    /// the first of them the browser offers, Opus first when the trunks take Opus.
+    pub browser_codecs: Vec<String>,
+    /// Codecs offered to trunks, in order (the browser's codec is moved first when
+    /// listed, so the call can be relayed).
+    pub sip_codecs: Vec<String>,
+    /// Opus encoder complexity 0-10 (transcoded calls only; 1 is cheap and fine at 8 kHz).
+    pub opus_complexity: u8,
+    /// Opus target bitrate, bit/s.
+    pub opus_bitrate: u32,
+    /// Opus in-band FEC toward the browser.
+    pub opus_fec: bool,
+    /// Jitter buffer floor (transcoded calls).
+    #[serde(with = "humantime_serde")]
+    pub jitter_min: Duration,
+    /// Jitter buffer ceiling (transcoded calls).
+    #[serde(with = "humantime_serde")]
+    pub jitter_max: Duration,
+    /// End the call (`media_failed`) when a leg sends nothing for this long; 0s: never.
+    #[serde(with = "humantime_serde")]
+    pub inactivity_timeout: Duration,
+    /// Send SIP-side RTP to where the peer's RTP comes from (NAT traversal).
+    pub symmetric_rtp: bool,
+    /// How often quality is computed and sent to the browser as `stats`.
+    #[serde(with = "humantime_serde")]
+    pub stats_interval: Duration,
+    /// Where call recordings (stereo WAV) are written.
+    pub recording_dir: PathBuf,
+    /// Largest recording file; recording stops there.
+    pub recording_max_bytes: u64,
+    /// Record every call (else only tokens with `record: true` and routes with `record`).
+    pub record_all: bool,
+}
+
+impl Default for MediaConfig {
+    fn default() -> Self {
+        MediaConfig {
+            browser_codecs: vec!["pcmu".into(), "pcma".into(), "opus".into()],
+            sip_codecs: vec!["pcmu".into(), "pcma".into()],
+            opus_complexity: 1,
+            opus_bitrate: 24_000,
+            opus_fec: true,
+            jitter_min: Duration::from_millis(20),
+            jitter_max: Duration::from_millis(200),
+            inactivity_timeout: Duration::from_secs(30),
+            symmetric_rtp: true,
+            stats_interval: Duration::from_secs(5),
+            recording_dir: PathBuf::from("data/recordings"),
+            recording_max_bytes: 100 * 1024 * 1024,
+            record_all: false,
+        }
+    }
+}
