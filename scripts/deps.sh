@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what callbridge needs to build and test on Debian 12, idempotently:
 # a C toolchain and cmake (bundled libopus), SIPp (Debian's sip-tester) for the SIP
-# tests, and a Rust toolchain through rustup when cargo is missing.
+# tests, a Rust toolchain through rustup when cargo is missing, and (when asked) what
+# the browser tests need.
 set -euo pipefail
 export DEBIAN_FRONTEND=noninteractive
 SUDO=""
@@ -15,6 +16,32 @@ done
 if [ ${#missing[@]} -gt 0 ]; then
   $SUDO apt-get update
   $SUDO apt-get install -y --no-install-recommends "${missing[@]}"
+fi
+
+# Browser tests (tests/browser_demo.rs, tests/browser/*.mjs), only when asked for
+# (scripts/test.sh sets CALLBRIDGE_BROWSER_DEPS=1) so that scripts/run.sh stays light:
+# Debian's Chromium, Node.js if missing, and playwright-core from the lockfile (it
+# drives /usr/bin/chromium; it never downloads a browser). A failure here is only a
+# warning: the browser tests then fail under CI with a message that says what is missing.
+if [ "${CALLBRIDGE_BROWSER_DEPS:-0}" = "1" ]; then
+  browser_missing=()
+  for p in chromium; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || browser_missing+=("$p")
+  done
+  command -v node >/dev/null 2>&1 || browser_missing+=(nodejs npm)
+  if [ ${#browser_missing[@]} -gt 0 ]; then
+    { $SUDO apt-get update && $SUDO apt-get install -y --no-install-recommends "${browser_missing[@]}"; } ||
+      echo "WARNING: could not install ${browser_missing[*]}; the browser tests will fail under CI" >&2
+  fi
+  browser_dir="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)/tests/browser"
+  if command -v npm >/dev/null 2>&1; then
+    wanted=$(cd "$browser_dir" && node -p "require('./package-lock.json').packages['node_modules/playwright-core'].version")
+    have=$(cd "$browser_dir" && node -p "try { require('./node_modules/playwright-core/package.json').version } catch { '' }")
+    if [ "$wanted" != "$have" ]; then
+      (cd "$browser_dir" && npm ci --no-audit --no-fund --loglevel=error) ||
+        echo "WARNING: npm ci failed in tests/browser; the browser tests will fail under CI" >&2
+    fi
+  fi
 fi
 
 if ! command -v cargo >/dev/null 2>&1; then

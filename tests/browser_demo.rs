@@ -53,6 +53,26 @@ async fn demo_page_calls_sipp_echo_hears_audio_and_hangs_up() {
 }
 
 #[tokio::test]
+async fn the_embedding_snippet_places_and_hangs_up_a_call() {
+    let Some(tools) = require_browser() else {
+        return;
+    };
+    let _one = one_browser_at_a_time();
+    let mut sipp = Sipp::uas(None, &["-rtp_echo", "-mp", &free_udp_port().to_string()]);
+    let gw = TestGateway::start(demo_config(Some(sipp.addr))).await;
+    // docs/embedding.md quotes this page in full (checked by the node unit tests).
+    let url = format!("http://{}/demo/embed.html", gw.http_addr());
+    let out = output_dir("embed");
+
+    let node = NodeScript::start(&tools, "e2e_embed.mjs", &url, &out, &[]);
+    node.assert_passes(SCRIPT_TIMEOUT).await;
+    sipp.wait(Duration::from_secs(20))
+        .await
+        .assert_one_success();
+    gw.stop().await;
+}
+
+#[tokio::test]
 #[ignore = "needs server: `dtmf` (RFC 4733 toward SIP) and `hold`/`unhold` (re-INVITE sendonly/sendrecv)"]
 async fn demo_page_dtmf_and_hold_reach_the_far_end() {
     let Some(tools) = require_browser() else {

@@ -163,6 +163,7 @@ export class Session {
         '--autoplay-policy=no-user-gesture-required',
         '--allow-loopback-in-peer-connection',
         '--disable-features=WebRtcHideLocalIpsWithMdns',
+        '--disable-quic',
         '--disable-background-networking',
         '--disable-component-update',
         '--disable-sync',
