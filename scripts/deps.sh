@@ -20,8 +20,9 @@ fi
 
 # Browser tests (tests/browser_demo.rs, tests/browser/*.mjs), only when asked for
 # (scripts/test.sh sets CALLBRIDGE_BROWSER_DEPS=1) so that scripts/run.sh stays light:
-# Debian's Chromium, Node.js if missing, and playwright-core from the lockfile (it
-# drives /usr/bin/chromium; it never downloads a browser). A failure here is only a
+# Debian's Chromium, Node.js if missing, and from tests/browser/package-lock.json
+# playwright-core (it drives /usr/bin/chromium and never downloads a browser) and
+# typescript (type-checks the client's JSDoc). A failure here is only a
 # warning: the browser tests then fail under CI with a message that says what is missing.
 if [ "${CALLBRIDGE_BROWSER_DEPS:-0}" = "1" ]; then
   browser_missing=()
@@ -35,9 +36,15 @@ if [ "${CALLBRIDGE_BROWSER_DEPS:-0}" = "1" ]; then
   fi
   browser_dir="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)/tests/browser"
   if command -v npm >/dev/null 2>&1; then
-    wanted=$(cd "$browser_dir" && node -p "require('./package-lock.json').packages['node_modules/playwright-core'].version")
-    have=$(cd "$browser_dir" && node -p "try { require('./node_modules/playwright-core/package.json').version } catch { '' }")
-    if [ "$wanted" != "$have" ]; then
+    # npm ci only when node_modules does not hold exactly the locked versions.
+    if ! (cd "$browser_dir" && node -e '
+      const locked = require("./package-lock.json").packages;
+      for (const [path, { version }] of Object.entries(locked)) {
+        if (!path) continue;
+        let have = null;
+        try { have = require(`./${path}/package.json`).version; } catch {}
+        if (have !== version) process.exit(1);
+      }' 2>/dev/null); then
       (cd "$browser_dir" && npm ci --no-audit --no-fund --loglevel=error) ||
         echo "WARNING: npm ci failed in tests/browser; the browser tests will fail under CI" >&2
     fi

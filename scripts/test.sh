@@ -7,7 +7,8 @@ source scripts/deps.sh
 export PATH="$HOME/.cargo/bin:$PATH"
 cargo --version
 start=$(date +%s)
-# The JavaScript client's unit tests (node's test runner, fake socket and timers).
-(cd tests/browser && node --test callbridge.test.mjs docs.test.mjs)
+# The JavaScript client: its JSDoc types, then its unit tests (node's test runner,
+# fake socket and timers). The Chromium tests run within cargo test (browser_demo).
+(cd tests/browser && node_modules/.bin/tsc -p tsconfig.json && node --test callbridge.test.mjs docs.test.mjs)
 cargo test --locked --all-targets
 echo "tests passed in $(( $(date +%s) - start ))s"

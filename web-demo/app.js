@@ -105,8 +105,10 @@ async function connect() {
   demo.client?.close();
   const client = new CallbridgeClient({ url: ui.url.value.trim() || defaultUrl(), token });
   demo.client = client;
-  client.on('state', ({ state }) => {
-    ui.connection.textContent = { idle: 'offline', connecting: 'connecting', ready: 'online', reconnecting: 'reconnecting', closed: 'offline' }[state] ?? state;
+  /** @type {Record<CallbridgeClient['state'], string>} */
+  const connectionText = { idle: 'offline', connecting: 'connecting', ready: 'online', reconnecting: 'reconnecting', closed: 'offline' };
+  client.on('state', (/** @type {{ state: CallbridgeClient['state'] }} */ { state }) => {
+    ui.connection.textContent = connectionText[state];
     ui.connection.dataset.state = state;
     if (state === 'ready' && !demo.call && ui.status.dataset.callState !== 'ended') setStatus(`Ready as ${client.user}. Dial a number.`, 'none');
     refreshButtons();

@@ -41,6 +41,7 @@ export const CloseCode = Object.freeze({
 });
 
 /** Close codes that end the client for good: a new token is needed. */
+/** @type {number[]} */
 const FATAL_CLOSE_CODES = [CloseCode.AUTH_FAILED, CloseCode.FORBIDDEN, CloseCode.AUTH_TIMEOUT];
 
 /** Digits accepted by `Call.dtmf()`. */
@@ -784,7 +785,7 @@ export class Call extends Emitter {
     this._setState('accepting');
     try {
       const stream = await this._microphone();
-      if (this.state === 'ended') return;
+      if (this._over()) return;
       const pc = this._createPeerConnection();
       this._remoteQueued = true;
       await this._op(() => pc.setRemoteDescription({ type: 'offer', sdp: this._offer }));
@@ -795,11 +796,11 @@ export class Call extends Emitter {
         await pc.setLocalDescription(description);
         return description;
       });
-      if (this.state === 'ended') return;
+      if (this._over()) return;
       this.client._send({ type: 'accept', call_id: this.id, sdp: pc.localDescription?.sdp ?? answer.sdp });
       this._markSignalled();
     } catch (e) {
-      if (this.state === 'ended') return;
+      if (this._over()) return;
       const error = new CallbridgeError('media', `could not answer: ${e}`, { callId: this.id, cause: e });
       this._emit('error', error);
       this.client._send({ type: 'reject', call_id: this.id });
@@ -812,7 +813,7 @@ export class Call extends Emitter {
    * Declines an incoming call (`reject`). The call ends with `rejected`.
    */
   reject() {
-    if (this.state === 'ended') return;
+    if (this._over()) return;
     if (this.direction !== 'inbound' || this._signalled) {
       throw new CallbridgeError('bad_request', 'reject() is for incoming calls not yet accepted; use hangup()');
     }
@@ -825,7 +826,7 @@ export class Call extends Emitter {
    * when the server confirms (or after `hangupTimeoutMs`).
    */
   hangup() {
-    if (this.state === 'ended') return;
+    if (this._over()) return;
     if (this.direction === 'inbound' && !this._signalled) {
       this._requestEnd('reject', 'rejected');
     } else if (!this._signalled) {
@@ -900,12 +901,12 @@ export class Call extends Emitter {
   async _startOutbound(privacy) {
     try {
       const stream = await this._microphone();
-      if (this.state === 'ended') return;
+      if (this._over()) return;
       const pc = this._createPeerConnection();
       for (const track of stream.getAudioTracks()) pc.addTrack(track, stream);
       const offer = await pc.createOffer();
       await pc.setLocalDescription(offer);
-      if (this.state === 'ended') return;
+      if (this._over()) return;
       /** @type {Message} */
       const message = { type: 'call', call_id: this.id, to: this.to, sdp: pc.localDescription?.sdp ?? offer.sdp };
       if (privacy) message.privacy = true;
@@ -913,7 +914,7 @@ export class Call extends Emitter {
       this._setState('calling');
       this._markSignalled();
     } catch (e) {
-      if (this.state === 'ended') return;
+      if (this._over()) return;
       this._emit('error', new CallbridgeError('media', `could not start the call: ${e}`, { callId: this.id, cause: e }));
       this._endLocally('error');
     }
@@ -925,7 +926,7 @@ export class Call extends Emitter {
       this.client.options.getUserMedia ??
       ((/** @type {MediaStreamConstraints} */ c) => globalThis.navigator.mediaDevices.getUserMedia(c));
     const stream = await gum({ audio: this.client.options.audio, video: false });
-    if (this.state === 'ended') {
+    if (this._over()) {
       for (const t of stream.getTracks()) t.stop();
     } else {
       this.localStream = stream;
@@ -961,7 +962,7 @@ export class Call extends Emitter {
    * @param {RTCIceCandidateInit | null} candidate
    */
   _sendCandidate(candidate) {
-    if (this.state === 'ended') return;
+    if (this._over()) return;
     if (!this._signalled) {
       this._localCandidates.push(candidate);
       return;
@@ -1017,7 +1018,7 @@ export class Call extends Emitter {
    * @param {Message} message
    */
   _handle(message) {
-    if (this.state === 'ended') return;
+    if (this._over()) return;
     // After hangup()/reject() only the confirmation matters.
     if (this._endTimer !== null && message.type !== 'ended') return;
     switch (message.type) {
@@ -1078,7 +1079,7 @@ export class Call extends Emitter {
 
   /** The client is closing: tell the server if possible, end now. */
   _closeWithClient() {
-    if (this.state === 'ended') return;
+    if (this._over()) return;
     if (this._signalled || this.direction === 'inbound') {
       this.client._send({ type: this.direction === 'inbound' && !this._signalled ? 'reject' : 'hangup', call_id: this.id });
     }
@@ -1096,7 +1097,7 @@ export class Call extends Emitter {
    * @param {Message} message
    */
   _end(message) {
-    if (this.state === 'ended') return;
+    if (this._over()) return;
     if (this._endTimer !== null) clearTimeout(this._endTimer);
     this._endTimer = null;
     this.endReason = message.reason ?? 'error';
@@ -1119,9 +1120,14 @@ export class Call extends Emitter {
 
   /** @param {string} what */
   _requireLive(what) {
-    if (this.state === 'ended' || !this._signalled) {
+    if (this._over() || !this._signalled) {
       throw new CallbridgeError('bad_request', `${what}() needs a call in progress; this one is ${this.state}`);
     }
+  }
+
+  /** @returns {boolean} Whether the call has ended (a method, so checks after an `await` read the current state). */
+  _over() {
+    return this.state === 'ended';
   }
 
   /** @param {Call['state']} state */
