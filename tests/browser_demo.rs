@@ -15,8 +15,8 @@ use std::time::Duration;
 use common::gateway::{TestGateway, http_get};
 use common::sipp::Sipp;
 use support::{
-    DropProxy, NodeScript, SippUac, demo_config, free_udp_port, one_browser_at_a_time,
-    output_dir, require_browser,
+    DropProxy, NodeScript, SippUac, demo_config, free_udp_port, one_browser_at_a_time, output_dir,
+    require_browser,
 };
 
 /// Budget of one browser script.
@@ -30,7 +30,7 @@ async fn demo_page_calls_sipp_echo_hears_audio_and_hangs_up() {
     let Some(tools) = require_browser() else {
         return;
     };
-    let _one = one_browser_at_a_time();
+    let _one = one_browser_at_a_time().await;
     let mut sipp = Sipp::uas(None, &["-rtp_echo", "-mp", &free_udp_port().to_string()]);
     let gw = TestGateway::start(demo_config(Some(sipp.addr))).await;
     let url = format!("http://{}/demo/", gw.http_addr());
@@ -48,7 +48,10 @@ async fn demo_page_calls_sipp_echo_hears_audio_and_hangs_up() {
         metrics.contains(r#"callbridge_calls_total{direction="outbound",outcome="hangup"} 1"#),
         "the page's hang-up ended the call as `hangup`:\n{metrics}"
     );
-    assert!(out.join("outbound-answered.png").is_file(), "screenshot saved");
+    assert!(
+        out.join("outbound-answered.png").is_file(),
+        "screenshot saved"
+    );
     gw.stop().await;
 }
 
@@ -57,7 +60,7 @@ async fn the_embedding_snippet_places_and_hangs_up_a_call() {
     let Some(tools) = require_browser() else {
         return;
     };
-    let _one = one_browser_at_a_time();
+    let _one = one_browser_at_a_time().await;
     let mut sipp = Sipp::uas(None, &["-rtp_echo", "-mp", &free_udp_port().to_string()]);
     let gw = TestGateway::start(demo_config(Some(sipp.addr))).await;
     // docs/embedding.md quotes this page in full (checked by the node unit tests).
@@ -78,7 +81,7 @@ async fn demo_page_dtmf_and_hold_reach_the_far_end() {
     let Some(tools) = require_browser() else {
         return;
     };
-    let _one = one_browser_at_a_time();
+    let _one = one_browser_at_a_time().await;
     // SIPp answers with an SDP that sends the gateway's RTP to our sink.
     let sink = tokio::net::UdpSocket::bind("127.0.0.1:0")
         .await
@@ -127,7 +130,7 @@ async fn demo_page_shows_an_incoming_call_and_accepts_it() {
     let Some(tools) = require_browser() else {
         return;
     };
-    let _one = one_browser_at_a_time();
+    let _one = one_browser_at_a_time().await;
     let gw = TestGateway::start(demo_config(None)).await;
     let sip_addr = gw.server.as_ref().expect("running").sip_addr;
     let url = format!("http://{}/demo/", gw.http_addr());
@@ -148,7 +151,7 @@ async fn demo_call_survives_a_dropped_websocket_through_resume() {
     let Some(tools) = require_browser() else {
         return;
     };
-    let _one = one_browser_at_a_time();
+    let _one = one_browser_at_a_time().await;
     let mut sipp = Sipp::uas(None, &["-rtp_echo", "-mp", &free_udp_port().to_string()]);
     let gw = TestGateway::start(demo_config(Some(sipp.addr))).await;
     // The page (HTTP and WebSocket) goes through a proxy that the test cuts mid-call.

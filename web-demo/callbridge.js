@@ -427,7 +427,9 @@ export class CallbridgeClient extends Emitter {
       return;
     }
     if (mode === 'resume') {
-      if (fatal || handshakeError) {
+      // Busy (rate limited, draining) is not a refusal: try the resume again later.
+      const busy = handshakeError && ['rate_limited', 'unavailable'].includes(handshakeError.code);
+      if (fatal || (handshakeError && !busy)) {
         // The server no longer knows the session: its calls are gone. It answered,
         // so authenticate again at once for a new session.
         this._sessionLost();

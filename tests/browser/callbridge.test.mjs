@@ -633,6 +633,24 @@ describe('reconnect and resume', () => {
     h.client.close();
   });
 
+  test('a rate-limited resume is tried again later; the calls stay', async () => {
+    const h = await connected();
+    const { call } = await placed(h);
+    h.ws.serverClose(1006);
+    mock.timers.tick(500);
+    await settle();
+    h.sockets[1].open();
+    h.sockets[1].receive({ type: 'error', code: 'rate_limited', message: 'slow down', correlation_id: 'c', retry_after_ms: 1000 });
+    h.sockets[1].serverClose(4029, 'rate limited');
+    assert.equal(call.state, 'calling');
+    assert.equal(h.client.state, 'reconnecting');
+    mock.timers.tick(1000);
+    await settle();
+    h.sockets[2].open();
+    assert.equal(h.sockets[2].sent[0].type, 'resume');
+    h.client.close();
+  });
+
   test('gives up after maxAttempts: closed, calls end with signaling_lost', async () => {
     const h = await connected({ reconnect: { maxAttempts: 3 }, resumeGraceMs: 600_000 });
     const { call } = await placed(h);

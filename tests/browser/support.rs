@@ -10,7 +10,7 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use callbridge::config::Config;
@@ -85,9 +85,9 @@ fn find_tools() -> Result<BrowserTools, String> {
 }
 
 /// Browser tests run one at a time: each Chromium wants a core of its own.
-pub fn one_browser_at_a_time() -> MutexGuard<'static, ()> {
-    static LOCK: Mutex<()> = Mutex::new(());
-    LOCK.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+pub async fn one_browser_at_a_time() -> tokio::sync::MutexGuard<'static, ()> {
+    static LOCK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    LOCK.lock().await
 }
 
 /// The test gateway config with the demo (and dev tokens) served from `web-demo/`.
@@ -187,10 +187,7 @@ impl NodeScript {
                     "the script ended before printing {prefix}:\n{}",
                     self.printed()
                 ),
-                Err(_) => panic!(
-                    "no {prefix} within {timeout:?}:\n{}",
-                    self.printed()
-                ),
+                Err(_) => panic!("no {prefix} within {timeout:?}:\n{}", self.printed()),
             }
         }
     }
@@ -292,9 +289,8 @@ impl DropProxy {
     /// Cuts every open connection (both sockets close without a WebSocket close
     /// frame); returns how many there were.
     pub fn cut(&self) -> usize {
-        let open: Vec<AbortHandle> = std::mem::take(
-            &mut *self.connections.lock().unwrap_or_else(|p| p.into_inner()),
-        );
+        let open: Vec<AbortHandle> =
+            std::mem::take(&mut *self.connections.lock().unwrap_or_else(|p| p.into_inner()));
         let count = open.iter().filter(|h| !h.is_finished()).count();
         for handle in open {
             handle.abort();
@@ -364,7 +360,8 @@ impl SippUac {
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         };
-        let read = |name: &str| std::fs::read_to_string(self.dir.path().join(name)).unwrap_or_default();
+        let read =
+            |name: &str| std::fs::read_to_string(self.dir.path().join(name)).unwrap_or_default();
         assert!(
             status.is_some_and(|s| s.success()),
             "SIPp UAC: {status:?}\n--- errors ---\n{}\n--- messages ---\n{}",
