@@ -75,6 +75,26 @@ async fn the_embedding_snippet_places_and_hangs_up_a_call() {
     gw.stop().await;
 }
 
+/// The page against a signaling server played by the script (no gateway): incoming
+/// banner and accept with real audio, DTMF, hold, mute, a dropped socket resumed
+/// with the session's id and token, gateway stats, hang-up, reject. Runs today, while
+/// the gateway does not have these features yet.
+#[tokio::test]
+async fn demo_page_against_a_scripted_signaling_server() {
+    let Some(tools) = require_browser() else {
+        return;
+    };
+    let _one = one_browser_at_a_time().await;
+    let out = output_dir("scripted");
+    // The script serves web-demo/ itself: --url is not used.
+    let node = NodeScript::start(&tools, "e2e_scripted.mjs", "", &out, &[]);
+    node.assert_passes(SCRIPT_TIMEOUT).await;
+    assert!(
+        out.join("scripted-banner.png").is_file(),
+        "screenshot saved"
+    );
+}
+
 #[tokio::test]
 #[ignore = "needs server: `dtmf` (RFC 4733 toward SIP) and `hold`/`unhold` (re-INVITE sendonly/sendrecv)"]
 async fn demo_page_dtmf_and_hold_reach_the_far_end() {

@@ -188,11 +188,13 @@ function onIncoming(call) {
   ui.incoming.hidden = false;
   setStatus(CALL_TEXT.incoming(call), 'incoming');
   log(`incoming ${call.id} from ${call.from}`);
+  refreshButtons();
   call.on('ended', (m) => {
     if (demo.incoming !== call) return;
     demo.incoming = null;
     ui.incoming.hidden = true;
-    setStatus(`Missed call from ${call.from || 'unknown'} (${m.reason}).`, 'ended');
+    setStatus(`Missed call from ${call.from || 'unknown'} (${m.reason.replaceAll('_', ' ')}).`, 'ended');
+    refreshButtons();
   });
 }
 
@@ -216,6 +218,7 @@ function rejectIncoming() {
   ui.incoming.hidden = true;
   call.reject();
   setStatus('Call rejected.', 'ended');
+  refreshButtons();
 }
 
 /**
@@ -294,7 +297,7 @@ function refreshButtons() {
   const connected = Boolean(demo.client) && demo.client?.state !== 'closed';
   const call = demo.call;
   const live = Boolean(call) && call?.state !== 'ended';
-  ui.call.disabled = !ready || live;
+  ui.call.disabled = !ready || live || Boolean(demo.incoming);
   ui.hangup.disabled = !live;
   ui.mute.disabled = !live;
   ui.hold.disabled = !live || call?.state !== 'answered';

@@ -128,7 +128,8 @@ pub struct NodeScript {
 }
 
 impl NodeScript {
-    /// Starts `script` on the demo page at `url`, writing into `out`.
+    /// Starts `script` on the demo page at `url` (empty: the script serves the page
+    /// itself), writing into `out`.
     pub fn start(
         tools: &BrowserTools,
         script: &str,
@@ -136,10 +137,12 @@ impl NodeScript {
         out: &Path,
         extra: &[&str],
     ) -> NodeScript {
-        let mut child = Command::new(&tools.node)
-            .arg(script)
-            .arg("--url")
-            .arg(url)
+        let mut command = Command::new(&tools.node);
+        command.arg(script);
+        if !url.is_empty() {
+            command.arg("--url").arg(url);
+        }
+        let mut child = command
             .arg("--out")
             .arg(out)
             .arg("--chromium")

@@ -22,8 +22,11 @@ import { parseArgs } from 'node:util';
  * @property {number} timeoutMs Budget of the whole script.
  */
 
-/** @returns {Args} */
-export function args() {
+/**
+ * @param {{ urlOptional?: boolean }} [opts]
+ * @returns {Args}
+ */
+export function args(opts = {}) {
   const { values } = parseArgs({
     options: {
       url: { type: 'string' },
@@ -33,12 +36,12 @@ export function args() {
       'timeout-ms': { type: 'string', default: '90000' },
     },
   });
-  if (!values.url || !values.out) {
+  if ((!values.url && !opts.urlOptional) || !values.out) {
     console.error('usage: node e2e_*.mjs --url http://127.0.0.1:PORT/demo/ --out DIR [--to NUMBER] [--chromium PATH]');
     process.exit(64);
   }
   return {
-    url: values.url,
+    url: values.url ?? '',
     out: resolve(values.out),
     chromium: /** @type {string} */ (values.chromium),
     to: /** @type {string} */ (values.to),
@@ -94,10 +97,20 @@ export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
  *
  * @param {string} name Used for file names.
  * @param {(s: Session) => Promise<void>} scenario
+ * @param {{ serveDemo?: boolean, beforeLoad?: (s: Session) => Promise<void> }} [options]
+ *   `serveDemo`: serve `web-demo/` at `/demo/` from this process (no gateway) instead
+ *   of opening `--url`; `beforeLoad`: set up the page (routes, bindings) before it loads.
  */
-export async function run(name, scenario) {
-  const a = args();
+export async function run(name, scenario, options = {}) {
+  const a = args({ urlOptional: options.serveDemo });
   await mkdir(a.out, { recursive: true });
+  /** @type {import('node:http').Server | null} */
+  let server = null;
+  if (options.serveDemo) {
+    server = await serveDemo();
+    const address = /** @type {import('node:net').AddressInfo} */ (server.address());
+    a.url = `http://127.0.0.1:${address.port}/demo/`;
+  }
   const watchdog = setTimeout(() => {
     console.error(`${name}: watchdog: over ${a.timeoutMs} ms, exiting`);
     process.exit(2);
@@ -108,7 +121,10 @@ export async function run(name, scenario) {
   let code = 0;
   try {
     session = await Session.open(name, a);
+    if (options.beforeLoad) await options.beforeLoad(session);
+    await session.goto();
     await scenario(session);
+    if (session.pageErrors.length) throw new Error(`uncaught errors in the page: ${session.pageErrors.join('; ')}`);
     console.log(`${name}: passed`);
   } catch (e) {
     code = 1;
@@ -117,9 +133,48 @@ export async function run(name, scenario) {
     if (session) console.error(`status line: ${await session.statusText().catch(() => '?')}`);
   } finally {
     if (session) await session.close();
+    server?.close();
     clearTimeout(watchdog);
   }
   process.exit(code);
+}
+
+/** Content types of the demo's files. */
+const TYPES = { '.html': 'text/html', '.js': 'text/javascript', '.css': 'text/css', '.json': 'application/json' };
+
+/**
+ * Serves `web-demo/` at `/demo/` on 127.0.0.1 (ephemeral port), with a fake
+ * `/demo/dev-token`, for scripts that play the signaling server themselves.
+ *
+ * @returns {Promise<import('node:http').Server>}
+ */
+async function serveDemo() {
+  const { createServer } = await import('node:http');
+  const { readFile } = await import('node:fs/promises');
+  const { extname } = await import('node:path');
+  const root = new URL('../../../web-demo/', import.meta.url);
+  const server = createServer(async (req, res) => {
+    const path = new URL(req.url ?? '/', 'http://x').pathname;
+    if (path === '/demo/dev-token') {
+      res.writeHead(200, { 'content-type': 'application/json' });
+      res.end(req.method === 'HEAD' ? undefined : JSON.stringify({ token: 'scripted-token', user: 'dev', expires_in: 3600 }));
+      return;
+    }
+    const file = path === '/demo/' ? 'index.html' : path.replace(/^\/demo\//, '');
+    if (!path.startsWith('/demo/') || file.includes('..')) {
+      res.writeHead(404).end();
+      return;
+    }
+    try {
+      const body = await readFile(new URL(file, root));
+      res.writeHead(200, { 'content-type': TYPES[/** @type {keyof typeof TYPES} */ (extname(file))] ?? 'application/octet-stream' });
+      res.end(req.method === 'HEAD' ? undefined : body);
+    } catch {
+      res.writeHead(404).end();
+    }
+  });
+  await new Promise((done) => server.listen(0, '127.0.0.1', () => done(undefined)));
+  return server;
 }
 
 /** One Chromium with the demo page open. */
@@ -137,6 +192,15 @@ export class Session {
     this.context = context;
     this.page = page;
     this.profile = profile;
+    /** @type {string[]} The page's console, saved as `<name>-console.log`. */
+    this.logLines = [];
+    /** @type {string[]} Uncaught exceptions in the page: any fails the script. */
+    this.pageErrors = [];
+  }
+
+  /** Opens the demo page (`--url`). */
+  async goto() {
+    await this.page.goto(this.args.url, { waitUntil: 'load' });
   }
 
   /**
@@ -174,15 +238,13 @@ export class Session {
     });
     context.setDefaultTimeout(15_000);
     const page = context.pages()[0] ?? (await context.newPage());
-    const logLines = [];
-    page.on('console', (m) => logLines.push(`[console.${m.type()}] ${m.text()}`));
+    const session = new Session(name, a, context, page, profile);
+    page.on('console', (m) => session.logLines.push(`[console.${m.type()}] ${m.text()}`));
     page.on('pageerror', (e) => {
-      logLines.push(`[pageerror] ${e.message}`);
+      session.logLines.push(`[pageerror] ${e.message}`);
+      session.pageErrors.push(e.message);
       console.error(`page error: ${e.message}`);
     });
-    const session = new Session(name, a, context, page, profile);
-    session.logLines = logLines;
-    await page.goto(a.url, { waitUntil: 'load' });
     return session;
   }
 
@@ -278,7 +340,7 @@ export class Session {
 
   async close() {
     try {
-      await writeFile(join(this.args.out, `${this.name}-console.log`), (this.logLines ?? []).join('\n') + '\n');
+      await writeFile(join(this.args.out, `${this.name}-console.log`), this.logLines.join('\n') + '\n');
     } catch {}
     await this.context.close().catch((e) => console.error(`closing Chromium: ${e}`));
     await rm(this.profile, { recursive: true, force: true }).catch(() => {});
