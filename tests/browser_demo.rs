@@ -95,6 +95,28 @@ async fn demo_page_against_a_scripted_signaling_server() {
     );
 }
 
+/// A newcomer's first call: embedded defaults, no SIPp at all, dial `echo`.
+#[tokio::test]
+#[ignore = "needs server: the built-in `echo` destination of the embedded defaults (loopback SIP UAS echoing RTP)"]
+async fn first_call_on_embedded_defaults_dials_the_builtin_echo() {
+    let Some(tools) = require_browser() else {
+        return;
+    };
+    let _one = one_browser_at_a_time().await;
+    let mut config = callbridge::config::Config::embedded().with_random_secret();
+    config.server.listen = "127.0.0.1:0".parse().expect("addr");
+    config.sip.listen = "127.0.0.1:0".parse().expect("addr");
+    config.sip.rtp_ports = "40000-49999".into();
+    config.demo.dir = support::repo().join("web-demo");
+    let gw = TestGateway::start(config).await;
+    let url = format!("http://{}/demo/", gw.http_addr());
+    let out = output_dir("echo");
+    // The same script as with SIPp: answered, echoed tone in getStats, hang-up.
+    let node = NodeScript::start(&tools, "e2e_outbound.mjs", &url, &out, &["--to", "echo"]);
+    node.assert_passes(SCRIPT_TIMEOUT).await;
+    gw.stop().await;
+}
+
 #[tokio::test]
 #[ignore = "needs server: `dtmf` (RFC 4733 toward SIP) and `hold`/`unhold` (re-INVITE sendonly/sendrecv)"]
 async fn demo_page_dtmf_and_hold_reach_the_far_end() {
