@@ -251,6 +251,20 @@ describe('outbound call', () => {
     h.client.close();
   });
 
+  test('a gateway candidate that overtakes the answer waits for it', async () => {
+    const h = await connected();
+    const { call, pc } = await placed(h);
+    const early = { candidate: 'candidate:early 1 udp 1 127.0.0.1 40000 typ host', sdpMid: '0', sdpMLineIndex: 0 };
+    h.ws.receive({ type: 'ice', call_id: call.id, candidate: early });
+    await settle();
+    assert.deepEqual(pc.candidates, [], 'not added before a remote description');
+    h.ws.receive({ type: 'answer', call_id: call.id, sdp: 'v=0 answer' });
+    await settle();
+    assert.deepEqual(pc.log.slice(-2), ['setRemote:answer', 'addIce']);
+    assert.deepEqual(pc.candidates, [early]);
+    h.client.close();
+  });
+
   test('candidates gathered before the call message wait for it', async () => {
     const h = await connected();
     const call = h.client.call('+15551234567');
@@ -303,6 +317,23 @@ describe('outbound call', () => {
     h.ws.receive({ type: 'ended', call_id: call.id, reason: 'hangup' });
     const ended = seen.filter((e) => e.type === 'ended');
     assert.deepEqual(ended.map((e) => e.detail), [{ type: 'ended', call_id: call.id, reason: 'hangup' }]);
+    h.client.close();
+  });
+
+  test('after hangup only the confirmation counts', async () => {
+    const h = await connected();
+    const { call, seen, pc } = await placed(h);
+    h.ws.receive({ type: 'answer', call_id: call.id, sdp: 'v=0 answer' });
+    await settle();
+    call.hangup();
+    seen.length = 0;
+    h.ws.receive({ type: 'ice', call_id: call.id, candidate: { candidate: 'candidate:late', sdpMid: '0', sdpMLineIndex: 0 } });
+    h.ws.receive({ type: 'answered', call_id: call.id });
+    await settle();
+    assert.deepEqual(seen, [], 'no state change, no error from the closed peer connection');
+    assert.deepEqual(pc.candidates, []);
+    h.ws.receive({ type: 'ended', call_id: call.id, reason: 'hangup' });
+    assert.deepEqual(seen.map((e) => e.type), ['state', 'ended']);
     h.client.close();
   });
 
@@ -631,6 +662,37 @@ describe('reconnect and resume', () => {
     assert.equal(h.client.state, 'ready');
     assert.equal(h.client.sessionId, 's-2');
     h.client.close();
+  });
+
+  test('a refused resume then a refused token: closed, no reconnect loop', async () => {
+    const h = await connected();
+    h.ws.serverClose(1006);
+    mock.timers.tick(500);
+    await settle();
+    h.sockets[1].open();
+    h.sockets[1].receive({ type: 'error', code: 'unauthorized', message: 'unknown or expired session', correlation_id: 'c' });
+    h.sockets[1].serverClose(4001);
+    await settle();
+    h.sockets[2].open();
+    assert.equal(h.sockets[2].sent[0].type, 'auth');
+    h.sockets[2].receive({ type: 'error', code: 'unauthorized', message: 'token expired', correlation_id: 'c' });
+    h.sockets[2].serverClose(4001, 'token expired');
+    assert.equal(h.client.state, 'closed');
+    assert.equal(h.events.at(-1).detail.error.code, 'unauthorized');
+    mock.timers.tick(120_000);
+    await settle();
+    assert.equal(h.sockets.length, 3, 'no further attempts');
+  });
+
+  test('close 4003 on a ready session is final', async () => {
+    const h = await connected();
+    const { call } = await placed(h);
+    h.ws.serverClose(4003, 'scope revoked');
+    assert.equal(h.client.state, 'closed');
+    assert.equal(call.endReason, 'signaling_lost');
+    mock.timers.tick(120_000);
+    await settle();
+    assert.equal(h.sockets.length, 1);
   });
 
   test('a rate-limited resume is tried again later; the calls stay', async () => {
