@@ -33,7 +33,8 @@ async fn demo_page_calls_sipp_echo_hears_audio_and_hangs_up() {
     let _one = one_browser_at_a_time().await;
     let mut sipp = Sipp::uas(None, &["-rtp_echo", "-mp", &free_udp_port().to_string()]);
     let gw = TestGateway::start(demo_config(Some(sipp.addr))).await;
-    let url = format!("http://{}/demo/", gw.http_addr());
+    // Without the trailing slash, as people type it: the page moves itself to /demo/.
+    let url = format!("http://{}/demo", gw.http_addr());
     let out = output_dir("outbound");
 
     let node = NodeScript::start(&tools, "e2e_outbound.mjs", &url, &out, &[]);

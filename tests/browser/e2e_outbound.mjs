@@ -5,6 +5,7 @@
 import { mark, run } from './lib/harness.mjs';
 
 await run('outbound', async (s) => {
+  await s.until('the page at /demo/', () => location.pathname === '/demo/');
   await s.signInWithDevToken();
   await s.page.locator('#number').fill(s.args.to);
   await s.page.locator('#call').click();
