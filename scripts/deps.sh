@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what callbridge needs to build and test on Debian 12, idempotently:
 # a C toolchain and cmake (bundled libopus), SIPp (Debian's sip-tester) for the SIP
-# tests, and a Rust toolchain through rustup when cargo is missing.
+# tests, a Rust toolchain through rustup when cargo is missing, and (when asked) what
+# the browser tests need.
 set -euo pipefail
 export DEBIAN_FRONTEND=noninteractive
 SUDO=""
@@ -15,6 +16,39 @@ done
 if [ ${#missing[@]} -gt 0 ]; then
   $SUDO apt-get update
   $SUDO apt-get install -y --no-install-recommends "${missing[@]}"
+fi
+
+# Browser tests (tests/browser_demo.rs, tests/browser/*.mjs), only when asked for
+# (scripts/test.sh sets CALLBRIDGE_BROWSER_DEPS=1) so that scripts/run.sh stays light:
+# Debian's Chromium, Node.js if missing, and from tests/browser/package-lock.json
+# playwright-core (it drives /usr/bin/chromium and never downloads a browser) and
+# typescript (type-checks the client's JSDoc). A failure here is only a
+# warning: the browser tests then fail under CI with a message that says what is missing.
+if [ "${CALLBRIDGE_BROWSER_DEPS:-0}" = "1" ]; then
+  browser_missing=()
+  for p in chromium; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || browser_missing+=("$p")
+  done
+  command -v node >/dev/null 2>&1 || browser_missing+=(nodejs npm)
+  if [ ${#browser_missing[@]} -gt 0 ]; then
+    { $SUDO apt-get update && $SUDO apt-get install -y --no-install-recommends "${browser_missing[@]}"; } ||
+      echo "WARNING: could not install ${browser_missing[*]}; the browser tests will fail under CI" >&2
+  fi
+  browser_dir="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)/tests/browser"
+  if command -v npm >/dev/null 2>&1; then
+    # npm ci only when node_modules does not hold exactly the locked versions.
+    if ! (cd "$browser_dir" && node -e '
+      const locked = require("./package-lock.json").packages;
+      for (const [path, { version }] of Object.entries(locked)) {
+        if (!path) continue;
+        let have = null;
+        try { have = require(`./${path}/package.json`).version; } catch {}
+        if (have !== version) process.exit(1);
+      }' 2>/dev/null); then
+      (cd "$browser_dir" && npm ci --no-audit --no-fund --loglevel=error) ||
+        echo "WARNING: npm ci failed in tests/browser; the browser tests will fail under CI" >&2
+    fi
+  fi
 fi
 
 if ! command -v cargo >/dev/null 2>&1; then

@@ -2,9 +2,13 @@
 # Installs the test dependencies and runs the whole test suite. Fails when a test fails.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+export CALLBRIDGE_BROWSER_DEPS=1
 source scripts/deps.sh
 export PATH="$HOME/.cargo/bin:$PATH"
 cargo --version
 start=$(date +%s)
+# The JavaScript client: its JSDoc types, then its unit tests (node's test runner,
+# fake socket and timers). The Chromium tests run within cargo test (browser_demo).
+(cd tests/browser && node_modules/.bin/tsc -p tsconfig.json && node --test callbridge.test.mjs docs.test.mjs)
 cargo test --locked --all-targets
 echo "tests passed in $(( $(date +%s) - start ))s"
