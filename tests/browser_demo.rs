@@ -119,7 +119,6 @@ async fn first_call_on_embedded_defaults_dials_the_builtin_echo() {
 }
 
 #[tokio::test]
-#[ignore = "needs server: `dtmf` (RFC 4733 toward SIP) and `hold`/`unhold` (re-INVITE sendonly/sendrecv)"]
 async fn demo_page_dtmf_and_hold_reach_the_far_end() {
     let Some(tools) = require_browser() else {
         return;
@@ -136,7 +135,12 @@ async fn demo_page_dtmf_and_hold_reach_the_far_end() {
     let url = format!("http://{}/demo/", gw.http_addr());
     let out = output_dir("dtmf_hold");
 
-    let rtp = tokio::spawn(collect_dtmf_events(sink, Duration::from_secs(60)));
+    let events = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let rtp = tokio::spawn(collect_dtmf_events(
+        sink,
+        Duration::from_secs(60),
+        events.clone(),
+    ));
     let node = NodeScript::start(&tools, "e2e_dtmf_hold.mjs", &url, &out, &[]);
     node.assert_passes(SCRIPT_TIMEOUT).await;
     // The scenario checks the re-INVITEs (sendonly, then sendrecv) and the BYE.
@@ -144,7 +148,7 @@ async fn demo_page_dtmf_and_hold_reach_the_far_end() {
         .await
         .assert_one_success();
     rtp.abort();
-    let events = rtp.await.unwrap_or_default();
+    let events = events.lock().expect("events").clone();
     assert!(
         events.contains(&1),
         "the far end got no RFC 4733 event for digit 1 (events seen: {events:?})"
@@ -152,19 +156,24 @@ async fn demo_page_dtmf_and_hold_reach_the_far_end() {
     gw.stop().await;
 }
 
-/// RFC 4733 event codes seen on `sink` (packets whose payload type is neither PCMU
-/// nor PCMA and whose 4-byte payload has the end bit), until aborted or `limit`.
-async fn collect_dtmf_events(sink: tokio::net::UdpSocket, limit: Duration) -> Vec<u8> {
-    let mut events = Vec::new();
+/// Collects into `events` the RFC 4733 event codes seen on `sink` (packets whose
+/// payload type is neither PCMU nor PCMA and whose 4-byte payload has the end bit),
+/// until aborted or `limit`. Shared, so an abort keeps what was seen.
+async fn collect_dtmf_events(
+    sink: tokio::net::UdpSocket,
+    limit: Duration,
+    events: std::sync::Arc<std::sync::Mutex<Vec<u8>>>,
+) {
     let mut buf = [0u8; 1500];
     let deadline = tokio::time::Instant::now() + limit;
     while let Ok(Ok(n)) = tokio::time::timeout_at(deadline, sink.recv(&mut buf)).await {
         let (pt, payload) = (buf[1] & 0x7f, &buf[12.min(n)..n]);
         if n >= 16 && pt != 0 && pt != 8 && payload.len() == 4 && payload[1] & 0x80 != 0 {
-            events.push(payload[0]);
+            if let Ok(mut e) = events.lock() {
+                e.push(payload[0]);
+            }
         }
     }
-    events
 }
 
 #[tokio::test]
@@ -189,7 +198,7 @@ async fn demo_page_shows_an_incoming_call_and_accepts_it() {
 }
 
 #[tokio::test]
-#[ignore = "needs server: `resume` (calls kept for server.resume_grace after the socket drops)"]
+
 async fn demo_call_survives_a_dropped_websocket_through_resume() {
     let Some(tools) = require_browser() else {
         return;

@@ -204,7 +204,13 @@ impl OutboundJob {
                     }
                 },
                 event = sip_events.recv() => match event {
-                    Some(SipCallEvent::ReinviteResult { ok, status, .. }) => {
+                    Some(SipCallEvent::ReinviteResult { ok, status, sdp }) => {
+                        // The answer to our own re-INVITE: media follows it.
+                        if let (true, Some(sdp)) = (ok, &sdp)
+                            && let Err(detail) = media.apply(&leg, sdp)
+                        {
+                            warn!(%detail, "re-INVITE answer unusable");
+                        }
                         if let Some(hold) = pending_hold.take() {
                             self.hold_result(hold, ok, status);
                         }
@@ -446,8 +452,12 @@ impl OutboundJob {
         } else {
             media.send_dtmf(digits)
         };
-        if let Err(e) = result {
-            self.call_error(ErrorCode::BadRequest, &format!("dtmf: {e}"));
+        match result {
+            Ok(()) => info!(digits, info_mode, "DTMF sent"),
+            Err(e) => {
+                warn!(digits, error = %e, "DTMF not sent");
+                self.call_error(ErrorCode::BadRequest, &format!("dtmf: {e}"));
+            }
         }
     }
 
