@@ -168,10 +168,14 @@ async fn collect_dtmf_events(
     let deadline = tokio::time::Instant::now() + limit;
     while let Ok(Ok(n)) = tokio::time::timeout_at(deadline, sink.recv(&mut buf)).await {
         let (pt, payload) = (buf[1] & 0x7f, &buf[12.min(n)..n]);
-        if n >= 16 && pt != 0 && pt != 8 && payload.len() == 4 && payload[1] & 0x80 != 0 {
-            if let Ok(mut e) = events.lock() {
-                e.push(payload[0]);
-            }
+        if n >= 16
+            && pt != 0
+            && pt != 8
+            && payload.len() == 4
+            && payload[1] & 0x80 != 0
+            && let Ok(mut e) = events.lock()
+        {
+            e.push(payload[0]);
         }
     }
 }
