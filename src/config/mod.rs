@@ -6,6 +6,7 @@
 
 mod dialplan;
 mod env;
+mod ops;
 pub mod validate;
 
 use std::net::{IpAddr, SocketAddr};
@@ -16,6 +17,10 @@ use serde::{Deserialize, Serialize};
 
 pub use dialplan::{DialplanConfig, RouteConfig};
 pub use env::apply_env_overrides;
+pub use ops::{
+    DrainConfig, RateLimitConfig, StorageConfig, WEBHOOK_EVENT_TYPES, WebhookEndpoint, WebhooksConfig,
+    validate_ops,
+};
 pub use validate::validate;
 
 /// Errors from loading or validating the configuration.
@@ -85,6 +90,14 @@ pub struct Config {
     pub turn: Option<TurnConfig>,
     /// Logging format and level.
     pub log: LogConfig,
+    /// Call records and the webhook outbox.
+    pub storage: StorageConfig,
+    /// Webhook receivers and delivery retries.
+    pub webhooks: WebhooksConfig,
+    /// Request rate limits.
+    pub ratelimit: RateLimitConfig,
+    /// Graceful shutdown.
+    pub drain: DrainConfig,
 }
 
 /// `[server]`: the listener and what the gateway advertises.

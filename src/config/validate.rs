@@ -162,6 +162,7 @@ pub fn validate(config: &Config) -> Result<(), ConfigError> {
             format!("`{}` is not one of text, json", config.log.format),
         ));
     }
+    super::validate_ops(config)?;
     Ok(())
 }
 
