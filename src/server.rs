@@ -9,8 +9,8 @@
 //!
 //! Lifecycle: [`Drain::start`] (SIGTERM or `POST /v1/drain`) makes `/readyz` 503
 //! and new sessions/calls `unavailable`; the supervisor waits for the active calls
-//! to reach 0 or the drain timeout, then cancels `shutdown` (sessions close, calls
-//! left hang up); [`RunningServer::shutdown`] then stops events and SIP.
+//! to reach 0 or the drain timeout (then hangs up the calls left), then cancels
+//! `shutdown` (sessions close); [`RunningServer::shutdown`] then stops events and SIP.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -331,6 +331,15 @@ async fn supervise_drain(gateway: Arc<Gateway>) {
                 active_calls = active,
                 "drain timeout: hanging up the remaining calls"
             );
+            let registry = gateway.calls.registry();
+            for call in registry.list() {
+                registry.hangup(&call.id);
+            }
+            // Let the hangups (BYE/CANCEL) go out before sessions are closed.
+            let settle = Instant::now() + Duration::from_secs(5);
+            while registry.active() > 0 && Instant::now() < settle {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
             break;
         }
         tokio::select! {
