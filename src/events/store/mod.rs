@@ -146,6 +146,16 @@ impl Store {
         Ok(store)
     }
 
+    /// Begins a transaction; on SQLite it takes the write lock at once (`BEGIN
+    /// IMMEDIATE`), so two writers wait for each other (busy timeout) instead of
+    /// failing on a read-to-write lock upgrade.
+    async fn begin(&self) -> Result<sqlx::Transaction<'static, sqlx::Any>, sqlx::Error> {
+        match self.backend {
+            Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await,
+            Backend::Postgres => self.pool.begin().await,
+        }
+    }
+
     /// The engine behind the store.
     pub fn backend(&self) -> Backend {
         self.backend
@@ -166,7 +176,7 @@ impl Store {
                 version: *version,
                 source,
             };
-            let mut tx = self.pool.begin().await.map_err(err)?;
+            let mut tx = self.begin().await.map_err(err)?;
             if self.backend == Backend::Postgres {
                 sqlx::query("SELECT pg_advisory_xact_lock(4242001)")
                     .execute(&mut *tx)
@@ -210,7 +220,7 @@ impl Store {
         batch: &[Pending],
         endpoints: &[WebhookEndpoint],
     ) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin().await?;
         for pending in batch {
             let event = &pending.event;
             let inserted = sqlx::query(

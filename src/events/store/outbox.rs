@@ -144,7 +144,7 @@ impl Store {
         attempted_at_ms: i64,
         retry_at_ms: Option<i64>,
     ) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin().await?;
         let status = attempt.status.map(i64::from);
         sqlx::query(
             "INSERT INTO webhook_attempts (id, event_id, endpoint, attempt, attempted_at_ms,
@@ -271,7 +271,7 @@ impl Store {
     /// Deletes finished outbox rows, their events and log entries older than
     /// `before_ms` (call records and recordings are kept).
     pub async fn prune(&self, before_ms: i64) -> Result<u64, StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin().await?;
         let log = sqlx::query("DELETE FROM webhook_attempts WHERE attempted_at_ms < $1")
             .bind(before_ms)
             .execute(&mut *tx)

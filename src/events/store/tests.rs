@@ -1,8 +1,6 @@
 //! Store tests on an in-memory SQLite database (the PostgreSQL variant runs the
 //! same operations in `tests/webhooks_postgres.rs`).
 
-use std::time::{Duration, SystemTime};
-
 use super::*;
 use crate::call::registry::{CallInfo, CallState, Direction};
 use crate::config::StorageConfig;
@@ -233,5 +231,34 @@ async fn sqlite_file_is_created_and_reopened_without_remigrating() {
     drop(store);
     let store = Store::open(&config).await.expect("reopen");
     assert!(store.cdr("c-1").await.expect("cdr").is_some());
-    let _ = SystemTime::now() + Duration::from_secs(1);
+}
+
+#[tokio::test]
+async fn instances_opening_one_sqlite_file_together_all_migrate_and_write() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = StorageConfig {
+        path: dir.path().join("shared.db"),
+        ..StorageConfig::default()
+    };
+    let opens = (0..6).map(|_| Store::open(&config));
+    let stores: Vec<Store> = futures_util::future::join_all(opens)
+        .await
+        .into_iter()
+        .collect::<Result<_, _>>()
+        .expect("every instance opens");
+    let writes = stores.iter().enumerate().map(|(i, s)| async move {
+        s.write_batch(&[ended(&format!("c-{i}"), "u", 1)], &[])
+            .await
+    });
+    for result in futures_util::future::join_all(writes).await {
+        result.expect("concurrent writers wait for each other");
+    }
+    let page = stores[0]
+        .cdrs(&CdrQuery {
+            limit: 10,
+            ..CdrQuery::default()
+        })
+        .await
+        .expect("read");
+    assert_eq!(page.items.len(), 6);
 }
