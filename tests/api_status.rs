@@ -181,12 +181,13 @@ async fn auth_scopes_correlation_and_client_errors() {
         .await
         .problem(422);
     assert_eq!(p["errors"][0]["field"], "from");
-    admin_get(
+    let empty = admin_get(
         addr,
-        "/v1/cdrs?from=2026-02-01T00:00:00Z&to=2026-01-01T00:00:00Z",
+        "/v1/cdrs?from=2026-02-01T00:00:00Z&to=2026-01-01T00:00:00%2B02:00",
     )
-    .await
-    .problem(422);
+    .await;
+    assert_eq!(empty.status, 200, "an empty interval is an empty page");
+    assert_eq!(empty.json()["items"].as_array().map(Vec::len), Some(0));
     admin_post(addr, "/v1/drain", Some(r#"{"timeout":"banana"}"#))
         .await
         .problem(422);

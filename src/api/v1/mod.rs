@@ -12,6 +12,7 @@ mod drain;
 pub mod openapi;
 pub mod range;
 mod recordings;
+pub mod time;
 mod webhooks;
 
 use std::sync::Arc;

@@ -5,6 +5,8 @@
 use axum::Json;
 use serde_json::{Value, json};
 
+use crate::events::store::Cursor;
+
 /// Serves the document.
 pub async fn document() -> Json<Value> {
     Json(spec())
@@ -144,7 +146,7 @@ fn paths() -> Value {
                 query("from", "calls started at or after (RFC 3339)", json!({"type": "string", "format": "date-time"})),
                 query("to", "calls started before (RFC 3339)", json!({"type": "string", "format": "date-time"})),
                 query("user", "only this user's calls", json!({"type": "string", "minLength": 1})),
-                query("cursor", "next_cursor of the previous page", json!({"type": "string"})),
+                query("cursor", "next_cursor of the previous page", json!({"type": "string", "pattern": Cursor::PATTERN})),
                 query("limit", "page size (default 100)", json!({"type": "integer", "minimum": 1, "maximum": 1000}))
             ]),
             ("200", ok("a page of records", "CdrPage")),

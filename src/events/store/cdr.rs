@@ -1,7 +1,6 @@
 //! Call records and recordings: written inside the writer's transaction, read by
 //! the API with keyset pagination (`started_at`, `id`), oldest first.
 
-use base64::Engine;
 use sqlx::any::AnyRow;
 use sqlx::{Any, Row, Transaction};
 
@@ -19,19 +18,29 @@ pub struct Cursor {
 }
 
 impl Cursor {
-    /// The opaque token handed to API clients.
+    /// The token handed to API clients: `STARTED_MS.ID` (matches
+    /// [`Cursor::PATTERN`]).
     pub fn encode(&self) -> String {
-        base64::engine::general_purpose::URL_SAFE_NO_PAD
-            .encode(format!("{}:{}", self.started_at_ms, self.id))
+        format!("{}.{}", self.started_at_ms, self.id)
     }
+
+    /// What a valid token looks like (every string matching it decodes).
+    pub const PATTERN: &str = "^-?[0-9]{1,15}\\.[A-Za-z0-9_.:-]{1,128}$";
 
     /// Parses a token made by [`Cursor::encode`].
     pub fn decode(token: &str) -> Option<Cursor> {
-        let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
-            .decode(token)
-            .ok()?;
-        let text = String::from_utf8(bytes).ok()?;
-        let (ms, id) = text.split_once(':')?;
+        let (ms, id) = token.split_once('.')?;
+        let digits = ms.strip_prefix('-').unwrap_or(ms);
+        let id_ok = (1..=128).contains(&id.len())
+            && id
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"_.:-".contains(&b));
+        if !(1..=15).contains(&digits.len())
+            || !digits.bytes().all(|b| b.is_ascii_digit())
+            || !id_ok
+        {
+            return None;
+        }
         Some(Cursor {
             started_at_ms: ms.parse().ok()?,
             id: id.to_string(),
