@@ -19,7 +19,7 @@ pub const WEBHOOK_EVENT_TYPES: &[&str] = &[
 ];
 
 /// `[storage]`: where call records and the webhook outbox live.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct StorageConfig {
     /// SQLite database file, used when `url` is empty (`:memory:` for a throwaway
@@ -44,6 +44,18 @@ impl Default for StorageConfig {
             queue_capacity: 10_000,
             max_connections: 4,
         }
+    }
+}
+
+impl std::fmt::Debug for StorageConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The URL may carry a password: only say whether it is set.
+        f.debug_struct("StorageConfig")
+            .field("path", &self.path)
+            .field("url", &(!self.url.is_empty()).then_some("<set>"))
+            .field("queue_capacity", &self.queue_capacity)
+            .field("max_connections", &self.max_connections)
+            .finish()
     }
 }
 
@@ -94,7 +106,7 @@ impl Default for WebhooksConfig {
 }
 
 /// `[[webhooks.endpoints]]`: one receiver.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct WebhookEndpoint {
     /// Name in the delivery log and metrics.
@@ -107,6 +119,17 @@ pub struct WebhookEndpoint {
     /// Event types sent to this endpoint; empty means all.
     #[serde(default)]
     pub events: Vec<String>,
+}
+
+impl std::fmt::Debug for WebhookEndpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WebhookEndpoint")
+            .field("name", &self.name)
+            .field("url", &self.url)
+            .field("secret", &"<redacted>")
+            .field("events", &self.events)
+            .finish()
+    }
 }
 
 impl WebhookEndpoint {
@@ -299,6 +322,23 @@ mod tests {
         c.ratelimit.calls_burst = 0;
         let e = validate_ops(&c).expect_err("zero burst").to_string();
         assert!(e.contains("ratelimit.calls_burst"), "{e}");
+    }
+
+    #[test]
+    fn debug_output_hides_secrets() {
+        let mut c = base();
+        c.storage.url = "postgres://u:hunter2@db/cb".into();
+        c.webhooks.endpoints.push(WebhookEndpoint {
+            name: "crm".into(),
+            url: "https://crm.example/hook".into(),
+            secret: "very-secret-value-123".into(),
+            events: Vec::new(),
+        });
+        let text = format!("{c:?}");
+        assert!(
+            !text.contains("hunter2") && !text.contains("very-secret-value-123"),
+            "{text}"
+        );
     }
 
     #[test]
