@@ -20,7 +20,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::api;
-use crate::api::ratelimit::RateLimits;
+use crate::api::ratelimit::{RateLimits, RetryAfter};
 use crate::auth::{AuthError, Verifier, turn_credentials};
 use crate::call::CallManager;
 use crate::config::Config;
@@ -143,6 +143,18 @@ impl Gateway {
     /// Whether new sessions and calls are refused: draining or shutting down.
     pub fn is_draining(&self) -> bool {
         self.drain.is_draining() || self.shutdown.is_cancelled()
+    }
+
+    /// Takes one call attempt of `user` from `ratelimit.calls_*`. On `Err`, answer
+    /// `error` `rate_limited` with `retry_after_ms = wait.millis()` (counted in
+    /// `callbridge_rate_limited_total{limit="call"}`).
+    pub fn check_call_rate(&self, user: &str) -> Result<(), RetryAfter> {
+        self.limits.calls.check(&user.to_string()).inspect_err(|_| {
+            self.metrics
+                .rate_limited_total
+                .with_label_values(&["call"])
+                .inc();
+        })
     }
 
     /// The ICE servers for a user's `ready` message: the built-in STUN/TURN with
