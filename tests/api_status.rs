@@ -277,3 +277,24 @@ async fn ws_upgrade_is_rate_limited_per_ip_and_v1_requests_too() {
     first.close().await;
     gw.stop().await;
 }
+
+#[tokio::test]
+async fn call_attempts_are_rate_limited_per_user() {
+    let mut config = test_config(None);
+    config.storage.path = ":memory:".into();
+    config.ratelimit.calls_per_user_per_sec = 1;
+    config.ratelimit.calls_burst = 2;
+    let gw = TestGateway::start(config).await;
+    let gateway = &gw.server.as_ref().expect("running").gateway;
+    assert!(gateway.check_call_rate("alice").is_ok());
+    assert!(gateway.check_call_rate("alice").is_ok());
+    let wait = gateway.check_call_rate("alice").expect_err("burst used up");
+    assert!((1..=1000).contains(&wait.millis()), "{wait:?}");
+    assert!(gateway.check_call_rate("bob").is_ok(), "per user");
+    let metrics = common::gateway::http_get(gw.http_addr(), "/metrics").await;
+    assert!(
+        metrics.contains(r#"callbridge_rate_limited_total{limit="call"} 1"#),
+        "{metrics}"
+    );
+    gw.stop().await;
+}
