@@ -99,7 +99,7 @@ async fn failing_receiver_gets_every_event_signed_once_accepted() {
         duration_ms: 60_000,
     });
     assert!(
-        started.elapsed() < Duration::from_millis(50),
+        started.elapsed() < Duration::from_millis(500),
         "reporting events never waits for the database or receivers"
     );
 
@@ -274,7 +274,7 @@ async fn a_receiver_that_never_answers_is_given_up_after_max_age() {
     let events = gw.server.as_ref().expect("running").gateway.events.clone();
     let started = Instant::now();
     events.call_started(&call(7));
-    assert!(started.elapsed() < Duration::from_millis(20));
+    assert!(started.elapsed() < Duration::from_millis(500));
     let addr = gw.http_addr();
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
