@@ -7,7 +7,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 seconds=${1:-60}
-target=${CARGO_TARGET_DIR:-target}
+target=$(realpath "${CARGO_TARGET_DIR:-target}")
 venv="$target/schemathesis-venv"
 if [ ! -x "$venv/bin/st" ]; then
   python3 -m venv "$venv"
@@ -40,6 +40,8 @@ for _ in $(seq 1 100); do
   sleep 0.1
 done
 token=$("$bin" token --sub schemathesis --scope "admin recordings:read" --ttl 1h --config "$dir/cb.toml")
+# Run from the temporary directory: schemathesis leaves a .schemathesis/ cache.
+cd "$dir"
 "$venv/bin/st" run "http://127.0.0.1:$port/v1/openapi.json" \
   -H "Authorization: Bearer $token" \
   --checks all --exclude-path /v1/drain \
