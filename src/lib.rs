@@ -17,3 +17,4 @@ pub mod metrics;
 pub mod server;
 pub mod signaling;
 pub mod sip;
+pub mod turn;

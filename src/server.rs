@@ -28,7 +28,9 @@ use crate::events::{Events, EventsError};
 use crate::metrics::{Metrics, MetricsError};
 use crate::signaling::SessionCounter;
 use crate::signaling::protocol::IceServer;
-use crate::sip::{SipEndpoint, SipEndpointConfig, SipError};
+use crate::signaling::resume::Resumable;
+use crate::sip::{SipEndpoint, SipEndpointConfig, SipError, TrunkSettings};
+use crate::turn::TurnServer;
 
 /// Errors starting the gateway.
 #[derive(Debug, thiserror::Error)]
@@ -45,6 +47,10 @@ pub enum ServerError {
     /// TLS could not be configured.
     #[error(transparent)]
     Tls(#[from] api::tls::TlsError),
+    /// The TURN server could not start.
+    #[error(transparent)]
+    Turn(#[from] crate::turn::TurnError),
+
     /// Metrics could not be registered.
     #[error(transparent)]
     Metrics(#[from] MetricsError),
@@ -83,6 +89,10 @@ pub struct Gateway {
     pub limits: RateLimits,
     /// The SIP user agent (metrics read its message counters).
     pub sip: Arc<SipEndpoint>,
+    /// The built-in STUN/TURN server, when `[turn]` is configured.
+    pub turn: Option<Arc<TurnServer>>,
+    /// Sessions that can be resumed after their socket dropped.
+    pub resumable: Arc<Resumable>,
 }
 
 /// Where a drain stands.
@@ -160,7 +170,7 @@ impl Gateway {
     /// The ICE servers for a user's `ready` message: the built-in STUN/TURN with
     /// fresh REST credentials when `[turn]` is configured, else none.
     pub fn ice_servers(&self, user: &str) -> Vec<IceServer> {
-        let Some(turn) = &self.config.turn else {
+        let (Some(turn), Some(server)) = (&self.config.turn, &self.turn) else {
             return Vec::new();
         };
         let now = SystemTime::now()
@@ -169,7 +179,7 @@ impl Gateway {
             .unwrap_or(0);
         let creds = turn_credentials(&turn.secret, user, now, turn.credential_ttl.as_secs());
         let host = self.config.server.advertised_ip();
-        let port = turn.listen.port();
+        let port = server.udp_addr.port();
         let host = match host {
             std::net::IpAddr::V6(v6) => format!("[{v6}]"),
             v4 => v4.to_string(),
@@ -178,6 +188,7 @@ impl Gateway {
             urls: vec![
                 format!("stun:{host}:{port}"),
                 format!("turn:{host}:{port}?transport=udp"),
+                format!("turn:{host}:{}?transport=tcp", server.tcp_addr.port()),
             ],
             username: Some(creds.username),
             credential: Some(creds.password),
@@ -231,6 +242,9 @@ impl RunningServer {
         let _ = tokio::time::timeout(grace, self.http_task).await;
         self.gateway.events.shutdown(grace).await;
         self.sip.shutdown().await;
+        if let Some(turn) = &self.gateway.turn {
+            turn.close().await;
+        }
         info!("gateway stopped");
     }
 }
@@ -250,7 +264,34 @@ pub async fn start(config: Config) -> Result<RunningServer, ServerError> {
     .await?;
     let sip_addr = sip.local_addr();
     metrics.register_sip(Arc::clone(&sip))?;
+    let trunks = config
+        .sip
+        .trunks
+        .iter()
+        .map(TrunkSettings::from_config)
+        .collect();
+    sip.start_trunks(trunks).await?;
     let calls = CallManager::new(Arc::clone(&config), Arc::clone(&sip), metrics.clone())?;
+    let turn = match &config.turn {
+        Some(turn_config) => {
+            let tls = match (&turn_config.tls_listen, &config.tls) {
+                (Some(_), Some(tls)) => Some(api::tls::server_config(&tls.cert, &tls.key)?),
+                _ => None,
+            };
+            let mut own = vec![config.server.media_ip];
+            own.extend(config.server.public_ip);
+            let server = TurnServer::start(
+                turn_config,
+                config.server.media_ip,
+                config.server.advertised_ip(),
+                own,
+                tls,
+            )
+            .await?;
+            Some(Arc::new(server))
+        }
+        None => None,
+    };
     let gateway = Arc::new(Gateway {
         config: Arc::clone(&config),
         verifier,
@@ -262,6 +303,8 @@ pub async fn start(config: Config) -> Result<RunningServer, ServerError> {
         events,
         limits: RateLimits::from_config(&config.ratelimit),
         sip: Arc::clone(&sip),
+        turn,
+        resumable: Arc::new(Resumable::default()),
     });
     tokio::spawn(supervise_drain(Arc::clone(&gateway)));
     tokio::spawn(forget_idle_limits(Arc::clone(&gateway)));

@@ -65,6 +65,7 @@ fn check_config_accepts_a_good_file_and_names_the_bad_key() {
     let out = Command::new(BIN)
         .arg("check-config")
         .arg(example)
+        .env("CARRIER_A_SIP_PASSWORD", "from-the-environment")
         .output()
         .expect("run");
     let stderr = String::from_utf8_lossy(&out.stderr);

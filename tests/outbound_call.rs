@@ -6,6 +6,7 @@ mod common;
 use std::collections::HashMap;
 use std::time::Duration;
 
+use callbridge::config::TrunkConfig;
 use common::browser::{Browser, BrowserOptions, frame_number};
 use common::call::TestCall;
 use common::gateway::{TestGateway, http_get, test_config};
@@ -156,12 +157,10 @@ async fn websocket_close_hangs_up_answered_and_ringing_calls() {
     let mut answered = Sipp::uas(None, &["-rtp_echo", "-mp", &free_port()]);
     let mut ringing = Sipp::uas(Some(&Sipp::scenario("uas_ring_cancel.xml")), &[]);
     let mut config = test_config(Some(answered.addr));
-    config.sip.trunks.push(callbridge::config::TrunkConfig {
+    config.sip.trunks.push(TrunkConfig {
         name: "ringer".into(),
         address: ringing.addr.to_string(),
-        transport: "udp".into(),
-        username: None,
-        password: None,
+        ..TrunkConfig::default()
     });
     config.dialplan.routes.insert(
         0,
@@ -196,12 +195,10 @@ async fn a_503_from_the_first_trunk_fails_over_to_the_second() {
     let mut down = Sipp::uas(Some(&Sipp::scenario("trunk_503.xml")), &[]);
     let mut up = Sipp::uas(None, &["-rtp_echo", "-mp", &free_port()]);
     let mut config = test_config(Some(down.addr));
-    config.sip.trunks.push(callbridge::config::TrunkConfig {
+    config.sip.trunks.push(TrunkConfig {
         name: "backup".into(),
         address: up.addr.to_string(),
-        transport: "udp".into(),
-        username: None,
-        password: None,
+        ..TrunkConfig::default()
     });
     config.dialplan.routes[0].trunks.push("backup".into());
     let gw = TestGateway::start(config).await;
@@ -231,12 +228,10 @@ async fn no_failover_on_busy() {
     let mut busy = Sipp::uas(Some(&Sipp::scenario("uas_busy.xml")), &[]);
     // The second trunk is never contacted: nothing listens there.
     let mut config = test_config(Some(busy.addr));
-    config.sip.trunks.push(callbridge::config::TrunkConfig {
+    config.sip.trunks.push(TrunkConfig {
         name: "never".into(),
         address: "127.0.0.1:9".into(),
-        transport: "udp".into(),
-        username: None,
-        password: None,
+        ..TrunkConfig::default()
     });
     config.dialplan.routes[0].trunks.push("never".into());
     let gw = TestGateway::start(config).await;
@@ -270,6 +265,53 @@ async fn unanswered_invite_is_cancelled_after_the_invite_timeout() {
     // The scenario succeeds only when our CANCEL arrives.
     ringing
         .wait(Duration::from_secs(20))
+        .await
+        .assert_one_success();
+    browser.close().await;
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn a_dropped_socket_resumes_and_the_call_survives() {
+    let mut sipp = Sipp::uas(None, &["-rtp_echo", "-mp", &free_port()]);
+    let mut config = test_config(Some(sipp.addr));
+    config.server.resume_grace = Duration::from_secs(10);
+    let gw = TestGateway::start(config).await;
+    let (mut ws, ready) = gw.connect_as("ivy", "calls:outbound").await;
+    let browser = Browser::new(BrowserOptions::default()).await;
+    let mut call = TestCall::place(&mut ws, browser.clone(), "rs", "+15551234567").await;
+    call.until(&mut ws, &["answered"]).await;
+    assert!(browser.wait_connected(Duration::from_secs(10)).await);
+    ws.close().await;
+
+    // A wrong resume token is refused; the session is still there for the right one.
+    let mut bad = gw.connect().await;
+    bad.send(serde_json::json!({"type": "resume", "session_id": ready["session_id"], "resume_token": "nope"})).await;
+    assert_eq!(bad.recv().await["code"], "unauthorized");
+    assert_eq!(bad.closed().await, common::gateway::Closed::Code(4001));
+
+    let mut ws = gw.connect().await;
+    ws.send(serde_json::json!({"type": "resume", "session_id": ready["session_id"], "resume_token": ready["resume_token"]})).await;
+    let again = ws.recv().await;
+    assert_eq!(again["type"], "ready", "{again}");
+    assert_eq!(again["session_id"], ready["session_id"], "same session");
+    assert_ne!(
+        again["resume_token"], ready["resume_token"],
+        "token rotated"
+    );
+
+    // Media kept flowing; the call is still controllable from the new socket.
+    let before = browser.received().len();
+    let _ = browser.start_sending_tone(25).await;
+    assert!(
+        browser
+            .wait_received(before + 20, Duration::from_secs(10))
+            .await,
+        "audio after resume"
+    );
+    call.hangup(&mut ws).await;
+    assert_eq!(call.until(&mut ws, &["ended"]).await["reason"], "hangup");
+    sipp.wait(Duration::from_secs(20))
         .await
         .assert_one_success();
     browser.close().await;

@@ -41,6 +41,7 @@ fn request(target: SocketAddr) -> InviteRequest {
         from_user: "alice".into(),
         sdp: "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 40000 RTP/AVP 0\r\n".into(),
         correlation_id: "test-corr-1".into(),
+        ..InviteRequest::default()
     }
 }
 

@@ -7,6 +7,7 @@
 //! ([`ratelimit`]) and answer errors as problem+json ([`problem`]).
 
 pub mod correlation;
+pub mod demo;
 pub mod problem;
 pub mod ratelimit;
 pub mod tls;
@@ -38,6 +39,7 @@ pub fn router(gateway: Arc<Gateway>) -> Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .merge(v1::router(Arc::clone(&gateway)))
+        .merge(demo::routes(&gateway.config.demo))
         .layer(axum::middleware::from_fn(correlation::correlate))
         .with_state(gateway)
 }
@@ -154,6 +156,10 @@ async fn readyz(State(gateway): State<Arc<Gateway>>) -> impl IntoResponse {
 }
 
 async fn metrics(State(gateway): State<Arc<Gateway>>) -> impl IntoResponse {
+    if let Some(turn) = &gateway.turn {
+        let allocations = i64::try_from(turn.allocations()).unwrap_or(i64::MAX);
+        gateway.metrics.turn_allocations.set(allocations);
+    }
     (
         [(
             header::CONTENT_TYPE,

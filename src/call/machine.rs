@@ -195,7 +195,13 @@ impl OutboundCall {
                 self.outputs.push_back(Output::NextTrunk);
             }
             SipCallEvent::Failed { status, reason } => {
-                let end = EndReason::from_sip_status(status);
+                // After the answer a failure means the dialog died (481/408 to an
+                // in-dialog request, no ACK, session timer expiry): not "no answer".
+                let end = if self.is_answered() {
+                    EndReason::Error
+                } else {
+                    EndReason::from_sip_status(status)
+                };
                 self.finish(now, end, Some(status), format!("{status} {reason}"), true);
             }
             SipCallEvent::RemoteHangup => {
@@ -207,6 +213,10 @@ impl OutboundCall {
                     true,
                 );
             }
+            SipCallEvent::RemoteSdp { sdp } => {
+                self.outputs.push_back(Output::ApplyRemoteSdp(sdp));
+            }
+            SipCallEvent::ReinviteResult { .. } | SipCallEvent::Transferred { .. } => {}
             SipCallEvent::Terminated => {
                 // Only expected after our own hangup, when we are already finished.
                 self.finish(

@@ -7,6 +7,9 @@
 //! the sans-IO [`machine::OutboundCall`]; `outbound.rs` only drives it.
 
 pub mod dialplan;
+pub mod directory;
+pub mod inbound_machine;
+pub mod location;
 pub mod machine;
 mod outbound;
 pub mod registry;
@@ -64,7 +67,25 @@ pub struct OutboundRequest {
     pub privacy: bool,
 }
 
+/// What calls and the inbound router send to a session task.
+#[derive(Debug)]
+pub enum SessionEvent {
+    /// A protocol message for the browser.
+    Message(ServerMessage),
+    /// An incoming call offered to this session: remember `handle` under `call_id`
+    /// (for `accept`/`reject`/`ice`/`hangup`) and send `offer` (an `incoming`).
+    Incoming {
+        /// The gateway's call id (`i-…`).
+        call_id: String,
+        /// Commands to the inbound call.
+        handle: CallHandle,
+        /// The `incoming` message.
+        offer: ServerMessage,
+    },
+}
+
 /// A request from the session to a running call.
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CallCommand {
     /// The browser hung up.
@@ -82,6 +103,11 @@ pub struct CallHandle {
 }
 
 impl CallHandle {
+    /// A handle over a given channel (for tests of session handling).
+    pub fn for_test(commands: mpsc::UnboundedSender<CallCommand>) -> CallHandle {
+        CallHandle { commands }
+    }
+
     /// Sends a command; returns false when the call has already ended.
     pub fn send(&self, command: CallCommand) -> bool {
         self.commands.send(command).is_ok()
@@ -104,6 +130,8 @@ pub struct CallManager {
     webrtc: WebRtcLegConfig,
     /// Every call task, so shutdown can wait for them.
     tasks: TaskTracker,
+    /// Live sessions that may receive calls, and DID owners.
+    directory: Arc<directory::Directory>,
 }
 
 impl CallManager {
@@ -120,7 +148,20 @@ impl CallManager {
             public_ip: config.server.public_ip,
             codecs: vec![AudioCodec::Pcmu, AudioCodec::Pcma],
         };
+        let dids = config
+            .dids
+            .iter()
+            .map(|d| {
+                (
+                    dialplan
+                        .normalize(&d.number)
+                        .unwrap_or_else(|_| d.number.clone()),
+                    d.user.clone(),
+                )
+            })
+            .collect();
         Ok(Arc::new(CallManager {
+            directory: directory::Directory::new(dids),
             config,
             sip,
             dialplan,
@@ -129,6 +170,18 @@ impl CallManager {
             webrtc,
             tasks: TaskTracker::new(),
         }))
+    }
+
+    /// The directory of sessions that may receive calls.
+    pub fn directory(&self) -> &Arc<directory::Directory> {
+        &self.directory
+    }
+
+    /// Normalises a number as the dial plan does (E.164 when configured).
+    pub fn normalize_number(&self, number: &str) -> String {
+        self.dialplan
+            .normalize(number)
+            .unwrap_or_else(|_| number.to_string())
     }
 
     /// The registry of active calls.
@@ -141,7 +194,7 @@ impl CallManager {
         self: &Arc<Self>,
         ctx: CallContext,
         request: OutboundRequest,
-        to_browser: mpsc::UnboundedSender<ServerMessage>,
+        to_browser: mpsc::UnboundedSender<SessionEvent>,
     ) -> Result<CallHandle, CallRefused> {
         if !ctx.identity.has(Scope::CallsOutbound) {
             return Err(CallRefused {
@@ -202,6 +255,9 @@ impl CallManager {
             to_browser,
             commands: rx,
             slot,
+            answerer: std::sync::Arc::new(|_| {
+                Err("mid-call SDP offers are not accepted by this gateway version".into())
+            }),
         };
         self.tasks.spawn(job.run());
         Ok(CallHandle { commands: tx })

@@ -11,7 +11,7 @@ use tracing::{Instrument, debug, info, info_span, warn};
 use super::dialplan::Routed;
 use super::machine::{Input, Limits, OutboundCall, Outcome, Output};
 use super::registry::{CallSlot, CallState};
-use super::{CallCommand, CallContext, CallManager, MEDIA_TIMEOUT};
+use super::{CallCommand, CallContext, CallManager, MEDIA_TIMEOUT, SessionEvent};
 use crate::config::validate::split_host_port;
 use crate::media::bridge::Bridge;
 use crate::media::codec::AudioCodec;
@@ -19,7 +19,7 @@ use crate::media::rtp_leg::RtpLeg;
 use crate::media::sdp;
 use crate::media::webrtc_leg::{WebRtcEvent, WebRtcLeg};
 use crate::signaling::protocol::{EndReason, ErrorCode, ServerMessage};
-use crate::sip::{InviteRequest, SipCallEvent, SipCallHandle};
+use crate::sip::{InviteRequest, SdpAnswerer, SipCallEvent, SipCallHandle, TrunkSettings};
 
 /// Codecs offered to the trunk, in order of preference.
 const SIP_CODECS: &[AudioCodec] = &[AudioCodec::Pcmu, AudioCodec::Pcma];
@@ -38,10 +38,12 @@ pub(super) struct OutboundJob {
     pub routed: Routed,
     /// Withhold the caller id (asked by the browser or forced by the route).
     pub privacy: bool,
+    /// Answers the trunk's mid-call SDP offers (set once the RTP leg exists).
+    pub answerer: SdpAnswerer,
     /// The browser's SDP offer.
     pub offer_sdp: String,
     /// Messages to the browser.
-    pub to_browser: mpsc::UnboundedSender<ServerMessage>,
+    pub to_browser: mpsc::UnboundedSender<SessionEvent>,
     /// Commands from the session.
     pub commands: mpsc::UnboundedReceiver<CallCommand>,
     /// The admission slot, released when the task ends.
@@ -282,6 +284,11 @@ impl OutboundJob {
             .sip
             .trunk(trunk_name)
             .ok_or_else(|| unavailable(format!("trunk `{trunk_name}` is not configured")))?;
+        if !self.manager.sip.trunk_usable(trunk_name) {
+            return Err(unavailable(format!(
+                "trunk `{trunk_name}` is down (health check failing); skipped"
+            )));
+        }
         let (host, port) = split_host_port(&trunk.address).map_err(unavailable)?;
         let target = resolve(&host, port).await.map_err(|e| {
             unavailable(format!("cannot resolve trunk `{trunk_name}` ({host}): {e}"))
@@ -299,6 +306,11 @@ impl OutboundJob {
             from_user,
             sdp: offer.to_string(),
             correlation_id: self.ctx.correlation_id.clone(),
+            trunk: TrunkSettings::from_config(trunk),
+            from_display: None,
+            asserted_identity: self.ctx.identity.caller_id.clone(),
+            privacy: self.privacy,
+            answerer: self.answerer.clone(),
         };
         let (handle, events) = self
             .manager
@@ -369,7 +381,7 @@ impl OutboundJob {
 
     fn send(&self, message: ServerMessage) {
         // The session may be gone; the call still runs to its end on the SIP side.
-        let _ = self.to_browser.send(message);
+        let _ = self.to_browser.send(SessionEvent::Message(message));
     }
 }
 

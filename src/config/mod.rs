@@ -18,8 +18,8 @@ use serde::{Deserialize, Serialize};
 pub use dialplan::{DialplanConfig, RouteConfig};
 pub use env::apply_env_overrides;
 pub use ops::{
-    DrainConfig, RateLimitConfig, StorageConfig, WEBHOOK_EVENT_TYPES, WebhookEndpoint, WebhooksConfig,
-    validate_ops,
+    DrainConfig, RateLimitConfig, StorageConfig, WEBHOOK_EVENT_TYPES, WebhookEndpoint,
+    WebhooksConfig, validate_ops,
 };
 pub use validate::validate;
 
@@ -98,6 +98,92 @@ pub struct Config {
     pub ratelimit: RateLimitConfig,
     /// Graceful shutdown.
     pub drain: DrainConfig,
+    /// Inbound numbers and the users they ring (`[[dids]]`).
+    pub dids: Vec<DidConfig>,
+    /// Inbound calls from trunks.
+    pub inbound: InboundConfig,
+    /// Several instances: the shared location store.
+    pub cluster: ClusterConfig,
+    /// The demo page at `/demo/`.
+    pub demo: DemoConfig,
+}
+
+/// `[demo]`: the demo page and JavaScript client served at `/demo/`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DemoConfig {
+    /// Serve `/demo/`.
+    pub enabled: bool,
+    /// Directory holding the demo files (`web-demo/` of the repository).
+    pub dir: PathBuf,
+    /// Offer `GET /demo/dev-token` (a 1-hour token for user `dev`): local use only,
+    /// never in production.
+    pub dev_tokens: bool,
+}
+
+impl Default for DemoConfig {
+    fn default() -> Self {
+        DemoConfig {
+            enabled: false,
+            dir: PathBuf::from("web-demo"),
+            dev_tokens: false,
+        }
+    }
+}
+
+/// `[[dids]]`: a number that rings a user.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DidConfig {
+    /// The number as trunks send it in the Request-URI / To (normalised like dialed
+    /// numbers, e.g. `+15550001111`).
+    pub number: String,
+    /// The user (`sub`) whose sessions ring.
+    pub user: String,
+}
+
+/// `[inbound]`: calls from trunks to browsers.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct InboundConfig {
+    /// An unanswered inbound call is answered 480 after this long.
+    #[serde(with = "humantime_serde")]
+    pub ring_timeout: Duration,
+}
+
+impl Default for InboundConfig {
+    fn default() -> Self {
+        InboundConfig {
+            ring_timeout: Duration::from_secs(45),
+        }
+    }
+}
+
+/// `[cluster]`: where users' sessions live when several instances run.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClusterConfig {
+    /// Redis URL of the shared location store; absent: in-process (one instance).
+    pub redis_url: Option<String>,
+    /// This instance's SIP URI as other instances redirect to it; default derived
+    /// from the SIP listen address (`sip:ADVERTISED_IP:PORT`).
+    pub instance_uri: Option<String>,
+    /// `redirect` (302 to the instance holding the user) or `proxy`.
+    pub inbound_mode: String,
+    /// How long a location entry lives without refresh.
+    #[serde(with = "humantime_serde")]
+    pub location_ttl: Duration,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        ClusterConfig {
+            redis_url: None,
+            instance_uri: None,
+            inbound_mode: "redirect".into(),
+            location_ttl: Duration::from_secs(60),
+        }
+    }
 }
 
 /// `[server]`: the listener and what the gateway advertises.
@@ -252,7 +338,7 @@ impl SipConfig {
 }
 
 /// `[[sip.trunks]]`: one carrier trunk or PBX.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TrunkConfig {
     /// Name used by dial plan routes.
@@ -262,34 +348,196 @@ pub struct TrunkConfig {
     /// `udp`, `tcp` or `tls`.
     #[serde(default = "default_transport")]
     pub transport: String,
-    /// Digest username, if the trunk challenges.
+    /// Digest username, if the trunk challenges or needs registering.
     #[serde(default)]
     pub username: Option<String>,
-    /// Digest password (never logged).
+    /// Digest password (never logged, never serialised).
     #[serde(default, skip_serializing)]
     pub password: Option<String>,
+    /// Name of an environment variable holding the password, read at load time.
+    #[serde(default)]
+    pub password_env: Option<String>,
+    /// Send REGISTER to the trunk (refreshed before expiry, retried with backoff).
+    #[serde(default)]
+    pub register: bool,
+    /// Registration lifetime asked for, in seconds.
+    #[serde(default = "default_register_expires")]
+    pub register_expires: u32,
+    /// OPTIONS ping interval (e.g. "30s"); absent or "0s": no health checks.
+    #[serde(default, with = "humantime_serde::option")]
+    pub options_interval: Option<Duration>,
+    /// `rfc4733` (telephone-event in RTP) or `info` (SIP INFO, application/dtmf-relay).
+    #[serde(default = "default_dtmf_mode")]
+    pub dtmf_mode: String,
+    /// Reliable provisional responses (RFC 3262): `supported`, `required` or `disabled`.
+    #[serde(default = "default_reliable_provisional")]
+    pub reliable_provisional: String,
+    /// Session-Expires asked for, in seconds (RFC 4028); 0 disables session timers.
+    #[serde(default = "default_session_expires")]
+    pub session_expires: u32,
+    /// Min-SE: the shortest session interval accepted from the trunk, in seconds.
+    #[serde(default = "default_min_se")]
+    pub min_se: u32,
+    /// PEM CA bundle that verifies the trunk's certificate (tls only); default: the
+    /// webpki root certificates.
+    #[serde(default)]
+    pub tls_ca: Option<PathBuf>,
+    /// Name checked against the trunk's certificate (tls only); default: the host
+    /// of `address`.
+    #[serde(default)]
+    pub tls_server_name: Option<String>,
+}
+
+impl Default for TrunkConfig {
+    fn default() -> Self {
+        TrunkConfig {
+            name: String::new(),
+            address: String::new(),
+            transport: default_transport(),
+            username: None,
+            password: None,
+            password_env: None,
+            register: false,
+            register_expires: default_register_expires(),
+            options_interval: None,
+            dtmf_mode: default_dtmf_mode(),
+            reliable_provisional: default_reliable_provisional(),
+            session_expires: default_session_expires(),
+            min_se: default_min_se(),
+            tls_ca: None,
+            tls_server_name: None,
+        }
+    }
+}
+
+impl std::fmt::Debug for TrunkConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TrunkConfig")
+            .field("name", &self.name)
+            .field("address", &self.address)
+            .field("transport", &self.transport)
+            .field("username", &self.username)
+            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .field("password_env", &self.password_env)
+            .field("register", &self.register)
+            .field("register_expires", &self.register_expires)
+            .field("options_interval", &self.options_interval)
+            .field("dtmf_mode", &self.dtmf_mode)
+            .field("reliable_provisional", &self.reliable_provisional)
+            .field("session_expires", &self.session_expires)
+            .field("min_se", &self.min_se)
+            .field("tls_ca", &self.tls_ca)
+            .field("tls_server_name", &self.tls_server_name)
+            .finish()
+    }
 }
 
 fn default_transport() -> String {
     "udp".into()
 }
 
+fn default_register_expires() -> u32 {
+    3600
+}
+
+fn default_dtmf_mode() -> String {
+    "rfc4733".into()
+}
+
+fn default_reliable_provisional() -> String {
+    "supported".into()
+}
+
+fn default_session_expires() -> u32 {
+    1800
+}
+
+fn default_min_se() -> u32 {
+    90
+}
+
+/// Reads each trunk's `password_env` variable from `env` into its `password`.
+fn resolve_trunk_passwords(
+    config: &mut Config,
+    env: &[(String, String)],
+) -> Result<(), ConfigError> {
+    for (i, trunk) in config.sip.trunks.iter_mut().enumerate() {
+        let Some(var) = &trunk.password_env else {
+            continue;
+        };
+        if trunk.password.is_some() {
+            return Err(ConfigError::invalid(
+                format!("sip.trunks[{i}].password_env"),
+                "set password or password_env, not both",
+            ));
+        }
+        match env.iter().find(|(k, _)| k == var) {
+            Some((_, value)) if !value.is_empty() => trunk.password = Some(value.clone()),
+            _ => {
+                return Err(ConfigError::invalid(
+                    format!("sip.trunks[{i}].password_env"),
+                    format!("environment variable {var} is not set or empty"),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
 /// `[turn]`: built-in STUN/TURN and the credentials handed to browsers.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TurnConfig {
-    /// UDP/TCP listen address.
+    /// UDP and TCP listen address.
     pub listen: SocketAddr,
+    /// TURN over TLS listen address (e.g. `0.0.0.0:5349` or `:443`); uses `[tls]`'s
+    /// certificate. Absent: no TLS listener.
+    #[serde(default)]
+    pub tls_listen: Option<SocketAddr>,
     /// TURN REST API shared secret (never logged).
     #[serde(skip_serializing)]
     pub secret: String,
     /// Lifetime of issued credentials.
     #[serde(default = "default_turn_ttl", with = "humantime_serde")]
     pub credential_ttl: Duration,
+    /// Realm of the long-term credentials.
+    #[serde(default = "default_realm")]
+    pub realm: String,
+    /// Port range of relayed addresses, `"low-high"`.
+    #[serde(default = "default_relay_ports")]
+    pub relay_ports: String,
+    /// Peer networks always allowed (CIDR), even private ones.
+    #[serde(default)]
+    pub allow_peers: Vec<String>,
+    /// Peer networks always refused (CIDR), on top of the built-in private ranges.
+    #[serde(default)]
+    pub deny_peers: Vec<String>,
+    /// Allocations at once, all users together.
+    #[serde(default = "default_max_allocations")]
+    pub max_allocations: usize,
+    /// Allocations at once per user.
+    #[serde(default = "default_max_allocations_per_user")]
+    pub max_allocations_per_user: usize,
 }
 
 fn default_turn_ttl() -> Duration {
     Duration::from_secs(24 * 3600)
+}
+
+fn default_realm() -> String {
+    "callbridge".into()
+}
+
+fn default_relay_ports() -> String {
+    "50000-59999".into()
+}
+
+fn default_max_allocations() -> usize {
+    2000
+}
+
+fn default_max_allocations_per_user() -> usize {
+    10
 }
 
 /// `[log]`: logging output.
@@ -326,12 +574,12 @@ impl Config {
     /// The HS256 secret is generated fresh by the caller ([`Config::with_random_secret`]).
     pub fn embedded() -> Config {
         let mut config = Config::default();
+        config.demo.enabled = true;
+        config.demo.dev_tokens = true;
         config.sip.trunks.push(TrunkConfig {
             name: "local".into(),
             address: "127.0.0.1:5070".into(),
-            transport: "udp".into(),
-            username: None,
-            password: None,
+            ..TrunkConfig::default()
         });
         config
             .dialplan
@@ -383,17 +631,19 @@ pub fn load(
             (table, Source::Embedded)
         }
     };
-    apply_env_overrides(&mut table, env)?;
+    let env: Vec<(String, String)> = env.into_iter().collect();
+    apply_env_overrides(&mut table, env.iter().cloned())?;
     let origin = match &source {
         Source::File(p) => p.display().to_string(),
         Source::Embedded => "<embedded defaults>".into(),
     };
-    let config: Config = table
+    let mut config: Config = table
         .try_into()
         .map_err(|e: toml::de::Error| ConfigError::Parse {
             path: origin,
             message: e.to_string().trim_end().replace('\n', " "),
         })?;
+    resolve_trunk_passwords(&mut config, &env)?;
     validate(&config)?;
     Ok((config, source))
 }

@@ -112,16 +112,78 @@ pub fn validate(config: &Config) -> Result<(), ConfigError> {
                 format!("`{}` is not one of udp, tcp, tls", trunk.transport),
             ));
         }
-        if trunk.transport != "udp" {
-            return Err(ConfigError::invalid(
-                format!("{key}.transport"),
-                format!("`{}` is not supported yet; use udp", trunk.transport),
-            ));
-        }
-        if trunk.username.is_some() != trunk.password.is_some() {
+        if trunk.username.is_some() != (trunk.password.is_some() || trunk.password_env.is_some()) {
             return Err(ConfigError::invalid(
                 key.clone(),
-                "set both username and password, or neither",
+                "set username together with password (or password_env), or none of them",
+            ));
+        }
+        if trunk.register && trunk.username.is_none() {
+            return Err(ConfigError::invalid(
+                format!("{key}.register"),
+                "registering needs username and password (or password_env)",
+            ));
+        }
+        if trunk.register_expires < 60 {
+            return Err(ConfigError::invalid(
+                format!("{key}.register_expires"),
+                format!("{} s is too short; use at least 60", trunk.register_expires),
+            ));
+        }
+        if let Some(interval) = trunk.options_interval
+            && !interval.is_zero()
+            && interval < std::time::Duration::from_secs(1)
+        {
+            return Err(ConfigError::invalid(
+                format!("{key}.options_interval"),
+                "must be \"0s\" (off) or at least \"1s\"",
+            ));
+        }
+        if !matches!(trunk.dtmf_mode.as_str(), "rfc4733" | "info") {
+            return Err(ConfigError::invalid(
+                format!("{key}.dtmf_mode"),
+                format!("`{}` is not one of rfc4733, info", trunk.dtmf_mode),
+            ));
+        }
+        if !matches!(
+            trunk.reliable_provisional.as_str(),
+            "supported" | "required" | "disabled"
+        ) {
+            return Err(ConfigError::invalid(
+                format!("{key}.reliable_provisional"),
+                format!(
+                    "`{}` is not one of supported, required, disabled",
+                    trunk.reliable_provisional
+                ),
+            ));
+        }
+        if trunk.min_se < 90 {
+            return Err(ConfigError::invalid(
+                format!("{key}.min_se"),
+                format!("{} s is below the RFC 4028 minimum of 90", trunk.min_se),
+            ));
+        }
+        if trunk.session_expires != 0 && trunk.session_expires < trunk.min_se {
+            return Err(ConfigError::invalid(
+                format!("{key}.session_expires"),
+                format!(
+                    "{} s is below min_se ({} s); use 0 to disable session timers",
+                    trunk.session_expires, trunk.min_se
+                ),
+            ));
+        }
+        if trunk.transport != "tls" && (trunk.tls_ca.is_some() || trunk.tls_server_name.is_some()) {
+            return Err(ConfigError::invalid(
+                format!("{key}.tls_ca"),
+                "tls_ca and tls_server_name only apply to transport = \"tls\"",
+            ));
+        }
+        if let Some(ca) = &trunk.tls_ca
+            && !ca.is_file()
+        {
+            return Err(ConfigError::invalid(
+                format!("{key}.tls_ca"),
+                format!("{} is not a readable file", ca.display()),
             ));
         }
     }
@@ -148,12 +210,53 @@ pub fn validate(config: &Config) -> Result<(), ConfigError> {
             }
         }
     }
-    if let Some(turn) = &config.turn
-        && turn.secret.len() < 16
+    if let Some(turn) = &config.turn {
+        validate_turn(config, turn)?;
+    }
+
+    for (i, did) in config.dids.iter().enumerate() {
+        if did.number.trim().is_empty() || did.user.trim().is_empty() {
+            return Err(ConfigError::invalid(
+                format!("dids[{i}]"),
+                "number and user must not be empty",
+            ));
+        }
+    }
+    if config.inbound.ring_timeout < std::time::Duration::from_secs(1) {
+        return Err(ConfigError::invalid(
+            "inbound.ring_timeout",
+            "must be at least 1s",
+        ));
+    }
+    let cluster = &config.cluster;
+    if !matches!(cluster.inbound_mode.as_str(), "redirect" | "proxy") {
+        return Err(ConfigError::invalid(
+            "cluster.inbound_mode",
+            format!("`{}` is not one of redirect, proxy", cluster.inbound_mode),
+        ));
+    }
+    if let Some(url) = &cluster.redis_url
+        && !(url.starts_with("redis://")
+            || url.starts_with("rediss://")
+            || url.starts_with("unix://"))
     {
         return Err(ConfigError::invalid(
-            "turn.secret",
-            "must be at least 16 characters of random data",
+            "cluster.redis_url",
+            format!("`{url}` is not a redis:// URL"),
+        ));
+    }
+    if let Some(uri) = &cluster.instance_uri
+        && !uri.starts_with("sip:")
+    {
+        return Err(ConfigError::invalid(
+            "cluster.instance_uri",
+            format!("`{uri}` is not a sip: URI"),
+        ));
+    }
+    if cluster.location_ttl < std::time::Duration::from_secs(5) {
+        return Err(ConfigError::invalid(
+            "cluster.location_ttl",
+            "must be at least 5s",
         ));
     }
     if !matches!(config.log.format.as_str(), "text" | "json") {
@@ -200,4 +303,155 @@ pub fn split_host_port(address: &str) -> Result<(String, u16), String> {
         return Err(format!("`{address}` has no host"));
     }
     Ok((host.to_string(), port))
+}
+
+fn validate_turn(config: &Config, turn: &super::TurnConfig) -> Result<(), ConfigError> {
+    if turn.secret.len() < 16 {
+        return Err(ConfigError::invalid(
+            "turn.secret",
+            "must be at least 16 characters of random data",
+        ));
+    }
+    parse_port_range(&turn.relay_ports).map_err(|m| ConfigError::invalid("turn.relay_ports", m))?;
+    for (key, list) in [
+        ("turn.allow_peers", &turn.allow_peers),
+        ("turn.deny_peers", &turn.deny_peers),
+    ] {
+        for (i, net) in list.iter().enumerate() {
+            if net.parse::<ipnet::IpNet>().is_err() && net.parse::<std::net::IpAddr>().is_err() {
+                return Err(ConfigError::invalid(
+                    format!("{key}[{i}]"),
+                    format!("`{net}` is not an address or CIDR network like 10.0.0.0/8"),
+                ));
+            }
+        }
+    }
+    if turn.max_allocations == 0 || turn.max_allocations_per_user == 0 {
+        return Err(ConfigError::invalid(
+            "turn.max_allocations",
+            "quotas must be at least 1",
+        ));
+    }
+    if turn.realm.is_empty() {
+        return Err(ConfigError::invalid("turn.realm", "must not be empty"));
+    }
+    if turn.tls_listen.is_some() && config.tls.is_none() {
+        return Err(ConfigError::invalid(
+            "turn.tls_listen",
+            "needs a certificate: configure [tls] cert and key",
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod trunk_tests {
+    use super::super::{Config, load};
+
+    const BASE: &str = r#"
+[auth]
+hs256_secret = "0123456789abcdef0123456789abcdef"
+[[sip.trunks]]
+name = "a"
+address = "127.0.0.1:5070"
+"#;
+
+    fn load_with(extra: &str, env: &[(&str, &str)]) -> Result<Config, String> {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("c.toml");
+        std::fs::write(&path, format!("{BASE}{extra}")).expect("write");
+        let env = env.iter().map(|(k, v)| (k.to_string(), v.to_string()));
+        load(Some(&path), env)
+            .map(|(c, _)| c)
+            .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn trunk_keys_have_defaults_and_parse() {
+        let c = load_with("", &[]).expect("loads");
+        let t = &c.sip.trunks[0];
+        assert_eq!(t.transport, "udp");
+        assert_eq!(t.register_expires, 3600);
+        assert_eq!(t.session_expires, 1800);
+        assert_eq!(t.min_se, 90);
+        assert_eq!(t.dtmf_mode, "rfc4733");
+        assert_eq!(t.options_interval, None);
+        let c = load_with(
+            "transport = \"tcp\"\nusername = \"u\"\npassword = \"p\"\nregister = true\noptions_interval = \"15s\"\ndtmf_mode = \"info\"\nreliable_provisional = \"required\"\nsession_expires = 0\n",
+            &[],
+        )
+        .expect("loads");
+        let t = &c.sip.trunks[0];
+        assert_eq!(t.options_interval, Some(std::time::Duration::from_secs(15)));
+        assert!(t.register);
+        let settings = crate::sip::TrunkSettings::from_config(t);
+        assert_eq!(settings.transport, crate::sip::Transport::Tcp);
+        assert_eq!(settings.dtmf_mode, crate::sip::DtmfMode::Info);
+        assert_eq!(settings.port, 5070);
+        assert!(settings.credentials.is_some());
+        assert!(
+            !format!("{t:?}").contains("\"p\""),
+            "Debug redacts the password"
+        );
+    }
+
+    #[test]
+    fn bad_trunk_values_name_the_key() {
+        for (extra, key) in [
+            ("transport = \"sctp\"\n", "sip.trunks[0].transport"),
+            ("dtmf_mode = \"inband\"\n", "sip.trunks[0].dtmf_mode"),
+            (
+                "reliable_provisional = \"always\"\n",
+                "sip.trunks[0].reliable_provisional",
+            ),
+            ("session_expires = 60\n", "sip.trunks[0].session_expires"),
+            ("min_se = 30\n", "sip.trunks[0].min_se"),
+            (
+                "register_expires = 10\nusername = \"u\"\npassword = \"p\"\n",
+                "sip.trunks[0].register_expires",
+            ),
+            ("register = true\n", "sip.trunks[0].register"),
+            (
+                "options_interval = \"10ms\"\n",
+                "sip.trunks[0].options_interval",
+            ),
+            ("tls_ca = \"ca.pem\"\n", "sip.trunks[0].tls_ca"),
+            (
+                "transport = \"tls\"\ntls_ca = \"/nonexistent/ca.pem\"\n",
+                "sip.trunks[0].tls_ca",
+            ),
+            ("username = \"u\"\n", "sip.trunks[0]"),
+        ] {
+            let err = load_with(extra, &[]).expect_err(key);
+            assert!(
+                err.contains(&format!("`{key}`")),
+                "expected `{key}` in: {err}"
+            );
+        }
+    }
+
+    #[test]
+    fn password_env_is_read_at_load_time() {
+        let extra = "username = \"u\"\npassword_env = \"TRUNK_A_PW\"\n";
+        let c = load_with(extra, &[("TRUNK_A_PW", "from-env")]).expect("loads");
+        assert_eq!(c.sip.trunks[0].password.as_deref(), Some("from-env"));
+        let err = load_with(extra, &[]).expect_err("unset variable");
+        assert!(
+            err.contains("sip.trunks[0].password_env") && err.contains("TRUNK_A_PW"),
+            "{err}"
+        );
+        let err = load_with(
+            &format!("{extra}password = \"x\"\n"),
+            &[("TRUNK_A_PW", "y")],
+        )
+        .expect_err("both");
+        assert!(err.contains("not both"), "{err}");
+    }
+
+    #[test]
+    fn zero_options_interval_means_off() {
+        let c = load_with("options_interval = \"0s\"\n", &[]).expect("loads");
+        let settings = crate::sip::TrunkSettings::from_config(&c.sip.trunks[0]);
+        assert_eq!(settings.options_interval, None);
+    }
 }

@@ -5,7 +5,9 @@
 //! call events into server messages. It holds no call state beyond a map from the
 //! client's call ids to call handles.
 
+mod handshake;
 pub mod protocol;
+pub mod resume;
 pub mod session;
 
 use std::collections::HashMap;

@@ -225,6 +225,8 @@ pub enum EndReason {
     MediaFailed,
     /// The WebSocket went away and was not resumed.
     SignalingLost,
+    /// An incoming call was accepted by another session of the same user.
+    AnsweredElsewhere,
     /// Anything else.
     Error,
 }
@@ -257,6 +259,7 @@ impl EndReason {
             EndReason::Limit => "limit",
             EndReason::MediaFailed => "media_failed",
             EndReason::SignalingLost => "signaling_lost",
+            EndReason::AnsweredElsewhere => "answered_elsewhere",
             EndReason::Error => "error",
         }
     }

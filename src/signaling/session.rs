@@ -2,18 +2,19 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use axum::extract::ws::{CloseFrame, Message, WebSocket};
 use tokio::sync::mpsc;
 use tracing::{Instrument, debug, info, info_span, warn};
 
-use super::protocol::{
-    CLOSE_AUTH_FAILED, CLOSE_AUTH_TIMEOUT, CLOSE_FORBIDDEN, ClientMessage, ErrorCode, ServerMessage,
-};
+use super::handshake::Joined;
+use super::protocol::{ClientMessage, EndReason, ErrorCode, ServerMessage};
+use super::resume::{SessionState, Takeover};
 use super::{SessionPermit, random_id};
-use crate::auth::{AuthError, Identity, Scope};
-use crate::call::{CallCommand, CallContext, CallHandle, OutboundRequest};
+use crate::auth::{Identity, Scope};
+use crate::call::directory::LiveSession;
+use crate::call::{CallCommand, CallContext, OutboundRequest, SessionEvent};
 use crate::server::Gateway;
 
 /// Interval of WebSocket pings from the server.
@@ -52,13 +53,39 @@ pub async fn run(
             gateway: Arc::clone(&gateway),
             socket,
             correlation_id: upgrade.correlation_id.clone(),
-            calls: HashMap::new(),
         };
-        match session.authenticate(upgrade.query_token).await {
-            Ok(identity) => session.serve(identity).await,
-            Err(()) => debug!("session closed during authentication"),
+        match session.handshake(upgrade.query_token).await {
+            Ok(joined) => {
+                let state = match joined {
+                    Joined::New(identity) => session.new_state(identity),
+                    Joined::Resumed(state) => {
+                        info!(calls = state.calls.len(), "session resumed");
+                        state
+                    }
+                };
+                let (mut state, exit) = session.serve(state).await;
+                match exit {
+                    Exit::SocketLost => {
+                        let grace = gateway.config.server.resume_grace;
+                        info!(
+                            calls = state.calls.len(),
+                            grace_secs = grace.as_secs(),
+                            "socket lost, session parked"
+                        );
+                        gateway.resumable.park(state, grace);
+                    }
+                    Exit::Shutdown => {
+                        gateway.resumable.remove(&state.session_id);
+                        state.hang_up_all();
+                    }
+                    Exit::TakenOver(reply) => {
+                        info!("session taken over by a resuming socket");
+                        let _ = reply.send(state);
+                    }
+                }
+            }
+            Err(()) => debug!("session closed during the handshake"),
         }
-        session.hang_up_all();
         gateway.metrics.ws_sessions.dec();
         drop(permit);
     }
@@ -66,17 +93,24 @@ pub async fn run(
     .await
 }
 
-struct Session {
-    gateway: Arc<Gateway>,
-    socket: WebSocket,
-    correlation_id: String,
-    /// Calls of this session by the client's call id.
-    calls: HashMap<String, CallHandle>,
+/// Why the protocol loop ended.
+enum Exit {
+    /// The socket closed or went silent: park the session for `resume`.
+    SocketLost,
+    /// The gateway is shutting down: end the calls.
+    Shutdown,
+    /// Another socket resumed the session: hand the state over.
+    TakenOver(Takeover),
 }
 
-enum AuthOutcome {
-    Token(String),
-    Refuse(ErrorCode, String, u16),
+/// One socket's view of a session.
+pub(super) struct Session {
+    /// Shared gateway state.
+    pub(super) gateway: Arc<Gateway>,
+    /// The socket.
+    pub(super) socket: WebSocket,
+    /// Correlation id of the connection.
+    pub(super) correlation_id: String,
 }
 
 impl Session {
@@ -95,135 +129,83 @@ impl Session {
         let _ = self.socket.send(Message::Close(Some(frame))).await;
     }
 
-    async fn refuse(&mut self, code: ErrorCode, message: &str, close: u16) {
+    pub(super) async fn refuse(&mut self, code: ErrorCode, message: &str, close: u16) {
         info!(close, %message, "session refused");
         let error = ServerMessage::error(code, message, &self.correlation_id);
         self.send(&error).await;
         self.close(close, message).await;
     }
 
-    /// Waits for the `auth` frame (or uses the query token) and verifies it.
-    async fn authenticate(&mut self, query_token: Option<String>) -> Result<Identity, ()> {
-        let outcome = match query_token {
-            Some(token) => AuthOutcome::Token(token),
-            None => self.first_frame().await,
-        };
-        let token = match outcome {
-            AuthOutcome::Token(t) => t,
-            AuthOutcome::Refuse(code, message, close) => {
-                self.refuse(code, &message, close).await;
-                return Err(());
-            }
-        };
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0);
-        let identity = match self.gateway.verifier.verify(&token, now) {
-            Ok(identity) => identity,
-            Err(e) => {
-                let close = if e.is_forbidden() {
-                    CLOSE_FORBIDDEN
-                } else {
-                    CLOSE_AUTH_FAILED
-                };
-                self.refuse(ErrorCode::Unauthorized, &e.to_string(), close)
-                    .await;
-                return Err(());
-            }
-        };
-        if !identity.has(Scope::CallsOutbound) && !identity.has(Scope::CallsInbound) {
-            let e = AuthError::MissingScope("calls:outbound".into());
-            let message = format!("{e} (or calls:inbound); ask for a token that may make calls");
-            self.refuse(ErrorCode::Forbidden, &message, CLOSE_FORBIDDEN)
-                .await;
-            return Err(());
-        }
-        Ok(identity)
-    }
-
-    async fn first_frame(&mut self) -> AuthOutcome {
-        let timeout = self.gateway.config.server.auth_timeout;
-        let frame = match tokio::time::timeout(timeout, self.socket.recv()).await {
-            Err(_) => {
-                return AuthOutcome::Refuse(
-                    ErrorCode::Unauthorized,
-                    format!(
-                        "no auth message within {}s; send {{\"type\":\"auth\",\"token\":…}} first",
-                        timeout.as_secs()
-                    ),
-                    CLOSE_AUTH_TIMEOUT,
-                );
-            }
-            Ok(None) | Ok(Some(Err(_))) => {
-                return AuthOutcome::Refuse(
-                    ErrorCode::Unauthorized,
-                    "socket closed".into(),
-                    CLOSE_AUTH_FAILED,
-                );
-            }
-            Ok(Some(Ok(frame))) => frame,
-        };
-        let text = match frame {
-            Message::Text(t) => t,
-            _ => {
-                return AuthOutcome::Refuse(
-                    ErrorCode::Unauthorized,
-                    "first message must be a JSON text frame {\"type\":\"auth\",\"token\":…}"
-                        .into(),
-                    CLOSE_AUTH_FAILED,
-                );
-            }
-        };
-        match ClientMessage::parse(&text) {
-            Ok(ClientMessage::Auth { token }) => AuthOutcome::Token(token),
-            Ok(ClientMessage::Resume { .. }) => AuthOutcome::Refuse(
-                ErrorCode::Unauthorized,
-                "unknown or expired session; authenticate again with auth".into(),
-                CLOSE_AUTH_FAILED,
-            ),
-            Ok(_) => AuthOutcome::Refuse(
-                ErrorCode::Unauthorized,
-                "first message must be auth".into(),
-                CLOSE_AUTH_FAILED,
-            ),
-            Err(e) => AuthOutcome::Refuse(
-                ErrorCode::Unauthorized,
-                format!("{e}; the first message must be auth"),
-                CLOSE_AUTH_FAILED,
-            ),
-        }
-    }
-
-    /// The protocol loop of an authenticated session.
-    async fn serve(&mut self, identity: Identity) {
-        let session_id = random_id("s-");
-        let span = tracing::Span::current();
-        span.record("session_id", session_id.as_str());
-        span.record("user", identity.user.as_str());
-        info!("session ready");
+    /// The state of a new session of `identity`, listed in the directory when it
+    /// may receive calls.
+    fn new_state(&self, identity: Identity) -> SessionState {
         let identity = Arc::new(identity);
+        let session_id = random_id("s-");
+        let (events_tx, events_rx) = mpsc::unbounded_channel::<SessionEvent>();
+        let listing = identity.has(Scope::CallsInbound).then(|| {
+            let calls = &self.gateway.calls;
+            let dids: Vec<String> = identity
+                .dids
+                .iter()
+                .map(|d| calls.normalize_number(d))
+                .collect();
+            let live = LiveSession {
+                session_id: session_id.clone(),
+                events: events_tx.clone(),
+            };
+            calls.directory().register(&identity.user, &dids, live)
+        });
+        SessionState {
+            identity,
+            session_id,
+            resume_token: String::new(),
+            calls: HashMap::new(),
+            events_tx,
+            events_rx,
+            listing,
+            undelivered: None,
+        }
+    }
+
+    /// The protocol loop: sends `ready` (with a fresh resume token), then serves the
+    /// socket until it ends; returns the state and why it ended.
+    async fn serve(&mut self, mut state: SessionState) -> (SessionState, Exit) {
+        let span = tracing::Span::current();
+        span.record("session_id", state.session_id.as_str());
+        span.record("user", state.identity.user.as_str());
+        state.resume_token = random_id("");
+        let (takeover_tx, mut takeover_rx) = mpsc::channel::<Takeover>(1);
+        self.gateway
+            .resumable
+            .activate(&state.session_id, &state.resume_token, takeover_tx);
         let ready = ServerMessage::Ready {
-            session_id: session_id.clone(),
-            resume_token: random_id(""),
-            user: identity.user.clone(),
-            ice_servers: self.gateway.ice_servers(&identity.user),
+            session_id: state.session_id.clone(),
+            resume_token: state.resume_token.clone(),
+            user: state.identity.user.clone(),
+            ice_servers: self.gateway.ice_servers(&state.identity.user),
         };
         if !self.send(&ready).await {
-            return;
+            return (state, Exit::SocketLost);
         }
-        let (events_tx, mut events_rx) = mpsc::unbounded_channel::<ServerMessage>();
+        info!("session ready");
+        if let Some(message) = state.undelivered.take()
+            && !self.send(&message).await
+        {
+            state.undelivered = Some(message);
+            return (state, Exit::SocketLost);
+        }
+
         let mut ping = tokio::time::interval(PING_INTERVAL);
         ping.tick().await;
         let mut last_heard = tokio::time::Instant::now();
         let max_bytes = self.gateway.config.limits.max_message_bytes;
-        loop {
+        let exit = loop {
             tokio::select! {
                 frame = self.socket.recv() => {
                     last_heard = tokio::time::Instant::now();
                     let text = match frame {
                         Some(Ok(Message::Text(t))) => t,
-                        Some(Ok(Message::Close(_))) | None => break,
+                        Some(Ok(Message::Close(_))) | None => break Exit::SocketLost,
                         Some(Ok(Message::Binary(_))) => {
                             self.reply_error(ErrorCode::BadRequest, "binary frames are not part of the protocol; send JSON text", None).await;
                             continue;
@@ -231,7 +213,7 @@ impl Session {
                         Some(Ok(_)) => continue,
                         Some(Err(e)) => {
                             debug!(error = %e, "websocket read failed");
-                            break;
+                            break Exit::SocketLost;
                         }
                     };
                     if text.len() > max_bytes {
@@ -240,52 +222,54 @@ impl Session {
                         continue;
                     }
                     match ClientMessage::parse(&text) {
-                        Ok(message) => {
-                            let ctx = CallContext {
-                                identity: Arc::clone(&identity),
-                                session_id: session_id.clone(),
-                                correlation_id: String::new(),
-                            };
-                            self.handle(message, ctx, &events_tx).await;
-                        }
+                        Ok(message) => self.handle(message, &mut state).await,
                         Err(e) => {
                             debug!(error = %e, "bad frame");
                             self.reply_error(ErrorCode::BadRequest, &e.to_string(), None).await;
                         }
                     }
                 }
-                Some(event) = events_rx.recv() => {
-                    if let ServerMessage::Ended { call_id, .. } = &event {
-                        self.calls.remove(call_id);
+                Some(event) = state.events_rx.recv() => {
+                    let message = match event {
+                        SessionEvent::Message(message) => message,
+                        SessionEvent::Incoming { call_id, handle, offer } => {
+                            state.calls.insert(call_id, handle);
+                            offer
+                        }
+                    };
+                    if let ServerMessage::Ended { call_id, .. } = &message {
+                        state.calls.remove(call_id);
                     }
-                    if !self.send(&event).await {
-                        break;
+                    if !self.send(&message).await {
+                        // Kept for a resuming socket, before anything queued after it.
+                        state.undelivered = Some(message);
+                        break Exit::SocketLost;
                     }
+                }
+                Some(reply) = takeover_rx.recv() => {
+                    self.close(4000, "session resumed on another connection").await;
+                    break Exit::TakenOver(reply);
                 }
                 _ = ping.tick() => {
                     if last_heard.elapsed() > IDLE_TIMEOUT {
                         info!("websocket silent for {}s, closing", IDLE_TIMEOUT.as_secs());
-                        break;
+                        break Exit::SocketLost;
                     }
                     if self.socket.send(Message::Ping(Default::default())).await.is_err() {
-                        break;
+                        break Exit::SocketLost;
                     }
                 }
                 _ = self.gateway.shutdown.cancelled() => {
                     self.close(1001, "server shutting down").await;
-                    break;
+                    break Exit::Shutdown;
                 }
             }
-        }
-        info!(calls = self.calls.len(), "session closed");
+        };
+        info!(calls = state.calls.len(), "socket closed");
+        (state, exit)
     }
 
-    async fn handle(
-        &mut self,
-        message: ClientMessage,
-        mut ctx: CallContext,
-        events_tx: &mpsc::UnboundedSender<ServerMessage>,
-    ) {
+    async fn handle(&mut self, message: ClientMessage, state: &mut SessionState) {
         match message {
             ClientMessage::Ping => {
                 self.send(&ServerMessage::Pong).await;
@@ -300,7 +284,7 @@ impl Session {
                 sdp,
                 privacy,
             } => {
-                if self.calls.contains_key(&call_id) {
+                if state.calls.contains_key(&call_id) {
                     let msg = format!(
                         "call_id `{call_id}` is already in use in this session; pick a new one"
                     );
@@ -308,23 +292,25 @@ impl Session {
                         .await;
                     return;
                 }
-                ctx.correlation_id = random_id("");
-                let manager = Arc::clone(&self.gateway.calls);
+                let ctx = CallContext {
+                    identity: Arc::clone(&state.identity),
+                    session_id: state.session_id.clone(),
+                    correlation_id: random_id(""),
+                };
                 let request = OutboundRequest {
                     call_id: call_id.clone(),
                     to,
                     offer_sdp: sdp,
                     privacy,
                 };
-                match manager.start_outbound(ctx, request, events_tx.clone()) {
+                let manager = Arc::clone(&self.gateway.calls);
+                match manager.start_outbound(ctx, request, state.events_tx.clone()) {
                     Ok(handle) => {
-                        self.calls.insert(call_id, handle);
+                        state.calls.insert(call_id, handle);
                     }
                     Err(refused) => {
                         let code = match refused.reason {
-                            crate::signaling::protocol::EndReason::Forbidden => {
-                                ErrorCode::Forbidden
-                            }
+                            EndReason::Forbidden => ErrorCode::Forbidden,
                             _ => ErrorCode::Unavailable,
                         };
                         self.reply_error(code, &refused.message, Some(&call_id))
@@ -338,9 +324,12 @@ impl Session {
                     }
                 }
             }
-            ClientMessage::Hangup { call_id } => self.command(&call_id, CallCommand::Hangup).await,
+            ClientMessage::Hangup { call_id } => {
+                self.command(state, &call_id, CallCommand::Hangup).await
+            }
             ClientMessage::Ice { call_id, candidate } => {
-                self.command(&call_id, CallCommand::Ice(candidate)).await
+                self.command(state, &call_id, CallCommand::Ice(candidate))
+                    .await
             }
             ClientMessage::Accept { call_id, .. } | ClientMessage::Reject { call_id } => {
                 let msg = format!("no incoming call `{call_id}`");
@@ -357,8 +346,8 @@ impl Session {
         }
     }
 
-    async fn command(&mut self, call_id: &str, command: CallCommand) {
-        let delivered = self.calls.get(call_id).map(|h| h.send(command));
+    async fn command(&mut self, state: &SessionState, call_id: &str, command: CallCommand) {
+        let delivered = state.calls.get(call_id).map(|h| h.send(command));
         if delivered != Some(true) {
             let msg = format!("no active call `{call_id}` in this session");
             self.reply_error(ErrorCode::NotFound, &msg, Some(call_id))
@@ -373,13 +362,6 @@ impl Session {
         }
         if !self.send(&error).await {
             warn!("could not send error to browser");
-        }
-    }
-
-    /// Hangs up every call of the session on the SIP side.
-    fn hang_up_all(&mut self) {
-        for (_, handle) in self.calls.drain() {
-            handle.send(CallCommand::SignalingLost);
         }
     }
 }

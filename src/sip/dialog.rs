@@ -1,7 +1,9 @@
 //! The dialog (RFC 3261 §12): what a confirmed call remembers to send requests within it
 //! and to recognise the peer's. Sans-IO: pure data built from messages, no clock.
 //!
-//! UAC side only for now: created from the 2xx to our INVITE (§12.1.2).
+//! UAC side only for now: created from a 2xx (or, early, a 1xx with a To tag) to our
+//! INVITE (§12.1.2, §13.2.2.4); the remote target is refreshed by the peer's
+//! re-INVITE and UPDATE (§12.2.2, RFC 3311).
 
 use std::net::{IpAddr, SocketAddr};
 
@@ -56,7 +58,8 @@ pub(crate) struct Dialog {
 }
 
 impl Dialog {
-    /// Creates the dialog from our INVITE and its 2xx (RFC 3261 §12.1.2).
+    /// Creates the dialog from our INVITE and its 2xx (RFC 3261 §12.1.2), or an early
+    /// dialog from a tagged 1xx (the 2xx then recreates it, §13.2.2.4).
     pub(crate) fn from_uac_2xx(invite: &Request, response: &Response) -> Result<Self, DialogError> {
         let local_party = header_value(&invite.headers, |h| matches!(h, Header::From(_)))
             .ok_or(DialogError::Missing("From"))?;
@@ -113,7 +116,18 @@ impl Dialog {
 
     /// The ACK for the 2xx (own branch in `via`, the INVITE's CSeq number, §13.2.2.4).
     pub(crate) fn ack(&self, via: String) -> Result<Request, DialogError> {
-        self.build(Method::Ack, self.invite_cseq, via, Vec::new())
+        self.build(Method::Ack, self.invite_cseq, via, Vec::new(), None)
+    }
+
+    /// The ACK for the 2xx of the INVITE (or re-INVITE) numbered `seq`, with `extra`
+    /// headers (the INVITE's credentials, §13.2.2.4).
+    pub(crate) fn ack_for(
+        &self,
+        seq: u32,
+        via: String,
+        extra: Vec<Header>,
+    ) -> Result<Request, DialogError> {
+        self.build(Method::Ack, seq, via, extra, None)
     }
 
     /// A new request in the dialog (BYE, ...): CSeq is incremented.
@@ -124,7 +138,51 @@ impl Dialog {
         extra: Vec<Header>,
     ) -> Result<Request, DialogError> {
         self.local_cseq += 1;
-        self.build(method, self.local_cseq, via, extra)
+        self.build(method, self.local_cseq, via, extra, None)
+    }
+
+    /// A new request in the dialog with a body (`content_type`, bytes).
+    pub(crate) fn request_with_body(
+        &mut self,
+        method: Method,
+        via: String,
+        extra: Vec<Header>,
+        body: (&str, Vec<u8>),
+    ) -> Result<Request, DialogError> {
+        self.local_cseq += 1;
+        self.build(method, self.local_cseq, via, extra, Some(body))
+    }
+
+    /// Takes the next local CSeq number (a challenged request is resent with it).
+    pub(crate) fn next_cseq(&mut self) -> u32 {
+        self.local_cseq += 1;
+        self.local_cseq
+    }
+
+    /// Makes sure later requests number above `seq` (CSeq used in the early dialog).
+    pub(crate) fn bump_local_cseq(&mut self, seq: u32) {
+        self.local_cseq = self.local_cseq.max(seq);
+    }
+
+    /// The last local CSeq number used.
+    pub(crate) fn local_cseq(&self) -> u32 {
+        self.local_cseq
+    }
+
+    /// The CSeq number of the dialog-creating INVITE.
+    pub(crate) fn invite_cseq(&self) -> u32 {
+        self.invite_cseq
+    }
+
+    /// A target refresh from the peer (re-INVITE, UPDATE): its Contact becomes the
+    /// remote target (§12.2.2).
+    pub(crate) fn refresh_target(&mut self, request: &Request) {
+        if let Some(contact) = header_value(&request.headers, |h| matches!(h, Header::Contact(_))) {
+            let uri = addr_uri(&contact);
+            if Uri::try_from(uri).is_ok() {
+                self.remote_target = uri.to_string();
+            }
+        }
     }
 
     /// The address requests in the dialog go to: the first route, else the remote
@@ -144,6 +202,7 @@ impl Dialog {
         seq: u32,
         via: String,
         extra: Vec<Header>,
+        body: Option<(&str, Vec<u8>)>,
     ) -> Result<Request, DialogError> {
         let loose = self.route_set.first().is_none_or(|r| is_loose_route(r));
         let (uri_text, routes): (String, Vec<String>) = match self.route_set.split_first() {
@@ -166,13 +225,20 @@ impl Dialog {
         ];
         headers.extend(routes.into_iter().map(|r| Header::Route(r.into())));
         headers.extend(extra);
-        headers.push(Header::ContentLength("0".into()));
+        let body = match body {
+            Some((content_type, bytes)) => {
+                headers.push(Header::ContentType(content_type.to_string().into()));
+                bytes
+            }
+            None => Vec::new(),
+        };
+        headers.push(Header::ContentLength(body.len().to_string().into()));
         Ok(Request {
             method,
             uri,
             version: Version::V2,
             headers: headers.into(),
-            body: Vec::new(),
+            body,
         })
     }
 }

@@ -1,27 +1,59 @@
-//! SIP user agent: transactions (RFC 3261 §17, sans-IO), dialogs, and the UDP transport.
+//! SIP user agent: transactions (RFC 3261 §17, sans-IO), dialogs, digest auth,
+//! registration, health checks, and the UDP/TCP/TLS transports.
 //!
 //! ```text
-//!  call module ──invite()/hangup()──> SipEndpoint ──mpsc──> driver task (endpoint.rs)
-//!                                                            │ owns UdpSocket + UserAgent
-//!   SipCallEvent <──────── per-call mpsc <───────────────────┤ sleeps until poll_timeout()
-//!                                                            ▼
-//!  user_agent (sans-IO core): calls ─ transaction/{invite_client, non_invite_client,
-//!                                       non_invite_server} ─ dialog ─ message (rsip)
+//!  call module ──invite()/hangup()/reinvite()──> SipEndpoint ──mpsc──> driver task
+//!                                                  (endpoint/)   │ owns UDP socket, TCP
+//!   SipCallEvent <──────── per-call mpsc <───────────────────────┤ listener, connections
+//!                                                                │ + UserAgent; sleeps
+//!                                                                ▼ until poll_timeout()
+//!  user_agent (sans-IO core): calls ─ legs ─ transaction/{invite,non_invite}_{client,server}
+//!                             trunk services (REGISTER, OPTIONS) ─ dialog ─ auth ─ message
 //! ```
 //!
-//! Everything below `endpoint.rs` is sans-IO: it takes `now: Instant` and datagrams as
+//! Everything below `endpoint/` is sans-IO: it takes `now: Instant` and messages as
 //! input and is drained with `poll_transmit()` / `poll_event()` / `poll_timeout()`.
 
+mod auth;
 mod dialog;
 mod endpoint;
 mod message;
+mod timers;
+/// RFC 3261 §17 transactions (sans-IO).
 pub mod transaction;
+mod transport;
+mod trunk;
 mod user_agent;
 
+use std::fmt;
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 
+pub use auth::Credentials;
 pub use endpoint::{Direction, MessageCount, SipCallHandle, SipEndpoint};
 pub use transaction::TimerConfig;
+pub use transport::{FramingError, Peer, StreamFramer, Transport};
+pub use trunk::{DtmfMode, RelPolicy, SessionTimerSettings, TrunkSettings, TrunkStatus};
+
+/// Parses one SIP message the way the endpoint does (normalising pass, then rsip,
+/// then the mandatory-header checks); `Ok(true)` for a request, `Ok(false)` for a
+/// response. For fuzzing and diagnostics.
+pub fn parse_message(bytes: &[u8]) -> Result<bool, String> {
+    match message::parse(bytes) {
+        Ok(message::Incoming::Request(_)) => Ok(true),
+        Ok(message::Incoming::Response(..)) => Ok(false),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// Feeds `bytes` to a fresh user agent core holding one answered call (with digest
+/// credentials and session timers), as a datagram and as a TCP stream: the whole
+/// receive path (framing, normalising, rsip, 400/501 answers, transaction and
+/// dialog matching, challenges, re-INVITE/REFER handling). For the fuzz target.
+#[doc(hidden)]
+pub fn fuzz_user_agent(bytes: &[u8]) {
+    user_agent::fuzz(bytes);
+}
 
 /// Errors of the SIP user agent.
 #[derive(Debug, thiserror::Error)]
@@ -35,12 +67,16 @@ pub enum SipError {
     /// The caller asked for something that cannot be put in a SIP request.
     #[error("invalid SIP request: {0}")]
     InvalidRequest(String),
+    /// The call's trunk does not use the mechanism asked for (e.g. INFO DTMF on an
+    /// RFC 4733 trunk).
+    #[error("not available on this trunk: {0}")]
+    NotAvailable(&'static str),
 }
 
 /// Settings of the SIP endpoint.
 #[derive(Debug, Clone)]
 pub struct SipEndpointConfig {
-    /// Local UDP address to bind (port 0: ephemeral).
+    /// Local address to bind for UDP and TCP (port 0: ephemeral, the same for both).
     pub listen: SocketAddr,
     /// Address put in Via and Contact instead of the bound one (1:1 NAT), if any.
     pub external_ip: Option<IpAddr>,
@@ -61,8 +97,12 @@ impl Default for SipEndpointConfig {
     }
 }
 
+/// Builds our SDP answer to an SDP offer of the far end mid-call (re-INVITE or
+/// UPDATE with SDP); `Err` refuses it (488).
+pub type SdpAnswerer = Arc<dyn Fn(&str) -> Result<String, String> + Send + Sync>;
+
 /// What the call module asks for when placing an outbound call.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct InviteRequest {
     /// Where to send the INVITE (the trunk, resolved).
     pub target: SocketAddr,
@@ -76,12 +116,58 @@ pub struct InviteRequest {
     pub sdp: String,
     /// Correlation id, sent as `X-Correlation-ID`.
     pub correlation_id: String,
+    /// The trunk's settings (transport, credentials, extensions).
+    pub trunk: TrunkSettings,
+    /// Display name in From.
+    pub from_display: Option<String>,
+    /// User of `P-Asserted-Identity` (RFC 3325), e.g. the token's `caller_id`.
+    pub asserted_identity: Option<String>,
+    /// Ask for privacy: `Privacy: id` and an anonymous From (RFC 3323).
+    pub privacy: bool,
+    /// Answers the far end's mid-call SDP offers (called synchronously by the UA).
+    pub answerer: SdpAnswerer,
 }
 
-/// Progress of an outbound call leg, reported to the call module.
+impl Default for InviteRequest {
+    fn default() -> Self {
+        Self {
+            target: SocketAddr::from(([127, 0, 0, 1], 5060)),
+            target_host: "127.0.0.1".into(),
+            to_user: String::new(),
+            from_user: String::new(),
+            sdp: String::new(),
+            correlation_id: String::new(),
+            trunk: TrunkSettings::default(),
+            from_display: None,
+            asserted_identity: None,
+            privacy: false,
+            answerer: Arc::new(|_| Err("no SDP answerer configured".into())),
+        }
+    }
+}
+
+impl fmt::Debug for InviteRequest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("InviteRequest")
+            .field("target", &self.target)
+            .field("target_host", &self.target_host)
+            .field("to_user", &self.to_user)
+            .field("from_user", &self.from_user)
+            .field("correlation_id", &self.correlation_id)
+            .field("trunk", &self.trunk)
+            .field("from_display", &self.from_display)
+            .field("asserted_identity", &self.asserted_identity)
+            .field("privacy", &self.privacy)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Progress of an outbound call, reported to the call module.
 ///
 /// Exactly one of `Failed`, `RemoteHangup` or `Terminated` ends the stream. After
-/// `hangup()` the only event still reported is the final `Terminated`.
+/// `hangup()` the only event still reported is the final `Terminated`. A `Failed`
+/// after `Answered` means the dialog died (481/408 to an in-dialog request, our 2xx
+/// never ACKed, session timer expiry).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SipCallEvent {
     /// 180 Ringing (with SDP if the peer sent one).
@@ -111,6 +197,28 @@ pub enum SipCallEvent {
     RemoteHangup,
     /// The dialog is over after our own hangup (BYE answered, or CANCEL/487 done).
     Terminated,
+    /// The far end changed the media: an offer (re-INVITE/UPDATE) we answered with
+    /// the answerer, the answer in the ACK of an offerless re-INVITE, or the new
+    /// party's SDP after a transfer. Hold/unhold follow from its direction attribute.
+    RemoteSdp {
+        /// The far end's SDP.
+        sdp: String,
+    },
+    /// Outcome of `SipCallHandle::reinvite`.
+    ReinviteResult {
+        /// The far end accepted (2xx).
+        ok: bool,
+        /// Final status; 0 if nothing was sent (no confirmed dialog).
+        status: u16,
+        /// The far end's SDP answer, on success.
+        sdp: Option<String>,
+    },
+    /// The far end transferred the call (REFER) and the transfer target answered; the
+    /// call goes on with the new party in this same handle (a `RemoteSdp` follows).
+    Transferred {
+        /// The Refer-To URI.
+        target: String,
+    },
 }
 
 impl SipCallEvent {

@@ -33,6 +33,7 @@ pub fn test_config(trunk: Option<SocketAddr>) -> Config {
     let mut config = Config::default();
     config.server.listen = "127.0.0.1:0".parse().expect("addr");
     config.server.auth_timeout = Duration::from_secs(2);
+    config.server.resume_grace = Duration::from_secs(2);
     config.sip.listen = "127.0.0.1:0".parse().expect("addr");
     config.sip.rtp_ports = "40000-49999".into();
     config.auth.hs256_secret = SECRET.into();
@@ -40,9 +41,7 @@ pub fn test_config(trunk: Option<SocketAddr>) -> Config {
         config.sip.trunks.push(TrunkConfig {
             name: "sipp".into(),
             address: trunk.to_string(),
-            transport: "udp".into(),
-            username: None,
-            password: None,
+            ..TrunkConfig::default()
         });
         config.dialplan.routes.push(RouteConfig::new(
             r"^(\+[1-8][0-9]*|[0-9]+)$",

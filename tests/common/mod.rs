@@ -8,4 +8,5 @@ pub mod http;
 pub mod postgres;
 pub mod process;
 pub mod receiver;
+pub mod redis;
 pub mod sipp;

@@ -10,16 +10,34 @@
 //! outcome.assert_success();
 //! ```
 
-use std::net::{SocketAddr, UdpSocket};
+#![allow(dead_code)]
+
+use std::net::{SocketAddr, TcpListener, UdpSocket};
+use std::sync::Arc;
+
+use callbridge::sip::{InviteRequest, SipCallEvent, SipEndpoint, SipEndpointConfig, TimerConfig};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
+use tokio::sync::mpsc::UnboundedReceiver;
+
+/// SIPp's transport (`-t u1` or `-t t1`; this SIPp build has no TLS, see
+/// `tests/sip_transport.rs` for the TLS relay in front of a TCP SIPp).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SippTransport {
+    /// UDP, one socket.
+    Udp,
+    /// TCP, one connection.
+    Tcp,
+}
 
 /// A running SIPp.
 pub struct Sipp {
-    /// Where SIPp listens (UDP).
+    /// Where SIPp listens.
     pub addr: SocketAddr,
+    /// Its transport.
+    pub transport: SippTransport,
     /// The SIPp process, killed on drop.
     child: Option<Child>,
     /// Private directory with SIPp's logs, statistics and stdout.
@@ -79,10 +97,16 @@ pub fn sipp_binary() -> PathBuf {
     bin
 }
 
-/// A free UDP port on 127.0.0.1 (bound then released; SIPp takes it right after).
-fn free_udp_port() -> u16 {
-    let socket = UdpSocket::bind("127.0.0.1:0").expect("bind probe socket");
-    socket.local_addr().expect("probe addr").port()
+/// A port on 127.0.0.1 free for both UDP and TCP (bound then released; SIPp takes
+/// it right after).
+fn free_port() -> u16 {
+    loop {
+        let socket = UdpSocket::bind("127.0.0.1:0").expect("bind probe socket");
+        let port = socket.local_addr().expect("probe addr").port();
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
 }
 
 /// A new private temporary directory.
@@ -109,10 +133,32 @@ impl Sipp {
     /// Starts SIPp as a UAS for one call (`-m 1`) with `scenario` (built-in `-sn uas`
     /// when `None`), and waits until its port is bound.
     pub fn uas(scenario: Option<&Path>, extra_args: &[&str]) -> Sipp {
+        Self::uas_on(SippTransport::Udp, scenario, extra_args)
+    }
+
+    /// Like [`Sipp::uas`] on the given transport.
+    pub fn uas_on(transport: SippTransport, scenario: Option<&Path>, extra_args: &[&str]) -> Sipp {
+        Self::uas_at(transport, free_port(), scenario, extra_args)
+    }
+
+    /// Like [`Sipp::uas_on`] on a given port (e.g. to bring a killed trunk back).
+    pub fn uas_at(
+        transport: SippTransport,
+        port: u16,
+        scenario: Option<&Path>,
+        extra_args: &[&str],
+    ) -> Sipp {
         let bin = sipp_binary();
         let dir = temp_dir();
-        let port = free_udp_port();
         let mut cmd = Command::new(bin);
+        cmd.args([
+            "-t",
+            if transport == SippTransport::Tcp {
+                "t1"
+            } else {
+                "u1"
+            },
+        ]);
         match scenario {
             Some(path) => cmd.arg("-sf").arg(path),
             None => cmd.args(["-sn", "uas"]),
@@ -144,6 +190,7 @@ impl Sipp {
         let child = cmd.spawn().expect("spawn SIPp");
         let mut sipp = Sipp {
             addr: SocketAddr::from(([127, 0, 0, 1], port)),
+            transport,
             child: Some(child),
             dir,
         };
@@ -155,8 +202,12 @@ impl Sipp {
     fn wait_bound(&mut self) {
         let deadline = Instant::now() + Duration::from_secs(10);
         while Instant::now() < deadline {
-            if UdpSocket::bind(self.addr).is_err() {
-                return; // taken: SIPp is listening
+            let taken = match self.transport {
+                SippTransport::Udp => UdpSocket::bind(self.addr).is_err(),
+                SippTransport::Tcp => TcpListener::bind(self.addr).is_err(),
+            };
+            if taken {
+                return; // SIPp is listening
             }
             if let Some(child) = self.child.as_mut()
                 && let Ok(Some(status)) = child.try_wait()
@@ -194,6 +245,14 @@ impl Sipp {
             failed,
             errors: self.read("errors.log"),
             messages: self.read("messages.log"),
+        }
+    }
+
+    /// Kills SIPp now (a peer that stops answering).
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
         }
     }
 
@@ -237,4 +296,81 @@ fn parse_stats(csv: &str) -> (u64, u64) {
             .unwrap_or(0)
     };
     (get("SuccessfulCall(C)"), get("FailedCall(C)"))
+}
+
+// ---- Helpers for driving a `SipEndpoint` against SIPp ----
+
+/// How long a test waits for one SIP event.
+pub const EVENT_WAIT: Duration = Duration::from_secs(15);
+
+/// Logs to the test output when `RUST_LOG` is set.
+pub fn init_tracing() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
+}
+
+/// An endpoint on an ephemeral loopback port with default timers.
+pub async fn endpoint() -> Arc<SipEndpoint> {
+    endpoint_with(TimerConfig::default()).await
+}
+
+/// An endpoint on an ephemeral loopback port with the given timers.
+pub async fn endpoint_with(timers: TimerConfig) -> Arc<SipEndpoint> {
+    init_tracing();
+    SipEndpoint::bind(SipEndpointConfig {
+        listen: "127.0.0.1:0".parse().expect("addr"),
+        user_agent: "callbridge-test".into(),
+        timers,
+        ..SipEndpointConfig::default()
+    })
+    .await
+    .expect("bind endpoint")
+}
+
+/// An SDP offer for tests (PCMU on port 40000).
+pub const OFFER: &str = "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 40000 RTP/AVP 0\r\na=sendrecv\r\n";
+
+/// An INVITE request to `target` with [`OFFER`].
+pub fn invite_request(target: SocketAddr) -> InviteRequest {
+    InviteRequest {
+        target,
+        target_host: "127.0.0.1".into(),
+        to_user: "+15551234567".into(),
+        from_user: "alice".into(),
+        sdp: OFFER.into(),
+        correlation_id: "test-corr-1".into(),
+        ..InviteRequest::default()
+    }
+}
+
+/// The next event, or a panic after [`EVENT_WAIT`].
+pub async fn next_event(events: &mut UnboundedReceiver<SipCallEvent>) -> SipCallEvent {
+    tokio::time::timeout(EVENT_WAIT, events.recv())
+        .await
+        .expect("timed out waiting for a SIP event")
+        .expect("event stream ended")
+}
+
+/// The next event that is not `Ringing`/`Progress`.
+pub async fn next_final_or_answer(events: &mut UnboundedReceiver<SipCallEvent>) -> SipCallEvent {
+    loop {
+        match next_event(events).await {
+            SipCallEvent::Ringing { .. } | SipCallEvent::Progress { .. } => continue,
+            other => return other,
+        }
+    }
+}
+
+/// Polls `check` every 50 ms until it is true or `timeout` passes.
+pub async fn eventually(timeout: Duration, mut check: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if check() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    check()
 }

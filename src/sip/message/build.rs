@@ -6,25 +6,40 @@ use rsip::headers::UntypedHeader;
 use rsip::{Header, Method, Request, Response, StatusCode, Uri, Version};
 
 use super::{cseq, header_param};
+use crate::sip::transport::Peer;
 
 /// Methods we accept, for `Allow`.
-pub(crate) const ALLOW: &str = "INVITE, ACK, CANCEL, BYE, OPTIONS";
+pub(crate) const ALLOW: &str =
+    "INVITE, ACK, CANCEL, BYE, OPTIONS, UPDATE, INFO, REFER, NOTIFY, PRACK";
 
 /// The standard reason phrase of the status codes we send.
 pub(crate) fn reason_phrase(code: u16) -> &'static str {
     match code {
         100 => "Trying",
+        180 => "Ringing",
+        183 => "Session Progress",
         200 => "OK",
+        202 => "Accepted",
         400 => "Bad Request",
+        401 => "Unauthorized",
+        403 => "Forbidden",
+        404 => "Not Found",
         405 => "Method Not Allowed",
+        407 => "Proxy Authentication Required",
         408 => "Request Timeout",
+        415 => "Unsupported Media Type",
+        420 => "Bad Extension",
+        422 => "Session Interval Too Small",
         480 => "Temporarily Unavailable",
         481 => "Call/Transaction Does Not Exist",
         487 => "Request Terminated",
         488 => "Not Acceptable Here",
+        491 => "Request Pending",
         500 => "Server Internal Error",
         501 => "Not Implemented",
+        502 => "Bad Gateway",
         503 => "Service Unavailable",
+        603 => "Decline",
         _ => "Unknown",
     }
 }
@@ -43,9 +58,23 @@ pub(crate) fn host_port(addr: SocketAddr) -> String {
     }
 }
 
-/// A `Via` value for UDP with `rport` (RFC 3581).
-pub(crate) fn via(sent_by: SocketAddr, branch: &str) -> String {
-    format!("SIP/2.0/UDP {};branch={branch};rport", host_port(sent_by))
+/// A `Via` value for our transport and address with `rport` (RFC 3581).
+pub(crate) fn via(local: Peer, branch: &str) -> String {
+    format!(
+        "SIP/2.0/{} {};branch={branch};rport",
+        local.transport.via_name(),
+        host_port(local.addr)
+    )
+}
+
+/// Our `Contact` URI for `user` (with `;transport=` on TCP/TLS).
+pub(crate) fn contact_uri(user: &str, local: Peer) -> String {
+    let mut uri = format!("sip:{user}@{}", host_port(local.addr));
+    if let Some(t) = local.transport.uri_param() {
+        uri.push_str(";transport=");
+        uri.push_str(t);
+    }
+    uri
 }
 
 /// A random token of `n` hex digits.
@@ -94,6 +123,8 @@ pub(crate) struct InviteParts {
     pub user_agent: String,
     /// `X-Correlation-ID` value.
     pub correlation_id: String,
+    /// Extra headers (extensions, identity, credentials), before the body headers.
+    pub extra: Vec<Header>,
     /// SDP offer.
     pub sdp: String,
 }
@@ -111,9 +142,11 @@ pub(crate) fn invite(p: InviteParts) -> Request {
         Header::UserAgent(p.user_agent.into()),
         Header::Other("X-Correlation-ID".into(), p.correlation_id),
         Header::Allow(ALLOW.into()),
-        Header::ContentType("application/sdp".into()),
-        Header::ContentLength(p.sdp.len().to_string().into()),
     ];
+    let mut headers = headers;
+    headers.extend(p.extra);
+    headers.push(Header::ContentType("application/sdp".into()));
+    headers.push(Header::ContentLength(p.sdp.len().to_string().into()));
     Request {
         method: Method::Invite,
         uri: p.uri,
@@ -240,6 +273,18 @@ pub(crate) fn response(
     source: SocketAddr,
     extra: Vec<Header>,
 ) -> Response {
+    response_with_body(request, code, to_tag, source, extra, None)
+}
+
+/// A response with an optional body (`content_type`, bytes).
+pub(crate) fn response_with_body(
+    request: &Request,
+    code: u16,
+    to_tag: Option<&str>,
+    source: SocketAddr,
+    extra: Vec<Header>,
+    body: Option<(String, Vec<u8>)>,
+) -> Response {
     let mut headers = Vec::new();
     let mut first_via = true;
     for header in request.headers.iter() {
@@ -264,13 +309,79 @@ pub(crate) fn response(
         }
     }
     headers.extend(extra);
-    headers.push(Header::ContentLength("0".into()));
+    let body = match body {
+        Some((content_type, bytes)) => {
+            headers.push(Header::ContentType(content_type.into()));
+            bytes
+        }
+        None => Vec::new(),
+    };
+    headers.push(Header::ContentLength(body.len().to_string().into()));
     Response {
         status_code: status(code),
         version: Version::V2,
         headers: headers.into(),
-        body: Vec::new(),
+        body,
     }
+}
+
+/// The same request again after a 401/407 or a 422 (RFC 3261 §22.2, RFC 4028 §7.4):
+/// a new top Via (`via`), CSeq number `seq`, the old credentials replaced by `auth`
+/// (when given) and the headers named in `replace` swapped for `set`.
+pub(crate) fn resend(
+    request: &Request,
+    via: String,
+    seq: u32,
+    auth: Option<Vec<Header>>,
+    set: Vec<Header>,
+) -> Request {
+    let is_auth =
+        |h: &Header| matches!(h, Header::Authorization(_) | Header::ProxyAuthorization(_));
+    let set_names: Vec<String> = set.iter().map(header_name).collect();
+    let mut headers: Vec<Header> = Vec::new();
+    let mut via_done = false;
+    for h in request.headers.iter() {
+        match h {
+            Header::Via(_) if !via_done => {
+                via_done = true;
+                headers.push(Header::Via(via.clone().into()));
+            }
+            Header::CSeq(_) => {
+                headers.push(Header::CSeq(format!("{seq} {}", request.method).into()))
+            }
+            h if auth.is_some() && is_auth(h) => {}
+            h if set_names
+                .iter()
+                .any(|n| n.eq_ignore_ascii_case(&header_name(h))) => {}
+            Header::ContentType(_) | Header::ContentLength(_) => {}
+            h => headers.push(h.clone()),
+        }
+    }
+    headers.extend(set);
+    headers.extend(auth.unwrap_or_default());
+    if let Some(ct) = request
+        .headers
+        .iter()
+        .find(|h| matches!(h, Header::ContentType(_)))
+    {
+        headers.push(ct.clone());
+    }
+    headers.push(Header::ContentLength(request.body.len().to_string().into()));
+    Request {
+        method: request.method,
+        uri: request.uri.clone(),
+        version: Version::V2,
+        headers: headers.into(),
+        body: request.body.clone(),
+    }
+}
+
+/// A header's name as it is written.
+pub(crate) fn header_name(header: &Header) -> String {
+    let line = header.to_string();
+    line.split_once(':')
+        .map(|(n, _)| n.trim().to_string())
+        .unwrap_or_default()
 }
 
 #[cfg(test)]

@@ -221,6 +221,34 @@ pub(crate) fn header_text(header: &Header) -> String {
     }
 }
 
+/// Every value of the headers called `name` (case-insensitive), typed or not, in order.
+pub(crate) fn header_values(headers: &rsip::Headers, name: &str) -> Vec<String> {
+    headers
+        .iter()
+        .filter_map(|h| {
+            let line = h.to_string();
+            let (n, v) = line.split_once(':')?;
+            n.trim()
+                .eq_ignore_ascii_case(name)
+                .then(|| v.trim().to_string())
+        })
+        .collect()
+}
+
+/// The first value of the header called `name`, if any.
+pub(crate) fn header_first(headers: &rsip::Headers, name: &str) -> Option<String> {
+    header_values(headers, name).into_iter().next()
+}
+
+/// True if a comma-separated option-tag header (`Supported`, `Require`, `Allow`...)
+/// lists `tag` (case-insensitive).
+pub(crate) fn lists_token(headers: &rsip::Headers, name: &str, tag: &str) -> bool {
+    header_values(headers, name)
+        .iter()
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case(tag))
+}
+
 /// The body as UTF-8 text, or `None` if empty.
 pub(crate) fn body_text(body: &[u8]) -> Option<String> {
     if body.is_empty() {

@@ -49,6 +49,8 @@ fn canonical_name(name: &str) -> &str {
         "o" | "O" => "Event",
         "u" | "U" => "Allow-Events",
         "r" | "R" => "Refer-To",
+        "b" | "B" => "Referred-By",
+        "x" | "X" => "Session-Expires",
         other => other,
     }
 }

@@ -10,11 +10,14 @@
 //! | --- | --- | --- |
 //! | `invite_client.rs` | §17.1.1 | A (retransmit), B (timeout), D (absorb) |
 //! | `non_invite_client.rs` | §17.1.2 | E (retransmit), F (timeout), K (absorb) |
+//! | `invite_server.rs` | §17.2.1, RFC 6026 | G (retransmit), H (ACK timeout), I (absorb) |
 //! | `non_invite_server.rs` | §17.2.2 | J (absorb) |
 //!
-//! The INVITE server transaction (§17.2.1, timers G, H, I) comes with inbound calls.
+//! On reliable transports (TCP/TLS) nothing is retransmitted (no A, E, G) and the
+//! absorbing timers (D, I, J, K) are zero; the timeouts (B, F, H) stay.
 
 mod invite_client;
+mod invite_server;
 mod non_invite_client;
 mod non_invite_server;
 
@@ -24,6 +27,7 @@ mod test_util;
 use std::time::Duration;
 
 pub use invite_client::InviteClient;
+pub use invite_server::{InviteServer, ServerEvent};
 pub use non_invite_client::NonInviteClient;
 pub use non_invite_server::NonInviteServer;
 

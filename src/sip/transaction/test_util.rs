@@ -4,7 +4,7 @@ use std::time::{Duration, Instant};
 
 use rsip::{Request, Response};
 
-use super::{InviteClient, NonInviteClient, NonInviteServer};
+use super::{InviteClient, InviteServer, NonInviteClient, NonInviteServer};
 use crate::sip::message::{Incoming, parse};
 
 /// The sans-IO surface the harness drives.
@@ -32,6 +32,7 @@ macro_rules! machine {
 machine!(InviteClient);
 machine!(NonInviteClient);
 machine!(NonInviteServer);
+machine!(InviteServer);
 
 /// Jumps fake time from deadline to deadline until `limit` after `start` (or until the
 /// machine has no deadline), returning the offsets at which datagrams were sent.

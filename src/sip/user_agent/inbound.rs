@@ -1,78 +1,194 @@
-//! Requests from the network: BYE in a dialog, OPTIONS keepalives, and the refusals
-//! (481 for unknown dialogs, 405 for methods we do not serve). Non-INVITE requests get
-//! a server transaction (Timer J absorbs retransmissions); INVITEs are answered
-//! statelessly until the INVITE server transaction arrives with inbound calls.
+//! Requests from the network. In-dialog requests go to their call's leg, which
+//! decides the answer; the answer is sent through a server transaction (INVITE:
+//! timers G/H/I and the ACK of a 2xx; others: Timer J). Out-of-dialog OPTIONS and
+//! new INVITEs (inbound calls: next issue, 480 for now) are answered statelessly;
+//! unknown dialogs get 481, methods we do not serve 405.
 
-use std::net::SocketAddr;
 use std::time::Instant;
 
 use rsip::{Header, Method, Request};
 
-use super::{Transmit, UserAgent};
+use super::leg::Answer;
+use super::servers::{ServerEntry, ServerKey, ServerTx, server_key};
+use super::{Owner, TimerKey, Transmit, UserAgent};
 use crate::sip::message::build::{self, ALLOW, response_bytes};
-use crate::sip::message::{branch, call_id, to_tag};
-use crate::sip::transaction::{NonInviteServer, Reliability};
+use crate::sip::message::{branch, call_id, cseq, to_tag};
+use crate::sip::transaction::{InviteServer, NonInviteServer, ServerEvent};
+use crate::sip::transport::Peer;
 
 impl UserAgent {
     /// Handles a parsed request from `source`.
-    pub(super) fn handle_request(&mut self, now: Instant, source: SocketAddr, request: Request) {
+    pub(super) fn handle_request(&mut self, now: Instant, source: Peer, request: Request) {
         let method = request.method;
         let sip_call_id = call_id(&request).unwrap_or_default();
+        let correlation_id = self.correlation_id(&sip_call_id).unwrap_or("-").to_string();
+        let key = server_key(&request);
         if method == Method::Ack {
-            // ACKs are never answered; we hold no INVITE server transaction yet.
-            tracing::debug!(%sip_call_id, correlation_id = "-", %source, "ACK ignored");
+            self.handle_ack(now, &key, &request);
             return;
         }
-        let key = (branch(&request).unwrap_or_default(), method.to_string());
-        let correlation_id = self
-            .calls
-            .get(&sip_call_id)
-            .map(|c| c.correlation_id.clone())
-            .unwrap_or_else(|| "-".into());
-        if let Some((dest, tx)) = self.servers.get_mut(&key) {
+        if let Some(entry) = self.servers.get_mut(&key) {
             tracing::debug!(%sip_call_id, %correlation_id, %method, "request retransmitted");
-            tx.handle_request(now);
-            let dest = *dest;
-            while let Some(payload) = tx.poll_transmit() {
-                self.transmits.push_back(Transmit {
-                    dest,
-                    payload,
-                    call_id: None,
-                });
-            }
+            entry.handle_request(now);
+            self.flush_server(&key);
             return;
         }
-        let (code, extra) = self.answer(&request, &sip_call_id);
-        tracing::info!(%sip_call_id, %correlation_id, %method, %source, code, "answering request");
+        let id = self.call_index.get(&sip_call_id).cloned();
+        let from_call = match (&id, method) {
+            (_, Method::Cancel) => None,
+            (Some(id), _) => self
+                .calls
+                .get_mut(id)
+                .and_then(|c| c.handle_request(now, &sip_call_id, &request)),
+            (None, _) => None,
+        };
+        let in_call = from_call.is_some();
+        let answer = match from_call {
+            Some(answer) => answer,
+            None => self.out_of_dialog(&request, &key),
+        };
+        tracing::info!(%sip_call_id, %correlation_id, %method, %source, code = answer.code, "answering request");
         let tag = self.response_tag(&request);
-        let response = build::response(&request, code, Some(&tag), source, extra);
-        if method == Method::Invite {
+        let response = build::response_with_body(
+            &request,
+            answer.code,
+            Some(&tag),
+            source.addr,
+            answer.headers,
+            answer.body,
+        );
+        let stateless = !in_call && matches!(method, Method::Invite | Method::Options);
+        if stateless || !self.servers.has_room() {
             self.transmits.push_back(Transmit {
                 dest: source,
                 payload: response_bytes(&response),
-                call_id: None,
+                owner: Owner::None,
             });
-            return;
-        }
-        let mut tx = NonInviteServer::new(now, self.config.timers, Reliability::Unreliable);
-        if let Err(e) = tx.send_response(now, &response) {
-            tracing::warn!(%sip_call_id, %correlation_id, "server transaction: {e}");
-        }
-        while let Some(payload) = tx.poll_transmit() {
-            self.transmits.push_back(Transmit {
+        } else {
+            let reliability = source.transport.reliability();
+            let mut ack_key = None;
+            let tx = if method == Method::Invite {
+                let trying = build::response(&request, 100, None, source.addr, Vec::new());
+                let mut tx = InviteServer::new(now, &trying, self.config.timers, reliability);
+                if let Err(e) = tx.send_response(now, &response) {
+                    tracing::warn!(%sip_call_id, %correlation_id, "server transaction: {e}");
+                }
+                if tx.is_accepted() {
+                    ack_key = cseq(&request).map(|(seq, _)| (sip_call_id.clone(), seq));
+                }
+                ServerTx::Invite(tx)
+            } else {
+                let mut tx = NonInviteServer::new(now, self.config.timers, reliability);
+                if let Err(e) = tx.send_response(now, &response) {
+                    tracing::warn!(%sip_call_id, %correlation_id, "server transaction: {e}");
+                }
+                ServerTx::NonInvite(tx)
+            };
+            let entry = ServerEntry {
                 dest: source,
+                tx,
+                call_id: in_call.then(|| sip_call_id.clone()),
+                ack_key,
+            };
+            self.servers.insert(key.clone(), entry);
+            self.flush_server(&key);
+        }
+        if let Some(id) = id {
+            // After the response went out, so e.g. the 202 precedes the REFER's NOTIFY.
+            if let Some(call) = self.calls.get_mut(&id) {
+                call.collect(now);
+            }
+            self.collect(&id);
+        }
+    }
+
+    /// An ACK: for a 3xx-6xx it shares the INVITE's branch; for a 2xx it is matched by
+    /// Call-ID and CSeq and also handed to the leg (it may carry the SDP answer).
+    fn handle_ack(&mut self, now: Instant, key: &ServerKey, ack: &Request) {
+        let key = match self.servers.get_mut(key) {
+            Some(_) => key.clone(),
+            None => match self.servers.key_for_2xx_ack(ack) {
+                Some(k) => k,
+                None => {
+                    tracing::debug!(sip_call_id = %call_id(ack).unwrap_or_default(), correlation_id = "-", "ACK matches no transaction: ignored");
+                    return;
+                }
+            },
+        };
+        let Some(entry) = self.servers.get_mut(&key) else {
+            return;
+        };
+        let accepted = matches!(&entry.tx, ServerTx::Invite(t) if t.is_accepted());
+        if let ServerTx::Invite(t) = &mut entry.tx {
+            t.handle_ack(now);
+        }
+        let leg = entry.call_id.clone();
+        self.flush_server(&key);
+        if accepted
+            && let Some(leg_call_id) = leg
+            && let Some(id) = self.call_index.get(&leg_call_id).cloned()
+        {
+            if let Some(call) = self.calls.get_mut(&id) {
+                call.handle_ack(now, &leg_call_id, ack);
+            }
+            self.collect(&id);
+        }
+    }
+
+    /// A server transaction's timer fired.
+    pub(super) fn server_timeout(&mut self, now: Instant, key: ServerKey) {
+        let Some(entry) = self.servers.get_mut(&key) else {
+            return;
+        };
+        let mut no_ack = false;
+        match &mut entry.tx {
+            ServerTx::Invite(t) => {
+                t.handle_timeout(now);
+                while let Some(event) = t.poll_event() {
+                    no_ack |= event == ServerEvent::NoAck;
+                }
+            }
+            ServerTx::NonInvite(t) => t.handle_timeout(now),
+        }
+        let leg = entry.call_id.clone();
+        self.flush_server(&key);
+        if no_ack
+            && let Some(leg_call_id) = leg
+            && let Some(id) = self.call_index.get(&leg_call_id).cloned()
+        {
+            if let Some(call) = self.calls.get_mut(&id) {
+                call.handle_no_ack(now, &leg_call_id);
+            }
+            self.collect(&id);
+        }
+    }
+
+    /// Sends a server transaction's queued responses, reschedules or forgets it.
+    fn flush_server(&mut self, key: &ServerKey) {
+        let timer = TimerKey::Server(key.clone());
+        let Some(entry) = self.servers.get_mut(key) else {
+            self.timers.set(&timer, None);
+            return;
+        };
+        let dest = entry.dest;
+        while let Some(payload) = entry.poll_transmit() {
+            self.transmits.push_back(Transmit {
+                dest,
                 payload,
-                call_id: None,
+                owner: Owner::None,
             });
         }
-        self.servers.insert(key, (source, tx));
-        if self.calls.contains_key(&sip_call_id) {
-            self.collect(&sip_call_id);
+        if entry.is_terminated() {
+            self.servers.remove(key);
+            self.timers.set(&timer, None);
+        } else {
+            let at = entry.poll_timeout();
+            self.timers.set(&timer, at);
         }
     }
 
     /// The To tag we add to a response: the same for every retransmission of a request
-    /// (stateless INVITE answers included), unguessable thanks to the per-UA salt.
+    /// (stateless answers included), unguessable thanks to the per-UA salt.
     fn response_tag(&self, request: &Request) -> String {
         use std::hash::{Hash, Hasher};
         let mut hasher = std::collections::hash_map::DefaultHasher::new();
@@ -82,30 +198,35 @@ impl UserAgent {
         format!("{:012x}", hasher.finish() & 0xffff_ffff_ffff)
     }
 
-    /// Status code and extra headers for a new request.
-    fn answer(&mut self, request: &Request, sip_call_id: &str) -> (u16, Vec<Header>) {
+    /// The answer to a request that belongs to no dialog of ours.
+    fn out_of_dialog(&self, request: &Request, key: &ServerKey) -> Answer {
         let in_dialog = to_tag(request).is_some();
-        let call = self.calls.get_mut(sip_call_id);
-        let dialog_known = call.as_ref().is_some_and(|c| c.dialog_matches(request));
         let allow = || vec![Header::Allow(ALLOW.into())];
         match request.method {
-            Method::Bye => match call {
-                Some(call) => (call.handle_bye(request), Vec::new()),
-                None => (481, Vec::new()),
-            },
-            _ if in_dialog && !dialog_known => (481, Vec::new()),
-            Method::Options => {
-                let mut extra = allow();
-                extra.push(Header::Accept("application/sdp".into()));
-                (200, extra)
+            // CANCEL of an INVITE we hold: the INVITE was already answered finally.
+            Method::Cancel => {
+                let invite_key = (key.0.clone(), key.1.clone(), Method::Invite.to_string());
+                let known = self.servers.contains(&invite_key);
+                Answer::code(if known { 200 } else { 481 })
             }
-            // We hold no INVITE server transaction: nothing to cancel.
-            Method::Cancel => (481, Vec::new()),
-            // re-INVITE: keep the current session (next issue: real re-INVITE).
-            Method::Invite if in_dialog => (488, Vec::new()),
-            // Inbound calls are not served yet.
-            Method::Invite => (480, Vec::new()),
-            _ => (405, allow()),
+            Method::Bye => Answer::code(481),
+            _ if in_dialog => Answer::code(481),
+            Method::Options => Answer {
+                code: 200,
+                headers: {
+                    let mut h = allow();
+                    h.push(Header::Accept("application/sdp".into()));
+                    h
+                },
+                body: None,
+            },
+            // Inbound calls are not served yet (next issue).
+            Method::Invite => Answer::code(480),
+            _ => Answer {
+                code: 405,
+                headers: allow(),
+                body: None,
+            },
         }
     }
 }

@@ -1,36 +1,62 @@
-//! The user agent core, sans-IO: every call leg and server transaction of the endpoint.
+//! The user agent core, sans-IO: every call, server transaction and trunk service
+//! of the endpoint.
 //!
-//! Input: `start_call`, `hangup`, `handle_datagram`, `handle_timeout`,
-//! `handle_send_error`, each with `now`. Output: `poll_transmit()` (datagram + address),
-//! `poll_event()` (call id + `SipCallEvent`), `poll_timeout()`. The driver in
-//! `endpoint.rs` owns the socket and the clock.
+//! Input: `start_call`, `hangup`, `reinvite`, `send_dtmf_info`, `start_trunk`,
+//! `handle_message`, `handle_timeout`, `handle_send_error`, each with `now`.
+//! Output: `poll_transmit()` (message + peer), `poll_event()` ([`UaEvent`]),
+//! `poll_timeout()`. The driver in `endpoint/` owns the sockets and the clock.
+//! Deadlines sit in one ordered [`TimerQueue`], so finding the next is O(log n).
 
 mod call;
+mod context;
 mod fork;
+mod fuzz;
 mod inbound;
+mod leg;
+mod servers;
+mod trunk_service;
 
 use std::collections::{HashMap, VecDeque};
-use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Instant;
 
 use rsip::Uri;
 
-use crate::sip::message::build::{self, InviteParts, host_port, new_branch, random_hex};
+use crate::sip::message::build::random_hex;
 use crate::sip::message::{self, Incoming, ParseError};
-use crate::sip::transaction::{NonInviteServer, TimerConfig, earliest};
-use crate::sip::{InviteRequest, SipCallEvent, SipError};
+use crate::sip::timers::TimerQueue;
+use crate::sip::transaction::TimerConfig;
+use crate::sip::transport::Peer;
+use crate::sip::{InviteRequest, SipCallEvent, SipError, TrunkSettings, TrunkStatus};
+
+pub(crate) use fuzz::fuzz;
 
 use call::OutboundCall;
+use context::CallContext;
+use leg::Leg;
+use servers::{ServerKey, Servers};
+use trunk_service::TrunkService;
 
-/// A datagram to send.
+/// Who a datagram belongs to, so a send error can be routed back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Owner {
+    /// A response or stateless answer.
+    None,
+    /// A leg, by SIP Call-ID.
+    Call(String),
+    /// A trunk service (REGISTER, OPTIONS), by trunk name.
+    Trunk(String),
+}
+
+/// A message to send.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Transmit {
-    /// Destination.
-    pub dest: SocketAddr,
+    /// Destination (and transport / connection).
+    pub dest: Peer,
     /// The serialised message.
     pub payload: Vec<u8>,
-    /// The call it belongs to, so a send error can be routed back.
-    pub call_id: Option<String>,
+    /// Who sent it.
+    pub owner: Owner,
 }
 
 /// Settings of the core.
@@ -42,24 +68,51 @@ pub(crate) struct UaConfig {
     pub user_agent: String,
 }
 
-/// A server transaction's key: top Via branch and method (RFC 3261 §17.2.3).
-type ServerKey = (String, String);
+/// What the core reports to the driver.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum UaEvent {
+    /// An event of the call with this handle id.
+    Call(String, SipCallEvent),
+    /// A trunk's status changed.
+    Trunk(String, TrunkStatus),
+}
+
+/// Whose deadline an entry of the timer queue is.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+enum TimerKey {
+    Call(String),
+    Server(ServerKey),
+    Trunk(String),
+}
 
 /// The user agent core.
 #[derive(Debug)]
 pub(crate) struct UserAgent {
     /// Settings.
     config: UaConfig,
-    /// Outbound call legs by SIP Call-ID.
+    /// Outbound calls by handle id.
     calls: HashMap<String, OutboundCall>,
-    /// Non-INVITE server transactions and where their responses go.
-    servers: HashMap<ServerKey, (SocketAddr, NonInviteServer)>,
-    /// Datagrams to send.
+    /// SIP Call-ID of every leg → handle id.
+    call_index: HashMap<String, String>,
+    /// Server transactions.
+    servers: Servers,
+    /// Trunk services by trunk name.
+    trunks: HashMap<String, TrunkService>,
+    /// SIP Call-ID of every trunk service → trunk name.
+    trunk_index: HashMap<String, String>,
+    /// Every deadline.
+    timers: TimerQueue<TimerKey>,
+    /// Messages to send.
     transmits: VecDeque<Transmit>,
-    /// Events for the call module.
-    events: VecDeque<(String, SipCallEvent)>,
+    /// Events for the driver.
+    events: VecDeque<UaEvent>,
     /// Random salt of the To tags of our stateless answers.
     tag_salt: u64,
+}
+
+/// A fresh Call-ID.
+pub(crate) fn new_call_id() -> String {
+    random_hex(32)
 }
 
 /// Checks the caller's request before anything is built; returns the sanitised
@@ -70,16 +123,26 @@ pub(crate) fn validate(request: &InviteRequest) -> Result<String, SipError> {
             && u.chars()
                 .all(|c| c.is_ascii_alphanumeric() || "-_.!~*'()&=+$,;?/%".contains(c))
     };
-    if !user_ok(&request.to_user) {
+    for (name, value) in [
+        ("to_user", &request.to_user),
+        ("from_user", &request.from_user),
+    ] {
+        if !user_ok(value) {
+            return Err(SipError::InvalidRequest(format!("{name} {value:?}")));
+        }
+    }
+    if let Some(pai) = &request.asserted_identity
+        && !user_ok(pai)
+    {
         return Err(SipError::InvalidRequest(format!(
-            "to_user {:?}",
-            request.to_user
+            "asserted_identity {pai:?}"
         )));
     }
-    if !user_ok(&request.from_user) {
+    if let Some(display) = &request.from_display
+        && display.chars().any(char::is_control)
+    {
         return Err(SipError::InvalidRequest(format!(
-            "from_user {:?}",
-            request.from_user
+            "from_display {display:?}"
         )));
     }
     let host_ok = !request.target_host.is_empty()
@@ -115,96 +178,100 @@ impl UserAgent {
         Self {
             config,
             calls: HashMap::new(),
-            servers: HashMap::new(),
+            call_index: HashMap::new(),
+            servers: Servers::default(),
+            trunks: HashMap::new(),
+            trunk_index: HashMap::new(),
+            timers: TimerQueue::default(),
             transmits: VecDeque::new(),
             events: VecDeque::new(),
             tag_salt: rand::random(),
         }
     }
 
-    /// Places an outbound call: builds the INVITE and starts its transaction.
-    /// `local` is the address advertised in Via, From and Contact.
+    /// Places an outbound call with handle id (and first Call-ID) `id`: builds the
+    /// INVITE and starts its transaction. `local` is our advertised address on the
+    /// trunk's transport; `target` the trunk's.
     pub(crate) fn start_call(
         &mut self,
         now: Instant,
-        call_id: String,
+        id: String,
         request: InviteRequest,
-        local: SocketAddr,
+        local: Peer,
+        target: Peer,
     ) -> Result<(), SipError> {
         let correlation_id = validate(&request)?;
-        if self.calls.contains_key(&call_id) {
-            return Err(SipError::InvalidRequest(format!(
-                "duplicate Call-ID {call_id}"
-            )));
+        if self.calls.contains_key(&id) || self.call_index.contains_key(&id) {
+            return Err(SipError::InvalidRequest(format!("duplicate Call-ID {id}")));
         }
         let uri_text = format!("sip:{}@{}", request.to_user, request.target_host);
         let uri = Uri::try_from(uri_text.as_str())
             .map_err(|e| SipError::InvalidRequest(format!("Request-URI {uri_text}: {e}")))?;
-        let local_host = host_port(local);
-        let local_ip = local_host
-            .rsplit_once(':')
-            .map(|(h, _)| h)
-            .unwrap_or(&local_host);
-        let invite = build::invite(InviteParts {
-            uri,
-            from: format!(
-                "<sip:{}@{local_ip}>;tag={}",
-                request.from_user,
-                random_hex(12)
-            ),
-            to: format!("<{uri_text}>"),
-            call_id: call_id.clone(),
-            cseq: 1,
-            via: build::via(local, &new_branch()),
-            contact: format!("<sip:{}@{local_host}>", request.from_user),
+        let ctx = Arc::new(CallContext {
+            trunk: request.trunk,
+            target,
+            local,
+            domain: request.target_host,
+            timers: self.config.timers,
             user_agent: self.config.user_agent.clone(),
             correlation_id: correlation_id.clone(),
-            sdp: request.sdp,
+            from_user: request.from_user,
+            from_display: request.from_display,
+            asserted_identity: request.asserted_identity,
+            privacy: request.privacy,
+            answerer: request.answerer,
         });
-        tracing::info!(sip_call_id = %call_id, correlation_id = %correlation_id, target = %request.target, "sending INVITE");
-        let call = OutboundCall::new(
+        tracing::info!(sip_call_id = %id, correlation_id = %correlation_id, %target, "sending INVITE");
+        let leg = Leg::start(
             now,
-            invite,
-            request.target,
-            local,
-            correlation_id,
-            self.config.timers,
+            ctx.clone(),
+            id.clone(),
+            uri,
+            format!("<{uri_text}>"),
+            target,
+            request.sdp,
+            None,
         );
-        self.calls.insert(call_id.clone(), call);
-        self.collect(&call_id);
+        let call = OutboundCall::new(now, ctx, leg);
+        self.calls.insert(id.clone(), call);
+        self.collect(&id);
         Ok(())
     }
 
     /// The call module hangs up a call (CANCEL or BYE). Unknown calls are ignored.
-    pub(crate) fn hangup(&mut self, now: Instant, call_id: &str) {
-        if let Some(call) = self.calls.get_mut(call_id) {
+    pub(crate) fn hangup(&mut self, now: Instant, id: &str) {
+        if let Some(call) = self.calls.get_mut(id) {
             call.hangup(now);
-            self.collect(call_id);
+            self.collect(id);
         }
     }
 
-    /// A datagram arrived from `source`.
-    pub(crate) fn handle_datagram(&mut self, now: Instant, source: SocketAddr, datagram: &[u8]) {
-        match message::parse(datagram) {
+    /// The call module asks for a re-INVITE with `sdp`.
+    pub(crate) fn reinvite(&mut self, now: Instant, id: &str, sdp: String) {
+        if let Some(call) = self.calls.get_mut(id) {
+            call.reinvite(now, sdp);
+            self.collect(id);
+        }
+    }
+
+    /// The call module sends a DTMF digit as SIP INFO.
+    pub(crate) fn send_dtmf_info(&mut self, now: Instant, id: &str, digit: char, duration_ms: u32) {
+        if let Some(call) = self.calls.get_mut(id) {
+            call.send_dtmf_info(now, digit, duration_ms);
+            self.collect(id);
+        }
+    }
+
+    /// A message arrived from `source` (a datagram, or one framed off a stream).
+    pub(crate) fn handle_message(&mut self, now: Instant, source: Peer, bytes: &[u8]) {
+        match message::parse(bytes) {
             Ok(Incoming::Response(response, reason)) => {
-                let Some(call_id) = message::call_id(&response) else {
-                    return;
-                };
-                match self.calls.get_mut(&call_id) {
-                    Some(call) => {
-                        tracing::debug!(sip_call_id = %call_id, correlation_id = %call.correlation_id, code = response.status_code.code(), %reason, "response received");
-                        call.handle_response(now, response, reason);
-                        self.collect(&call_id);
-                    }
-                    None => {
-                        tracing::debug!(sip_call_id = %call_id, %source, "response for no call: dropped")
-                    }
-                }
+                self.handle_response(now, source, response, reason)
             }
             Ok(Incoming::Request(request)) => self.handle_request(now, source, request),
             Err(ParseError::Keepalive) => {}
             Err(ParseError::Split(e)) => {
-                tracing::warn!(%source, "unparseable datagram dropped: {e}");
+                tracing::warn!(%source, "unparseable message dropped: {e}");
             }
             Err(ParseError::Rsip { raw, error }) => self.reply_malformed(source, &raw, &error),
             Err(ParseError::MissingHeader { raw, header }) => {
@@ -213,103 +280,208 @@ impl UserAgent {
         }
     }
 
-    fn reply_malformed(&mut self, source: SocketAddr, raw: &message::RawMessage, why: &str) {
+    fn handle_response(
+        &mut self,
+        now: Instant,
+        source: Peer,
+        response: rsip::Response,
+        reason: String,
+    ) {
+        let Some(call_id) = message::call_id(&response) else {
+            return;
+        };
+        if let Some(id) = self.call_index.get(&call_id).cloned()
+            && let Some(call) = self.calls.get_mut(&id)
+        {
+            tracing::debug!(sip_call_id = %call_id, correlation_id = %call.correlation_id(), code = response.status_code.code(), %reason, "response received");
+            call.handle_response(now, &call_id, response, reason);
+            self.collect(&id);
+            return;
+        }
+        if let Some(name) = self.trunk_index.get(&call_id).cloned() {
+            if let Some(service) = self.trunks.get_mut(&name) {
+                service.handle_response(now, response, reason);
+            }
+            self.collect_trunk(&name);
+            return;
+        }
+        tracing::debug!(sip_call_id = %call_id, %source, "response for no call: dropped");
+    }
+
+    fn reply_malformed(&mut self, source: Peer, raw: &message::RawMessage, why: &str) {
         let sip_call_id = raw.header("Call-ID").unwrap_or("-");
-        match message::fallback::reply_to_malformed(raw, source, why) {
+        match message::fallback::reply_to_malformed(raw, source.addr, why) {
             Some(payload) => {
-                tracing::warn!(sip_call_id, %source, "malformed request answered: {why}");
+                tracing::warn!(sip_call_id, correlation_id = "-", %source, "malformed request answered: {why}");
                 self.transmits.push_back(Transmit {
                     dest: source,
                     payload,
-                    call_id: None,
+                    owner: Owner::None,
                 });
             }
-            None => tracing::warn!(sip_call_id, %source, "malformed message dropped: {why}"),
+            None => {
+                tracing::warn!(sip_call_id, correlation_id = "-", %source, "malformed message dropped: {why}")
+            }
         }
     }
 
     /// Fires every timer due at `now`.
     pub(crate) fn handle_timeout(&mut self, now: Instant) {
-        let due: Vec<String> = self
-            .calls
-            .iter()
-            .filter(|(_, c)| c.poll_timeout().is_some_and(|t| t <= now))
-            .map(|(id, _)| id.clone())
-            .collect();
-        for id in due {
-            if let Some(call) = self.calls.get_mut(&id) {
-                call.handle_timeout(now);
+        for key in self.timers.pop_due(now) {
+            match key {
+                TimerKey::Call(id) => {
+                    if let Some(call) = self.calls.get_mut(&id) {
+                        call.handle_timeout(now);
+                    }
+                    self.collect(&id);
+                }
+                TimerKey::Server(key) => self.server_timeout(now, key),
+                TimerKey::Trunk(name) => {
+                    if let Some(service) = self.trunks.get_mut(&name) {
+                        service.handle_timeout(now);
+                    }
+                    self.collect_trunk(&name);
+                }
             }
-            self.collect(&id);
-        }
-        for (_, tx) in self.servers.values_mut() {
-            tx.handle_timeout(now);
-        }
-        self.servers.retain(|_, (_, tx)| !tx.is_terminated());
-    }
-
-    /// Sending a datagram of `call_id` failed.
-    pub(crate) fn handle_send_error(&mut self, now: Instant, call_id: Option<&str>, error: String) {
-        let Some(id) = call_id else { return };
-        if let Some(call) = self.calls.get_mut(id) {
-            call.handle_send_error(now, error);
-            self.collect(id);
         }
     }
 
-    /// The next datagram to send.
+    /// Sending a message of `owner` to `dest` failed.
+    pub(crate) fn handle_send_error(
+        &mut self,
+        now: Instant,
+        owner: &Owner,
+        dest: Peer,
+        error: String,
+    ) {
+        match owner {
+            Owner::Call(call_id) => {
+                let Some(id) = self.call_index.get(call_id).cloned() else {
+                    return;
+                };
+                if let Some(call) = self.calls.get_mut(&id) {
+                    call.handle_send_error(now, dest, error);
+                }
+                self.collect(&id);
+            }
+            Owner::Trunk(name) => {
+                if let Some(service) = self.trunks.get_mut(name) {
+                    service.handle_send_error(now, error);
+                }
+                self.collect_trunk(&name.clone());
+            }
+            Owner::None => {}
+        }
+    }
+
+    /// The next message to send.
     pub(crate) fn poll_transmit(&mut self) -> Option<Transmit> {
         self.transmits.pop_front()
     }
 
-    /// The next event, with the SIP Call-ID it belongs to.
-    pub(crate) fn poll_event(&mut self) -> Option<(String, SipCallEvent)> {
+    /// The next event.
+    pub(crate) fn poll_event(&mut self) -> Option<UaEvent> {
         self.events.pop_front()
     }
 
     /// When `handle_timeout` must be called next.
     pub(crate) fn poll_timeout(&self) -> Option<Instant> {
-        let calls = self
-            .calls
-            .values()
-            .filter_map(OutboundCall::poll_timeout)
-            .min();
-        let servers = self
-            .servers
-            .values()
-            .filter_map(|(_, tx)| tx.poll_timeout())
-            .min();
-        earliest(calls, servers)
+        self.timers.next()
     }
 
-    /// The correlation id of a call, for the driver's logs.
+    /// The correlation id of the call owning a SIP Call-ID, for the driver's logs.
     pub(crate) fn correlation_id(&self, call_id: &str) -> Option<&str> {
-        self.calls.get(call_id).map(|c| c.correlation_id.as_str())
+        let id = self.call_index.get(call_id)?;
+        self.calls.get(id).map(OutboundCall::correlation_id)
     }
 
-    /// Number of call legs still held (finished ones linger while they absorb
+    /// Number of calls still held (finished ones linger while they absorb
     /// retransmissions).
     pub(crate) fn call_count(&self) -> usize {
         self.calls.len()
     }
 
-    /// Moves a call's outputs to the core's queues and forgets it once finished.
-    fn collect(&mut self, call_id: &str) {
-        let Some(call) = self.calls.get_mut(call_id) else {
+    /// Number of server transactions held.
+    pub(crate) fn server_count(&self) -> usize {
+        self.servers.len()
+    }
+
+    /// Moves a call's outputs to the core's queues, refreshes its Call-ID index and
+    /// deadline, and forgets it once finished.
+    fn collect(&mut self, id: &str) {
+        let Some(call) = self.calls.get_mut(id) else {
             return;
         };
         while let Some(t) = call.poll_transmit() {
             self.transmits.push_back(t);
         }
         while let Some(e) = call.poll_event() {
-            self.events.push_back((call_id.to_string(), e));
+            self.events.push_back(UaEvent::Call(id.to_string(), e));
         }
+        let key = TimerKey::Call(id.to_string());
         if call.is_finished() {
-            self.calls.remove(call_id);
+            self.calls.remove(id);
+            self.call_index.retain(|_, v| v != id);
+            self.timers.set(&key, None);
+            return;
         }
+        let at = call.poll_timeout();
+        let ids = call.call_ids();
+        self.call_index.retain(|k, v| v != id || ids.contains(k));
+        for call_id in ids {
+            self.call_index.insert(call_id, id.to_string());
+        }
+        self.timers.set(&key, at);
+    }
+
+    /// Registers the services (REGISTER, OPTIONS) of a trunk resolved to `target`.
+    pub(crate) fn start_trunk(
+        &mut self,
+        now: Instant,
+        settings: TrunkSettings,
+        target: Peer,
+        local: Peer,
+    ) {
+        let name = settings.name.clone();
+        if let Some(old) = self.trunks.remove(&name) {
+            self.trunk_index.retain(|_, v| *v != name);
+            drop(old);
+        }
+        let service = TrunkService::new(now, settings, target, local, self.config.clone());
+        for call_id in service.call_ids() {
+            self.trunk_index.insert(call_id, name.clone());
+        }
+        self.trunks.insert(name.clone(), service);
+        self.collect_trunk(&name);
+    }
+
+    /// Stops every trunk service (unregistering where registered).
+    pub(crate) fn stop_trunks(&mut self, now: Instant) {
+        let names: Vec<String> = self.trunks.keys().cloned().collect();
+        for name in names {
+            if let Some(service) = self.trunks.get_mut(&name) {
+                service.stop(now);
+            }
+            self.collect_trunk(&name);
+        }
+    }
+
+    /// Moves a trunk service's outputs to the core's queues.
+    fn collect_trunk(&mut self, name: &str) {
+        let Some(service) = self.trunks.get_mut(name) else {
+            return;
+        };
+        while let Some(t) = service.poll_transmit() {
+            self.transmits.push_back(t);
+        }
+        while let Some(status) = service.poll_status() {
+            self.events
+                .push_back(UaEvent::Trunk(name.to_string(), status));
+        }
+        let at = service.poll_timeout();
+        self.timers.set(&TimerKey::Trunk(name.to_string()), at);
     }
 }
 
 #[cfg(test)]
-#[path = "ua_tests.rs"]
 mod tests;

@@ -1,128 +1,6 @@
-//! The user agent core driven with fake time and a scripted peer (no sockets).
-
-use std::time::{Duration, Instant};
+//! Call setup and teardown, refusals and robustness.
 
 use super::*;
-
-const PEER: &str = "10.0.0.2:5060";
-const LOCAL: &str = "127.0.0.1:5070";
-
-struct Harness {
-    ua: UserAgent,
-    now: Instant,
-    sent: Vec<Transmit>,
-    events: Vec<SipCallEvent>,
-}
-
-impl Harness {
-    fn new() -> Self {
-        Self {
-            ua: UserAgent::new(UaConfig {
-                timers: TimerConfig::default(),
-                user_agent: "callbridge-test".into(),
-            }),
-            now: Instant::now(),
-            sent: Vec::new(),
-            events: Vec::new(),
-        }
-    }
-
-    fn call(&mut self) {
-        let request = InviteRequest {
-            target: PEER.parse().unwrap(),
-            target_host: "trunk.example".into(),
-            to_user: "+15551234567".into(),
-            from_user: "alice".into(),
-            sdp: "v=0\r\n".into(),
-            correlation_id: "corr-1".into(),
-        };
-        self.ua
-            .start_call(self.now, "cid-1".into(), request, LOCAL.parse().unwrap())
-            .unwrap();
-        self.drain();
-    }
-
-    fn drain(&mut self) {
-        while let Some(t) = self.ua.poll_transmit() {
-            self.sent.push(t);
-        }
-        while let Some((id, e)) = self.ua.poll_event() {
-            assert_eq!(id, "cid-1");
-            self.events.push(e);
-        }
-    }
-
-    fn peer_sends(&mut self, text: &str) {
-        self.ua
-            .handle_datagram(self.now, PEER.parse().unwrap(), text.as_bytes());
-        self.drain();
-    }
-
-    fn advance(&mut self, d: Duration) {
-        let until = self.now + d;
-        while let Some(at) = self.ua.poll_timeout().filter(|at| *at <= until) {
-            self.now = at;
-            self.ua.handle_timeout(at);
-            self.drain();
-        }
-        self.now = until;
-    }
-
-    /// Sent datagrams as text, cleared.
-    fn take_sent(&mut self) -> Vec<String> {
-        self.sent
-            .drain(..)
-            .map(|t| String::from_utf8(t.payload).unwrap())
-            .collect()
-    }
-
-    fn take_events(&mut self) -> Vec<SipCallEvent> {
-        std::mem::take(&mut self.events)
-    }
-}
-
-fn header<'a>(msg: &'a str, name: &str) -> &'a str {
-    msg.lines()
-        .find_map(|l| {
-            l.split_once(": ")
-                .filter(|(n, _)| n.eq_ignore_ascii_case(name))
-        })
-        .map(|(_, v)| v)
-        .unwrap_or_else(|| panic!("no {name} in {msg}"))
-}
-
-/// The peer's response to one of our requests.
-fn reply(request: &str, code: u16, reason: &str, extra: &str) -> String {
-    let to = header(request, "To");
-    let to = if to.contains("tag=") {
-        to.to_string()
-    } else {
-        format!("{to};tag=peer1")
-    };
-    format!(
-        "SIP/2.0 {code} {reason}\r\nVia: {}\r\nFrom: {}\r\nTo: {to}\r\nCall-ID: {}\r\nCSeq: {}\r\n{extra}Content-Length: 0\r\n\r\n",
-        header(request, "Via"),
-        header(request, "From"),
-        header(request, "Call-ID"),
-        header(request, "CSeq"),
-    )
-}
-
-const CONTACT: &str = "Contact: <sip:gw@10.0.0.2:5060>\r\n";
-
-fn answered() -> (Harness, String) {
-    let mut h = Harness::new();
-    h.call();
-    let invite = h.take_sent().remove(0);
-    h.peer_sends(&reply(&invite, 180, "Ringing", ""));
-    h.peer_sends(&reply(&invite, 200, "OK", CONTACT));
-    assert_eq!(
-        h.take_events()[1],
-        SipCallEvent::Answered { sdp: String::new() }
-    );
-    (h, invite)
-}
-
 #[test]
 fn invite_carries_every_required_header() {
     let mut h = Harness::new();
@@ -357,7 +235,12 @@ fn no_answer_at_all_is_408_after_timer_b() {
 fn send_error_fails_the_call_with_503() {
     let mut h = Harness::new();
     h.call();
-    h.ua.handle_send_error(h.now, Some("cid-1"), "Network is unreachable".into());
+    h.ua.handle_send_error(
+        h.now,
+        &Owner::Call("cid-1".into()),
+        Peer::udp(PEER.parse().unwrap()),
+        "Network is unreachable".into(),
+    );
     h.drain();
     assert_eq!(
         h.take_events(),
@@ -366,12 +249,6 @@ fn send_error_fails_the_call_with_503() {
             reason: "transport error: Network is unreachable".into()
         }]
     );
-}
-
-fn peer_request(method: &str, to_tag: &str, branch: &str, seq: u32) -> String {
-    format!(
-        "{method} sip:alice@127.0.0.1:5070 SIP/2.0\r\nVia: SIP/2.0/UDP 10.0.0.2:5060;branch={branch};rport\r\nFrom: <sip:+15551234567@trunk.example>;tag=peer1\r\nTo: <sip:alice@127.0.0.1>{to_tag}\r\nCall-ID: cid-1\r\nCSeq: {seq} {method}\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
-    )
 }
 
 #[test]
@@ -433,7 +310,7 @@ fn malformed_input_never_panics() {
         b"INVITE sip:x SIP/2.0\r\nVia: \r\n\r\n",
         b"SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP h;branch=z9hG4bKx\r\nCall-ID: cid-1\r\nCSeq: 1 INVITE\r\nFrom: a\r\nTo: b\r\nContent-Length: 99\r\n\r\n",
     ] {
-        h.ua.handle_datagram(h.now, PEER.parse().unwrap(), junk);
+        h.ua.handle_message(h.now, Peer::udp(PEER.parse().unwrap()), junk);
         h.drain();
     }
     assert!(h.take_sent().is_empty());
@@ -447,20 +324,13 @@ fn caller_input_is_validated() {
         user_agent: "x".into(),
     });
     let request = InviteRequest {
-        target: PEER.parse().unwrap(),
-        target_host: "trunk.example".into(),
         to_user: "155\r\nX-Evil: 1".into(),
-        from_user: "alice".into(),
-        sdp: String::new(),
         correlation_id: "c".into(),
+        ..base_request()
     };
+    let peer = Peer::udp(PEER.parse().unwrap());
     let err = ua
-        .start_call(
-            Instant::now(),
-            "c1".into(),
-            request.clone(),
-            LOCAL.parse().unwrap(),
-        )
+        .start_call(Instant::now(), "c1".into(), request.clone(), peer, peer)
         .unwrap_err();
     assert!(matches!(err, SipError::InvalidRequest(_)), "{err}");
     let mut ok = request;
@@ -509,7 +379,7 @@ fn mutated_datagrams_never_panic() {
                 break;
             }
         }
-        h.ua.handle_datagram(h.now, PEER.parse().unwrap(), &bytes);
+        h.ua.handle_message(h.now, Peer::udp(PEER.parse().unwrap()), &bytes);
         h.drain();
         h.sent.clear();
         h.events.clear();

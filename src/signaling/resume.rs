@@ -1,0 +1,249 @@
+//! Resumable sessions: what a session owns beyond its socket ([`SessionState`]), and
+//! the registry that keeps it for `server.resume_grace` after the socket drops, so a
+//! new socket can `resume` it with the session id and resume token.
+//!
+//! ```text
+//!  Active ──socket lost──> Parked ──resume──> Active (new socket)
+//!    │ resume on a new socket while the old one lingers: the old one hands over
+//!    └─────────────── Parked ──grace over──> calls end (signaling_lost)
+//! ```
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::{mpsc, oneshot};
+
+use crate::auth::Identity;
+use crate::call::directory::Listing;
+use crate::call::{CallCommand, CallHandle, SessionEvent};
+
+/// Everything a session owns that must outlive a dropped socket.
+#[derive(Debug)]
+pub struct SessionState {
+    /// The authenticated user.
+    pub identity: Arc<Identity>,
+    /// The session id.
+    pub session_id: String,
+    /// The current resume token (rotated at every `ready`).
+    pub resume_token: String,
+    /// Calls of the session by call id.
+    pub calls: HashMap<String, CallHandle>,
+    /// Where calls send events for this session.
+    pub events_tx: mpsc::UnboundedSender<SessionEvent>,
+    /// Events not yet delivered (buffered while parked).
+    pub events_rx: mpsc::UnboundedReceiver<SessionEvent>,
+    /// The session's directory entry (sessions that may receive calls).
+    pub listing: Option<Listing>,
+    /// A message whose send failed when the socket died; resent after `resume`.
+    pub undelivered: Option<crate::signaling::protocol::ServerMessage>,
+}
+
+impl SessionState {
+    /// Hangs up every call of the session on the SIP side.
+    pub fn hang_up_all(&mut self) {
+        for (_, handle) in self.calls.drain() {
+            handle.send(CallCommand::SignalingLost);
+        }
+    }
+}
+
+/// A request to the live task of a session to hand its state to a resuming socket.
+pub type Takeover = oneshot::Sender<SessionState>;
+
+enum Entry {
+    /// A socket serves the session; `takeover` asks it to hand over.
+    Active {
+        token: String,
+        takeover: mpsc::Sender<Takeover>,
+    },
+    /// No socket; the state waits until `generation`'s grace timer fires.
+    Parked {
+        state: Box<SessionState>,
+        generation: u64,
+    },
+}
+
+/// Sessions that can be resumed.
+#[derive(Default)]
+pub struct Resumable {
+    /// Sessions by id.
+    entries: Mutex<HashMap<String, Entry>>,
+    /// Distinguishes park periods, so an old grace timer cannot end a resumed session.
+    generations: std::sync::atomic::AtomicU64,
+}
+
+/// Compares secrets without an early exit.
+fn same_secret(a: &str, b: &str) -> bool {
+    a.len() == b.len()
+        && a.bytes()
+            .zip(b.bytes())
+            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+            == 0
+}
+
+impl Resumable {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Entry>> {
+        self.entries.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Records that a socket serves `session_id` with `token`.
+    pub fn activate(&self, session_id: &str, token: &str, takeover: mpsc::Sender<Takeover>) {
+        self.lock().insert(
+            session_id.to_string(),
+            Entry::Active {
+                token: token.to_string(),
+                takeover,
+            },
+        );
+    }
+
+    /// Keeps `state` for `grace`; after that its calls end.
+    pub fn park(self: &Arc<Self>, state: SessionState, grace: Duration) {
+        let mut state = state;
+        if grace.is_zero() {
+            self.lock().remove(&state.session_id);
+            state.hang_up_all();
+            return;
+        }
+        let generation = self
+            .generations
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let session_id = state.session_id.clone();
+        self.lock().insert(
+            session_id.clone(),
+            Entry::Parked {
+                state: Box::new(state),
+                generation,
+            },
+        );
+        let this = Arc::clone(self);
+        tokio::spawn(async move {
+            tokio::time::sleep(grace).await;
+            let expired = {
+                let mut entries = this.lock();
+                match entries.get(&session_id) {
+                    Some(Entry::Parked { generation: g, .. }) if *g == generation => {
+                        entries.remove(&session_id)
+                    }
+                    _ => None,
+                }
+            };
+            if let Some(Entry::Parked { mut state, .. }) = expired {
+                tracing::info!(%session_id, calls = state.calls.len(), "resume grace over, ending calls");
+                state.hang_up_all();
+            }
+        });
+    }
+
+    /// Forgets a session (it ended for good).
+    pub fn remove(&self, session_id: &str) {
+        self.lock().remove(session_id);
+    }
+
+    /// Takes a session for a resuming socket, if `token` is right: a parked one at
+    /// once, an active one after its old socket hands it over.
+    pub async fn take(&self, session_id: &str, token: &str) -> Option<SessionState> {
+        let takeover = {
+            let mut entries = self.lock();
+            match entries.get(session_id) {
+                Some(Entry::Parked { state, .. }) if same_secret(&state.resume_token, token) => {
+                    return match entries.remove(session_id) {
+                        Some(Entry::Parked { state, .. }) => Some(*state),
+                        _ => None,
+                    };
+                }
+                Some(Entry::Active { token: t, takeover }) if same_secret(t, token) => {
+                    takeover.clone()
+                }
+                _ => return None,
+            }
+        };
+        let (tx, rx) = oneshot::channel();
+        takeover.send(tx).await.ok()?;
+        tokio::time::timeout(Duration::from_secs(5), rx)
+            .await
+            .ok()?
+            .ok()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::auth::Identity;
+
+    fn state(id: &str, token: &str) -> (SessionState, mpsc::UnboundedReceiver<CallCommand>) {
+        let (events_tx, events_rx) = mpsc::unbounded_channel();
+        let (call_tx, call_rx) = mpsc::unbounded_channel();
+        let mut calls = HashMap::new();
+        calls.insert("c1".to_string(), CallHandle::for_test(call_tx));
+        let identity = Identity {
+            user: "alice".into(),
+            scopes: vec![],
+            caller_id: None,
+            dids: vec![],
+            max_calls: None,
+            record: false,
+            expires_at: 0,
+        };
+        let s = SessionState {
+            identity: Arc::new(identity),
+            session_id: id.into(),
+            resume_token: token.into(),
+            calls,
+            events_tx,
+            events_rx,
+            listing: None,
+            undelivered: None,
+        };
+        (s, call_rx)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn parked_session_resumes_with_the_right_token_only() {
+        let r = Arc::new(Resumable::default());
+        let (s, mut calls) = state("s-1", "secret");
+        r.park(s, Duration::from_secs(30));
+        assert!(r.take("s-1", "wrong").await.is_none());
+        assert!(r.take("s-2", "secret").await.is_none());
+        let back = r.take("s-1", "secret").await.expect("resumed");
+        assert_eq!(back.calls.len(), 1);
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        assert!(
+            calls.try_recv().is_err(),
+            "the old grace timer must not end a resumed session"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn grace_over_ends_the_calls() {
+        let r = Arc::new(Resumable::default());
+        let (s, mut calls) = state("s-1", "secret");
+        r.park(s, Duration::from_secs(30));
+        tokio::time::sleep(Duration::from_secs(29)).await;
+        assert!(calls.try_recv().is_err());
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        assert_eq!(calls.recv().await, Some(CallCommand::SignalingLost));
+        assert!(
+            r.take("s-1", "secret").await.is_none(),
+            "gone after the grace"
+        );
+    }
+
+    #[tokio::test]
+    async fn active_session_hands_over_to_a_resuming_socket() {
+        let r = Arc::new(Resumable::default());
+        let (tx, mut rx) = mpsc::channel::<Takeover>(1);
+        r.activate("s-1", "secret", tx);
+        let (s, _calls) = state("s-1", "secret");
+        let old_socket = tokio::spawn(async move {
+            let reply = rx.recv().await.expect("takeover asked");
+            let _ = reply.send(s);
+        });
+        let taken = r.take("s-1", "secret").await.expect("handed over");
+        assert_eq!(taken.session_id, "s-1");
+        old_socket.await.expect("old socket task");
+        assert!(same_secret("abc", "abc") && !same_secret("abc", "abd") && !same_secret("a", "ab"));
+    }
+}

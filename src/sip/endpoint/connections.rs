@@ -1,0 +1,328 @@
+//! TCP and TLS connections: one per peer, reused for every message (RFC 3261 §18,
+//! responses go back on the connection the request came in on). Each connection is
+//! a task that writes what the driver queues and frames what it reads
+//! ([`StreamFramer`]); the driver learns about messages, failed sends and closed
+//! connections through [`NetEvent`]s. Outbound connects time out after
+//! [`CONNECT_TIMEOUT`] so a dead trunk fails over quickly.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Semaphore, mpsc};
+use tokio::task::JoinSet;
+
+use super::tls::TlsTarget;
+use crate::sip::transport::{Peer, StreamFramer, Transport};
+use crate::sip::user_agent::Owner;
+
+/// How long an outbound TCP connect plus TLS handshake may take.
+pub(crate) const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// An inbound connection with no traffic either way for this long is closed.
+const INBOUND_IDLE: Duration = Duration::from_secs(900);
+/// Same for our connections to trunks: longer than any session refresh interval, so
+/// an idle call's trunk can still reach us on it.
+const OUTBOUND_IDLE: Duration = Duration::from_secs(7200);
+/// Most inbound connections at once.
+const MAX_INBOUND: usize = 1024;
+
+/// A message to write and who it belongs to (for error reports).
+type Outgoing = (Vec<u8>, Owner);
+
+/// What connection tasks tell the driver.
+#[derive(Debug)]
+pub(crate) enum NetEvent {
+    /// A framed message arrived.
+    Message {
+        /// The connection it came on.
+        source: Peer,
+        /// The message.
+        bytes: Vec<u8>,
+    },
+    /// A message could not be written (connect failed, connection broke).
+    SendFailed {
+        /// Where it was going.
+        dest: Peer,
+        /// Whose it was.
+        owner: Owner,
+        /// Why.
+        error: String,
+    },
+    /// An inbound connection was accepted.
+    Accepted {
+        /// The peer.
+        peer: Peer,
+        /// Id of the connection task.
+        id: u64,
+        /// Its write queue.
+        sender: mpsc::UnboundedSender<Outgoing>,
+    },
+    /// A connection ended.
+    Closed {
+        /// The peer.
+        peer: Peer,
+        /// Id of the connection task (a newer one may exist for the same peer).
+        id: u64,
+    },
+}
+
+/// The driver's view of the open connections.
+pub(crate) struct Connections {
+    /// Write queue of each connection by peer.
+    conns: HashMap<Peer, (u64, mpsc::UnboundedSender<Outgoing>)>,
+    /// TLS settings by trunk address.
+    tls: HashMap<SocketAddr, TlsTarget>,
+    /// Where connection tasks report.
+    net: mpsc::UnboundedSender<NetEvent>,
+    /// Next connection id.
+    next_id: u64,
+    /// Connection and listener tasks, aborted on drop.
+    tasks: JoinSet<()>,
+}
+
+impl Connections {
+    /// No connections yet; tasks report to `net`.
+    pub(crate) fn new(net: mpsc::UnboundedSender<NetEvent>) -> Self {
+        Self {
+            conns: HashMap::new(),
+            tls: HashMap::new(),
+            net,
+            next_id: 0,
+            tasks: JoinSet::new(),
+        }
+    }
+
+    /// Accepts inbound TCP connections on `listener`.
+    pub(crate) fn listen(&mut self, listener: TcpListener) {
+        let net = self.net.clone();
+        let first_id = 1u64 << 40; // inbound ids never collide with outbound ones
+        self.tasks.spawn(accept_loop(listener, net, first_id));
+    }
+
+    /// Remembers how to reach a TLS trunk at `addr`.
+    pub(crate) fn register_tls(&mut self, addr: SocketAddr, target: TlsTarget) {
+        self.tls.insert(addr, target);
+    }
+
+    /// Number of connections held.
+    pub(crate) fn len(&self) -> usize {
+        self.conns.len()
+    }
+
+    /// Queues a message on the connection to `dest`, opening it when needed.
+    pub(crate) fn send(&mut self, dest: Peer, bytes: Vec<u8>, owner: Owner) {
+        let mut message = (bytes, owner);
+        if let Some((_, sender)) = self.conns.get(&dest) {
+            match sender.send(message) {
+                Ok(()) => return,
+                Err(mpsc::error::SendError(back)) => message = back,
+            }
+        }
+        let tls = match dest.transport {
+            Transport::Tls => {
+                let target = self.tls.get(&dest.addr).cloned().or_else(|| {
+                    // An address we were not told about: verify its IP with webpki roots.
+                    super::tls::target(&dest.addr.ip().to_string(), None).ok()
+                });
+                match target {
+                    Some(t) => Some(t),
+                    None => {
+                        let _ = self.net.send(NetEvent::SendFailed {
+                            dest,
+                            owner: message.1,
+                            error: "no TLS settings".into(),
+                        });
+                        return;
+                    }
+                }
+            }
+            _ => None,
+        };
+        self.next_id += 1;
+        let id = self.next_id;
+        let (sender, queue) = mpsc::unbounded_channel();
+        let _ = sender.send(message);
+        self.conns.insert(dest, (id, sender));
+        self.tasks
+            .spawn(outbound(dest, id, tls, queue, self.net.clone()));
+    }
+
+    /// A connection task reported its end.
+    pub(crate) fn closed(&mut self, peer: Peer, id: u64) {
+        if self.conns.get(&peer).is_some_and(|(i, _)| *i == id) {
+            self.conns.remove(&peer);
+        }
+    }
+
+    /// An inbound connection's write queue.
+    pub(crate) fn accepted(
+        &mut self,
+        peer: Peer,
+        id: u64,
+        sender: mpsc::UnboundedSender<Outgoing>,
+    ) {
+        self.conns.insert(peer, (id, sender));
+    }
+}
+
+/// Connects (TCP, then TLS when asked) and runs the connection.
+async fn outbound(
+    dest: Peer,
+    id: u64,
+    tls: Option<TlsTarget>,
+    mut queue: mpsc::UnboundedReceiver<Outgoing>,
+    net: mpsc::UnboundedSender<NetEvent>,
+) {
+    let connected = tokio::time::timeout(CONNECT_TIMEOUT, async {
+        let tcp = TcpStream::connect(dest.addr)
+            .await
+            .map_err(|e| format!("connect {}: {e}", dest.addr))?;
+        let _ = tcp.set_nodelay(true);
+        match tls {
+            None => Ok(Stream::Tcp(tcp)),
+            Some(t) => tokio_rustls::TlsConnector::from(t.config)
+                .connect(t.server_name, tcp)
+                .await
+                .map(|s| Stream::Tls(Box::new(s)))
+                .map_err(|e| format!("TLS handshake with {}: {e}", dest.addr)),
+        }
+    })
+    .await
+    .unwrap_or_else(|_| {
+        Err(format!(
+            "connect {}: timed out after {CONNECT_TIMEOUT:?}",
+            dest.addr
+        ))
+    });
+    let error = match connected {
+        Ok(Stream::Tcp(s)) => {
+            tracing::debug!(peer = %dest, "connected");
+            run(s, dest, &mut queue, &net, OUTBOUND_IDLE).await
+        }
+        Ok(Stream::Tls(s)) => {
+            tracing::debug!(peer = %dest, "TLS connected");
+            run(*s, dest, &mut queue, &net, OUTBOUND_IDLE).await
+        }
+        Err(e) => {
+            tracing::warn!(peer = %dest, "{e}");
+            e
+        }
+    };
+    fail_queued(dest, &mut queue, &net, &error);
+    let _ = net.send(NetEvent::Closed { peer: dest, id });
+}
+
+/// The two kinds of outbound stream.
+enum Stream {
+    Tcp(TcpStream),
+    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
+}
+
+/// Reports every message still queued as failed.
+fn fail_queued(
+    dest: Peer,
+    queue: &mut mpsc::UnboundedReceiver<Outgoing>,
+    net: &mpsc::UnboundedSender<NetEvent>,
+    error: &str,
+) {
+    queue.close();
+    while let Ok((_, owner)) = queue.try_recv() {
+        let _ = net.send(NetEvent::SendFailed {
+            dest,
+            owner,
+            error: error.to_string(),
+        });
+    }
+}
+
+/// Writes queued messages and frames incoming ones until an error, EOF or idleness;
+/// returns why it stopped.
+async fn run<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: S,
+    peer: Peer,
+    queue: &mut mpsc::UnboundedReceiver<Outgoing>,
+    net: &mpsc::UnboundedSender<NetEvent>,
+    idle: Duration,
+) -> String {
+    let (mut reader, mut writer) = tokio::io::split(stream);
+    let mut framer = StreamFramer::default();
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        tokio::select! {
+            message = queue.recv() => {
+                let Some((bytes, owner)) = message else {
+                    return "closed".into();
+                };
+                if let Err(e) = writer.write_all(&bytes).await {
+                    let error = format!("write to {peer}: {e}");
+                    let _ = net.send(NetEvent::SendFailed { dest: peer, owner, error: error.clone() });
+                    return error;
+                }
+            }
+            read = reader.read(&mut buf) => {
+                let n = match read {
+                    Ok(0) => return format!("{peer} closed the connection"),
+                    Ok(n) => n,
+                    Err(e) => return format!("read from {peer}: {e}"),
+                };
+                framer.push(&buf[..n]);
+                loop {
+                    match framer.next_message() {
+                        Ok(Some(bytes)) => {
+                            let _ = net.send(NetEvent::Message { source: peer, bytes });
+                        }
+                        Ok(None) => break,
+                        Err(e) => {
+                            tracing::warn!(%peer, "closing connection: {e}");
+                            return format!("framing: {e}");
+                        }
+                    }
+                }
+            }
+            () = tokio::time::sleep(idle) => return "idle".into(),
+        }
+    }
+}
+
+/// Accepts inbound TCP connections (at most [`MAX_INBOUND`] at once).
+async fn accept_loop(listener: TcpListener, net: mpsc::UnboundedSender<NetEvent>, first_id: u64) {
+    let permits = Arc::new(Semaphore::new(MAX_INBOUND));
+    let mut next_id = first_id;
+    let mut tasks = JoinSet::new();
+    loop {
+        let Ok(permit) = permits.clone().acquire_owned().await else {
+            return;
+        };
+        let (stream, addr) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(e) => {
+                tracing::warn!("SIP TCP accept: {e}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        next_id += 1;
+        let id = next_id;
+        let peer = Peer {
+            transport: Transport::Tcp,
+            addr,
+        };
+        let (sender, mut queue) = mpsc::unbounded_channel();
+        if net.send(NetEvent::Accepted { peer, id, sender }).is_err() {
+            return;
+        }
+        let net = net.clone();
+        tasks.spawn(async move {
+            let error = run(stream, peer, &mut queue, &net, INBOUND_IDLE).await;
+            tracing::debug!(%peer, "inbound connection ended: {error}");
+            fail_queued(peer, &mut queue, &net, &error);
+            let _ = net.send(NetEvent::Closed { peer, id });
+            drop(permit);
+        });
+        while tasks.try_join_next().is_some() {}
+    }
+}

@@ -1,0 +1,248 @@
+//! The driver loop: one tokio task owns the UDP socket, the connection table and
+//! the sans-IO [`UserAgent`]. It feeds datagrams, framed stream messages, commands
+//! and timer expiries in (reading the clock only here), sends what the core wants
+//! sent, routes call events to each call's channel and trunk statuses to the shared
+//! map, and sleeps until the core's earliest deadline.
+
+use std::collections::HashMap;
+use std::time::Instant;
+
+use tokio::net::UdpSocket;
+use tokio::sync::mpsc;
+
+use super::connections::{Connections, NetEvent};
+use super::{Command, Counts, Direction, Statuses, count};
+use crate::sip::SipCallEvent;
+use crate::sip::transport::{Peer, Transport};
+use crate::sip::user_agent::{Owner, UaEvent, UserAgent};
+
+/// The clock, read only here (tokio's, so paused-time tests work).
+pub(super) fn now() -> Instant {
+    tokio::time::Instant::now().into_std()
+}
+
+/// Replaces the values of credential headers for logs (never log digest answers).
+pub(super) fn redact(bytes: &[u8]) -> String {
+    let text = String::from_utf8_lossy(bytes);
+    let mut out = String::with_capacity(text.len());
+    for line in text.split_inclusive('\n') {
+        let name = line.split(':').next().unwrap_or_default().trim();
+        if name.eq_ignore_ascii_case("Authorization")
+            || name.eq_ignore_ascii_case("Proxy-Authorization")
+        {
+            out.push_str(name);
+            out.push_str(": <redacted>\r\n");
+        } else {
+            out.push_str(line);
+        }
+    }
+    out
+}
+
+/// Everything the driver task owns.
+pub(super) struct Driver {
+    /// The UDP socket.
+    pub socket: UdpSocket,
+    /// The sans-IO core.
+    pub ua: UserAgent,
+    /// TCP/TLS connections.
+    pub connections: Connections,
+    /// Connection task reports.
+    pub net: mpsc::UnboundedReceiver<NetEvent>,
+    /// Commands from handles.
+    pub commands: mpsc::UnboundedReceiver<Command>,
+    /// Message counters.
+    pub counts: Counts,
+    /// Trunk statuses.
+    pub statuses: Statuses,
+    /// Event channel of each call by handle id.
+    pub subscribers: HashMap<String, mpsc::UnboundedSender<SipCallEvent>>,
+}
+
+impl Driver {
+    /// Runs until shutdown.
+    pub(super) async fn run(mut self) {
+        let mut buf = vec![0u8; 65_535];
+        loop {
+            self.flush().await;
+            let deadline = self.ua.poll_timeout().map(tokio::time::Instant::from_std);
+            tokio::select! {
+                command = self.commands.recv() => match command {
+                    None => break,
+                    Some(Command::Shutdown) => {
+                        self.ua.stop_trunks(now());
+                        self.flush().await;
+                        break;
+                    }
+                    Some(command) => self.command(command),
+                },
+                received = self.socket.recv_from(&mut buf) => match received {
+                    Ok((n, source)) => self.incoming(Peer::udp(source), &buf[..n]),
+                    // E.g. ICMP errors surfaced by some platforms: not fatal for the socket.
+                    // A short pause keeps a persistent error from spinning the loop.
+                    Err(e) => {
+                        tracing::warn!("SIP socket receive error: {e}");
+                        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                    }
+                },
+                Some(event) = self.net.recv() => self.net_event(event),
+                () = sleep_until(deadline) => self.ua.handle_timeout(now()),
+            }
+        }
+        tracing::info!(
+            calls = self.ua.call_count(),
+            servers = self.ua.server_count(),
+            connections = self.connections.len(),
+            "SIP endpoint stopped"
+        );
+    }
+
+    fn command(&mut self, command: Command) {
+        match command {
+            Command::Invite {
+                id,
+                request,
+                local,
+                target,
+                tls,
+                events,
+            } => {
+                if let Some(t) = tls {
+                    self.connections.register_tls(target.addr, t);
+                }
+                if let Err(e) = self
+                    .ua
+                    .start_call(now(), id.clone(), *request, local, target)
+                {
+                    tracing::warn!(sip_call_id = %id, "cannot start call: {e}");
+                    let _ = events.send(SipCallEvent::Failed {
+                        status: 500,
+                        reason: e.to_string(),
+                    });
+                } else {
+                    self.subscribers.insert(id, events);
+                }
+            }
+            Command::Hangup { id } => self.ua.hangup(now(), &id),
+            Command::Reinvite { id, sdp } => self.ua.reinvite(now(), &id, sdp),
+            Command::DtmfInfo {
+                id,
+                digit,
+                duration_ms,
+            } => self.ua.send_dtmf_info(now(), &id, digit, duration_ms),
+            Command::StartTrunk {
+                settings,
+                target,
+                local,
+                tls,
+            } => {
+                if let Some(t) = tls {
+                    self.connections.register_tls(target.addr, t);
+                }
+                self.ua.start_trunk(now(), *settings, target, local);
+            }
+            Command::Shutdown => {}
+        }
+    }
+
+    fn incoming(&mut self, source: Peer, bytes: &[u8]) {
+        count(&self.counts, Direction::Inbound, bytes);
+        tracing::trace!(%source, message = %redact(bytes), "SIP in");
+        self.ua.handle_message(now(), source, bytes);
+    }
+
+    fn net_event(&mut self, event: NetEvent) {
+        match event {
+            NetEvent::Message { source, bytes } => self.incoming(source, &bytes),
+            NetEvent::SendFailed { dest, owner, error } => {
+                tracing::warn!(%dest, "SIP send failed: {error}");
+                self.ua.handle_send_error(now(), &owner, dest, error);
+            }
+            NetEvent::Accepted { peer, id, sender } => {
+                tracing::debug!(%peer, "inbound SIP connection");
+                self.connections.accepted(peer, id, sender);
+            }
+            NetEvent::Closed { peer, id } => self.connections.closed(peer, id),
+        }
+    }
+
+    /// Sends every queued message and delivers every queued event.
+    async fn flush(&mut self) {
+        loop {
+            let mut progressed = false;
+            while let Some(t) = self.ua.poll_transmit() {
+                progressed = true;
+                let sip_call_id = match &t.owner {
+                    Owner::Call(id) => id.clone(),
+                    _ => "-".into(),
+                };
+                let correlation_id = self
+                    .ua
+                    .correlation_id(&sip_call_id)
+                    .unwrap_or("-")
+                    .to_string();
+                count(&self.counts, Direction::Outbound, &t.payload);
+                tracing::trace!(%sip_call_id, %correlation_id, dest = %t.dest, message = %redact(&t.payload), "SIP out");
+                match t.dest.transport {
+                    Transport::Udp => {
+                        if let Err(e) = self.socket.send_to(&t.payload, t.dest.addr).await {
+                            tracing::warn!(%sip_call_id, %correlation_id, dest = %t.dest, "SIP send failed: {e}");
+                            self.ua
+                                .handle_send_error(now(), &t.owner, t.dest, e.to_string());
+                        }
+                    }
+                    Transport::Tcp | Transport::Tls => {
+                        self.connections.send(t.dest, t.payload, t.owner)
+                    }
+                }
+            }
+            while let Some(event) = self.ua.poll_event() {
+                progressed = true;
+                match event {
+                    UaEvent::Call(id, event) => {
+                        let last = event.is_final();
+                        if let Some(tx) = self.subscribers.get(&id)
+                            && tx.send(event).is_err()
+                        {
+                            tracing::debug!(sip_call_id = %id, "event receiver dropped");
+                        }
+                        if last {
+                            self.subscribers.remove(&id);
+                        }
+                    }
+                    UaEvent::Trunk(name, status) => {
+                        if let Ok(mut map) = self.statuses.lock() {
+                            map.insert(name, status);
+                        }
+                    }
+                }
+            }
+            if !progressed {
+                break;
+            }
+        }
+    }
+}
+
+/// Sleeps until `deadline`, or forever without one.
+async fn sleep_until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redact;
+
+    #[test]
+    fn credentials_are_redacted_in_logs() {
+        let text = redact(b"INVITE sip:x SIP/2.0\r\nProxy-Authorization: Digest username=\"a\", response=\"abc\"\r\nVia: x\r\n\r\n");
+        assert!(!text.contains("abc"), "{text}");
+        assert!(
+            text.contains("Proxy-Authorization: <redacted>\r\nVia: x\r\n"),
+            "{text}"
+        );
+    }
+}

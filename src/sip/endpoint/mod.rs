@@ -1,0 +1,509 @@
+//! The runtime side: [`SipEndpoint`] binds the UDP socket and the TCP listener (same
+//! port), starts the driver task (`driver.rs`) and hands out [`SipCallHandle`]s.
+//! Handles talk to the driver through an mpsc queue; no task per transaction or per
+//! call, one task per TCP/TLS connection (`connections.rs`).
+
+mod connections;
+mod driver;
+mod tls;
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::net::{TcpListener, UdpSocket};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use super::message::{self, build::random_hex};
+use super::transport::{Peer, Transport};
+use super::user_agent::{UaConfig, UserAgent, validate};
+use super::{
+    DtmfMode, InviteRequest, SipCallEvent, SipEndpointConfig, SipError, TrunkSettings, TrunkStatus,
+};
+use connections::Connections;
+use driver::Driver;
+use tls::TlsTarget;
+
+/// What handles ask of the driver task.
+enum Command {
+    /// Place a call.
+    Invite {
+        id: String,
+        request: Box<InviteRequest>,
+        local: Peer,
+        target: Peer,
+        tls: Option<TlsTarget>,
+        events: mpsc::UnboundedSender<SipCallEvent>,
+    },
+    /// Hang a call up.
+    Hangup { id: String },
+    /// re-INVITE with this SDP.
+    Reinvite { id: String, sdp: String },
+    /// A DTMF digit as INFO.
+    DtmfInfo {
+        id: String,
+        digit: char,
+        duration_ms: u32,
+    },
+    /// Start a trunk's REGISTER/OPTIONS services.
+    StartTrunk {
+        settings: Box<TrunkSettings>,
+        target: Peer,
+        local: Peer,
+        tls: Option<TlsTarget>,
+    },
+    /// Stop the task (after unregistering).
+    Shutdown,
+}
+
+impl std::fmt::Debug for Command {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Command::Invite { .. } => "Invite",
+            Command::Hangup { .. } => "Hangup",
+            Command::Reinvite { .. } => "Reinvite",
+            Command::DtmfInfo { .. } => "DtmfInfo",
+            Command::StartTrunk { .. } => "StartTrunk",
+            Command::Shutdown => "Shutdown",
+        })
+    }
+}
+
+/// Direction of a counted SIP message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Direction {
+    /// Received from the network.
+    Inbound,
+    /// Sent to the network.
+    Outbound,
+}
+
+/// How many SIP messages of one kind went through the endpoint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MessageCount {
+    /// Received or sent.
+    pub direction: Direction,
+    /// Request method, or the CSeq method of a response.
+    pub method: String,
+    /// Status code for responses, `None` for requests.
+    pub status: Option<u16>,
+    /// Number of messages (retransmissions included).
+    pub count: u64,
+}
+
+/// Counter map shared between the driver and [`SipEndpoint::message_counts`].
+type Counts = Arc<Mutex<HashMap<(Direction, String, Option<u16>), u64>>>;
+
+/// Trunk statuses shared between the driver and [`SipEndpoint::trunk_statuses`].
+type Statuses = Arc<Mutex<HashMap<String, TrunkStatus>>>;
+
+fn count(counts: &Counts, direction: Direction, bytes: &[u8]) {
+    let Some((method, status)) = message::label(bytes) else {
+        return;
+    };
+    if let Ok(mut c) = counts.lock() {
+        *c.entry((direction, method, status)).or_default() += 1;
+    }
+}
+
+/// A handle to an outbound call.
+#[derive(Debug, Clone)]
+pub struct SipCallHandle {
+    /// SIP Call-ID of the first leg (the call's id).
+    call_id: Arc<str>,
+    /// The trunk's DTMF mode.
+    dtmf_mode: DtmfMode,
+    /// The driver's command queue.
+    commands: mpsc::UnboundedSender<Command>,
+}
+
+impl SipCallHandle {
+    /// Hangs up: CANCEL before a final response, BYE after 200 OK. Idempotent.
+    pub fn hangup(&self) {
+        self.send(Command::Hangup {
+            id: self.call_id.to_string(),
+        });
+    }
+
+    /// Sends a re-INVITE with `sdp` (hold: `a=sendonly`, unhold: `a=sendrecv`); the
+    /// outcome comes as `SipCallEvent::ReinviteResult`. Queued while another INVITE
+    /// transaction is in progress; retried after a 491.
+    pub fn reinvite(&self, sdp: String) {
+        self.send(Command::Reinvite {
+            id: self.call_id.to_string(),
+            sdp,
+        });
+    }
+
+    /// Sends a DTMF digit (`0-9*#A-D`) as SIP INFO (`application/dtmf-relay`); only on
+    /// trunks with `dtmf_mode = info`. Digits go one INFO at a time, in order.
+    pub fn send_dtmf_info(&self, digit: char, duration_ms: u32) -> Result<(), SipError> {
+        if self.dtmf_mode != DtmfMode::Info {
+            return Err(SipError::NotAvailable(
+                "INFO DTMF (the trunk uses RFC 4733)",
+            ));
+        }
+        let digit = digit.to_ascii_uppercase();
+        if !(digit.is_ascii_digit() || "*#ABCD".contains(digit)) {
+            return Err(SipError::InvalidRequest(format!("DTMF digit {digit:?}")));
+        }
+        self.send(Command::DtmfInfo {
+            id: self.call_id.to_string(),
+            digit,
+            duration_ms: duration_ms.clamp(40, 10_000),
+        });
+        Ok(())
+    }
+
+    /// The SIP Call-ID of the call's first leg (a transfer keeps it as the id).
+    pub fn sip_call_id(&self) -> &str {
+        &self.call_id
+    }
+
+    fn send(&self, command: Command) {
+        if self.commands.send(command).is_err() {
+            tracing::debug!(sip_call_id = %self.call_id, "command after endpoint shutdown");
+        }
+    }
+}
+
+/// The SIP user agent endpoint: owns the sockets and all transactions and dialogs.
+#[derive(Debug)]
+pub struct SipEndpoint {
+    /// The bound socket address (UDP and TCP).
+    local_addr: SocketAddr,
+    /// Advertised IP override (1:1 NAT).
+    external_ip: Option<IpAddr>,
+    /// The driver's command queue.
+    commands: mpsc::UnboundedSender<Command>,
+    /// The driver task, taken by `shutdown`.
+    task: Mutex<Option<JoinHandle<()>>>,
+    /// Message counters.
+    counts: Counts,
+    /// Trunk statuses.
+    statuses: Statuses,
+    /// TLS settings built so far, by (server name, CA bundle).
+    tls_cache: Mutex<HashMap<(String, Option<std::path::PathBuf>), TlsTarget>>,
+}
+
+/// Binds UDP on `listen` and TCP on the same port (for an ephemeral port, retries
+/// until both are free).
+async fn bind_sockets(listen: SocketAddr) -> Result<(UdpSocket, Option<TcpListener>), SipError> {
+    for _ in 0..8 {
+        let udp = UdpSocket::bind(listen).await?;
+        let addr = udp.local_addr()?;
+        match TcpListener::bind(addr).await {
+            Ok(tcp) => return Ok((udp, Some(tcp))),
+            Err(e) if listen.port() == 0 => {
+                tracing::debug!(%addr, "TCP port taken, trying another: {e}");
+            }
+            Err(e) => {
+                tracing::warn!(%addr, "SIP TCP listener not bound ({e}); outbound TCP/TLS still works");
+                return Ok((udp, None));
+            }
+        }
+    }
+    Err(SipError::Io(std::io::Error::other(
+        "no port free for both UDP and TCP",
+    )))
+}
+
+impl SipEndpoint {
+    /// Binds the sockets and starts the endpoint's task.
+    pub async fn bind(config: SipEndpointConfig) -> Result<Arc<SipEndpoint>, SipError> {
+        let (socket, listener) = bind_sockets(config.listen).await?;
+        let local_addr = socket.local_addr()?;
+        let (commands, rx) = mpsc::unbounded_channel();
+        let (net_tx, net_rx) = mpsc::unbounded_channel();
+        let mut connections = Connections::new(net_tx);
+        let tcp = listener.is_some();
+        if let Some(listener) = listener {
+            connections.listen(listener);
+        }
+        let counts = Counts::default();
+        let statuses = Statuses::default();
+        let driver = Driver {
+            socket,
+            ua: UserAgent::new(UaConfig {
+                timers: config.timers,
+                user_agent: config.user_agent,
+            }),
+            connections,
+            net: net_rx,
+            commands: rx,
+            counts: counts.clone(),
+            statuses: statuses.clone(),
+            subscribers: HashMap::new(),
+        };
+        let task = tokio::spawn(driver.run());
+        tracing::info!(%local_addr, tcp, "SIP endpoint listening (UDP, TCP)");
+        Ok(Arc::new(SipEndpoint {
+            local_addr,
+            external_ip: config.external_ip,
+            commands,
+            task: Mutex::new(Some(task)),
+            counts,
+            statuses,
+            tls_cache: Mutex::default(),
+        }))
+    }
+
+    /// The bound local address.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Sends an INVITE; events arrive on the returned receiver until `Terminated`,
+    /// `Failed` or `RemoteHangup` (or the endpoint shuts down: the receiver then ends).
+    pub async fn invite(
+        &self,
+        request: InviteRequest,
+    ) -> Result<(SipCallHandle, mpsc::UnboundedReceiver<SipCallEvent>), SipError> {
+        validate(&request)?;
+        let id = random_hex(32);
+        let transport = request.trunk.transport;
+        let target = Peer {
+            transport,
+            addr: request.target,
+        };
+        let local = self.local_peer(transport, request.target);
+        let tls = match transport {
+            Transport::Tls => Some(self.tls_target(&request.trunk)?),
+            _ => None,
+        };
+        let (events, rx) = mpsc::unbounded_channel();
+        let handle = SipCallHandle {
+            call_id: id.clone().into(),
+            dtmf_mode: request.trunk.dtmf_mode,
+            commands: self.commands.clone(),
+        };
+        let command = Command::Invite {
+            id,
+            request: Box::new(request),
+            local,
+            target,
+            tls,
+            events,
+        };
+        self.commands.send(command).map_err(|_| SipError::Closed)?;
+        Ok((handle, rx))
+    }
+
+    /// Starts REGISTER and OPTIONS services for the trunks that ask for them
+    /// (`register`, `options_interval`). Names are resolved here; a trunk whose name
+    /// does not resolve is reported unreachable and retried every 30 s.
+    pub async fn start_trunks(&self, trunks: Vec<TrunkSettings>) -> Result<(), SipError> {
+        for trunk in trunks {
+            if !trunk.register && trunk.options_interval.is_none() {
+                continue;
+            }
+            let tls = match trunk.transport {
+                Transport::Tls => Some(self.tls_target(&trunk)?),
+                _ => None,
+            };
+            match resolve(&trunk.host, trunk.port).await {
+                Ok(addr) => self.start_trunk(trunk, addr, tls)?,
+                Err(e) => {
+                    tracing::warn!(trunk = %trunk.name, "cannot resolve {}: {e}; retrying every 30 s", trunk.host);
+                    self.set_status(&trunk, format!("DNS: {e}"));
+                    let endpoint = SipEndpointRef {
+                        commands: self.commands.clone(),
+                        local_addr: self.local_addr,
+                        external_ip: self.external_ip,
+                    };
+                    tokio::spawn(async move {
+                        loop {
+                            tokio::time::sleep(Duration::from_secs(30)).await;
+                            if endpoint.commands.is_closed() {
+                                return;
+                            }
+                            if let Ok(addr) = resolve(&trunk.host, trunk.port).await {
+                                let _ = endpoint.start(trunk, addr, tls);
+                                return;
+                            }
+                        }
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The TLS settings of a trunk (built once: the CA file is read the first time).
+    fn tls_target(&self, trunk: &TrunkSettings) -> Result<TlsTarget, SipError> {
+        let key = (trunk.server_name().to_string(), trunk.tls_ca.clone());
+        if let Ok(cache) = self.tls_cache.lock()
+            && let Some(t) = cache.get(&key)
+        {
+            return Ok(t.clone());
+        }
+        let target = tls::target(trunk.server_name(), trunk.tls_ca.as_deref())
+            .map_err(SipError::InvalidRequest)?;
+        if let Ok(mut cache) = self.tls_cache.lock() {
+            cache.insert(key, target.clone());
+        }
+        Ok(target)
+    }
+
+    fn start_trunk(
+        &self,
+        trunk: TrunkSettings,
+        addr: SocketAddr,
+        tls: Option<TlsTarget>,
+    ) -> Result<(), SipError> {
+        SipEndpointRef {
+            commands: self.commands.clone(),
+            local_addr: self.local_addr,
+            external_ip: self.external_ip,
+        }
+        .start(trunk, addr, tls)
+    }
+
+    fn set_status(&self, trunk: &TrunkSettings, detail: String) {
+        if let Ok(mut map) = self.statuses.lock() {
+            map.insert(
+                trunk.name.clone(),
+                TrunkStatus {
+                    reachable: false,
+                    registered: trunk.register.then_some(false),
+                    last_change: Some(driver::now()),
+                    detail: Some(detail),
+                },
+            );
+        }
+    }
+
+    /// The status of a trunk started with [`start_trunks`](Self::start_trunks).
+    pub fn trunk_status(&self, name: &str) -> Option<TrunkStatus> {
+        self.statuses.lock().ok()?.get(name).cloned()
+    }
+
+    /// Every started trunk's status, by name.
+    pub fn trunk_statuses(&self) -> Vec<(String, TrunkStatus)> {
+        let Ok(map) = self.statuses.lock() else {
+            return Vec::new();
+        };
+        let mut out: Vec<(String, TrunkStatus)> =
+            map.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        out
+    }
+
+    /// True unless the trunk is known to be unreachable (routing skips it then).
+    pub fn trunk_usable(&self, name: &str) -> bool {
+        self.trunk_status(name).is_none_or(|s| s.reachable)
+    }
+
+    /// Messages sent and received so far, by direction, method and status.
+    pub fn message_counts(&self) -> Vec<MessageCount> {
+        let counts = match self.counts.lock() {
+            Ok(c) => c,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        let mut out: Vec<MessageCount> = counts
+            .iter()
+            .map(|((direction, method, status), count)| MessageCount {
+                direction: *direction,
+                method: method.clone(),
+                status: *status,
+                count: *count,
+            })
+            .collect();
+        out.sort_by(|a, b| {
+            (a.direction, &a.method, a.status).cmp(&(b.direction, &b.method, b.status))
+        });
+        out
+    }
+
+    /// Unregisters the trunks, then stops the endpoint's task; open calls' event
+    /// receivers end without a final event and nothing more is sent.
+    pub async fn shutdown(&self) {
+        let _ = self.commands.send(Command::Shutdown);
+        let task = match self.task.lock() {
+            Ok(mut t) => t.take(),
+            Err(poisoned) => poisoned.into_inner().take(),
+        };
+        if let Some(task) = task
+            && let Err(e) = task.await
+        {
+            tracing::warn!("SIP endpoint task ended abnormally: {e}");
+        }
+    }
+
+    /// Our address on `transport` as the peer at `target` should see it.
+    fn local_peer(&self, transport: Transport, target: SocketAddr) -> Peer {
+        SipEndpointRef {
+            commands: self.commands.clone(),
+            local_addr: self.local_addr,
+            external_ip: self.external_ip,
+        }
+        .local_peer(transport, target)
+    }
+}
+
+/// What a background task needs of the endpoint.
+struct SipEndpointRef {
+    commands: mpsc::UnboundedSender<Command>,
+    local_addr: SocketAddr,
+    external_ip: Option<IpAddr>,
+}
+
+impl SipEndpointRef {
+    fn start(
+        &self,
+        trunk: TrunkSettings,
+        addr: SocketAddr,
+        tls: Option<TlsTarget>,
+    ) -> Result<(), SipError> {
+        let target = Peer {
+            transport: trunk.transport,
+            addr,
+        };
+        let local = self.local_peer(trunk.transport, addr);
+        self.commands
+            .send(Command::StartTrunk {
+                settings: Box::new(trunk),
+                target,
+                local,
+                tls,
+            })
+            .map_err(|_| SipError::Closed)
+    }
+
+    fn local_peer(&self, transport: Transport, target: SocketAddr) -> Peer {
+        Peer {
+            transport,
+            addr: SocketAddr::new(self.advertised_ip(target), self.local_addr.port()),
+        }
+    }
+
+    /// The IP to put in Via/Contact/From for a peer at `target`.
+    fn advertised_ip(&self, target: SocketAddr) -> IpAddr {
+        if let Some(ip) = self.external_ip {
+            return ip;
+        }
+        if !self.local_addr.ip().is_unspecified() {
+            return self.local_addr.ip();
+        }
+        // Bound to 0.0.0.0: ask the routing table which source address reaches the
+        // target (connect() on UDP sends nothing).
+        let probe = match target {
+            SocketAddr::V4(_) => std::net::UdpSocket::bind(("0.0.0.0", 0)),
+            SocketAddr::V6(_) => std::net::UdpSocket::bind(("::", 0)),
+        };
+        probe
+            .and_then(|s| s.connect(target).and_then(|_| s.local_addr()))
+            .map(|a| a.ip())
+            .unwrap_or(self.local_addr.ip())
+    }
+}
+
+/// The first address of `host:port`.
+async fn resolve(host: &str, port: u16) -> Result<SocketAddr, std::io::Error> {
+    tokio::net::lookup_host((host, port))
+        .await?
+        .next()
+        .ok_or_else(|| std::io::Error::other("no address"))
+}

@@ -1,0 +1,160 @@
+//! What the user agent needs to know about a trunk (transport, credentials,
+//! extensions, registration and health checks), and the trunk's observed status.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use super::auth::Credentials;
+use super::transport::Transport;
+use crate::config::TrunkConfig;
+
+/// How DTMF reaches the trunk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum DtmfMode {
+    /// RFC 4733 telephone-events in the RTP stream (the media module's job).
+    #[default]
+    Rfc4733,
+    /// SIP INFO with `application/dtmf-relay` bodies (`SipCallHandle::send_dtmf_info`).
+    Info,
+}
+
+/// Reliable provisional responses (RFC 3262) towards the trunk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum RelPolicy {
+    /// `Supported: 100rel`: PRACK when the trunk sends a reliable 1xx.
+    #[default]
+    Supported,
+    /// `Require: 100rel` in the INVITE.
+    Required,
+    /// Not advertised (a reliable 1xx is still PRACKed).
+    Disabled,
+}
+
+/// Session timer settings (RFC 4028).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SessionTimerSettings {
+    /// `Session-Expires` we ask for, in seconds; 0 disables session timers.
+    pub session_expires: u32,
+    /// `Min-SE`: the smallest interval we accept from the peer, in seconds.
+    pub min_se: u32,
+}
+
+impl Default for SessionTimerSettings {
+    fn default() -> Self {
+        Self {
+            session_expires: 1800,
+            min_se: 90,
+        }
+    }
+}
+
+/// Everything the user agent needs about one trunk.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TrunkSettings {
+    /// Name (for logs and [`TrunkStatus`]).
+    pub name: String,
+    /// Host name or IP literal of the trunk (Request-URI host of REGISTER/OPTIONS).
+    pub host: String,
+    /// Port of the trunk.
+    pub port: u16,
+    /// Transport.
+    pub transport: Transport,
+    /// Digest credentials (the `Debug` output redacts the password).
+    pub credentials: Option<Credentials>,
+    /// Register with the trunk.
+    pub register: bool,
+    /// Registration lifetime asked for.
+    pub register_expires: Duration,
+    /// OPTIONS ping interval; `None`: no health checks.
+    pub options_interval: Option<Duration>,
+    /// DTMF transport.
+    pub dtmf_mode: DtmfMode,
+    /// 100rel policy.
+    pub reliable_provisional: RelPolicy,
+    /// Session timers.
+    pub session_timer: SessionTimerSettings,
+    /// PEM CA bundle that verifies the trunk's TLS certificate; `None`: webpki roots.
+    pub tls_ca: Option<PathBuf>,
+    /// Name checked against the trunk's certificate; `None`: `host`.
+    pub tls_server_name: Option<String>,
+}
+
+impl Default for TrunkSettings {
+    fn default() -> Self {
+        Self {
+            name: "default".into(),
+            host: "127.0.0.1".into(),
+            port: 5060,
+            transport: Transport::Udp,
+            credentials: None,
+            register: false,
+            register_expires: Duration::from_secs(3600),
+            options_interval: None,
+            dtmf_mode: DtmfMode::Rfc4733,
+            reliable_provisional: RelPolicy::Supported,
+            session_timer: SessionTimerSettings::default(),
+            tls_ca: None,
+            tls_server_name: None,
+        }
+    }
+}
+
+impl TrunkSettings {
+    /// Settings from a validated `[[sip.trunks]]` entry (the password already read
+    /// from `password_env` by the config loader).
+    pub fn from_config(trunk: &TrunkConfig) -> TrunkSettings {
+        let (host, port) = crate::config::validate::split_host_port(&trunk.address)
+            .unwrap_or_else(|_| (trunk.address.clone(), 5060));
+        let credentials = match (&trunk.username, &trunk.password) {
+            (Some(username), Some(password)) => Some(Credentials {
+                username: username.clone(),
+                password: password.clone(),
+            }),
+            _ => None,
+        };
+        TrunkSettings {
+            name: trunk.name.clone(),
+            host,
+            port,
+            transport: Transport::parse(&trunk.transport).unwrap_or_default(),
+            credentials,
+            register: trunk.register,
+            register_expires: Duration::from_secs(u64::from(trunk.register_expires)),
+            options_interval: trunk.options_interval.filter(|d| !d.is_zero()),
+            dtmf_mode: match trunk.dtmf_mode.as_str() {
+                "info" => DtmfMode::Info,
+                _ => DtmfMode::Rfc4733,
+            },
+            reliable_provisional: match trunk.reliable_provisional.as_str() {
+                "required" => RelPolicy::Required,
+                "disabled" => RelPolicy::Disabled,
+                _ => RelPolicy::Supported,
+            },
+            session_timer: SessionTimerSettings {
+                session_expires: trunk.session_expires,
+                min_se: trunk.min_se,
+            },
+            tls_ca: trunk.tls_ca.clone(),
+            tls_server_name: trunk.tls_server_name.clone(),
+        }
+    }
+
+    /// The TLS server name to verify.
+    pub fn server_name(&self) -> &str {
+        self.tls_server_name.as_deref().unwrap_or(&self.host)
+    }
+}
+
+/// What the endpoint knows about a trunk's health, for `/healthz` and gauges.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TrunkStatus {
+    /// False after an OPTIONS timeout, transport error or 503 (until it answers
+    /// again); true before the first check and when no checks are configured.
+    pub reachable: bool,
+    /// Registration state; `None` when the trunk does not register.
+    pub registered: Option<bool>,
+    /// When `reachable` or `registered` last changed.
+    pub last_change: Option<Instant>,
+    /// The last problem seen (`OPTIONS timeout`, `REGISTER 403 Forbidden`...), if any.
+    pub detail: Option<String>,
+}

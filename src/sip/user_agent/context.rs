@@ -1,0 +1,56 @@
+//! What every leg of one call shares: the trunk, addresses, identity and the SDP
+//! answerer given by the call module.
+
+use std::fmt;
+
+use crate::sip::SdpAnswerer;
+use crate::sip::TrunkSettings;
+use crate::sip::transaction::TimerConfig;
+use crate::sip::transport::Peer;
+
+/// The settings of one call, shared by its legs (the original and a transfer's).
+#[derive(Clone)]
+pub(crate) struct CallContext {
+    /// The trunk the call goes through.
+    pub trunk: TrunkSettings,
+    /// The trunk's resolved address and transport.
+    pub target: Peer,
+    /// Our advertised address and transport (Via, Contact).
+    pub local: Peer,
+    /// Host of the Request-URI and To (and of P-Asserted-Identity).
+    pub domain: String,
+    /// Timer values.
+    pub timers: TimerConfig,
+    /// `User-Agent` value.
+    pub user_agent: String,
+    /// Correlation id for logs and `X-Correlation-ID`.
+    pub correlation_id: String,
+    /// User part of From (and Contact).
+    pub from_user: String,
+    /// Display name of From.
+    pub from_display: Option<String>,
+    /// User of P-Asserted-Identity.
+    pub asserted_identity: Option<String>,
+    /// Ask for identity privacy (`Privacy: id`, anonymous From).
+    pub privacy: bool,
+    /// Builds our SDP answer to an offer from the peer.
+    pub answerer: SdpAnswerer,
+}
+
+impl fmt::Debug for CallContext {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CallContext")
+            .field("trunk", &self.trunk.name)
+            .field("target", &self.target)
+            .field("local", &self.local)
+            .field("correlation_id", &self.correlation_id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl CallContext {
+    /// Asks the call module for an SDP answer to `offer`.
+    pub(crate) fn answer(&self, offer: &str) -> Result<String, String> {
+        (self.answerer)(offer)
+    }
+}

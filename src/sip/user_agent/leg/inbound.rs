@@ -1,0 +1,263 @@
+//! Requests the peer sends in the leg's dialog and how we answer them: BYE, re-INVITE
+//! and UPDATE (offers answered through the call module's answerer, session timer
+//! refreshes, glare), REFER (202, then NOTIFYs), INFO, OPTIONS. The server
+//! transactions themselves live in the user agent core.
+
+use std::time::Instant;
+
+use rsip::{Header, Method, Request, Uri};
+
+use super::session_timer::SessionTimer;
+use super::{Leg, LegEvent, Phase};
+use crate::sip::message::build::{ALLOW, contact_uri};
+use crate::sip::message::{addr_uri, body_text, cseq, header_first, lists_token};
+
+/// Our answer to a request: status, extra headers and an optional body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Answer {
+    /// Status code.
+    pub code: u16,
+    /// Extra headers.
+    pub headers: Vec<Header>,
+    /// `(content type, bytes)`.
+    pub body: Option<(String, Vec<u8>)>,
+}
+
+impl Answer {
+    /// A bodiless answer.
+    pub(crate) fn code(code: u16) -> Answer {
+        Answer {
+            code,
+            headers: Vec::new(),
+            body: None,
+        }
+    }
+
+    fn with(code: u16, headers: Vec<Header>) -> Answer {
+        Answer {
+            code,
+            headers,
+            body: None,
+        }
+    }
+}
+
+impl Leg {
+    /// True if `request` belongs to this leg's confirmed dialog.
+    pub(crate) fn dialog_matches(&self, request: &Request) -> bool {
+        self.dialog.as_ref().is_some_and(|d| d.matches(request))
+    }
+
+    /// Answers a request of the peer in this leg's dialog; `None` if it is not in it.
+    pub(crate) fn handle_request(&mut self, now: Instant, request: &Request) -> Option<Answer> {
+        let dialog = self.dialog.as_mut().filter(|d| d.matches(request))?;
+        if dialog.check_remote_cseq(request).is_err() {
+            return Some(Answer::code(500));
+        }
+        let answer = match request.method {
+            Method::Bye => self.on_bye(),
+            _ if !matches!(self.phase, Phase::Confirmed | Phase::Terminating) => Answer::code(481),
+            Method::Invite => self.on_reinvite(now, request),
+            Method::Update => self.on_update(now, request),
+            Method::Refer => self.on_refer(request),
+            Method::Info | Method::Options => {
+                tracing::debug!(sip_call_id = %self.call_id, correlation_id = %self.ctx.correlation_id, method = %request.method, "answered 200");
+                Answer::with(200, vec![Header::Allow(ALLOW.into())])
+            }
+            // We never send reliable provisionals, nor subscribe.
+            Method::PRack | Method::Notify => Answer::code(481),
+            _ => Answer::with(405, vec![Header::Allow(ALLOW.into())]),
+        };
+        self.drain_transactions();
+        Some(answer)
+    }
+
+    fn on_bye(&mut self) -> Answer {
+        match self.phase {
+            Phase::Confirmed => {
+                self.finish(LegEvent::RemoteBye);
+                Answer::code(200)
+            }
+            // Our own BYE is in flight: answer, and end when ours is answered.
+            Phase::Terminating => Answer::code(200),
+            _ => Answer::code(481),
+        }
+    }
+
+    /// Headers of our 2xx to a re-INVITE or UPDATE.
+    fn ok_headers(&self) -> Vec<Header> {
+        vec![
+            Header::Contact(
+                format!("<{}>", contact_uri(&self.ctx.from_user, self.ctx.local)).into(),
+            ),
+            Header::Allow(ALLOW.into()),
+            Header::Supported("timer".into()),
+        ]
+    }
+
+    /// Session timer of a refresh request: our 2xx headers, or a 422 answer.
+    fn session_from_request(
+        &mut self,
+        now: Instant,
+        request: &Request,
+    ) -> Result<Vec<Header>, Answer> {
+        match SessionTimer::from_uas_request(now, request, self.ctx.trunk.session_timer.min_se) {
+            Ok(Some((timer, headers))) => {
+                self.session = Some(timer);
+                Ok(headers)
+            }
+            Ok(None) => {
+                self.session = None;
+                Ok(Vec::new())
+            }
+            Err(min) => Err(Answer::with(
+                422,
+                vec![Header::Other("Min-SE".into(), min.to_string())],
+            )),
+        }
+    }
+
+    /// Answers an SDP offer through the call module; 488 if it refuses.
+    fn answer_offer(&mut self, offer: &str) -> Result<String, Answer> {
+        match self.ctx.answer(offer) {
+            Ok(answer) => Ok(answer),
+            Err(why) => {
+                tracing::warn!(sip_call_id = %self.call_id, correlation_id = %self.ctx.correlation_id, %why, "offer refused: 488");
+                Err(Answer::code(488))
+            }
+        }
+    }
+
+    /// A new offer from the peer: remember it and tell the call when it changed.
+    fn remote_offer(&mut self, sdp: String) {
+        if self.remote_sdp.as_deref() != Some(sdp.as_str()) {
+            self.events
+                .push_back(LegEvent::RemoteSdp { sdp: sdp.clone() });
+        }
+        self.remote_sdp = Some(sdp);
+    }
+
+    fn on_reinvite(&mut self, now: Instant, request: &Request) -> Answer {
+        if self.phase != Phase::Confirmed {
+            return Answer::code(481);
+        }
+        if self.clients.iter().any(|e| e.is_pending_invite()) {
+            return Answer::code(491); // glare (RFC 3261 §14.2)
+        }
+        if self.remote_invite_pending {
+            return Answer::with(500, vec![Header::RetryAfter("1".into())]);
+        }
+        let mut headers = match self.session_from_request(now, request) {
+            Ok(h) => h,
+            Err(answer) => return answer,
+        };
+        let body = match body_text(&request.body) {
+            Some(offer) => match self.answer_offer(&offer) {
+                Ok(answer) => {
+                    self.remote_offer(offer);
+                    self.local_sdp = answer.clone();
+                    answer
+                }
+                Err(refusal) => return refusal,
+            },
+            // Offerless re-INVITE: our SDP is the offer, the answer comes in the ACK.
+            None => self.local_sdp.clone(),
+        };
+        if let Some(dialog) = self.dialog.as_mut() {
+            dialog.refresh_target(request);
+        }
+        self.remote_invite_pending = true;
+        headers.extend(self.ok_headers());
+        tracing::info!(sip_call_id = %self.call_id, correlation_id = %self.ctx.correlation_id, "re-INVITE answered 200");
+        Answer {
+            code: 200,
+            headers,
+            body: Some(("application/sdp".into(), body.into_bytes())),
+        }
+    }
+
+    fn on_update(&mut self, now: Instant, request: &Request) -> Answer {
+        let mut headers = match self.session_from_request(now, request) {
+            Ok(h) => h,
+            Err(answer) => return answer,
+        };
+        headers.extend(self.ok_headers());
+        if let Some(dialog) = self.dialog.as_mut() {
+            dialog.refresh_target(request);
+        }
+        match body_text(&request.body) {
+            Some(offer) => {
+                if self.clients.iter().any(|e| e.is_pending_invite()) {
+                    return Answer::code(491);
+                }
+                match self.answer_offer(&offer) {
+                    Ok(answer) => {
+                        self.remote_offer(offer);
+                        self.local_sdp = answer.clone();
+                        Answer {
+                            code: 200,
+                            headers,
+                            body: Some(("application/sdp".into(), answer.into_bytes())),
+                        }
+                    }
+                    Err(refusal) => refusal,
+                }
+            }
+            None => Answer::with(200, headers),
+        }
+    }
+
+    fn on_refer(&mut self, request: &Request) -> Answer {
+        if self.phase != Phase::Confirmed {
+            return Answer::code(481);
+        }
+        if self.refer_subscription.is_some() {
+            return Answer::code(491);
+        }
+        let Some(refer_to) = header_first(&request.headers, "Refer-To") else {
+            return Answer::code(400);
+        };
+        let uri = addr_uri(&refer_to);
+        let uri = uri.split('?').next().unwrap_or(uri).to_string();
+        if !uri.starts_with("sip:") || Uri::try_from(uri.as_str()).is_err() {
+            tracing::warn!(sip_call_id = %self.call_id, correlation_id = %self.ctx.correlation_id, refer_to = %refer_to, "REFER target refused");
+            return Answer::code(400);
+        }
+        if lists_token(&request.headers, "Require", "norefersub") {
+            return Answer::with(420, vec![Header::Unsupported("norefersub".into())]);
+        }
+        self.refer_subscription = cseq(request).map(|(s, _)| s);
+        tracing::info!(sip_call_id = %self.call_id, correlation_id = %self.ctx.correlation_id, target = %uri, "REFER accepted");
+        self.events.push_back(LegEvent::ReferRequested {
+            target: uri,
+            referred_by: header_first(&request.headers, "Referred-By"),
+        });
+        Answer::code(202)
+    }
+
+    /// The ACK of our 2xx to the peer's re-INVITE (it may carry their answer).
+    pub(crate) fn handle_ack(&mut self, _now: Instant, ack: &Request) {
+        if !self.dialog_matches(ack) {
+            return;
+        }
+        self.remote_invite_pending = false;
+        if let Some(answer) = body_text(&ack.body) {
+            self.remote_offer(answer);
+        }
+    }
+
+    /// Our 2xx to the peer's re-INVITE was never ACKed (Timer H): the dialog is
+    /// unusable (RFC 3261 §13.3.1.4): BYE.
+    pub(crate) fn on_no_ack(&mut self, now: Instant) {
+        self.remote_invite_pending = false;
+        tracing::warn!(sip_call_id = %self.call_id, correlation_id = %self.ctx.correlation_id, "no ACK for our 2xx to a re-INVITE");
+        self.dialog_failed(now, 408, "no ACK for 2xx to re-INVITE".into());
+        self.drain_transactions();
+    }
+
+    /// After the ACK (or its timeout), queued re-INVITEs may go.
+    pub(crate) fn after_remote_invite(&mut self, now: Instant) {
+        self.kick_reinvites(now);
+        self.drain_transactions();
+    }
+}

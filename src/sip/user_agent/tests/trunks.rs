@@ -1,0 +1,150 @@
+//! Trunk services with fake time: OPTIONS health (any answer but 503 is up; a
+//! timeout or 503 is down) and registration (challenge, backoff, refresh), plus the
+//! bound on server transactions.
+
+use super::*;
+use crate::sip::Credentials;
+
+const TRUNK: &str = "10.0.0.7:5060";
+
+fn trunk(register: bool, ping: bool) -> TrunkSettings {
+    TrunkSettings {
+        name: "t".into(),
+        host: "10.0.0.7".into(),
+        port: 5060,
+        credentials: Some(Credentials {
+            username: "acct".into(),
+            password: "pw".into(),
+        }),
+        register,
+        register_expires: Duration::from_secs(600),
+        options_interval: ping.then(|| Duration::from_secs(30)),
+        ..TrunkSettings::default()
+    }
+}
+
+fn start(h: &mut Harness, settings: TrunkSettings) {
+    let target = Peer::udp(TRUNK.parse().unwrap());
+    let local = Peer::udp(LOCAL.parse().unwrap());
+    h.ua.start_trunk(h.now, settings, target, local);
+    h.drain();
+}
+
+fn trunk_sends(h: &mut Harness, text: &str) {
+    h.ua.handle_message(h.now, Peer::udp(TRUNK.parse().unwrap()), text.as_bytes());
+    h.drain();
+}
+
+fn last_status(h: &mut Harness) -> crate::sip::TrunkStatus {
+    h.trunk_events.last().expect("a status").1.clone()
+}
+
+#[test]
+fn options_health_goes_down_on_timeout_and_503_and_up_on_any_other_answer() {
+    let mut h = Harness::new();
+    start(&mut h, trunk(false, true));
+    let ping = h.take_sent().remove(0);
+    assert!(ping.starts_with("OPTIONS sip:10.0.0.7 SIP/2.0"), "{ping}");
+    trunk_sends(&mut h, &reply(&ping, 404, "Not Found", ""));
+    assert!(
+        last_status(&mut h).reachable,
+        "a 404 still proves the trunk is up"
+    );
+
+    // The next ping 30 s later gets no answer: down after Timer F.
+    h.advance(Duration::from_secs(30));
+    assert_eq!(starting(&h.take_sent(), "OPTIONS ").len(), 1);
+    h.advance(Duration::from_secs(32));
+    let status = last_status(&mut h);
+    assert!(!status.reachable);
+    assert_eq!(status.detail.as_deref(), Some("OPTIONS timeout"));
+    assert!(status.last_change.is_some());
+
+    h.sent.clear();
+    h.advance(Duration::from_secs(30));
+    let ping = h.take_sent().remove(0);
+    trunk_sends(&mut h, &reply(&ping, 503, "Service Unavailable", ""));
+    assert!(!last_status(&mut h).reachable, "503 keeps it down");
+    h.advance(Duration::from_secs(30));
+    let ping = h.take_sent().remove(0);
+    let changes = h.trunk_events.len();
+    trunk_sends(&mut h, &reply(&ping, 200, "OK", ""));
+    assert!(last_status(&mut h).reachable);
+    assert_eq!(h.trunk_events.len(), changes + 1, "one change event");
+}
+
+#[test]
+fn registration_answers_the_challenge_refreshes_and_backs_off() {
+    let mut h = Harness::new();
+    start(&mut h, trunk(true, false));
+    assert_eq!(last_status(&mut h).registered, Some(false));
+    let register = h.take_sent().remove(0);
+    assert!(
+        register.starts_with("REGISTER sip:10.0.0.7 SIP/2.0"),
+        "{register}"
+    );
+    assert_eq!(header(&register, "Expires"), "600");
+    assert_eq!(header(&register, "To"), "<sip:acct@10.0.0.7>");
+    assert_eq!(header(&register, "Contact"), "<sip:acct@127.0.0.1:5070>");
+    trunk_sends(
+        &mut h,
+        &reply(
+            &register,
+            401,
+            "Unauthorized",
+            "WWW-Authenticate: Digest realm=\"r\", nonce=\"n1\"\r\n",
+        ),
+    );
+    let again = h.take_sent().remove(0);
+    assert_eq!(header(&again, "CSeq"), "2 REGISTER");
+    assert_eq!(header(&again, "Call-ID"), header(&register, "Call-ID"));
+    assert!(header(&again, "Authorization").starts_with("Digest username=\"acct\""));
+    trunk_sends(&mut h, &reply(&again, 200, "OK", "Expires: 120\r\n"));
+    assert_eq!(last_status(&mut h).registered, Some(true));
+
+    // Refresh at half the granted 120 s, with the cached challenge.
+    h.advance(Duration::from_millis(59_900));
+    assert!(h.take_sent().is_empty());
+    h.advance(Duration::from_millis(200));
+    let refresh = h.take_sent().remove(0);
+    assert_eq!(header(&refresh, "CSeq"), "3 REGISTER");
+    assert!(header(&refresh, "Authorization").contains("nonce=\"n1\""));
+
+    // Refused: unregistered, retried after 5 s, then 10 s.
+    trunk_sends(&mut h, &reply(&refresh, 403, "Forbidden", ""));
+    let status = last_status(&mut h);
+    assert_eq!(status.registered, Some(false));
+    assert_eq!(status.detail.as_deref(), Some("REGISTER answered 403"));
+    h.advance(Duration::from_millis(4900));
+    assert!(h.take_sent().is_empty());
+    h.advance(Duration::from_millis(200));
+    let retry = h.take_sent().remove(0);
+    trunk_sends(&mut h, &reply(&retry, 403, "Forbidden", ""));
+    h.advance(Duration::from_millis(9900));
+    assert!(h.take_sent().is_empty(), "backoff doubled");
+    h.advance(Duration::from_millis(200));
+    assert_eq!(starting(&h.take_sent(), "REGISTER ").len(), 1);
+
+    // Stopping unregisters only when registered.
+    h.ua.stop_trunks(h.now);
+    h.drain();
+    assert!(h.take_sent().is_empty());
+}
+
+#[test]
+fn server_transactions_are_bounded() {
+    let mut h = Harness::new();
+    for i in 0..(crate::sip::user_agent::servers::MAX_SERVER_TRANSACTIONS + 100) {
+        h.peer_sends(&peer_request("MESSAGE", "", &format!("z9hG4bKm{i}"), 1));
+        h.sent.clear();
+    }
+    assert_eq!(
+        h.ua.server_count(),
+        crate::sip::user_agent::servers::MAX_SERVER_TRANSACTIONS
+    );
+    // Out-of-dialog OPTIONS are answered without keeping state.
+    h.peer_sends(&peer_request("OPTIONS", "", "z9hG4bKo1", 1));
+    assert!(h.take_sent()[0].starts_with("SIP/2.0 200 OK"));
+    h.advance(Duration::from_secs(33));
+    assert_eq!(h.ua.server_count(), 0, "Timer J freed them");
+}

@@ -1,0 +1,190 @@
+use stun::attributes::{ATTR_REALM, ATTR_USERNAME};
+use stun::textattrs::TextAttribute;
+use turn::proto::peeraddr::PeerAddress;
+
+use super::*;
+use crate::auth::turn_credentials;
+
+const SECRET: &str = "guard-test-secret-123";
+const REALM: &str = "callbridge";
+
+fn guard(total: usize, per_user: usize) -> Guard {
+    let policy = PeerPolicy::new(&[], &[], vec!["127.0.0.1".parse().expect("ip")]).expect("policy");
+    Guard::new(
+        policy,
+        Arc::new(RestAuthHandler::new(SECRET.into())),
+        Quotas { total, per_user },
+    )
+}
+
+fn request(method: Method, user: &str, password: Option<&str>, peers: &[&str]) -> Message {
+    let creds = turn_credentials(SECRET, user, super::super::auth::unix_now(), 600);
+    let mut setters: Vec<Box<dyn Setter>> = vec![
+        Box::new(TransactionId::new()),
+        Box::new(MessageType::new(method, CLASS_REQUEST)),
+    ];
+    for p in peers {
+        let addr: SocketAddr = p.parse().expect("addr");
+        setters.push(Box::new(PeerAddress {
+            ip: addr.ip(),
+            port: addr.port(),
+        }));
+    }
+    setters.push(Box::new(TextAttribute::new(
+        ATTR_USERNAME,
+        creds.username.clone(),
+    )));
+    setters.push(Box::new(TextAttribute::new(ATTR_REALM, REALM.into())));
+    let password = password.map(str::to_owned).unwrap_or(creds.password);
+    setters.push(Box::new(MessageIntegrity::new_long_term_integrity(
+        creds.username,
+        REALM.into(),
+        password,
+    )));
+    let mut m = Message::new();
+    m.build(&setters).expect("build");
+    m
+}
+
+fn error_code(reply: &[u8]) -> u16 {
+    let mut m = Message::new();
+    m.unmarshal_binary(reply).expect("reply parses");
+    assert_eq!(m.typ.class, CLASS_ERROR_RESPONSE);
+    let mut code = ErrorCodeAttribute::default();
+    stun::message::Getter::get_from(&mut code, &m).expect("error code");
+    code.code.0
+}
+
+fn client() -> SocketAddr {
+    "198.51.100.7:40000".parse().expect("addr")
+}
+
+fn local() -> SocketAddr {
+    "127.0.0.1:3478".parse().expect("addr")
+}
+
+#[test]
+fn permission_to_internal_peer_is_refused_403_signed() {
+    let g = guard(10, 10);
+    let m = request(METHOD_CREATE_PERMISSION, "alice", None, &["127.0.0.2:5000"]);
+    match g.inspect(&m.raw, client(), local()) {
+        Verdict::Reply(bytes) => assert_eq!(error_code(&bytes), 403),
+        Verdict::Pass => panic!("must be refused"),
+    }
+    // One bad peer among good ones refuses the whole request.
+    let m = request(
+        METHOD_CHANNEL_BIND,
+        "alice",
+        None,
+        &["8.8.8.8:5000", "10.0.0.1:5000"],
+    );
+    assert!(matches!(
+        g.inspect(&m.raw, client(), local()),
+        Verdict::Reply(_)
+    ));
+    assert_eq!(g.stats.refused_peers.load(Ordering::Relaxed), 2);
+}
+
+#[test]
+fn permissions_to_public_and_own_addresses_pass() {
+    let g = guard(10, 10);
+    for peer in ["8.8.8.8:5000", "127.0.0.1:40000", "[2a00:1450::1]:5000"] {
+        let m = request(METHOD_CREATE_PERMISSION, "alice", None, &[peer]);
+        assert_eq!(
+            g.inspect(&m.raw, client(), local()),
+            Verdict::Pass,
+            "{peer}"
+        );
+    }
+}
+
+#[test]
+fn forged_requests_get_401_and_unsigned_ones_go_to_the_server() {
+    let g = guard(10, 10);
+    let forged = request(
+        METHOD_CREATE_PERMISSION,
+        "alice",
+        Some("not-the-password"),
+        &["10.0.0.1:1"],
+    );
+    match g.inspect(&forged.raw, client(), local()) {
+        Verdict::Reply(r) => assert_eq!(error_code(&r), 401),
+        Verdict::Pass => panic!("forged integrity must be refused"),
+    }
+    let mut unsigned = Message::new();
+    unsigned
+        .build(&[
+            Box::new(TransactionId::new()) as Box<dyn Setter>,
+            Box::new(MessageType::new(METHOD_ALLOCATE, CLASS_REQUEST)),
+        ])
+        .expect("build");
+    assert_eq!(
+        g.inspect(&unsigned.raw, client(), local()),
+        Verdict::Pass,
+        "the server challenges"
+    );
+
+    assert_eq!(
+        g.inspect(b"\x40\x00\x00\x04abcd", client(), local()),
+        Verdict::Pass,
+        "ChannelData"
+    );
+    assert_eq!(g.inspect(b"garbage", client(), local()), Verdict::Pass);
+}
+
+#[test]
+fn allocation_quotas_per_user_and_total() {
+    let g = guard(3, 2);
+    let clients: Vec<SocketAddr> = (0..4)
+        .map(|i| SocketAddr::new(client().ip(), 40000 + i))
+        .collect();
+    let allocate = |user: &str, c: SocketAddr| {
+        let m = request(METHOD_ALLOCATE, user, None, &[]);
+        let verdict = g.inspect(&m.raw, c, local());
+        if verdict == Verdict::Pass {
+            // The server's success response makes it live.
+            let mut ok = Message::new();
+            ok.build(&[
+                Box::new(m.transaction_id) as Box<dyn Setter>,
+                Box::new(MessageType::new(METHOD_ALLOCATE, CLASS_SUCCESS_RESPONSE)),
+            ])
+            .expect("build");
+            g.observe_outgoing(&ok.raw, c, local());
+        }
+        verdict
+    };
+    assert_eq!(allocate("alice", clients[0]), Verdict::Pass);
+    assert_eq!(allocate("alice", clients[1]), Verdict::Pass);
+    match allocate("alice", clients[2]) {
+        Verdict::Reply(r) => assert_eq!(error_code(&r), 486),
+        Verdict::Pass => panic!("per-user quota"),
+    }
+    assert_eq!(allocate("bob", clients[2]), Verdict::Pass);
+    match allocate("carol", clients[3]) {
+        Verdict::Reply(r) => assert_eq!(error_code(&r), 486),
+        Verdict::Pass => panic!("total quota"),
+    }
+    assert_eq!(g.allocations(), 3);
+    g.released(clients[0], local(), "123:alice", 1000);
+    assert_eq!(g.allocations(), 2);
+    assert_eq!(allocate("alice", clients[3]), Verdict::Pass, "slot freed");
+    assert_eq!(g.stats.relayed_bytes.load(Ordering::Relaxed), 1000);
+}
+
+#[test]
+fn ipv6_peer_addresses_are_decoded() {
+    let m = request(
+        METHOD_CREATE_PERMISSION,
+        "alice",
+        None,
+        &["[fe80::1]:9", "[2001:db8::5]:7"],
+    );
+    let peers = peer_addresses(&m);
+    assert_eq!(
+        peers,
+        vec![
+            "[fe80::1]:9".parse::<SocketAddr>().expect("a"),
+            "[2001:db8::5]:7".parse().expect("b")
+        ]
+    );
+}

@@ -1,0 +1,312 @@
+//! The built-in TURN server against a real TURN client speaking raw STUN over UDP and
+//! TCP on loopback: REST API credentials (valid, forged, expired), the peer address
+//! policy (403) and a successful allocation and permission.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use callbridge::auth::turn_credentials;
+use callbridge::config::TurnConfig;
+use common::gateway::{TestGateway, WAIT, test_config};
+use stun::agent::TransactionId;
+use stun::attributes::{ATTR_NONCE, ATTR_REALM, ATTR_USERNAME};
+use stun::error_code::ErrorCodeAttribute;
+use stun::integrity::MessageIntegrity;
+use stun::message::{
+    CLASS_ERROR_RESPONSE, CLASS_REQUEST, CLASS_SUCCESS_RESPONSE, Getter, METHOD_ALLOCATE,
+    METHOD_CREATE_PERMISSION, Message, MessageType, Method, Setter,
+};
+use stun::textattrs::TextAttribute;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpStream, UdpSocket};
+use turn::proto::PROTO_UDP;
+use turn::proto::peeraddr::PeerAddress;
+use turn::proto::reqtrans::RequestedTransport;
+
+const SECRET: &str = "turn-test-secret-0123456789";
+
+/// Media on 127.0.0.2 so that 127.0.0.1 is an internal address that is *not* the
+/// gateway's own.
+async fn gateway() -> TestGateway {
+    let mut config = test_config(None);
+    config.server.media_ip = "127.0.0.2".parse().expect("ip");
+    config.turn = Some(TurnConfig {
+        listen: "127.0.0.1:0".parse().expect("addr"),
+        tls_listen: None,
+        secret: SECRET.into(),
+        credential_ttl: Duration::from_secs(600),
+        realm: "callbridge".into(),
+        relay_ports: "50000-50999".into(),
+        allow_peers: vec![],
+        deny_peers: vec![],
+        max_allocations: 100,
+        max_allocations_per_user: 5,
+    });
+    TestGateway::start(config).await
+}
+
+fn turn_addr(gw: &TestGateway) -> (SocketAddr, SocketAddr) {
+    let turn = gw
+        .server
+        .as_ref()
+        .expect("running")
+        .gateway
+        .turn
+        .as_ref()
+        .expect("turn on")
+        .clone();
+    (turn.udp_addr, turn.tcp_addr)
+}
+
+/// A TURN client session: the server's nonce and realm after the first 401.
+struct Client {
+    udp: Option<UdpSocket>,
+    tcp: Option<TcpStream>,
+    server: SocketAddr,
+    username: String,
+    password: String,
+    nonce: String,
+    realm: String,
+}
+
+impl Client {
+    async fn udp(server: SocketAddr, username: &str, password: &str) -> Client {
+        let udp = UdpSocket::bind("127.0.0.1:0").await.expect("bind");
+        Client {
+            udp: Some(udp),
+            tcp: None,
+            server,
+            username: username.into(),
+            password: password.into(),
+            nonce: String::new(),
+            realm: String::new(),
+        }
+    }
+
+    async fn tcp(server: SocketAddr, username: &str, password: &str) -> Client {
+        let tcp = TcpStream::connect(server).await.expect("connect");
+        Client {
+            udp: None,
+            tcp: Some(tcp),
+            server,
+            username: username.into(),
+            password: password.into(),
+            nonce: String::new(),
+            realm: String::new(),
+        }
+    }
+
+    async fn exchange(&mut self, request: Message) -> Message {
+        let mut buf = vec![0u8; 2048];
+        let n = if let Some(udp) = &self.udp {
+            udp.send_to(&request.raw, self.server).await.expect("send");
+            tokio::time::timeout(WAIT, udp.recv(&mut buf))
+                .await
+                .expect("TURN reply timeout")
+                .expect("recv")
+        } else {
+            let tcp = self.tcp.as_mut().expect("tcp");
+            tcp.write_all(&request.raw).await.expect("write");
+            tokio::time::timeout(WAIT, tcp.read_exact(&mut buf[..20]))
+                .await
+                .expect("timeout")
+                .expect("read");
+            let len = usize::from(u16::from_be_bytes([buf[2], buf[3]]));
+            tcp.read_exact(&mut buf[20..20 + len])
+                .await
+                .expect("read body");
+            20 + len
+        };
+        let mut m = Message::new();
+        m.unmarshal_binary(&buf[..n]).expect("STUN reply");
+        assert_eq!(m.transaction_id, request.transaction_id);
+        m
+    }
+
+    fn build(&self, method: Method, extra: Vec<Box<dyn Setter>>, signed: bool) -> Message {
+        let mut setters: Vec<Box<dyn Setter>> = vec![
+            Box::new(TransactionId::new()),
+            Box::new(MessageType::new(method, CLASS_REQUEST)),
+        ];
+        setters.extend(extra);
+        if signed {
+            setters.push(Box::new(TextAttribute::new(
+                ATTR_USERNAME,
+                self.username.clone(),
+            )));
+            setters.push(Box::new(TextAttribute::new(ATTR_REALM, self.realm.clone())));
+            setters.push(Box::new(TextAttribute::new(ATTR_NONCE, self.nonce.clone())));
+            setters.push(Box::new(MessageIntegrity::new_long_term_integrity(
+                self.username.clone(),
+                self.realm.clone(),
+                self.password.clone(),
+            )));
+        }
+        let mut m = Message::new();
+        m.build(&setters).expect("build");
+        m
+    }
+
+    /// Unauthenticated Allocate: the server answers 401 with a nonce and realm.
+    async fn challenge(&mut self) {
+        let request = self.build(
+            METHOD_ALLOCATE,
+            vec![Box::new(RequestedTransport {
+                protocol: PROTO_UDP,
+            })],
+            false,
+        );
+        let reply = self.exchange(request).await;
+        assert_eq!(code(&reply), Some(401));
+        self.nonce = TextAttribute::get_from_as(&reply, ATTR_NONCE)
+            .expect("nonce")
+            .text;
+        self.realm = TextAttribute::get_from_as(&reply, ATTR_REALM)
+            .expect("realm")
+            .text;
+    }
+
+    async fn allocate(&mut self) -> Message {
+        let request = self.build(
+            METHOD_ALLOCATE,
+            vec![Box::new(RequestedTransport {
+                protocol: PROTO_UDP,
+            })],
+            true,
+        );
+        self.exchange(request).await
+    }
+
+    async fn permit(&mut self, peer: &str) -> Message {
+        let peer: SocketAddr = peer.parse().expect("peer");
+        let attr = PeerAddress {
+            ip: peer.ip(),
+            port: peer.port(),
+        };
+        let request = self.build(METHOD_CREATE_PERMISSION, vec![Box::new(attr)], true);
+        self.exchange(request).await
+    }
+}
+
+fn code(m: &Message) -> Option<u16> {
+    if m.typ.class != CLASS_ERROR_RESPONSE {
+        return None;
+    }
+    let mut e = ErrorCodeAttribute::default();
+    e.get_from(m).ok()?;
+    Some(e.code.0)
+}
+
+fn now() -> u64 {
+    common::gateway::now()
+}
+
+#[tokio::test]
+async fn rest_credentials_allocate_and_forged_or_expired_get_401() {
+    let gw = gateway().await;
+    let (udp, _) = turn_addr(&gw);
+    let good = turn_credentials(SECRET, "alice", now(), 600);
+
+    let mut c = Client::udp(udp, &good.username, &good.password).await;
+    c.challenge().await;
+    assert_eq!(c.realm, "callbridge");
+    let ok = c.allocate().await;
+    assert_eq!(
+        ok.typ.class,
+        CLASS_SUCCESS_RESPONSE,
+        "valid credentials allocate: {:?}",
+        code(&ok)
+    );
+
+    let mut forged = Client::udp(udp, &good.username, "bm90LXRoZS1wYXNzd29yZA==").await;
+    forged.challenge().await;
+    assert_eq!(code(&forged.allocate().await), Some(401), "forged password");
+
+    let other_secret = turn_credentials("some-other-secret-xyz", "alice", now(), 600);
+    let mut wrong = Client::udp(udp, &other_secret.username, &other_secret.password).await;
+    wrong.challenge().await;
+    assert_eq!(
+        code(&wrong.allocate().await),
+        Some(401),
+        "signed with another secret"
+    );
+
+    let expired = turn_credentials(SECRET, "alice", now() - 1000, 600);
+    let mut old = Client::udp(udp, &expired.username, &expired.password).await;
+    old.challenge().await;
+    assert_eq!(
+        code(&old.allocate().await),
+        Some(401),
+        "expired credentials"
+    );
+
+    let turn = gw
+        .server
+        .as_ref()
+        .expect("running")
+        .gateway
+        .turn
+        .clone()
+        .expect("turn");
+    assert_eq!(turn.allocations(), 1);
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn permission_to_loopback_is_403_but_the_gateways_media_address_is_allowed() {
+    let gw = gateway().await;
+    let (udp, tcp) = turn_addr(&gw);
+    let creds = turn_credentials(SECRET, "bob", now(), 600);
+    for transport in ["udp", "tcp"] {
+        let mut c = if transport == "udp" {
+            Client::udp(udp, &creds.username, &creds.password).await
+        } else {
+            Client::tcp(tcp, &creds.username, &creds.password).await
+        };
+        c.challenge().await;
+        let ok = c.allocate().await;
+        assert_eq!(
+            ok.typ.class,
+            CLASS_SUCCESS_RESPONSE,
+            "{transport}: allocate {:?}",
+            code(&ok)
+        );
+        for peer in [
+            "127.0.0.1:9",
+            "10.0.0.1:5000",
+            "192.168.1.1:5000",
+            "169.254.0.1:1",
+            "[::1]:9",
+        ] {
+            let reply = c.permit(peer).await;
+            let c = code(&reply);
+            assert!(
+                c == Some(403) || c == Some(443),
+                "{transport}: {peer} must be refused, got {c:?}"
+            );
+        }
+        let own = c.permit("127.0.0.2:40000").await;
+        assert_eq!(
+            own.typ.class,
+            CLASS_SUCCESS_RESPONSE,
+            "{transport}: own media address: {:?}",
+            code(&own)
+        );
+    }
+    let turn = gw
+        .server
+        .as_ref()
+        .expect("running")
+        .gateway
+        .turn
+        .clone()
+        .expect("turn");
+    assert!(
+        turn.refused_peers() >= 8,
+        "refusals counted: {}",
+        turn.refused_peers()
+    );
+    gw.stop().await;
+}
