@@ -271,6 +271,9 @@ pub async fn start(config: Config) -> Result<RunningServer, ServerError> {
         .map(TrunkSettings::from_config)
         .collect();
     sip.start_trunks(trunks).await?;
+    // Created before the call manager, which needs both (refuse calls while
+    // draining; report call events).
+    let drain = Arc::new(Drain::default());
     let calls = CallManager::new(Arc::clone(&config), Arc::clone(&sip), metrics.clone())?;
     let turn = match &config.turn {
         Some(turn_config) => {
@@ -299,7 +302,7 @@ pub async fn start(config: Config) -> Result<RunningServer, ServerError> {
         metrics,
         sessions: Arc::new(SessionCounter::default()),
         shutdown: CancellationToken::new(),
-        drain: Arc::new(Drain::default()),
+        drain,
         events,
         limits: RateLimits::from_config(&config.ratelimit),
         sip: Arc::clone(&sip),
