@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
 # Installs what callbridge needs to build and test on Debian 12, idempotently:
 # a C toolchain and cmake (bundled libopus), SIPp (Debian's sip-tester) for the SIP
-# tests, a Rust toolchain through rustup when cargo is missing, and (when asked) what
-# the browser tests need.
+# tests, PostgreSQL for the PostgreSQL storage test (tests/webhooks_postgres.rs
+# starts its own throwaway server; the packaged one is not used), a Rust toolchain
+# through rustup when cargo is missing, and (when asked) what the browser tests need.
 set -euo pipefail
 export DEBIAN_FRONTEND=noninteractive
 SUDO=""
 if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
 
-packages=(build-essential cmake pkg-config curl ca-certificates sip-tester openssl redis-server)
+packages=(build-essential cmake pkg-config curl ca-certificates sip-tester openssl postgresql redis-server)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

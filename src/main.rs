@@ -160,7 +160,23 @@ fn serve(path: Option<PathBuf>) -> anyhow::Result<()> {
             say("embedded defaults: dial plan sends every number to a SIP peer at 127.0.0.1:5070");
             say(&format!("dev token (24h, user `dev`):\n{token}"));
         }
-        shutdown_signal().await;
+        let drain_timeout = dev_config.drain.timeout;
+        tokio::select! {
+            _ = shutdown_signal() => {
+                say(&format!(
+                    "draining: no new sessions or calls; waiting up to {} for calls to end \
+                     (signal again to stop now)",
+                    humantime::format_duration(drain_timeout)
+                ));
+                server.gateway.drain.start(drain_timeout);
+                tokio::select! {
+                    _ = server.stopping() => {}
+                    _ = shutdown_signal() => say("second signal: stopping now"),
+                }
+            }
+            // A drain started through POST /v1/drain has finished.
+            _ = server.stopping() => {}
+        }
         say("shutting down");
         server.shutdown(Duration::from_secs(5)).await;
         anyhow::Ok(())

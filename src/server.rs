@@ -2,21 +2,29 @@
 //! listeners, and runs until shut down.
 //!
 //! ```text
-//! start(config) ─> SIP endpoint (UDP) + HTTP/WS listener (TCP or TLS)
-//!               └> RunningServer { http_addr, sip_addr, shutdown() }
+//! start(config) ─> storage + events (writer, webhook worker), SIP endpoint (UDP),
+//!                  HTTP/WS listener (TCP or TLS), drain supervisor
+//!               └> RunningServer { http_addr, sip_addr, drain(), shutdown() }
 //! ```
+//!
+//! Lifecycle: [`Drain::start`] (SIGTERM or `POST /v1/drain`) makes `/readyz` 503
+//! and new sessions/calls `unavailable`; the supervisor waits for the active calls
+//! to reach 0 or the drain timeout (then hangs up the calls left), then cancels
+//! `shutdown` (sessions close); [`RunningServer::shutdown`] then stops events and SIP.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use tokio_util::sync::CancellationToken;
-use tracing::info;
+use tracing::{info, warn};
 
 use crate::api;
+use crate::api::ratelimit::{RateLimits, RetryAfter};
 use crate::auth::{AuthError, Verifier, turn_credentials};
 use crate::call::CallManager;
 use crate::config::Config;
+use crate::events::{Events, EventsError};
 use crate::metrics::{Metrics, MetricsError};
 use crate::signaling::SessionCounter;
 use crate::signaling::protocol::IceServer;
@@ -46,6 +54,9 @@ pub enum ServerError {
     /// Metrics could not be registered.
     #[error(transparent)]
     Metrics(#[from] MetricsError),
+    /// The call record / webhook database could not be opened.
+    #[error(transparent)]
+    Events(#[from] EventsError),
     /// A listener could not be bound.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
@@ -68,15 +79,94 @@ pub struct Gateway {
     pub metrics: Metrics,
     /// Sessions per client IP.
     pub sessions: Arc<SessionCounter>,
-    /// Cancelled when the gateway shuts down.
+    /// Cancelled when the gateway shuts down (sessions close, calls hang up).
     pub shutdown: CancellationToken,
+    /// Draining: no new sessions or calls; set before `shutdown`.
+    pub drain: Arc<Drain>,
+    /// Call records and webhooks: the call tasks report through it.
+    pub events: Events,
+    /// Per-IP and per-user rate limits.
+    pub limits: RateLimits,
+    /// The SIP user agent (metrics read its message counters).
+    pub sip: Arc<SipEndpoint>,
     /// The built-in STUN/TURN server, when `[turn]` is configured.
     pub turn: Option<Arc<TurnServer>>,
     /// Sessions that can be resumed after their socket dropped.
     pub resumable: Arc<Resumable>,
 }
 
+/// Where a drain stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DrainInfo {
+    /// When it started.
+    pub started_at: SystemTime,
+    /// When remaining calls get hung up.
+    pub deadline: SystemTime,
+    /// The same deadline on the monotonic clock.
+    deadline_instant: Instant,
+}
+
+/// The drain switch: once started it stays on until the process exits.
+#[derive(Debug, Default)]
+pub struct Drain {
+    /// Cancelled when the drain starts.
+    started: CancellationToken,
+    /// Set when the drain starts.
+    info: Mutex<Option<DrainInfo>>,
+}
+
+impl Drain {
+    /// Whether the instance is draining (refuse new sessions and calls with
+    /// `unavailable`).
+    pub fn is_draining(&self) -> bool {
+        self.started.is_cancelled()
+    }
+
+    /// Starts draining with `timeout`; false when already draining.
+    pub fn start(&self, timeout: Duration) -> bool {
+        let mut info = self.info.lock().unwrap_or_else(|p| p.into_inner());
+        if info.is_some() {
+            return false;
+        }
+        let now = SystemTime::now();
+        *info = Some(DrainInfo {
+            started_at: now,
+            deadline: now + timeout,
+            deadline_instant: Instant::now() + timeout,
+        });
+        self.started.cancel();
+        true
+    }
+
+    /// The drain's times, once started.
+    pub fn info(&self) -> Option<DrainInfo> {
+        *self.info.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Resolves when the drain starts.
+    pub async fn started(&self) {
+        self.started.cancelled().await
+    }
+}
+
 impl Gateway {
+    /// Whether new sessions and calls are refused: draining or shutting down.
+    pub fn is_draining(&self) -> bool {
+        self.drain.is_draining() || self.shutdown.is_cancelled()
+    }
+
+    /// Takes one call attempt of `user` from `ratelimit.calls_*`. On `Err`, answer
+    /// `error` `rate_limited` with `retry_after_ms = wait.millis()` (counted in
+    /// `callbridge_rate_limited_total{limit="call"}`).
+    pub fn check_call_rate(&self, user: &str) -> Result<(), RetryAfter> {
+        self.limits.calls.check(&user.to_string()).inspect_err(|_| {
+            self.metrics
+                .rate_limited_total
+                .with_label_values(&["call"])
+                .inc();
+        })
+    }
+
     /// The ICE servers for a user's `ready` message: the built-in STUN/TURN with
     /// fresh REST credentials when `[turn]` is configured, else none.
     pub fn ice_servers(&self, user: &str) -> Vec<IceServer> {
@@ -129,8 +219,20 @@ impl RunningServer {
         format!("{scheme}://{}/ws", self.http_addr)
     }
 
+    /// Resolves when the gateway is shutting down (e.g. a drain finished).
+    pub async fn stopping(&self) {
+        self.gateway.shutdown.cancelled().await
+    }
+
+    /// Drains (see [`Drain`]) with `timeout`, then shuts down with `grace`.
+    pub async fn drain(self, timeout: Duration, grace: Duration) {
+        self.gateway.drain.start(timeout);
+        self.stopping().await;
+        self.shutdown(grace).await;
+    }
+
     /// Stops accepting, closes sessions (their calls hang up), waits for the calls to
-    /// end (at most `grace`), then stops the SIP endpoint.
+    /// end (at most `grace`), writes the queued events, then stops the SIP endpoint.
     pub async fn shutdown(self, grace: Duration) {
         self.gateway.shutdown.cancel();
         let calls = Arc::clone(&self.gateway.calls);
@@ -138,6 +240,7 @@ impl RunningServer {
         // Give the SIP layer a moment to send the BYE/CANCEL the calls asked for.
         tokio::time::sleep(Duration::from_millis(100)).await;
         let _ = tokio::time::timeout(grace, self.http_task).await;
+        self.gateway.events.shutdown(grace).await;
         self.sip.shutdown().await;
         if let Some(turn) = &self.gateway.turn {
             turn.close().await;
@@ -151,6 +254,7 @@ pub async fn start(config: Config) -> Result<RunningServer, ServerError> {
     let config = Arc::new(config);
     let verifier = Verifier::from_config(&config.auth)?;
     let metrics = Metrics::new(config.server.max_calls)?;
+    let events = Events::start(&config, metrics.clone()).await?;
     let sip = SipEndpoint::bind(SipEndpointConfig {
         listen: config.sip.listen,
         external_ip: config.sip.external_address.or(config.server.public_ip),
@@ -159,6 +263,7 @@ pub async fn start(config: Config) -> Result<RunningServer, ServerError> {
     })
     .await?;
     let sip_addr = sip.local_addr();
+    metrics.register_sip(Arc::clone(&sip))?;
     let trunks = config
         .sip
         .trunks
@@ -166,7 +271,16 @@ pub async fn start(config: Config) -> Result<RunningServer, ServerError> {
         .map(TrunkSettings::from_config)
         .collect();
     sip.start_trunks(trunks).await?;
-    let calls = CallManager::new(Arc::clone(&config), Arc::clone(&sip), metrics.clone())?;
+    // Created before the call manager, which needs both (refuse calls while
+    // draining; report call events).
+    let drain = Arc::new(Drain::default());
+    let calls = CallManager::new(
+        Arc::clone(&config),
+        Arc::clone(&sip),
+        metrics.clone(),
+        events.clone(),
+        Arc::clone(&drain),
+    )?;
     let turn = match &config.turn {
         Some(turn_config) => {
             let tls = match (&turn_config.tls_listen, &config.tls) {
@@ -194,9 +308,15 @@ pub async fn start(config: Config) -> Result<RunningServer, ServerError> {
         metrics,
         sessions: Arc::new(SessionCounter::default()),
         shutdown: CancellationToken::new(),
+        drain,
+        events,
+        limits: RateLimits::from_config(&config.ratelimit),
+        sip: Arc::clone(&sip),
         turn,
         resumable: Arc::new(Resumable::default()),
     });
+    tokio::spawn(supervise_drain(Arc::clone(&gateway)));
+    tokio::spawn(forget_idle_limits(Arc::clone(&gateway)));
 
     let listen = config.server.listen;
     let tcp = tokio::net::TcpListener::bind(listen)
@@ -250,4 +370,56 @@ pub async fn start(config: Config) -> Result<RunningServer, ServerError> {
         http_task,
         sip,
     })
+}
+
+/// Waits for a drain, then for the calls to end or the deadline, then cancels
+/// `shutdown`.
+async fn supervise_drain(gateway: Arc<Gateway>) {
+    tokio::select! {
+        _ = gateway.drain.started() => {}
+        _ = gateway.shutdown.cancelled() => return,
+    }
+    gateway.metrics.draining.set(1);
+    let Some(info) = gateway.drain.info() else {
+        return;
+    };
+    info!(active_calls = gateway.calls.registry().active(), deadline = %humantime::format_rfc3339_seconds(info.deadline), "draining: no new sessions or calls");
+    loop {
+        let active = gateway.calls.registry().active();
+        if active == 0 {
+            info!("drained: no calls left");
+            break;
+        }
+        if Instant::now() >= info.deadline_instant {
+            warn!(
+                active_calls = active,
+                "drain timeout: hanging up the remaining calls"
+            );
+            let registry = gateway.calls.registry();
+            for call in registry.list() {
+                registry.hangup(&call.id);
+            }
+            // Let the hangups (BYE/CANCEL) go out before sessions are closed.
+            let settle = Instant::now() + Duration::from_secs(5);
+            while registry.active() > 0 && Instant::now() < settle {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            break;
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+            _ = gateway.shutdown.cancelled() => return,
+        }
+    }
+    gateway.shutdown.cancel();
+}
+
+/// Bounds the memory of the rate limiters: forgets idle keys every minute.
+async fn forget_idle_limits(gateway: Arc<Gateway>) {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(60)) => gateway.limits.forget_idle(),
+            _ = gateway.shutdown.cancelled() => return,
+        }
+    }
 }

@@ -1,11 +1,17 @@
-//! HTTP surface on the main listener: the `/ws` upgrade, `/healthz`, `/readyz` and
-//! `/metrics`.
+//! HTTP surface on the main listener: the `/ws` upgrade, `/healthz`, `/readyz`,
+//! `/metrics` and the operator API under `/v1` ([`v1`]).
 //!
 //! I/O contract: [`router`] builds an axum `Router`; the server serves it over
-//! plain TCP or TLS ([`tls`]).
+//! plain TCP or TLS ([`tls`]). Every request passes the correlation middleware
+//! ([`correlation`]); `/v1` and `/ws` are rate limited per client IP
+//! ([`ratelimit`]) and answer errors as problem+json ([`problem`]).
 
+pub mod correlation;
 pub mod demo;
+pub mod problem;
+pub mod ratelimit;
 pub mod tls;
+pub mod v1;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -20,6 +26,7 @@ use serde::Deserialize;
 use crate::server::Gateway;
 use crate::signaling::random_id;
 use crate::signaling::session::{self, Upgrade};
+use problem::Problem;
 
 /// Header carrying the correlation id of a request.
 pub const CORRELATION_HEADER: &str = "x-correlation-id";
@@ -31,7 +38,9 @@ pub fn router(gateway: Arc<Gateway>) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
+        .merge(v1::router(Arc::clone(&gateway)))
         .merge(demo::routes(&gateway.config.demo))
+        .layer(axum::middleware::from_fn(correlation::correlate))
         .with_state(gateway)
 }
 
@@ -62,26 +71,57 @@ async fn ws_upgrade(
     headers: HeaderMap,
     ws: WebSocketUpgrade,
 ) -> Response {
+    // The correlation middleware has put the request's id into the headers.
     let correlation_id = correlation_id(&headers);
+    if gateway.is_draining() {
+        return Problem::unavailable(
+            "this instance is draining; connect to another one (the load balancer will)",
+            std::time::Duration::from_secs(5),
+        )
+        .into_response();
+    }
+    if gateway.calls.registry().at_capacity() {
+        return Problem::unavailable(
+            format!(
+                "this instance is at capacity (server.max_calls = {}); try another one",
+                gateway.config.server.max_calls
+            ),
+            std::time::Duration::from_secs(5),
+        )
+        .into_response();
+    }
+    if let Err(wait) = gateway.limits.ws.check(&peer.ip()) {
+        gateway
+            .metrics
+            .rate_limited_total
+            .with_label_values(&["ws"])
+            .inc();
+        tracing::info!(%peer, retry_after_ms = wait.millis(), "WebSocket upgrade rate limit");
+        return Problem::too_many_requests(
+            format!(
+                "too many WebSocket connections per second from {} (ratelimit.ws_per_ip_per_sec); retry after {} ms",
+                peer.ip(),
+                wait.millis()
+            ),
+            wait,
+        )
+        .into_response();
+    }
     let limits = &gateway.config.limits;
     let Some(permit) = gateway
         .sessions
         .try_open(peer.ip(), limits.max_sessions_per_ip)
     else {
-        tracing::info!(%peer, %correlation_id, "too many sessions from this address");
-        let mut response = (
-            StatusCode::TOO_MANY_REQUESTS,
+        tracing::info!(%peer, "too many sessions from this address");
+        return Problem::too_many_requests(
             format!(
-                "too many WebSocket sessions from {} (limits.max_sessions_per_ip = {}); close one first\n",
+                "too many WebSocket sessions from {} (limits.max_sessions_per_ip = {}); close one first",
                 peer.ip(),
                 limits.max_sessions_per_ip
             ),
+            ratelimit::RetryAfter(std::time::Duration::from_secs(5)),
         )
-            .into_response();
-        response
-            .headers_mut()
-            .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
-        return response;
+        .into_response();
     };
     // Hard cap well above the protocol limit, so an oversized message gets a
     // protocol `error` from the session instead of a dropped connection.
@@ -106,7 +146,7 @@ async fn healthz() -> impl IntoResponse {
 }
 
 async fn readyz(State(gateway): State<Arc<Gateway>>) -> impl IntoResponse {
-    if gateway.shutdown.is_cancelled() {
+    if gateway.is_draining() {
         (StatusCode::SERVICE_UNAVAILABLE, "draining\n")
     } else if gateway.calls.registry().at_capacity() {
         (StatusCode::SERVICE_UNAVAILABLE, "at capacity\n")
@@ -116,6 +156,10 @@ async fn readyz(State(gateway): State<Arc<Gateway>>) -> impl IntoResponse {
 }
 
 async fn metrics(State(gateway): State<Arc<Gateway>>) -> impl IntoResponse {
+    if let Some(turn) = &gateway.turn {
+        let allocations = i64::try_from(turn.allocations()).unwrap_or(i64::MAX);
+        gateway.metrics.turn_allocations.set(allocations);
+    }
     (
         [(
             header::CONTENT_TYPE,

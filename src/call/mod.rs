@@ -23,8 +23,10 @@ use tokio_util::task::TaskTracker;
 
 use crate::auth::{Identity, Scope};
 use crate::config::Config;
+use crate::events::Events;
 use crate::media::webrtc_leg::{IceCandidate, WebRtcLegConfig};
 use crate::metrics::Metrics;
+use crate::server::Drain;
 use crate::signaling::protocol::{EndReason, ServerMessage};
 use crate::sip::SipEndpoint;
 use dialplan::Dialplan;
@@ -136,6 +138,10 @@ pub struct CallManager {
     tasks: TaskTracker,
     /// Live sessions that may receive calls, and DID owners.
     directory: Arc<directory::Directory>,
+    /// Call records and webhooks.
+    events: Events,
+    /// Set while draining: new calls are refused.
+    drain: Arc<Drain>,
 }
 
 impl CallManager {
@@ -144,6 +150,8 @@ impl CallManager {
         config: Arc<Config>,
         sip: Arc<SipEndpoint>,
         metrics: Metrics,
+        events: Events,
+        drain: Arc<Drain>,
     ) -> Result<Arc<CallManager>, dialplan::DialplanError> {
         let dialplan = Dialplan::from_config(&config.dialplan)?;
         let registry = CallRegistry::new(config.server.max_calls, metrics.active_calls.clone());
@@ -173,6 +181,8 @@ impl CallManager {
             .collect();
         Ok(Arc::new(CallManager {
             directory: directory::Directory::new(dids),
+            events,
+            drain,
             config,
             sip,
             dialplan,
@@ -207,6 +217,12 @@ impl CallManager {
         request: OutboundRequest,
         to_browser: mpsc::UnboundedSender<SessionEvent>,
     ) -> Result<CallHandle, CallRefused> {
+        if self.drain.is_draining() {
+            return Err(CallRefused {
+                reason: EndReason::Unavailable,
+                message: "this gateway instance is draining; place the call again (the load balancer sends it elsewhere)".into(),
+            });
+        }
         if !ctx.identity.has(Scope::CallsOutbound) {
             return Err(CallRefused {
                 reason: EndReason::Forbidden,
@@ -246,6 +262,7 @@ impl CallManager {
             correlation_id: ctx.correlation_id.clone(),
             sip_call_id: None,
             started_at: std::time::SystemTime::now(),
+            ringing_at: None,
             answered_at: None,
         };
         let slot = self

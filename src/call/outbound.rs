@@ -3,7 +3,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Instant, SystemTime};
 
 use tokio::sync::mpsc;
 use tracing::{Instrument, debug, info, info_span, warn};
@@ -11,11 +11,12 @@ use tracing::{Instrument, debug, info, info_span, warn};
 use super::dialplan::Routed;
 use super::machine::{Input, Limits, OutboundCall, Outcome, Output};
 use super::media_plane::{self, CallMedia, HoldChange};
-use super::registry::{CallSlot, CallState};
+use super::registry::{CallInfo, CallSlot, CallState};
 use super::{CallCommand, CallContext, CallManager, MEDIA_TIMEOUT, SessionEvent};
 use crate::config::validate::split_host_port;
+use crate::events::{CallRecord, MediaMode as RecordMode, RecordingInfo as EventRecording};
 use crate::media::bridge::{BridgeReport, Leg, MediaEvent};
-use crate::media::negotiate;
+use crate::media::negotiate::{self, MediaMode};
 use crate::media::quality::QualityReport;
 use crate::media::recording::{RecordingInfo, RecordingTarget};
 use crate::media::rtp_leg::RtpLeg;
@@ -88,6 +89,9 @@ impl OutboundJob {
 
     async fn run_inner(mut self) {
         let started = Instant::now();
+        if let Some(info) = self.slot.info() {
+            self.manager.events.call_started(&info);
+        }
         info!(to = %self.to, dial = %self.routed.dial, route = self.routed.route, trunks = ?self.routed.trunks, privacy = self.privacy, "outbound call");
         let (media_tx, mut media_rx) = mpsc::unbounded_channel();
         let leg = match WebRtcLeg::answer(&self.manager.webrtc, &self.offer_sdp, media_tx).await {
@@ -419,6 +423,20 @@ impl OutboundJob {
         if let Some(setup) = outcome.setup_time {
             metrics.call_setup_seconds.observe(setup.as_secs_f64());
         }
+        if let Some(info) = self.slot.info() {
+            let record = call_record(&info, outcome, media, quality, recording);
+            self.manager.events.call_ended(record);
+            if let Some(r) = recording {
+                self.manager.events.recording_ready(EventRecording {
+                    id: info.id.clone(),
+                    correlation_id: info.correlation_id.clone(),
+                    path: r.path.display().to_string(),
+                    content_type: "audio/wav".into(),
+                    bytes: r.bytes,
+                    duration_ms: u64::try_from(r.duration.as_millis()).unwrap_or(u64::MAX),
+                });
+            }
+        }
         info!(
             reason = outcome.reason.as_str(),
             sip_status = outcome.sip_status,
@@ -518,16 +536,30 @@ impl OutboundJob {
         self.send(error);
     }
 
-    /// Mirrors the call's progress into the registry (for the operator API).
+    /// Mirrors the call's progress into the registry (for the operator API) and
+    /// the call events (webhooks).
     fn track_state(&self, message: &ServerMessage) {
+        let events = &self.manager.events;
         match message {
             ServerMessage::Ringing { .. } | ServerMessage::Progress { .. } => {
-                self.slot.update(|i| i.state = CallState::Ringing);
+                let first = self.slot.info().is_some_and(|i| i.ringing_at.is_none());
+                self.slot.update(|i| {
+                    i.state = CallState::Ringing;
+                    i.ringing_at.get_or_insert_with(std::time::SystemTime::now);
+                });
+                if first && let Some(info) = self.slot.info() {
+                    events.call_ringing(&info);
+                }
             }
-            ServerMessage::Answered { .. } => self.slot.update(|i| {
-                i.state = CallState::Answered;
-                i.answered_at = Some(std::time::SystemTime::now());
-            }),
+            ServerMessage::Answered { .. } => {
+                self.slot.update(|i| {
+                    i.state = CallState::Answered;
+                    i.answered_at = Some(std::time::SystemTime::now());
+                });
+                if let Some(info) = self.slot.info() {
+                    events.call_answered(&info);
+                }
+            }
             _ => {}
         }
     }
@@ -543,4 +575,38 @@ async fn resolve(host: &str, port: u16) -> std::io::Result<SocketAddr> {
         .await?
         .next()
         .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::NotFound, "no address"))
+}
+
+/// The call record of a finished call: the registry's view plus outcome, media and
+/// quality.
+fn call_record(
+    info: &CallInfo,
+    outcome: &Outcome,
+    media: Option<&BridgeReport>,
+    quality: Option<&QualityReport>,
+    recording: Option<&RecordingInfo>,
+) -> CallRecord {
+    let mut record = CallRecord::new(info, outcome.reason, outcome.sip_status, SystemTime::now());
+    if let Some(media) = media {
+        let (mode, browser, sip) = match media.mode {
+            MediaMode::Relay { browser, sip } => (RecordMode::Relay, browser, sip),
+            MediaMode::Transcode { browser, sip } => (RecordMode::Transcode, browser, sip),
+        };
+        record.mode = Some(mode);
+        record.browser_codec = Some(browser.codec.encoding_name().to_string());
+        record.sip_codec = Some(sip.codec.encoding_name().to_string());
+    }
+    if let Some(q) = quality {
+        record.mos = Some(q.overall.mos);
+        record.jitter_ms = Some(q.overall.jitter_ms);
+        record.loss_pct = Some(q.overall.loss_pct);
+        record.rtt_ms = q.overall.rtt_ms;
+    }
+    if let Some(r) = recording {
+        record.recording_path = Some(r.path.display().to_string());
+        record.recording_bytes = Some(r.bytes);
+        record.recording_duration_ms =
+            Some(u64::try_from(r.duration.as_millis()).unwrap_or(u64::MAX));
+    }
+    record
 }

@@ -73,6 +73,9 @@ pub struct CallInfo {
     /// When the call started.
     #[serde(with = "rfc3339")]
     pub started_at: SystemTime,
+    /// First 180/183.
+    #[serde(with = "rfc3339_opt")]
+    pub ringing_at: Option<SystemTime>,
     /// When it was answered.
     #[serde(with = "rfc3339_opt")]
     pub answered_at: Option<SystemTime>,
@@ -240,6 +243,11 @@ impl CallSlot {
         &self.id
     }
 
+    /// What the API shows of this call now.
+    pub fn info(&self) -> Option<CallInfo> {
+        self.registry.get(&self.id)
+    }
+
     /// Updates what the API shows of this call.
     pub fn update(&self, change: impl FnOnce(&mut CallInfo)) {
         if let Some(entry) = self.registry.lock().calls.get_mut(&self.id) {
@@ -276,6 +284,7 @@ mod tests {
             correlation_id: "corr".into(),
             sip_call_id: None,
             started_at: SystemTime::UNIX_EPOCH,
+            ringing_at: None,
             answered_at: None,
         }
     }

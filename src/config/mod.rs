@@ -7,6 +7,7 @@
 mod dialplan;
 mod env;
 mod media;
+mod ops;
 pub mod validate;
 
 use std::net::{IpAddr, SocketAddr};
@@ -18,6 +19,10 @@ use serde::{Deserialize, Serialize};
 pub use dialplan::{DialplanConfig, RouteConfig};
 pub use env::apply_env_overrides;
 pub use media::MediaConfig;
+pub use ops::{
+    DrainConfig, RateLimitConfig, StorageConfig, WEBHOOK_EVENT_TYPES, WebhookEndpoint,
+    WebhooksConfig, validate_ops,
+};
 pub use validate::validate;
 
 /// Errors from loading or validating the configuration.
@@ -87,6 +92,14 @@ pub struct Config {
     pub turn: Option<TurnConfig>,
     /// Logging format and level.
     pub log: LogConfig,
+    /// Call records and the webhook outbox.
+    pub storage: StorageConfig,
+    /// Webhook receivers and delivery retries.
+    pub webhooks: WebhooksConfig,
+    /// Request rate limits.
+    pub ratelimit: RateLimitConfig,
+    /// Graceful shutdown.
+    pub drain: DrainConfig,
     /// Inbound numbers and the users they ring (`[[dids]]`).
     pub dids: Vec<DidConfig>,
     /// Inbound calls from trunks.

@@ -266,6 +266,7 @@ pub fn validate(config: &Config) -> Result<(), ConfigError> {
             format!("`{}` is not one of text, json", config.log.format),
         ));
     }
+    super::validate_ops(config)?;
     Ok(())
 }
 

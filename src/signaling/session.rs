@@ -292,10 +292,34 @@ impl Session {
                         .await;
                     return;
                 }
+                if let Err(wait) = self.gateway.check_call_rate(&state.identity.user) {
+                    let msg = "too many call attempts; wait retry_after_ms and call again";
+                    let mut error =
+                        ServerMessage::error(ErrorCode::RateLimited, msg, &self.correlation_id);
+                    if let ServerMessage::Error {
+                        call_id: id,
+                        retry_after_ms,
+                        ..
+                    } = &mut error
+                    {
+                        *id = Some(call_id.clone());
+                        *retry_after_ms = Some(wait.millis());
+                    }
+                    self.send(&error).await;
+                    self.send(&ServerMessage::Ended {
+                        call_id,
+                        reason: EndReason::Limit,
+                        sip_status: None,
+                    })
+                    .await;
+                    return;
+                }
+                // The connection's correlation id (from X-Correlation-ID or generated)
+                // plus the call id: one id per call, traceable to its session.
                 let ctx = CallContext {
                     identity: Arc::clone(&state.identity),
                     session_id: state.session_id.clone(),
-                    correlation_id: random_id(""),
+                    correlation_id: format!("{}.{call_id}", self.correlation_id),
                 };
                 let request = OutboundRequest {
                     call_id: call_id.clone(),

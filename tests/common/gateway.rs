@@ -34,6 +34,8 @@ pub fn test_config(trunk: Option<SocketAddr>) -> Config {
     config.server.listen = "127.0.0.1:0".parse().expect("addr");
     config.server.auth_timeout = Duration::from_secs(2);
     config.server.resume_grace = Duration::from_secs(2);
+    // Call records in memory: tests must not write ./data.
+    config.storage.path = ":memory:".into();
     config.sip.listen = "127.0.0.1:0".parse().expect("addr");
     config.sip.rtp_ports = "40000-49999".into();
     config.auth.hs256_secret = SECRET.into();

@@ -4,5 +4,9 @@
 pub mod browser;
 pub mod call;
 pub mod gateway;
+pub mod http;
+pub mod postgres;
+pub mod process;
+pub mod receiver;
 pub mod redis;
 pub mod sipp;

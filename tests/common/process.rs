@@ -1,0 +1,147 @@
+//! The real `callbridge` binary as a child process, for the tests that need a
+//! process boundary (SIGKILL and restart, SIGTERM and the exit code). The child is
+//! killed on drop, so a failing test leaves nothing behind.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// The binary under test.
+pub const BIN: &str = env!("CARGO_BIN_EXE_callbridge");
+
+/// A running gateway process.
+pub struct GatewayProcess {
+    /// The child (taken when it has exited).
+    child: Option<Child>,
+    /// The HTTP/WS listener, from the "listening" line.
+    pub http_addr: SocketAddr,
+    /// Everything it printed on stdout so far.
+    pub stdout: Arc<Mutex<Vec<String>>>,
+}
+
+/// Writes `toml` to `dir/callbridge.toml` and returns the path.
+pub fn write_config(dir: &Path, toml: &str) -> PathBuf {
+    let path = dir.join("callbridge.toml");
+    std::fs::write(&path, toml).expect("write config");
+    path
+}
+
+impl GatewayProcess {
+    /// Starts `callbridge serve --config config` (logs to `dir/log-N.txt`) and waits
+    /// for its listening line.
+    pub async fn start(config: &Path, dir: &Path) -> GatewayProcess {
+        let n = std::fs::read_dir(dir).map(|d| d.count()).unwrap_or(0);
+        let log = std::fs::File::create(dir.join(format!("log-{n}.txt"))).expect("log file");
+        let mut child = Command::new(BIN)
+            .arg("serve")
+            .arg("--config")
+            .arg(config)
+            .env("CALLBRIDGE_LOG", "callbridge=debug,info")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(log))
+            .spawn()
+            .expect("spawn callbridge");
+        let stdout = child.stdout.take().expect("stdout");
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let sink = Arc::clone(&lines);
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if let Some(url) = line.split_whitespace().find(|w| w.starts_with("ws://")) {
+                    let _ = tx.send(url.to_string());
+                }
+                sink.lock().expect("lock").push(line);
+            }
+        });
+        let mut process = GatewayProcess {
+            child: Some(child),
+            http_addr: "127.0.0.1:1".parse().expect("addr"),
+            stdout: lines,
+        };
+        let url = tokio::task::spawn_blocking(move || rx.recv_timeout(Duration::from_secs(30)))
+            .await
+            .expect("reader");
+        let url = match url {
+            Ok(url) => url,
+            Err(_) => {
+                let status = process
+                    .child
+                    .as_mut()
+                    .and_then(|c| c.try_wait().ok().flatten());
+                let log =
+                    std::fs::read_to_string(dir.join(format!("log-{n}.txt"))).unwrap_or_default();
+                panic!("callbridge did not start ({status:?}); log:\n{log}");
+            }
+        };
+        let host = url
+            .trim_start_matches("ws://")
+            .trim_end_matches("/ws")
+            .to_string();
+        process.http_addr = host.parse().expect("listen address");
+        process
+    }
+
+    /// `ws://…/ws`.
+    pub fn ws_url(&self) -> String {
+        format!("ws://{}/ws", self.http_addr)
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map(|c| c.id()).expect("running")
+    }
+
+    /// Sends a signal by name (`TERM`, `KILL`).
+    pub fn signal(&self, name: &str) {
+        let status = Command::new("kill")
+            .arg(format!("-{name}"))
+            .arg(self.pid().to_string())
+            .status()
+            .expect("kill");
+        assert!(status.success(), "kill -{name} failed");
+    }
+
+    /// Whether it is still running.
+    pub fn running(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+    }
+
+    /// Waits for the exit (panics after `within`).
+    pub async fn wait_exit(&mut self, within: Duration) -> ExitStatus {
+        let deadline = Instant::now() + within;
+        loop {
+            let child = self.child.as_mut().expect("child");
+            if let Some(status) = child.try_wait().expect("wait") {
+                self.child = None;
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "callbridge did not exit within {within:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// SIGKILL and reap.
+    pub async fn kill(&mut self) {
+        self.signal("KILL");
+        let status = self.wait_exit(Duration::from_secs(10)).await;
+        assert!(!status.success(), "SIGKILL ends the process abnormally");
+    }
+}
+
+impl Drop for GatewayProcess {
+    fn drop(&mut self) {
+        if let Some(child) = self.child.as_mut() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}

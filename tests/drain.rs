@@ -1,0 +1,171 @@
+//! Drain with a call up, on the real binary: SIGTERM turns `/readyz` and new
+//! sessions 503 while the call goes on (audio still echoes through SIPp); the
+//! process exits 0 when the call ends, or hangs the call up at `drain.timeout` and
+//! exits 0.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use common::browser::{Browser, BrowserOptions};
+use common::call::TestCall;
+use common::gateway::{SECRET, WsClient, token};
+use common::http::{admin_get, admin_post, request};
+use common::process::{GatewayProcess, write_config};
+use common::sipp::Sipp;
+use serde_json::json;
+
+fn free_port() -> String {
+    let s = std::net::UdpSocket::bind("127.0.0.1:0").expect("probe");
+    s.local_addr().expect("addr").port().to_string()
+}
+
+fn config_text(dir: &std::path::Path, trunk: SocketAddr, drain_timeout: &str) -> String {
+    format!(
+        r#"
+[server]
+listen = "127.0.0.1:0"
+[sip]
+listen = "127.0.0.1:0"
+rtp_ports = "40000-49999"
+[[sip.trunks]]
+name = "sipp"
+address = "{trunk}"
+[[dialplan.routes]]
+pattern = '^\+[1-8][0-9]*$'
+trunks = ["sipp"]
+[auth]
+hs256_secret = "{SECRET}"
+[storage]
+path = "{db}"
+[drain]
+timeout = "{drain_timeout}"
+"#,
+        db = dir.join("cb.db").display()
+    )
+}
+
+async fn place_call(gw: &GatewayProcess) -> (WsClient, TestCall, std::sync::Arc<Browser>) {
+    let mut ws = WsClient::connect(&gw.ws_url()).await;
+    ws.send(json!({"type": "auth", "token": token("alice", "calls:outbound", 3600)}))
+        .await;
+    assert_eq!(ws.recv().await["type"], "ready");
+    let browser = Browser::new(BrowserOptions::default()).await;
+    let mut call = TestCall::place(&mut ws, browser.clone(), "c1", "+15551234567").await;
+    call.until(&mut ws, &["answered"]).await;
+    assert!(
+        browser.wait_connected(Duration::from_secs(10)).await,
+        "ICE/DTLS up"
+    );
+    (ws, call, browser)
+}
+
+async fn wait_status(addr: SocketAddr, path: &str, status: u16) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        if request(addr, "GET", path, &[], b"").await.status == status {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{path} never {status}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn sigterm_drains_until_the_call_ends_then_exits_0() {
+    let mut sipp = Sipp::uas(None, &["-rtp_echo", "-mp", &free_port()]);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = write_config(dir.path(), &config_text(dir.path(), sipp.addr, "60s"));
+    let mut gw = GatewayProcess::start(&config, dir.path()).await;
+    let addr = gw.http_addr;
+    assert_eq!(request(addr, "GET", "/readyz", &[], b"").await.status, 200);
+    let (mut ws, mut call, browser) = place_call(&gw).await;
+
+    gw.signal("TERM");
+    wait_status(addr, "/readyz", 503).await;
+    // New sessions are refused while draining.
+    let upgrade = request(
+        addr,
+        "GET",
+        "/ws",
+        &[
+            ("connection", "upgrade"),
+            ("upgrade", "websocket"),
+            ("sec-websocket-version", "13"),
+            ("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ=="),
+        ],
+        b"",
+    )
+    .await;
+    let p = upgrade.problem(503);
+    assert!(p["detail"].as_str().is_some_and(|d| d.contains("draining")));
+    // A second drain conflicts with the one in progress.
+    admin_post(addr, "/v1/drain", None).await.problem(409);
+    let state = admin_get(addr, "/v1/drain").await.json();
+    assert_eq!(state["draining"], true);
+    assert_eq!(state["active_calls"], 1);
+    let calls = admin_get(addr, "/v1/calls").await.json();
+    assert_eq!(calls["calls"][0]["state"], "answered", "{calls}");
+    let metrics =
+        String::from_utf8_lossy(&request(addr, "GET", "/metrics", &[], b"").await.body).to_string();
+    assert!(metrics.contains("callbridge_draining 1"), "{metrics}");
+    assert!(
+        metrics.contains(
+            r#"callbridge_sip_messages_total{direction="out",method="INVITE",status="none"}"#
+        ),
+        "{metrics}"
+    );
+
+    // The call goes on: audio still echoes, and the process keeps running.
+    let before = browser.received().len();
+    let _tone = browser.start_sending_tone(50);
+    assert!(
+        browser
+            .wait_received(before + 40, Duration::from_secs(10))
+            .await,
+        "audio flows during the drain"
+    );
+    assert!(gw.running(), "still running while a call is up");
+
+    call.hangup(&mut ws).await;
+    let ended = call.until(&mut ws, &["ended"]).await;
+    assert_eq!(ended["reason"], "hangup");
+    let status = gw.wait_exit(Duration::from_secs(15)).await;
+    assert!(status.success(), "exit 0 after the drain: {status:?}");
+    sipp.wait(Duration::from_secs(20))
+        .await
+        .assert_one_success();
+    browser.close().await;
+}
+
+#[tokio::test]
+async fn drain_timeout_hangs_up_the_call_and_exits_0() {
+    let mut sipp = Sipp::uas(None, &["-rtp_echo", "-mp", &free_port()]);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = write_config(dir.path(), &config_text(dir.path(), sipp.addr, "2s"));
+    let mut gw = GatewayProcess::start(&config, dir.path()).await;
+    let (mut ws, mut call, browser) = place_call(&gw).await;
+
+    let started = std::time::Instant::now();
+    gw.signal("TERM");
+    let ended = call.until(&mut ws, &["ended"]).await;
+    assert!(
+        started.elapsed() >= Duration::from_millis(1500),
+        "the call is left up until the drain timeout"
+    );
+    assert_eq!(ended["reason"], "hangup", "{ended}");
+    let status = gw.wait_exit(Duration::from_secs(15)).await;
+    assert!(
+        status.success(),
+        "exit 0 after the drain timeout: {status:?}"
+    );
+    // SIPp got its BYE: the call ended cleanly on the SIP side too.
+    sipp.wait(Duration::from_secs(20))
+        .await
+        .assert_one_success();
+    browser.close().await;
+}
