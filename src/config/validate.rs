@@ -186,6 +186,20 @@ pub fn validate(config: &Config) -> Result<(), ConfigError> {
                 format!("{} is not a readable file", ca.display()),
             ));
         }
+        for net in &trunk.inbound_from {
+            if net.parse::<ipnet::IpNet>().is_err() && net.parse::<std::net::IpAddr>().is_err() {
+                return Err(ConfigError::invalid(
+                    format!("{key}.inbound_from"),
+                    format!("`{net}` is not a network (CIDR) or an IP address"),
+                ));
+            }
+        }
+        if trunk.inbound_auth && trunk.username.is_none() {
+            return Err(ConfigError::invalid(
+                format!("{key}.inbound_auth"),
+                "challenging inbound calls needs username and password (or password_env)",
+            ));
+        }
     }
     for (i, route) in config.dialplan.routes.iter().enumerate() {
         let key = format!("dialplan.routes[{i}]");
@@ -420,6 +434,11 @@ address = "127.0.0.1:5070"
                 "sip.trunks[0].tls_ca",
             ),
             ("username = \"u\"\n", "sip.trunks[0]"),
+            (
+                "inbound_from = [\"10.0.0.0/33\"]\n",
+                "sip.trunks[0].inbound_from",
+            ),
+            ("inbound_auth = true\n", "sip.trunks[0].inbound_auth"),
         ] {
             let err = load_with(extra, &[]).expect_err(key);
             assert!(
@@ -445,6 +464,23 @@ address = "127.0.0.1:5070"
         )
         .expect_err("both");
         assert!(err.contains("not both"), "{err}");
+    }
+
+    #[test]
+    fn inbound_keys_reach_the_trunk_settings() {
+        let c = load_with(
+            "inbound_from = [\"198.51.100.0/24\", \"203.0.113.7\"]\ninbound_auth = true\nusername = \"u\"\npassword = \"p\"\n",
+            &[],
+        )
+        .expect("loads");
+        let settings = crate::sip::TrunkSettings::from_config(&c.sip.trunks[0]);
+        let nets: Vec<String> = settings
+            .inbound_from
+            .iter()
+            .map(|n| n.to_string())
+            .collect();
+        assert_eq!(nets, ["198.51.100.0/24", "203.0.113.7/32"]);
+        assert!(settings.inbound_auth);
     }
 
     #[test]
