@@ -15,10 +15,11 @@ pub(crate) fn fuzz(bytes: &[u8]) {
     let now = Instant::now();
     let peer = Peer::udp(std::net::SocketAddr::from(([10, 0, 0, 2], 5060)));
     let local = Peer::udp(std::net::SocketAddr::from(([10, 0, 0, 1], 5060)));
-    let mut ua = UserAgent::new(UaConfig {
-        timers: TimerConfig::default(),
-        user_agent: "fuzz".into(),
-    });
+    let mut ua = UserAgent::new(UaConfig::fixed(
+        TimerConfig::default(),
+        "fuzz",
+        "127.0.0.1:5070".parse().expect("addr"),
+    ));
     let request = InviteRequest {
         target: peer.addr,
         target_host: "trunk.example".into(),
