@@ -381,6 +381,39 @@ async fn h_proxied_to_the_instance_holding_the_user() {
     b.shutdown().await;
 }
 
+#[tokio::test]
+async fn j_redirected_caller_reaches_the_instance_holding_the_user() {
+    let (a, mut a_calls) = endpoint_on("127.0.0.2", &[]).await;
+    let (b, mut b_calls) = endpoint_on("127.0.0.3", &[]).await;
+    let mut sipp = Sipp::uac(
+        &Sipp::scenario("uac_follow_redirect.xml"),
+        a.local_addr(),
+        DID,
+        &["-d", "300"],
+    );
+    let mut at_a = next_call(&mut a_calls).await;
+    let contact = format!("sip:{DID}@{}", b.local_addr());
+    at_a.handle.redirect(&contact).expect("redirect");
+    assert_eq!(
+        next_inbound(&mut at_a.events).await,
+        InboundSipEvent::Terminated
+    );
+    let mut call = next_call(&mut b_calls).await;
+    assert_eq!(
+        call.sip_call_id, at_a.sip_call_id,
+        "the caller keeps its Call-ID"
+    );
+    call.handle.answer(ANSWER.into(), answerer());
+    assert_eq!(next_inbound(&mut call.events).await, InboundSipEvent::Acked);
+    assert_eq!(
+        next_inbound(&mut call.events).await,
+        InboundSipEvent::RemoteHangup
+    );
+    sipp.wait(SIPP_WAIT).await.assert_one_success();
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
 /// `c=` address and `m=audio` port of an SDP.
 fn media_addr(sdp: &str) -> SocketAddr {
     let ip = sdp

@@ -295,6 +295,13 @@ impl SipEndpoint {
         self.local_addr
     }
 
+    /// Our SIP address as a peer at `toward` sees it (the external IP when set, else
+    /// the bound one, else the route's source address): what other instances put in
+    /// a redirect's Contact or forward to.
+    pub fn advertised_addr(&self, toward: SocketAddr) -> SocketAddr {
+        self.local_peer(Transport::Udp, toward).addr
+    }
+
     /// Sends an INVITE; events arrive on the returned receiver until `Terminated`,
     /// `Failed` or `RemoteHangup` (or the endpoint shuts down: the receiver then ends).
     pub async fn invite(

@@ -549,3 +549,26 @@ fn inbound_auth_challenges_then_admits_the_right_answer() {
     h.peer_sends(&authorized_invite(&challenge, "pw").replace("z9hG4bKi2", "z9hG4bKi3"));
     assert_eq!(h.incoming.len(), 1, "{:?}", h.take_sent());
 }
+
+#[test]
+fn the_trunk_at_the_exact_address_wins_over_a_network() {
+    let mut h = Harness::new();
+    h.ua.set_accept_inbound(true);
+    let wide = TrunkSettings {
+        name: "wide".into(),
+        inbound_from: vec![crate::sip::parse_net("10.0.0.0/8").unwrap()],
+        ..carrier()
+    };
+    h.ua.set_inbound_trunk(wide, None);
+    h.ua.set_inbound_trunk(carrier(), Some(PEER.parse().unwrap()));
+    h.peer_sends(&inbound_invite("z9hG4bKi1", ""));
+    assert_eq!(h.incoming[0].trunk, "carrier");
+    // Replacing a trunk's rule by name: the carrier now only admits another network.
+    let moved = TrunkSettings {
+        inbound_from: vec![crate::sip::parse_net("192.0.2.0/24").unwrap()],
+        ..carrier()
+    };
+    h.ua.set_inbound_trunk(moved, Some(PEER.parse().unwrap()));
+    h.peer_sends(&inbound_invite("z9hG4bKi2", "").replace("in-1", "in-2"));
+    assert_eq!(h.incoming[1].trunk, "wide");
+}
