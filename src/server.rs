@@ -259,6 +259,12 @@ pub async fn start(config: Config) -> Result<RunningServer, ServerError> {
         listen: config.sip.listen,
         external_ip: config.sip.external_address.or(config.server.public_ip),
         user_agent: config.sip.user_agent.clone(),
+        trusted_proxies: config
+            .sip
+            .trusted_proxies
+            .iter()
+            .filter_map(|n| crate::sip::parse_net(n))
+            .collect(),
         ..SipEndpointConfig::default()
     })
     .await?;

@@ -314,6 +314,9 @@ pub struct SipConfig {
     pub user_agent: String,
     /// Carrier trunks and PBXs.
     pub trunks: Vec<TrunkConfig>,
+    /// Other callbridge instances that may forward inbound INVITEs here (proxy
+    /// mode), as CIDR networks or addresses.
+    pub trusted_proxies: Vec<String>,
 }
 
 impl Default for SipConfig {
@@ -324,6 +327,7 @@ impl Default for SipConfig {
             external_address: None,
             user_agent: concat!("callbridge/", env!("CARGO_PKG_VERSION")).into(),
             trunks: Vec::new(),
+            trusted_proxies: Vec::new(),
         }
     }
 }
@@ -390,6 +394,14 @@ pub struct TrunkConfig {
     /// of `address`.
     #[serde(default)]
     pub tls_server_name: Option<String>,
+    /// Source networks inbound INVITEs from this trunk may come from (CIDR or single
+    /// addresses); empty: the resolved address of `address` only.
+    #[serde(default)]
+    pub inbound_from: Vec<String>,
+    /// Challenge inbound INVITEs from this trunk with digest (407), checked against
+    /// `username` / `password`.
+    #[serde(default)]
+    pub inbound_auth: bool,
 }
 
 impl Default for TrunkConfig {
@@ -410,6 +422,8 @@ impl Default for TrunkConfig {
             min_se: default_min_se(),
             tls_ca: None,
             tls_server_name: None,
+            inbound_from: Vec::new(),
+            inbound_auth: false,
         }
     }
 }
@@ -432,6 +446,8 @@ impl std::fmt::Debug for TrunkConfig {
             .field("min_se", &self.min_se)
             .field("tls_ca", &self.tls_ca)
             .field("tls_server_name", &self.tls_server_name)
+            .field("inbound_from", &self.inbound_from)
+            .field("inbound_auth", &self.inbound_auth)
             .finish()
     }
 }

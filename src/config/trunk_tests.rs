@@ -73,6 +73,11 @@ fn bad_trunk_values_name_the_key() {
             "sip.trunks[0].tls_ca",
         ),
         ("username = \"u\"\n", "sip.trunks[0]"),
+        (
+            "inbound_from = [\"10.0.0.0/33\"]\n",
+            "sip.trunks[0].inbound_from",
+        ),
+        ("inbound_auth = true\n", "sip.trunks[0].inbound_auth"),
     ] {
         let err = load_with(extra, &[]).expect_err(key);
         assert!(
@@ -105,4 +110,21 @@ fn zero_options_interval_means_off() {
     let c = load_with("options_interval = \"0s\"\n", &[]).expect("loads");
     let settings = crate::sip::TrunkSettings::from_config(&c.sip.trunks[0]);
     assert_eq!(settings.options_interval, None);
+}
+
+#[test]
+fn inbound_keys_reach_the_trunk_settings() {
+    let c = load_with(
+        "inbound_from = [\"198.51.100.0/24\", \"203.0.113.7\"]\ninbound_auth = true\nusername = \"u\"\npassword = \"p\"\n",
+        &[],
+    )
+    .expect("loads");
+    let settings = crate::sip::TrunkSettings::from_config(&c.sip.trunks[0]);
+    let nets: Vec<String> = settings
+        .inbound_from
+        .iter()
+        .map(|n| n.to_string())
+        .collect();
+    assert_eq!(nets, ["198.51.100.0/24", "203.0.113.7/32"]);
+    assert!(settings.inbound_auth);
 }

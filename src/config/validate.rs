@@ -186,6 +186,20 @@ pub fn validate(config: &Config) -> Result<(), ConfigError> {
                 format!("{} is not a readable file", ca.display()),
             ));
         }
+        for net in &trunk.inbound_from {
+            if net.parse::<ipnet::IpNet>().is_err() && net.parse::<std::net::IpAddr>().is_err() {
+                return Err(ConfigError::invalid(
+                    format!("{key}.inbound_from"),
+                    format!("`{net}` is not a network (CIDR) or an IP address"),
+                ));
+            }
+        }
+        if trunk.inbound_auth && trunk.username.is_none() {
+            return Err(ConfigError::invalid(
+                format!("{key}.inbound_auth"),
+                "challenging inbound calls needs username and password (or password_env)",
+            ));
+        }
     }
     for (i, route) in config.dialplan.routes.iter().enumerate() {
         let key = format!("dialplan.routes[{i}]");
@@ -215,6 +229,14 @@ pub fn validate(config: &Config) -> Result<(), ConfigError> {
     }
 
     validate_media(&config.media)?;
+    for n in &config.sip.trusted_proxies {
+        if crate::sip::parse_net(n).is_none() {
+            return Err(ConfigError::invalid(
+                "sip.trusted_proxies",
+                format!("`{n}` is not a network (CIDR) or an IP address"),
+            ));
+        }
+    }
     for (i, did) in config.dids.iter().enumerate() {
         if did.number.trim().is_empty() || did.user.trim().is_empty() {
             return Err(ConfigError::invalid(

@@ -93,7 +93,7 @@ pub(crate) enum AuthError {
 }
 
 /// Splits `k=v, k2="v, 2"` into lowercase names and unquoted values.
-fn params(text: &str) -> HashMap<String, String> {
+pub(crate) fn params(text: &str) -> HashMap<String, String> {
     split_elements(text)
         .into_iter()
         .filter_map(|p| {

@@ -1,9 +1,10 @@
 //! The dialog (RFC 3261 §12): what a confirmed call remembers to send requests within it
 //! and to recognise the peer's. Sans-IO: pure data built from messages, no clock.
 //!
-//! UAC side only for now: created from a 2xx (or, early, a 1xx with a To tag) to our
-//! INVITE (§12.1.2, §13.2.2.4); the remote target is refreshed by the peer's
-//! re-INVITE and UPDATE (§12.2.2, RFC 3311).
+//! UAC side: created from a 2xx (or, early, a 1xx with a To tag) to our INVITE
+//! (§12.1.2, §13.2.2.4). UAS side: created from an INVITE we answer 2xx (§12.1.1).
+//! The remote target is refreshed by the peer's re-INVITE and UPDATE (§12.2.2,
+//! RFC 3311).
 
 use std::net::{IpAddr, SocketAddr};
 
@@ -92,6 +93,45 @@ impl Dialog {
             invite_cseq,
             local_cseq: invite_cseq,
             remote_cseq: None,
+        })
+    }
+
+    /// Creates the dialog of an INVITE we answer with a 2xx (RFC 3261 §12.1.1): our
+    /// tag goes in To, the route set is the request's Record-Route in order, the
+    /// remote target its Contact.
+    pub(crate) fn from_uas_invite(invite: &Request, local_tag: &str) -> Result<Self, DialogError> {
+        let to = header_value(&invite.headers, |h| matches!(h, Header::To(_)))
+            .ok_or(DialogError::Missing("To"))?;
+        let remote_party = header_value(&invite.headers, |h| matches!(h, Header::From(_)))
+            .ok_or(DialogError::Missing("From"))?;
+        let contact = header_value(&invite.headers, |h| matches!(h, Header::Contact(_)))
+            .ok_or(DialogError::Missing("Contact"))?;
+        let remote_target = addr_uri(&contact).to_string();
+        Uri::try_from(remote_target.as_str())
+            .map_err(|_| DialogError::BadUri(remote_target.clone()))?;
+        let route_set: Vec<String> = invite
+            .headers
+            .iter()
+            .filter(|h| matches!(h, Header::RecordRoute(_)))
+            .flat_map(|h| {
+                split_elements(&header_text(h))
+                    .into_iter()
+                    .map(str::to_string)
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        let invite_cseq = cseq(invite).ok_or(DialogError::Missing("CSeq"))?.0;
+        Ok(Self {
+            call_id: call_id(invite).ok_or(DialogError::Missing("Call-ID"))?,
+            local_tag: local_tag.to_string(),
+            remote_tag: from_tag(invite).unwrap_or_default(),
+            local_party: format!("{to};tag={local_tag}"),
+            remote_party,
+            remote_target,
+            route_set,
+            invite_cseq,
+            local_cseq: 0,
+            remote_cseq: Some(invite_cseq),
         })
     }
 

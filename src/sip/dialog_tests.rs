@@ -140,3 +140,74 @@ fn uri_socket_addr_forms() {
     );
     assert_eq!(uri_socket_addr("sip:u@host.example:5070"), None);
 }
+
+fn inbound_invite(extra: &str) -> Request {
+    let raw = format!(
+        "INVITE sip:+15550001111@gw.example SIP/2.0\r\nVia: SIP/2.0/UDP 10.0.0.2:5060;branch=z9hG4bKin1\r\nFrom: \"Bob\" <sip:+15552223333@trunk.example>;tag=peer7\r\nTo: <sip:+15550001111@gw.example>\r\nCall-ID: in-1\r\nCSeq: 42 INVITE\r\n{extra}Content-Length: 0\r\n\r\n"
+    );
+    match parse(raw.as_bytes()) {
+        Ok(Incoming::Request(r)) => r,
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn uas_dialog_from_invite_routes_in_order_and_tags_to() {
+    let invite = inbound_invite(
+        "Contact: <sip:bob@10.0.0.9:5080>\r\nRecord-Route: <sip:p1.example;lr>, <sip:10.0.0.7;lr>\r\n",
+    );
+    let mut d = Dialog::from_uas_invite(&invite, "ours1").unwrap();
+    assert_eq!(d.local_tag, "ours1");
+    assert_eq!(d.remote_tag, "peer7");
+    assert_eq!(d.next_hop(), None, "first route is a host name");
+    let bye = text(
+        &d.request(
+            Method::Bye,
+            "SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bKb".into(),
+            vec![],
+        )
+        .unwrap(),
+    );
+    assert!(
+        bye.starts_with("BYE sip:bob@10.0.0.9:5080 SIP/2.0\r\n"),
+        "{bye}"
+    );
+    assert!(bye.contains("CSeq: 1 BYE\r\n"), "{bye}");
+    assert!(
+        bye.contains("From: <sip:+15550001111@gw.example>;tag=ours1\r\n"),
+        "{bye}"
+    );
+    assert!(bye.contains("To: \"Bob\" <sip:+15552223333@trunk.example>;tag=peer7\r\n"));
+    let routes: Vec<&str> = bye.lines().filter(|l| l.starts_with("Route:")).collect();
+    assert_eq!(
+        routes,
+        ["Route: <sip:p1.example;lr>", "Route: <sip:10.0.0.7;lr>"]
+    );
+    // The peer's requests carry our tag in To and theirs in From.
+    let mut peer_bye = peer_request("BYE", 43, "ours1");
+    peer_bye
+        .headers
+        .retain(|h| !matches!(h, Header::From(_) | Header::CallId(_)));
+    peer_bye
+        .headers
+        .push(Header::From("<sip:b@h>;tag=peer7".into()));
+    peer_bye.headers.push(Header::CallId("in-1".into()));
+    assert!(d.matches(&peer_bye));
+    assert!(d.check_remote_cseq(&peer_bye).is_ok());
+    let old = peer_request("BYE", 41, "ours1");
+    assert!(
+        d.check_remote_cseq(&old).is_err(),
+        "below the INVITE's CSeq"
+    );
+}
+
+#[test]
+fn uas_dialog_needs_a_contact() {
+    assert_eq!(
+        Dialog::from_uas_invite(&inbound_invite(""), "t"),
+        Err(DialogError::Missing("Contact"))
+    );
+    let d =
+        Dialog::from_uas_invite(&inbound_invite("Contact: <sip:bob@10.0.0.9>\r\n"), "t").unwrap();
+    assert_eq!(d.next_hop(), Some("10.0.0.9:5060".parse().unwrap()));
+}

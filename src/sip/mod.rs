@@ -1,14 +1,15 @@
 //! SIP user agent: transactions (RFC 3261 §17, sans-IO), dialogs, digest auth,
-//! registration, health checks, and the UDP/TCP/TLS transports.
+//! registration, health checks, inbound calls (admission, UAS, stateless forwarding
+//! to another instance), the UDP/TCP/TLS transports, and a built-in echo UAS.
 //!
 //! ```text
 //!  call module ──invite()/hangup()/reinvite()──> SipEndpoint ──mpsc──> driver task
-//!                                                  (endpoint/)   │ owns UDP socket, TCP
-//!   SipCallEvent <──────── per-call mpsc <───────────────────────┤ listener, connections
+//!              <──take_incoming(): IncomingCall   (endpoint/)   │ owns UDP socket, TCP
+//!   SipCallEvent / InboundSipEvent <── per-call mpsc <──────────┤ listener, connections
 //!                                                                │ + UserAgent; sleeps
 //!                                                                ▼ until poll_timeout()
-//!  user_agent (sans-IO core): calls ─ legs ─ transaction/{invite,non_invite}_{client,server}
-//!                             trunk services (REGISTER, OPTIONS) ─ dialog ─ auth ─ message
+//!  user_agent (sans-IO core): calls (placed, answered) ─ legs ─ transaction/*
+//!                             admission ─ proxy ─ trunk services ─ dialog ─ auth ─ message
 //! ```
 //!
 //! Everything below `endpoint/` is sans-IO: it takes `now: Instant` and messages as
@@ -16,7 +17,11 @@
 
 mod auth;
 mod dialog;
+mod digest_server;
+/// A built-in echo UAS (answers every INVITE, echoes RTP back).
+pub mod echo;
 mod endpoint;
+mod incoming;
 mod message;
 mod timers;
 /// RFC 3261 §17 transactions (sans-IO).
@@ -31,9 +36,10 @@ use std::sync::Arc;
 
 pub use auth::Credentials;
 pub use endpoint::{Direction, MessageCount, SipCallHandle, SipEndpoint};
+pub use incoming::{InboundSipEvent, IncomingCall, IncomingCallHandle};
 pub use transaction::TimerConfig;
 pub use transport::{FramingError, Peer, StreamFramer, Transport};
-pub use trunk::{DtmfMode, RelPolicy, SessionTimerSettings, TrunkSettings, TrunkStatus};
+pub use trunk::{DtmfMode, RelPolicy, SessionTimerSettings, TrunkSettings, TrunkStatus, parse_net};
 
 /// Parses one SIP message the way the endpoint does (normalising pass, then rsip,
 /// then the mandatory-header checks); `Ok(true)` for a request, `Ok(false)` for a
@@ -84,6 +90,10 @@ pub struct SipEndpointConfig {
     pub user_agent: String,
     /// RFC 3261 timer values (T1, T2, T4, D).
     pub timers: TimerConfig,
+    /// Other instances that may forward inbound INVITEs to us
+    /// ([`SipEndpoint::proxy`]): their INVITEs are admitted by the trunk address in
+    /// the second Via (and not challenged again).
+    pub trusted_proxies: Vec<ipnet::IpNet>,
 }
 
 impl Default for SipEndpointConfig {
@@ -93,6 +103,7 @@ impl Default for SipEndpointConfig {
             external_ip: None,
             user_agent: concat!("callbridge/", env!("CARGO_PKG_VERSION")).to_string(),
             timers: TimerConfig::default(),
+            trusted_proxies: Vec::new(),
         }
     }
 }

@@ -1,8 +1,11 @@
 //! What the user agent needs to know about a trunk (transport, credentials,
 //! extensions, registration and health checks), and the trunk's observed status.
 
+use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
+
+use ipnet::IpNet;
 
 use super::auth::Credentials;
 use super::transport::Transport;
@@ -77,6 +80,11 @@ pub struct TrunkSettings {
     pub tls_ca: Option<PathBuf>,
     /// Name checked against the trunk's certificate; `None`: `host`.
     pub tls_server_name: Option<String>,
+    /// Networks inbound INVITEs from this trunk come from; empty: the resolved
+    /// address of `host` only.
+    pub inbound_from: Vec<IpNet>,
+    /// Challenge inbound INVITEs with digest (407) against `credentials`.
+    pub inbound_auth: bool,
 }
 
 impl Default for TrunkSettings {
@@ -95,6 +103,8 @@ impl Default for TrunkSettings {
             session_timer: SessionTimerSettings::default(),
             tls_ca: None,
             tls_server_name: None,
+            inbound_from: Vec::new(),
+            inbound_auth: false,
         }
     }
 }
@@ -136,6 +146,12 @@ impl TrunkSettings {
             },
             tls_ca: trunk.tls_ca.clone(),
             tls_server_name: trunk.tls_server_name.clone(),
+            inbound_from: trunk
+                .inbound_from
+                .iter()
+                .filter_map(|n| parse_net(n))
+                .collect(),
+            inbound_auth: trunk.inbound_auth,
         }
     }
 
@@ -143,6 +159,14 @@ impl TrunkSettings {
     pub fn server_name(&self) -> &str {
         self.tls_server_name.as_deref().unwrap_or(&self.host)
     }
+}
+
+/// `198.51.100.0/24` or a single address (a /32 or /128); `None` if neither.
+pub fn parse_net(text: &str) -> Option<IpNet> {
+    text.trim()
+        .parse::<IpNet>()
+        .ok()
+        .or_else(|| text.trim().parse::<IpAddr>().ok().map(IpNet::from))
 }
 
 /// What the endpoint knows about a trunk's health, for `/healthz` and gauges.

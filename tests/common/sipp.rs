@@ -148,9 +148,31 @@ impl Sipp {
         scenario: Option<&Path>,
         extra_args: &[&str],
     ) -> Sipp {
-        let bin = sipp_binary();
+        let mut cmd = Command::new(sipp_binary());
+        match scenario {
+            Some(path) => cmd.arg("-sf").arg(path),
+            None => cmd.args(["-sn", "uas"]),
+        };
+        let mut sipp = Self::spawn(cmd, transport, port, extra_args);
+        sipp.wait_bound();
+        sipp
+    }
+
+    /// Starts SIPp as a UAC over UDP placing one call with `scenario` to `target`,
+    /// `service` being the Request-URI user (`-s`), from 127.0.0.1 on a free port.
+    /// It sends at once, so the endpoint must be ready.
+    pub fn uac(scenario: &Path, target: SocketAddr, service: &str, extra_args: &[&str]) -> Sipp {
+        let mut cmd = Command::new(sipp_binary());
+        cmd.arg("-sf")
+            .arg(scenario)
+            .args(["-s", service])
+            .arg(target.to_string());
+        Self::spawn(cmd, SippTransport::Udp, free_port(), extra_args)
+    }
+
+    /// Runs `cmd` (SIPp with its mode arguments) on 127.0.0.1:`port` for one call.
+    fn spawn(mut cmd: Command, transport: SippTransport, port: u16, extra_args: &[&str]) -> Sipp {
         let dir = temp_dir();
-        let mut cmd = Command::new(bin);
         cmd.args([
             "-t",
             if transport == SippTransport::Tcp {
@@ -159,10 +181,6 @@ impl Sipp {
                 "u1"
             },
         ]);
-        match scenario {
-            Some(path) => cmd.arg("-sf").arg(path),
-            None => cmd.args(["-sn", "uas"]),
-        };
         cmd.args([
             "-i",
             "127.0.0.1",
@@ -188,14 +206,12 @@ impl Sipp {
         .stdout(std::fs::File::create(dir.join("stdout.log")).expect("stdout log"))
         .stderr(std::fs::File::create(dir.join("stderr.log")).expect("stderr log"));
         let child = cmd.spawn().expect("spawn SIPp");
-        let mut sipp = Sipp {
+        Sipp {
             addr: SocketAddr::from(([127, 0, 0, 1], port)),
             transport,
             child: Some(child),
             dir,
-        };
-        sipp.wait_bound();
-        sipp
+        }
     }
 
     /// Blocks (briefly) until SIPp holds its port, or panics with its stderr.

@@ -1,8 +1,9 @@
 //! The driver loop: one tokio task owns the UDP socket, the connection table and
 //! the sans-IO [`UserAgent`]. It feeds datagrams, framed stream messages, commands
 //! and timer expiries in (reading the clock only here), sends what the core wants
-//! sent, routes call events to each call's channel and trunk statuses to the shared
-//! map, and sleeps until the core's earliest deadline.
+//! sent, hands new inbound calls to the call module, routes call events to each
+//! call's channel and trunk statuses to the shared map, and sleeps until the core's
+//! earliest deadline.
 
 use std::collections::HashMap;
 use std::time::Instant;
@@ -11,10 +12,11 @@ use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 
 use super::connections::{Connections, NetEvent};
+use super::incoming::incoming_call;
 use super::{Command, Counts, Direction, Statuses, count};
-use crate::sip::SipCallEvent;
 use crate::sip::transport::{Peer, Transport};
 use crate::sip::user_agent::{Owner, UaEvent, UserAgent};
+use crate::sip::{InboundSipEvent, IncomingCall, SipCallEvent};
 
 /// The clock, read only here (tokio's, so paused-time tests work).
 pub(super) fn now() -> Instant {
@@ -51,12 +53,19 @@ pub(super) struct Driver {
     pub net: mpsc::UnboundedReceiver<NetEvent>,
     /// Commands from handles.
     pub commands: mpsc::UnboundedReceiver<Command>,
+    /// Our own command queue, for the handles of inbound calls (weak, so that the
+    /// queue closes when the endpoint and every handle are gone).
+    pub own_commands: mpsc::WeakUnboundedSender<Command>,
     /// Message counters.
     pub counts: Counts,
     /// Trunk statuses.
     pub statuses: Statuses,
     /// Event channel of each call by handle id.
     pub subscribers: HashMap<String, mpsc::UnboundedSender<SipCallEvent>>,
+    /// Event channel of each inbound call by handle id.
+    pub inbound: HashMap<String, mpsc::UnboundedSender<InboundSipEvent>>,
+    /// Where new inbound calls go.
+    pub incoming: mpsc::UnboundedSender<IncomingCall>,
 }
 
 impl Driver {
@@ -130,6 +139,23 @@ impl Driver {
                 digit,
                 duration_ms,
             } => self.ua.send_dtmf_info(now(), &id, digit, duration_ms),
+            Command::Respond { id, action } => self.ua.respond(now(), &id, action),
+            Command::Proxy { id, target, done } => {
+                let _ = done.send(self.ua.proxy(now(), &id, target));
+            }
+            Command::AcceptInbound => self.ua.set_accept_inbound(true),
+            Command::SetInbound { trunks, done } => {
+                for (settings, resolved) in trunks {
+                    self.ua.set_inbound_trunk(settings, resolved);
+                }
+                if let Some(done) = done {
+                    let _ = done.send(());
+                }
+            }
+            Command::HandleDropped { id } => {
+                // The call module let go of the call: end it if it is still going.
+                self.ua.hangup(now(), &id);
+            }
             Command::StartTrunk {
                 settings,
                 target,
@@ -210,6 +236,18 @@ impl Driver {
                             self.subscribers.remove(&id);
                         }
                     }
+                    UaEvent::Incoming(info) => self.deliver(*info),
+                    UaEvent::Inbound(id, event) => {
+                        let last = event.is_final();
+                        if let Some(tx) = self.inbound.get(&id)
+                            && tx.send(event).is_err()
+                        {
+                            tracing::debug!(sip_call_id = %id, "event receiver dropped");
+                        }
+                        if last {
+                            self.inbound.remove(&id);
+                        }
+                    }
                     UaEvent::Trunk(name, status) => {
                         if let Ok(mut map) = self.statuses.lock() {
                             map.insert(name, status);
@@ -220,6 +258,26 @@ impl Driver {
             if !progressed {
                 break;
             }
+        }
+    }
+}
+
+impl Driver {
+    /// Hands a new inbound call to the call module (480 if nobody takes it any more).
+    fn deliver(&mut self, info: crate::sip::user_agent::IncomingInfo) {
+        let id = info.id.clone();
+        let sip_call_id = info.sip_call_id.clone();
+        let Some(commands) = self.own_commands.upgrade() else {
+            self.ua.hangup(now(), &id);
+            return;
+        };
+        let (call, events) = incoming_call(info, commands);
+        self.inbound.insert(id.clone(), events);
+        if self.incoming.send(call).is_err() {
+            tracing::info!(%sip_call_id, "inbound calls are no longer taken: 480");
+            self.ua.set_accept_inbound(false);
+            self.inbound.remove(&id);
+            self.ua.hangup(now(), &id);
         }
     }
 }

@@ -1,29 +1,33 @@
 //! The runtime side: [`SipEndpoint`] binds the UDP socket and the TCP listener (same
-//! port), starts the driver task (`driver.rs`) and hands out [`SipCallHandle`]s.
+//! port), starts the driver task (`driver.rs`), hands out [`SipCallHandle`]s for the
+//! calls we place and delivers inbound calls with their handles (`incoming.rs`).
 //! Handles talk to the driver through an mpsc queue; no task per transaction or per
 //! call, one task per TCP/TLS connection (`connections.rs`).
 
 mod connections;
 mod driver;
+mod incoming;
 mod tls;
+mod trunks;
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use tokio::net::{TcpListener, UdpSocket};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 use super::message::{self, build::random_hex};
 use super::transport::{Peer, Transport};
-use super::user_agent::{UaConfig, UserAgent, validate};
+use super::user_agent::{InboundAction, UaConfig, UserAgent, validate};
 use super::{
-    DtmfMode, InviteRequest, SipCallEvent, SipEndpointConfig, SipError, TrunkSettings, TrunkStatus,
+    DtmfMode, IncomingCall, InviteRequest, SipCallEvent, SipEndpointConfig, SipError,
+    TrunkSettings, TrunkStatus,
 };
 use connections::Connections;
 use driver::Driver;
+pub use incoming::IncomingCallHandle;
 use tls::TlsTarget;
 
 /// What handles ask of the driver task.
@@ -47,6 +51,23 @@ enum Command {
         digit: char,
         duration_ms: u32,
     },
+    /// The call module's answer to an inbound call.
+    Respond { id: String, action: InboundAction },
+    /// Forward a ringing inbound call's INVITE to another instance.
+    Proxy {
+        id: String,
+        target: SocketAddr,
+        done: oneshot::Sender<Result<(), SipError>>,
+    },
+    /// Somebody takes inbound calls now.
+    AcceptInbound,
+    /// Admission rules of trunks (with their resolved address when known).
+    SetInbound {
+        trunks: Vec<(TrunkSettings, Option<SocketAddr>)>,
+        done: Option<oneshot::Sender<()>>,
+    },
+    /// The last handle of an inbound call was dropped.
+    HandleDropped { id: String },
     /// Start a trunk's REGISTER/OPTIONS services.
     StartTrunk {
         settings: Box<TrunkSettings>,
@@ -65,6 +86,11 @@ impl std::fmt::Debug for Command {
             Command::Hangup { .. } => "Hangup",
             Command::Reinvite { .. } => "Reinvite",
             Command::DtmfInfo { .. } => "DtmfInfo",
+            Command::Respond { .. } => "Respond",
+            Command::Proxy { .. } => "Proxy",
+            Command::AcceptInbound => "AcceptInbound",
+            Command::SetInbound { .. } => "SetInbound",
+            Command::HandleDropped { .. } => "HandleDropped",
             Command::StartTrunk { .. } => "StartTrunk",
             Command::Shutdown => "Shutdown",
         })
@@ -186,6 +212,8 @@ pub struct SipEndpoint {
     statuses: Statuses,
     /// TLS settings built so far, by (server name, CA bundle).
     tls_cache: Mutex<HashMap<(String, Option<std::path::PathBuf>), TlsTarget>>,
+    /// New inbound calls, until `take_incoming`.
+    incoming: Mutex<Option<mpsc::UnboundedReceiver<IncomingCall>>>,
 }
 
 /// Binds UDP on `listen` and TCP on the same port (for an ephemeral port, retries
@@ -224,18 +252,29 @@ impl SipEndpoint {
         }
         let counts = Counts::default();
         let statuses = Statuses::default();
+        let addresses = Addresses {
+            local_addr,
+            external_ip: config.external_ip,
+        };
+        let advertise = Arc::new(move |transport, target| addresses.local_peer(transport, target));
+        let (incoming_tx, incoming_rx) = mpsc::unbounded_channel();
         let driver = Driver {
             socket,
             ua: UserAgent::new(UaConfig {
                 timers: config.timers,
                 user_agent: config.user_agent,
+                advertise,
+                trusted_proxies: config.trusted_proxies,
             }),
             connections,
             net: net_rx,
             commands: rx,
+            own_commands: commands.downgrade(),
             counts: counts.clone(),
             statuses: statuses.clone(),
             subscribers: HashMap::new(),
+            inbound: HashMap::new(),
+            incoming: incoming_tx,
         };
         let task = tokio::spawn(driver.run());
         tracing::info!(%local_addr, tcp, "SIP endpoint listening (UDP, TCP)");
@@ -247,12 +286,20 @@ impl SipEndpoint {
             counts,
             statuses,
             tls_cache: Mutex::default(),
+            incoming: Mutex::new(Some(incoming_rx)),
         }))
     }
 
     /// The bound local address.
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// Our SIP address as a peer at `toward` sees it (the external IP when set, else
+    /// the bound one, else the route's source address): what other instances put in
+    /// a redirect's Contact or forward to.
+    pub fn advertised_addr(&self, toward: SocketAddr) -> SocketAddr {
+        self.local_peer(Transport::Udp, toward).addr
     }
 
     /// Sends an INVITE; events arrive on the returned receiver until `Terminated`,
@@ -291,46 +338,6 @@ impl SipEndpoint {
         Ok((handle, rx))
     }
 
-    /// Starts REGISTER and OPTIONS services for the trunks that ask for them
-    /// (`register`, `options_interval`). Names are resolved here; a trunk whose name
-    /// does not resolve is reported unreachable and retried every 30 s.
-    pub async fn start_trunks(&self, trunks: Vec<TrunkSettings>) -> Result<(), SipError> {
-        for trunk in trunks {
-            if !trunk.register && trunk.options_interval.is_none() {
-                continue;
-            }
-            let tls = match trunk.transport {
-                Transport::Tls => Some(self.tls_target(&trunk)?),
-                _ => None,
-            };
-            match resolve(&trunk.host, trunk.port).await {
-                Ok(addr) => self.start_trunk(trunk, addr, tls)?,
-                Err(e) => {
-                    tracing::warn!(trunk = %trunk.name, "cannot resolve {}: {e}; retrying every 30 s", trunk.host);
-                    self.set_status(&trunk, format!("DNS: {e}"));
-                    let endpoint = SipEndpointRef {
-                        commands: self.commands.clone(),
-                        local_addr: self.local_addr,
-                        external_ip: self.external_ip,
-                    };
-                    tokio::spawn(async move {
-                        loop {
-                            tokio::time::sleep(Duration::from_secs(30)).await;
-                            if endpoint.commands.is_closed() {
-                                return;
-                            }
-                            if let Ok(addr) = resolve(&trunk.host, trunk.port).await {
-                                let _ = endpoint.start(trunk, addr, tls);
-                                return;
-                            }
-                        }
-                    });
-                }
-            }
-        }
-        Ok(())
-    }
-
     /// The TLS settings of a trunk (built once: the CA file is read the first time).
     fn tls_target(&self, trunk: &TrunkSettings) -> Result<TlsTarget, SipError> {
         let key = (trunk.server_name().to_string(), trunk.tls_ca.clone());
@@ -345,55 +352,6 @@ impl SipEndpoint {
             cache.insert(key, target.clone());
         }
         Ok(target)
-    }
-
-    fn start_trunk(
-        &self,
-        trunk: TrunkSettings,
-        addr: SocketAddr,
-        tls: Option<TlsTarget>,
-    ) -> Result<(), SipError> {
-        SipEndpointRef {
-            commands: self.commands.clone(),
-            local_addr: self.local_addr,
-            external_ip: self.external_ip,
-        }
-        .start(trunk, addr, tls)
-    }
-
-    fn set_status(&self, trunk: &TrunkSettings, detail: String) {
-        if let Ok(mut map) = self.statuses.lock() {
-            map.insert(
-                trunk.name.clone(),
-                TrunkStatus {
-                    reachable: false,
-                    registered: trunk.register.then_some(false),
-                    last_change: Some(driver::now()),
-                    detail: Some(detail),
-                },
-            );
-        }
-    }
-
-    /// The status of a trunk started with [`start_trunks`](Self::start_trunks).
-    pub fn trunk_status(&self, name: &str) -> Option<TrunkStatus> {
-        self.statuses.lock().ok()?.get(name).cloned()
-    }
-
-    /// Every started trunk's status, by name.
-    pub fn trunk_statuses(&self) -> Vec<(String, TrunkStatus)> {
-        let Ok(map) = self.statuses.lock() else {
-            return Vec::new();
-        };
-        let mut out: Vec<(String, TrunkStatus)> =
-            map.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
-        out.sort_by(|a, b| a.0.cmp(&b.0));
-        out
-    }
-
-    /// True unless the trunk is known to be unreachable (routing skips it then).
-    pub fn trunk_usable(&self, name: &str) -> bool {
-        self.trunk_status(name).is_none_or(|s| s.reachable)
     }
 
     /// Messages sent and received so far, by direction, method and status.
@@ -434,44 +392,28 @@ impl SipEndpoint {
 
     /// Our address on `transport` as the peer at `target` should see it.
     fn local_peer(&self, transport: Transport, target: SocketAddr) -> Peer {
-        SipEndpointRef {
-            commands: self.commands.clone(),
+        self.addresses().local_peer(transport, target)
+    }
+
+    fn addresses(&self) -> Addresses {
+        Addresses {
             local_addr: self.local_addr,
             external_ip: self.external_ip,
         }
-        .local_peer(transport, target)
     }
 }
 
-/// What a background task needs of the endpoint.
-struct SipEndpointRef {
-    commands: mpsc::UnboundedSender<Command>,
+/// Our bound address and its advertised override: what Via and Contact say.
+#[derive(Debug, Clone, Copy)]
+struct Addresses {
+    /// The bound address.
     local_addr: SocketAddr,
+    /// Advertised IP override (1:1 NAT).
     external_ip: Option<IpAddr>,
 }
 
-impl SipEndpointRef {
-    fn start(
-        &self,
-        trunk: TrunkSettings,
-        addr: SocketAddr,
-        tls: Option<TlsTarget>,
-    ) -> Result<(), SipError> {
-        let target = Peer {
-            transport: trunk.transport,
-            addr,
-        };
-        let local = self.local_peer(trunk.transport, addr);
-        self.commands
-            .send(Command::StartTrunk {
-                settings: Box::new(trunk),
-                target,
-                local,
-                tls,
-            })
-            .map_err(|_| SipError::Closed)
-    }
-
+impl Addresses {
+    /// Our address on `transport` as the peer at `target` should see it.
     fn local_peer(&self, transport: Transport, target: SocketAddr) -> Peer {
         Peer {
             transport,
@@ -498,12 +440,4 @@ impl SipEndpointRef {
             .map(|a| a.ip())
             .unwrap_or(self.local_addr.ip())
     }
-}
-
-/// The first address of `host:port`.
-async fn resolve(host: &str, port: u16) -> Result<SocketAddr, std::io::Error> {
-    tokio::net::lookup_host((host, port))
-        .await?
-        .next()
-        .ok_or_else(|| std::io::Error::other("no address"))
 }

@@ -179,6 +179,48 @@ pub(crate) fn addr_uri(value: &str) -> &str {
     first.split(';').next().unwrap_or(first).trim()
 }
 
+/// Where responses for a Via value's first element go (RFC 3261 §18.2.2, RFC 3581):
+/// its transport, `received` (else the sent-by host, which must be an IP literal)
+/// and `rport` (else the sent-by port, else 5060 or 5061 for TLS).
+pub(crate) fn via_peer(value: &str) -> Option<crate::sip::transport::Peer> {
+    use crate::sip::transport::{Peer, Transport};
+    let first = first_element(value);
+    let sent = first.split(';').next()?.trim();
+    let mut words = sent.split_whitespace();
+    let transport = Transport::parse(words.next()?.rsplit('/').next()?)?;
+    let host_port = words.next()?;
+    let (host, port) = match host_port.strip_prefix('[') {
+        Some(v6) => {
+            let (host, after) = v6.split_once(']')?;
+            (host, after.strip_prefix(':'))
+        }
+        None => match host_port.split_once(':') {
+            Some((h, p)) => (h, Some(p)),
+            None => (host_port, None),
+        },
+    };
+    let ip: std::net::IpAddr = match header_param(first, "received") {
+        Some(received) => received.parse().ok()?,
+        None => host.parse().ok()?,
+    };
+    let default_port = if transport == Transport::Tls {
+        5061
+    } else {
+        5060
+    };
+    let port = match header_param(first, "rport").and_then(|p| p.parse::<u16>().ok()) {
+        Some(rport) => rport,
+        None => match port {
+            Some(p) => p.parse().ok()?,
+            None => default_port,
+        },
+    };
+    Some(Peer {
+        transport,
+        addr: std::net::SocketAddr::new(ip, port),
+    })
+}
+
 /// The top Via's branch.
 pub(crate) fn branch(message: &impl HeadersExt) -> Option<String> {
     let via = message.via_header().ok()?;
@@ -327,6 +369,35 @@ mod tests {
             Some("")
         );
         assert_eq!(addr_uri("sip:x@h;transport=udp"), "sip:x@h");
+    }
+
+    #[test]
+    fn via_peer_prefers_received_and_rport() {
+        let p = via_peer("SIP/2.0/UDP 10.0.0.1:5070;branch=z9hG4bK1;received=192.0.2.1;rport=40000, SIP/2.0/UDP x").unwrap();
+        assert_eq!(p.addr.to_string(), "192.0.2.1:40000");
+        let p = via_peer("SIP/2.0/TCP [::1]:5080;branch=z9hG4bK1").unwrap();
+        assert_eq!(
+            p,
+            crate::sip::transport::Peer {
+                transport: crate::sip::transport::Transport::Tcp,
+                addr: "[::1]:5080".parse().unwrap()
+            }
+        );
+        assert_eq!(
+            via_peer("SIP/2.0/TLS 10.0.0.1;branch=z9hG4bK1")
+                .unwrap()
+                .addr
+                .port(),
+            5061
+        );
+        assert_eq!(via_peer("SIP/2.0/UDP host.example;branch=z9hG4bK1"), None);
+        assert_eq!(
+            via_peer("SIP/2.0/UDP host.example;rport=1;received=10.1.1.1")
+                .unwrap()
+                .addr
+                .to_string(),
+            "10.1.1.1:1"
+        );
     }
 
     #[test]

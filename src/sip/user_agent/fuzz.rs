@@ -1,10 +1,11 @@
-//! A fuzzing entry point: a fresh core with one answered call, fed arbitrary bytes
-//! as a datagram and as a TCP stream.
+//! A fuzzing entry point: a fresh core with one answered call that also takes
+//! inbound calls from the peer, fed arbitrary bytes as a datagram and as a TCP
+//! stream; inbound calls it admits are answered, then the bytes come again.
 
 use std::sync::Arc;
 use std::time::Instant;
 
-use super::{UaConfig, UserAgent};
+use super::{InboundAction, UaConfig, UaEvent, UserAgent};
 use crate::sip::transaction::TimerConfig;
 use crate::sip::transport::Peer;
 use crate::sip::{InviteRequest, TrunkSettings};
@@ -15,10 +16,11 @@ pub(crate) fn fuzz(bytes: &[u8]) {
     let now = Instant::now();
     let peer = Peer::udp(std::net::SocketAddr::from(([10, 0, 0, 2], 5060)));
     let local = Peer::udp(std::net::SocketAddr::from(([10, 0, 0, 1], 5060)));
-    let mut ua = UserAgent::new(UaConfig {
-        timers: TimerConfig::default(),
-        user_agent: "fuzz".into(),
-    });
+    let mut ua = UserAgent::new(UaConfig::fixed(
+        TimerConfig::default(),
+        "fuzz",
+        "127.0.0.1:5070".parse().expect("addr"),
+    ));
     let request = InviteRequest {
         target: peer.addr,
         target_host: "trunk.example".into(),
@@ -36,6 +38,13 @@ pub(crate) fn fuzz(bytes: &[u8]) {
         answerer: Arc::new(|offer: &str| Ok(offer.to_string())),
         ..InviteRequest::default()
     };
+    ua.set_accept_inbound(true);
+    let inbound = TrunkSettings {
+        name: "fuzz-in".into(),
+        inbound_from: crate::sip::parse_net("10.0.0.0/8").into_iter().collect(),
+        ..TrunkSettings::default()
+    };
+    ua.set_inbound_trunk(inbound, Some(peer.addr));
     if ua
         .start_call(now, "fuzz-call".into(), request, local, peer)
         .is_err()
@@ -76,6 +85,21 @@ pub(crate) fn fuzz(bytes: &[u8]) {
         ua.handle_message(now, peer, ok.as_bytes());
     }
     ua.handle_message(now, peer, &input);
+    let mut admitted = false;
+    while let Some(event) = ua.poll_event() {
+        if let UaEvent::Incoming(info) = event {
+            admitted = true;
+            let answerer: crate::sip::SdpAnswerer = Arc::new(|offer: &str| Ok(offer.to_string()));
+            ua.respond(
+                now,
+                &info.id,
+                InboundAction::Answer("v=0\r\n".into(), answerer),
+            );
+        }
+    }
+    if admitted {
+        ua.handle_message(now, peer, &input);
+    }
     let mut framer = StreamFramer::default();
     framer.push(&input);
     let tcp = peer.with_transport(Transport::Tcp);

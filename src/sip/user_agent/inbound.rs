@@ -1,13 +1,16 @@
 //! Requests from the network. In-dialog requests go to their call's leg, which
 //! decides the answer; the answer is sent through a server transaction (INVITE:
-//! timers G/H/I and the ACK of a 2xx; others: Timer J). Out-of-dialog OPTIONS and
-//! new INVITEs (inbound calls: next issue, 480 for now) are answered statelessly;
-//! unknown dialogs get 481, methods we do not serve 405.
+//! timers G/H/I and the ACK of a 2xx; others: Timer J). New INVITEs go to
+//! admission (`new_invite.rs`); the CANCEL of a ringing inbound call ends it with
+//! 487; requests of an INVITE we forwarded are forwarded again. Out-of-dialog
+//! OPTIONS are answered statelessly; unknown dialogs get 481, methods we do not
+//! serve 405.
 
 use std::time::Instant;
 
 use rsip::{Header, Method, Request};
 
+use super::calls::Call;
 use super::leg::Answer;
 use super::servers::{ServerEntry, ServerKey, ServerTx, server_key};
 use super::{Owner, TimerKey, Transmit, UserAgent};
@@ -23,6 +26,11 @@ impl UserAgent {
         let sip_call_id = call_id(&request).unwrap_or_default();
         let correlation_id = self.correlation_id(&sip_call_id).unwrap_or("-").to_string();
         let key = server_key(&request);
+        if matches!(method, Method::Invite | Method::Ack | Method::Cancel)
+            && self.forward_again(now, source, &request, &key)
+        {
+            return;
+        }
         if method == Method::Ack {
             self.handle_ack(now, &key, &request);
             return;
@@ -33,7 +41,20 @@ impl UserAgent {
             self.flush_server(&key);
             return;
         }
+        if method == Method::Invite && to_tag(&request).is_none() {
+            self.handle_new_invite(now, source, request, key);
+            return;
+        }
         let id = self.call_index.get(&sip_call_id).cloned();
+        if method == Method::Cancel
+            && let Some(id) = &id
+            && self
+                .servers
+                .contains(&(key.0.clone(), key.1.clone(), Method::Invite.to_string()))
+            && let Some(Call::In(call)) = self.calls.get_mut(id)
+        {
+            call.handle_cancel(now);
+        }
         let from_call = match (&id, method) {
             (_, Method::Cancel) => None,
             (Some(id), _) => self
@@ -89,6 +110,7 @@ impl UserAgent {
                 tx,
                 call_id: in_call.then(|| sip_call_id.clone()),
                 ack_key,
+                owner: Owner::None,
             };
             self.servers.insert(key.clone(), entry);
             self.flush_server(&key);
@@ -164,7 +186,7 @@ impl UserAgent {
     }
 
     /// Sends a server transaction's queued responses, reschedules or forgets it.
-    fn flush_server(&mut self, key: &ServerKey) {
+    pub(super) fn flush_server(&mut self, key: &ServerKey) {
         let timer = TimerKey::Server(key.clone());
         let Some(entry) = self.servers.get_mut(key) else {
             self.timers.set(&timer, None);
@@ -175,7 +197,7 @@ impl UserAgent {
             self.transmits.push_back(Transmit {
                 dest,
                 payload,
-                owner: Owner::None,
+                owner: entry.owner.clone(),
             });
         }
         if entry.is_terminated() {
@@ -189,7 +211,7 @@ impl UserAgent {
 
     /// The To tag we add to a response: the same for every retransmission of a request
     /// (stateless answers included), unguessable thanks to the per-UA salt.
-    fn response_tag(&self, request: &Request) -> String {
+    pub(super) fn response_tag(&self, request: &Request) -> String {
         use std::hash::{Hash, Hasher};
         let mut hasher = std::collections::hash_map::DefaultHasher::new();
         self.tag_salt.hash(&mut hasher);
@@ -220,8 +242,8 @@ impl UserAgent {
                 },
                 body: None,
             },
-            // Inbound calls are not served yet (next issue).
-            Method::Invite => Answer::code(480),
+            // New INVITEs went to admission; this one has a To tag of no dialog.
+            Method::Invite => Answer::code(481),
             _ => Answer {
                 code: 405,
                 headers: allow(),

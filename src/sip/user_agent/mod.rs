@@ -1,37 +1,52 @@
 //! The user agent core, sans-IO: every call, server transaction and trunk service
 //! of the endpoint.
 //!
-//! Input: `start_call`, `hangup`, `reinvite`, `send_dtmf_info`, `start_trunk`,
-//! `handle_message`, `handle_timeout`, `handle_send_error`, each with `now`.
-//! Output: `poll_transmit()` (message + peer), `poll_event()` ([`UaEvent`]),
-//! `poll_timeout()`. The driver in `endpoint/` owns the sockets and the clock.
+//! Input: `start_call`, `respond`, `proxy`, `hangup`, `reinvite`, `send_dtmf_info`,
+//! `start_trunk`, `set_inbound_trunk`, `handle_message`, `handle_timeout`,
+//! `handle_send_error`, each with `now`.
+//! Output: `poll_transmit()` (message + peer), `poll_event()` ([`UaEvent`]: new
+//! inbound calls, call events, trunk statuses), `poll_timeout()`. The driver in
+//! `endpoint/` owns the sockets and the clock.
 //! Deadlines sit in one ordered [`TimerQueue`], so finding the next is O(log n).
 
+mod admission;
 mod call;
+mod calls;
 mod context;
 mod fork;
 mod fuzz;
 mod inbound;
 mod leg;
+mod new_invite;
+mod proxy;
 mod servers;
 mod trunk_service;
+mod uas_call;
 
 use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
+use ipnet::IpNet;
 use rsip::Uri;
 
 use crate::sip::message::build::random_hex;
 use crate::sip::message::{self, Incoming, ParseError};
 use crate::sip::timers::TimerQueue;
 use crate::sip::transaction::TimerConfig;
-use crate::sip::transport::Peer;
-use crate::sip::{InviteRequest, SipCallEvent, SipError, TrunkSettings, TrunkStatus};
+use crate::sip::transport::{Peer, Transport};
+use crate::sip::{
+    InboundSipEvent, InviteRequest, SipCallEvent, SipError, TrunkSettings, TrunkStatus,
+};
 
 pub(crate) use fuzz::fuzz;
+pub(crate) use new_invite::IncomingInfo;
+pub(crate) use uas_call::{InboundAction, valid_contact};
 
+use admission::Admission;
 use call::OutboundCall;
+use calls::Call;
 use context::CallContext;
 use leg::Leg;
 use servers::{ServerKey, Servers};
@@ -59,20 +74,56 @@ pub(crate) struct Transmit {
     pub owner: Owner,
 }
 
+/// Our address (Via, Contact) as a peer on `transport` at that address sees it.
+pub(crate) type Advertise = Arc<dyn Fn(Transport, SocketAddr) -> Peer + Send + Sync>;
+
 /// Settings of the core.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub(crate) struct UaConfig {
     /// Timer values.
     pub timers: TimerConfig,
     /// `User-Agent` value.
     pub user_agent: String,
+    /// Our advertised address for inbound calls and forwarded requests.
+    pub advertise: Advertise,
+    /// Sources whose INVITEs are judged by the hop before them (other instances).
+    pub trusted_proxies: Vec<IpNet>,
+}
+
+impl UaConfig {
+    /// Settings advertising `local` as is (tests, fuzzing).
+    pub(crate) fn fixed(timers: TimerConfig, user_agent: &str, local: SocketAddr) -> Self {
+        Self {
+            timers,
+            user_agent: user_agent.into(),
+            advertise: Arc::new(move |transport, _| Peer {
+                transport,
+                addr: local,
+            }),
+            trusted_proxies: Vec::new(),
+        }
+    }
+}
+
+impl std::fmt::Debug for UaConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UaConfig")
+            .field("timers", &self.timers)
+            .field("user_agent", &self.user_agent)
+            .field("trusted_proxies", &self.trusted_proxies)
+            .finish_non_exhaustive()
+    }
 }
 
 /// What the core reports to the driver.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum UaEvent {
-    /// An event of the call with this handle id.
+    /// A new inbound call (the INVITE passed admission).
+    Incoming(Box<IncomingInfo>),
+    /// An event of the outbound call with this handle id.
     Call(String, SipCallEvent),
+    /// An event of the inbound call with this handle id.
+    Inbound(String, InboundSipEvent),
     /// A trunk's status changed.
     Trunk(String, TrunkStatus),
 }
@@ -90,8 +141,8 @@ enum TimerKey {
 pub(crate) struct UserAgent {
     /// Settings.
     config: UaConfig,
-    /// Outbound calls by handle id.
-    calls: HashMap<String, OutboundCall>,
+    /// Calls (placed and answered) by handle id.
+    calls: HashMap<String, Call>,
     /// SIP Call-ID of every leg → handle id.
     call_index: HashMap<String, String>,
     /// Server transactions.
@@ -108,6 +159,10 @@ pub(crate) struct UserAgent {
     events: VecDeque<UaEvent>,
     /// Random salt of the To tags of our stateless answers.
     tag_salt: u64,
+    /// Which new INVITEs become inbound calls.
+    admission: Admission,
+    /// Where the INVITEs we forwarded went.
+    routes: proxy::Routes,
 }
 
 /// A fresh Call-ID.
@@ -176,6 +231,8 @@ impl UserAgent {
     /// A core with no calls.
     pub(crate) fn new(config: UaConfig) -> Self {
         Self {
+            admission: Admission::new(config.trusted_proxies.clone()),
+            routes: proxy::Routes::default(),
             config,
             calls: HashMap::new(),
             call_index: HashMap::new(),
@@ -233,7 +290,7 @@ impl UserAgent {
             None,
         );
         let call = OutboundCall::new(now, ctx, leg);
-        self.calls.insert(id.clone(), call);
+        self.calls.insert(id.clone(), Call::Out(Box::new(call)));
         self.collect(&id);
         Ok(())
     }
@@ -287,6 +344,15 @@ impl UserAgent {
         response: rsip::Response,
         reason: String,
     ) {
+        if let Some((dest, relayed)) = self.routes.relay_response(now, &response, &reason) {
+            tracing::debug!(sip_call_id = %message::call_id(&relayed).unwrap_or_default(), correlation_id = "-", %dest, "relaying a response of a forwarded INVITE");
+            self.transmits.push_back(Transmit {
+                dest,
+                payload: message::build::response_bytes(&relayed),
+                owner: Owner::None,
+            });
+            return;
+        }
         let Some(call_id) = message::call_id(&response) else {
             return;
         };
@@ -392,7 +458,7 @@ impl UserAgent {
     /// The correlation id of the call owning a SIP Call-ID, for the driver's logs.
     pub(crate) fn correlation_id(&self, call_id: &str) -> Option<&str> {
         let id = self.call_index.get(call_id)?;
-        self.calls.get(id).map(OutboundCall::correlation_id)
+        self.calls.get(id).map(Call::correlation_id)
     }
 
     /// Number of calls still held (finished ones linger while they absorb
@@ -412,12 +478,31 @@ impl UserAgent {
         let Some(call) = self.calls.get_mut(id) else {
             return;
         };
+        let mut responses = Vec::new();
+        match call {
+            Call::Out(c) => {
+                while let Some(e) = c.poll_event() {
+                    self.events.push_back(UaEvent::Call(id.to_string(), e));
+                }
+            }
+            Call::In(c) => {
+                while let Some(e) = c.poll_event() {
+                    self.events.push_back(UaEvent::Inbound(id.to_string(), e));
+                }
+                while let Some((at, response)) = c.poll_response() {
+                    responses.push((at, c.server_key.clone(), c.call_id.clone(), response));
+                }
+            }
+        }
         while let Some(t) = call.poll_transmit() {
             self.transmits.push_back(t);
         }
-        while let Some(e) = call.poll_event() {
-            self.events.push_back(UaEvent::Call(id.to_string(), e));
+        for (at, key, call_id, response) in responses {
+            self.send_final_or_provisional(at, &key, call_id, &response);
         }
+        let Some(call) = self.calls.get_mut(id) else {
+            return;
+        };
         let key = TimerKey::Call(id.to_string());
         if call.is_finished() {
             self.calls.remove(id);

@@ -12,6 +12,7 @@ use rsip::{Method, Request};
 use crate::sip::message::{branch, call_id, cseq, first_element};
 use crate::sip::transaction::{InviteServer, NonInviteServer};
 use crate::sip::transport::Peer;
+use crate::sip::user_agent::Owner;
 
 /// Most server transactions held at once; beyond, requests are answered statelessly
 /// (a retransmission then gets a fresh, identical answer).
@@ -68,6 +69,8 @@ pub(crate) struct ServerEntry {
     pub call_id: Option<String>,
     /// `(Call-ID, CSeq)` of an INVITE answered 2xx, to match its ACK.
     pub ack_key: Option<(String, u32)>,
+    /// Who hears about failed sends of its responses (an inbound call's INVITE).
+    pub owner: Owner,
 }
 
 impl ServerEntry {
@@ -135,6 +138,15 @@ impl Servers {
             self.acks.insert(ack.clone(), key.clone());
         }
         self.map.insert(key, entry);
+    }
+
+    /// Makes the 2xx ACK `(Call-ID, CSeq)` match the transaction `key` (an inbound
+    /// call answered after its transaction was created).
+    pub(crate) fn set_ack_key(&mut self, key: &ServerKey, ack: (String, u32)) {
+        if let Some(entry) = self.map.get_mut(key) {
+            entry.ack_key = Some(ack.clone());
+            self.acks.insert(ack, key.clone());
+        }
     }
 
     /// The key of the INVITE server transaction a 2xx's ACK belongs to.

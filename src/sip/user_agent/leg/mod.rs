@@ -1,6 +1,6 @@
 //! One INVITE dialog usage (a "leg"): the INVITE we send and everything in the
-//! dialog it creates. Sans-IO: `handle_*(now, ..)` in; `poll_transmit()`,
-//! `poll_event()` and `poll_timeout()` out.
+//! dialog it creates, or (`uas.rs`) the dialog of an INVITE we answered. Sans-IO:
+//! `handle_*(now, ..)` in; `poll_transmit()`, `poll_event()` and `poll_timeout()` out.
 //!
 //! ```text
 //!  Calling --1xx--> Early --2xx/ACK--> Confirmed --hangup: BYE--> Terminating --> Done
@@ -16,6 +16,7 @@
 //! | `midcall.rs` | what we send mid-call: re-INVITE, session refresh, INFO, NOTIFY |
 //! | `inbound.rs` | what the peer sends in the dialog: BYE, re-INVITE, UPDATE, REFER, INFO |
 //! | `session_timer.rs` | RFC 4028 timer arithmetic |
+//! | `uas.rs` | a leg for an INVITE we answered (created confirmed) |
 
 mod client;
 mod inbound;
@@ -23,6 +24,7 @@ mod midcall;
 /// RFC 4028 session timers.
 pub(crate) mod session_timer;
 mod setup;
+mod uas;
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -41,6 +43,7 @@ use crate::sip::transport::Peer;
 use client::ClientEntry;
 pub(crate) use inbound::Answer;
 use session_timer::SessionTimer;
+pub(crate) use uas::UasStart;
 
 /// Where the leg stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -319,10 +319,11 @@ fn malformed_input_never_panics() {
 
 #[test]
 fn caller_input_is_validated() {
-    let mut ua = UserAgent::new(UaConfig {
-        timers: TimerConfig::default(),
-        user_agent: "x".into(),
-    });
+    let mut ua = UserAgent::new(UaConfig::fixed(
+        TimerConfig::default(),
+        "x",
+        "127.0.0.1:5070".parse().expect("addr"),
+    ));
     let request = InviteRequest {
         to_user: "155\r\nX-Evil: 1".into(),
         correlation_id: "c".into(),

@@ -2,7 +2,9 @@
 //! the harness, and one file per concern.
 
 mod basic;
+mod inbound;
 mod midcall;
+mod proxy;
 mod transfer;
 mod trunks;
 
@@ -39,19 +41,24 @@ pub(super) struct Harness {
     pub(super) sent: Vec<Transmit>,
     pub(super) events: Vec<SipCallEvent>,
     pub(super) trunk_events: Vec<(String, crate::sip::TrunkStatus)>,
+    pub(super) incoming: Vec<IncomingInfo>,
+    pub(super) inbound_events: Vec<(String, InboundSipEvent)>,
 }
 
 impl Harness {
     pub(super) fn new() -> Self {
         Self {
-            ua: UserAgent::new(UaConfig {
-                timers: TimerConfig::default(),
-                user_agent: "callbridge-test".into(),
-            }),
+            ua: UserAgent::new(UaConfig::fixed(
+                TimerConfig::default(),
+                "callbridge-test",
+                "127.0.0.1:5070".parse().expect("addr"),
+            )),
             now: Instant::now(),
             sent: Vec::new(),
             events: Vec::new(),
             trunk_events: Vec::new(),
+            incoming: Vec::new(),
+            inbound_events: Vec::new(),
         }
     }
 
@@ -80,6 +87,8 @@ impl Harness {
                     self.events.push(e);
                 }
                 UaEvent::Trunk(name, status) => self.trunk_events.push((name, status)),
+                UaEvent::Incoming(info) => self.incoming.push(*info),
+                UaEvent::Inbound(id, e) => self.inbound_events.push((id, e)),
             }
         }
     }
