@@ -23,12 +23,14 @@ use crate::api;
 use crate::api::ratelimit::{RateLimits, RetryAfter};
 use crate::auth::{AuthError, Verifier, turn_credentials};
 use crate::call::CallManager;
+use crate::call::location::{InProcessStore, LocationStore, RedisStore};
 use crate::config::Config;
 use crate::events::{Events, EventsError};
 use crate::metrics::{Metrics, MetricsError};
 use crate::signaling::SessionCounter;
 use crate::signaling::protocol::IceServer;
 use crate::signaling::resume::Resumable;
+use crate::sip::echo::EchoUas;
 use crate::sip::{SipEndpoint, SipEndpointConfig, SipError, TrunkSettings};
 use crate::turn::TurnServer;
 
@@ -47,6 +49,9 @@ pub enum ServerError {
     /// TLS could not be configured.
     #[error(transparent)]
     Tls(#[from] api::tls::TlsError),
+    /// The location store (Redis) is unreachable.
+    #[error(transparent)]
+    Location(#[from] crate::call::location::LocationError),
     /// The TURN server could not start.
     #[error(transparent)]
     Turn(#[from] crate::turn::TurnError),
@@ -210,6 +215,8 @@ pub struct RunningServer {
     http_task: tokio::task::JoinHandle<()>,
     /// The SIP endpoint (stopped on shutdown).
     sip: Arc<SipEndpoint>,
+    /// The built-in echo UAS, when `[echo]` is enabled.
+    echo: Option<EchoUas>,
 }
 
 impl RunningServer {
@@ -241,7 +248,11 @@ impl RunningServer {
         tokio::time::sleep(Duration::from_millis(100)).await;
         let _ = tokio::time::timeout(grace, self.http_task).await;
         self.gateway.events.shutdown(grace).await;
+        self.gateway.calls.stop_presence();
         self.sip.shutdown().await;
+        if let Some(echo) = &self.echo {
+            echo.shutdown().await;
+        }
         if let Some(turn) = &self.gateway.turn {
             turn.close().await;
         }
@@ -251,6 +262,11 @@ impl RunningServer {
 
 /// Starts a gateway from a validated configuration.
 pub async fn start(config: Config) -> Result<RunningServer, ServerError> {
+    let mut config = config;
+    let echo = match config.echo.enabled {
+        true => Some(start_echo(&mut config).await?),
+        false => None,
+    };
     let config = Arc::new(config);
     let verifier = Verifier::from_config(&config.auth)?;
     let metrics = Metrics::new(config.server.max_calls)?;
@@ -280,13 +296,19 @@ pub async fn start(config: Config) -> Result<RunningServer, ServerError> {
     // Created before the call manager, which needs both (refuse calls while
     // draining; report call events).
     let drain = Arc::new(Drain::default());
+    let location: Arc<dyn LocationStore> = match &config.cluster.redis_url {
+        Some(url) => Arc::new(RedisStore::connect(url).await?),
+        None => Arc::new(InProcessStore::default()),
+    };
     let calls = CallManager::new(
         Arc::clone(&config),
         Arc::clone(&sip),
         metrics.clone(),
         events.clone(),
         Arc::clone(&drain),
+        location,
     )?;
+    crate::call::inbound::start(&calls);
     let turn = match &config.turn {
         Some(turn_config) => {
             let tls = match (&turn_config.tls_listen, &config.tls) {
@@ -375,6 +397,7 @@ pub async fn start(config: Config) -> Result<RunningServer, ServerError> {
         tls,
         http_task,
         sip,
+        echo,
     })
 }
 
@@ -428,4 +451,32 @@ async fn forget_idle_limits(gateway: Arc<Gateway>) {
             _ = gateway.shutdown.cancelled() => return,
         }
     }
+}
+
+/// Name of the trunk that reaches the built-in echo.
+pub const ECHO_TRUNK: &str = "builtin-echo";
+
+/// Starts the echo UAS on loopback and routes `echo.numbers` to it, before every
+/// configured route.
+async fn start_echo(config: &mut Config) -> Result<EchoUas, ServerError> {
+    let loopback = std::net::IpAddr::from([127, 0, 0, 1]);
+    let echo = EchoUas::start(SocketAddr::new(loopback, 0), loopback).await?;
+    config.sip.trunks.push(crate::config::TrunkConfig {
+        name: ECHO_TRUNK.into(),
+        address: echo.addr().to_string(),
+        ..crate::config::TrunkConfig::default()
+    });
+    let names: Vec<String> = config
+        .echo
+        .numbers
+        .iter()
+        .map(|n| regex::escape(n))
+        .collect();
+    let pattern = format!("^({})$", names.join("|"));
+    config.dialplan.routes.insert(
+        0,
+        crate::config::RouteConfig::new(pattern, vec![ECHO_TRUNK.into()]),
+    );
+    info!(addr = %echo.addr(), numbers = ?config.echo.numbers, "built-in echo destination");
+    Ok(echo)
 }

@@ -98,7 +98,6 @@ async fn demo_page_against_a_scripted_signaling_server() {
 
 /// A newcomer's first call: embedded defaults, no SIPp at all, dial `echo`.
 #[tokio::test]
-#[ignore = "needs server: the built-in `echo` destination of the embedded defaults (loopback SIP UAS echoing RTP)"]
 async fn first_call_on_embedded_defaults_dials_the_builtin_echo() {
     let Some(tools) = require_browser() else {
         return;
@@ -181,13 +180,19 @@ async fn collect_dtmf_events(
 }
 
 #[tokio::test]
-#[ignore = "needs server: inbound calls to browsers (`incoming`, `accept`/`reject`) routed by the dev token's DID"]
 async fn demo_page_shows_an_incoming_call_and_accepts_it() {
     let Some(tools) = require_browser() else {
         return;
     };
     let _one = one_browser_at_a_time().await;
-    let gw = TestGateway::start(demo_config(None)).await;
+    // Inbound INVITEs are admitted from configured trunks only: SIPp calls from 127.0.0.1.
+    let mut config = demo_config(None);
+    config.sip.trunks.push(callbridge::config::TrunkConfig {
+        name: "carrier".into(),
+        address: "127.0.0.1:9".into(),
+        ..callbridge::config::TrunkConfig::default()
+    });
+    let gw = TestGateway::start(config).await;
     let sip_addr = gw.server.as_ref().expect("running").sip_addr;
     let url = format!("http://{}/demo/", gw.http_addr());
     let out = output_dir("inbound");
@@ -202,7 +207,6 @@ async fn demo_page_shows_an_incoming_call_and_accepts_it() {
 }
 
 #[tokio::test]
-
 async fn demo_call_survives_a_dropped_websocket_through_resume() {
     let Some(tools) = require_browser() else {
         return;

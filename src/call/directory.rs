@@ -112,6 +112,20 @@ impl Directory {
         self.lock().by_user.keys().cloned().collect()
     }
 
+    /// Location-store keys this instance answers for: every user with a live session
+    /// and every DID claimed by a live token (`did:+1555…`).
+    pub fn presence_keys(&self) -> Vec<String> {
+        let entries = self.lock();
+        let mut keys: Vec<String> = entries.by_user.keys().cloned().collect();
+        keys.extend(
+            entries
+                .token_dids
+                .keys()
+                .map(|d| super::inbound::did_key(d)),
+        );
+        keys
+    }
+
     fn remove(&self, user: &str, session_id: &str, dids: &[String]) {
         let mut entries = self.lock();
         if let Some(list) = entries.by_user.get_mut(user) {

@@ -8,6 +8,8 @@
 
 pub mod dialplan;
 pub mod directory;
+pub mod inbound;
+mod inbound_job;
 pub mod inbound_machine;
 pub mod location;
 pub mod machine;
@@ -100,6 +102,10 @@ pub enum CallCommand {
     Dtmf(String),
     /// Put the call on hold (`true`) or take it off hold (`false`).
     Hold(bool),
+    /// Accept an incoming call with the browser's SDP answer.
+    Accept(String),
+    /// Reject an incoming call.
+    Reject,
 }
 
 /// The session's handle to one call. Dropping it counts as [`CallCommand::SignalingLost`].
@@ -142,6 +148,10 @@ pub struct CallManager {
     events: Events,
     /// Set while draining: new calls are refused.
     drain: Arc<Drain>,
+    /// Which instance holds which users' sessions.
+    location: Arc<dyn location::LocationStore>,
+    /// Stops the presence refresh.
+    presence_stop: tokio_util::sync::CancellationToken,
 }
 
 impl CallManager {
@@ -152,6 +162,7 @@ impl CallManager {
         metrics: Metrics,
         events: Events,
         drain: Arc<Drain>,
+        location: Arc<dyn location::LocationStore>,
     ) -> Result<Arc<CallManager>, dialplan::DialplanError> {
         let dialplan = Dialplan::from_config(&config.dialplan)?;
         let registry = CallRegistry::new(config.server.max_calls, metrics.active_calls.clone());
@@ -183,6 +194,8 @@ impl CallManager {
             directory: directory::Directory::new(dids),
             events,
             drain,
+            location,
+            presence_stop: tokio_util::sync::CancellationToken::new(),
             config,
             sip,
             dialplan,
@@ -289,6 +302,11 @@ impl CallManager {
         };
         self.tasks.spawn(job.run());
         Ok(CallHandle { commands: tx })
+    }
+
+    /// Stops the presence refresh (at shutdown).
+    pub fn stop_presence(&self) {
+        self.presence_stop.cancel();
     }
 
     /// Waits until every call task has finished (after their sessions closed).

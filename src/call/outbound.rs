@@ -203,6 +203,9 @@ impl OutboundJob {
                             pending_hold = Some(hold);
                         }
                     }
+                    Some(CallCommand::Accept(_) | CallCommand::Reject) => {
+                        self.call_error(ErrorCode::BadRequest, "accept and reject are for incoming calls; this call is outbound");
+                    }
                     Some(CallCommand::SignalingLost) | None => {
                         machine.handle(Instant::now(), Input::SignalingLost)
                     }

@@ -110,6 +110,28 @@ pub struct Config {
     pub demo: DemoConfig,
     /// Codecs, transcoding, quality, recording.
     pub media: MediaConfig,
+    /// The built-in echo destination (first calls, synthetic probes).
+    pub echo: EchoConfig,
+}
+
+/// `[echo]`: a SIP UAS inside callbridge on loopback that answers and echoes RTP, so
+/// a test call crosses the real SIP and media paths with nothing else installed.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EchoConfig {
+    /// Start the echo UAS and route `numbers` to it.
+    pub enabled: bool,
+    /// Dialed numbers/names that reach the echo (matched before every other route).
+    pub numbers: Vec<String>,
+}
+
+impl Default for EchoConfig {
+    fn default() -> Self {
+        EchoConfig {
+            enabled: false,
+            numbers: vec!["echo".into(), "+1000".into()],
+        }
+    }
 }
 
 /// `[demo]`: the demo page and JavaScript client served at `/demo/`.
@@ -596,6 +618,7 @@ impl Config {
         let mut config = Config::default();
         config.demo.enabled = true;
         config.demo.dev_tokens = true;
+        config.echo.enabled = true;
         config.sip.trunks.push(TrunkConfig {
             name: "local".into(),
             address: "127.0.0.1:5070".into(),

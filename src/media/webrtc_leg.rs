@@ -181,6 +181,11 @@ impl PeerConnectionEventHandler for LegHandler {
 /// and a narrower signal is cheaper to decode and to send.
 const OPUS_FMTP: &str = "minptime=10;useinbandfec=1;maxplaybackrate=16000";
 
+/// Payload type of Opus in our offers to browsers (Chrome's usual one).
+const OFFER_OPUS_PAYLOAD_TYPE: u8 = 111;
+/// Payload type of telephone-event in our offers to browsers.
+const OFFER_DTMF_PAYLOAD_TYPE: u8 = 101;
+
 /// The `webrtc` codec description of `codec`.
 fn rtp_codec(codec: AudioCodec) -> RTCRtpCodec {
     match codec {
@@ -250,14 +255,42 @@ impl WebRtcLeg {
         events: mpsc::UnboundedSender<WebRtcEvent>,
     ) -> Result<(WebRtcLeg, String), MediaError> {
         let choice = offer::choose(offer_sdp, &config.codecs)?;
-        let engine = media_engine(&choice.format)?;
+        let leg = Self::build(
+            config,
+            choice.format,
+            choice.mid.clone(),
+            choice.mline_index,
+            events,
+        )
+        .await?;
+        match leg.negotiate(offer_sdp, &choice).await {
+            Ok(answer) => {
+                tracing::debug!(format = ?leg.format, "answered browser offer");
+                Ok((leg, answer))
+            }
+            Err(e) => {
+                leg.close().await;
+                Err(e)
+            }
+        }
+    }
+
+    /// A peer connection for `format` with our audio track not yet added.
+    async fn build(
+        config: &WebRtcLegConfig,
+        format: PayloadFormat,
+        mid: Option<String>,
+        mline_index: u16,
+        events: mpsc::UnboundedSender<WebRtcEvent>,
+    ) -> Result<WebRtcLeg, MediaError> {
+        let engine = media_engine(&format)?;
         let closing = Arc::new(AtomicBool::new(false));
         let (track_tx, track_rx) = watch::channel(None);
         let handler = Arc::new(LegHandler {
             events,
             public_ip: config.public_ip,
-            mid: choice.mid.clone(),
-            mline_index: choice.mline_index,
+            mid,
+            mline_index,
             remote_track: track_tx,
             connected: AtomicBool::new(false),
             closing: closing.clone(),
@@ -277,7 +310,6 @@ impl WebRtcLeg {
             .await
             .map_err(webrtc_err("create peer connection"))?;
         let pc: Arc<dyn PeerConnection> = Arc::new(pc);
-
         let local_ssrc = rand::random::<u32>();
         let local_track = Arc::new(TrackLocalStaticRTP::new(MediaStreamTrack::new(
             "callbridge".to_owned(),
@@ -290,28 +322,72 @@ impl WebRtcLeg {
                     ..Default::default()
                 },
                 // No codec here on purpose: naming one makes it the transceiver's only codec
-                // preference and drops telephone-event from the answer.
+                // preference and drops telephone-event from the negotiation.
                 ..Default::default()
             }],
         )));
-        let leg = WebRtcLeg {
+        Ok(WebRtcLeg {
             pc,
-            format: choice.format,
+            format,
             local_track,
             local_ssrc,
             remote_track: track_rx,
             closing,
+        })
+    }
+
+    /// Makes the gateway's offer to a browser for an incoming call: one audio section
+    /// with `codec` and telephone-event. Returns the leg and the offer SDP; apply the
+    /// browser's answer with [`WebRtcLeg::accept_answer`].
+    pub async fn offer(
+        config: &WebRtcLegConfig,
+        codec: AudioCodec,
+        events: mpsc::UnboundedSender<WebRtcEvent>,
+    ) -> Result<(WebRtcLeg, String), MediaError> {
+        let format = PayloadFormat {
+            codec,
+            payload_type: codec
+                .static_payload_type()
+                .unwrap_or(OFFER_OPUS_PAYLOAD_TYPE),
+            dtmf_payload_type: Some(OFFER_DTMF_PAYLOAD_TYPE),
         };
-        match leg.negotiate(offer_sdp, &choice).await {
-            Ok(answer) => {
-                tracing::debug!(format = ?leg.format, "answered browser offer");
-                Ok((leg, answer))
-            }
+        let leg = Self::build(config, format, Some("0".into()), 0, events).await?;
+        let result = async {
+            let track: Arc<dyn TrackLocal> = leg.local_track.clone();
+            leg.pc
+                .add_track(track)
+                .await
+                .map_err(webrtc_err("add audio track"))?;
+            let offer = leg
+                .pc
+                .create_offer(None)
+                .await
+                .map_err(webrtc_err("create offer"))?;
+            let sdp = offer.sdp.clone();
+            leg.pc
+                .set_local_description(offer)
+                .await
+                .map_err(webrtc_err("set local description"))?;
+            Ok::<_, MediaError>(sdp)
+        }
+        .await;
+        match result {
+            Ok(sdp) => Ok((leg, sdp)),
             Err(e) => {
                 leg.close().await;
                 Err(e)
             }
         }
+    }
+
+    /// Applies the browser's answer to our [`WebRtcLeg::offer`].
+    pub async fn accept_answer(&self, answer_sdp: &str) -> Result<(), MediaError> {
+        let answer = RTCSessionDescription::answer(answer_sdp.to_owned())
+            .map_err(|e| MediaError::BadOffer(format!("browser answer: {e}")))?;
+        self.pc
+            .set_remote_description(answer)
+            .await
+            .map_err(|e| MediaError::BadOffer(format!("browser answer: {e}")))
     }
 
     /// Adds our track, applies the (narrowed) offer and creates and applies the answer.

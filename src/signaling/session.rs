@@ -153,6 +153,7 @@ impl Session {
                 session_id: session_id.clone(),
                 events: events_tx.clone(),
             };
+            calls.announce(&identity.user, &dids);
             calls.directory().register(&identity.user, &dids, live)
         });
         SessionState {
@@ -355,10 +356,12 @@ impl Session {
                 self.command(state, &call_id, CallCommand::Ice(candidate))
                     .await
             }
-            ClientMessage::Accept { call_id, .. } | ClientMessage::Reject { call_id } => {
-                let msg = format!("no incoming call `{call_id}`");
-                self.reply_error(ErrorCode::NotFound, &msg, Some(&call_id))
-                    .await;
+            ClientMessage::Accept { call_id, sdp } => {
+                self.command(state, &call_id, CallCommand::Accept(sdp))
+                    .await
+            }
+            ClientMessage::Reject { call_id } => {
+                self.command(state, &call_id, CallCommand::Reject).await
             }
             ClientMessage::Dtmf { call_id, digits } => {
                 self.command(state, &call_id, CallCommand::Dtmf(digits))

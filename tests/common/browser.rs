@@ -195,6 +195,16 @@ fn codec(mime: &str, clock_rate: u32, channels: u16, fmtp: &str) -> RTCRtpCodec 
 impl Browser {
     /// Builds the peer connection on 127.0.0.1 and creates the offer (gathering starts).
     pub async fn new(options: BrowserOptions) -> Arc<Browser> {
+        Self::build(options, None).await
+    }
+
+    /// A browser answering the gateway's offer for an incoming call; its answer is
+    /// [`Browser::offer_sdp`] (the local description, whichever side made it).
+    pub async fn answering(offer: &str) -> Arc<Browser> {
+        Self::build(BrowserOptions::default(), Some(offer)).await
+    }
+
+    async fn build(options: BrowserOptions, remote_offer: Option<&str>) -> Arc<Browser> {
         let mut engine = MediaEngine::default();
         let mut reg = |c: RTCRtpCodec, pt: u8| {
             engine
@@ -264,11 +274,20 @@ impl Browser {
         )));
         let local: Arc<dyn TrackLocal> = track.clone();
         pc.add_track(local).await.expect("add browser track");
-        let offer = pc.create_offer(None).await.expect("create offer");
-        let offer_sdp = offer.sdp.clone();
-        pc.set_local_description(offer)
+        let description = match remote_offer {
+            None => pc.create_offer(None).await.expect("create offer"),
+            Some(offer) => {
+                let offer = RTCSessionDescription::offer(offer.to_owned()).expect("offer");
+                pc.set_remote_description(offer)
+                    .await
+                    .expect("apply gateway offer");
+                pc.create_answer(None).await.expect("create answer")
+            }
+        };
+        let offer_sdp = description.sdp.clone();
+        pc.set_local_description(description)
             .await
-            .expect("set local offer");
+            .expect("set local description");
 
         Arc::new(Browser {
             pc,
