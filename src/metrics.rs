@@ -35,6 +35,12 @@ pub struct Metrics {
     pub ws_sessions: IntGauge,
     /// Allocations on the built-in TURN server (`callbridge_turn_allocations`).
     pub turn_allocations: IntGauge,
+    /// Bytes relayed by TURN allocations that have closed.
+    pub turn_relayed_bytes: IntGauge,
+    /// 1 when a trunk answers its health checks (`callbridge_trunk_up{trunk}`).
+    pub trunk_up: prometheus::IntGaugeVec,
+    /// 1 when a registering trunk is registered (`callbridge_trunk_registered{trunk}`).
+    pub trunk_registered: prometheus::IntGaugeVec,
     /// Webhook attempts by outcome `delivered|failed|dead`
     /// (`callbridge_webhook_deliveries_total`).
     pub webhook_deliveries_total: IntCounterVec,
@@ -109,6 +115,24 @@ impl Metrics {
                 "callbridge_turn_allocations",
                 "Allocations on the built-in TURN server",
             )?,
+            turn_relayed_bytes: IntGauge::new(
+                "callbridge_turn_relayed_bytes",
+                "Bytes relayed by closed TURN allocations since start",
+            )?,
+            trunk_up: prometheus::IntGaugeVec::new(
+                Opts::new(
+                    "callbridge_trunk_up",
+                    "1 when the trunk answers its OPTIONS health checks",
+                ),
+                &["trunk"],
+            )?,
+            trunk_registered: prometheus::IntGaugeVec::new(
+                Opts::new(
+                    "callbridge_trunk_registered",
+                    "1 when the trunk's REGISTER is current",
+                ),
+                &["trunk"],
+            )?,
             webhook_deliveries_total: counter_vec(
                 "callbridge_webhook_deliveries_total",
                 "Webhook delivery attempts by outcome (delivered, failed, dead)",
@@ -141,6 +165,9 @@ impl Metrics {
             Box::new(metrics.call_mos.clone()),
             Box::new(metrics.ws_sessions.clone()),
             Box::new(metrics.turn_allocations.clone()),
+            Box::new(metrics.turn_relayed_bytes.clone()),
+            Box::new(metrics.trunk_up.clone()),
+            Box::new(metrics.trunk_registered.clone()),
             Box::new(metrics.webhook_deliveries_total.clone()),
             Box::new(metrics.webhook_outbox_pending.clone()),
             Box::new(metrics.events_dropped_total.clone()),

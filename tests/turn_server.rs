@@ -310,3 +310,95 @@ async fn permission_to_loopback_is_403_but_the_gateways_media_address_is_allowed
     );
     gw.stop().await;
 }
+
+/// A `webrtc`-crate browser restricted to relay candidates calls through the built-in
+/// TURN (credentials from `ready.ice_servers`) to SIPp echo: the call works and the
+/// selected pair's local candidate is a relay one.
+#[tokio::test]
+async fn relay_only_client_completes_a_call_through_the_builtin_turn() {
+    use common::browser::{Browser, BrowserOptions};
+    use common::call::TestCall;
+    use common::sipp::Sipp;
+    use webrtc::peer_connection::RTCIceServer;
+
+    let free = std::net::UdpSocket::bind("127.0.0.1:0").expect("probe");
+    let media_port = free.local_addr().expect("addr").port().to_string();
+    drop(free);
+    let mut sipp = Sipp::uas(None, &["-rtp_echo", "-mp", &media_port]);
+    let mut config = common::gateway::test_config(Some(sipp.addr));
+    config.server.media_ip = "127.0.0.2".parse().expect("ip");
+    config.turn = Some(TurnConfig {
+        // TURN on the advertised (media) address, as in production.
+        listen: "127.0.0.2:0".parse().expect("addr"),
+        tls_listen: None,
+        secret: SECRET.into(),
+        credential_ttl: Duration::from_secs(600),
+        realm: "callbridge".into(),
+        relay_ports: "51000-51999".into(),
+        allow_peers: vec![],
+        deny_peers: vec![],
+        max_allocations: 100,
+        max_allocations_per_user: 5,
+    });
+    let gw = TestGateway::start(config).await;
+    let (mut ws, ready) = gw.connect_as("relay", "calls:outbound").await;
+    let servers = ready["ice_servers"]
+        .as_array()
+        .expect("ice servers")
+        .clone();
+    assert_eq!(servers.len(), 1, "only the built-in TURN: {servers:?}");
+    let server = &servers[0];
+    let urls: Vec<String> = server["urls"]
+        .as_array()
+        .expect("urls")
+        .iter()
+        .map(|u| u.as_str().expect("url").to_string())
+        .filter(|u| u.starts_with("turn:") && u.ends_with("transport=udp"))
+        .collect();
+    assert!(
+        urls.iter().all(|u| u.contains("127.0.0.2")),
+        "advertised on media/public ip: {urls:?}"
+    );
+    let options = BrowserOptions {
+        ice_servers: vec![RTCIceServer {
+            urls,
+            username: server["username"].as_str().expect("username").into(),
+            credential: server["credential"].as_str().expect("credential").into(),
+            ..Default::default()
+        }],
+        relay_only: true,
+        ..BrowserOptions::default()
+    };
+    let browser = Browser::new(options).await;
+    let mut call = TestCall::place(&mut ws, browser.clone(), "relay-1", "+15551234567").await;
+    call.until(&mut ws, &["answered"]).await;
+    assert!(
+        browser.wait_connected(Duration::from_secs(15)).await,
+        "ICE over the relay"
+    );
+    let _ = browser.start_sending_tone(50).await;
+    assert!(
+        browser.wait_received(40, Duration::from_secs(10)).await,
+        "audio through the relay"
+    );
+    assert_eq!(
+        browser.selected_local_candidate_type().await.as_deref(),
+        Some("relay")
+    );
+    let turn = gw
+        .server
+        .as_ref()
+        .expect("running")
+        .gateway
+        .turn
+        .clone()
+        .expect("turn");
+    assert!(turn.allocations() >= 1, "the browser holds an allocation");
+    call.hangup(&mut ws).await;
+    call.until(&mut ws, &["ended"]).await;
+    sipp.wait(Duration::from_secs(20))
+        .await
+        .assert_one_success();
+    browser.close().await;
+    gw.stop().await;
+}

@@ -207,3 +207,39 @@ async fn healthz_and_metrics_on_the_same_listener() {
     ws.recv().await;
     gw.stop().await;
 }
+
+#[tokio::test]
+async fn healthz_and_metrics_report_a_trunk_that_is_down() {
+    // A TCP trunk nobody listens on: its OPTIONS check fails at once (refused).
+    let mut config = test_config(None);
+    config.sip.trunks.push(callbridge::config::TrunkConfig {
+        name: "dead".into(),
+        address: "127.0.0.1:9".into(),
+        transport: "tcp".into(),
+        options_interval: Some(std::time::Duration::from_secs(1)),
+        ..callbridge::config::TrunkConfig::default()
+    });
+    let gw = TestGateway::start(config).await;
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(15);
+    let health = loop {
+        let response = http_get(gw.http_addr(), "/healthz").await;
+        let body = response.split("\r\n\r\n").nth(1).unwrap_or("").to_string();
+        let json: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+        if json["trunks"][0]["reachable"] == false {
+            break json;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "trunk never reported down: {body}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    };
+    assert_eq!(health["trunks"][0]["name"], "dead");
+    assert_eq!(health["status"], "ok", "the gateway itself is alive");
+    let metrics = http_get(gw.http_addr(), "/metrics").await;
+    assert!(
+        metrics.contains(r#"callbridge_trunk_up{trunk="dead"} 0"#),
+        "{metrics}"
+    );
+    gw.stop().await;
+}

@@ -141,8 +141,28 @@ async fn ws_upgrade(
     response
 }
 
-async fn healthz() -> impl IntoResponse {
-    (StatusCode::OK, "ok\n")
+/// Liveness, with detail: the trunks' health and registration state.
+async fn healthz(State(gateway): State<Arc<Gateway>>) -> impl IntoResponse {
+    let trunks: Vec<serde_json::Value> = gateway
+        .sip
+        .trunk_statuses()
+        .into_iter()
+        .map(|(name, s)| {
+            serde_json::json!({
+                "name": name,
+                "reachable": s.reachable,
+                "registered": s.registered,
+                "detail": s.detail,
+            })
+        })
+        .collect();
+    let body = serde_json::json!({
+        "status": "ok",
+        "active_calls": gateway.calls.registry().active(),
+        "draining": gateway.is_draining(),
+        "trunks": trunks,
+    });
+    (StatusCode::OK, axum::Json(body))
 }
 
 async fn readyz(State(gateway): State<Arc<Gateway>>) -> impl IntoResponse {
@@ -156,9 +176,22 @@ async fn readyz(State(gateway): State<Arc<Gateway>>) -> impl IntoResponse {
 }
 
 async fn metrics(State(gateway): State<Arc<Gateway>>) -> impl IntoResponse {
+    let m = &gateway.metrics;
     if let Some(turn) = &gateway.turn {
-        let allocations = i64::try_from(turn.allocations()).unwrap_or(i64::MAX);
-        gateway.metrics.turn_allocations.set(allocations);
+        m.turn_allocations
+            .set(i64::try_from(turn.allocations()).unwrap_or(i64::MAX));
+        m.turn_relayed_bytes
+            .set(i64::try_from(turn.relayed_bytes()).unwrap_or(i64::MAX));
+    }
+    for (name, status) in gateway.sip.trunk_statuses() {
+        m.trunk_up
+            .with_label_values(&[&name])
+            .set(i64::from(status.reachable));
+        if let Some(registered) = status.registered {
+            m.trunk_registered
+                .with_label_values(&[&name])
+                .set(i64::from(registered));
+        }
     }
     (
         [(

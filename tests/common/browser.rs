@@ -44,8 +44,9 @@ use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
 use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
 use webrtc::peer_connection::{
     MediaEngine, PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler,
-    RTCConfigurationBuilder, RTCIceCandidateInit, RTCIceGatheringState, RTCPeerConnectionIceEvent,
-    RTCPeerConnectionState, RTCSessionDescription, Registry, configure_rtcp_reports,
+    RTCConfigurationBuilder, RTCIceCandidateInit, RTCIceGatheringState, RTCIceServer,
+    RTCIceTransportPolicy, RTCPeerConnectionIceEvent, RTCPeerConnectionState,
+    RTCSessionDescription, Registry, configure_rtcp_reports,
 };
 
 /// PCMU payload type (static).
@@ -68,6 +69,10 @@ pub struct BrowserOptions {
     pub offer_pcma: bool,
     /// Payload type of `telephone-event/8000` (Chrome uses 126).
     pub dtmf_payload_type: u8,
+    /// ICE servers as handed out in `ready.ice_servers` (never a public one).
+    pub ice_servers: Vec<RTCIceServer>,
+    /// Gather relay candidates only (ICE transport policy `relay`).
+    pub relay_only: bool,
 }
 
 impl Default for BrowserOptions {
@@ -77,6 +82,8 @@ impl Default for BrowserOptions {
             offer_pcmu: true,
             offer_pcma: true,
             dtmf_payload_type: 126,
+            ice_servers: Vec::new(),
+            relay_only: false,
         }
     }
 }
@@ -88,7 +95,7 @@ impl BrowserOptions {
             offer_opus: true,
             offer_pcmu: false,
             offer_pcma: false,
-            dtmf_payload_type: 126,
+            ..BrowserOptions::default()
         }
     }
 }
@@ -242,10 +249,16 @@ impl Browser {
             connected: conn_tx,
             received: received.clone(),
         });
+        let policy = if options.relay_only {
+            RTCIceTransportPolicy::Relay
+        } else {
+            RTCIceTransportPolicy::All
+        };
         let pc = PeerConnectionBuilder::new()
             .with_configuration(
                 RTCConfigurationBuilder::new()
-                    .with_ice_servers(vec![])
+                    .with_ice_servers(options.ice_servers.clone())
+                    .with_ice_transport_policy(policy)
                     .build(),
             )
             .with_media_engine(engine)
@@ -533,6 +546,33 @@ impl Browser {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         false
+    }
+
+    /// The type of the local candidate of the selected ICE pair (`host`, `relay`, …).
+    pub async fn selected_local_candidate_type(&self) -> Option<String> {
+        use webrtc::peer_connection::{RTCStatsReportEntry, StatsSelector};
+        let report = self
+            .pc
+            .get_stats(std::time::Instant::now(), StatsSelector::None)
+            .await;
+        // The selected pair per the transport stats, else the pair that carried media.
+        let selected = report
+            .transport()
+            .map(|t| t.selected_candidate_pair_id.clone())
+            .filter(|id| !id.is_empty());
+        let pair = match selected {
+            Some(id) => report.candidate_pairs().find(|p| p.stats.id == id),
+            None => report.candidate_pairs().max_by_key(|p| p.bytes_sent),
+        };
+        let local_id = pair?.local_candidate_id.clone();
+        report.iter().find_map(|e| match e {
+            // webrtc 0.21 prefixes the candidate's own stats id ("RTCLocalIceCandidate_")
+            // but not the pair's reference to it.
+            RTCStatsReportEntry::LocalCandidate(c) if c.stats.id.ends_with(&local_id) => {
+                Some(c.candidate_type.to_string().to_lowercase())
+            }
+            _ => None,
+        })
     }
 
     /// Closes the peer connection.
