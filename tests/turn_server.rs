@@ -364,7 +364,6 @@ async fn relay_only_client_completes_a_call_through_the_builtin_turn() {
             urls,
             username: server["username"].as_str().expect("username").into(),
             credential: server["credential"].as_str().expect("credential").into(),
-            ..Default::default()
         }],
         relay_only: true,
         ..BrowserOptions::default()
