@@ -317,3 +317,31 @@ async fn a_dropped_socket_resumes_and_the_call_survives() {
     browser.close().await;
     gw.stop().await;
 }
+
+#[tokio::test]
+async fn far_end_hold_and_unhold_reach_the_browser() {
+    // SIPp holds with a re-INVITE (sendonly), checks our recvonly answer, unholds with
+    // an UPDATE (sendrecv), checks our sendrecv answer, then hangs up.
+    let mut sipp = Sipp::uas(
+        Some(&Sipp::scenario("uas_hold_update.xml")),
+        &["-mp", &free_port()],
+    );
+    let gw = TestGateway::start(test_config(Some(sipp.addr))).await;
+    let (mut ws, _) = gw.connect_as("hank", "calls:outbound").await;
+    let browser = Browser::new(BrowserOptions::default()).await;
+    let mut call = TestCall::place(&mut ws, browser.clone(), "h1", "+15551234567").await;
+    call.until(&mut ws, &["answered"]).await;
+    let hold = call.until(&mut ws, &["hold"]).await;
+    assert_eq!(hold["by"], "remote", "{hold}");
+    let unhold = call.until(&mut ws, &["unhold"]).await;
+    assert_eq!(unhold["by"], "remote", "{unhold}");
+    assert_eq!(
+        call.until(&mut ws, &["ended"]).await["reason"],
+        "remote_hangup"
+    );
+    sipp.wait(Duration::from_secs(20))
+        .await
+        .assert_one_success();
+    browser.close().await;
+    gw.stop().await;
+}
