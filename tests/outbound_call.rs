@@ -345,3 +345,76 @@ async fn far_end_hold_and_unhold_reach_the_browser() {
     browser.close().await;
     gw.stop().await;
 }
+
+#[tokio::test]
+async fn far_end_blind_transfer_moves_the_media_to_the_new_party() {
+    // carol echoes audio; the first trunk answers, then REFERs us to carol.
+    let mut carol = Sipp::uas(None, &["-rtp_echo", "-mp", &free_port()]);
+    let carol_port = carol.addr.port().to_string();
+    let mut transferor = Sipp::uas(
+        Some(&Sipp::scenario("uas_refer.xml")),
+        &["-key", "carol_port", &carol_port, "-mp", &free_port()],
+    );
+    let gw = TestGateway::start(test_config(Some(transferor.addr))).await;
+    let (mut ws, _) = gw.connect_as("tina", "calls:outbound").await;
+    let browser = Browser::new(BrowserOptions::default()).await;
+    let mut call = TestCall::place(&mut ws, browser.clone(), "x1", "+15551234567").await;
+    call.until(&mut ws, &["answered"]).await;
+    assert!(browser.wait_connected(Duration::from_secs(10)).await);
+    transferor
+        .wait(Duration::from_secs(20))
+        .await
+        .assert_one_success();
+    // After the transfer our audio reaches carol, whose echo comes back.
+    let before = browser.received().len();
+    let _ = browser.start_sending_tone(50).await;
+    assert!(
+        browser
+            .wait_received(before + 35, Duration::from_secs(10))
+            .await,
+        "audio echoed by the transfer target"
+    );
+    call.hangup(&mut ws).await;
+    assert_eq!(call.until(&mut ws, &["ended"]).await["reason"], "hangup");
+    carol
+        .wait(Duration::from_secs(20))
+        .await
+        .assert_one_success();
+    browser.close().await;
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn dtmf_goes_as_sip_info_on_an_info_trunk() {
+    // The scenario answers, expects INFO Signal=5 then Signal=# (dtmf-relay), then BYE.
+    let mut sipp = Sipp::uas(
+        Some(&Sipp::scenario("uas_info_dtmf.xml")),
+        &["-mp", &free_port()],
+    );
+    let mut config = test_config(Some(sipp.addr));
+    config.sip.trunks[0].dtmf_mode = "info".into();
+    let gw = TestGateway::start(config).await;
+    let (mut ws, _) = gw.connect_as("ida", "calls:outbound").await;
+    let browser = Browser::new(BrowserOptions::default()).await;
+    let mut call = TestCall::place(&mut ws, browser.clone(), "i1", "+15551234567").await;
+    call.until(&mut ws, &["answered"]).await;
+    ws.send(serde_json::json!({"type": "dtmf", "call_id": "i1", "digits": "5#"}))
+        .await;
+    // Bad digits are refused with a clear error and the call goes on.
+    ws.send(serde_json::json!({"type": "dtmf", "call_id": "i1", "digits": "5x"}))
+        .await;
+    let error = ws.recv_type("error", |_| {}).await;
+    assert_eq!(error["call_id"], "i1");
+    assert!(
+        error["message"].as_str().expect("message").contains("dtmf"),
+        "{error}"
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    call.hangup(&mut ws).await;
+    call.until(&mut ws, &["ended"]).await;
+    sipp.wait(Duration::from_secs(20))
+        .await
+        .assert_one_success();
+    browser.close().await;
+    gw.stop().await;
+}

@@ -464,8 +464,12 @@ impl OutboundJob {
             .get(trunk)
             .and_then(|name| config.sip.trunk(name))
             .is_some_and(|t| t.dtmf_mode == "info");
-        let result = if digits.is_empty() || digits.len() > 32 {
-            Err("send 1-32 digits of 0-9 * # A-D".to_string())
+        let valid = digits
+            .chars()
+            .all(|d| crate::media::dtmf::digit_to_event(d).is_some());
+        // Checked before anything is sent, so a bad string sends nothing.
+        let result = if digits.is_empty() || digits.len() > 32 || !valid {
+            Err(format!("`{digits}`: send 1-32 digits of 0-9 * # A-D"))
         } else if info_mode {
             digits
                 .chars()
