@@ -418,3 +418,113 @@ async fn dtmf_goes_as_sip_info_on_an_info_trunk() {
     browser.close().await;
     gw.stop().await;
 }
+
+#[tokio::test]
+async fn caller_id_goes_in_from_and_p_asserted_identity_and_privacy_when_asked() {
+    let mut sipp = Sipp::uas(Some(&Sipp::scenario("uas_busy.xml")), &[]);
+    let mut config = test_config(Some(sipp.addr));
+    config.dialplan.routes[0].strip = 2;
+    config.dialplan.routes[0].prepend = "9".into();
+    let gw = TestGateway::start(config).await;
+    let mut claims = common::gateway::claims("pat", "calls:outbound", 3600);
+    claims.caller_id = Some("+15550009999".into());
+    let token = callbridge::auth::mint_hs256(common::gateway::SECRET, &claims).expect("mint");
+    let mut ws = gw.connect().await;
+    ws.send(serde_json::json!({"type": "auth", "token": token}))
+        .await;
+    assert_eq!(ws.recv().await["type"], "ready");
+    let browser = Browser::new(BrowserOptions::default()).await;
+    let candidates = browser.take_candidates();
+    drop(candidates);
+    ws.send(serde_json::json!({"type": "call", "call_id": "p1", "to": "+1 (555) 123-4567", "sdp": browser.offer_sdp(), "privacy": true})).await;
+    let ended = ws.recv_type("ended", |_| {}).await;
+    assert_eq!(ended["sip_status"], 486);
+    let outcome = sipp.wait(Duration::from_secs(20)).await;
+    outcome.assert_one_success();
+    let invite = outcome
+        .messages
+        .split("INVITE sip:")
+        .nth(1)
+        .expect("INVITE logged");
+    assert!(
+        invite.starts_with("95551234567@"),
+        "strip 2 + prepend 9 of the E.164 number: {invite}"
+    );
+    assert!(
+        invite.contains("P-Asserted-Identity: <sip:+15550009999@"),
+        "{invite}"
+    );
+    assert!(invite.contains("Privacy: id"), "{invite}");
+    let from = invite
+        .lines()
+        .find(|l| l.starts_with("From:"))
+        .expect("From");
+    assert!(
+        !from.contains("+15550009999"),
+        "caller id withheld in From: {from}"
+    );
+    browser.close().await;
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn a_recorded_call_yields_a_stereo_wav_with_both_channels() {
+    let mut sipp = Sipp::uas(None, &["-rtp_echo", "-mp", &free_port()]);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut config = test_config(Some(sipp.addr));
+    config.media.recording_dir = dir.path().to_path_buf();
+    let gw = TestGateway::start(config).await;
+    let mut claims = common::gateway::claims("rec", "calls:outbound", 3600);
+    claims.record = Some(true);
+    let token = callbridge::auth::mint_hs256(common::gateway::SECRET, &claims).expect("mint");
+    let mut ws = gw.connect().await;
+    ws.send(serde_json::json!({"type": "auth", "token": token}))
+        .await;
+    assert_eq!(ws.recv().await["type"], "ready");
+    let browser = Browser::new(BrowserOptions::default()).await;
+    let mut call = TestCall::place(&mut ws, browser.clone(), "r1", "+15551234567").await;
+    call.until(&mut ws, &["answered"]).await;
+    assert!(browser.wait_connected(Duration::from_secs(10)).await);
+    let answered_at = std::time::Instant::now();
+    let _ = browser.start_sending_tone(100).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    call.hangup(&mut ws).await;
+    call.until(&mut ws, &["ended"]).await;
+    let talk = answered_at.elapsed();
+    sipp.wait(Duration::from_secs(20))
+        .await
+        .assert_one_success();
+    gw.stop().await;
+    let wav = std::fs::read_dir(dir.path())
+        .expect("recording dir")
+        .filter_map(|e| e.ok())
+        .find(|e| e.path().extension().is_some_and(|x| x == "wav"))
+        .expect("a WAV was written")
+        .path();
+    let bytes = std::fs::read(&wav).expect("read wav");
+    assert_eq!(&bytes[..4], b"RIFF");
+    assert_eq!(u16::from_le_bytes([bytes[22], bytes[23]]), 2, "stereo");
+    let rate = u32::from_le_bytes([bytes[24], bytes[25], bytes[26], bytes[27]]);
+    let samples: Vec<i16> = bytes[44..]
+        .chunks_exact(2)
+        .map(|c| i16::from_le_bytes([c[0], c[1]]))
+        .collect();
+    let seconds = samples.len() as f64 / 2.0 / f64::from(rate);
+    assert!(
+        seconds > 1.5 && seconds <= talk.as_secs_f64() + 0.3,
+        "{seconds} s recorded for a {talk:?} call"
+    );
+    let energy = |ch: usize| {
+        samples
+            .iter()
+            .skip(ch)
+            .step_by(2)
+            .map(|s| i64::from(*s).abs())
+            .sum::<i64>()
+    };
+    assert!(
+        energy(0) > 0 && energy(1) > 0,
+        "browser (left) and far end (right) both carry audio"
+    );
+    browser.close().await;
+}

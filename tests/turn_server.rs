@@ -60,10 +60,14 @@ fn turn_addr(gw: &TestGateway) -> (SocketAddr, SocketAddr) {
     (turn.udp_addr, turn.tcp_addr)
 }
 
+/// A byte stream to the server (TCP or TLS).
+trait Stream: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Stream for T {}
+
 /// A TURN client session: the server's nonce and realm after the first 401.
 struct Client {
     udp: Option<UdpSocket>,
-    tcp: Option<TcpStream>,
+    tcp: Option<Box<dyn Stream>>,
     server: SocketAddr,
     username: String,
     password: String,
@@ -87,9 +91,18 @@ impl Client {
 
     async fn tcp(server: SocketAddr, username: &str, password: &str) -> Client {
         let tcp = TcpStream::connect(server).await.expect("connect");
+        Client::stream(server, Box::new(tcp), username, password)
+    }
+
+    fn stream(
+        server: SocketAddr,
+        stream: Box<dyn Stream>,
+        username: &str,
+        password: &str,
+    ) -> Client {
         Client {
             udp: None,
-            tcp: Some(tcp),
+            tcp: Some(stream),
             server,
             username: username.into(),
             password: password.into(),
@@ -399,5 +412,79 @@ async fn relay_only_client_completes_a_call_through_the_builtin_turn() {
         .await
         .assert_one_success();
     browser.close().await;
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn turn_over_tls_allocates_with_the_gateway_certificate() {
+    use std::sync::Arc;
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).expect("cert");
+    let (cert_path, key_path) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    std::fs::write(&cert_path, cert.cert.pem()).expect("cert");
+    std::fs::write(&key_path, cert.signing_key.serialize_pem()).expect("key");
+    let mut config = test_config(None);
+    config.tls = Some(callbridge::config::TlsConfig {
+        cert: cert_path,
+        key: key_path,
+    });
+    config.turn = Some(TurnConfig {
+        listen: "127.0.0.1:0".parse().expect("addr"),
+        tls_listen: Some("127.0.0.1:0".parse().expect("addr")),
+        secret: SECRET.into(),
+        credential_ttl: Duration::from_secs(600),
+        realm: "callbridge".into(),
+        relay_ports: "52000-52999".into(),
+        allow_peers: vec![],
+        deny_peers: vec![],
+        max_allocations: 100,
+        max_allocations_per_user: 5,
+    });
+    let gw = TestGateway::start(config).await;
+    let turn = gw
+        .server
+        .as_ref()
+        .expect("running")
+        .gateway
+        .turn
+        .clone()
+        .expect("turn");
+    let tls_addr = turn.tls_addr.expect("TLS listener");
+
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(rustls::pki_types::CertificateDer::from(
+            cert.cert.der().to_vec(),
+        ))
+        .expect("root");
+    let client = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("versions")
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let tcp = TcpStream::connect(tls_addr).await.expect("connect");
+    let name = rustls::pki_types::ServerName::try_from("localhost").expect("name");
+    let tls = tokio_rustls::TlsConnector::from(Arc::new(client))
+        .connect(name, tcp)
+        .await
+        .expect("TLS handshake with the TURN listener");
+    let creds = turn_credentials(SECRET, "tess", now(), 600);
+    let mut c = Client::stream(tls_addr, Box::new(tls), &creds.username, &creds.password);
+    c.challenge().await;
+    let ok = c.allocate().await;
+    assert_eq!(
+        ok.typ.class,
+        CLASS_SUCCESS_RESPONSE,
+        "allocate over TLS: {:?}",
+        code(&ok)
+    );
+    assert_eq!(
+        code(&c.permit("10.1.1.1:5000").await),
+        Some(403),
+        "policy applies over TLS too"
+    );
     gw.stop().await;
 }
