@@ -14,13 +14,12 @@ use super::inbound_machine::{InboundCall, InboundInput, InboundOutput};
 use super::machine::Outcome;
 use super::media_plane::{self, CallMedia, HoldChange};
 use super::registry::{CallInfo, CallSlot, CallState, Direction, LimitError};
-use super::{CallCommand, CallHandle, CallManager, SessionEvent};
-use crate::events::CallRecord;
-use crate::media::bridge::{Leg, MediaEvent};
+use super::{CallCommand, CallHandle, CallManager, SessionEvent, report};
+use crate::media::bridge::{BridgeReport, Leg, MediaEvent};
 use crate::media::rtp_leg::RtpLeg;
 use crate::media::sdp::{self, LocalSdp, RemoteMedia};
 use crate::media::webrtc_leg::{WebRtcEvent, WebRtcLeg};
-use crate::signaling::protocol::{HoldParty, ServerMessage};
+use crate::signaling::protocol::{EndReason, HoldParty, ServerMessage};
 use crate::signaling::random_id;
 use crate::sip::{InboundSipEvent, IncomingCall, IncomingCallHandle};
 
@@ -130,7 +129,14 @@ impl InboundJob {
         if legs.is_empty() {
             warn!("no session could be offered the call");
             let _ = self.handle.reject(480, "");
-            return self.record(None, 480, None);
+            let outcome = Outcome {
+                reason: EndReason::NoAnswer,
+                sip_status: Some(480),
+                setup_time: None,
+                talk_time: None,
+                detail: "no session could be offered the call".into(),
+            };
+            return self.record(&outcome, None);
         }
         self.handle.ringing();
         let config = &self.manager.config;
@@ -275,14 +281,7 @@ impl InboundJob {
                     match event {
                         MediaEvent::Quality(report) => {
                             if let Some(w) = winner.as_deref() {
-                                let q = &report.overall;
-                                self.to_session(w, ServerMessage::Stats {
-                                    call_id: self.call_id.clone(),
-                                    mos: (q.mos * 100.0).round() / 100.0,
-                                    jitter_ms: (q.jitter_ms * 10.0).round() / 10.0,
-                                    loss_pct: (q.loss_pct * 100.0).round() / 100.0,
-                                    rtt_ms: q.rtt_ms.map(|r| r.round()).unwrap_or(0.0),
-                                });
+                                self.to_session(w, report::stats_message(&self.call_id, &report));
                             }
                         }
                         MediaEvent::InactivityTimeout { leg, silent_for } => {
@@ -315,11 +314,7 @@ impl InboundJob {
                 detail = %outcome.detail,
                 "inbound call ended"
             );
-            self.record(
-                report.map(|r| r.mode),
-                outcome.sip_status.unwrap_or(0),
-                Some(&outcome),
-            );
+            self.record(&outcome, report.as_ref());
         }
     }
 
@@ -473,36 +468,19 @@ impl InboundJob {
     }
 
     /// Metrics and the call record.
-    fn record(
-        &self,
-        mode: Option<crate::media::negotiate::MediaMode>,
-        status: u16,
-        outcome: Option<&Outcome>,
-    ) {
-        let reason = outcome
-            .map(|o| o.reason)
-            .unwrap_or(crate::signaling::protocol::EndReason::NoAnswer);
+    fn record(&self, outcome: &Outcome, media: Option<&BridgeReport>) {
         self.manager
             .metrics
             .calls_total
-            .with_label_values(&["inbound", reason.as_str()])
+            .with_label_values(&["inbound", outcome.reason.as_str()])
             .inc();
         if let Some(info) = self.slot.info() {
-            let sip_status = (status != 0).then_some(status);
-            let mut record = CallRecord::new(&info, reason, sip_status, SystemTime::now());
-            if let Some(mode) = mode {
-                let (m, b, s) = match mode {
-                    crate::media::negotiate::MediaMode::Relay { browser, sip } => {
-                        (crate::events::MediaMode::Relay, browser, sip)
-                    }
-                    crate::media::negotiate::MediaMode::Transcode { browser, sip } => {
-                        (crate::events::MediaMode::Transcode, browser, sip)
-                    }
-                };
-                record.mode = Some(m);
-                record.browser_codec = Some(b.codec.encoding_name().to_string());
-                record.sip_codec = Some(s.codec.encoding_name().to_string());
-            }
+            let quality = media.map(|m| &m.quality);
+            let recording = media
+                .and_then(|m| m.recording.as_ref())
+                .and_then(|r| r.as_ref().ok());
+            let record =
+                report::call_record(&info, outcome, media.map(|m| m.mode), quality, recording);
             self.manager.events.call_ended(record);
         }
     }

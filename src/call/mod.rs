@@ -16,6 +16,7 @@ pub mod machine;
 pub mod media_plane;
 mod outbound;
 pub mod registry;
+pub mod report;
 
 use std::sync::Arc;
 use std::time::Duration;

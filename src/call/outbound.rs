@@ -3,7 +3,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Instant, SystemTime};
+use std::time::Instant;
 
 use tokio::sync::mpsc;
 use tracing::{Instrument, debug, info, info_span, warn};
@@ -11,12 +11,13 @@ use tracing::{Instrument, debug, info, info_span, warn};
 use super::dialplan::Routed;
 use super::machine::{Input, Limits, OutboundCall, Outcome, Output};
 use super::media_plane::{self, CallMedia, HoldChange};
-use super::registry::{CallInfo, CallSlot, CallState};
+use super::registry::{CallSlot, CallState};
+use super::report;
 use super::{CallCommand, CallContext, CallManager, MEDIA_TIMEOUT, SessionEvent};
 use crate::config::validate::split_host_port;
-use crate::events::{CallRecord, MediaMode as RecordMode, RecordingInfo as EventRecording};
+use crate::events::RecordingInfo as EventRecording;
 use crate::media::bridge::{BridgeReport, Leg, MediaEvent};
-use crate::media::negotiate::{self, MediaMode};
+use crate::media::negotiate;
 use crate::media::quality::QualityReport;
 use crate::media::recording::{RecordingInfo, RecordingTarget};
 use crate::media::rtp_leg::RtpLeg;
@@ -243,7 +244,7 @@ impl OutboundJob {
                 },
                 Some(event) = media.events.recv() => match event {
                     MediaEvent::Quality(report) => {
-                        self.send_stats(&report);
+                        self.send(report::stats_message(&self.call_id, &report));
                         last_quality = Some(report);
                     }
                     MediaEvent::InactivityTimeout { leg: side, silent_for } => {
@@ -427,7 +428,8 @@ impl OutboundJob {
             metrics.call_setup_seconds.observe(setup.as_secs_f64());
         }
         if let Some(info) = self.slot.info() {
-            let record = call_record(&info, outcome, media, quality, recording);
+            let record =
+                report::call_record(&info, outcome, media.map(|m| m.mode), quality, recording);
             self.manager.events.call_ended(record);
             if let Some(r) = recording {
                 self.manager.events.recording_ready(EventRecording {
@@ -522,18 +524,6 @@ impl OutboundJob {
         });
     }
 
-    /// Protocol `stats` from a quality report, and the quality histograms.
-    fn send_stats(&self, report: &QualityReport) {
-        let q = &report.overall;
-        self.send(ServerMessage::Stats {
-            call_id: self.call_id.clone(),
-            mos: (q.mos * 100.0).round() / 100.0,
-            jitter_ms: (q.jitter_ms * 10.0).round() / 10.0,
-            loss_pct: (q.loss_pct * 100.0).round() / 100.0,
-            rtt_ms: q.rtt_ms.map(|r| r.round()).unwrap_or(0.0),
-        });
-    }
-
     /// An `error` about this call.
     fn call_error(&self, code: ErrorCode, message: &str) {
         let mut error = ServerMessage::error(code, message, &self.ctx.correlation_id);
@@ -582,38 +572,4 @@ async fn resolve(host: &str, port: u16) -> std::io::Result<SocketAddr> {
         .await?
         .next()
         .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::NotFound, "no address"))
-}
-
-/// The call record of a finished call: the registry's view plus outcome, media and
-/// quality.
-fn call_record(
-    info: &CallInfo,
-    outcome: &Outcome,
-    media: Option<&BridgeReport>,
-    quality: Option<&QualityReport>,
-    recording: Option<&RecordingInfo>,
-) -> CallRecord {
-    let mut record = CallRecord::new(info, outcome.reason, outcome.sip_status, SystemTime::now());
-    if let Some(media) = media {
-        let (mode, browser, sip) = match media.mode {
-            MediaMode::Relay { browser, sip } => (RecordMode::Relay, browser, sip),
-            MediaMode::Transcode { browser, sip } => (RecordMode::Transcode, browser, sip),
-        };
-        record.mode = Some(mode);
-        record.browser_codec = Some(browser.codec.encoding_name().to_string());
-        record.sip_codec = Some(sip.codec.encoding_name().to_string());
-    }
-    if let Some(q) = quality {
-        record.mos = Some(q.overall.mos);
-        record.jitter_ms = Some(q.overall.jitter_ms);
-        record.loss_pct = Some(q.overall.loss_pct);
-        record.rtt_ms = q.overall.rtt_ms;
-    }
-    if let Some(r) = recording {
-        record.recording_path = Some(r.path.display().to_string());
-        record.recording_bytes = Some(r.bytes);
-        record.recording_duration_ms =
-            Some(u64::try_from(r.duration.as_millis()).unwrap_or(u64::MAX));
-    }
-    record
 }

@@ -81,17 +81,21 @@ pub struct CallInfo {
     pub answered_at: Option<SystemTime>,
 }
 
-mod rfc3339 {
+/// Serialises a time as RFC 3339 with milliseconds (UTC).
+pub(crate) mod rfc3339 {
     use std::time::SystemTime;
 
+    /// serde `serialize_with`.
     pub fn serialize<S: serde::Serializer>(t: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
         s.collect_str(&humantime::format_rfc3339_millis(*t))
     }
 }
 
-mod rfc3339_opt {
+/// Serialises an optional time as RFC 3339 with milliseconds, or null.
+pub(crate) mod rfc3339_opt {
     use std::time::SystemTime;
 
+    /// serde `serialize_with`.
     pub fn serialize<S: serde::Serializer>(
         t: &Option<SystemTime>,
         s: S,

@@ -8,6 +8,8 @@ mod dialplan;
 mod env;
 mod media;
 mod ops;
+mod sip;
+mod turn;
 pub mod validate;
 
 use std::net::{IpAddr, SocketAddr};
@@ -23,6 +25,8 @@ pub use ops::{
     DrainConfig, RateLimitConfig, StorageConfig, WEBHOOK_EVENT_TYPES, WebhookEndpoint,
     WebhooksConfig, validate_ops,
 };
+pub use sip::{SipConfig, TrunkConfig};
+pub use turn::TurnConfig;
 pub use validate::validate;
 
 /// Errors from loading or validating the configuration.
@@ -322,266 +326,6 @@ impl Default for LimitsConfig {
     }
 }
 
-/// `[sip]`: the user agent.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct SipConfig {
-    /// UDP listen address.
-    pub listen: SocketAddr,
-    /// RTP port range for the SIP-side media, `"low-high"`.
-    pub rtp_ports: String,
-    /// Address in Via/Contact/SDP when behind 1:1 NAT (default: `server.public_ip`).
-    pub external_address: Option<IpAddr>,
-    /// `User-Agent` header.
-    pub user_agent: String,
-    /// Carrier trunks and PBXs.
-    pub trunks: Vec<TrunkConfig>,
-    /// Other callbridge instances that may forward inbound INVITEs here (proxy
-    /// mode), as CIDR networks or addresses.
-    pub trusted_proxies: Vec<String>,
-}
-
-impl Default for SipConfig {
-    fn default() -> Self {
-        SipConfig {
-            listen: SocketAddr::from(([127, 0, 0, 1], 5060)),
-            rtp_ports: "20000-29999".into(),
-            external_address: None,
-            user_agent: concat!("callbridge/", env!("CARGO_PKG_VERSION")).into(),
-            trunks: Vec::new(),
-            trusted_proxies: Vec::new(),
-        }
-    }
-}
-
-impl SipConfig {
-    /// The RTP port range as numbers; call after [`validate`].
-    pub fn rtp_port_range(&self) -> Result<(u16, u16), ConfigError> {
-        validate::parse_port_range(&self.rtp_ports)
-            .map_err(|m| ConfigError::invalid("sip.rtp_ports", m))
-    }
-
-    /// Looks up a trunk by name.
-    pub fn trunk(&self, name: &str) -> Option<&TrunkConfig> {
-        self.trunks.iter().find(|t| t.name == name)
-    }
-}
-
-/// `[[sip.trunks]]`: one carrier trunk or PBX.
-#[derive(Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TrunkConfig {
-    /// Name used by dial plan routes.
-    pub name: String,
-    /// `host:port` of the trunk.
-    pub address: String,
-    /// `udp`, `tcp` or `tls`.
-    #[serde(default = "default_transport")]
-    pub transport: String,
-    /// Digest username, if the trunk challenges or needs registering.
-    #[serde(default)]
-    pub username: Option<String>,
-    /// Digest password (never logged, never serialised).
-    #[serde(default, skip_serializing)]
-    pub password: Option<String>,
-    /// Name of an environment variable holding the password, read at load time.
-    #[serde(default)]
-    pub password_env: Option<String>,
-    /// Send REGISTER to the trunk (refreshed before expiry, retried with backoff).
-    #[serde(default)]
-    pub register: bool,
-    /// Registration lifetime asked for, in seconds.
-    #[serde(default = "default_register_expires")]
-    pub register_expires: u32,
-    /// OPTIONS ping interval (e.g. "30s"); absent or "0s": no health checks.
-    #[serde(default, with = "humantime_serde::option")]
-    pub options_interval: Option<Duration>,
-    /// `rfc4733` (telephone-event in RTP) or `info` (SIP INFO, application/dtmf-relay).
-    #[serde(default = "default_dtmf_mode")]
-    pub dtmf_mode: String,
-    /// Reliable provisional responses (RFC 3262): `supported`, `required` or `disabled`.
-    #[serde(default = "default_reliable_provisional")]
-    pub reliable_provisional: String,
-    /// Session-Expires asked for, in seconds (RFC 4028); 0 disables session timers.
-    #[serde(default = "default_session_expires")]
-    pub session_expires: u32,
-    /// Min-SE: the shortest session interval accepted from the trunk, in seconds.
-    #[serde(default = "default_min_se")]
-    pub min_se: u32,
-    /// PEM CA bundle that verifies the trunk's certificate (tls only); default: the
-    /// webpki root certificates.
-    #[serde(default)]
-    pub tls_ca: Option<PathBuf>,
-    /// Name checked against the trunk's certificate (tls only); default: the host
-    /// of `address`.
-    #[serde(default)]
-    pub tls_server_name: Option<String>,
-    /// Source networks inbound INVITEs from this trunk may come from (CIDR or single
-    /// addresses); empty: the resolved address of `address` only.
-    #[serde(default)]
-    pub inbound_from: Vec<String>,
-    /// Challenge inbound INVITEs from this trunk with digest (407), checked against
-    /// `username` / `password`.
-    #[serde(default)]
-    pub inbound_auth: bool,
-}
-
-impl Default for TrunkConfig {
-    fn default() -> Self {
-        TrunkConfig {
-            name: String::new(),
-            address: String::new(),
-            transport: default_transport(),
-            username: None,
-            password: None,
-            password_env: None,
-            register: false,
-            register_expires: default_register_expires(),
-            options_interval: None,
-            dtmf_mode: default_dtmf_mode(),
-            reliable_provisional: default_reliable_provisional(),
-            session_expires: default_session_expires(),
-            min_se: default_min_se(),
-            tls_ca: None,
-            tls_server_name: None,
-            inbound_from: Vec::new(),
-            inbound_auth: false,
-        }
-    }
-}
-
-impl std::fmt::Debug for TrunkConfig {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TrunkConfig")
-            .field("name", &self.name)
-            .field("address", &self.address)
-            .field("transport", &self.transport)
-            .field("username", &self.username)
-            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
-            .field("password_env", &self.password_env)
-            .field("register", &self.register)
-            .field("register_expires", &self.register_expires)
-            .field("options_interval", &self.options_interval)
-            .field("dtmf_mode", &self.dtmf_mode)
-            .field("reliable_provisional", &self.reliable_provisional)
-            .field("session_expires", &self.session_expires)
-            .field("min_se", &self.min_se)
-            .field("tls_ca", &self.tls_ca)
-            .field("tls_server_name", &self.tls_server_name)
-            .field("inbound_from", &self.inbound_from)
-            .field("inbound_auth", &self.inbound_auth)
-            .finish()
-    }
-}
-
-fn default_transport() -> String {
-    "udp".into()
-}
-
-fn default_register_expires() -> u32 {
-    3600
-}
-
-fn default_dtmf_mode() -> String {
-    "rfc4733".into()
-}
-
-fn default_reliable_provisional() -> String {
-    "supported".into()
-}
-
-fn default_session_expires() -> u32 {
-    1800
-}
-
-fn default_min_se() -> u32 {
-    90
-}
-
-/// Reads each trunk's `password_env` variable from `env` into its `password`.
-fn resolve_trunk_passwords(
-    config: &mut Config,
-    env: &[(String, String)],
-) -> Result<(), ConfigError> {
-    for (i, trunk) in config.sip.trunks.iter_mut().enumerate() {
-        let Some(var) = &trunk.password_env else {
-            continue;
-        };
-        if trunk.password.is_some() {
-            return Err(ConfigError::invalid(
-                format!("sip.trunks[{i}].password_env"),
-                "set password or password_env, not both",
-            ));
-        }
-        match env.iter().find(|(k, _)| k == var) {
-            Some((_, value)) if !value.is_empty() => trunk.password = Some(value.clone()),
-            _ => {
-                return Err(ConfigError::invalid(
-                    format!("sip.trunks[{i}].password_env"),
-                    format!("environment variable {var} is not set or empty"),
-                ));
-            }
-        }
-    }
-    Ok(())
-}
-
-/// `[turn]`: built-in STUN/TURN and the credentials handed to browsers.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TurnConfig {
-    /// UDP and TCP listen address.
-    pub listen: SocketAddr,
-    /// TURN over TLS listen address (e.g. `0.0.0.0:5349` or `:443`); uses `[tls]`'s
-    /// certificate. Absent: no TLS listener.
-    #[serde(default)]
-    pub tls_listen: Option<SocketAddr>,
-    /// TURN REST API shared secret (never logged).
-    #[serde(skip_serializing)]
-    pub secret: String,
-    /// Lifetime of issued credentials.
-    #[serde(default = "default_turn_ttl", with = "humantime_serde")]
-    pub credential_ttl: Duration,
-    /// Realm of the long-term credentials.
-    #[serde(default = "default_realm")]
-    pub realm: String,
-    /// Port range of relayed addresses, `"low-high"`.
-    #[serde(default = "default_relay_ports")]
-    pub relay_ports: String,
-    /// Peer networks always allowed (CIDR), even private ones.
-    #[serde(default)]
-    pub allow_peers: Vec<String>,
-    /// Peer networks always refused (CIDR), on top of the built-in private ranges.
-    #[serde(default)]
-    pub deny_peers: Vec<String>,
-    /// Allocations at once, all users together.
-    #[serde(default = "default_max_allocations")]
-    pub max_allocations: usize,
-    /// Allocations at once per user.
-    #[serde(default = "default_max_allocations_per_user")]
-    pub max_allocations_per_user: usize,
-}
-
-fn default_turn_ttl() -> Duration {
-    Duration::from_secs(24 * 3600)
-}
-
-fn default_realm() -> String {
-    "callbridge".into()
-}
-
-fn default_relay_ports() -> String {
-    "50000-59999".into()
-}
-
-fn default_max_allocations() -> usize {
-    2000
-}
-
-fn default_max_allocations_per_user() -> usize {
-    10
-}
-
 /// `[log]`: logging output.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -686,7 +430,7 @@ pub fn load(
             path: origin,
             message: e.to_string().trim_end().replace('\n', " "),
         })?;
-    resolve_trunk_passwords(&mut config, &env)?;
+    sip::resolve_trunk_passwords(&mut config, &env)?;
     validate(&config)?;
     Ok((config, source))
 }

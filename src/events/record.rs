@@ -4,7 +4,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
-use crate::call::registry::{CallInfo, Direction};
+use crate::call::registry::{CallInfo, Direction, rfc3339, rfc3339_opt};
 use crate::signaling::protocol::EndReason;
 
 /// How the audio went between the legs.
@@ -183,28 +183,6 @@ pub fn from_unix_ms(ms: i64) -> SystemTime {
 /// RFC 3339 with milliseconds, UTC.
 pub fn rfc3339(t: SystemTime) -> String {
     humantime::format_rfc3339_millis(t).to_string()
-}
-
-mod rfc3339 {
-    use std::time::SystemTime;
-
-    pub fn serialize<S: serde::Serializer>(t: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(&humantime::format_rfc3339_millis(*t))
-    }
-}
-
-mod rfc3339_opt {
-    use std::time::SystemTime;
-
-    pub fn serialize<S: serde::Serializer>(
-        t: &Option<SystemTime>,
-        s: S,
-    ) -> Result<S::Ok, S::Error> {
-        match t {
-            Some(t) => s.collect_str(&humantime::format_rfc3339_millis(*t)),
-            None => s.serialize_none(),
-        }
-    }
 }
 
 #[cfg(test)]
