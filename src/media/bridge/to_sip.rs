@@ -97,11 +97,8 @@ impl ToSip {
                     None => break,
                 },
                 _ = self.remote_rx.changed() => {
-                    remote = self.remote_rx.borrow_and_update().clone();
-                    let (sip, transcode) = formats_for(&self.browser, &remote);
-                    if let Err(e) = self.pipeline.reconfigure(self.browser, sip, transcode, &self.config.transcode) {
-                        tracing::warn!(error = %e, "keeping previous SIP format toward the peer");
-                    }
+                    remote = self.take_remote();
+                    target = remote.addr;
                 }
                 _ = sleep, if deadline.is_some() => {
                     let now = Instant::now();
@@ -113,12 +110,21 @@ impl ToSip {
                     }
                 }
             }
-            if self.target_rx.has_changed().unwrap_or(false) {
-                target = *self.target_rx.borrow_and_update();
-            }
+            // Send what this event produced to where and how it was produced for,
+            // then take in a new remote: its format before its address, so no packet
+            // in the old format goes to the new address.
             let now = Instant::now();
             while let Some(out) = self.pipeline.poll_output() {
                 self.send(now, &out, &mut buf, target, &remote).await;
+            }
+            if self.remote_rx.has_changed().unwrap_or(false) {
+                remote = self.take_remote();
+                // The new SDP address at once, with the new format; the latch (in the
+                // other direction) may move it later to the peer's real source.
+                target = remote.addr;
+            }
+            if self.target_rx.has_changed().unwrap_or(false) {
+                target = *self.target_rx.borrow_and_update();
             }
             if now >= next_publish {
                 next_publish = now + PUBLISH_EVERY;
@@ -127,6 +133,19 @@ impl ToSip {
         }
         self.publish();
         tracing::debug!("browser to SIP direction ended");
+    }
+
+    /// Takes the new remote media and reconfigures the pipeline for its format.
+    fn take_remote(&mut self) -> RemoteMedia {
+        let remote = self.remote_rx.borrow_and_update().clone();
+        let (sip, transcode) = formats_for(&self.browser, &remote);
+        if let Err(e) =
+            self.pipeline
+                .reconfigure(self.browser, sip, transcode, &self.config.transcode)
+        {
+            tracing::warn!(error = %e, "keeping previous SIP format toward the peer");
+        }
+        remote
     }
 
     /// Feeds one packet from the browser into the pipeline.
