@@ -345,7 +345,7 @@ impl InboundJob {
                     };
                     let event = SessionEvent::Incoming {
                         call_id: self.call_id.clone(),
-                        handle: CallHandle::for_test(handle_tx),
+                        handle: CallHandle::new(handle_tx),
                         offer: message,
                     };
                     if session.events.send(event).is_err() {

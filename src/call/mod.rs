@@ -116,8 +116,8 @@ pub struct CallHandle {
 }
 
 impl CallHandle {
-    /// A handle over a given channel (for tests of session handling).
-    pub fn for_test(commands: mpsc::UnboundedSender<CallCommand>) -> CallHandle {
+    /// A handle that delivers commands into `commands`.
+    pub fn new(commands: mpsc::UnboundedSender<CallCommand>) -> CallHandle {
         CallHandle { commands }
     }
 
@@ -302,7 +302,7 @@ impl CallManager {
             }),
         };
         self.tasks.spawn(job.run());
-        Ok(CallHandle { commands: tx })
+        Ok(CallHandle::new(tx))
     }
 
     /// Stops the presence refresh (at shutdown).

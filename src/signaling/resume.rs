@@ -177,7 +177,7 @@ mod tests {
         let (events_tx, events_rx) = mpsc::unbounded_channel();
         let (call_tx, call_rx) = mpsc::unbounded_channel();
         let mut calls = HashMap::new();
-        calls.insert("c1".to_string(), CallHandle::for_test(call_tx));
+        calls.insert("c1".to_string(), CallHandle::new(call_tx));
         let identity = Identity {
             user: "alice".into(),
             scopes: vec![],
