@@ -243,3 +243,31 @@ async fn healthz_and_metrics_report_a_trunk_that_is_down() {
     );
     gw.stop().await;
 }
+
+#[tokio::test]
+async fn a_message_flood_is_rate_limited_then_closed_4029() {
+    let mut config = test_config(None);
+    config.ratelimit.messages_per_session_per_sec = 5;
+    config.ratelimit.messages_burst = 5;
+    let gw = TestGateway::start(config).await;
+    let (mut ws, _) = gw.connect_as("flo", "calls:outbound").await;
+    for _ in 0..80 {
+        ws.send_text(r#"{"type":"ping"}"#).await;
+    }
+    let (mut pongs, mut limited) = (0, 0);
+    let closed = loop {
+        match ws.message_or_close().await {
+            Ok(m) if m["type"] == "pong" => pongs += 1,
+            Ok(m) if m["code"] == "rate_limited" => {
+                assert!(m["retry_after_ms"].as_u64().is_some(), "{m}");
+                limited += 1;
+            }
+            Ok(m) => panic!("unexpected {m}"),
+            Err(closed) => break closed,
+        }
+    };
+    assert!((5..=10).contains(&pongs), "the burst gets through: {pongs}");
+    assert!(limited >= 40, "the rest is refused: {limited}");
+    assert_eq!(closed, Closed::Code(4029));
+    gw.stop().await;
+}

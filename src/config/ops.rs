@@ -155,6 +155,11 @@ pub struct RateLimitConfig {
     pub calls_per_user_per_sec: u32,
     /// Burst of call attempts of one user.
     pub calls_burst: u32,
+    /// Protocol messages per second on one WebSocket; beyond it frames are refused
+    /// with `rate_limited`, and a client that keeps flooding is closed with 4029.
+    pub messages_per_session_per_sec: u32,
+    /// Burst of protocol messages on one WebSocket (trickle ICE sends a few at once).
+    pub messages_burst: u32,
 }
 
 impl Default for RateLimitConfig {
@@ -166,6 +171,8 @@ impl Default for RateLimitConfig {
             ws_burst: 20,
             calls_per_user_per_sec: 2,
             calls_burst: 5,
+            messages_per_session_per_sec: 50,
+            messages_burst: 200,
         }
     }
 }
@@ -269,6 +276,11 @@ pub fn validate_ops(config: &Config) -> Result<(), ConfigError> {
         ("ratelimit.http_burst", rl.http_burst),
         ("ratelimit.ws_per_ip_per_sec", rl.ws_per_ip_per_sec),
         ("ratelimit.ws_burst", rl.ws_burst),
+        (
+            "ratelimit.messages_per_session_per_sec",
+            rl.messages_per_session_per_sec,
+        ),
+        ("ratelimit.messages_burst", rl.messages_burst),
         (
             "ratelimit.calls_per_user_per_sec",
             rl.calls_per_user_per_sec,

@@ -9,9 +9,10 @@ use tokio::sync::mpsc;
 use tracing::{Instrument, debug, info, info_span, warn};
 
 use super::handshake::Joined;
-use super::protocol::{ClientMessage, EndReason, ErrorCode, ServerMessage};
+use super::protocol::{CLOSE_RATE_LIMITED, ClientMessage, EndReason, ErrorCode, ServerMessage};
 use super::resume::{SessionState, Takeover};
 use super::{SessionPermit, random_id};
+use crate::api::ratelimit::KeyedLimiter;
 use crate::auth::{Identity, Scope};
 use crate::call::directory::LiveSession;
 use crate::call::{CallCommand, CallContext, OutboundRequest, SessionEvent};
@@ -19,6 +20,8 @@ use crate::server::Gateway;
 
 /// Interval of WebSocket pings from the server.
 const PING_INTERVAL: Duration = Duration::from_secs(20);
+/// Refused messages in a row after which a flooding socket is closed (4029).
+const FLOOD_CLOSE_AFTER: u32 = 50;
 /// A socket silent for this long is considered dead.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -200,6 +203,10 @@ impl Session {
         ping.tick().await;
         let mut last_heard = tokio::time::Instant::now();
         let max_bytes = self.gateway.config.limits.max_message_bytes;
+        let rates = &self.gateway.config.ratelimit;
+        let flood: KeyedLimiter<()> =
+            KeyedLimiter::new(rates.messages_per_session_per_sec, rates.messages_burst);
+        let mut refused = 0u32;
         let exit = loop {
             tokio::select! {
                 frame = self.socket.recv() => {
@@ -217,6 +224,21 @@ impl Session {
                             break Exit::SocketLost;
                         }
                     };
+                    if let Err(wait) = flood.check(&()) {
+                        refused += 1;
+                        if refused > FLOOD_CLOSE_AFTER {
+                            info!(refused, "message flood, closing 4029");
+                            self.close(CLOSE_RATE_LIMITED, "too many messages; slow down and reconnect").await;
+                            break Exit::SocketLost;
+                        }
+                        let mut error = ServerMessage::error(ErrorCode::RateLimited, "too many messages on this socket; wait retry_after_ms", &self.correlation_id);
+                        if let ServerMessage::Error { retry_after_ms, .. } = &mut error {
+                            *retry_after_ms = Some(wait.millis());
+                        }
+                        self.send(&error).await;
+                        continue;
+                    }
+                    refused = 0;
                     if text.len() > max_bytes {
                         let msg = format!("message of {} bytes exceeds limits.max_message_bytes ({max_bytes})", text.len());
                         self.reply_error(ErrorCode::BadRequest, &msg, None).await;

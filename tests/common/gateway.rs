@@ -205,6 +205,28 @@ impl WsClient {
         }
     }
 
+    /// The next JSON message, or how the socket closed.
+    pub async fn message_or_close(&mut self) -> Result<Value, Closed> {
+        loop {
+            let frame = tokio::time::timeout(WAIT, self.stream.next())
+                .await
+                .expect("timed out waiting for a message or close");
+            match frame {
+                None | Some(Err(_)) => return Err(Closed::NoFrame),
+                Some(Ok(Message::Text(t))) => {
+                    return Ok(serde_json::from_str(&t).expect("server sent JSON"));
+                }
+                Some(Ok(Message::Close(Some(frame)))) => {
+                    return Err(Closed::Code(u16::from(frame.code)));
+                }
+                Some(Ok(Message::Close(None))) => {
+                    return Err(Closed::Code(u16::from(CloseCode::Status)));
+                }
+                Some(Ok(_)) => continue,
+            }
+        }
+    }
+
     /// Waits for the socket to close; returns the close code.
     pub async fn closed(&mut self) -> Closed {
         loop {
