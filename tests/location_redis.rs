@@ -20,8 +20,8 @@ async fn register_lookup_expire_unregister() {
     let seen = b.lookup("alice", now).await.expect("lookup");
     assert_eq!(
         seen,
-        vec!["sip:10.0.0.2:5060", "sip:10.0.0.1:5060"],
-        "ordered by expiry"
+        vec!["sip:10.0.0.1:5060", "sip:10.0.0.2:5060"],
+        "the most recently refreshed (latest expiry) first"
     );
     // One second later b's entry has expired (time is an input).
     assert_eq!(

@@ -36,6 +36,8 @@ pub struct Directory {
     configured: HashMap<String, String>,
     /// Live sessions and their DIDs.
     entries: Mutex<Entries>,
+    /// Told the presence keys (user, `did:…`) that have no live session left here.
+    departures: Mutex<Option<mpsc::UnboundedSender<Vec<String>>>>,
 }
 
 /// A session's place in the directory; dropping it removes the session.
@@ -53,7 +55,14 @@ impl Directory {
         Arc::new(Directory {
             configured,
             entries: Mutex::new(Entries::default()),
+            departures: Mutex::new(None),
         })
+    }
+
+    /// Where to report presence keys that lost their last session (the location
+    /// store removes them at once instead of waiting for them to expire).
+    pub fn on_departure(&self, tx: mpsc::UnboundedSender<Vec<String>>) {
+        *self.departures.lock().unwrap_or_else(|p| p.into_inner()) = Some(tx);
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Entries> {
@@ -127,11 +136,13 @@ impl Directory {
     }
 
     fn remove(&self, user: &str, session_id: &str, dids: &[String]) {
+        let mut gone = Vec::new();
         let mut entries = self.lock();
         if let Some(list) = entries.by_user.get_mut(user) {
             list.retain(|s| s.session_id != session_id);
             if list.is_empty() {
                 entries.by_user.remove(user);
+                gone.push(user.to_string());
             }
         }
         for did in dids {
@@ -141,8 +152,19 @@ impl Directory {
                 *count -= 1;
                 if *count == 0 {
                     entries.token_dids.remove(did);
+                    gone.push(super::inbound::did_key(did));
                 }
             }
+        }
+        drop(entries);
+        if !gone.is_empty()
+            && let Some(tx) = self
+                .departures
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .as_ref()
+        {
+            let _ = tx.send(gone);
         }
     }
 }
@@ -176,6 +198,8 @@ mod tests {
     fn sessions_and_dids_come_and_go() {
         let configured = HashMap::from([("+15550001111".to_string(), "alice".to_string())]);
         let d = Directory::new(configured);
+        let (tx, mut departures) = mpsc::unbounded_channel();
+        d.on_departure(tx);
         assert_eq!(d.owner_of("+15550001111").as_deref(), Some("alice"));
         assert_eq!(d.owner_of("+15550002222"), None);
 
@@ -195,6 +219,15 @@ mod tests {
         drop(a2);
         assert!(d.sessions_of("bob").is_empty());
         assert_eq!(d.owner_of("+15550002222"), None);
+        assert_eq!(
+            departures.try_recv().ok(),
+            Some(vec!["bob".to_string(), "did:+15550002222".to_string()]),
+            "the last session's keys leave the location store"
+        );
+        assert!(
+            departures.try_recv().is_err(),
+            "only once, for the last session"
+        );
         assert!(d.users().is_empty());
     }
 

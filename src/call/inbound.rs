@@ -43,6 +43,27 @@ pub fn start(manager: &Arc<CallManager>) {
             }
         });
     }
+    let (gone_tx, mut gone_rx) = tokio::sync::mpsc::unbounded_channel::<Vec<String>>();
+    manager.directory.on_departure(gone_tx);
+    let leaving = Arc::clone(manager);
+    let stop_leaving = manager.presence_stop.clone();
+    tokio::spawn(async move {
+        loop {
+            let keys = tokio::select! {
+                keys = gone_rx.recv() => match keys {
+                    Some(keys) => keys,
+                    None => break,
+                },
+                _ = stop_leaving.cancelled() => break,
+            };
+            let uri = leaving.instance_uri();
+            for key in keys {
+                if let Err(e) = leaving.location.unregister(&key, &uri).await {
+                    warn!(error = %e, "location store removal failed");
+                }
+            }
+        }
+    });
     let presence = Arc::clone(manager);
     let stop = manager.presence_stop.clone();
     tokio::spawn(async move {

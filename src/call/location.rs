@@ -31,7 +31,8 @@ pub trait LocationStore: Send + Sync {
     ) -> Result<(), LocationError>;
     /// Removes `instance` for `user` (its last session closed).
     async fn unregister(&self, user: &str, instance: &str) -> Result<(), LocationError>;
-    /// The instances holding live sessions of `user` at `now_ms`.
+    /// The instances holding live sessions of `user` at `now_ms`, the most recently
+    /// refreshed first.
     async fn lookup(&self, user: &str, now_ms: u64) -> Result<Vec<String>, LocationError>;
 }
 
@@ -75,9 +76,9 @@ impl LocationStore for InProcessStore {
             return Ok(Vec::new());
         };
         instances.retain(|_, expires| *expires > now_ms);
-        let mut live: Vec<String> = instances.keys().cloned().collect();
-        live.sort();
-        Ok(live)
+        let mut live: Vec<(&String, &u64)> = instances.iter().collect();
+        live.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
+        Ok(live.into_iter().map(|(uri, _)| uri.clone()).collect())
     }
 }
 
@@ -150,9 +151,10 @@ impl LocationStore for RedisStore {
         let mut conn = self.conn.clone();
         let live: Vec<String> = redis::cmd("ZRANGE")
             .arg(self.key(user))
-            .arg(format!("({now_ms}"))
             .arg("+inf")
+            .arg(format!("({now_ms}"))
             .arg("BYSCORE")
+            .arg("REV")
             .query_async(&mut conn)
             .await?;
         Ok(live)
@@ -176,7 +178,8 @@ mod tests {
             .expect("register");
         assert_eq!(
             store.lookup("alice", 500).await.expect("lookup"),
-            vec!["sip:a", "sip:b"]
+            vec!["sip:b", "sip:a"],
+            "latest expiry first"
         );
         assert_eq!(
             store.lookup("alice", 1_000).await.expect("lookup"),
