@@ -1,5 +1,5 @@
 //! Mid-call SIP against real SIPp peers: early media (183 with SDP), reliable
-//! provisionals (PRACK), hold/unhold from the far end (re-INVITE, UPDATE) answered
+//! provisionals (PRACK), an UPDATE in the early dialog, hold/unhold from the far end (re-INVITE, UPDATE) answered
 //! by our answerer, our own re-INVITE, session timers (we refresh; the far end does
 //! not and we BYE), a blind transfer by REFER to a second SIPp, and DTMF as INFO.
 
@@ -80,6 +80,34 @@ async fn reliable_183_is_pracked() {
     assert!(
         outcome.messages.contains("CSeq: 3 BYE"),
         "the PRACK (CSeq 2) numbers on into the dialog: {}",
+        outcome.messages
+    );
+    ep.shutdown().await;
+}
+
+#[tokio::test]
+async fn early_update_changes_the_session_and_a_2xx_without_sdp_keeps_it() {
+    let mut sipp = Sipp::uas(Some(&Sipp::scenario("uas_early_update.xml")), &[]);
+    let ep = endpoint().await;
+    let (call, mut events) = ep.invite(request(&sipp)).await.unwrap();
+    match next_event(&mut events).await {
+        SipCallEvent::Progress { sdp: Some(sdp) } => assert!(sdp.contains("a=sendrecv"), "{sdp}"),
+        other => panic!("expected Progress with SDP, got {other:?}"),
+    }
+    match next_event(&mut events).await {
+        SipCallEvent::RemoteSdp { sdp } => assert!(sdp.contains("a=sendonly"), "{sdp}"),
+        other => panic!("expected RemoteSdp from the early UPDATE, got {other:?}"),
+    }
+    // The 200 carries no SDP: the session is the one the early UPDATE settled.
+    let sdp = answered(&mut events).await;
+    assert!(sdp.contains("a=sendonly"), "answered with {sdp:?}");
+    call.hangup();
+    assert_eq!(next_event(&mut events).await, SipCallEvent::Terminated);
+    let outcome = sipp.wait(WAIT).await;
+    outcome.assert_one_success();
+    assert!(
+        outcome.messages.contains("CSeq: 1 UPDATE") && outcome.messages.contains("a=recvonly"),
+        "our 200 to the UPDATE answered recvonly: {}",
         outcome.messages
     );
     ep.shutdown().await;

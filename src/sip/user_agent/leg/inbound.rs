@@ -10,7 +10,7 @@ use rsip::{Header, Method, Request, Uri};
 use super::session_timer::SessionTimer;
 use super::{Leg, LegEvent, Phase};
 use crate::sip::message::build::{ALLOW, contact_uri};
-use crate::sip::message::{addr_uri, body_text, cseq, header_first, lists_token};
+use crate::sip::message::{addr_uri, body_text, cseq, from_tag, header_first, lists_token};
 
 /// Our answer to a request: status, extra headers and an optional body.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -50,7 +50,9 @@ impl Leg {
 
     /// Answers a request of the peer in this leg's dialog; `None` if it is not in it.
     pub(crate) fn handle_request(&mut self, now: Instant, request: &Request) -> Option<Answer> {
-        let dialog = self.dialog.as_mut().filter(|d| d.matches(request))?;
+        let Some(dialog) = self.dialog.as_mut().filter(|d| d.matches(request)) else {
+            return self.handle_early_request(request);
+        };
         if dialog.check_remote_cseq(request).is_err() {
             return Some(Answer::code(500));
         }
@@ -70,6 +72,69 @@ impl Leg {
         };
         self.drain_transactions();
         Some(answer)
+    }
+
+    /// A request in one of our early dialogs, before the 2xx: UPDATE (RFC 3311 §5.1:
+    /// a new offer once a reliable provisional settled the first one), INFO and
+    /// OPTIONS. `None` if it matches none of them.
+    fn handle_early_request(&mut self, request: &Request) -> Option<Answer> {
+        if self.phase != Phase::Early {
+            return None;
+        }
+        let early = self
+            .early
+            .iter_mut()
+            .map(|(_, e)| e)
+            .find(|e| e.dialog.matches(request))?;
+        if early.dialog.check_remote_cseq(request).is_err() {
+            return Some(Answer::code(500));
+        }
+        let answer = match request.method {
+            Method::Update => {
+                early.dialog.refresh_target(request);
+                let settled = early.session.is_some();
+                self.on_early_update(request, settled)
+            }
+            Method::Info | Method::Options => Answer::with(200, vec![Header::Allow(ALLOW.into())]),
+            // The callee must not BYE an early dialog (RFC 3261 §15); re-INVITE, REFER
+            // and the rest need a confirmed one.
+            Method::Bye | Method::Invite | Method::Refer | Method::PRack | Method::Notify => {
+                Answer::code(481)
+            }
+            _ => Answer::with(405, vec![Header::Allow(ALLOW.into())]),
+        };
+        tracing::debug!(sip_call_id = %self.call_id, correlation_id = %self.ctx.correlation_id, method = %request.method, code = answer.code, "early-dialog request answered");
+        Some(answer)
+    }
+
+    /// UPDATE in an early dialog: `settled` when a reliable provisional carried the
+    /// answer to our INVITE's offer, which an offer in UPDATE needs (else 491, RFC
+    /// 3311 §5.2: our offer is still outstanding).
+    fn on_early_update(&mut self, request: &Request, settled: bool) -> Answer {
+        let headers = self.ok_headers();
+        let Some(offer) = body_text(&request.body) else {
+            return Answer::with(200, headers);
+        };
+        if !settled {
+            return Answer::with(491, Vec::new());
+        }
+        match self.answer_offer(&offer) {
+            Ok(answer) => {
+                tracing::info!(sip_call_id = %self.call_id, correlation_id = %self.ctx.correlation_id, "early UPDATE offer answered 200");
+                let tag = from_tag(request).unwrap_or_default();
+                if let Some((_, early)) = self.early.iter_mut().find(|(t, _)| *t == tag) {
+                    early.session = Some(offer.clone());
+                }
+                self.remote_offer(offer);
+                self.local_sdp = answer.clone();
+                Answer {
+                    code: 200,
+                    headers,
+                    body: Some(("application/sdp".into(), answer.into_bytes())),
+                }
+            }
+            Err(refusal) => refusal,
+        }
     }
 
     fn on_bye(&mut self) -> Answer {

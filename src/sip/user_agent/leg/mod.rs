@@ -123,13 +123,18 @@ pub(crate) enum LegEvent {
     },
 }
 
-/// An early dialog (tagged 1xx), kept to PRACK reliable provisionals.
+/// An early dialog (tagged 1xx): reliable provisionals are PRACKed in it and the
+/// peer's UPDATE, INFO and OPTIONS before the answer are matched to it.
 #[derive(Debug)]
 struct EarlyDialog {
     /// The dialog state (CSeq numbering continues into the confirmed dialog).
     dialog: Dialog,
     /// RSeq of the last reliable provisional PRACKed.
     last_rseq: Option<u32>,
+    /// The peer's SDP once a reliable provisional carried the answer to our offer
+    /// (RFC 3262), updated by early UPDATEs: the 2xx's SDP, if any, only repeats the
+    /// first answer then.
+    session: Option<String>,
 }
 
 /// One INVITE dialog usage.

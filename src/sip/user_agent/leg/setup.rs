@@ -356,42 +356,63 @@ impl Leg {
         if code == 100 {
             return;
         }
-        if lists_token(&response.headers, "Require", "100rel") && !self.prack(now, response) {
+        let reliable = lists_token(&response.headers, "Require", "100rel");
+        if let Err(e) = self.early_dialog(response) {
+            // A tagged 1xx without a usable Contact: PRACK and early UPDATE cannot
+            // reach the peer; only worth a warning when it asked for reliability.
+            if reliable {
+                tracing::warn!(sip_call_id = %self.call_id, correlation_id = %self.ctx.correlation_id, "reliable 1xx unusable: {e}");
+            }
+        }
+        if reliable && !self.prack(now, response) {
             return; // a retransmitted or out-of-order reliable provisional
         }
-        self.events.push_back(LegEvent::Provisional {
-            code,
-            sdp: body_text(&response.body),
-        });
+        let sdp = body_text(&response.body);
+        if let Some(sdp) = &sdp {
+            if reliable
+                && let Ok(Some(early)) = self.early_dialog(response)
+                && early.session.is_none()
+            {
+                early.session = Some(sdp.clone());
+            }
+            self.remote_sdp = Some(sdp.clone());
+        }
+        self.events.push_back(LegEvent::Provisional { code, sdp });
+    }
+
+    /// The early dialog of a tagged provisional, created by its first 1xx; `Ok(None)`
+    /// for an untagged one.
+    fn early_dialog(&mut self, response: &Response) -> Result<Option<&mut EarlyDialog>, String> {
+        let Some(tag) = to_tag(response) else {
+            return Ok(None);
+        };
+        if !self.early.iter().any(|(t, _)| *t == tag) {
+            let dialog = Dialog::from_uac_2xx(&self.invite, response).map_err(|e| e.to_string())?;
+            self.early.push((
+                tag.clone(),
+                EarlyDialog {
+                    dialog,
+                    last_rseq: None,
+                    session: None,
+                },
+            ));
+        }
+        Ok(self
+            .early
+            .iter_mut()
+            .find(|(t, _)| *t == tag)
+            .map(|(_, e)| e))
     }
 
     /// PRACKs a reliable provisional (RFC 3262 §4); false if it must be ignored.
     fn prack(&mut self, now: Instant, response: &Response) -> bool {
-        let Some(tag) = to_tag(response) else {
-            return true; // no early dialog to PRACK in: treat as unreliable
-        };
         let Some(rseq) =
             header_first(&response.headers, "RSeq").and_then(|v| v.trim().parse::<u32>().ok())
         else {
             return true;
         };
-        if !self.early.iter().any(|(t, _)| *t == tag) {
-            match Dialog::from_uac_2xx(&self.invite, response) {
-                Ok(dialog) => self.early.push((
-                    tag.clone(),
-                    EarlyDialog {
-                        dialog,
-                        last_rseq: None,
-                    },
-                )),
-                Err(e) => {
-                    tracing::warn!(sip_call_id = %self.call_id, correlation_id = %self.ctx.correlation_id, "reliable 1xx unusable: {e}");
-                    return true;
-                }
-            }
-        }
-        let Some((_, early)) = self.early.iter_mut().find(|(t, _)| *t == tag) else {
-            return true;
+        let Ok(Some(early)) = self.early_dialog(response) else {
+            return true; // no early dialog to PRACK in: treat as unreliable
         };
         if let Some(last) = early.last_rseq
             && rseq != last + 1
@@ -399,6 +420,7 @@ impl Leg {
             return false;
         }
         early.last_rseq = Some(rseq);
+        let tag = to_tag(response).unwrap_or_default();
         let invite_seq = cseq(&self.invite).map(|(s, _)| s).unwrap_or(1);
         let rack = Header::Other("RAck".into(), format!("{rseq} {invite_seq} INVITE"));
         self.send_in_dialog(now, Some(&tag), Purpose::Prack, vec![rack], None);
@@ -419,8 +441,10 @@ impl Leg {
             }
         };
         let tag = to_tag(response).unwrap_or_default();
-        if let Some((_, early)) = self.early.iter().find(|(t, _)| *t == tag) {
+        let mut early_session = None;
+        if let Some((_, early)) = self.early.iter_mut().find(|(t, _)| *t == tag) {
             dialog.bump_local_cseq(early.dialog.local_cseq());
+            early_session = early.session.take();
         }
         self.early.clear();
         let credentials: Vec<Header> = self
@@ -445,7 +469,13 @@ impl Leg {
         self.dialog = Some(dialog);
         self.phase = Phase::Confirmed;
         self.peer_allows_update = lists_token(&response.headers, "Allow", "UPDATE");
-        self.remote_sdp = body_text(&response.body);
+        // The session is the 2xx's SDP, unless a reliable provisional of this dialog
+        // already carried the answer (RFC 3262): then the 2xx has none or repeats that
+        // answer, which an early UPDATE may have replaced since. An unreliable 1xx's
+        // SDP stands in for a 2xx without one.
+        if let Some(sdp) = early_session.or_else(|| body_text(&response.body)) {
+            self.remote_sdp = Some(sdp);
+        }
         if self.hung_up {
             tracing::info!(sip_call_id = %self.call_id, correlation_id = %self.ctx.correlation_id, "2xx after hangup: ACK and BYE");
             self.send_bye(now);

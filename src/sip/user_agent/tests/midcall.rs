@@ -1,6 +1,7 @@
 //! Mid-call behaviour with fake time: the INVITE server transaction under a peer's
 //! re-INVITE (Timer G resends the 2xx, the ACK stops it, Timer H ends the call),
-//! glare, 422, challenges of in-dialog requests, reliable transports, PRACK.
+//! glare, 422, challenges of in-dialog requests, reliable transports, PRACK, UPDATE in
+//! an early dialog and a 2xx without SDP after an early answer.
 
 use super::*;
 use crate::sip::transport::Transport;
@@ -345,4 +346,87 @@ fn session_refresh_by_reinvite_and_expiry_without_refresh() {
         }]
     );
     assert_eq!(starting(&h.take_sent(), "BYE ").len(), 1);
+}
+
+/// A peer's request in the early dialog of `invite` (To tag ours, From tag peer1).
+fn early_update(invite: &str, seq: u32, direction: Option<&str>) -> String {
+    let update = in_dialog("UPDATE", invite, &format!("z9hG4bKeu{seq}"), seq);
+    match direction {
+        Some(d) => with_body(&update, "application/sdp", &sdp(d)),
+        None => update,
+    }
+}
+
+#[test]
+fn early_update_needs_a_settled_offer_and_then_changes_the_session() {
+    let mut h = Harness::new();
+    h.call_with(hold_request());
+    let invite = h.take_sent().remove(0);
+    // An unreliable 183 opens the early dialog but settles nothing.
+    h.peer_sends(&reply(&invite, 183, "Session Progress", CONTACT));
+    h.peer_sends(&early_update(&invite, 1, Some("sendonly")));
+    assert!(
+        h.take_sent()[0].starts_with("SIP/2.0 491 "),
+        "our offer is open"
+    );
+    h.peer_sends(&in_dialog("BYE", &invite, "z9hG4bKeb", 2));
+    assert!(
+        h.take_sent()[0].starts_with("SIP/2.0 481 "),
+        "no BYE in early"
+    );
+    h.peer_sends(&early_update(&invite, 3, None));
+    assert!(
+        h.take_sent()[0].starts_with("SIP/2.0 200 "),
+        "offerless UPDATE"
+    );
+    // The reliable 183 carries the answer: now an offer in UPDATE is answered.
+    let reliable = reply(
+        &invite,
+        183,
+        "Session Progress",
+        &format!("Require: 100rel\r\nRSeq: 1\r\n{CONTACT}"),
+    );
+    h.peer_sends(&with_body(&reliable, "application/sdp", &sdp("sendrecv")));
+    assert!(h.take_sent()[0].starts_with("PRACK "));
+    h.peer_sends(&early_update(&invite, 4, Some("sendonly")));
+    let ok = h.take_sent().remove(0);
+    assert!(ok.starts_with("SIP/2.0 200 "), "{ok}");
+    assert!(ok.contains("a=recvonly"), "the answerer's SDP: {ok}");
+    assert_eq!(
+        h.take_events(),
+        vec![
+            SipCallEvent::Progress { sdp: None },
+            SipCallEvent::Progress {
+                sdp: Some(sdp("sendrecv"))
+            },
+            SipCallEvent::RemoteSdp {
+                sdp: sdp("sendonly")
+            },
+        ]
+    );
+    // The 2xx repeats the 183's answer: the UPDATE's session stands.
+    let ok = reply(&invite, 200, "OK", CONTACT);
+    h.peer_sends(&with_body(&ok, "application/sdp", &sdp("sendrecv")));
+    assert_eq!(
+        h.take_events(),
+        vec![SipCallEvent::Answered {
+            sdp: sdp("sendonly")
+        }]
+    );
+}
+
+#[test]
+fn a_2xx_without_sdp_takes_the_early_answer() {
+    let mut h = Harness::new();
+    h.call();
+    let invite = h.take_sent().remove(0);
+    let early = reply(&invite, 183, "Session Progress", CONTACT);
+    h.peer_sends(&with_body(&early, "application/sdp", &sdp("sendrecv")));
+    h.peer_sends(&reply(&invite, 200, "OK", CONTACT));
+    assert_eq!(
+        h.take_events().last(),
+        Some(&SipCallEvent::Answered {
+            sdp: sdp("sendrecv")
+        })
+    );
 }
