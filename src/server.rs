@@ -281,6 +281,7 @@ pub async fn start(config: Config) -> Result<RunningServer, ServerError> {
             .iter()
             .filter_map(|n| crate::sip::parse_net(n))
             .collect(),
+        tls: sip_tls_listener(&config)?,
         ..SipEndpointConfig::default()
     })
     .await?;
@@ -479,4 +480,18 @@ async fn start_echo(config: &mut Config) -> Result<EchoUas, ServerError> {
     );
     info!(addr = %echo.addr(), numbers = ?config.echo.numbers, "built-in echo destination");
     Ok(echo)
+}
+
+/// The SIP over TLS listener of `sip.tls_listen` with the `[tls]` certificate (no
+/// ALPN: SIP clients do not ask for one).
+fn sip_tls_listener(config: &Config) -> Result<Option<crate::sip::SipTlsListener>, ServerError> {
+    let (Some(listen), Some(tls)) = (config.sip.tls_listen, &config.tls) else {
+        return Ok(None);
+    };
+    let mut server = (*api::tls::server_config(&tls.cert, &tls.key)?).clone();
+    server.alpn_protocols.clear();
+    Ok(Some(crate::sip::SipTlsListener {
+        listen,
+        config: Arc::new(server),
+    }))
 }

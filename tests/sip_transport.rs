@@ -1,7 +1,9 @@
 //! SIP over TCP and TLS against SIPp (`-t t1`). The Debian SIPp is built without
 //! OpenSSL (`-t l1` is refused), so for TLS the test puts a rustls terminator in
 //! front of a TCP SIPp, with a certificate made in the test (rcgen) into a tempdir:
-//! the endpoint verifies it through the trunk's `tls_ca` and server name.
+//! the endpoint verifies it through the trunk's `tls_ca` and server name. Inbound
+//! TLS runs the other way: a TCP SIPp UAC → an in-test TLS client relay → our TLS
+//! listener (`sip.tls_listen`) presenting that certificate.
 
 #[path = "common/sipp.rs"]
 mod sipp;
@@ -11,8 +13,13 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use callbridge::sip::{InviteRequest, SipCallEvent, Transport, TrunkSettings};
-use sipp::{Sipp, SippTransport, endpoint, invite_request, next_event, next_final_or_answer};
+use callbridge::sip::{
+    InboundSipEvent, InviteRequest, SdpAnswerer, SipCallEvent, SipEndpoint, SipEndpointConfig,
+    SipTlsListener, Transport, TrunkSettings,
+};
+use sipp::{
+    EVENT_WAIT, Sipp, SippTransport, endpoint, invite_request, next_event, next_final_or_answer,
+};
 use tokio::net::{TcpListener, TcpStream};
 
 fn request(target: SocketAddr, trunk: TrunkSettings) -> InviteRequest {
@@ -212,5 +219,148 @@ async fn tls_with_the_wrong_server_name_fails_with_503() {
         }
         other => panic!("expected Failed 503, got {other:?}"),
     }
+    ep.shutdown().await;
+}
+
+/// Accepts TCP on an ephemeral port and relays each connection over TLS to `server`
+/// (verified as `localhost` against `ca`): SIPp speaks TCP, our listener TLS.
+async fn tls_originator(ca: &std::path::Path, server: SocketAddr) -> SocketAddr {
+    use rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls::pki_types::CertificateDer::pem_file_iter(ca).unwrap() {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut tcp, _)) = listener.accept().await {
+            let connector = connector.clone();
+            tokio::spawn(async move {
+                let Ok(stream) = TcpStream::connect(server).await else {
+                    return;
+                };
+                let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+                let Ok(mut tls) = connector.connect(name, stream).await else {
+                    return;
+                };
+                let _ = tokio::io::copy_bidirectional(&mut tcp, &mut tls).await;
+            });
+        }
+    });
+    addr
+}
+
+/// An endpoint with a TLS listener on an ephemeral port, taking inbound calls from
+/// 127.0.0.1.
+async fn tls_listening_endpoint(cert: &TestCert) -> Arc<SipEndpoint> {
+    let ep = SipEndpoint::bind(SipEndpointConfig {
+        listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+        tls: Some(SipTlsListener {
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            config: cert.server_config.clone(),
+        }),
+        ..SipEndpointConfig::default()
+    })
+    .await
+    .expect("bind with TLS");
+    let trunk = TrunkSettings {
+        name: "tls-in".into(),
+        host: "127.0.0.1".into(),
+        transport: Transport::Tls,
+        ..TrunkSettings::default()
+    };
+    ep.start_trunks(vec![trunk]).await.expect("trunks");
+    ep
+}
+
+#[tokio::test]
+async fn inbound_tls_call_answered_and_hung_up_by_the_caller() {
+    let cert = test_cert();
+    let ep = tls_listening_endpoint(&cert).await;
+    let tls_addr = ep.tls_local_addr().expect("TLS listener bound");
+    assert_ne!(tls_addr.port(), ep.local_addr().port());
+    let mut calls = ep.take_incoming().expect("incoming calls");
+    let relay = tls_originator(&cert.ca_path, tls_addr).await;
+    let mut sipp = Sipp::uac_on(
+        SippTransport::Tcp,
+        &Sipp::scenario("uac_answer_bye.xml"),
+        relay,
+        "+15550001111",
+        &[],
+    );
+    let mut call = tokio::time::timeout(EVENT_WAIT, calls.recv())
+        .await
+        .expect("an inbound call over TLS")
+        .expect("incoming stream");
+    assert_eq!(call.to_user, "+15550001111");
+    assert_eq!(call.trunk.as_deref(), Some("tls-in"));
+    let answer = "v=0\r\no=- 2 2 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 41000 RTP/AVP 0\r\na=sendrecv\r\n";
+    let answerer: SdpAnswerer = Arc::new(|_offer: &str| Ok(String::new()));
+    call.handle.answer(answer.into(), answerer);
+    for expected in [InboundSipEvent::Acked, InboundSipEvent::RemoteHangup] {
+        let event = tokio::time::timeout(EVENT_WAIT, call.events.recv()).await;
+        assert_eq!(event.expect("an inbound event in time"), Some(expected));
+    }
+    let outcome = sipp.wait(Duration::from_secs(30)).await;
+    outcome.assert_one_success();
+    // Our Contact sends the trunk's in-dialog requests to the TLS listener.
+    let contact = format!(
+        "Contact: <sip:+15550001111@127.0.0.1:{};transport=tls>",
+        tls_addr.port()
+    );
+    assert!(outcome.messages.contains(&contact), "{}", outcome.messages);
+    ep.shutdown().await;
+}
+
+#[tokio::test]
+async fn inbound_tls_handshake_failure_costs_nothing_and_the_listener_keeps_working() {
+    let cert = test_cert();
+    let ep = tls_listening_endpoint(&cert).await;
+    let tls_addr = ep.tls_local_addr().expect("TLS listener bound");
+    let mut calls = ep.take_incoming().expect("incoming calls");
+    // Plain SIP on the TLS port: the handshake fails, the connection is closed and
+    // no call appears.
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut plain = TcpStream::connect(tls_addr).await.unwrap();
+    plain
+        .write_all(b"OPTIONS sip:x@127.0.0.1 SIP/2.0\r\nContent-Length: 0\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = [0u8; 512];
+    let read = tokio::time::timeout(EVENT_WAIT, plain.read(&mut buf))
+        .await
+        .expect("the server answers or closes");
+    assert!(
+        !String::from_utf8_lossy(&buf[..read.unwrap_or(0)]).contains("SIP/2.0"),
+        "no SIP over a failed handshake"
+    );
+    assert!(calls.try_recv().is_err());
+    // A proper TLS caller is still served.
+    let relay = tls_originator(&cert.ca_path, tls_addr).await;
+    let mut sipp = Sipp::uac_on(
+        SippTransport::Tcp,
+        &Sipp::scenario("uac_refused.xml"),
+        relay,
+        "+15550001111",
+        &[],
+    );
+    let call = tokio::time::timeout(EVENT_WAIT, calls.recv())
+        .await
+        .expect("an inbound call over TLS")
+        .expect("incoming stream");
+    call.handle.reject(603, "Decline").expect("reject");
+    let outcome = sipp.wait(Duration::from_secs(30)).await;
+    assert!(
+        outcome.messages.contains("SIP/2.0 603"),
+        "{}",
+        outcome.messages
+    );
     ep.shutdown().await;
 }

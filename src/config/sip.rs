@@ -12,8 +12,11 @@ use super::{Config, ConfigError};
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SipConfig {
-    /// UDP listen address.
+    /// UDP listen address (TCP on the same port).
     pub listen: SocketAddr,
+    /// SIP over TLS listen address (e.g. `0.0.0.0:5061`); uses `[tls]`'s
+    /// certificate. Absent: no inbound TLS (outbound TLS to trunks still works).
+    pub tls_listen: Option<SocketAddr>,
     /// RTP port range for the SIP-side media, `"low-high"`.
     pub rtp_ports: String,
     /// Address in Via/Contact/SDP when behind 1:1 NAT (default: `server.public_ip`).
@@ -31,6 +34,7 @@ impl Default for SipConfig {
     fn default() -> Self {
         SipConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 5060)),
+            tls_listen: None,
             rtp_ports: "20000-29999".into(),
             external_address: None,
             user_agent: concat!("callbridge/", env!("CARGO_PKG_VERSION")).into(),

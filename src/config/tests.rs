@@ -127,3 +127,29 @@ fn example_config_is_valid() {
     config.auth.public_keys.clear();
     validate(&config).expect("example validates");
 }
+
+#[test]
+fn sip_tls_listen_needs_a_certificate_and_its_own_port() {
+    let text = format!("{}\n[sip]\ntls_listen = \"127.0.0.1:5061\"", minimal());
+    let err = load_text(&text, vec![]).expect_err("no [tls]").to_string();
+    assert!(
+        err.contains("sip.tls_listen") && err.contains("[tls]"),
+        "{err}"
+    );
+
+    let existing = std::path::PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.toml"));
+    let mut config = load_text(&minimal(), vec![]).expect("minimal");
+    config.tls = Some(TlsConfig {
+        cert: existing.clone(),
+        key: existing,
+    });
+    config.sip.listen = SocketAddr::from(([0, 0, 0, 0], 5060));
+    config.sip.tls_listen = Some(SocketAddr::from(([127, 0, 0, 1], 5060)));
+    let err = validate(&config).expect_err("same port").to_string();
+    assert!(
+        err.contains("sip.tls_listen") && err.contains("5061"),
+        "{err}"
+    );
+    config.sip.tls_listen = Some(SocketAddr::from(([127, 0, 0, 1], 5061)));
+    validate(&config).expect("own port");
+}

@@ -227,6 +227,7 @@ pub fn validate(config: &Config) -> Result<(), ConfigError> {
     if let Some(turn) = &config.turn {
         validate_turn(config, turn)?;
     }
+    validate_sip_tls(config)?;
 
     validate_media(&config.media)?;
     for n in &config.sip.trusted_proxies {
@@ -362,6 +363,32 @@ fn validate_turn(config: &Config, turn: &super::TurnConfig) -> Result<(), Config
         return Err(ConfigError::invalid(
             "turn.tls_listen",
             "needs a certificate: configure [tls] cert and key",
+        ));
+    }
+    Ok(())
+}
+
+/// `sip.tls_listen` needs the `[tls]` certificate and its own port.
+fn validate_sip_tls(config: &Config) -> Result<(), ConfigError> {
+    let Some(addr) = config.sip.tls_listen else {
+        return Ok(());
+    };
+    if config.tls.is_none() {
+        return Err(ConfigError::invalid(
+            "sip.tls_listen",
+            "needs a certificate: configure [tls] cert and key",
+        ));
+    }
+    let listen = config.sip.listen;
+    let overlap =
+        addr.ip() == listen.ip() || addr.ip().is_unspecified() || listen.ip().is_unspecified();
+    if overlap && addr.port() != 0 && addr.port() == listen.port() {
+        return Err(ConfigError::invalid(
+            "sip.tls_listen",
+            format!(
+                "port {} is already sip.listen's (TCP); use another port, e.g. 5061",
+                addr.port()
+            ),
         ));
     }
     Ok(())

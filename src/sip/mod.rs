@@ -94,6 +94,25 @@ pub struct SipEndpointConfig {
     /// ([`SipEndpoint::proxy`]): their INVITEs are admitted by the trunk address in
     /// the second Via (and not challenged again).
     pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// Inbound SIP over TLS (RFC 3261 §26.2, usually port 5061), if any.
+    pub tls: Option<SipTlsListener>,
+}
+
+/// Where and with which certificate the endpoint accepts SIP over TLS.
+#[derive(Clone)]
+pub struct SipTlsListener {
+    /// Local address to bind (port 0: ephemeral).
+    pub listen: SocketAddr,
+    /// The server certificate and key.
+    pub config: Arc<rustls::ServerConfig>,
+}
+
+impl std::fmt::Debug for SipTlsListener {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SipTlsListener")
+            .field("listen", &self.listen)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Default for SipEndpointConfig {
@@ -104,6 +123,7 @@ impl Default for SipEndpointConfig {
             user_agent: concat!("callbridge/", env!("CARGO_PKG_VERSION")).to_string(),
             timers: TimerConfig::default(),
             trusted_proxies: Vec::new(),
+            tls: None,
         }
     }
 }

@@ -162,12 +162,23 @@ impl Sipp {
     /// `service` being the Request-URI user (`-s`), from 127.0.0.1 on a free port.
     /// It sends at once, so the endpoint must be ready.
     pub fn uac(scenario: &Path, target: SocketAddr, service: &str, extra_args: &[&str]) -> Sipp {
+        Self::uac_on(SippTransport::Udp, scenario, target, service, extra_args)
+    }
+
+    /// Like [`Sipp::uac`] on the given transport (TCP: one connection to `target`).
+    pub fn uac_on(
+        transport: SippTransport,
+        scenario: &Path,
+        target: SocketAddr,
+        service: &str,
+        extra_args: &[&str],
+    ) -> Sipp {
         let mut cmd = Command::new(sipp_binary());
         cmd.arg("-sf")
             .arg(scenario)
             .args(["-s", service])
             .arg(target.to_string());
-        Self::spawn(cmd, SippTransport::Udp, free_port(), extra_args)
+        Self::spawn(cmd, transport, free_port(), extra_args)
     }
 
     /// Runs `cmd` (SIPp with its mode arguments) on 127.0.0.1:`port` for one call.

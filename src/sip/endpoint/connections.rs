@@ -1,4 +1,4 @@
-//! TCP and TLS connections: one per peer, reused for every message (RFC 3261 §18,
+//! TCP and TLS connections, ours to trunks and accepted ones: one per peer, reused for every message (RFC 3261 §18,
 //! responses go back on the connection the request came in on). Each connection is
 //! a task that writes what the driver queues and frames what it reads
 //! ([`StreamFramer`]); the driver learns about messages, failed sends and closed
@@ -14,6 +14,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, mpsc};
 use tokio::task::JoinSet;
+use tokio_rustls::TlsAcceptor;
 
 use super::tls::TlsTarget;
 use crate::sip::transport::{Peer, StreamFramer, Transport};
@@ -95,11 +96,16 @@ impl Connections {
         }
     }
 
-    /// Accepts inbound TCP connections on `listener`.
-    pub(crate) fn listen(&mut self, listener: TcpListener) {
+    /// Accepts inbound TCP connections on `listener`, or TLS ones with `tls`.
+    pub(crate) fn listen(&mut self, listener: TcpListener, tls: Option<TlsAcceptor>) {
         let net = self.net.clone();
-        let first_id = 1u64 << 40; // inbound ids never collide with outbound ones
-        self.tasks.spawn(accept_loop(listener, net, first_id));
+        // Inbound ids never collide with outbound ones, nor TCP with TLS ones.
+        let first_id = if tls.is_some() {
+            2u64 << 40
+        } else {
+            1u64 << 40
+        };
+        self.tasks.spawn(accept_loop(listener, tls, net, first_id));
     }
 
     /// Remembers how to reach a TLS trunk at `addr`.
@@ -287,11 +293,19 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(
     }
 }
 
-/// Accepts inbound TCP connections (at most [`MAX_INBOUND`] at once).
-async fn accept_loop(listener: TcpListener, net: mpsc::UnboundedSender<NetEvent>, first_id: u64) {
+/// Accepts inbound TCP connections, or TLS ones when `tls` is set (at most
+/// [`MAX_INBOUND`] at once). The TLS handshake runs in the connection's own task
+/// within [`CONNECT_TIMEOUT`], so a slow or silent client holds up nobody else.
+async fn accept_loop(
+    listener: TcpListener,
+    tls: Option<TlsAcceptor>,
+    net: mpsc::UnboundedSender<NetEvent>,
+    first_id: u64,
+) {
     let permits = Arc::new(Semaphore::new(MAX_INBOUND));
     let mut next_id = first_id;
     let mut tasks = JoinSet::new();
+    let kind = if tls.is_some() { "TLS" } else { "TCP" };
     loop {
         let Ok(permit) = permits.clone().acquire_owned().await else {
             return;
@@ -299,7 +313,7 @@ async fn accept_loop(listener: TcpListener, net: mpsc::UnboundedSender<NetEvent>
         let (stream, addr) = match listener.accept().await {
             Ok(accepted) => accepted,
             Err(e) => {
-                tracing::warn!("SIP TCP accept: {e}");
+                tracing::warn!("SIP {kind} accept: {e}");
                 tokio::time::sleep(Duration::from_millis(50)).await;
                 continue;
             }
@@ -307,22 +321,46 @@ async fn accept_loop(listener: TcpListener, net: mpsc::UnboundedSender<NetEvent>
         let _ = stream.set_nodelay(true);
         next_id += 1;
         let id = next_id;
-        let peer = Peer {
-            transport: Transport::Tcp,
-            addr,
-        };
-        let (sender, mut queue) = mpsc::unbounded_channel();
-        if net.send(NetEvent::Accepted { peer, id, sender }).is_err() {
-            return;
-        }
         let net = net.clone();
+        let tls = tls.clone();
         tasks.spawn(async move {
-            let error = run(stream, peer, &mut queue, &net, INBOUND_IDLE).await;
-            tracing::debug!(%peer, "inbound connection ended: {error}");
-            fail_queued(peer, &mut queue, &net, &error);
-            let _ = net.send(NetEvent::Closed { peer, id });
+            let error = match tls {
+                None => serve_inbound(stream, Transport::Tcp, addr, id, &net).await,
+                Some(acceptor) => {
+                    match tokio::time::timeout(CONNECT_TIMEOUT, acceptor.accept(stream)).await {
+                        Ok(Ok(stream)) => {
+                            serve_inbound(stream, Transport::Tls, addr, id, &net).await
+                        }
+                        Ok(Err(e)) => Some(format!("TLS handshake: {e}")),
+                        Err(_) => {
+                            Some(format!("TLS handshake: no progress in {CONNECT_TIMEOUT:?}"))
+                        }
+                    }
+                }
+            };
+            if let Some(error) = error {
+                tracing::debug!(%addr, "inbound {kind} connection ended: {error}");
+            }
             drop(permit);
         });
         while tasks.try_join_next().is_some() {}
     }
+}
+
+/// Runs one accepted connection: announces it to the driver, then reads and writes
+/// until it ends; returns why it ended (`None` if the driver is gone).
+async fn serve_inbound<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: S,
+    transport: Transport,
+    addr: SocketAddr,
+    id: u64,
+    net: &mpsc::UnboundedSender<NetEvent>,
+) -> Option<String> {
+    let peer = Peer { transport, addr };
+    let (sender, mut queue) = mpsc::unbounded_channel();
+    net.send(NetEvent::Accepted { peer, id, sender }).ok()?;
+    let error = run(stream, peer, &mut queue, net, INBOUND_IDLE).await;
+    fail_queued(peer, &mut queue, net, &error);
+    let _ = net.send(NetEvent::Closed { peer, id });
+    Some(error)
 }

@@ -1,5 +1,5 @@
 //! The runtime side: [`SipEndpoint`] binds the UDP socket and the TCP listener (same
-//! port), starts the driver task (`driver.rs`), hands out [`SipCallHandle`]s for the
+//! port) and, when configured, a TLS listener, starts the driver task (`driver.rs`), hands out [`SipCallHandle`]s for the
 //! calls we place and delivers inbound calls with their handles (`incoming.rs`).
 //! Handles talk to the driver through an mpsc queue; no task per transaction or per
 //! call, one task per TCP/TLS connection (`connections.rs`).
@@ -202,6 +202,8 @@ pub struct SipEndpoint {
     local_addr: SocketAddr,
     /// Advertised IP override (1:1 NAT).
     external_ip: Option<IpAddr>,
+    /// The bound TLS listener's address, if any.
+    tls_addr: Option<SocketAddr>,
     /// The driver's command queue.
     commands: mpsc::UnboundedSender<Command>,
     /// The driver task, taken by `shutdown`.
@@ -248,13 +250,21 @@ impl SipEndpoint {
         let mut connections = Connections::new(net_tx);
         let tcp = listener.is_some();
         if let Some(listener) = listener {
-            connections.listen(listener);
+            connections.listen(listener, None);
+        }
+        let mut tls_addr = None;
+        if let Some(tls) = &config.tls {
+            let listener = TcpListener::bind(tls.listen).await?;
+            tls_addr = Some(listener.local_addr()?);
+            let acceptor = tokio_rustls::TlsAcceptor::from(Arc::clone(&tls.config));
+            connections.listen(listener, Some(acceptor));
         }
         let counts = Counts::default();
         let statuses = Statuses::default();
         let addresses = Addresses {
             local_addr,
             external_ip: config.external_ip,
+            tls_port: tls_addr.map(|a| a.port()),
         };
         let advertise = Arc::new(move |transport, target| addresses.local_peer(transport, target));
         let (incoming_tx, incoming_rx) = mpsc::unbounded_channel();
@@ -277,10 +287,11 @@ impl SipEndpoint {
             incoming: incoming_tx,
         };
         let task = tokio::spawn(driver.run());
-        tracing::info!(%local_addr, tcp, "SIP endpoint listening (UDP, TCP)");
+        tracing::info!(%local_addr, tcp, ?tls_addr, "SIP endpoint listening (UDP, TCP, TLS)");
         Ok(Arc::new(SipEndpoint {
             local_addr,
             external_ip: config.external_ip,
+            tls_addr,
             commands,
             task: Mutex::new(Some(task)),
             counts,
@@ -293,6 +304,11 @@ impl SipEndpoint {
     /// The bound local address.
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// The bound address of the SIP over TLS listener, if one is configured.
+    pub fn tls_local_addr(&self) -> Option<SocketAddr> {
+        self.tls_addr
     }
 
     /// Our SIP address as a peer at `toward` sees it (the external IP when set, else
@@ -399,6 +415,7 @@ impl SipEndpoint {
         Addresses {
             local_addr: self.local_addr,
             external_ip: self.external_ip,
+            tls_port: self.tls_addr.map(|a| a.port()),
         }
     }
 }
@@ -410,14 +427,22 @@ struct Addresses {
     local_addr: SocketAddr,
     /// Advertised IP override (1:1 NAT).
     external_ip: Option<IpAddr>,
+    /// Port of our TLS listener, if any.
+    tls_port: Option<u16>,
 }
 
 impl Addresses {
-    /// Our address on `transport` as the peer at `target` should see it.
+    /// Our address on `transport` as the peer at `target` should see it: the TLS
+    /// listener's port for TLS when there is one (a trunk opening a connection to our
+    /// Contact reaches it), else the UDP/TCP port.
     fn local_peer(&self, transport: Transport, target: SocketAddr) -> Peer {
+        let port = match (transport, self.tls_port) {
+            (Transport::Tls, Some(port)) => port,
+            _ => self.local_addr.port(),
+        };
         Peer {
             transport,
-            addr: SocketAddr::new(self.advertised_ip(target), self.local_addr.port()),
+            addr: SocketAddr::new(self.advertised_ip(target), port),
         }
     }
 
