@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what callbridge needs to build and test on Debian 12, idempotently:
 # a C toolchain and cmake (bundled libopus), SIPp (Debian's sip-tester) for the SIP
-# tests, PostgreSQL for the PostgreSQL storage test (tests/webhooks_postgres.rs
+# tests, dnsmasq (a DNS server for the SRV tests, started by tests/sip_dns.rs on
+# loopback), PostgreSQL for the PostgreSQL storage test (tests/webhooks_postgres.rs
 # starts its own throwaway server; the packaged one is not used), a Rust toolchain
 # through rustup when cargo is missing, and (when asked) what the browser tests need.
 set -euo pipefail
@@ -9,7 +10,7 @@ export DEBIAN_FRONTEND=noninteractive
 SUDO=""
 if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
 
-packages=(build-essential cmake pkg-config curl ca-certificates sip-tester openssl postgresql redis-server)
+packages=(build-essential cmake pkg-config curl ca-certificates sip-tester openssl postgresql redis-server dnsmasq-base)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

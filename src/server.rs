@@ -282,6 +282,7 @@ pub async fn start(config: Config) -> Result<RunningServer, ServerError> {
             .filter_map(|n| crate::sip::parse_net(n))
             .collect(),
         tls: sip_tls_listener(&config)?,
+        dns_servers: config.sip.dns_servers.clone(),
         ..SipEndpointConfig::default()
     })
     .await?;

@@ -14,7 +14,6 @@ use super::media_plane::{self, CallMedia, HoldChange};
 use super::registry::{CallSlot, CallState};
 use super::report;
 use super::{CallCommand, CallContext, CallManager, MEDIA_TIMEOUT, SessionEvent};
-use crate::config::validate::split_host_port;
 use crate::events::RecordingInfo as EventRecording;
 use crate::media::bridge::{BridgeReport, Leg, MediaEvent};
 use crate::media::negotiate;
@@ -122,21 +121,24 @@ impl OutboundJob {
         self.answerer = media.answerer();
         let offer = media.local_sdp();
         let mut trunk = 0;
-        let (mut sip, mut sip_events) = match self.invite_first(&mut trunk, &offer).await {
-            Ok(parts) => parts,
-            Err(e) => {
-                leg.close().await;
-                return self.fail_setup(e);
-            }
-        };
+        // The current trunk's addresses not tried yet (SRV targets after the first).
+        let mut targets = Vec::new();
+        let (mut sip, mut sip_events) =
+            match self.invite_first(&mut trunk, &mut targets, &offer).await {
+                Ok(parts) => parts,
+                Err(e) => {
+                    leg.close().await;
+                    return self.fail_setup(e);
+                }
+            };
 
         let limits = Limits {
             max_duration: self.manager.config.limits.max_call_duration,
             media_timeout: MEDIA_TIMEOUT,
             invite_timeout: self.manager.config.limits.invite_timeout,
         };
-        let trunks_left = self.routed.trunks.len() - trunk;
-        let mut machine = OutboundCall::new(self.call_id.clone(), started, limits, trunks_left);
+        let attempts = 1 + self.attempts_after(trunk, &targets);
+        let mut machine = OutboundCall::new(self.call_id.clone(), started, limits, attempts);
         let mut outcome = None;
         // Our own hold/unhold waiting for the re-INVITE's answer.
         let mut pending_hold: Option<bool> = None;
@@ -159,11 +161,14 @@ impl OutboundJob {
                     },
                     Output::HangupSip => sip.hangup(),
                     Output::NextTrunk => {
-                        trunk += 1;
-                        match self.invite_first(&mut trunk, &offer).await {
+                        // The next address of this trunk, else the next trunk.
+                        if targets.is_empty() {
+                            trunk += 1;
+                        }
+                        match self.invite_first(&mut trunk, &mut targets, &offer).await {
                             Ok((handle, events)) => {
                                 (sip, sip_events) = (handle, events);
-                                machine.set_trunks_left(self.routed.trunks.len() - trunk - 1);
+                                machine.set_trunks_left(self.attempts_after(trunk, &targets));
                             }
                             Err(e) => {
                                 // No further trunk could be addressed: end the call.
@@ -315,47 +320,88 @@ impl OutboundJob {
         CallMedia::new(rtp, local, offer_codecs, bridge)
     }
 
-    /// Sends the INVITE to trunk `*index` of the route, moving on to the next trunk
-    /// while one cannot even be addressed (unknown, unresolvable, refused locally).
+    /// Attempts left after the current one: the trunk's untried addresses and the
+    /// route's later trunks (each at least one).
+    fn attempts_after(&self, trunk: usize, targets: &[SocketAddr]) -> usize {
+        targets.len() + self.routed.trunks.len().saturating_sub(trunk + 1)
+    }
+
+    /// Sends the INVITE to the next address of trunk `*index` (locating the trunk
+    /// when `targets` is empty), moving on while one cannot even be addressed
+    /// (unknown, down, not in DNS, refused locally).
     async fn invite_first(
         &self,
         index: &mut usize,
+        targets: &mut Vec<SocketAddr>,
         offer: &str,
     ) -> Result<(SipCallHandle, mpsc::UnboundedReceiver<SipCallEvent>), SetupError> {
         let mut last = unavailable("route has no trunks".into());
         while *index < self.routed.trunks.len() {
-            match self.invite(&self.routed.trunks[*index], offer).await {
+            let name = &self.routed.trunks[*index];
+            if targets.is_empty() {
+                match self.locate(name).await {
+                    Ok(found) => *targets = found,
+                    Err(e) => {
+                        warn!(trunk = %name, message = %e.message, "trunk skipped");
+                        last = e;
+                        *index += 1;
+                        continue;
+                    }
+                }
+            }
+            let target = targets.remove(0);
+            match self.invite(name, target, offer).await {
                 Ok(parts) => return Ok(parts),
                 Err(e) => {
-                    warn!(trunk = %self.routed.trunks[*index], message = %e.message, "trunk skipped");
+                    warn!(trunk = %name, %target, message = %e.message, "trunk address skipped");
                     last = e;
-                    *index += 1;
+                    if targets.is_empty() {
+                        *index += 1;
+                    }
                 }
             }
         }
         Err(last)
     }
 
-    /// Resolves one trunk and sends it the INVITE.
-    async fn invite(
-        &self,
-        trunk_name: &str,
-        offer: &str,
-    ) -> Result<(SipCallHandle, mpsc::UnboundedReceiver<SipCallEvent>), SetupError> {
-        let config = &self.manager.config;
-        let trunk = config
-            .sip
-            .trunk(trunk_name)
-            .ok_or_else(|| unavailable(format!("trunk `{trunk_name}` is not configured")))?;
+    /// The addresses of a usable trunk, in the order to try them.
+    async fn locate(&self, trunk_name: &str) -> Result<Vec<SocketAddr>, SetupError> {
+        let trunk = self.trunk_settings(trunk_name)?;
         if !self.manager.sip.trunk_usable(trunk_name) {
             return Err(unavailable(format!(
                 "trunk `{trunk_name}` is down (health check failing); skipped"
             )));
         }
-        let (host, port) = split_host_port(&trunk.address).map_err(unavailable)?;
-        let target = resolve(&host, port).await.map_err(|e| {
-            unavailable(format!("cannot resolve trunk `{trunk_name}` ({host}): {e}"))
-        })?;
+        let targets = self
+            .manager
+            .sip
+            .locate(&trunk)
+            .await
+            .map_err(|e| unavailable(format!("trunk `{trunk_name}`: {e}")))?;
+        if targets.len() > 1 {
+            info!(trunk = %trunk_name, ?targets, "trunk located by SRV");
+        }
+        Ok(targets)
+    }
+
+    /// A configured trunk's settings.
+    fn trunk_settings(&self, trunk_name: &str) -> Result<TrunkSettings, SetupError> {
+        self.manager
+            .config
+            .sip
+            .trunk(trunk_name)
+            .map(TrunkSettings::from_config)
+            .ok_or_else(|| unavailable(format!("trunk `{trunk_name}` is not configured")))
+    }
+
+    /// Sends the INVITE to one address of a trunk.
+    async fn invite(
+        &self,
+        trunk_name: &str,
+        target: SocketAddr,
+        offer: &str,
+    ) -> Result<(SipCallHandle, mpsc::UnboundedReceiver<SipCallEvent>), SetupError> {
+        let trunk = self.trunk_settings(trunk_name)?;
         let from_user = self
             .ctx
             .identity
@@ -364,12 +410,12 @@ impl OutboundJob {
             .unwrap_or_else(|| self.ctx.identity.user.clone());
         let request = InviteRequest {
             target,
-            target_host: host,
+            target_host: trunk.host.clone(),
             to_user: self.routed.dial.clone(),
             from_user,
             sdp: offer.to_string(),
             correlation_id: self.ctx.correlation_id.clone(),
-            trunk: TrunkSettings::from_config(trunk),
+            trunk,
             from_display: None,
             asserted_identity: self.ctx.identity.caller_id.clone(),
             privacy: self.privacy,
@@ -565,11 +611,4 @@ impl OutboundJob {
         // The session may be gone; the call still runs to its end on the SIP side.
         let _ = self.to_browser.send(SessionEvent::Message(message));
     }
-}
-
-async fn resolve(host: &str, port: u16) -> std::io::Result<SocketAddr> {
-    tokio::net::lookup_host((host, port))
-        .await?
-        .next()
-        .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::NotFound, "no address"))
 }

@@ -28,6 +28,8 @@ pub struct SipConfig {
     /// Other callbridge instances that may forward inbound INVITEs here (proxy
     /// mode), as CIDR networks or addresses.
     pub trusted_proxies: Vec<String>,
+    /// DNS servers (`ip:port`) for trunk SRV lookups; empty: the system's.
+    pub dns_servers: Vec<SocketAddr>,
 }
 
 impl Default for SipConfig {
@@ -40,6 +42,7 @@ impl Default for SipConfig {
             user_agent: concat!("callbridge/", env!("CARGO_PKG_VERSION")).into(),
             trunks: Vec::new(),
             trusted_proxies: Vec::new(),
+            dns_servers: Vec::new(),
         }
     }
 }

@@ -76,7 +76,7 @@ fn bad_values_name_the_key() {
             "dialplan.routes[0].pattern",
         ),
         (
-            minimal().replace("127.0.0.1:5070", "nohost"),
+            minimal().replace("127.0.0.1:5070", "nohost:sip"),
             "sip.trunks[0].address",
         ),
         (
@@ -152,4 +152,43 @@ fn sip_tls_listen_needs_a_certificate_and_its_own_port() {
     );
     config.sip.tls_listen = Some(SocketAddr::from(([127, 0, 0, 1], 5061)));
     validate(&config).expect("own port");
+}
+
+#[test]
+fn trunk_addresses_with_and_without_port() {
+    use crate::sip::{Transport, TrunkSettings};
+    let settings = |address: &str, transport: &str| {
+        let mut config = load_text(&minimal(), vec![]).expect("minimal");
+        config.sip.trunks[0].address = address.into();
+        config.sip.trunks[0].transport = transport.into();
+        validate(&config).map(|()| TrunkSettings::from_config(&config.sip.trunks[0]))
+    };
+    let t = settings("carrier.example", "udp").expect("SRV name");
+    assert_eq!(
+        (t.host.as_str(), t.port, t.srv),
+        ("carrier.example", 5060, true)
+    );
+    let t = settings("carrier.example", "tls").expect("SRV name, TLS");
+    assert_eq!((t.port, t.srv, t.transport), (5061, true, Transport::Tls));
+    let t = settings("carrier.example:5080", "udp").expect("host:port");
+    assert_eq!((t.port, t.srv), (5080, false));
+    let t = settings("192.0.2.7", "udp").expect("IP literal");
+    assert_eq!((t.host.as_str(), t.port, t.srv), ("192.0.2.7", 5060, false));
+    let t = settings("[2001:db8::1]:5070", "tcp").expect("bracketed v6");
+    assert_eq!(
+        (t.host.as_str(), t.port, t.srv),
+        ("2001:db8::1", 5070, false)
+    );
+    let t = settings("2001:db8::1", "udp").expect("bare v6");
+    assert_eq!((t.port, t.srv), (5060, false));
+    for bad in [
+        "",
+        "carrier.example:0",
+        "carrier.example:sip",
+        "[2001:db8::1",
+        ":5060",
+    ] {
+        let err = settings(bad, "udp").expect_err(bad).to_string();
+        assert!(err.contains("sip.trunks[0].address"), "{bad}: {err}");
+    }
 }

@@ -104,7 +104,7 @@ pub fn validate(config: &Config) -> Result<(), ConfigError> {
                 ),
             ));
         }
-        split_host_port(&trunk.address)
+        split_trunk_address(&trunk.address)
             .map_err(|m| ConfigError::invalid(format!("{key}.address"), m))?;
         if !matches!(trunk.transport.as_str(), "udp" | "tcp" | "tls") {
             return Err(ConfigError::invalid(
@@ -314,18 +314,50 @@ pub fn parse_port_range(text: &str) -> Result<(u16, u16), String> {
     Ok((low, high))
 }
 
-/// Splits `host:port` (IPv6 in brackets); the port is required.
-pub fn split_host_port(address: &str) -> Result<(String, u16), String> {
-    let (host, port) = address.rsplit_once(':').ok_or_else(|| {
-        format!("`{address}` has no port; write host:port, e.g. sip.example.com:5060")
-    })?;
-    let port: u16 = port
-        .parse()
-        .map_err(|_| format!("`{port}` in `{address}` is not a port number"))?;
-    let host = host.trim_start_matches('[').trim_end_matches(']');
+/// Splits a trunk `address`: `host:port`, `[v6]:port`, or a host or IP literal
+/// without a port (`None`: DNS SRV for a name, RFC 3263 §4.2; the transport's default
+/// port for an IP literal).
+pub fn split_trunk_address(address: &str) -> Result<(String, Option<u16>), String> {
+    let address = address.trim();
+    if address.is_empty() {
+        return Err(
+            "is empty; write host:port (e.g. sip.example.com:5060) or a name with SIP SRV records"
+                .into(),
+        );
+    }
+    if let Ok(ip) = address.parse::<std::net::IpAddr>() {
+        return Ok((ip.to_string(), None)); // a bare IPv6 literal has colons of its own
+    }
+    let (host, port) = match address.strip_prefix('[') {
+        Some(rest) => {
+            let (host, after) = rest
+                .split_once(']')
+                .ok_or_else(|| format!("`{address}` opens `[` without closing it"))?;
+            match after {
+                "" => (host, None),
+                _ => match after.strip_prefix(':') {
+                    Some(port) => (host, Some(port)),
+                    None => return Err(format!("`{address}`: write [IPv6]:port")),
+                },
+            }
+        }
+        None => match address.rsplit_once(':') {
+            Some((host, port)) => (host, Some(port)),
+            None => (address, None),
+        },
+    };
     if host.is_empty() {
         return Err(format!("`{address}` has no host"));
     }
+    let port = match port {
+        Some(p) => Some(
+            p.parse::<u16>()
+                .ok()
+                .filter(|p| *p != 0)
+                .ok_or_else(|| format!("`{p}` in `{address}` is not a port number"))?,
+        ),
+        None => None,
+    };
     Ok((host.to_string(), port))
 }
 

@@ -18,6 +18,7 @@
 mod auth;
 mod dialog;
 mod digest_server;
+pub mod dns;
 /// A built-in echo UAS (answers every INVITE, echoes RTP back).
 pub mod echo;
 mod endpoint;
@@ -77,6 +78,9 @@ pub enum SipError {
     /// RFC 4733 trunk).
     #[error("not available on this trunk: {0}")]
     NotAvailable(&'static str),
+    /// The trunk could not be located in DNS.
+    #[error(transparent)]
+    Dns(#[from] dns::DnsError),
 }
 
 /// Settings of the SIP endpoint.
@@ -96,6 +100,8 @@ pub struct SipEndpointConfig {
     pub trusted_proxies: Vec<ipnet::IpNet>,
     /// Inbound SIP over TLS (RFC 3261 §26.2, usually port 5061), if any.
     pub tls: Option<SipTlsListener>,
+    /// DNS servers for trunk SRV lookups; empty: the system's (`/etc/resolv.conf`).
+    pub dns_servers: Vec<SocketAddr>,
 }
 
 /// Where and with which certificate the endpoint accepts SIP over TLS.
@@ -124,6 +130,7 @@ impl Default for SipEndpointConfig {
             timers: TimerConfig::default(),
             trusted_proxies: Vec::new(),
             tls: None,
+            dns_servers: Vec::new(),
         }
     }
 }

@@ -58,8 +58,12 @@ pub struct TrunkSettings {
     pub name: String,
     /// Host name or IP literal of the trunk (Request-URI host of REGISTER/OPTIONS).
     pub host: String,
-    /// Port of the trunk.
+    /// Port of the trunk (the transport's default, 5060 or 5061, when the address
+    /// has none).
     pub port: u16,
+    /// Locate the trunk by DNS SRV (RFC 3263 §4.2): the address is a name without a
+    /// port. Targets are tried in SRV order, then A/AAAA of `host` on `port`.
+    pub srv: bool,
     /// Transport.
     pub transport: Transport,
     /// Digest credentials (the `Debug` output redacts the password).
@@ -93,6 +97,7 @@ impl Default for TrunkSettings {
             name: "default".into(),
             host: "127.0.0.1".into(),
             port: 5060,
+            srv: false,
             transport: Transport::Udp,
             credentials: None,
             register: false,
@@ -113,8 +118,14 @@ impl TrunkSettings {
     /// Settings from a validated `[[sip.trunks]]` entry (the password already read
     /// from `password_env` by the config loader).
     pub fn from_config(trunk: &TrunkConfig) -> TrunkSettings {
-        let (host, port) = crate::config::validate::split_host_port(&trunk.address)
-            .unwrap_or_else(|_| (trunk.address.clone(), 5060));
+        let (host, port) = crate::config::validate::split_trunk_address(&trunk.address)
+            .unwrap_or_else(|_| (trunk.address.clone(), None));
+        let transport = Transport::parse(&trunk.transport).unwrap_or_default();
+        let srv = port.is_none() && host.parse::<std::net::IpAddr>().is_err();
+        let port = port.unwrap_or(match transport {
+            Transport::Tls => 5061,
+            _ => 5060,
+        });
         let credentials = match (&trunk.username, &trunk.password) {
             (Some(username), Some(password)) => Some(Credentials {
                 username: username.clone(),
@@ -126,7 +137,8 @@ impl TrunkSettings {
             name: trunk.name.clone(),
             host,
             port,
-            transport: Transport::parse(&trunk.transport).unwrap_or_default(),
+            srv,
+            transport,
             credentials,
             register: trunk.register,
             register_expires: Duration::from_secs(u64::from(trunk.register_expires)),

@@ -18,6 +18,7 @@ use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
+use super::dns::Locator;
 use super::message::{self, build::random_hex};
 use super::transport::{Peer, Transport};
 use super::user_agent::{InboundAction, UaConfig, UserAgent, validate};
@@ -63,7 +64,7 @@ enum Command {
     AcceptInbound,
     /// Admission rules of trunks (with their resolved address when known).
     SetInbound {
-        trunks: Vec<(TrunkSettings, Option<SocketAddr>)>,
+        trunks: Vec<(TrunkSettings, Vec<SocketAddr>)>,
         done: Option<oneshot::Sender<()>>,
     },
     /// The last handle of an inbound call was dropped.
@@ -204,6 +205,8 @@ pub struct SipEndpoint {
     external_ip: Option<IpAddr>,
     /// The bound TLS listener's address, if any.
     tls_addr: Option<SocketAddr>,
+    /// Finds trunks' addresses (SRV).
+    locator: Arc<Locator>,
     /// The driver's command queue.
     commands: mpsc::UnboundedSender<Command>,
     /// The driver task, taken by `shutdown`.
@@ -292,6 +295,7 @@ impl SipEndpoint {
             local_addr,
             external_ip: config.external_ip,
             tls_addr,
+            locator: Arc::new(Locator::new(&config.dns_servers)),
             commands,
             task: Mutex::new(Some(task)),
             counts,
@@ -304,6 +308,12 @@ impl SipEndpoint {
     /// The bound local address.
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// The addresses to try for `trunk`, in order (SRV targets for a name without a
+    /// port, else the first address of host:port).
+    pub async fn locate(&self, trunk: &TrunkSettings) -> Result<Vec<SocketAddr>, SipError> {
+        Ok(self.locator.locate(trunk).await?)
     }
 
     /// The bound address of the SIP over TLS listener, if one is configured.

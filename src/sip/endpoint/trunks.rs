@@ -1,14 +1,16 @@
-//! Trunks at run time: resolving their addresses, starting their REGISTER/OPTIONS
+//! Trunks at run time: locating them (DNS SRV or host:port, `sip::dns`), starting their REGISTER/OPTIONS
 //! services, giving inbound admission each trunk's rule (`inbound_from`, or the
 //! resolved address), and the statuses the services report.
 
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
 
 use super::tls::TlsTarget;
 use super::{Addresses, Command, SipEndpoint, driver};
+use crate::sip::dns::Locator;
 use crate::sip::transport::{Peer, Transport};
 use crate::sip::{SipError, TrunkSettings, TrunkStatus};
 
@@ -33,7 +35,7 @@ impl SipEndpoint {
                 .ok()
                 .map(|ip| SocketAddr::new(ip, trunk.port));
             if !services {
-                inbound.push((trunk.clone(), literal));
+                inbound.push((trunk.clone(), literal.into_iter().collect()));
                 if literal.is_none() {
                     self.background()
                         .resolve_later(trunk, None, false, Duration::ZERO);
@@ -44,15 +46,15 @@ impl SipEndpoint {
                 Transport::Tls => Some(self.tls_target(&trunk)?),
                 _ => None,
             };
-            match resolve(&trunk.host, trunk.port).await {
-                Ok(addr) => {
-                    inbound.push((trunk.clone(), Some(addr)));
-                    self.background().start(trunk, addr, tls)?;
+            match self.locator.locate(&trunk).await {
+                Ok(addrs) => {
+                    inbound.push((trunk.clone(), addrs.clone()));
+                    self.background().start(trunk, addrs[0], tls)?;
                 }
                 Err(e) => {
-                    tracing::warn!(trunk = %trunk.name, "cannot resolve {}: {e}; retrying every 30 s", trunk.host);
+                    tracing::warn!(trunk = %trunk.name, "{e}; retrying every 30 s");
                     self.set_status(&trunk, format!("DNS: {e}"));
-                    inbound.push((trunk.clone(), None));
+                    inbound.push((trunk.clone(), Vec::new()));
                     self.background()
                         .resolve_later(trunk, tls, true, RESOLVE_RETRY);
                 }
@@ -72,6 +74,7 @@ impl SipEndpoint {
         SipEndpointRef {
             commands: self.commands.clone(),
             addresses: self.addresses(),
+            locator: Arc::clone(&self.locator),
         }
     }
 
@@ -117,6 +120,8 @@ struct SipEndpointRef {
     commands: mpsc::UnboundedSender<Command>,
     /// Our addresses.
     addresses: Addresses,
+    /// Finds the trunk's addresses.
+    locator: Arc<Locator>,
 }
 
 impl SipEndpointRef {
@@ -159,26 +164,19 @@ impl SipEndpointRef {
                 if self.commands.is_closed() {
                     return;
                 }
-                let Ok(addr) = resolve(&trunk.host, trunk.port).await else {
+                let Ok(addrs) = self.locator.locate(&trunk).await else {
                     continue;
                 };
+                let first = addrs[0];
                 let _ = self.commands.send(Command::SetInbound {
-                    trunks: vec![(trunk.clone(), Some(addr))],
+                    trunks: vec![(trunk.clone(), addrs)],
                     done: None,
                 });
                 if services {
-                    let _ = self.start(trunk, addr, tls);
+                    let _ = self.start(trunk, first, tls);
                 }
                 return;
             }
         });
     }
-}
-
-/// The first address of `host:port`.
-async fn resolve(host: &str, port: u16) -> Result<SocketAddr, std::io::Error> {
-    tokio::net::lookup_host((host, port))
-        .await?
-        .next()
-        .ok_or_else(|| std::io::Error::other("no address"))
 }

@@ -32,15 +32,15 @@ const SUPPORTED: &[&str] = &["timer"];
 pub(crate) struct InboundTrunk {
     /// Its settings (`inbound_from`, `inbound_auth`, credentials, timers).
     pub settings: TrunkSettings,
-    /// Its resolved address, once known.
-    pub resolved: Option<SocketAddr>,
+    /// Its resolved addresses (all SRV targets), once known.
+    pub resolved: Vec<SocketAddr>,
 }
 
 impl InboundTrunk {
     /// True if an INVITE from `addr` may come from this trunk.
     fn allows(&self, addr: SocketAddr) -> bool {
         if self.settings.inbound_from.is_empty() {
-            self.resolved.is_some_and(|r| r.ip() == addr.ip())
+            self.resolved.iter().any(|r| r.ip() == addr.ip())
         } else {
             self.settings
                 .inbound_from
@@ -111,12 +111,12 @@ impl Admission {
         }
     }
 
-    /// The trunk an INVITE from `addr` belongs to: the one whose resolved address is
+    /// The trunk an INVITE from `addr` belongs to: the one with a resolved address
     /// exactly `addr`, else the first whose networks hold its IP.
     fn trunk_for(&self, addr: SocketAddr) -> Option<&InboundTrunk> {
         self.trunks
             .iter()
-            .find(|t| t.resolved == Some(addr) && t.allows(addr))
+            .find(|t| t.resolved.contains(&addr) && t.allows(addr))
             .or_else(|| self.trunks.iter().find(|t| t.allows(addr)))
     }
 

@@ -44,7 +44,7 @@ pub(crate) fn fuzz(bytes: &[u8]) {
         inbound_from: crate::sip::parse_net("10.0.0.0/8").into_iter().collect(),
         ..TrunkSettings::default()
     };
-    ua.set_inbound_trunk(inbound, Some(peer.addr));
+    ua.set_inbound_trunk(inbound, vec![peer.addr]);
     if ua
         .start_call(now, "fuzz-call".into(), request, local, peer)
         .is_err()

@@ -82,11 +82,7 @@ impl UserAgent {
     }
 
     /// Adds (or replaces) a trunk's inbound admission rule.
-    pub(crate) fn set_inbound_trunk(
-        &mut self,
-        settings: TrunkSettings,
-        resolved: Option<SocketAddr>,
-    ) {
+    pub(crate) fn set_inbound_trunk(&mut self, settings: TrunkSettings, resolved: Vec<SocketAddr>) {
         self.admission
             .set_trunk(InboundTrunk { settings, resolved });
     }

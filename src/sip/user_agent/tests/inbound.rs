@@ -18,7 +18,7 @@ pub(super) fn inbound_invite(branch: &str, extra: &str) -> String {
 pub(super) fn inbound_harness(settings: TrunkSettings) -> Harness {
     let mut h = Harness::new();
     h.ua.set_accept_inbound(true);
-    h.ua.set_inbound_trunk(settings, Some(PEER.parse().unwrap()));
+    h.ua.set_inbound_trunk(settings, vec![PEER.parse().unwrap()]);
     h
 }
 
@@ -114,7 +114,7 @@ fn nobody_taking_calls_gets_480_and_strangers_403_statelessly() {
         inbound_from: vec![crate::sip::parse_net("10.0.0.0/30").unwrap()],
         ..carrier()
     };
-    h.ua.set_inbound_trunk(nets, None);
+    h.ua.set_inbound_trunk(nets, Vec::new());
     h.peer_sends(&inbound_invite("z9hG4bKi3", ""));
     assert_eq!(h.incoming.len(), 1);
     assert!(h.incoming.iter().all(|i| i.trunk == "carrier"));
@@ -559,8 +559,8 @@ fn the_trunk_at_the_exact_address_wins_over_a_network() {
         inbound_from: vec![crate::sip::parse_net("10.0.0.0/8").unwrap()],
         ..carrier()
     };
-    h.ua.set_inbound_trunk(wide, None);
-    h.ua.set_inbound_trunk(carrier(), Some(PEER.parse().unwrap()));
+    h.ua.set_inbound_trunk(wide, Vec::new());
+    h.ua.set_inbound_trunk(carrier(), vec![PEER.parse().unwrap()]);
     h.peer_sends(&inbound_invite("z9hG4bKi1", ""));
     assert_eq!(h.incoming[0].trunk, "carrier");
     // Replacing a trunk's rule by name: the carrier now only admits another network.
@@ -568,7 +568,7 @@ fn the_trunk_at_the_exact_address_wins_over_a_network() {
         inbound_from: vec![crate::sip::parse_net("192.0.2.0/24").unwrap()],
         ..carrier()
     };
-    h.ua.set_inbound_trunk(moved, Some(PEER.parse().unwrap()));
+    h.ua.set_inbound_trunk(moved, vec![PEER.parse().unwrap()]);
     h.peer_sends(&inbound_invite("z9hG4bKi2", "").replace("in-1", "in-2"));
     assert_eq!(h.incoming[1].trunk, "wide");
 }

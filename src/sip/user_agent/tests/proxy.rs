@@ -105,7 +105,7 @@ fn a_trusted_proxy_is_judged_by_the_hop_before_it() {
             }),
             ..carrier()
         },
-        Some(PEER.parse().unwrap()),
+        vec![PEER.parse().unwrap()],
     );
     let forwarded = inbound_invite("z9hG4bKi1", "").replacen(
         "Via: ",

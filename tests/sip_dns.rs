@@ -1,0 +1,221 @@
+//! Trunks located by DNS SRV (RFC 3263 §4.2) against a real DNS server: dnsmasq
+//! (Debian `dnsmasq-base`) started by the test on a loopback port with the records
+//! each test needs, and `sip.dns_servers` pointing at it. A browser call to a trunk
+//! whose first SRV target answers 503 reaches the second target; a name without SRV
+//! falls back to its A record on 5060; a missing name and an SRV "." target give
+//! errors that say so.
+
+mod common;
+
+use std::net::{SocketAddr, UdpSocket};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use callbridge::sip::dns::DnsError;
+use callbridge::sip::{SipEndpoint, SipEndpointConfig, SipError, Transport, TrunkSettings};
+use common::browser::{Browser, BrowserOptions};
+use common::call::TestCall;
+use common::gateway::{TestGateway, test_config};
+use common::sipp::Sipp;
+
+/// A dnsmasq serving only the records given, on 127.0.0.1; killed on drop.
+struct Dnsmasq {
+    addr: SocketAddr,
+    child: Child,
+    log: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Dnsmasq {
+    /// Starts dnsmasq with extra record options (`--srv-host=…`, `--host-record=…`);
+    /// every other name under `.test` is NXDOMAIN, nothing is forwarded.
+    fn start(records: &[String]) -> Dnsmasq {
+        let binary = ["/usr/sbin/dnsmasq", "/usr/bin/dnsmasq"]
+            .into_iter()
+            .find(|p| std::path::Path::new(p).exists())
+            .expect("dnsmasq not found: install Debian's dnsmasq-base (scripts/deps.sh does)");
+        let port = UdpSocket::bind("127.0.0.1:0")
+            .and_then(|s| s.local_addr())
+            .expect("free port")
+            .port();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let log = dir.path().join("dnsmasq.log");
+        let child = Command::new(binary)
+            .args([
+                "--keep-in-foreground",
+                "--conf-file=/dev/null",
+                "--no-resolv",
+                "--no-hosts",
+                "--no-poll",
+                "--listen-address=127.0.0.1",
+                "--bind-interfaces",
+                "--local=/test/",
+                "--pid-file=",
+                "--log-queries",
+                "--log-facility=-",
+                &format!("--port={port}"),
+            ])
+            .args(records)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).expect("log file"))
+            .spawn()
+            .expect("spawn dnsmasq");
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        let mut dns = Dnsmasq {
+            addr,
+            child,
+            log,
+            _dir: dir,
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while UdpSocket::bind(addr).is_ok() {
+            if let Ok(Some(status)) = dns.child.try_wait() {
+                panic!("dnsmasq exited ({status}): {}", dns.log());
+            }
+            assert!(Instant::now() < deadline, "dnsmasq did not bind {addr}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        dns
+    }
+
+    /// What dnsmasq logged (queries and answers).
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Dnsmasq {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A free UDP port for SIPp's media (`-mp`).
+fn free_port() -> String {
+    let s = UdpSocket::bind("127.0.0.1:0").expect("probe");
+    s.local_addr().expect("addr").port().to_string()
+}
+
+#[tokio::test]
+async fn a_503_from_the_first_srv_target_fails_over_to_the_second() {
+    let mut down = Sipp::uas(Some(&Sipp::scenario("trunk_503.xml")), &[]);
+    let mut up = Sipp::uas(None, &["-rtp_echo", "-mp", &free_port()]);
+    // Priority 10 (tried first) answers 503; priority 20 answers the call.
+    let dns = Dnsmasq::start(&[
+        format!(
+            "--srv-host=_sip._udp.carrier.test,a.carrier.test,{},10,10",
+            down.addr.port()
+        ),
+        format!(
+            "--srv-host=_sip._udp.carrier.test,b.carrier.test,{},20,10",
+            up.addr.port()
+        ),
+        "--host-record=a.carrier.test,127.0.0.1".into(),
+        "--host-record=b.carrier.test,127.0.0.1".into(),
+    ]);
+    let mut config = test_config(Some(down.addr));
+    config.sip.trunks[0].address = "carrier.test".into();
+    config.sip.dns_servers = vec![dns.addr];
+    let gw = TestGateway::start(config).await;
+    let (mut ws, _) = gw.connect_as("sara", "calls:outbound").await;
+    let browser = Browser::new(BrowserOptions::default()).await;
+    let mut call = TestCall::place(&mut ws, browser.clone(), "srv1", "+15551234567").await;
+    call.until(&mut ws, &["answered"]).await;
+    let first = down.wait(Duration::from_secs(20)).await;
+    first.assert_one_success();
+    // The Request-URI names the domain, not the SRV target (RFC 3263 §4).
+    assert!(
+        first
+            .messages
+            .contains("INVITE sip:+15551234567@carrier.test SIP/2.0"),
+        "{}",
+        first.messages
+    );
+    assert!(browser.wait_connected(Duration::from_secs(10)).await);
+    let _ = browser.start_sending_tone(25).await;
+    assert!(
+        browser.wait_received(20, Duration::from_secs(10)).await,
+        "audio through the second SRV target"
+    );
+    call.hangup(&mut ws).await;
+    assert_eq!(call.until(&mut ws, &["ended"]).await["reason"], "hangup");
+    up.wait(Duration::from_secs(20)).await.assert_one_success();
+    assert!(
+        dns.log().contains("query[SRV] _sip._udp.carrier.test"),
+        "{}",
+        dns.log()
+    );
+    browser.close().await;
+    gw.stop().await;
+}
+
+/// An endpoint resolving through `dns`.
+async fn endpoint_using(dns: &Dnsmasq) -> std::sync::Arc<SipEndpoint> {
+    SipEndpoint::bind(SipEndpointConfig {
+        listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+        dns_servers: vec![dns.addr],
+        ..SipEndpointConfig::default()
+    })
+    .await
+    .expect("bind")
+}
+
+fn srv_trunk(host: &str, transport: Transport) -> TrunkSettings {
+    TrunkSettings {
+        name: "srv".into(),
+        host: host.into(),
+        port: if transport == Transport::Tls {
+            5061
+        } else {
+            5060
+        },
+        srv: true,
+        transport,
+        ..TrunkSettings::default()
+    }
+}
+
+#[tokio::test]
+async fn srv_per_transport_a_record_fallback_and_clear_errors() {
+    let dns = Dnsmasq::start(&[
+        "--srv-host=_sips._tcp.secure.test,edge.secure.test,5081,10,0".into(),
+        "--host-record=edge.secure.test,127.0.0.2".into(),
+        "--host-record=nosrv.test,127.0.0.3".into(),
+        "--srv-host=_sip._udp.closed.test".into(),
+    ]);
+    let ep = endpoint_using(&dns).await;
+
+    // TLS asks _sips._tcp and takes the target's address and port.
+    let found = ep
+        .locate(&srv_trunk("secure.test", Transport::Tls))
+        .await
+        .expect("SRV for TLS");
+    assert_eq!(found, vec![SocketAddr::from(([127, 0, 0, 2], 5081))]);
+
+    // No SRV records: the name's own A record on the default port.
+    let found = ep
+        .locate(&srv_trunk("nosrv.test", Transport::Udp))
+        .await
+        .expect("A fallback");
+    assert_eq!(found, vec![SocketAddr::from(([127, 0, 0, 3], 5060))]);
+
+    // A name that does not exist: an error naming it.
+    match ep.locate(&srv_trunk("missing.test", Transport::Udp)).await {
+        Err(SipError::Dns(DnsError::Resolve { name, .. })) => assert_eq!(name, "missing.test"),
+        other => panic!("expected a resolve error, got {other:?}"),
+    }
+
+    // SRV target ".": the domain offers no SIP here.
+    match ep.locate(&srv_trunk("closed.test", Transport::Udp)).await {
+        Err(e @ SipError::Dns(DnsError::NotOffered { .. })) => {
+            assert!(e.to_string().contains("_sip._udp.closed.test"), "{e}")
+        }
+        other => panic!("expected NotOffered, got {other:?}"),
+    }
+    let log = dns.log();
+    assert!(log.contains("query[SRV] _sips._tcp.secure.test"), "{log}");
+    ep.shutdown().await;
+}
