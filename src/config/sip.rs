@@ -30,6 +30,10 @@ pub struct SipConfig {
     pub trusted_proxies: Vec<String>,
     /// DNS servers (`ip:port`) for trunk SRV lookups; empty: the system's.
     pub dns_servers: Vec<SocketAddr>,
+    /// CRLF keepalive pings (RFC 5626) on TCP/TLS connections to trunks after this
+    /// long without traffic; `0s`: off.
+    #[serde(with = "humantime_serde")]
+    pub keepalive_interval: Duration,
 }
 
 impl Default for SipConfig {
@@ -43,6 +47,7 @@ impl Default for SipConfig {
             trunks: Vec::new(),
             trusted_proxies: Vec::new(),
             dns_servers: Vec::new(),
+            keepalive_interval: Duration::from_secs(60),
         }
     }
 }

@@ -228,6 +228,13 @@ pub fn validate(config: &Config) -> Result<(), ConfigError> {
         validate_turn(config, turn)?;
     }
     validate_sip_tls(config)?;
+    let keepalive = config.sip.keepalive_interval;
+    if !keepalive.is_zero() && !(5..=3600).contains(&keepalive.as_secs()) {
+        return Err(ConfigError::invalid(
+            "sip.keepalive_interval",
+            "must be 0s (off) or between 5s and 1h; NATs drop idle TCP after a few minutes, so 30s-120s is usual",
+        ));
+    }
 
     validate_media(&config.media)?;
     for n in &config.sip.trusted_proxies {

@@ -102,6 +102,9 @@ pub struct SipEndpointConfig {
     pub tls: Option<SipTlsListener>,
     /// DNS servers for trunk SRV lookups; empty: the system's (`/etc/resolv.conf`).
     pub dns_servers: Vec<SocketAddr>,
+    /// CRLF keepalive pings (RFC 5626) on our TCP/TLS connections after this long
+    /// without traffic; `None`: no pings.
+    pub keepalive: Option<std::time::Duration>,
 }
 
 /// Where and with which certificate the endpoint accepts SIP over TLS.
@@ -131,6 +134,7 @@ impl Default for SipEndpointConfig {
             trusted_proxies: Vec::new(),
             tls: None,
             dns_servers: Vec::new(),
+            keepalive: Some(std::time::Duration::from_secs(60)),
         }
     }
 }

@@ -117,6 +117,10 @@ pub struct StreamFramer {
     buf: Vec<u8>,
     /// Largest message accepted.
     max_message: usize,
+    /// CRLFs seen since the last message (two make a keepalive ping).
+    crlfs: usize,
+    /// Keepalive pings (CRLFCRLF, RFC 5626 §4.4.1) seen and not yet taken.
+    pings: usize,
 }
 
 impl Default for StreamFramer {
@@ -131,7 +135,15 @@ impl StreamFramer {
         Self {
             buf: Vec::new(),
             max_message,
+            crlfs: 0,
+            pings: 0,
         }
+    }
+
+    /// Keepalive pings (CRLFCRLF between messages) seen since the last call; each
+    /// deserves a CRLF pong (RFC 5626 §4.4.1).
+    pub fn take_pings(&mut self) -> usize {
+        std::mem::take(&mut self.pings)
     }
 
     /// Appends received bytes.
@@ -140,17 +152,22 @@ impl StreamFramer {
     }
 
     /// The next complete message, `Ok(None)` when more bytes are needed. CRLF
-    /// keepalives between messages (RFC 5626 §3.5.1) are skipped.
+    /// keepalives between messages (RFC 5626 §3.5.1) are skipped and counted
+    /// ([`take_pings`](Self::take_pings)).
     pub fn next_message(&mut self) -> Result<Option<Vec<u8>>, FramingError> {
         let skip = self
             .buf
             .iter()
             .position(|b| !matches!(b, b'\r' | b'\n'))
             .unwrap_or(self.buf.len());
+        self.crlfs += self.buf[..skip].iter().filter(|b| **b == b'\n').count();
+        self.pings += self.crlfs / 2;
+        self.crlfs %= 2;
         self.buf.drain(..skip);
         if self.buf.is_empty() {
             return Ok(None);
         }
+        self.crlfs = 0; // a message starts: a lone CRLF before it was a pong
         let Some(head_end) = find(&self.buf, b"\r\n\r\n") else {
             if self.buf.len() > self.max_message {
                 return Err(FramingError::HeaderTooLong(self.max_message));
@@ -193,6 +210,24 @@ fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn counts_keepalive_pings_split_across_reads() {
+        let mut f = StreamFramer::default();
+        f.push(b"\r\n\r");
+        assert_eq!(f.next_message().unwrap(), None);
+        assert_eq!(f.take_pings(), 0, "half a ping");
+        f.push(b"\n");
+        assert_eq!(f.next_message().unwrap(), None);
+        assert_eq!(f.take_pings(), 1);
+        // A lone CRLF (a pong) before a message is no ping; two pings in a row are.
+        f.push(b"\r\nOPTIONS x SIP/2.0\r\nl: 0\r\n\r\n\r\n\r\n\r\n\r\n");
+        assert!(f.next_message().unwrap().is_some());
+        assert_eq!(f.take_pings(), 0);
+        assert_eq!(f.next_message().unwrap(), None);
+        assert_eq!(f.take_pings(), 2);
+        assert_eq!(f.take_pings(), 0, "taken");
+    }
 
     #[test]
     fn frames_split_and_coalesced_messages() {

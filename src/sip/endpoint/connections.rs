@@ -29,6 +29,13 @@ const INBOUND_IDLE: Duration = Duration::from_secs(900);
 const OUTBOUND_IDLE: Duration = Duration::from_secs(7200);
 /// Most inbound connections at once.
 const MAX_INBOUND: usize = 1024;
+/// How long a keepalive ping waits for its pong (RFC 5626 §4.4.1) once the peer
+/// has shown that it answers them.
+const PONG_WAIT: Duration = Duration::from_secs(10);
+/// A keepalive ping (RFC 5626 §3.5.1).
+const PING: &[u8] = b"\r\n\r\n";
+/// Its answer.
+const PONG: &[u8] = b"\r\n";
 
 /// A message to write and who it belongs to (for error reports).
 type Outgoing = (Vec<u8>, Owner);
@@ -80,18 +87,22 @@ pub(crate) struct Connections {
     net: mpsc::UnboundedSender<NetEvent>,
     /// Next connection id.
     next_id: u64,
+    /// Keepalive ping interval on our connections to trunks; `None`: no pings.
+    keepalive: Option<Duration>,
     /// Connection and listener tasks, aborted on drop.
     tasks: JoinSet<()>,
 }
 
 impl Connections {
-    /// No connections yet; tasks report to `net`.
-    pub(crate) fn new(net: mpsc::UnboundedSender<NetEvent>) -> Self {
+    /// No connections yet; tasks report to `net`; our connections send keepalive
+    /// pings after `keepalive` without traffic.
+    pub(crate) fn new(net: mpsc::UnboundedSender<NetEvent>, keepalive: Option<Duration>) -> Self {
         Self {
             conns: HashMap::new(),
             tls: HashMap::new(),
             net,
             next_id: 0,
+            keepalive,
             tasks: JoinSet::new(),
         }
     }
@@ -152,8 +163,9 @@ impl Connections {
         let (sender, queue) = mpsc::unbounded_channel();
         let _ = sender.send(message);
         self.conns.insert(dest, (id, sender));
+        let keepalive = self.keepalive;
         self.tasks
-            .spawn(outbound(dest, id, tls, queue, self.net.clone()));
+            .spawn(outbound(dest, id, tls, keepalive, queue, self.net.clone()));
     }
 
     /// A connection task reported its end.
@@ -179,6 +191,7 @@ async fn outbound(
     dest: Peer,
     id: u64,
     tls: Option<TlsTarget>,
+    keepalive: Option<Duration>,
     mut queue: mpsc::UnboundedReceiver<Outgoing>,
     net: mpsc::UnboundedSender<NetEvent>,
 ) {
@@ -206,11 +219,13 @@ async fn outbound(
     let error = match connected {
         Ok(Stream::Tcp(s)) => {
             tracing::debug!(peer = %dest, "connected");
-            run(s, dest, &mut queue, &net, OUTBOUND_IDLE).await
+            let limits = Liveness::outbound(keepalive);
+            run(s, dest, &mut queue, &net, limits).await
         }
         Ok(Stream::Tls(s)) => {
             tracing::debug!(peer = %dest, "TLS connected");
-            run(*s, dest, &mut queue, &net, OUTBOUND_IDLE).await
+            let limits = Liveness::outbound(keepalive);
+            run(*s, dest, &mut queue, &net, limits).await
         }
         Err(e) => {
             tracing::warn!(peer = %dest, "{e}");
@@ -244,18 +259,49 @@ fn fail_queued(
     }
 }
 
-/// Writes queued messages and frames incoming ones until an error, EOF or idleness;
-/// returns why it stopped.
+/// When a connection is given up: idle without messages, or (ours) silent after a
+/// keepalive ping.
+#[derive(Debug, Clone, Copy)]
+struct Liveness {
+    /// No message either way for this long closes the connection (pings and pongs
+    /// do not count).
+    idle: Duration,
+    /// Ping after this long without any bytes either way; `None`: never ping.
+    keepalive: Option<Duration>,
+}
+
+impl Liveness {
+    /// Our connections to trunks.
+    fn outbound(keepalive: Option<Duration>) -> Self {
+        Liveness {
+            idle: OUTBOUND_IDLE,
+            keepalive,
+        }
+    }
+}
+
+/// Writes queued messages and frames incoming ones until an error, EOF, idleness or
+/// a missing pong; returns why it stopped. Pings from the peer get a pong; ours go
+/// out after `limits.keepalive` of silence, and once the peer has answered one, a
+/// ping unanswered for [`PONG_WAIT`] ends the connection (the peer or a NAT on the
+/// way lost it), so the next request opens a new one.
 async fn run<S: AsyncRead + AsyncWrite + Unpin>(
     stream: S,
     peer: Peer,
     queue: &mut mpsc::UnboundedReceiver<Outgoing>,
     net: &mpsc::UnboundedSender<NetEvent>,
-    idle: Duration,
+    limits: Liveness,
 ) -> String {
+    use tokio::time::{Instant, sleep_until};
     let (mut reader, mut writer) = tokio::io::split(stream);
     let mut framer = StreamFramer::default();
     let mut buf = vec![0u8; 16 * 1024];
+    let mut idle_at = Instant::now() + limits.idle;
+    let far = Duration::from_secs(86_400 * 365);
+    let mut ping_at = Instant::now() + limits.keepalive.unwrap_or(far);
+    // Set while a ping waits for its pong from a peer known to answer them.
+    let mut pong_due: Option<Instant> = None;
+    let mut answers_pings = false;
     loop {
         tokio::select! {
             message = queue.recv() => {
@@ -267,6 +313,7 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(
                     let _ = net.send(NetEvent::SendFailed { dest: peer, owner, error: error.clone() });
                     return error;
                 }
+                idle_at = Instant::now() + limits.idle;
             }
             read = reader.read(&mut buf) => {
                 let n = match read {
@@ -274,10 +321,17 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(
                     Ok(n) => n,
                     Err(e) => return format!("read from {peer}: {e}"),
                 };
+                if let Some(interval) = limits.keepalive {
+                    ping_at = Instant::now() + interval;
+                }
+                if pong_due.take().is_some() || buf[..n].iter().all(|b| matches!(b, b'\r' | b'\n')) {
+                    answers_pings = true;
+                }
                 framer.push(&buf[..n]);
                 loop {
                     match framer.next_message() {
                         Ok(Some(bytes)) => {
+                            idle_at = Instant::now() + limits.idle;
                             let _ = net.send(NetEvent::Message { source: peer, bytes });
                         }
                         Ok(None) => break,
@@ -287,8 +341,25 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(
                         }
                     }
                 }
+                for _ in 0..framer.take_pings() {
+                    if let Err(e) = writer.write_all(PONG).await {
+                        return format!("write to {peer}: {e}");
+                    }
+                }
             }
-            () = tokio::time::sleep(idle) => return "idle".into(),
+            () = sleep_until(ping_at), if limits.keepalive.is_some() && pong_due.is_none() => {
+                if let Err(e) = writer.write_all(PING).await {
+                    return format!("keepalive to {peer}: {e}");
+                }
+                ping_at = Instant::now() + limits.keepalive.unwrap_or(far);
+                if answers_pings {
+                    pong_due = Some(Instant::now() + PONG_WAIT);
+                }
+            }
+            () = sleep_until(pong_due.unwrap_or(idle_at)), if pong_due.is_some() => {
+                return format!("no keepalive pong from {peer} within {PONG_WAIT:?}");
+            }
+            () = sleep_until(idle_at) => return "idle".into(),
         }
     }
 }
@@ -359,7 +430,11 @@ async fn serve_inbound<S: AsyncRead + AsyncWrite + Unpin>(
     let peer = Peer { transport, addr };
     let (sender, mut queue) = mpsc::unbounded_channel();
     net.send(NetEvent::Accepted { peer, id, sender }).ok()?;
-    let error = run(stream, peer, &mut queue, net, INBOUND_IDLE).await;
+    let limits = Liveness {
+        idle: INBOUND_IDLE,
+        keepalive: None,
+    };
+    let error = run(stream, peer, &mut queue, net, limits).await;
     fail_queued(peer, &mut queue, net, &error);
     let _ = net.send(NetEvent::Closed { peer, id });
     Some(error)

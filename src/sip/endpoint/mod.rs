@@ -250,7 +250,7 @@ impl SipEndpoint {
         let local_addr = socket.local_addr()?;
         let (commands, rx) = mpsc::unbounded_channel();
         let (net_tx, net_rx) = mpsc::unbounded_channel();
-        let mut connections = Connections::new(net_tx);
+        let mut connections = Connections::new(net_tx, config.keepalive);
         let tcp = listener.is_some();
         if let Some(listener) = listener {
             connections.listen(listener, None);
