@@ -3,7 +3,8 @@
 //! each test needs, and `sip.dns_servers` pointing at it. A browser call to a trunk
 //! whose first SRV target answers 503 reaches the second target; a name without SRV
 //! falls back to its A record on 5060; a missing name and an SRV "." target give
-//! errors that say so.
+//! errors that say so; a registration whose first SRV target refuses the connection
+//! registers with the second (a SIPp registrar over TCP).
 
 mod common;
 
@@ -13,11 +14,13 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use callbridge::sip::dns::DnsError;
-use callbridge::sip::{SipEndpoint, SipEndpointConfig, SipError, Transport, TrunkSettings};
+use callbridge::sip::{
+    Credentials, SipEndpoint, SipEndpointConfig, SipError, Transport, TrunkSettings,
+};
 use common::browser::{Browser, BrowserOptions};
 use common::call::TestCall;
 use common::gateway::{TestGateway, test_config};
-use common::sipp::Sipp;
+use common::sipp::{Sipp, SippTransport, eventually};
 
 /// A dnsmasq serving only the records given, on 127.0.0.1; killed on drop.
 struct Dnsmasq {
@@ -217,5 +220,57 @@ async fn srv_per_transport_a_record_fallback_and_clear_errors() {
     }
     let log = dns.log();
     assert!(log.contains("query[SRV] _sips._tcp.secure.test"), "{log}");
+    ep.shutdown().await;
+}
+
+#[tokio::test]
+async fn registration_moves_to_the_next_srv_target_when_the_first_refuses() {
+    let mut registrar = Sipp::uas_on(
+        SippTransport::Tcp,
+        Some(&Sipp::scenario("registrar_401.xml")),
+        &[],
+    );
+    // The first target's port: nothing listens (connection refused at once).
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port();
+    let dns = Dnsmasq::start(&[
+        format!("--srv-host=_sip._tcp.pbx.test,a.pbx.test,{closed},10,10"),
+        format!(
+            "--srv-host=_sip._tcp.pbx.test,b.pbx.test,{},20,10",
+            registrar.addr.port()
+        ),
+        "--host-record=a.pbx.test,127.0.0.1".into(),
+        "--host-record=b.pbx.test,127.0.0.1".into(),
+    ]);
+    let ep = endpoint_using(&dns).await;
+    let trunk = TrunkSettings {
+        name: "pbx".into(),
+        credentials: Some(Credentials {
+            username: "alice".into(),
+            password: "s3cret".into(),
+        }),
+        register: true,
+        register_expires: Duration::from_secs(300),
+        ..srv_trunk("pbx.test", Transport::Tcp)
+    };
+    ep.start_trunks(vec![trunk]).await.expect("trunks");
+    // Refused, then 5 s of backoff, then the second target (401, 200).
+    assert!(
+        eventually(Duration::from_secs(20), || ep
+            .trunk_status("pbx")
+            .is_some_and(|s| s.registered == Some(true)))
+        .await,
+        "not registered: {:?}",
+        ep.trunk_status("pbx")
+    );
+    let outcome = registrar.wait(Duration::from_secs(20)).await;
+    outcome.assert_one_success();
+    assert!(
+        outcome.messages.contains("REGISTER sip:pbx.test SIP/2.0"),
+        "{}",
+        outcome.messages
+    );
     ep.shutdown().await;
 }

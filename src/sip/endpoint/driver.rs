@@ -158,14 +158,17 @@ impl Driver {
             }
             Command::StartTrunk {
                 settings,
-                target,
+                targets,
                 local,
                 tls,
             } => {
                 if let Some(t) = tls {
-                    self.connections.register_tls(target.addr, t);
+                    self.connections.register_tls(targets.0.addr, t.clone());
+                    for alternate in &targets.1 {
+                        self.connections.register_tls(alternate.addr, t.clone());
+                    }
                 }
-                self.ua.start_trunk(now(), *settings, target, local);
+                self.ua.start_trunk(now(), *settings, targets, local);
             }
             Command::Shutdown => {}
         }

@@ -72,7 +72,8 @@ enum Command {
     /// Start a trunk's REGISTER/OPTIONS services.
     StartTrunk {
         settings: Box<TrunkSettings>,
-        target: Peer,
+        /// Its first address and the further ones (SRV).
+        targets: (Peer, Vec<Peer>),
         local: Peer,
         tls: Option<TlsTarget>,
     },

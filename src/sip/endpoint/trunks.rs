@@ -49,7 +49,7 @@ impl SipEndpoint {
             match self.locator.locate(&trunk).await {
                 Ok(addrs) => {
                     inbound.push((trunk.clone(), addrs.clone()));
-                    self.background().start(trunk, addrs[0], tls)?;
+                    self.background().start(trunk, addrs[0], &addrs[1..], tls)?;
                 }
                 Err(e) => {
                     tracing::warn!(trunk = %trunk.name, "{e}; retrying every 30 s");
@@ -125,22 +125,25 @@ struct SipEndpointRef {
 }
 
 impl SipEndpointRef {
-    /// Starts a resolved trunk's services.
+    /// Starts a located trunk's services on its first address, the others in
+    /// reserve.
     fn start(
         &self,
         trunk: TrunkSettings,
         addr: SocketAddr,
+        alternates: &[SocketAddr],
         tls: Option<TlsTarget>,
     ) -> Result<(), SipError> {
-        let target = Peer {
+        let peer = |addr| Peer {
             transport: trunk.transport,
             addr,
         };
+        let targets = (peer(addr), alternates.iter().map(|a| peer(*a)).collect());
         let local = self.addresses.local_peer(trunk.transport, addr);
         self.commands
             .send(Command::StartTrunk {
                 settings: Box::new(trunk),
-                target,
+                targets,
                 local,
                 tls,
             })
@@ -167,13 +170,12 @@ impl SipEndpointRef {
                 let Ok(addrs) = self.locator.locate(&trunk).await else {
                     continue;
                 };
-                let first = addrs[0];
                 let _ = self.commands.send(Command::SetInbound {
-                    trunks: vec![(trunk.clone(), addrs)],
+                    trunks: vec![(trunk.clone(), addrs.clone())],
                     done: None,
                 });
                 if services {
-                    let _ = self.start(trunk, first, tls);
+                    let _ = self.start(trunk, addrs[0], &addrs[1..], tls);
                 }
                 return;
             }

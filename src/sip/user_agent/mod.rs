@@ -519,12 +519,13 @@ impl UserAgent {
         self.timers.set(&key, at);
     }
 
-    /// Registers the services (REGISTER, OPTIONS) of a trunk resolved to `target`.
+    /// Registers the services (REGISTER, OPTIONS) of a trunk resolved to a target
+    /// and its alternates (further SRV addresses).
     pub(crate) fn start_trunk(
         &mut self,
         now: Instant,
         settings: TrunkSettings,
-        target: Peer,
+        targets: (Peer, Vec<Peer>),
         local: Peer,
     ) {
         let name = settings.name.clone();
@@ -532,7 +533,7 @@ impl UserAgent {
             self.trunk_index.retain(|_, v| *v != name);
             drop(old);
         }
-        let service = TrunkService::new(now, settings, target, local, self.config.clone());
+        let service = TrunkService::new(now, settings, targets, local, self.config.clone());
         for call_id in service.call_ids() {
             self.trunk_index.insert(call_id, name.clone());
         }

@@ -1,6 +1,6 @@
 //! Trunk services with fake time: OPTIONS health (any answer but 503 is up; a
 //! timeout or 503 is down) and registration (challenge, backoff, refresh), plus the
-//! bound on server transactions.
+//! bound on server transactions; services moving to a trunk's next (SRV) address.
 
 use super::*;
 use crate::sip::Credentials;
@@ -26,7 +26,7 @@ fn trunk(register: bool, ping: bool) -> TrunkSettings {
 fn start(h: &mut Harness, settings: TrunkSettings) {
     let target = Peer::udp(TRUNK.parse().unwrap());
     let local = Peer::udp(LOCAL.parse().unwrap());
-    h.ua.start_trunk(h.now, settings, target, local);
+    h.ua.start_trunk(h.now, settings, (target, Vec::new()), local);
     h.drain();
 }
 
@@ -147,4 +147,78 @@ fn server_transactions_are_bounded() {
     assert!(h.take_sent()[0].starts_with("SIP/2.0 200 OK"));
     h.advance(Duration::from_secs(33));
     assert_eq!(h.ua.server_count(), 0, "Timer J freed them");
+}
+
+#[test]
+fn services_move_to_the_next_address_when_one_fails_as_a_server() {
+    let mut h = Harness::new();
+    let first = Peer::udp(TRUNK.parse().unwrap());
+    let second = Peer::udp("10.0.0.8:5070".parse().unwrap());
+    let settings = TrunkSettings {
+        srv: true,
+        host: "carrier.example".into(),
+        ..trunk(true, true)
+    };
+    h.ua.start_trunk(
+        h.now,
+        settings,
+        (first, vec![second]),
+        Peer::udp(LOCAL.parse().unwrap()),
+    );
+    h.drain();
+    let dests: Vec<_> = h.sent.iter().map(|t| t.dest).collect();
+    assert_eq!(dests, vec![first, first], "ping and REGISTER to the first");
+    let sent = h.take_sent();
+    let register = sent.iter().find(|m| m.starts_with("REGISTER ")).unwrap();
+    assert!(
+        register.starts_with("REGISTER sip:carrier.example SIP/2.0"),
+        "the domain, no port, for an SRV trunk: {register}"
+    );
+    // A 503 to the REGISTER: its retry (after the 5 s backoff) and the next ping go
+    // to the second address.
+    let ping = sent.iter().find(|m| m.starts_with("OPTIONS ")).unwrap();
+    h.ua.handle_message(h.now, first, reply(ping, 200, "OK", "").as_bytes());
+    h.ua.handle_message(
+        h.now,
+        first,
+        reply(register, 503, "Service Unavailable", "").as_bytes(),
+    );
+    h.drain();
+    assert_eq!(last_status(&mut h).registered, Some(false));
+    h.advance(Duration::from_secs(5));
+    let retry: Vec<_> = h.sent.drain(..).collect();
+    assert_eq!(retry.len(), 1, "the REGISTER retry");
+    assert_eq!(retry[0].dest, second);
+    let retry = String::from_utf8(retry[0].payload.clone()).unwrap();
+    h.ua.handle_message(h.now, second, reply(&retry, 200, "OK", "").as_bytes());
+    h.drain();
+    assert_eq!(last_status(&mut h).registered, Some(true));
+    h.advance(Duration::from_secs(30));
+    assert!(h.sent.iter().all(|t| t.dest == second), "{:?}", h.sent);
+}
+
+#[test]
+fn a_refused_registration_stays_on_the_same_address() {
+    let mut h = Harness::new();
+    let first = Peer::udp(TRUNK.parse().unwrap());
+    let second = Peer::udp("10.0.0.8:5070".parse().unwrap());
+    h.ua.start_trunk(
+        h.now,
+        trunk(true, false),
+        (first, vec![second]),
+        Peer::udp(LOCAL.parse().unwrap()),
+    );
+    h.drain();
+    let register = h.take_sent().remove(0);
+    // A 403 is about our account, not a failing server: retry the same address.
+    h.ua.handle_message(
+        h.now,
+        first,
+        reply(&register, 403, "Forbidden", "").as_bytes(),
+    );
+    h.drain();
+    assert_eq!(last_status(&mut h).registered, Some(false));
+    h.advance(Duration::from_secs(5));
+    let dests: Vec<_> = h.sent.iter().map(|t| t.dest).collect();
+    assert_eq!(dests, vec![first]);
 }

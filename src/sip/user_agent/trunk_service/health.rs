@@ -28,6 +28,10 @@ pub(super) struct Health {
     next_at: Option<Instant>,
     /// Outcome of the last finished ping, not yet polled.
     outcome: Option<(bool, Option<String>)>,
+    /// Index of the target the ping in flight went to.
+    sent_to: usize,
+    /// A target whose ping failed, not yet polled.
+    target_failed: Option<usize>,
     /// Messages to send.
     transmits: VecDeque<Vec<u8>>,
 }
@@ -43,6 +47,8 @@ impl Health {
             ping: None,
             next_at: Some(now),
             outcome: None,
+            sent_to: 0,
+            target_failed: None,
             transmits: VecDeque::new(),
         }
     }
@@ -70,9 +76,10 @@ impl Health {
             ) else {
                 return;
             };
-            let reliability = origin.target.transport.reliability();
+            let reliability = origin.target().transport.reliability();
             let tx = NonInviteClient::new(now, &request, origin.config.timers, reliability);
-            tracing::debug!(trunk = %origin.settings.name, "OPTIONS ping");
+            tracing::debug!(trunk = %origin.settings.name, target = %origin.target(), "OPTIONS ping");
+            self.sent_to = origin.current;
             self.ping = Some((branch(&request).unwrap_or_default(), tx));
         }
         self.process(now);
@@ -115,6 +122,9 @@ impl Health {
                     (false, Some(format!("OPTIONS transport error: {e}")))
                 }
             };
+            if !outcome.0 {
+                self.target_failed = Some(self.sent_to);
+            }
             self.outcome = Some(outcome);
             self.next_at = Some(now + self.interval);
         }
@@ -125,6 +135,11 @@ impl Health {
                 self.next_at = Some(now + self.interval);
             }
         }
+    }
+
+    /// The target whose ping last failed, once.
+    pub(super) fn poll_target_failed(&mut self) -> Option<usize> {
+        self.target_failed.take()
     }
 
     /// The last ping's outcome: reachable, and the problem if not.

@@ -26,8 +26,10 @@ use registration::Registration;
 struct Origin {
     /// The trunk.
     settings: TrunkSettings,
-    /// Its resolved address.
-    target: Peer,
+    /// Its addresses in the order to try them (several from DNS SRV); never empty.
+    targets: Vec<Peer>,
+    /// Index of the address in use; moves on when it fails as a server.
+    current: usize,
     /// Our advertised address.
     local: Peer,
     /// Timers and User-Agent.
@@ -35,9 +37,26 @@ struct Origin {
 }
 
 impl Origin {
-    /// `sip:host` (with the port when it is not 5060).
+    /// The address in use.
+    fn target(&self) -> Peer {
+        self.targets[self.current]
+    }
+
+    /// After the address at `failed` failed: the next one, if it is still in use
+    /// and there is another.
+    fn fail_over(&mut self, failed: usize) {
+        if failed != self.current || self.targets.len() < 2 {
+            return;
+        }
+        let from = self.target();
+        self.current = (self.current + 1) % self.targets.len();
+        tracing::warn!(trunk = %self.settings.name, %from, to = %self.target(), "trunk address failed; services move to the next one");
+    }
+
+    /// `sip:host` (with the port when it is not 5060 and the trunk is not located
+    /// by SRV).
     fn registrar_uri(&self) -> String {
-        if self.settings.port == 5060 {
+        if self.settings.port == 5060 || self.settings.srv {
             format!("sip:{}", self.settings.host)
         } else {
             format!("sip:{}:{}", self.settings.host, self.settings.port)
@@ -119,20 +138,25 @@ pub(crate) struct TrunkService {
 }
 
 impl TrunkService {
-    /// Starts the services configured in `settings` (first ping and REGISTER now).
+    /// Starts the services configured in `settings` (first ping and REGISTER now)
+    /// toward `target`, moving on to `alternates` in order when it fails.
     pub(crate) fn new(
         now: Instant,
         settings: TrunkSettings,
-        target: Peer,
+        (target, alternates): (Peer, Vec<Peer>),
         local: Peer,
         config: UaConfig,
     ) -> Self {
+        let mut targets = vec![target];
+        targets.extend(alternates);
         let origin = Origin {
             settings,
-            target,
+            targets,
+            current: 0,
             local,
             config,
         };
+
         let health = origin
             .settings
             .options_interval
@@ -243,6 +267,9 @@ impl TrunkService {
             while let Some(bytes) = h.poll_transmit() {
                 self.transmits.push_back(transmit(&self.origin, bytes));
             }
+            if let Some(failed) = h.poll_target_failed() {
+                self.origin.fail_over(failed);
+            }
         }
         if let Some(r) = self.registration.as_mut() {
             r.process(now, &self.origin);
@@ -259,6 +286,9 @@ impl TrunkService {
             }
             while let Some(bytes) = r.poll_transmit() {
                 self.transmits.push_back(transmit(&self.origin, bytes));
+            }
+            if let Some(failed) = r.poll_target_failed() {
+                self.origin.fail_over(failed);
             }
         }
         if status.reachable != self.status.reachable || status.registered != self.status.registered
@@ -294,7 +324,7 @@ impl TrunkService {
 /// A message of the trunk's services.
 fn transmit(origin: &Origin, payload: Vec<u8>) -> Transmit {
     Transmit {
-        dest: origin.target,
+        dest: origin.target(),
         payload,
         owner: Owner::Trunk(origin.settings.name.clone()),
     }

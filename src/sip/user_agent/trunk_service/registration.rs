@@ -46,6 +46,10 @@ pub(super) struct Registration {
     stopping: bool,
     /// Outcome not yet polled: registered, and the problem if not.
     outcome: Option<(bool, Option<String>)>,
+    /// Index of the target the REGISTER in flight went to.
+    sent_to: usize,
+    /// A target that failed as a server (timeout, transport, 5xx), not yet polled.
+    target_failed: Option<usize>,
     /// Messages to send.
     transmits: VecDeque<Vec<u8>>,
 }
@@ -70,6 +74,8 @@ impl Registration {
             registered: false,
             stopping: false,
             outcome: None,
+            sent_to: 0,
+            target_failed: None,
             transmits: VecDeque::new(),
         }
     }
@@ -102,9 +108,10 @@ impl Registration {
             now,
             &request,
             origin.config.timers,
-            origin.target.transport.reliability(),
+            origin.target().transport.reliability(),
         );
-        tracing::debug!(trunk = %origin.settings.name, expires, "REGISTER");
+        tracing::debug!(trunk = %origin.settings.name, target = %origin.target(), expires, "REGISTER");
+        self.sent_to = origin.current;
         self.pending = Some((branch(&request).unwrap_or_default(), request, tx));
         self.next_at = None;
     }
@@ -176,9 +183,12 @@ impl Registration {
         let name = &origin.settings.name;
         let response = match event {
             ClientEvent::Final(r) => r,
-            ClientEvent::Timeout => return self.failed(now, name, "REGISTER timeout".into()),
+            ClientEvent::Timeout => {
+                return self.failed(now, name, "REGISTER timeout".into(), true);
+            }
             ClientEvent::TransportError(e) => {
-                return self.failed(now, name, format!("REGISTER transport error: {e}"));
+                let detail = format!("REGISTER transport error: {e}");
+                return self.failed(now, name, detail, true);
             }
             ClientEvent::Provisional(_) => return,
         };
@@ -205,7 +215,7 @@ impl Registration {
                     self.rounds += 1;
                     self.send(now, origin, asked, Some(headers));
                 }
-                Err(e) => self.failed(now, name, format!("REGISTER {code}: {e}")),
+                Err(e) => self.failed(now, name, format!("REGISTER {code}: {e}"), false),
             },
             423 => match header_first(&response.headers, "Min-Expires")
                 .and_then(|v| v.trim().parse::<u32>().ok())
@@ -214,21 +224,37 @@ impl Registration {
                     self.expires = min;
                     self.send(now, origin, min, None);
                 }
-                _ => self.failed(now, name, "REGISTER 423 without usable Min-Expires".into()),
+                _ => {
+                    let detail = "REGISTER 423 without usable Min-Expires".into();
+                    self.failed(now, name, detail, false)
+                }
             },
-            _ => self.failed(now, name, format!("REGISTER answered {code}")),
+            _ => {
+                let server = code >= 500 || code == 408;
+                self.failed(now, name, format!("REGISTER answered {code}"), server)
+            }
         }
     }
 
-    fn failed(&mut self, now: Instant, trunk: &str, detail: String) {
+    /// A failed REGISTER; `server`: the registrar failed (not our credentials), so
+    /// the retry may go to the trunk's next address.
+    fn failed(&mut self, now: Instant, trunk: &str, detail: String, server: bool) {
         if self.stopping {
             return;
+        }
+        if server {
+            self.target_failed = Some(self.sent_to);
         }
         tracing::warn!(%trunk, retry_in = ?self.backoff, "{detail}");
         self.registered = false;
         self.outcome = Some((false, Some(detail)));
         self.next_at = Some(now + self.backoff);
         self.backoff = (self.backoff * 2).min(BACKOFF_MAX);
+    }
+
+    /// The target that last failed as a server, once.
+    pub(super) fn poll_target_failed(&mut self) -> Option<usize> {
+        self.target_failed.take()
     }
 
     /// The last outcome: registered, and the problem if not.
