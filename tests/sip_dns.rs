@@ -188,6 +188,9 @@ async fn srv_per_transport_a_record_fallback_and_clear_errors() {
         "--host-record=edge.secure.test,127.0.0.2".into(),
         "--host-record=nosrv.test,127.0.0.3".into(),
         "--srv-host=_sip._udp.closed.test".into(),
+        // Outside the local domain: SRV queries are REFUSED (no upstream), while
+        // this A record is answered.
+        "--host-record=web.other,127.0.0.4".into(),
     ]);
     let ep = endpoint_using(&dns).await;
 
@@ -217,6 +220,14 @@ async fn srv_per_transport_a_record_fallback_and_clear_errors() {
             assert!(e.to_string().contains("_sip._udp.closed.test"), "{e}")
         }
         other => panic!("expected NotOffered, got {other:?}"),
+    }
+    // A failing DNS server is no "no SRV records": no fallback to the A record
+    // (often a web server), an error instead.
+    match ep.locate(&srv_trunk("web.other", Transport::Udp)).await {
+        Err(SipError::Dns(DnsError::Resolve { name, .. })) => {
+            assert_eq!(name, "_sip._udp.web.other.")
+        }
+        other => panic!("expected the SRV query's error, got {other:?}"),
     }
     let log = dns.log();
     assert!(log.contains("query[SRV] _sips._tcp.secure.test"), "{log}");

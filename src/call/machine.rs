@@ -189,7 +189,11 @@ impl OutboundCall {
                     call_id: self.call_id.clone(),
                 });
             }
-            SipCallEvent::Failed { status, .. } if fails_over(status) && self.trunks_left > 0 => {
+            // Failover only before the answer: an answered call whose dialog dies
+            // (408/481/500 to an in-dialog request) ends; it is not re-dialled.
+            SipCallEvent::Failed { status, .. }
+                if fails_over(status) && self.trunks_left > 0 && !self.is_answered() =>
+            {
                 self.trunks_left -= 1;
                 self.invite_sent = now;
                 self.outputs.push_back(Output::NextTrunk);

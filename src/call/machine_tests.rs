@@ -239,6 +239,24 @@ fn failover_on_5xx_408_and_transport_errors_while_trunks_are_left() {
 }
 
 #[test]
+fn no_failover_once_answered() {
+    let t0 = Instant::now();
+    let mut call = OutboundCall::new("c1", t0, LIMITS, 3);
+    call.handle(t0, Input::Sip(SipCallEvent::Answered { sdp: "v=0".into() }));
+    drain(&mut call);
+    call.handle(
+        t0,
+        Input::Sip(SipCallEvent::Failed {
+            status: 408,
+            reason: "dialog lost".into(),
+        }),
+    );
+    let out = drain(&mut call);
+    assert!(!out.contains(&Output::NextTrunk), "{out:?}");
+    assert_eq!(out[0], ended(EndReason::Error, Some(408)));
+}
+
+#[test]
 fn no_failover_on_answers_from_the_called_party() {
     for status in [404, 486, 603, 480] {
         let t0 = Instant::now();

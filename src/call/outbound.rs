@@ -410,7 +410,7 @@ impl OutboundJob {
             .unwrap_or_else(|| self.ctx.identity.user.clone());
         let request = InviteRequest {
             target,
-            target_host: trunk.host.clone(),
+            target_host: trunk.uri_host(),
             to_user: self.routed.dial.clone(),
             from_user,
             sdp: offer.to_string(),

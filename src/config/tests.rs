@@ -179,7 +179,8 @@ fn trunk_addresses_with_and_without_port() {
         (t.host.as_str(), t.port, t.srv),
         ("2001:db8::1", 5070, false)
     );
-    let t = settings("2001:db8::1", "udp").expect("bare v6");
+    assert_eq!(t.uri_host(), "[2001:db8::1]");
+    let t = settings("[2001:db8::1]", "udp").expect("bracketed v6, no port");
     assert_eq!((t.port, t.srv), (5060, false));
     for bad in [
         "",
@@ -187,6 +188,9 @@ fn trunk_addresses_with_and_without_port() {
         "carrier.example:sip",
         "[2001:db8::1",
         ":5060",
+        "2001:db8::1",
+        "2001:db8::1:5080",
+        "fe80::1%eth0:5060",
     ] {
         let err = settings(bad, "udp").expect_err(bad).to_string();
         assert!(err.contains("sip.trunks[0].address"), "{bad}: {err}");

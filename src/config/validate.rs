@@ -332,8 +332,15 @@ pub fn split_trunk_address(address: &str) -> Result<(String, Option<u16>), Strin
                 .into(),
         );
     }
-    if let Ok(ip) = address.parse::<std::net::IpAddr>() {
-        return Ok((ip.to_string(), None)); // a bare IPv6 literal has colons of its own
+    match address.parse::<std::net::IpAddr>() {
+        Ok(ip) if ip.is_ipv4() => return Ok((ip.to_string(), None)),
+        // `2001:db8::1:5080` could be an address or an address and a port.
+        Ok(_) => {
+            return Err(format!(
+                "`{address}`: write an IPv6 address in brackets, e.g. [{address}] or [{address}]:5060"
+            ));
+        }
+        Err(_) => {}
     }
     let (host, port) = match address.strip_prefix('[') {
         Some(rest) => {
@@ -355,6 +362,11 @@ pub fn split_trunk_address(address: &str) -> Result<(String, Option<u16>), Strin
     };
     if host.is_empty() {
         return Err(format!("`{address}` has no host"));
+    }
+    if host.contains(':') && !address.starts_with('[') {
+        return Err(format!(
+            "`{address}`: write an IPv6 address in brackets, e.g. [2001:db8::1]:5060"
+        ));
     }
     let port = match port {
         Some(p) => Some(

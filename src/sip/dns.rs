@@ -9,10 +9,12 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use hickory_resolver::TokioResolver;
 use hickory_resolver::config::{NameServerConfig, NameServerConfigGroup, ResolverConfig};
 use hickory_resolver::name_server::TokioConnectionProvider;
+use hickory_resolver::proto::ProtoErrorKind;
+use hickory_resolver::proto::op::ResponseCode;
 use hickory_resolver::proto::xfer::Protocol;
+use hickory_resolver::{ResolveError, TokioResolver};
 
 use super::TrunkSettings;
 use super::transport::Transport;
@@ -21,6 +23,9 @@ use super::transport::Transport;
 const MAX_TARGETS: usize = 8;
 /// One DNS query's timeout (two attempts per server).
 const QUERY_TIMEOUT: Duration = Duration::from_secs(2);
+/// The longest a whole location (SRV and the targets' addresses) may take: call
+/// setup waits for it.
+const LOCATE_TIMEOUT: Duration = Duration::from_secs(6);
 
 /// Why a trunk could not be located.
 #[derive(Debug, thiserror::Error)]
@@ -148,8 +153,27 @@ impl Locator {
         }
     }
 
-    /// The addresses to try for `trunk`, in order; never empty on success.
+    /// The addresses to try for `trunk`, in order; never empty on success. Gives up
+    /// after [`LOCATE_TIMEOUT`].
     pub async fn locate(&self, trunk: &TrunkSettings) -> Result<Vec<SocketAddr>, DnsError> {
+        let found = tokio::time::timeout(LOCATE_TIMEOUT, self.locate_unbounded(trunk))
+            .await
+            .unwrap_or_else(|_| {
+                Err(DnsError::Resolve {
+                    name: trunk.host.clone(),
+                    message: format!("no answer within {LOCATE_TIMEOUT:?}"),
+                })
+            })?;
+        if found.is_empty() {
+            return Err(DnsError::Resolve {
+                name: trunk.host.clone(),
+                message: "no address".into(),
+            });
+        }
+        Ok(found)
+    }
+
+    async fn locate_unbounded(&self, trunk: &TrunkSettings) -> Result<Vec<SocketAddr>, DnsError> {
         let dns = match (&self.dns, trunk.srv) {
             (Some(dns), true) => dns,
             (None, true) => {
@@ -175,7 +199,7 @@ impl Locator {
                     target: srv.target().to_utf8(),
                 })
                 .collect::<Vec<_>>(),
-            Err(e) if e.is_no_records_found() => Vec::new(),
+            Err(e) if no_such_records(&e) => Vec::new(),
             Err(e) => {
                 return Err(DnsError::Resolve {
                     name,
@@ -192,11 +216,16 @@ impl Locator {
         if records.len() == 1 && records[0].target.trim_end_matches('.').is_empty() {
             return Err(DnsError::NotOffered { name });
         }
-        let ordered = order_srv(records, |total| rand::random_range(0..=total));
+        let mut ordered = order_srv(records, |total| rand::random_range(0..=total));
+        ordered.truncate(MAX_TARGETS);
+        // The targets' addresses in parallel, kept in SRV order.
+        let lookups = ordered
+            .iter()
+            .map(|record| lookup_addresses(dns, &record.target, record.port));
         let mut addrs = Vec::new();
         let mut errors = Vec::new();
-        for record in ordered {
-            match lookup_addresses(dns, &record.target, record.port).await {
+        for result in futures_util::future::join_all(lookups).await {
+            match result {
                 Ok(found) => {
                     for addr in found {
                         if !addrs.contains(&addr) && addrs.len() < MAX_TARGETS {
@@ -216,6 +245,19 @@ impl Locator {
         tracing::debug!(trunk = %trunk.name, %name, targets = ?addrs, "located by SRV");
         Ok(addrs)
     }
+}
+
+/// True when the name has no such records (NXDOMAIN, or NOERROR without them);
+/// false for server failures (SERVFAIL, REFUSED...), which must not send the call
+/// to the domain's A record instead.
+fn no_such_records(e: &ResolveError) -> bool {
+    matches!(
+        e.proto().map(|p| p.kind()),
+        Some(ProtoErrorKind::NoRecordsFound {
+            response_code: ResponseCode::NXDomain | ResponseCode::NoError,
+            ..
+        })
+    )
 }
 
 /// Every A/AAAA address of `host` (IPv4 first) on `port`.

@@ -119,6 +119,8 @@ pub struct StreamFramer {
     max_message: usize,
     /// CRLFs seen since the last message (two make a keepalive ping).
     crlfs: usize,
+    /// The last byte pushed was a CR: a CRLF may be split across reads.
+    pending_cr: bool,
     /// Keepalive pings (CRLFCRLF, RFC 5626 §4.4.1) seen and not yet taken.
     pings: usize,
 }
@@ -136,6 +138,7 @@ impl StreamFramer {
             buf: Vec::new(),
             max_message,
             crlfs: 0,
+            pending_cr: false,
             pings: 0,
         }
     }
@@ -148,6 +151,12 @@ impl StreamFramer {
 
     /// Appends received bytes.
     pub fn push(&mut self, bytes: &[u8]) {
+        // Between messages, CRLFs from separate reads are separate keepalives (two
+        // pongs are no ping), unless a read split one of them.
+        if self.buf.is_empty() && !self.pending_cr && !bytes.starts_with(b"\n") {
+            self.crlfs = 0;
+        }
+        self.pending_cr = bytes.last() == Some(&b'\r');
         self.buf.extend_from_slice(bytes);
     }
 
@@ -220,6 +229,12 @@ mod tests {
         f.push(b"\n");
         assert_eq!(f.next_message().unwrap(), None);
         assert_eq!(f.take_pings(), 1);
+        // Two separate pongs are no ping.
+        for _ in 0..2 {
+            f.push(b"\r\n");
+            assert_eq!(f.next_message().unwrap(), None);
+        }
+        assert_eq!(f.take_pings(), 0);
         // A lone CRLF (a pong) before a message is no ping; two pings in a row are.
         f.push(b"\r\nOPTIONS x SIP/2.0\r\nl: 0\r\n\r\n\r\n\r\n\r\n\r\n");
         assert!(f.next_message().unwrap().is_some());

@@ -115,6 +115,15 @@ impl Default for TrunkSettings {
 }
 
 impl TrunkSettings {
+    /// The host as a SIP URI writes it: IPv6 literals in brackets.
+    pub fn uri_host(&self) -> String {
+        if self.host.contains(':') && !self.host.starts_with('[') {
+            format!("[{}]", self.host)
+        } else {
+            self.host.clone()
+        }
+    }
+
     /// Settings from a validated `[[sip.trunks]]` entry (the password already read
     /// from `password_env` by the config loader).
     pub fn from_config(trunk: &TrunkConfig) -> TrunkSettings {

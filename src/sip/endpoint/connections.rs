@@ -263,9 +263,11 @@ fn fail_queued(
 /// keepalive ping.
 #[derive(Debug, Clone, Copy)]
 struct Liveness {
-    /// No message either way for this long closes the connection (pings and pongs
-    /// do not count).
+    /// No message either way for this long closes the connection.
     idle: Duration,
+    /// Bytes from the peer that are no message (its keepalive pings) count as
+    /// traffic: a peer keeping its flow to us open with pings keeps it.
+    pings_keep_open: bool,
     /// Ping after this long without any bytes either way; `None`: never ping.
     keepalive: Option<Duration>,
 }
@@ -275,6 +277,7 @@ impl Liveness {
     fn outbound(keepalive: Option<Duration>) -> Self {
         Liveness {
             idle: OUTBOUND_IDLE,
+            pings_keep_open: false,
             keepalive,
         }
     }
@@ -308,7 +311,7 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(
                 let Some((bytes, owner)) = message else {
                     return "closed".into();
                 };
-                if let Err(e) = writer.write_all(&bytes).await {
+                if let Err(e) = write_flushed(&mut writer, &bytes).await {
                     let error = format!("write to {peer}: {e}");
                     let _ = net.send(NetEvent::SendFailed { dest: peer, owner, error: error.clone() });
                     return error;
@@ -324,9 +327,11 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(
                 if let Some(interval) = limits.keepalive {
                     ping_at = Instant::now() + interval;
                 }
-                if pong_due.take().is_some() || buf[..n].iter().all(|b| matches!(b, b'\r' | b'\n')) {
-                    answers_pings = true;
+                pong_due = None;
+                if limits.pings_keep_open {
+                    idle_at = Instant::now() + limits.idle;
                 }
+                let only_crlf = buf[..n].iter().all(|b| matches!(b, b'\r' | b'\n'));
                 framer.push(&buf[..n]);
                 loop {
                     match framer.next_message() {
@@ -341,14 +346,18 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(
                         }
                     }
                 }
-                for _ in 0..framer.take_pings() {
-                    if let Err(e) = writer.write_all(PONG).await {
+                let pings = framer.take_pings();
+                if only_crlf && pings == 0 {
+                    answers_pings = true; // a pong: the peer does RFC 5626 keepalives
+                }
+                for _ in 0..pings {
+                    if let Err(e) = write_flushed(&mut writer, PONG).await {
                         return format!("write to {peer}: {e}");
                     }
                 }
             }
             () = sleep_until(ping_at), if limits.keepalive.is_some() && pong_due.is_none() => {
-                if let Err(e) = writer.write_all(PING).await {
+                if let Err(e) = write_flushed(&mut writer, PING).await {
                     return format!("keepalive to {peer}: {e}");
                 }
                 ping_at = Instant::now() + limits.keepalive.unwrap_or(far);
@@ -362,6 +371,13 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(
             () = sleep_until(idle_at) => return "idle".into(),
         }
     }
+}
+
+/// Writes `bytes` and flushes them: a TLS stream may otherwise keep the last record
+/// buffered until the next write.
+async fn write_flushed<W: AsyncWrite + Unpin>(writer: &mut W, bytes: &[u8]) -> std::io::Result<()> {
+    writer.write_all(bytes).await?;
+    writer.flush().await
 }
 
 /// Accepts inbound TCP connections, or TLS ones when `tls` is set (at most
@@ -432,6 +448,7 @@ async fn serve_inbound<S: AsyncRead + AsyncWrite + Unpin>(
     net.send(NetEvent::Accepted { peer, id, sender }).ok()?;
     let limits = Liveness {
         idle: INBOUND_IDLE,
+        pings_keep_open: true,
         keepalive: None,
     };
     let error = run(stream, peer, &mut queue, net, limits).await;

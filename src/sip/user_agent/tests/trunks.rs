@@ -222,3 +222,46 @@ fn a_refused_registration_stays_on_the_same_address() {
     let dests: Vec<_> = h.sent.iter().map(|t| t.dest).collect();
     assert_eq!(dests, vec![first]);
 }
+
+#[test]
+fn an_srv_trunk_is_down_only_when_every_address_fails_its_ping() {
+    let mut h = Harness::new();
+    let first = Peer::udp(TRUNK.parse().unwrap());
+    let second = Peer::udp("10.0.0.8:5070".parse().unwrap());
+    h.ua.start_trunk(
+        h.now,
+        trunk(false, true),
+        (first, vec![second]),
+        Peer::udp(LOCAL.parse().unwrap()),
+    );
+    h.drain();
+    let ping = h.take_sent().remove(0);
+    // The first address answers 503: the next ping goes to the second at once and
+    // the trunk stays usable.
+    h.ua.handle_message(h.now, first, reply(&ping, 503, "Busy", "").as_bytes());
+    h.drain();
+    h.advance(Duration::from_millis(1));
+    let next: Vec<_> = h.sent.drain(..).collect();
+    assert_eq!(next.len(), 1, "one ping to the other address");
+    assert_eq!(next[0].dest, second);
+    assert!(last_status(&mut h).reachable);
+    let ping = String::from_utf8(next[0].payload.clone()).unwrap();
+    h.ua.handle_message(h.now, second, reply(&ping, 200, "OK", "").as_bytes());
+    h.drain();
+    assert!(last_status(&mut h).reachable);
+    // Both fail in a row: down.
+    h.advance(Duration::from_secs(30));
+    let ping = h.take_sent().remove(0);
+    h.ua.handle_message(h.now, second, reply(&ping, 503, "Busy", "").as_bytes());
+    h.drain();
+    assert!(last_status(&mut h).reachable, "the first may still answer");
+    h.advance(Duration::from_millis(1));
+    let next: Vec<_> = h.sent.drain(..).collect();
+    assert_eq!(next[0].dest, first);
+    let ping = String::from_utf8(next[0].payload.clone()).unwrap();
+    h.ua.handle_message(h.now, first, reply(&ping, 503, "Busy", "").as_bytes());
+    h.drain();
+    let status = last_status(&mut h);
+    assert!(!status.reachable, "{status:?}");
+    assert_eq!(status.detail.as_deref(), Some("OPTIONS answered 503"));
+}

@@ -137,6 +137,18 @@ impl Health {
         }
     }
 
+    /// Index of the target the last ping went to.
+    pub(super) fn sent_to(&self) -> usize {
+        self.sent_to
+    }
+
+    /// Pings at `now` instead of after the interval (another address to try).
+    pub(super) fn ping_now(&mut self, now: Instant) {
+        if self.ping.is_none() {
+            self.next_at = Some(now);
+        }
+    }
+
     /// The target whose ping last failed, once.
     pub(super) fn poll_target_failed(&mut self) -> Option<usize> {
         self.target_failed.take()

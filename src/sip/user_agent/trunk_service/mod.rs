@@ -57,9 +57,9 @@ impl Origin {
     /// by SRV).
     fn registrar_uri(&self) -> String {
         if self.settings.port == 5060 || self.settings.srv {
-            format!("sip:{}", self.settings.host)
+            format!("sip:{}", self.settings.uri_host())
         } else {
-            format!("sip:{}:{}", self.settings.host, self.settings.port)
+            format!("sip:{}:{}", self.settings.uri_host(), self.settings.port)
         }
     }
 
@@ -109,14 +109,14 @@ impl Origin {
         format!(
             "<sip:{}@{}>;tag={}",
             self.user(),
-            self.settings.host,
+            self.settings.uri_host(),
             random_hex(12)
         )
     }
 
     /// `<sip:user@host>`.
     fn aor(&self) -> String {
-        format!("<sip:{}@{}>", self.user(), self.settings.host)
+        format!("<sip:{}@{}>", self.user(), self.settings.uri_host())
     }
 }
 
@@ -133,6 +133,8 @@ pub(crate) struct TrunkService {
     status: TrunkStatus,
     /// Status changes not yet polled.
     changes: VecDeque<TrunkStatus>,
+    /// Addresses whose ping failed in a row (the trunk is down when all did).
+    failed_in_row: usize,
     /// Messages to send.
     transmits: VecDeque<Transmit>,
 }
@@ -177,6 +179,7 @@ impl TrunkService {
                 detail: None,
             },
             changes: VecDeque::new(),
+            failed_in_row: 0,
             transmits: VecDeque::new(),
         };
         tracing::info!(trunk = %service.origin.settings.name, target = %target, register = service.registration.is_some(), ping = service.health.is_some(), "trunk services started");
@@ -253,9 +256,31 @@ impl TrunkService {
     fn process(&mut self, now: Instant) {
         let mut status = self.status.clone();
         if let Some(h) = self.health.as_mut() {
+            let failed = h.poll_target_failed();
             if let Some((reachable, detail)) = h.poll_outcome() {
-                status.reachable = reachable;
-                if !reachable
+                // With several addresses (SRV) the trunk is down only when a ping to
+                // each failed in a row: a failed one moves the pings to the next
+                // address at once.
+                let others_left = self.origin.targets.len() - 1 - self.failed_in_row;
+                if reachable {
+                    self.failed_in_row = 0;
+                } else if others_left > 0 {
+                    self.failed_in_row += 1;
+                    if let Some(failed) = failed {
+                        self.origin.fail_over(failed);
+                    }
+                    h.ping_now(now);
+                    h.handle_timeout(now, &self.origin);
+                } else {
+                    self.failed_in_row = 0;
+                    if let Some(failed) = failed {
+                        self.origin.fail_over(failed);
+                    }
+                }
+                if reachable || others_left == 0 {
+                    status.reachable = reachable;
+                }
+                if !reachable && others_left == 0
                     || status
                         .detail
                         .as_deref()
@@ -265,10 +290,8 @@ impl TrunkService {
                 }
             }
             while let Some(bytes) = h.poll_transmit() {
-                self.transmits.push_back(transmit(&self.origin, bytes));
-            }
-            if let Some(failed) = h.poll_target_failed() {
-                self.origin.fail_over(failed);
+                self.transmits
+                    .push_back(transmit(&self.origin, h.sent_to(), bytes));
             }
         }
         if let Some(r) = self.registration.as_mut() {
@@ -285,7 +308,8 @@ impl TrunkService {
                 }
             }
             while let Some(bytes) = r.poll_transmit() {
-                self.transmits.push_back(transmit(&self.origin, bytes));
+                self.transmits
+                    .push_back(transmit(&self.origin, r.sent_to(), bytes));
             }
             if let Some(failed) = r.poll_target_failed() {
                 self.origin.fail_over(failed);
@@ -321,10 +345,15 @@ impl TrunkService {
     }
 }
 
-/// A message of the trunk's services.
-fn transmit(origin: &Origin, payload: Vec<u8>) -> Transmit {
+/// A message of the trunk's services to the address at `target` (where its request
+/// went: retransmissions follow it even after the services moved on).
+fn transmit(origin: &Origin, target: usize, payload: Vec<u8>) -> Transmit {
     Transmit {
-        dest: origin.target(),
+        dest: origin
+            .targets
+            .get(target)
+            .copied()
+            .unwrap_or(origin.target()),
         payload,
         owner: Owner::Trunk(origin.settings.name.clone()),
     }

@@ -252,6 +252,11 @@ impl Registration {
         self.backoff = (self.backoff * 2).min(BACKOFF_MAX);
     }
 
+    /// Index of the target the last REGISTER went to.
+    pub(super) fn sent_to(&self) -> usize {
+        self.sent_to
+    }
+
     /// The target that last failed as a server, once.
     pub(super) fn poll_target_failed(&mut self) -> Option<usize> {
         self.target_failed.take()
