@@ -283,6 +283,7 @@ pub async fn start(config: Config) -> Result<RunningServer, ServerError> {
             .collect(),
         tls: sip_tls_listener(&config)?,
         dns_servers: config.sip.dns_servers.clone(),
+        dns_refresh: config.sip.dns_refresh,
         keepalive: Some(config.sip.keepalive_interval).filter(|d| !d.is_zero()),
         ..SipEndpointConfig::default()
     })

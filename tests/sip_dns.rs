@@ -4,7 +4,8 @@
 //! whose first SRV target answers 503 reaches the second target; a name without SRV
 //! falls back to its A record on 5060; a missing name and an SRV "." target give
 //! errors that say so; a registration whose first SRV target refuses the connection
-//! registers with the second (a SIPp registrar over TCP).
+//! registers with the second (a SIPp registrar over TCP); inbound admission follows
+//! a trunk's address when its DNS record changes.
 
 mod common;
 
@@ -15,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use callbridge::sip::dns::DnsError;
 use callbridge::sip::{
-    Credentials, SipEndpoint, SipEndpointConfig, SipError, Transport, TrunkSettings,
+    Credentials, IncomingCall, SipEndpoint, SipEndpointConfig, SipError, Transport, TrunkSettings,
 };
 use common::browser::{Browser, BrowserOptions};
 use common::call::TestCall;
@@ -34,14 +35,19 @@ impl Dnsmasq {
     /// Starts dnsmasq with extra record options (`--srv-host=…`, `--host-record=…`);
     /// every other name under `.test` is NXDOMAIN, nothing is forwarded.
     fn start(records: &[String]) -> Dnsmasq {
-        let binary = ["/usr/sbin/dnsmasq", "/usr/bin/dnsmasq"]
-            .into_iter()
-            .find(|p| std::path::Path::new(p).exists())
-            .expect("dnsmasq not found: install Debian's dnsmasq-base (scripts/deps.sh does)");
         let port = UdpSocket::bind("127.0.0.1:0")
             .and_then(|s| s.local_addr())
             .expect("free port")
             .port();
+        Self::start_on(port, records)
+    }
+
+    /// Like [`Dnsmasq::start`] on a given port (to change the records by restarting).
+    fn start_on(port: u16, records: &[String]) -> Dnsmasq {
+        let binary = ["/usr/sbin/dnsmasq", "/usr/bin/dnsmasq"]
+            .into_iter()
+            .find(|p| std::path::Path::new(p).exists())
+            .expect("dnsmasq not found: install Debian's dnsmasq-base (scripts/deps.sh does)");
         let dir = tempfile::tempdir().expect("tempdir");
         let log = dir.path().join("dnsmasq.log");
         let child = Command::new(binary)
@@ -282,6 +288,64 @@ async fn registration_moves_to_the_next_srv_target_when_the_first_refuses() {
         outcome.messages.contains("REGISTER sip:pbx.test SIP/2.0"),
         "{}",
         outcome.messages
+    );
+    ep.shutdown().await;
+}
+
+#[tokio::test]
+async fn inbound_admission_follows_a_changed_dns_record() {
+    // The trunk's name first points elsewhere: SIPp's INVITE from 127.0.0.1 is no
+    // trunk's (403).
+    let dns = Dnsmasq::start(&["--host-record=pbx.test,127.0.0.2".into()]);
+    let port = dns.addr.port();
+    let ep = SipEndpoint::bind(SipEndpointConfig {
+        listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+        dns_servers: vec![dns.addr],
+        dns_refresh: Duration::from_millis(300),
+        ..SipEndpointConfig::default()
+    })
+    .await
+    .expect("bind");
+    let mut calls = ep.take_incoming().expect("incoming");
+    ep.start_trunks(vec![srv_trunk("pbx.test", Transport::Udp)])
+        .await
+        .expect("trunks");
+    let scenario = Sipp::scenario("uac_refused.xml");
+    // The first lookup runs in the background: wait for dnsmasq to have answered it.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !dns.log().contains("pbx.test is 127.0.0.2") {
+        assert!(Instant::now() < deadline, "no lookup: {}", dns.log());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut sipp = Sipp::uac(&scenario, ep.local_addr(), "+15550001111", &[]);
+    let refused = sipp.wait(Duration::from_secs(30)).await;
+    assert!(
+        refused.messages.contains("SIP/2.0 403"),
+        "{}",
+        refused.messages
+    );
+
+    // The record moves to 127.0.0.1: after a refresh the same caller is admitted.
+    drop(dns);
+    let dns = Dnsmasq::start_on(port, &["--host-record=pbx.test,127.0.0.1".into()]);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !dns.log().contains("pbx.test is 127.0.0.1") {
+        assert!(Instant::now() < deadline, "no refresh: {}", dns.log());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await; // the rule reaches the UA
+    let mut sipp = Sipp::uac(&scenario, ep.local_addr(), "+15550001111", &[]);
+    let call: IncomingCall = tokio::time::timeout(Duration::from_secs(15), calls.recv())
+        .await
+        .expect("admitted after the DNS change")
+        .expect("incoming stream");
+    assert_eq!(call.trunk.as_deref(), Some("srv"));
+    call.handle.reject(603, "Decline").expect("reject");
+    let declined = sipp.wait(Duration::from_secs(30)).await;
+    assert!(
+        declined.messages.contains("SIP/2.0 603"),
+        "{}",
+        declined.messages
     );
     ep.shutdown().await;
 }

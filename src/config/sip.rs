@@ -30,6 +30,10 @@ pub struct SipConfig {
     pub trusted_proxies: Vec<String>,
     /// DNS servers (`ip:port`) for trunk SRV lookups; empty: the system's.
     pub dns_servers: Vec<SocketAddr>,
+    /// How often trunk names are looked up again for REGISTER/OPTIONS and inbound
+    /// admission (calls look them up on every attempt).
+    #[serde(with = "humantime_serde")]
+    pub dns_refresh: Duration,
     /// CRLF keepalive pings (RFC 5626) on TCP/TLS connections to trunks after this
     /// long without traffic; `0s`: off.
     #[serde(with = "humantime_serde")]
@@ -47,6 +51,7 @@ impl Default for SipConfig {
             trunks: Vec::new(),
             trusted_proxies: Vec::new(),
             dns_servers: Vec::new(),
+            dns_refresh: Duration::from_secs(300),
             keepalive_interval: Duration::from_secs(60),
         }
     }

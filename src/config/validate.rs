@@ -228,6 +228,12 @@ pub fn validate(config: &Config) -> Result<(), ConfigError> {
         validate_turn(config, turn)?;
     }
     validate_sip_tls(config)?;
+    if config.sip.dns_refresh < std::time::Duration::from_secs(1) {
+        return Err(ConfigError::invalid(
+            "sip.dns_refresh",
+            "must be at least 1s (e.g. 5m)",
+        ));
+    }
     let keepalive = config.sip.keepalive_interval;
     if !keepalive.is_zero() && !(5..=3600).contains(&keepalive.as_secs()) {
         return Err(ConfigError::invalid(

@@ -102,6 +102,9 @@ pub struct SipEndpointConfig {
     pub tls: Option<SipTlsListener>,
     /// DNS servers for trunk SRV lookups; empty: the system's (`/etc/resolv.conf`).
     pub dns_servers: Vec<SocketAddr>,
+    /// How often trunk names are looked up again for their services and inbound
+    /// admission (calls look them up on every attempt).
+    pub dns_refresh: std::time::Duration,
     /// CRLF keepalive pings (RFC 5626) on our TCP/TLS connections after this long
     /// without traffic; `None`: no pings.
     pub keepalive: Option<std::time::Duration>,
@@ -134,6 +137,7 @@ impl Default for SipEndpointConfig {
             trusted_proxies: Vec::new(),
             tls: None,
             dns_servers: Vec::new(),
+            dns_refresh: std::time::Duration::from_secs(300),
             keepalive: Some(std::time::Duration::from_secs(60)),
         }
     }

@@ -208,6 +208,8 @@ pub struct SipEndpoint {
     tls_addr: Option<SocketAddr>,
     /// Finds trunks' addresses (SRV).
     locator: Arc<Locator>,
+    /// How often trunk names are looked up again.
+    dns_refresh: std::time::Duration,
     /// The driver's command queue.
     commands: mpsc::UnboundedSender<Command>,
     /// The driver task, taken by `shutdown`.
@@ -297,6 +299,7 @@ impl SipEndpoint {
             external_ip: config.external_ip,
             tls_addr,
             locator: Arc::new(Locator::new(&config.dns_servers)),
+            dns_refresh: config.dns_refresh,
             commands,
             task: Mutex::new(Some(task)),
             counts,

@@ -22,7 +22,9 @@ impl SipEndpoint {
     /// services for the trunks that ask for them (`register`, `options_interval`).
     /// Names are resolved here (in the background for trunks without services); a
     /// service trunk whose name does not resolve is reported unreachable, and every
-    /// unresolved name is retried every 30 s. Returns once the rules are in place.
+    /// unresolved name is retried every 30 s. Resolved names are looked up again
+    /// every `dns_refresh`: new addresses replace the admission rule and restart the
+    /// services on them. Returns once the rules are in place.
     pub async fn start_trunks(&self, trunks: Vec<TrunkSettings>) -> Result<(), SipError> {
         let mut inbound = Vec::new();
         for trunk in trunks {
@@ -38,7 +40,7 @@ impl SipEndpoint {
                 inbound.push((trunk.clone(), literal.into_iter().collect()));
                 if literal.is_none() {
                     self.background()
-                        .resolve_later(trunk, None, false, Duration::ZERO);
+                        .watch(trunk, None, false, Vec::new(), Duration::ZERO);
                 }
                 continue;
             }
@@ -49,14 +51,19 @@ impl SipEndpoint {
             match self.locator.locate(&trunk).await {
                 Ok(addrs) => {
                     inbound.push((trunk.clone(), addrs.clone()));
-                    self.background().start(trunk, addrs[0], &addrs[1..], tls)?;
+                    let background = self.background();
+                    background.start(trunk.clone(), &addrs, tls.clone())?;
+                    if literal.is_none() {
+                        let refresh = background.dns_refresh;
+                        background.watch(trunk, tls, true, addrs, refresh);
+                    }
                 }
                 Err(e) => {
                     tracing::warn!(trunk = %trunk.name, "{e}; retrying every 30 s");
                     self.set_status(&trunk, format!("DNS: {e}"));
                     inbound.push((trunk.clone(), Vec::new()));
                     self.background()
-                        .resolve_later(trunk, tls, true, RESOLVE_RETRY);
+                        .watch(trunk, tls, true, Vec::new(), RESOLVE_RETRY);
                 }
             }
         }
@@ -75,6 +82,7 @@ impl SipEndpoint {
             commands: self.commands.clone(),
             addresses: self.addresses(),
             locator: Arc::clone(&self.locator),
+            dns_refresh: self.dns_refresh,
         }
     }
 
@@ -122,18 +130,22 @@ struct SipEndpointRef {
     addresses: Addresses,
     /// Finds the trunk's addresses.
     locator: Arc<Locator>,
+    /// How often located names are looked up again.
+    dns_refresh: Duration,
 }
 
 impl SipEndpointRef {
     /// Starts a located trunk's services on its first address, the others in
-    /// reserve.
+    /// reserve (`addrs` is never empty: [`Locator::locate`] says so).
     fn start(
         &self,
         trunk: TrunkSettings,
-        addr: SocketAddr,
-        alternates: &[SocketAddr],
+        addrs: &[SocketAddr],
         tls: Option<TlsTarget>,
     ) -> Result<(), SipError> {
+        let Some((&addr, alternates)) = addrs.split_first() else {
+            return Ok(());
+        };
         let peer = |addr| Peer {
             transport: trunk.transport,
             addr,
@@ -150,35 +162,62 @@ impl SipEndpointRef {
             .map_err(|_| SipError::Closed)
     }
 
-    /// Resolves the trunk's name after `first_wait`, then every 30 s until it
-    /// works; then updates its inbound rule and (`services`) starts its services.
-    fn resolve_later(
+    /// Looks the trunk's name up after `first_wait`, then every 30 s while it does
+    /// not resolve and every `dns_refresh` once it does. When the set of addresses
+    /// differs from `known`, the inbound rule takes the new ones and (`services`)
+    /// the services restart on them; a failed lookup keeps the known addresses.
+    fn watch(
         self,
         trunk: TrunkSettings,
         tls: Option<TlsTarget>,
         services: bool,
+        mut known: Vec<SocketAddr>,
         first_wait: Duration,
     ) {
         tokio::spawn(async move {
             let mut wait = first_wait;
             loop {
                 tokio::time::sleep(wait).await;
-                wait = RESOLVE_RETRY;
                 if self.commands.is_closed() {
                     return;
                 }
-                let Ok(addrs) = self.locator.locate(&trunk).await else {
-                    continue;
+                let addrs = match self.locator.locate(&trunk).await {
+                    Ok(addrs) => addrs,
+                    Err(e) => {
+                        tracing::debug!(trunk = %trunk.name, "lookup failed, keeping {known:?}: {e}");
+                        wait = if known.is_empty() {
+                            RESOLVE_RETRY
+                        } else {
+                            self.dns_refresh
+                        };
+                        continue;
+                    }
                 };
+                wait = self.dns_refresh;
+                if same_set(&addrs, &known) {
+                    continue;
+                }
+                if !known.is_empty() {
+                    tracing::info!(trunk = %trunk.name, from = ?known, to = ?addrs, "trunk addresses changed");
+                }
                 let _ = self.commands.send(Command::SetInbound {
                     trunks: vec![(trunk.clone(), addrs.clone())],
                     done: None,
                 });
                 if services {
-                    let _ = self.start(trunk, addrs[0], &addrs[1..], tls);
+                    let _ = self.start(trunk.clone(), &addrs, tls.clone());
                 }
-                return;
+                known = addrs;
             }
         });
     }
+}
+
+/// Whether two address lists hold the same addresses (SRV order varies by draw).
+fn same_set(a: &[SocketAddr], b: &[SocketAddr]) -> bool {
+    let mut a = a.to_vec();
+    let mut b = b.to_vec();
+    a.sort();
+    b.sort();
+    a == b
 }
