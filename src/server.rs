@@ -430,7 +430,7 @@ async fn supervise_drain(gateway: Arc<Gateway>) {
             );
             let registry = gateway.calls.registry();
             for call in registry.list() {
-                registry.hangup(&call.id);
+                registry.terminate(&call.id, crate::signaling::protocol::EndReason::Unavailable);
             }
             // Let the hangups (BYE/CANCEL) go out before sessions are closed.
             let settle = Instant::now() + Duration::from_secs(5);

@@ -157,7 +157,7 @@ async fn drain_timeout_hangs_up_the_call_and_exits_0() {
         started.elapsed() >= Duration::from_millis(1500),
         "the call is left up until the drain timeout"
     );
-    assert_eq!(ended["reason"], "hangup", "{ended}");
+    assert_eq!(ended["reason"], "unavailable", "{ended}");
     let status = gw.wait_exit(Duration::from_secs(15)).await;
     assert!(
         status.success(),

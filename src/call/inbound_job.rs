@@ -196,6 +196,7 @@ impl InboundJob {
                         CallCommand::Reject => machine.handle(now, InboundInput::Reject { session: s }),
                         CallCommand::Hangup => machine.handle(now, InboundInput::Hangup { session: s }),
                         CallCommand::SignalingLost => machine.handle(now, InboundInput::SessionGone { session: s }),
+                        CallCommand::Terminate(reason) => machine.handle(now, InboundInput::Terminate(reason)),
                         CallCommand::Ice(c) => {
                             if let Some(leg) = legs.get(&s)
                                 && let Err(e) = leg.add_remote_candidate(c).await
@@ -220,11 +221,8 @@ impl InboundJob {
                     }
                 }
                 Some(command) = self.api_commands.recv() => {
-                    if command == CallCommand::Hangup {
-                        match winner {
-                            Some(w) => machine.handle(Instant::now(), InboundInput::Hangup { session: w }),
-                            None => machine.handle(Instant::now(), InboundInput::Cancelled),
-                        }
+                    if let CallCommand::Terminate(reason) = command {
+                        machine.handle(Instant::now(), InboundInput::Terminate(reason));
                     }
                 }
                 Some((s, event)) = web_rx.recv() => match event {

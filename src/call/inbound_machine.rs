@@ -48,6 +48,8 @@ pub enum InboundInput {
     MediaConnected,
     /// The winner's media failed.
     MediaFailed(String),
+    /// The gateway ends the call (operator API, drain timeout) with this reason.
+    Terminate(EndReason),
 }
 
 /// What the driver must do.
@@ -174,6 +176,17 @@ impl InboundCall {
             (State::Answering { winner } | State::Answered { winner, .. }, input) => {
                 self.handle_answered(now, &winner, input);
             }
+            (State::Ringing, InboundInput::Terminate(reason)) => {
+                // 503 on a drain lets the trunk try elsewhere; 480 otherwise.
+                let status = if reason == EndReason::Unavailable {
+                    503
+                } else {
+                    480
+                };
+                self.end_all_ringing(reason);
+                self.outputs.push_back(InboundOutput::SipReject(status));
+                self.finish(now, reason, Some(status), "ended by the gateway");
+            }
             (State::Ringing, InboundInput::SipFailed(detail)) => {
                 self.end_all_ringing(EndReason::Error);
                 self.finish(now, EndReason::Error, None, &detail);
@@ -200,6 +213,9 @@ impl InboundCall {
                 "caller hung up".to_string(),
             ),
             InboundInput::SipFailed(d) => (EndReason::Error, true, true, d),
+            InboundInput::Terminate(reason) => {
+                (reason, true, true, "ended by the gateway".to_string())
+            }
             InboundInput::MediaFailed(d) => (EndReason::MediaFailed, true, true, d),
             _ => return,
         };

@@ -223,3 +223,40 @@ fn max_duration_after_answer() {
     assert_eq!(out[0], InboundOutput::SipHangup);
     assert_eq!(finished(&out), Some((EndReason::Limit, None)));
 }
+
+#[test]
+fn the_gateway_ending_a_call_says_why_on_both_sides() {
+    // Ringing, drain timeout: every session hears `unavailable`, the trunk 503 (it
+    // may try elsewhere).
+    let t0 = Instant::now();
+    let mut c = call(&["s-a", "s-b"], t0);
+    c.handle(t0, InboundInput::Terminate(EndReason::Unavailable));
+    let out = drain(&mut c);
+    assert!(out.contains(&ended("s-a", EndReason::Unavailable)));
+    assert!(out.contains(&ended("s-b", EndReason::Unavailable)));
+    assert!(out.contains(&InboundOutput::SipReject(503)));
+    assert_eq!(finished(&out), Some((EndReason::Unavailable, Some(503))));
+
+    // Ringing, operator hangup: 480 to the trunk, `hangup` to the sessions.
+    let mut c = call(&["s-a"], t0);
+    c.handle(t0, InboundInput::Terminate(EndReason::Hangup));
+    let out = drain(&mut c);
+    assert!(out.contains(&ended("s-a", EndReason::Hangup)));
+    assert!(out.contains(&InboundOutput::SipReject(480)));
+
+    // Answered: BYE to the trunk and the reason to the winner.
+    let mut c = call(&["s-a"], t0);
+    c.handle(
+        t0,
+        InboundInput::Accept {
+            session: "s-a".into(),
+        },
+    );
+    c.handle(t0, InboundInput::Acked);
+    drain(&mut c);
+    c.handle(t0, InboundInput::Terminate(EndReason::Unavailable));
+    let out = drain(&mut c);
+    assert!(out.contains(&InboundOutput::SipHangup));
+    assert!(out.contains(&ended("s-a", EndReason::Unavailable)));
+    assert_eq!(finished(&out).map(|f| f.0), Some(EndReason::Unavailable));
+}

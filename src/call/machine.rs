@@ -24,6 +24,8 @@ pub enum Input {
     BrowserHangup,
     /// The browser's WebSocket is gone for good.
     SignalingLost,
+    /// The gateway ends the call (operator API, drain timeout) with this reason.
+    Terminate(EndReason),
     /// ICE and DTLS with the browser are up.
     MediaConnected,
     /// The browser media failed (ICE/DTLS) or the SIP peer's SDP was unusable.
@@ -150,6 +152,7 @@ impl OutboundCall {
         match input {
             Input::Sip(event) => self.handle_sip(now, event),
             Input::BrowserHangup => self.hang_up(now, EndReason::Hangup, "browser hung up"),
+            Input::Terminate(reason) => self.hang_up(now, reason, "ended by the gateway"),
             Input::SignalingLost => {
                 self.outputs.push_back(Output::HangupSip);
                 self.finish(

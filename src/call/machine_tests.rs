@@ -239,6 +239,18 @@ fn failover_on_5xx_408_and_transport_errors_while_trunks_are_left() {
 }
 
 #[test]
+fn the_gateway_ends_a_call_with_its_reason() {
+    let t0 = Instant::now();
+    let mut call = OutboundCall::new("c1", t0, LIMITS, 1);
+    call.handle(t0, Input::Sip(SipCallEvent::Answered { sdp: "v=0".into() }));
+    drain(&mut call);
+    call.handle(t0, Input::Terminate(EndReason::Unavailable));
+    let out = drain(&mut call);
+    assert_eq!(out[0], Output::HangupSip);
+    assert_eq!(out[1], ended(EndReason::Unavailable, None));
+}
+
+#[test]
 fn no_failover_once_answered() {
     let t0 = Instant::now();
     let mut call = OutboundCall::new("c1", t0, LIMITS, 3);

@@ -107,6 +107,9 @@ pub enum CallCommand {
     Accept(String),
     /// Reject an incoming call.
     Reject,
+    /// The gateway ends the call (operator API, drain timeout): hang up the SIP
+    /// leg and tell the browser this reason.
+    Terminate(EndReason),
 }
 
 /// The session's handle to one call. Dropping it counts as [`CallCommand::SignalingLost`].

@@ -195,6 +195,7 @@ impl OutboundJob {
             tokio::select! {
                 command = self.commands.recv() => match command {
                     Some(CallCommand::Hangup) => machine.handle(Instant::now(), Input::BrowserHangup),
+                    Some(CallCommand::Terminate(reason)) => machine.handle(Instant::now(), Input::Terminate(reason)),
                     Some(CallCommand::Ice(candidate)) => {
                         if let Err(e) = leg.add_remote_candidate(candidate).await {
                             debug!(error = %e, "browser ICE candidate ignored");

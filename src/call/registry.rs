@@ -11,6 +11,8 @@ use prometheus::IntGauge;
 use serde::Serialize;
 use tokio::sync::mpsc;
 
+use crate::signaling::protocol::EndReason;
+
 use super::CallCommand;
 
 /// Which way a call goes.
@@ -203,12 +205,19 @@ impl CallRegistry {
         self.lock().calls.get(id).map(|e| e.info.clone())
     }
 
-    /// Asks an active call to hang up; false when there is no such call.
+    /// Asks an active call to hang up (the browser is told `hangup`); false when
+    /// there is no such call.
     pub fn hangup(&self, id: &str) -> bool {
+        self.terminate(id, EndReason::Hangup)
+    }
+
+    /// Ends an active call with `reason` for the browser (e.g. `unavailable` when a
+    /// drain runs out of time); false when there is no such call.
+    pub fn terminate(&self, id: &str, reason: EndReason) -> bool {
         self.lock()
             .calls
             .get(id)
-            .is_some_and(|e| e.commands.send(CallCommand::Hangup).is_ok())
+            .is_some_and(|e| e.commands.send(CallCommand::Terminate(reason)).is_ok())
     }
 
     /// Calls in progress.
@@ -311,7 +320,15 @@ mod tests {
         assert_eq!(r.get("c-1").expect("listed").state, CallState::Answered);
         assert_eq!(r.list().len(), 1);
         assert!(r.hangup("c-1"));
-        assert_eq!(rx.try_recv().ok(), Some(CallCommand::Hangup));
+        assert_eq!(
+            rx.try_recv().ok(),
+            Some(CallCommand::Terminate(EndReason::Hangup))
+        );
+        assert!(r.terminate("c-1", EndReason::Unavailable));
+        assert_eq!(
+            rx.try_recv().ok(),
+            Some(CallCommand::Terminate(EndReason::Unavailable))
+        );
         assert!(!r.hangup("c-2"));
         drop(slot);
         assert!(r.get("c-1").is_none() && r.list().is_empty());
