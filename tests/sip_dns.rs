@@ -333,12 +333,27 @@ async fn inbound_admission_follows_a_changed_dns_record() {
         assert!(Instant::now() < deadline, "no refresh: {}", dns.log());
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    tokio::time::sleep(Duration::from_millis(200)).await; // the rule reaches the UA
-    let mut sipp = Sipp::uac(&scenario, ep.local_addr(), "+15550001111", &[]);
-    let call: IncomingCall = tokio::time::timeout(Duration::from_secs(15), calls.recv())
-        .await
-        .expect("admitted after the DNS change")
-        .expect("incoming stream");
+    // The new rule reaches the UA just after the lookup: a caller refused (403) in
+    // between tries again, a bounded number of times.
+    let mut attempts = 0;
+    let (call, mut sipp): (IncomingCall, Sipp) = loop {
+        attempts += 1;
+        let mut sipp = Sipp::uac(&scenario, ep.local_addr(), "+15550001111", &[]);
+        match tokio::time::timeout(Duration::from_secs(3), calls.recv()).await {
+            Ok(Some(call)) => break (call, sipp),
+            Ok(None) => panic!("incoming stream ended"),
+            Err(_) => {
+                let refused = sipp.wait(Duration::from_secs(30)).await;
+                assert!(
+                    refused.messages.contains("SIP/2.0 403"),
+                    "{}",
+                    refused.messages
+                );
+                assert!(attempts < 10, "still refused after the DNS change");
+                tokio::time::sleep(Duration::from_millis(300)).await;
+            }
+        }
+    };
     assert_eq!(call.trunk.as_deref(), Some("srv"));
     call.handle.reject(603, "Decline").expect("reject");
     let declined = sipp.wait(Duration::from_secs(30)).await;
