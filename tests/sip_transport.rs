@@ -320,6 +320,39 @@ async fn inbound_tls_call_answered_and_hung_up_by_the_caller() {
 }
 
 #[tokio::test]
+async fn inbound_sips_request_uri_gets_a_sips_contact() {
+    let cert = test_cert();
+    let ep = tls_listening_endpoint(&cert).await;
+    let tls_addr = ep.tls_local_addr().expect("TLS listener bound");
+    let mut calls = ep.take_incoming().expect("incoming calls");
+    let relay = tls_originator(&cert.ca_path, tls_addr).await;
+    let mut sipp = Sipp::uac_on(
+        SippTransport::Tcp,
+        &Sipp::scenario("uac_sips_answer_bye.xml"),
+        relay,
+        "+15550001111",
+        &[],
+    );
+    let mut call = tokio::time::timeout(EVENT_WAIT, calls.recv())
+        .await
+        .expect("an inbound call over TLS")
+        .expect("incoming stream");
+    assert_eq!(call.to_user, "+15550001111");
+    let answer = "v=0\r\no=- 2 2 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 41000 RTP/AVP 0\r\na=sendrecv\r\n";
+    call.handle
+        .answer(answer.into(), Arc::new(|_offer: &str| Ok(String::new())));
+    for expected in [InboundSipEvent::Acked, InboundSipEvent::RemoteHangup] {
+        let event = tokio::time::timeout(EVENT_WAIT, call.events.recv()).await;
+        assert_eq!(event.expect("an inbound event in time"), Some(expected));
+    }
+    let outcome = sipp.wait(Duration::from_secs(30)).await;
+    outcome.assert_one_success();
+    let contact = format!("Contact: <sips:+15550001111@127.0.0.1:{}>", tls_addr.port());
+    assert!(outcome.messages.contains(&contact), "{}", outcome.messages);
+    ep.shutdown().await;
+}
+
+#[tokio::test]
 async fn inbound_tls_handshake_failure_costs_nothing_and_the_listener_keeps_working() {
     let cert = test_cert();
     let ep = tls_listening_endpoint(&cert).await;

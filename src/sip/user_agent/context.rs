@@ -33,6 +33,9 @@ pub(crate) struct CallContext {
     pub asserted_identity: Option<String>,
     /// Ask for identity privacy (`Privacy: id`, anonymous From).
     pub privacy: bool,
+    /// The dialog was set up with a `sips:` Request-URI over TLS: our Contact is a
+    /// SIPS URI too (RFC 3261 §12.1.1).
+    pub secure: bool,
     /// Builds our SDP answer to an offer from the peer.
     pub answerer: SdpAnswerer,
 }
@@ -49,6 +52,23 @@ impl fmt::Debug for CallContext {
 }
 
 impl CallContext {
+    /// Our Contact value: `<sips:user@host:port>` in a secure dialog, else
+    /// `<sip:user@host:port;transport=…>`.
+    pub(crate) fn contact(&self) -> String {
+        if self.secure {
+            format!(
+                "<sips:{}@{}>",
+                self.from_user,
+                crate::sip::message::build::host_port(self.local.addr)
+            )
+        } else {
+            format!(
+                "<{}>",
+                crate::sip::message::build::contact_uri(&self.from_user, self.local)
+            )
+        }
+    }
+
     /// Asks the call module for an SDP answer to `offer`.
     pub(crate) fn answer(&self, offer: &str) -> Result<String, String> {
         (self.answerer)(offer)

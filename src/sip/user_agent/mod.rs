@@ -276,6 +276,7 @@ impl UserAgent {
             from_display: request.from_display,
             asserted_identity: request.asserted_identity,
             privacy: request.privacy,
+            secure: false,
             answerer: request.answerer,
         });
         tracing::info!(sip_call_id = %id, correlation_id = %correlation_id, %target, "sending INVITE");

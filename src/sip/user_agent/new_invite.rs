@@ -243,6 +243,8 @@ impl UserAgent {
             from_display: None,
             asserted_identity: None,
             privacy: false,
+            secure: request.uri.scheme == Some(rsip::Scheme::Sips)
+                && source.transport == crate::sip::transport::Transport::Tls,
             answerer: std::sync::Arc::new(|_| Err("not answered yet".into())),
         };
         tracing::info!(%sip_call_id, %correlation_id, %source, trunk = %info.trunk, to = %info.to_user, "inbound call");

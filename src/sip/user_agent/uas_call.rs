@@ -22,7 +22,7 @@ use super::leg::session_timer::SessionTimer;
 use super::leg::{Answer, Leg, LegEvent, UasStart};
 use super::servers::ServerKey;
 use crate::sip::dialog::Dialog;
-use crate::sip::message::build::{self, ALLOW, contact_uri};
+use crate::sip::message::build::{self, ALLOW};
 use crate::sip::message::{body_text, cseq};
 use crate::sip::transaction::earliest;
 use crate::sip::transport::Peer;
@@ -176,9 +176,7 @@ impl UasCall {
             .filter(|h| matches!(h, Header::RecordRoute(_)))
             .cloned()
             .collect();
-        headers.push(Header::Contact(
-            format!("<{}>", contact_uri(&self.ctx.from_user, self.ctx.local)).into(),
-        ));
+        headers.push(Header::Contact(self.ctx.contact().into()));
         headers.push(Header::Allow(ALLOW.into()));
         headers.push(Header::Supported("timer".into()));
         headers

@@ -7,7 +7,7 @@ use std::time::Instant;
 use rsip::{Header, Method, Request, Response};
 
 use super::{Leg, LegEvent};
-use crate::sip::message::build::{self, contact_uri, new_branch};
+use crate::sip::message::build::{self, new_branch};
 use crate::sip::transaction::{ClientEvent, InviteClient, NonInviteClient};
 use crate::sip::transport::Peer;
 
@@ -153,9 +153,7 @@ impl Leg {
             Purpose::Notify => Method::Notify,
         };
         if matches!(method, Method::Invite | Method::Update | Method::Notify) {
-            extra.push(Header::Contact(
-                format!("<{}>", contact_uri(&self.ctx.from_user, self.ctx.local)).into(),
-            ));
+            extra.push(Header::Contact(self.ctx.contact().into()));
         }
         extra.push(Header::UserAgent(self.ctx.user_agent.clone().into()));
         let branch = new_branch();

@@ -9,7 +9,7 @@ use rsip::{Header, Method, Request, Uri};
 
 use super::session_timer::SessionTimer;
 use super::{Leg, LegEvent, Phase};
-use crate::sip::message::build::{ALLOW, contact_uri};
+use crate::sip::message::build::ALLOW;
 use crate::sip::message::{addr_uri, body_text, cseq, from_tag, header_first, lists_token};
 
 /// Our answer to a request: status, extra headers and an optional body.
@@ -152,9 +152,7 @@ impl Leg {
     /// Headers of our 2xx to a re-INVITE or UPDATE.
     fn ok_headers(&self) -> Vec<Header> {
         vec![
-            Header::Contact(
-                format!("<{}>", contact_uri(&self.ctx.from_user, self.ctx.local)).into(),
-            ),
+            Header::Contact(self.ctx.contact().into()),
             Header::Allow(ALLOW.into()),
             Header::Supported("timer".into()),
         ]

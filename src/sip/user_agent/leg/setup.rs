@@ -14,9 +14,7 @@ use super::{EarlyDialog, Leg, LegEvent, Phase};
 use crate::sip::RelPolicy;
 use crate::sip::auth::DigestClient;
 use crate::sip::dialog::Dialog;
-use crate::sip::message::build::{
-    self, InviteParts, contact_uri, new_branch, random_hex, request_bytes,
-};
+use crate::sip::message::build::{self, InviteParts, new_branch, random_hex, request_bytes};
 use crate::sip::message::{body_text, branch, cseq, header_first, lists_token, to_tag};
 use crate::sip::transaction::{ClientEvent, InviteClient, NonInviteClient};
 use crate::sip::transport::Peer;
@@ -130,7 +128,7 @@ impl Leg {
             call_id,
             cseq: 1,
             via: build::via(ctx.local, &new_branch()),
-            contact: format!("<{}>", contact_uri(&ctx.from_user, ctx.local)),
+            contact: ctx.contact(),
             user_agent: ctx.user_agent.clone(),
             correlation_id: ctx.correlation_id.clone(),
             extra,
