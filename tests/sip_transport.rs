@@ -203,6 +203,34 @@ async fn tls_call_through_a_verified_connection() {
 }
 
 #[tokio::test]
+async fn a_sips_trunk_gets_sips_request_uri_and_contact() {
+    let cert = test_cert();
+    let mut sipp = Sipp::uas_on(
+        SippTransport::Tcp,
+        Some(&Sipp::scenario("uas_remote_bye.xml")),
+        &[],
+    );
+    let tls_addr = tls_terminator(cert.server_config.clone(), sipp.addr).await;
+    let ep = endpoint().await;
+    let trunk = TrunkSettings {
+        sips: true,
+        ..tls_trunk(&cert.ca_path, "localhost")
+    };
+    let (_call, mut events) = ep.invite(request(tls_addr, trunk)).await.unwrap();
+    assert!(matches!(
+        next_final_or_answer(&mut events).await,
+        SipCallEvent::Answered { .. }
+    ));
+    assert_eq!(next_event(&mut events).await, SipCallEvent::RemoteHangup);
+    let outcome = sipp.wait(Duration::from_secs(20)).await;
+    outcome.assert_one_success();
+    let m = &outcome.messages;
+    assert!(m.contains("INVITE sips:"), "{m}");
+    assert!(m.contains("Contact: <sips:"), "{m}");
+    ep.shutdown().await;
+}
+
+#[tokio::test]
 async fn tls_with_the_wrong_server_name_fails_with_503() {
     let cert = test_cert();
     let backend = TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -119,6 +119,9 @@ pub struct TrunkConfig {
     /// of `address`.
     #[serde(default)]
     pub tls_server_name: Option<String>,
+    /// Address calls with `sips:` URIs (Request-URI, Contact; tls only).
+    #[serde(default)]
+    pub sips: bool,
     /// Source networks inbound INVITEs from this trunk may come from (CIDR or single
     /// addresses); empty: the resolved address of `address` only.
     #[serde(default)]
@@ -147,6 +150,7 @@ impl Default for TrunkConfig {
             min_se: default_min_se(),
             tls_ca: None,
             tls_server_name: None,
+            sips: false,
             inbound_from: Vec::new(),
             inbound_auth: false,
         }

@@ -83,6 +83,13 @@ fn bad_values_name_the_key() {
             format!("{}\n[sip]\nrtp_ports = \"30000-20000\"", minimal()),
             "sip.rtp_ports",
         ),
+        (
+            minimal().replace(
+                "address = \"127.0.0.1:5070\"",
+                "address = \"127.0.0.1:5070\"\nsips = true",
+            ),
+            "sip.trunks[0].sips",
+        ),
     ];
     for (text, key) in cases {
         let err = load_text(&text, vec![]).expect_err(key).to_string();

@@ -172,6 +172,12 @@ pub fn validate(config: &Config) -> Result<(), ConfigError> {
                 ),
             ));
         }
+        if trunk.sips && trunk.transport != "tls" {
+            return Err(ConfigError::invalid(
+                format!("{key}.sips"),
+                "sips: URIs need transport = \"tls\"",
+            ));
+        }
         if trunk.transport != "tls" && (trunk.tls_ca.is_some() || trunk.tls_server_name.is_some()) {
             return Err(ConfigError::invalid(
                 format!("{key}.tls_ca"),

@@ -84,6 +84,8 @@ pub struct TrunkSettings {
     pub tls_ca: Option<PathBuf>,
     /// Name checked against the trunk's certificate; `None`: `host`.
     pub tls_server_name: Option<String>,
+    /// Our INVITEs use `sips:` Request-URIs and Contacts (RFC 3261 §26; TLS only).
+    pub sips: bool,
     /// Networks inbound INVITEs from this trunk come from; empty: the resolved
     /// address of `host` only.
     pub inbound_from: Vec<IpNet>,
@@ -108,6 +110,7 @@ impl Default for TrunkSettings {
             session_timer: SessionTimerSettings::default(),
             tls_ca: None,
             tls_server_name: None,
+            sips: false,
             inbound_from: Vec::new(),
             inbound_auth: false,
         }
@@ -167,6 +170,7 @@ impl TrunkSettings {
             },
             tls_ca: trunk.tls_ca.clone(),
             tls_server_name: trunk.tls_server_name.clone(),
+            sips: trunk.sips && transport == Transport::Tls,
             inbound_from: trunk
                 .inbound_from
                 .iter()

@@ -261,7 +261,9 @@ impl UserAgent {
         if self.calls.contains_key(&id) || self.call_index.contains_key(&id) {
             return Err(SipError::InvalidRequest(format!("duplicate Call-ID {id}")));
         }
-        let uri_text = format!("sip:{}@{}", request.to_user, request.target_host);
+        let sips = request.trunk.sips;
+        let scheme = if sips { "sips" } else { "sip" };
+        let uri_text = format!("{scheme}:{}@{}", request.to_user, request.target_host);
         let uri = Uri::try_from(uri_text.as_str())
             .map_err(|e| SipError::InvalidRequest(format!("Request-URI {uri_text}: {e}")))?;
         let ctx = Arc::new(CallContext {
@@ -276,7 +278,7 @@ impl UserAgent {
             from_display: request.from_display,
             asserted_identity: request.asserted_identity,
             privacy: request.privacy,
-            secure: false,
+            secure: sips,
             answerer: request.answerer,
         });
         tracing::info!(sip_call_id = %id, correlation_id = %correlation_id, %target, "sending INVITE");
