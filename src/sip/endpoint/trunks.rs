@@ -1,6 +1,7 @@
-//! Trunks at run time: locating them (DNS SRV or host:port, `sip::dns`), starting their REGISTER/OPTIONS
-//! services, giving inbound admission each trunk's rule (`inbound_from`, or the
-//! resolved address), and the statuses the services report.
+//! Trunks at run time: locating them (DNS SRV or host:port, `sip::dns`) and
+//! watching their names, starting their REGISTER/OPTIONS services, giving inbound
+//! admission each trunk's rule (`inbound_from`, or the resolved addresses), and the
+//! statuses the services report.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -79,7 +80,7 @@ impl SipEndpoint {
 
     fn background(&self) -> SipEndpointRef {
         SipEndpointRef {
-            commands: self.commands.clone(),
+            commands: self.commands.downgrade(),
             addresses: self.addresses(),
             locator: Arc::clone(&self.locator),
             dns_refresh: self.dns_refresh,
@@ -124,8 +125,9 @@ impl SipEndpoint {
 
 /// What a background task needs of the endpoint.
 struct SipEndpointRef {
-    /// The driver's command queue.
-    commands: mpsc::UnboundedSender<Command>,
+    /// The driver's command queue (weak: background tasks must not keep the driver
+    /// alive).
+    commands: mpsc::WeakUnboundedSender<Command>,
     /// Our addresses.
     addresses: Addresses,
     /// Finds the trunk's addresses.
@@ -153,6 +155,8 @@ impl SipEndpointRef {
         let targets = (peer(addr), alternates.iter().map(|a| peer(*a)).collect());
         let local = self.addresses.local_peer(trunk.transport, addr);
         self.commands
+            .upgrade()
+            .ok_or(SipError::Closed)?
             .send(Command::StartTrunk {
                 settings: Box::new(trunk),
                 targets,
@@ -178,7 +182,7 @@ impl SipEndpointRef {
             let mut wait = first_wait;
             loop {
                 tokio::time::sleep(wait).await;
-                if self.commands.is_closed() {
+                if self.commands.upgrade().is_none_or(|c| c.is_closed()) {
                     return;
                 }
                 let addrs = match self.locator.locate(&trunk).await {
@@ -200,7 +204,10 @@ impl SipEndpointRef {
                 if !known.is_empty() {
                     tracing::info!(trunk = %trunk.name, from = ?known, to = ?addrs, "trunk addresses changed");
                 }
-                let _ = self.commands.send(Command::SetInbound {
+                let Some(commands) = self.commands.upgrade() else {
+                    return;
+                };
+                let _ = commands.send(Command::SetInbound {
                     trunks: vec![(trunk.clone(), addrs.clone())],
                     done: None,
                 });
