@@ -293,7 +293,7 @@ impl SipEndpoint {
             incoming: incoming_tx,
         };
         let task = tokio::spawn(driver.run());
-        tracing::info!(%local_addr, tcp, ?tls_addr, "SIP endpoint listening (UDP, TCP, TLS)");
+        tracing::info!(%local_addr, tcp, ?tls_addr, "SIP endpoint listening");
         Ok(Arc::new(SipEndpoint {
             local_addr,
             external_ip: config.external_ip,
