@@ -364,3 +364,50 @@ async fn inbound_admission_follows_a_changed_dns_record() {
     );
     ep.shutdown().await;
 }
+
+#[tokio::test]
+async fn calls_try_an_address_that_fails_its_pings_last() {
+    let mut pbx = Sipp::uas_on(
+        SippTransport::Tcp,
+        Some(&Sipp::scenario("uas_options_loop.xml")),
+        &[],
+    );
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port();
+    let dns = Dnsmasq::start(&[
+        format!("--srv-host=_sip._tcp.health.test,a.health.test,{closed},10,10"),
+        format!(
+            "--srv-host=_sip._tcp.health.test,b.health.test,{},20,10",
+            pbx.addr.port()
+        ),
+        "--host-record=a.health.test,127.0.0.1".into(),
+        "--host-record=b.health.test,127.0.0.1".into(),
+    ]);
+    let ep = endpoint_using(&dns).await;
+    let trunk = TrunkSettings {
+        name: "health".into(),
+        options_interval: Some(Duration::from_millis(300)),
+        ..srv_trunk("health.test", Transport::Tcp)
+    };
+    let dead = SocketAddr::from(([127, 0, 0, 1], closed));
+    let alive = SocketAddr::from(([127, 0, 0, 1], pbx.addr.port()));
+    // SRV order alone puts the dead address first.
+    assert_eq!(ep.locate(&trunk).await.expect("located"), vec![dead, alive]);
+    ep.start_trunks(vec![trunk.clone()]).await.expect("trunks");
+    // Its ping is refused, the next address answers: the trunk stays usable and
+    // the refused address is known.
+    assert!(
+        eventually(Duration::from_secs(10), || ep
+            .trunk_status("health")
+            .is_some_and(|s| s.failing == vec![dead] && s.reachable))
+        .await,
+        "{:?}",
+        ep.trunk_status("health")
+    );
+    assert!(ep.trunk_usable("health"));
+    assert_eq!(ep.locate(&trunk).await.expect("located"), vec![alive, dead]);
+    ep.shutdown().await;
+    pbx.kill();
+}

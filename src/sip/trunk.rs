@@ -1,7 +1,7 @@
 //! What the user agent needs to know about a trunk (transport, credentials,
 //! extensions, registration and health checks), and the trunk's observed status.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -206,4 +206,7 @@ pub struct TrunkStatus {
     pub last_change: Option<Instant>,
     /// The last problem seen (`OPTIONS timeout`, `REGISTER 403 Forbidden`...), if any.
     pub detail: Option<String>,
+    /// Addresses of the trunk (several from SRV) whose last ping failed: calls try
+    /// them last.
+    pub failing: Vec<SocketAddr>,
 }

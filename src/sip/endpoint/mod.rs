@@ -315,9 +315,17 @@ impl SipEndpoint {
     }
 
     /// The addresses to try for `trunk`, in order (SRV targets for a name without a
-    /// port, else the first address of host:port).
+    /// port, else the first address of host:port); those whose last OPTIONS ping
+    /// failed come last.
     pub async fn locate(&self, trunk: &TrunkSettings) -> Result<Vec<SocketAddr>, SipError> {
-        Ok(self.locator.locate(trunk).await?)
+        let mut addrs = self.locator.locate(trunk).await?;
+        // Addresses whose last health ping failed go last (stable: SRV order kept).
+        if let Some(status) = self.trunk_status(&trunk.name)
+            && !status.failing.is_empty()
+        {
+            addrs.sort_by_key(|a| status.failing.contains(a));
+        }
+        Ok(addrs)
     }
 
     /// The bound address of the SIP over TLS listener, if one is configured.

@@ -96,6 +96,7 @@ impl SipEndpoint {
                     registered: trunk.register.then_some(false),
                     last_change: Some(driver::now()),
                     detail: Some(detail),
+                    failing: Vec::new(),
                 },
             );
         }

@@ -245,10 +245,16 @@ fn an_srv_trunk_is_down_only_when_every_address_fails_its_ping() {
     assert_eq!(next.len(), 1, "one ping to the other address");
     assert_eq!(next[0].dest, second);
     assert!(last_status(&mut h).reachable);
+    assert_eq!(
+        last_status(&mut h).failing,
+        vec![first.addr],
+        "calls try it last"
+    );
     let ping = String::from_utf8(next[0].payload.clone()).unwrap();
     h.ua.handle_message(h.now, second, reply(&ping, 200, "OK", "").as_bytes());
     h.drain();
     assert!(last_status(&mut h).reachable);
+    assert_eq!(last_status(&mut h).failing, vec![first.addr]);
     // Both fail in a row: down.
     h.advance(Duration::from_secs(30));
     let ping = h.take_sent().remove(0);
@@ -264,4 +270,5 @@ fn an_srv_trunk_is_down_only_when_every_address_fails_its_ping() {
     let status = last_status(&mut h);
     assert!(!status.reachable, "{status:?}");
     assert_eq!(status.detail.as_deref(), Some("OPTIONS answered 503"));
+    assert_eq!(status.failing, vec![second.addr, first.addr]);
 }

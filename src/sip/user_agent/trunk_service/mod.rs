@@ -177,6 +177,7 @@ impl TrunkService {
                 registered,
                 last_change: None,
                 detail: None,
+                failing: Vec::new(),
             },
             changes: VecDeque::new(),
             failed_in_row: 0,
@@ -257,7 +258,14 @@ impl TrunkService {
         let mut status = self.status.clone();
         if let Some(h) = self.health.as_mut() {
             let failed = h.poll_target_failed();
+            let pinged = self.origin.targets.get(h.sent_to()).map(|p| p.addr);
             if let Some((reachable, detail)) = h.poll_outcome() {
+                if let Some(addr) = pinged {
+                    status.failing.retain(|a| *a != addr);
+                    if !reachable {
+                        status.failing.push(addr);
+                    }
+                }
                 // With several addresses (SRV) the trunk is down only when a ping to
                 // each failed in a row: a failed one moves the pings to the next
                 // address at once.
@@ -315,10 +323,13 @@ impl TrunkService {
                 self.origin.fail_over(failed);
             }
         }
-        if status.reachable != self.status.reachable || status.registered != self.status.registered
-        {
+        let changed = status.reachable != self.status.reachable
+            || status.registered != self.status.registered;
+        if changed {
             status.last_change = Some(now);
-            tracing::info!(trunk = %self.origin.settings.name, reachable = status.reachable, registered = ?status.registered, detail = ?status.detail, "trunk status changed");
+        }
+        if changed || status.failing != self.status.failing {
+            tracing::info!(trunk = %self.origin.settings.name, reachable = status.reachable, registered = ?status.registered, failing = ?status.failing, detail = ?status.detail, "trunk status changed");
             self.changes.push_back(status.clone());
         }
         self.status = status;
