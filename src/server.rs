@@ -282,6 +282,12 @@ pub async fn start(config: Config) -> Result<RunningServer, ServerError> {
             .filter_map(|n| crate::sip::parse_net(n))
             .collect(),
         tls: sip_tls_listener(&config)?,
+        tls_identity: match &config.tls {
+            Some(tls) if config.sip.trunks.iter().any(|t| t.tls_client_auth) => Some(
+                crate::sip::TlsIdentity::from_pem_files(&tls.cert, &tls.key)?,
+            ),
+            _ => None,
+        },
         dns_servers: config.sip.dns_servers.clone(),
         dns_refresh: config.sip.dns_refresh,
         keepalive: Some(config.sip.keepalive_interval).filter(|d| !d.is_zero()),

@@ -3,7 +3,9 @@
 //! front of a TCP SIPp, with a certificate made in the test (rcgen) into a tempdir:
 //! the endpoint verifies it through the trunk's `tls_ca` and server name. Inbound
 //! TLS runs the other way: a TCP SIPp UAC → an in-test TLS client relay → our TLS
-//! listener (`sip.tls_listen`) presenting that certificate.
+//! listener (`sip.tls_listen`) presenting that certificate. Also: sips: both ways,
+//! mutual TLS (our client certificate for a trunk that asks), and a connection
+//! lost under a pending INVITE failing it at once.
 
 #[path = "common/sipp.rs"]
 mod sipp;
@@ -15,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use callbridge::sip::{
     InboundSipEvent, InviteRequest, SdpAnswerer, SipCallEvent, SipEndpoint, SipEndpointConfig,
-    SipTlsListener, Transport, TrunkSettings,
+    SipTlsListener, TlsIdentity, Transport, TrunkSettings,
 };
 use sipp::{
     EVENT_WAIT, Sipp, SippTransport, endpoint, invite_request, next_event, next_final_or_answer,
@@ -110,11 +112,46 @@ async fn tcp_connection_refused_fails_promptly_with_503() {
     ep.shutdown().await;
 }
 
+#[tokio::test]
+async fn a_tcp_trunk_dropping_the_connection_fails_the_invite_promptly() {
+    // In-test peer: reads the INVITE and closes without answering (a trunk
+    // restarting), which SIPp cannot be made to do.
+    let peer = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = peer.local_addr().unwrap();
+    tokio::spawn(async move {
+        use tokio::io::AsyncReadExt;
+        if let Ok((mut conn, _)) = peer.accept().await {
+            let mut buf = vec![0u8; 4096];
+            let _ = conn.read(&mut buf).await;
+        }
+    });
+    let ep = endpoint().await;
+    let started = Instant::now();
+    let (_call, mut events) = ep.invite(request(addr, tcp_trunk())).await.unwrap();
+    match next_event(&mut events).await {
+        SipCallEvent::Failed {
+            status: 503,
+            reason,
+        } => {
+            assert!(reason.contains("connection lost"), "{reason}")
+        }
+        other => panic!("expected Failed 503, got {other:?}"),
+    }
+    // Generous bound on a shared machine: far below Timer B (32 s).
+    assert!(started.elapsed() < Duration::from_secs(10));
+    ep.shutdown().await;
+}
+
 /// A certificate for `localhost` and 127.0.0.1, written as PEM into a tempdir.
 struct TestCert {
     _dir: tempfile::TempDir,
     ca_path: PathBuf,
     server_config: Arc<rustls::ServerConfig>,
+    /// The certificate and key, to build other server configurations.
+    der: (
+        rustls::pki_types::CertificateDer<'static>,
+        rustls::pki_types::PrivateKeyDer<'static>,
+    ),
 }
 
 fn test_cert() -> TestCert {
@@ -140,6 +177,10 @@ fn test_cert() -> TestCert {
         _dir: dir,
         ca_path,
         server_config: Arc::new(server_config),
+        der: (
+            cert.der().clone(),
+            rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
+        ),
     }
 }
 
@@ -227,6 +268,82 @@ async fn a_sips_trunk_gets_sips_request_uri_and_contact() {
     let m = &outcome.messages;
     assert!(m.contains("INVITE sips:"), "{m}");
     assert!(m.contains("Contact: <sips:"), "{m}");
+    ep.shutdown().await;
+}
+
+/// A trunk requiring mutual TLS: the TLS terminator's configuration accepts only
+/// client certificates signed by (here: equal to) `client_root`.
+fn mutual_tls_server(
+    cert: &TestCert,
+    client_root: &rcgen::Certificate,
+) -> Arc<rustls::ServerConfig> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(client_root.der().clone()).unwrap();
+    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+        Arc::new(roots),
+        provider.clone(),
+    )
+    .build()
+    .unwrap();
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(vec![cert.der.0.clone()], cert.der.1.clone_key())
+        .unwrap();
+    Arc::new(config)
+}
+
+#[tokio::test]
+async fn mutual_tls_presents_our_certificate_to_a_trunk_that_asks() {
+    let cert = test_cert();
+    // Our client certificate, in PEM files as [tls] holds them.
+    let key = rcgen::KeyPair::generate().unwrap();
+    let ours = rcgen::CertificateParams::new(vec!["gateway.test".to_string()])
+        .unwrap()
+        .self_signed(&key)
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (cert_path, key_path) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    std::fs::write(&cert_path, ours.pem()).unwrap();
+    std::fs::write(&key_path, key.serialize_pem()).unwrap();
+    let identity = TlsIdentity::from_pem_files(&cert_path, &key_path).expect("identity");
+
+    let mut sipp = Sipp::uas_on(
+        SippTransport::Tcp,
+        Some(&Sipp::scenario("uas_remote_bye.xml")),
+        &[],
+    );
+    let tls_addr = tls_terminator(mutual_tls_server(&cert, &ours), sipp.addr).await;
+    let ep = SipEndpoint::bind(SipEndpointConfig {
+        listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+        tls_identity: Some(identity),
+        ..SipEndpointConfig::default()
+    })
+    .await
+    .expect("bind");
+    // Without tls_client_auth the trunk refuses the handshake: 503.
+    let plain = tls_trunk(&cert.ca_path, "localhost");
+    let (_call, mut events) = ep.invite(request(tls_addr, plain.clone())).await.unwrap();
+    match next_event(&mut events).await {
+        SipCallEvent::Failed { status: 503, .. } => {}
+        other => panic!("expected Failed 503, got {other:?}"),
+    }
+    // With it, our certificate is accepted and the call goes through.
+    let mutual = TrunkSettings {
+        tls_client_auth: true,
+        ..plain
+    };
+    let (_call, mut events) = ep.invite(request(tls_addr, mutual)).await.unwrap();
+    assert!(matches!(
+        next_final_or_answer(&mut events).await,
+        SipCallEvent::Answered { .. }
+    ));
+    assert_eq!(next_event(&mut events).await, SipCallEvent::RemoteHangup);
+    sipp.wait(Duration::from_secs(20))
+        .await
+        .assert_one_success();
     ep.shutdown().await;
 }
 

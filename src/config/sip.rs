@@ -122,6 +122,10 @@ pub struct TrunkConfig {
     /// Address calls with `sips:` URIs (Request-URI, Contact; tls only).
     #[serde(default)]
     pub sips: bool,
+    /// Present the `[tls]` certificate as a TLS client certificate (mutual TLS;
+    /// tls only).
+    #[serde(default)]
+    pub tls_client_auth: bool,
     /// Source networks inbound INVITEs from this trunk may come from (CIDR or single
     /// addresses); empty: the resolved address of `address` only.
     #[serde(default)]
@@ -151,6 +155,7 @@ impl Default for TrunkConfig {
             tls_ca: None,
             tls_server_name: None,
             sips: false,
+            tls_client_auth: false,
             inbound_from: Vec::new(),
             inbound_auth: false,
         }

@@ -90,6 +90,13 @@ fn bad_values_name_the_key() {
             ),
             "sip.trunks[0].sips",
         ),
+        (
+            minimal().replace(
+                "address = \"127.0.0.1:5070\"",
+                "address = \"127.0.0.1:5070\"\ntransport = \"tls\"\ntls_client_auth = true",
+            ),
+            "sip.trunks[0].tls_client_auth",
+        ),
     ];
     for (text, key) in cases {
         let err = load_text(&text, vec![]).expect_err(key).to_string();

@@ -172,6 +172,12 @@ pub fn validate(config: &Config) -> Result<(), ConfigError> {
                 ),
             ));
         }
+        if trunk.tls_client_auth && (trunk.transport != "tls" || config.tls.is_none()) {
+            return Err(ConfigError::invalid(
+                format!("{key}.tls_client_auth"),
+                "mutual TLS needs transport = \"tls\" and a certificate in [tls] (cert and key)",
+            ));
+        }
         if trunk.sips && trunk.transport != "tls" {
             return Err(ConfigError::invalid(
                 format!("{key}.sips"),

@@ -100,6 +100,8 @@ pub struct SipEndpointConfig {
     pub trusted_proxies: Vec<ipnet::IpNet>,
     /// Inbound SIP over TLS (RFC 3261 §26.2, usually port 5061), if any.
     pub tls: Option<SipTlsListener>,
+    /// Our client certificate for trunks with `tls_client_auth`, if any.
+    pub tls_identity: Option<TlsIdentity>,
     /// DNS servers for trunk SRV lookups; empty: the system's (`/etc/resolv.conf`).
     pub dns_servers: Vec<SocketAddr>,
     /// How often trunk names are looked up again for their services and inbound
@@ -108,6 +110,34 @@ pub struct SipEndpointConfig {
     /// CRLF keepalive pings (RFC 5626) on our TCP/TLS connections after this long
     /// without traffic; `None`: no pings.
     pub keepalive: Option<std::time::Duration>,
+}
+
+/// A certificate chain and private key we present as a TLS client (mutual TLS to
+/// trunks that ask for it, e.g. Microsoft Teams Direct Routing).
+#[derive(Clone)]
+pub struct TlsIdentity {
+    /// The chain, leaf first.
+    pub certs: Vec<rustls::pki_types::CertificateDer<'static>>,
+    /// The private key (never logged).
+    pub key: Arc<rustls::pki_types::PrivateKeyDer<'static>>,
+}
+
+impl TlsIdentity {
+    /// Loads a PEM certificate chain and key (e.g. the `[tls]` files).
+    pub fn from_pem_files(
+        cert: &std::path::Path,
+        key: &std::path::Path,
+    ) -> Result<TlsIdentity, SipError> {
+        endpoint::load_identity(cert, key).map_err(SipError::InvalidRequest)
+    }
+}
+
+impl fmt::Debug for TlsIdentity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TlsIdentity")
+            .field("certs", &self.certs.len())
+            .finish_non_exhaustive()
+    }
 }
 
 /// Where and with which certificate the endpoint accepts SIP over TLS.
@@ -136,6 +166,7 @@ impl Default for SipEndpointConfig {
             timers: TimerConfig::default(),
             trusted_proxies: Vec::new(),
             tls: None,
+            tls_identity: None,
             dns_servers: Vec::new(),
             dns_refresh: std::time::Duration::from_secs(300),
             keepalive: Some(std::time::Duration::from_secs(60)),

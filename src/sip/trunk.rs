@@ -86,6 +86,8 @@ pub struct TrunkSettings {
     pub tls_server_name: Option<String>,
     /// Our INVITEs use `sips:` Request-URIs and Contacts (RFC 3261 §26; TLS only).
     pub sips: bool,
+    /// Present our certificate as a TLS client certificate (mutual TLS; TLS only).
+    pub tls_client_auth: bool,
     /// Networks inbound INVITEs from this trunk come from; empty: the resolved
     /// address of `host` only.
     pub inbound_from: Vec<IpNet>,
@@ -111,6 +113,7 @@ impl Default for TrunkSettings {
             tls_ca: None,
             tls_server_name: None,
             sips: false,
+            tls_client_auth: false,
             inbound_from: Vec::new(),
             inbound_auth: false,
         }
@@ -171,6 +174,7 @@ impl TrunkSettings {
             tls_ca: trunk.tls_ca.clone(),
             tls_server_name: trunk.tls_server_name.clone(),
             sips: trunk.sips && transport == Transport::Tls,
+            tls_client_auth: trunk.tls_client_auth && transport == Transport::Tls,
             inbound_from: trunk
                 .inbound_from
                 .iter()

@@ -36,6 +36,8 @@ const PONG_WAIT: Duration = Duration::from_secs(10);
 const PING: &[u8] = b"\r\n\r\n";
 /// Its answer.
 const PONG: &[u8] = b"\r\n";
+/// Most owners a connection remembers for reporting its loss.
+const MAX_OWNERS: usize = 64;
 
 /// A message to write and who it belongs to (for error reports).
 type Outgoing = (Vec<u8>, Owner);
@@ -142,7 +144,7 @@ impl Connections {
             Transport::Tls => {
                 let target = self.tls.get(&dest.addr).cloned().or_else(|| {
                     // An address we were not told about: verify its IP with webpki roots.
-                    super::tls::target(&dest.addr.ip().to_string(), None).ok()
+                    super::tls::target(&dest.addr.ip().to_string(), None, None).ok()
                 });
                 match target {
                     Some(t) => Some(t),
@@ -216,16 +218,17 @@ async fn outbound(
             dest.addr
         ))
     });
+    let mut owners = Vec::new();
     let error = match connected {
         Ok(Stream::Tcp(s)) => {
             tracing::debug!(peer = %dest, "connected");
             let limits = Liveness::outbound(keepalive);
-            run(s, dest, &mut queue, &net, limits).await
+            run(s, dest, &mut queue, &net, limits, &mut owners).await
         }
         Ok(Stream::Tls(s)) => {
             tracing::debug!(peer = %dest, "TLS connected");
             let limits = Liveness::outbound(keepalive);
-            run(*s, dest, &mut queue, &net, limits).await
+            run(*s, dest, &mut queue, &net, limits, &mut owners).await
         }
         Err(e) => {
             tracing::warn!(peer = %dest, "{e}");
@@ -233,6 +236,16 @@ async fn outbound(
         }
     };
     fail_queued(dest, &mut queue, &net, &error);
+    if error != "closed" && error != "idle" {
+        // The connection broke (reset, TLS alert, missing pong): requests sent on
+        // it can get no answer on it. Their owners hear it as a send error, which
+        // ends only transactions still waiting (e.g. an INVITE a trunk refused at
+        // the TLS layer after the handshake: a prompt 503 and failover, not Timer B).
+        for owner in owners {
+            let error = format!("connection lost: {error}");
+            let _ = net.send(NetEvent::SendFailed { dest, owner, error });
+        }
+    }
     let _ = net.send(NetEvent::Closed { peer: dest, id });
 }
 
@@ -294,6 +307,7 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(
     queue: &mut mpsc::UnboundedReceiver<Outgoing>,
     net: &mpsc::UnboundedSender<NetEvent>,
     limits: Liveness,
+    owners: &mut Vec<Owner>,
 ) -> String {
     use tokio::time::{Instant, sleep_until};
     let (mut reader, mut writer) = tokio::io::split(stream);
@@ -316,6 +330,7 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(
                     let _ = net.send(NetEvent::SendFailed { dest: peer, owner, error: error.clone() });
                     return error;
                 }
+                remember(owners, owner);
                 idle_at = Instant::now() + limits.idle;
             }
             read = reader.read(&mut buf) => {
@@ -371,6 +386,19 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(
             () = sleep_until(idle_at) => return "idle".into(),
         }
     }
+}
+
+/// Adds `owner` to the owners of messages written on a connection (most recent
+/// last, at most [`MAX_OWNERS`]).
+fn remember(owners: &mut Vec<Owner>, owner: Owner) {
+    if owner == Owner::None {
+        return;
+    }
+    owners.retain(|o| *o != owner);
+    if owners.len() == MAX_OWNERS {
+        owners.remove(0);
+    }
+    owners.push(owner);
 }
 
 /// Writes `bytes` and flushes them: a TLS stream may otherwise keep the last record
@@ -451,7 +479,7 @@ async fn serve_inbound<S: AsyncRead + AsyncWrite + Unpin>(
         pings_keep_open: true,
         keepalive: None,
     };
-    let error = run(stream, peer, &mut queue, net, limits).await;
+    let error = run(stream, peer, &mut queue, net, limits, &mut Vec::new()).await;
     fail_queued(peer, &mut queue, net, &error);
     let _ = net.send(NetEvent::Closed { peer, id });
     Some(error)

@@ -30,6 +30,7 @@ use connections::Connections;
 use driver::Driver;
 pub use incoming::IncomingCallHandle;
 use tls::TlsTarget;
+pub(crate) use tls::load_identity;
 
 /// What handles ask of the driver task.
 enum Command {
@@ -126,6 +127,9 @@ type Counts = Arc<Mutex<HashMap<(Direction, String, Option<u16>), u64>>>;
 
 /// Trunk statuses shared between the driver and [`SipEndpoint::trunk_statuses`].
 type Statuses = Arc<Mutex<HashMap<String, TrunkStatus>>>;
+/// What a trunk's TLS settings depend on: server name, CA bundle, client
+/// certificate or not.
+type TlsKey = (String, Option<std::path::PathBuf>, bool);
 
 fn count(counts: &Counts, direction: Direction, bytes: &[u8]) {
     let Some((method, status)) = message::label(bytes) else {
@@ -218,8 +222,10 @@ pub struct SipEndpoint {
     counts: Counts,
     /// Trunk statuses.
     statuses: Statuses,
-    /// TLS settings built so far, by (server name, CA bundle).
-    tls_cache: Mutex<HashMap<(String, Option<std::path::PathBuf>), TlsTarget>>,
+    /// TLS settings built so far.
+    tls_cache: Mutex<HashMap<TlsKey, TlsTarget>>,
+    /// Our client certificate for trunks with `tls_client_auth`.
+    tls_identity: Option<crate::sip::TlsIdentity>,
     /// New inbound calls, until `take_incoming`.
     incoming: Mutex<Option<mpsc::UnboundedReceiver<IncomingCall>>>,
 }
@@ -305,6 +311,7 @@ impl SipEndpoint {
             counts,
             statuses,
             tls_cache: Mutex::default(),
+            tls_identity: config.tls_identity.clone(),
             incoming: Mutex::new(Some(incoming_rx)),
         }))
     }
@@ -378,13 +385,27 @@ impl SipEndpoint {
 
     /// The TLS settings of a trunk (built once: the CA file is read the first time).
     fn tls_target(&self, trunk: &TrunkSettings) -> Result<TlsTarget, SipError> {
-        let key = (trunk.server_name().to_string(), trunk.tls_ca.clone());
+        let key = (
+            trunk.server_name().to_string(),
+            trunk.tls_ca.clone(),
+            trunk.tls_client_auth,
+        );
         if let Ok(cache) = self.tls_cache.lock()
             && let Some(t) = cache.get(&key)
         {
             return Ok(t.clone());
         }
-        let target = tls::target(trunk.server_name(), trunk.tls_ca.as_deref())
+        let identity = match (trunk.tls_client_auth, &self.tls_identity) {
+            (false, _) => None,
+            (true, Some(identity)) => Some(identity),
+            (true, None) => {
+                return Err(SipError::InvalidRequest(format!(
+                    "trunk `{}` has tls_client_auth but no client certificate is configured ([tls] cert and key)",
+                    trunk.name
+                )));
+            }
+        };
+        let target = tls::target(trunk.server_name(), trunk.tls_ca.as_deref(), identity)
             .map_err(SipError::InvalidRequest)?;
         if let Ok(mut cache) = self.tls_cache.lock() {
             cache.insert(key, target.clone());
