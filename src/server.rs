@@ -491,16 +491,15 @@ async fn start_echo(config: &mut Config) -> Result<EchoUas, ServerError> {
     Ok(echo)
 }
 
-/// The SIP over TLS listener of `sip.tls_listen` with the `[tls]` certificate (no
-/// ALPN: SIP clients do not ask for one).
+/// The SIP over TLS listener of `sip.tls_listen` with the `[tls]` certificate, and
+/// client certificates required when `sip.tls_client_ca` is set.
 fn sip_tls_listener(config: &Config) -> Result<Option<crate::sip::SipTlsListener>, ServerError> {
     let (Some(listen), Some(tls)) = (config.sip.tls_listen, &config.tls) else {
         return Ok(None);
     };
-    let mut server = (*api::tls::server_config(&tls.cert, &tls.key)?).clone();
-    server.alpn_protocols.clear();
-    Ok(Some(crate::sip::SipTlsListener {
-        listen,
-        config: Arc::new(server),
-    }))
+    let identity = crate::sip::TlsIdentity::from_pem_files(&tls.cert, &tls.key)?;
+    let client_ca = config.sip.tls_client_ca.as_deref();
+    Ok(Some(crate::sip::SipTlsListener::new(
+        listen, &identity, client_ca,
+    )?))
 }

@@ -152,6 +152,8 @@ struct TestCert {
         rustls::pki_types::CertificateDer<'static>,
         rustls::pki_types::PrivateKeyDer<'static>,
     ),
+    /// The same as PEM (certificate, key).
+    pem: (String, String),
 }
 
 fn test_cert() -> TestCert {
@@ -181,6 +183,7 @@ fn test_cert() -> TestCert {
             cert.der().clone(),
             rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
         ),
+        pem: (cert.pem(), key.serialize_pem()),
     }
 }
 
@@ -540,5 +543,95 @@ async fn inbound_tls_handshake_failure_costs_nothing_and_the_listener_keeps_work
         "{}",
         outcome.messages
     );
+    ep.shutdown().await;
+}
+
+/// Sends an OPTIONS over a TLS connection to `addr` (verified as `localhost`
+/// against `ca`), presenting `client` if given; the answer's start line, or `None`
+/// when the connection fails or closes first.
+async fn options_over_tls(
+    addr: SocketAddr,
+    ca: &std::path::Path,
+    client: Option<&TlsIdentity>,
+) -> Option<String> {
+    use rustls::pki_types::pem::PemObject;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls::pki_types::CertificateDer::pem_file_iter(ca).unwrap() {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots);
+    let config = match client {
+        Some(id) => builder
+            .with_client_auth_cert(id.certs.clone(), id.key.clone_key())
+            .unwrap(),
+        None => builder.with_no_client_auth(),
+    };
+    let tcp = TcpStream::connect(addr).await.ok()?;
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let mut tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect(name, tcp)
+        .await
+        .ok()?;
+    let options = "OPTIONS sip:gw@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/TLS 127.0.0.1:5999;branch=z9hG4bKmtls1\r\nFrom: <sip:probe@127.0.0.1>;tag=m1\r\nTo: <sip:gw@127.0.0.1>\r\nCall-ID: mtls-1\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n";
+    tls.write_all(options.as_bytes()).await.ok()?;
+    tls.flush().await.ok()?;
+    let mut buf = vec![0u8; 2048];
+    let n = tokio::time::timeout(EVENT_WAIT, tls.read(&mut buf))
+        .await
+        .expect("an answer or a close in time")
+        .ok()?;
+    let text = String::from_utf8_lossy(&buf[..n]).to_string();
+    text.lines()
+        .next()
+        .filter(|l| !l.is_empty())
+        .map(str::to_string)
+}
+
+#[tokio::test]
+async fn a_tls_listener_with_a_client_ca_admits_only_certified_trunks() {
+    let cert = test_cert();
+    let dir = tempfile::tempdir().unwrap();
+    // The CA that signs trunks' client certificates (here: the trunk's own
+    // self-signed certificate is the CA file).
+    let key = rcgen::KeyPair::generate().unwrap();
+    let trunk_cert = rcgen::CertificateParams::new(vec!["trunk.test".to_string()])
+        .unwrap()
+        .self_signed(&key)
+        .unwrap();
+    let (cert_path, key_path) = (dir.path().join("trunk.pem"), dir.path().join("trunk.key"));
+    std::fs::write(&cert_path, trunk_cert.pem()).unwrap();
+    std::fs::write(&key_path, key.serialize_pem()).unwrap();
+    let trunk_identity = TlsIdentity::from_pem_files(&cert_path, &key_path).unwrap();
+    // Our server identity: the test certificate for localhost.
+    let (ours_cert, ours_key) = (dir.path().join("gw.pem"), dir.path().join("gw.key"));
+    std::fs::write(&ours_cert, &cert.pem.0).unwrap();
+    std::fs::write(&ours_key, &cert.pem.1).unwrap();
+    let ours = TlsIdentity::from_pem_files(&ours_cert, &ours_key).unwrap();
+    let listener = SipTlsListener::new(
+        SocketAddr::from(([127, 0, 0, 1], 0)),
+        &ours,
+        Some(&cert_path),
+    )
+    .expect("listener config");
+    let ep = SipEndpoint::bind(SipEndpointConfig {
+        listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+        tls: Some(listener),
+        ..SipEndpointConfig::default()
+    })
+    .await
+    .expect("bind");
+    let addr = ep.tls_local_addr().unwrap();
+    assert_eq!(
+        options_over_tls(addr, &cert.ca_path, None).await,
+        None,
+        "no client certificate: refused"
+    );
+    let answer = options_over_tls(addr, &cert.ca_path, Some(&trunk_identity)).await;
+    assert_eq!(answer.as_deref(), Some("SIP/2.0 200 OK"));
     ep.shutdown().await;
 }

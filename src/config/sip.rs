@@ -17,6 +17,9 @@ pub struct SipConfig {
     /// SIP over TLS listen address (e.g. `0.0.0.0:5061`); uses `[tls]`'s
     /// certificate. Absent: no inbound TLS (outbound TLS to trunks still works).
     pub tls_listen: Option<SocketAddr>,
+    /// PEM CA bundle: when set, the TLS listener requires client certificates
+    /// signed by it (mutual TLS with the trunks that connect to us).
+    pub tls_client_ca: Option<PathBuf>,
     /// RTP port range for the SIP-side media, `"low-high"`.
     pub rtp_ports: String,
     /// Address in Via/Contact/SDP when behind 1:1 NAT (default: `server.public_ip`).
@@ -45,6 +48,7 @@ impl Default for SipConfig {
         SipConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 5060)),
             tls_listen: None,
+            tls_client_ca: None,
             rtp_ports: "20000-29999".into(),
             external_address: None,
             user_agent: concat!("callbridge/", env!("CARGO_PKG_VERSION")).into(),

@@ -166,6 +166,12 @@ fn sip_tls_listen_needs_a_certificate_and_its_own_port() {
     );
     config.sip.tls_listen = Some(SocketAddr::from(([127, 0, 0, 1], 5061)));
     validate(&config).expect("own port");
+    config.sip.tls_client_ca = Some("/nonexistent/ca.pem".into());
+    let err = validate(&config).expect_err("missing CA file").to_string();
+    assert!(err.contains("sip.tls_client_ca"), "{err}");
+    config.sip.tls_listen = None;
+    let err = validate(&config).expect_err("no listener").to_string();
+    assert!(err.contains("sip.tls_client_ca") && err.contains("tls_listen"), "{err}");
 }
 
 #[test]

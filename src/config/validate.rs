@@ -439,6 +439,20 @@ fn validate_turn(config: &Config, turn: &super::TurnConfig) -> Result<(), Config
 
 /// `sip.tls_listen` needs the `[tls]` certificate and its own port.
 fn validate_sip_tls(config: &Config) -> Result<(), ConfigError> {
+    if let Some(ca) = &config.sip.tls_client_ca {
+        if config.sip.tls_listen.is_none() {
+            return Err(ConfigError::invalid(
+                "sip.tls_client_ca",
+                "only applies with sip.tls_listen (the SIP TLS listener)",
+            ));
+        }
+        if !ca.is_file() {
+            return Err(ConfigError::invalid(
+                "sip.tls_client_ca",
+                format!("{} is not a readable file", ca.display()),
+            ));
+        }
+    }
     let Some(addr) = config.sip.tls_listen else {
         return Ok(());
     };

@@ -149,6 +149,20 @@ pub struct SipTlsListener {
     pub config: Arc<rustls::ServerConfig>,
 }
 
+impl SipTlsListener {
+    /// A listener on `listen` presenting `identity`; with `client_ca`, peers must
+    /// present a certificate signed by one of its CAs (mutual TLS).
+    pub fn new(
+        listen: SocketAddr,
+        identity: &TlsIdentity,
+        client_ca: Option<&std::path::Path>,
+    ) -> Result<SipTlsListener, SipError> {
+        let config =
+            endpoint::tls_server_config(identity, client_ca).map_err(SipError::InvalidRequest)?;
+        Ok(SipTlsListener { listen, config })
+    }
+}
+
 impl std::fmt::Debug for SipTlsListener {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SipTlsListener")

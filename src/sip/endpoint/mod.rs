@@ -30,7 +30,7 @@ use connections::Connections;
 use driver::Driver;
 pub use incoming::IncomingCallHandle;
 use tls::TlsTarget;
-pub(crate) use tls::load_identity;
+pub(crate) use tls::{load_identity, server_config as tls_server_config};
 
 /// What handles ask of the driver task.
 enum Command {

@@ -27,30 +27,67 @@ impl std::fmt::Debug for TlsTarget {
     }
 }
 
+/// The certificates of the PEM bundle at `path` as trust roots; errors start with
+/// the path.
+fn load_roots(path: &Path) -> Result<rustls::RootCertStore, String> {
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(path)
+        .and_then(|it| it.collect::<Result<_, _>>())
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    if certs.is_empty() {
+        return Err(format!("{}: no certificate", path.display()));
+    }
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in certs {
+        roots
+            .add(cert)
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+    }
+    Ok(roots)
+}
+
+/// The SIP TLS listener's configuration: our `identity`, and when `client_ca` is
+/// set, client certificates required and verified against it (mutual TLS).
+pub(crate) fn server_config(
+    identity: &TlsIdentity,
+    client_ca: Option<&Path>,
+) -> Result<Arc<rustls::ServerConfig>, String> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ServerConfig::builder_with_provider(Arc::clone(&provider))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?;
+    let builder = match client_ca {
+        None => builder.with_no_client_auth(),
+        Some(path) => {
+            let roots = load_roots(path).map_err(|e| format!("tls_client_ca {e}"))?;
+            let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+                Arc::new(roots),
+                provider,
+            )
+            .build()
+            .map_err(|e| format!("tls_client_ca {}: {e}", path.display()))?;
+            builder.with_client_cert_verifier(verifier)
+        }
+    };
+    let config = builder
+        .with_single_cert(identity.certs.clone(), identity.key.clone_key())
+        .map_err(|e| format!("TLS certificate: {e}"))?;
+    Ok(Arc::new(config))
+}
+
 /// A client configuration trusting the PEM bundle `ca`, or the webpki roots, and
 /// presenting `identity` when the server asks for a client certificate.
 pub(crate) fn client_config(
     ca: Option<&Path>,
     identity: Option<&TlsIdentity>,
 ) -> Result<Arc<rustls::ClientConfig>, String> {
-    let mut roots = rustls::RootCertStore::empty();
-    match ca {
-        Some(path) => {
-            let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(path)
-                .map_err(|e| format!("tls_ca {}: {e}", path.display()))?
-                .collect::<Result<_, _>>()
-                .map_err(|e| format!("tls_ca {}: {e}", path.display()))?;
-            if certs.is_empty() {
-                return Err(format!("tls_ca {}: no certificate", path.display()));
-            }
-            for cert in certs {
-                roots
-                    .add(cert)
-                    .map_err(|e| format!("tls_ca {}: {e}", path.display()))?;
-            }
+    let roots = match ca {
+        Some(path) => load_roots(path).map_err(|e| format!("tls_ca {e}"))?,
+        None => {
+            let mut roots = rustls::RootCertStore::empty();
+            roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+            roots
         }
-        None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
-    }
+    };
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
