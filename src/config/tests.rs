@@ -171,7 +171,10 @@ fn sip_tls_listen_needs_a_certificate_and_its_own_port() {
     assert!(err.contains("sip.tls_client_ca"), "{err}");
     config.sip.tls_listen = None;
     let err = validate(&config).expect_err("no listener").to_string();
-    assert!(err.contains("sip.tls_client_ca") && err.contains("tls_listen"), "{err}");
+    assert!(
+        err.contains("sip.tls_client_ca") && err.contains("tls_listen"),
+        "{err}"
+    );
 }
 
 #[test]
