@@ -118,20 +118,14 @@ impl Leg {
         if !settled {
             return Answer::with(491, Vec::new());
         }
-        match self.answer_offer(&offer) {
+        match self.accept_offer(offer.clone()) {
             Ok(answer) => {
                 tracing::info!(sip_call_id = %self.call_id, correlation_id = %self.ctx.correlation_id, "early UPDATE offer answered 200");
                 let tag = from_tag(request).unwrap_or_default();
                 if let Some((_, early)) = self.early.iter_mut().find(|(t, _)| *t == tag) {
-                    early.session = Some(offer.clone());
+                    early.session = Some(offer);
                 }
-                self.remote_offer(offer);
-                self.local_sdp = answer.clone();
-                Answer {
-                    code: 200,
-                    headers,
-                    body: Some(("application/sdp".into(), answer.into_bytes())),
-                }
+                with_sdp(headers, answer)
             }
             Err(refusal) => refusal,
         }
@@ -180,10 +174,16 @@ impl Leg {
         }
     }
 
-    /// Answers an SDP offer through the call module; 488 if it refuses.
-    fn answer_offer(&mut self, offer: &str) -> Result<String, Answer> {
-        match self.ctx.answer(offer) {
-            Ok(answer) => Ok(answer),
+    /// Answers the peer's SDP offer through the call module and makes offer and
+    /// answer the session (the call told when the peer's SDP changed); 488 if the
+    /// call module refuses.
+    fn accept_offer(&mut self, offer: String) -> Result<String, Answer> {
+        match self.ctx.answer(&offer) {
+            Ok(answer) => {
+                self.remote_offer(offer);
+                self.local_sdp = answer.clone();
+                Ok(answer)
+            }
             Err(why) => {
                 tracing::warn!(sip_call_id = %self.call_id, correlation_id = %self.ctx.correlation_id, %why, "offer refused: 488");
                 Err(Answer::code(488))
@@ -215,12 +215,8 @@ impl Leg {
             Err(answer) => return answer,
         };
         let body = match body_text(&request.body) {
-            Some(offer) => match self.answer_offer(&offer) {
-                Ok(answer) => {
-                    self.remote_offer(offer);
-                    self.local_sdp = answer.clone();
-                    answer
-                }
+            Some(offer) => match self.accept_offer(offer) {
+                Ok(answer) => answer,
                 Err(refusal) => return refusal,
             },
             // Offerless re-INVITE: our SDP is the offer, the answer comes in the ACK.
@@ -232,11 +228,7 @@ impl Leg {
         self.remote_invite_pending = true;
         headers.extend(self.ok_headers());
         tracing::info!(sip_call_id = %self.call_id, correlation_id = %self.ctx.correlation_id, "re-INVITE answered 200");
-        Answer {
-            code: 200,
-            headers,
-            body: Some(("application/sdp".into(), body.into_bytes())),
-        }
+        with_sdp(headers, body)
     }
 
     fn on_update(&mut self, now: Instant, request: &Request) -> Answer {
@@ -253,16 +245,8 @@ impl Leg {
                 if self.clients.iter().any(|e| e.is_pending_invite()) {
                     return Answer::code(491);
                 }
-                match self.answer_offer(&offer) {
-                    Ok(answer) => {
-                        self.remote_offer(offer);
-                        self.local_sdp = answer.clone();
-                        Answer {
-                            code: 200,
-                            headers,
-                            body: Some(("application/sdp".into(), answer.into_bytes())),
-                        }
-                    }
+                match self.accept_offer(offer) {
+                    Ok(answer) => with_sdp(headers, answer),
                     Err(refusal) => refusal,
                 }
             }
@@ -322,5 +306,14 @@ impl Leg {
     pub(crate) fn after_remote_invite(&mut self, now: Instant) {
         self.kick_reinvites(now);
         self.drain_transactions();
+    }
+}
+
+/// A 200 with `headers` and `sdp` as its body.
+fn with_sdp(headers: Vec<Header>, sdp: String) -> Answer {
+    Answer {
+        code: 200,
+        headers,
+        body: Some(("application/sdp".into(), sdp.into_bytes())),
     }
 }
