@@ -89,6 +89,17 @@ impl Dnsmasq {
         dns
     }
 
+    /// `_sip._{proto}.{domain}` with two targets on 127.0.0.1: `a.{domain}` on
+    /// port `first` (priority 10, tried first) and `b.{domain}` on `second`.
+    fn two_targets(proto: &str, domain: &str, first: u16, second: u16) -> Dnsmasq {
+        Self::start(&[
+            format!("--srv-host=_sip._{proto}.{domain},a.{domain},{first},10,10"),
+            format!("--srv-host=_sip._{proto}.{domain},b.{domain},{second},20,10"),
+            format!("--host-record=a.{domain},127.0.0.1"),
+            format!("--host-record=b.{domain},127.0.0.1"),
+        ])
+    }
+
     /// What dnsmasq logged (queries and answers).
     fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
@@ -102,6 +113,14 @@ impl Drop for Dnsmasq {
     }
 }
 
+/// A loopback TCP port nobody listens on: connections are refused at once.
+fn closed_tcp_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port()
+}
+
 /// A free UDP port for SIPp's media (`-mp`).
 fn free_port() -> String {
     let s = UdpSocket::bind("127.0.0.1:0").expect("probe");
@@ -113,18 +132,7 @@ async fn a_503_from_the_first_srv_target_fails_over_to_the_second() {
     let mut down = Sipp::uas(Some(&Sipp::scenario("trunk_503.xml")), &[]);
     let mut up = Sipp::uas(None, &["-rtp_echo", "-mp", &free_port()]);
     // Priority 10 (tried first) answers 503; priority 20 answers the call.
-    let dns = Dnsmasq::start(&[
-        format!(
-            "--srv-host=_sip._udp.carrier.test,a.carrier.test,{},10,10",
-            down.addr.port()
-        ),
-        format!(
-            "--srv-host=_sip._udp.carrier.test,b.carrier.test,{},20,10",
-            up.addr.port()
-        ),
-        "--host-record=a.carrier.test,127.0.0.1".into(),
-        "--host-record=b.carrier.test,127.0.0.1".into(),
-    ]);
+    let dns = Dnsmasq::two_targets("udp", "carrier.test", down.addr.port(), up.addr.port());
     let mut config = test_config(Some(down.addr));
     config.sip.trunks[0].address = "carrier.test".into();
     config.sip.dns_servers = vec![dns.addr];
@@ -248,19 +256,8 @@ async fn registration_moves_to_the_next_srv_target_when_the_first_refuses() {
         &[],
     );
     // The first target's port: nothing listens (connection refused at once).
-    let closed = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("free port")
-        .port();
-    let dns = Dnsmasq::start(&[
-        format!("--srv-host=_sip._tcp.pbx.test,a.pbx.test,{closed},10,10"),
-        format!(
-            "--srv-host=_sip._tcp.pbx.test,b.pbx.test,{},20,10",
-            registrar.addr.port()
-        ),
-        "--host-record=a.pbx.test,127.0.0.1".into(),
-        "--host-record=b.pbx.test,127.0.0.1".into(),
-    ]);
+    let closed = closed_tcp_port();
+    let dns = Dnsmasq::two_targets("tcp", "pbx.test", closed, registrar.addr.port());
     let ep = endpoint_using(&dns).await;
     let trunk = TrunkSettings {
         name: "pbx".into(),
@@ -372,19 +369,8 @@ async fn calls_try_an_address_that_fails_its_pings_last() {
         Some(&Sipp::scenario("uas_options_loop.xml")),
         &[],
     );
-    let closed = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("free port")
-        .port();
-    let dns = Dnsmasq::start(&[
-        format!("--srv-host=_sip._tcp.health.test,a.health.test,{closed},10,10"),
-        format!(
-            "--srv-host=_sip._tcp.health.test,b.health.test,{},20,10",
-            pbx.addr.port()
-        ),
-        "--host-record=a.health.test,127.0.0.1".into(),
-        "--host-record=b.health.test,127.0.0.1".into(),
-    ]);
+    let closed = closed_tcp_port();
+    let dns = Dnsmasq::two_targets("tcp", "health.test", closed, pbx.addr.port());
     let ep = endpoint_using(&dns).await;
     let trunk = TrunkSettings {
         name: "health".into(),

@@ -15,17 +15,30 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use callbridge::sip::{
-    InviteRequest, SipCallEvent, SipEndpoint, SipEndpointConfig, TlsIdentity, Transport,
+    InviteRequest, SipCallEvent, SipEndpoint, SipEndpointConfig, SipTlsListener, Transport,
     TrunkSettings,
 };
 use sipp::{Sipp, SippTransport, endpoint, invite_request, next_event, next_final_or_answer};
-use tls::{mutual_tls_server, test_cert, tls_terminator};
+use tls::{identity_in, test_cert, tls_terminator};
 use tokio::net::TcpListener;
+use tokio::sync::mpsc::UnboundedReceiver;
 
 fn request(target: SocketAddr, trunk: TrunkSettings) -> InviteRequest {
     InviteRequest {
         trunk,
         ..invite_request(target)
+    }
+}
+
+/// The next event, which must be a 503 failure (the trunk could not be reached);
+/// returns its reason.
+async fn next_503(events: &mut UnboundedReceiver<SipCallEvent>) -> String {
+    match next_event(events).await {
+        SipCallEvent::Failed {
+            status: 503,
+            reason,
+        } => reason,
+        other => panic!("expected Failed 503, got {other:?}"),
     }
 }
 
@@ -96,15 +109,8 @@ async fn tcp_connection_refused_fails_promptly_with_503() {
         ))
         .await
         .unwrap();
-    match next_event(&mut events).await {
-        SipCallEvent::Failed {
-            status: 503,
-            reason,
-        } => {
-            assert!(reason.starts_with("transport error: "), "{reason}")
-        }
-        other => panic!("expected Failed 503, got {other:?}"),
-    }
+    let reason = next_503(&mut events).await;
+    assert!(reason.starts_with("transport error: "), "{reason}");
     // Generous bound on a shared machine: far below Timer B (32 s).
     assert!(started.elapsed() < Duration::from_secs(10));
     ep.shutdown().await;
@@ -126,15 +132,8 @@ async fn a_tcp_trunk_dropping_the_connection_fails_the_invite_promptly() {
     let ep = endpoint().await;
     let started = Instant::now();
     let (_call, mut events) = ep.invite(request(addr, tcp_trunk())).await.unwrap();
-    match next_event(&mut events).await {
-        SipCallEvent::Failed {
-            status: 503,
-            reason,
-        } => {
-            assert!(reason.contains("connection lost"), "{reason}")
-        }
-        other => panic!("expected Failed 503, got {other:?}"),
-    }
+    let reason = next_503(&mut events).await;
+    assert!(reason.contains("connection lost"), "{reason}");
     // Generous bound on a shared machine: far below Timer B (32 s).
     assert!(started.elapsed() < Duration::from_secs(10));
     ep.shutdown().await;
@@ -208,23 +207,18 @@ async fn a_sips_trunk_gets_sips_request_uri_and_contact() {
 async fn mutual_tls_presents_our_certificate_to_a_trunk_that_asks() {
     let cert = test_cert();
     // Our client certificate, in PEM files as [tls] holds them.
-    let key = rcgen::KeyPair::generate().unwrap();
-    let ours = rcgen::CertificateParams::new(vec!["gateway.test".to_string()])
-        .unwrap()
-        .self_signed(&key)
-        .unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let (cert_path, key_path) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
-    std::fs::write(&cert_path, ours.pem()).unwrap();
-    std::fs::write(&key_path, key.serialize_pem()).unwrap();
-    let identity = TlsIdentity::from_pem_files(&cert_path, &key_path).expect("identity");
+    let (ours, identity) = identity_in(dir.path(), &["gateway.test"]);
+    // The trunk accepts only client certificates signed by (here: equal to) ours.
+    let any = SocketAddr::from(([127, 0, 0, 1], 0));
+    let trunk = SipTlsListener::new(any, &cert.identity, Some(&ours)).expect("trunk TLS");
 
     let mut sipp = Sipp::uas_on(
         SippTransport::Tcp,
         Some(&Sipp::scenario("uas_remote_bye.xml")),
         &[],
     );
-    let tls_addr = tls_terminator(mutual_tls_server(&cert, &ours), sipp.addr).await;
+    let tls_addr = tls_terminator(trunk.config, sipp.addr).await;
     let ep = SipEndpoint::bind(SipEndpointConfig {
         listen: SocketAddr::from(([127, 0, 0, 1], 0)),
         tls_identity: Some(identity),
@@ -235,10 +229,7 @@ async fn mutual_tls_presents_our_certificate_to_a_trunk_that_asks() {
     // Without tls_client_auth the trunk refuses the handshake: 503.
     let plain = tls_trunk(&cert.ca_path, "localhost");
     let (_call, mut events) = ep.invite(request(tls_addr, plain.clone())).await.unwrap();
-    match next_event(&mut events).await {
-        SipCallEvent::Failed { status: 503, .. } => {}
-        other => panic!("expected Failed 503, got {other:?}"),
-    }
+    next_503(&mut events).await;
     // With it, our certificate is accepted and the call goes through.
     let mutual = TrunkSettings {
         tls_client_auth: true,
@@ -264,14 +255,7 @@ async fn tls_with_the_wrong_server_name_fails_with_503() {
     let ep = endpoint().await;
     let trunk = tls_trunk(&cert.ca_path, "carrier.example");
     let (_call, mut events) = ep.invite(request(tls_addr, trunk)).await.unwrap();
-    match next_event(&mut events).await {
-        SipCallEvent::Failed {
-            status: 503,
-            reason,
-        } => {
-            assert!(reason.contains("TLS handshake"), "{reason}")
-        }
-        other => panic!("expected Failed 503, got {other:?}"),
-    }
+    let reason = next_503(&mut events).await;
+    assert!(reason.contains("TLS handshake"), "{reason}");
     ep.shutdown().await;
 }

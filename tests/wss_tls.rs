@@ -4,46 +4,30 @@
 
 mod common;
 
-use std::sync::Arc;
-
 use callbridge::config::TlsConfig;
 use common::gateway::{TestGateway, test_config, token};
+use common::tls::{OPTIONS_CALL_ID, client_config, options_over_tls, test_cert};
 use futures_util::{SinkExt, StreamExt};
-use rustls::pki_types::{CertificateDer, ServerName};
+use rustls::pki_types::ServerName;
 use serde_json::json;
 use tokio_tungstenite::tungstenite::Message;
 
 #[tokio::test]
 async fn wss_handshake_and_auth() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).expect("cert");
-    let cert_path = dir.path().join("cert.pem");
-    let key_path = dir.path().join("key.pem");
-    std::fs::write(&cert_path, cert.cert.pem()).expect("write cert");
-    std::fs::write(&key_path, cert.signing_key.serialize_pem()).expect("write key");
-
+    let cert = test_cert();
     let mut config = test_config(None);
     config.tls = Some(TlsConfig {
-        cert: cert_path,
-        key: key_path,
+        cert: cert.ca_path.clone(),
+        key: cert.key_path.clone(),
     });
     let gw = TestGateway::start(config).await;
     assert!(gw.ws_url().starts_with("wss://"));
 
-    let mut roots = rustls::RootCertStore::empty();
-    roots
-        .add(CertificateDer::from(cert.cert.der().to_vec()))
-        .expect("root");
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let client = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .expect("versions")
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+    let client = client_config(&cert.ca_path, None);
     let tcp = tokio::net::TcpStream::connect(gw.http_addr())
         .await
         .expect("tcp");
-    let tls = tokio_rustls::TlsConnector::from(Arc::new(client))
+    let tls = tokio_rustls::TlsConnector::from(client)
         .connect(ServerName::try_from("localhost").expect("name"), tcp)
         .await
         .expect("TLS handshake with the gateway");
@@ -73,12 +57,7 @@ async fn wss_handshake_and_auth() {
 
 #[tokio::test]
 async fn sip_tls_listener_uses_the_tls_certificate() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).expect("cert");
-    let cert_path = dir.path().join("cert.pem");
-    let key_path = dir.path().join("key.pem");
-    std::fs::write(&cert_path, cert.cert.pem()).expect("write cert");
-    std::fs::write(&key_path, cert.signing_key.serialize_pem()).expect("write key");
+    let cert = test_cert();
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .expect("free port")
@@ -87,46 +66,19 @@ async fn sip_tls_listener_uses_the_tls_certificate() {
 
     let mut config = test_config(None);
     config.tls = Some(TlsConfig {
-        cert: cert_path,
-        key: key_path,
+        cert: cert.ca_path.clone(),
+        key: cert.key_path.clone(),
     });
     config.sip.tls_listen = Some(sip_tls);
     let gw = TestGateway::start(config).await;
 
-    let mut roots = rustls::RootCertStore::empty();
-    roots
-        .add(CertificateDer::from(cert.cert.der().to_vec()))
-        .expect("root");
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let client = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .expect("versions")
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    let tcp = tokio::net::TcpStream::connect(sip_tls).await.expect("tcp");
-    let mut tls = tokio_rustls::TlsConnector::from(Arc::new(client))
-        .connect(ServerName::try_from("localhost").expect("name"), tcp)
+    let answer = options_over_tls(sip_tls, &cert.ca_path, None)
         .await
-        .expect("TLS handshake with the SIP listener");
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let options = "OPTIONS sip:gw@127.0.0.1 SIP/2.0\r\n\
-        Via: SIP/2.0/TLS 127.0.0.1:5999;branch=z9hG4bKtlsopt1\r\n\
-        From: <sip:probe@127.0.0.1>;tag=p1\r\nTo: <sip:gw@127.0.0.1>\r\n\
-        Call-ID: tls-options-1\r\nCSeq: 1 OPTIONS\r\nMax-Forwards: 70\r\n\
-        Content-Length: 0\r\n\r\n";
-    tls.write_all(options.as_bytes()).await.expect("send");
-    let mut got = Vec::new();
-    let mut buf = [0u8; 2048];
-    while !String::from_utf8_lossy(&got).contains("\r\n\r\n") {
-        let n = tokio::time::timeout(common::gateway::WAIT, tls.read(&mut buf))
-            .await
-            .expect("an answer over TLS")
-            .expect("read");
-        assert!(n > 0, "closed before answering");
-        got.extend_from_slice(&buf[..n]);
-    }
-    let answer = String::from_utf8_lossy(&got);
+        .expect("TLS handshake with the SIP listener and an answer");
     assert!(answer.starts_with("SIP/2.0 200 "), "{answer}");
-    assert!(answer.contains("Call-ID: tls-options-1"), "{answer}");
+    assert!(
+        answer.contains(&format!("Call-ID: {OPTIONS_CALL_ID}")),
+        "{answer}"
+    );
     gw.stop().await;
 }

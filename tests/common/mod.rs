@@ -10,3 +10,4 @@ pub mod process;
 pub mod receiver;
 pub mod redis;
 pub mod sipp;
+pub mod tls;

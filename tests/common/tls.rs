@@ -18,47 +18,51 @@ pub struct TestCert {
     _dir: tempfile::TempDir,
     /// The certificate as a PEM file (the CA a client trusts).
     pub ca_path: PathBuf,
-    /// A server configuration presenting it.
+    /// Its private key as a PEM file.
+    pub key_path: PathBuf,
+    /// A server configuration presenting it (no client certificates).
     pub server_config: Arc<rustls::ServerConfig>,
-    /// The certificate and key, to build other server configurations.
-    pub der: (
-        rustls::pki_types::CertificateDer<'static>,
-        rustls::pki_types::PrivateKeyDer<'static>,
-    ),
-    /// The same as PEM (certificate, key).
-    pub pem: (String, String),
+    /// The certificate and key as our endpoint loads them (e.g. for a listener).
+    pub identity: TlsIdentity,
 }
 
 /// Makes a [`TestCert`].
 pub fn test_cert() -> TestCert {
-    let key = rcgen::KeyPair::generate().unwrap();
-    let params =
-        rcgen::CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()])
-            .unwrap();
-    let cert = params.self_signed(&key).unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let ca_path = dir.path().join("trunk-ca.pem");
-    std::fs::write(&ca_path, cert.pem()).unwrap();
+    let (ca_path, identity) = identity_in(dir.path(), &["localhost", "127.0.0.1"]);
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let server_config = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .unwrap()
         .with_no_client_auth()
-        .with_single_cert(
-            vec![cert.der().clone()],
-            rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
-        )
+        .with_single_cert(identity.certs.clone(), identity.key.clone_key())
         .unwrap();
+    let key_path = ca_path.with_extension("key");
     TestCert {
         _dir: dir,
         ca_path,
+        key_path,
         server_config: Arc::new(server_config),
-        der: (
-            cert.der().clone(),
-            rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
-        ),
-        pem: (cert.pem(), key.serialize_pem()),
+        identity,
     }
+}
+
+/// A self-signed certificate for `names` written as PEM files into `dir` (named
+/// after the first name); returns the certificate file, which also serves as its
+/// CA bundle, and the identity loaded from the files.
+pub fn identity_in(dir: &std::path::Path, names: &[&str]) -> (PathBuf, TlsIdentity) {
+    let key = rcgen::KeyPair::generate().unwrap();
+    let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+    let cert = rcgen::CertificateParams::new(names.clone())
+        .unwrap()
+        .self_signed(&key)
+        .unwrap();
+    let cert_path = dir.join(format!("{}.pem", names[0]));
+    let key_path = dir.join(format!("{}.key", names[0]));
+    std::fs::write(&cert_path, cert.pem()).unwrap();
+    std::fs::write(&key_path, key.serialize_pem()).unwrap();
+    let identity = TlsIdentity::from_pem_files(&cert_path, &key_path).unwrap();
+    (cert_path, identity)
 }
 
 /// Terminates TLS on an ephemeral port and relays each connection to `backend`
@@ -84,45 +88,10 @@ pub async fn tls_terminator(config: Arc<rustls::ServerConfig>, backend: SocketAd
     addr
 }
 
-/// A trunk requiring mutual TLS: the TLS terminator's configuration accepts only
-/// client certificates signed by (here: equal to) `client_root`.
-pub fn mutual_tls_server(
-    cert: &TestCert,
-    client_root: &rcgen::Certificate,
-) -> Arc<rustls::ServerConfig> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add(client_root.der().clone()).unwrap();
-    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
-        Arc::new(roots),
-        provider.clone(),
-    )
-    .build()
-    .unwrap();
-    let config = rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_client_cert_verifier(verifier)
-        .with_single_cert(vec![cert.der.0.clone()], cert.der.1.clone_key())
-        .unwrap();
-    Arc::new(config)
-}
-
 /// Accepts TCP on an ephemeral port and relays each connection over TLS to `server`
 /// (verified as `localhost` against `ca`): SIPp speaks TCP, our listener TLS.
 pub async fn tls_originator(ca: &std::path::Path, server: SocketAddr) -> SocketAddr {
-    use rustls::pki_types::pem::PemObject;
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in rustls::pki_types::CertificateDer::pem_file_iter(ca).unwrap() {
-        roots.add(cert.unwrap()).unwrap();
-    }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    let connector = tokio_rustls::TlsConnector::from(client_config(ca, None));
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
@@ -143,16 +112,13 @@ pub async fn tls_originator(ca: &std::path::Path, server: SocketAddr) -> SocketA
     addr
 }
 
-/// Sends an OPTIONS over a TLS connection to `addr` (verified as `localhost`
-/// against `ca`), presenting `client` if given; the answer's start line, or `None`
-/// when the connection fails or closes first.
-pub async fn options_over_tls(
-    addr: SocketAddr,
+/// A client configuration trusting the PEM bundle `ca`, presenting `client` when
+/// the server asks for a certificate.
+pub fn client_config(
     ca: &std::path::Path,
     client: Option<&TlsIdentity>,
-) -> Option<String> {
+) -> Arc<rustls::ClientConfig> {
     use rustls::pki_types::pem::PemObject;
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut roots = rustls::RootCertStore::empty();
     for cert in rustls::pki_types::CertificateDer::pem_file_iter(ca).unwrap() {
         roots.add(cert.unwrap()).unwrap();
@@ -168,23 +134,43 @@ pub async fn options_over_tls(
             .unwrap(),
         None => builder.with_no_client_auth(),
     };
+    Arc::new(config)
+}
+
+/// Call-ID of the OPTIONS [`options_over_tls`] sends.
+pub const OPTIONS_CALL_ID: &str = "tls-options-1";
+
+/// Sends an OPTIONS over a TLS connection to `addr` (verified as `localhost`
+/// against `ca`), presenting `client` if given; the answer's head, or `None` when
+/// the connection fails or closes first.
+pub async fn options_over_tls(
+    addr: SocketAddr,
+    ca: &std::path::Path,
+    client: Option<&TlsIdentity>,
+) -> Option<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let tcp = TcpStream::connect(addr).await.ok()?;
     let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
-    let mut tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+    let mut tls = tokio_rustls::TlsConnector::from(client_config(ca, client))
         .connect(name, tcp)
         .await
         .ok()?;
-    let options = "OPTIONS sip:gw@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/TLS 127.0.0.1:5999;branch=z9hG4bKmtls1\r\nFrom: <sip:probe@127.0.0.1>;tag=m1\r\nTo: <sip:gw@127.0.0.1>\r\nCall-ID: mtls-1\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n";
+    let options = format!(
+        "OPTIONS sip:gw@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/TLS 127.0.0.1:5999;branch=z9hG4bKtlsopt1\r\nFrom: <sip:probe@127.0.0.1>;tag=p1\r\nTo: <sip:gw@127.0.0.1>\r\nCall-ID: {OPTIONS_CALL_ID}\r\nCSeq: 1 OPTIONS\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+    );
     tls.write_all(options.as_bytes()).await.ok()?;
     tls.flush().await.ok()?;
+    let mut head = Vec::new();
     let mut buf = vec![0u8; 2048];
-    let n = tokio::time::timeout(EVENT_WAIT, tls.read(&mut buf))
-        .await
-        .expect("an answer or a close in time")
-        .ok()?;
-    let text = String::from_utf8_lossy(&buf[..n]).to_string();
-    text.lines()
-        .next()
-        .filter(|l| !l.is_empty())
-        .map(str::to_string)
+    while !String::from_utf8_lossy(&head).contains("\r\n\r\n") {
+        let n = tokio::time::timeout(EVENT_WAIT, tls.read(&mut buf))
+            .await
+            .expect("an answer or a close in time")
+            .ok()?;
+        if n == 0 {
+            return None;
+        }
+        head.extend_from_slice(&buf[..n]);
+    }
+    Some(String::from_utf8_lossy(&head).to_string())
 }
