@@ -271,6 +271,7 @@ pub async fn start(config: Config) -> Result<RunningServer, ServerError> {
     let verifier = Verifier::from_config(&config.auth)?;
     let metrics = Metrics::new(config.server.max_calls)?;
     let events = Events::start(&config, metrics.clone()).await?;
+    let (tls, tls_identity) = sip_tls(&config)?;
     let sip = SipEndpoint::bind(SipEndpointConfig {
         listen: config.sip.listen,
         external_ip: config.sip.external_address.or(config.server.public_ip),
@@ -281,13 +282,8 @@ pub async fn start(config: Config) -> Result<RunningServer, ServerError> {
             .iter()
             .filter_map(|n| crate::sip::parse_net(n))
             .collect(),
-        tls: sip_tls_listener(&config)?,
-        tls_identity: match &config.tls {
-            Some(tls) if config.sip.trunks.iter().any(|t| t.tls_client_auth) => Some(
-                crate::sip::TlsIdentity::from_pem_files(&tls.cert, &tls.key)?,
-            ),
-            _ => None,
-        },
+        tls,
+        tls_identity,
         dns_servers: config.sip.dns_servers.clone(),
         dns_refresh: config.sip.dns_refresh,
         keepalive: Some(config.sip.keepalive_interval).filter(|d| !d.is_zero()),
@@ -491,15 +487,32 @@ async fn start_echo(config: &mut Config) -> Result<EchoUas, ServerError> {
     Ok(echo)
 }
 
-/// The SIP over TLS listener of `sip.tls_listen` with the `[tls]` certificate, and
-/// client certificates required when `sip.tls_client_ca` is set.
-fn sip_tls_listener(config: &Config) -> Result<Option<crate::sip::SipTlsListener>, ServerError> {
-    let (Some(listen), Some(tls)) = (config.sip.tls_listen, &config.tls) else {
-        return Ok(None);
+/// The SIP TLS listener and our TLS client identity, if configured.
+type SipTls = (
+    Option<crate::sip::SipTlsListener>,
+    Option<crate::sip::TlsIdentity>,
+);
+
+/// The SIP side's use of the `[tls]` certificate, loaded once: the listener of
+/// `sip.tls_listen` (client certificates required when `sip.tls_client_ca` is set)
+/// and our client certificate for trunks with `tls_client_auth`.
+fn sip_tls(config: &Config) -> Result<SipTls, ServerError> {
+    let client_auth = config.sip.trunks.iter().any(|t| t.tls_client_auth);
+    let Some(tls) = config
+        .tls
+        .as_ref()
+        .filter(|_| client_auth || config.sip.tls_listen.is_some())
+    else {
+        return Ok((None, None));
     };
     let identity = crate::sip::TlsIdentity::from_pem_files(&tls.cert, &tls.key)?;
-    let client_ca = config.sip.tls_client_ca.as_deref();
-    Ok(Some(crate::sip::SipTlsListener::new(
-        listen, &identity, client_ca,
-    )?))
+    let listener = match config.sip.tls_listen {
+        Some(listen) => Some(crate::sip::SipTlsListener::new(
+            listen,
+            &identity,
+            config.sip.tls_client_ca.as_deref(),
+        )?),
+        None => None,
+    };
+    Ok((listener, client_auth.then_some(identity)))
 }

@@ -126,7 +126,7 @@ impl Locator {
     /// A locator asking `servers` (UDP, then TCP for truncated answers), or the
     /// system's resolvers (`/etc/resolv.conf`) when the list is empty.
     pub fn new(servers: &[SocketAddr]) -> Self {
-        let builder = if servers.is_empty() {
+        let mut builder = if servers.is_empty() {
             match TokioResolver::builder_tokio() {
                 Ok(builder) => builder,
                 Err(e) => {
@@ -145,7 +145,6 @@ impl Locator {
             let config = ResolverConfig::from_parts(None, Vec::new(), group);
             TokioResolver::builder_with_config(config, TokioConnectionProvider::default())
         };
-        let mut builder = builder;
         builder.options_mut().timeout = QUERY_TIMEOUT;
         builder.options_mut().attempts = 2;
         Locator {
