@@ -10,5 +10,5 @@ start=$(date +%s)
 # The JavaScript client: its JSDoc types, then its unit tests (node's test runner,
 # fake socket and timers). The Chromium tests run within cargo test (browser_demo).
 (cd tests/browser && node_modules/.bin/tsc -p tsconfig.json && node --test callbridge.test.mjs docs.test.mjs)
-cargo test --locked --all-targets
+cargo test --locked --all-targets --no-fail-fast
 echo "tests passed in $(( $(date +%s) - start ))s"

@@ -13,14 +13,12 @@ use common::gateway::{TestGateway, test_config};
 use common::http::{admin_get, bearer, request};
 use common::sipp::Sipp;
 
-fn free_port() -> String {
-    let s = std::net::UdpSocket::bind("127.0.0.1:0").expect("probe");
-    s.local_addr().expect("addr").port().to_string()
-}
-
 #[tokio::test]
 async fn active_call_is_listed_and_hung_up_through_the_api() {
-    let mut sipp = Sipp::uas(None, &["-rtp_echo", "-mp", &free_port()]);
+    let mut sipp = Sipp::uas(
+        None,
+        &["-rtp_echo", "-mp", &common::ports::port().to_string()],
+    );
     let mut config = test_config(Some(sipp.addr));
     config.storage.path = ":memory:".into();
     let gw = TestGateway::start(config).await;

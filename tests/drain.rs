@@ -16,11 +16,6 @@ use common::process::{GatewayProcess, write_config};
 use common::sipp::Sipp;
 use serde_json::json;
 
-fn free_port() -> String {
-    let s = std::net::UdpSocket::bind("127.0.0.1:0").expect("probe");
-    s.local_addr().expect("addr").port().to_string()
-}
-
 fn config_text(dir: &std::path::Path, trunk: SocketAddr, drain_timeout: &str) -> String {
     format!(
         r#"
@@ -77,7 +72,10 @@ async fn wait_status(addr: SocketAddr, path: &str, status: u16) {
 
 #[tokio::test]
 async fn sigterm_drains_until_the_call_ends_then_exits_0() {
-    let mut sipp = Sipp::uas(None, &["-rtp_echo", "-mp", &free_port()]);
+    let mut sipp = Sipp::uas(
+        None,
+        &["-rtp_echo", "-mp", &common::ports::port().to_string()],
+    );
     let dir = tempfile::tempdir().expect("tempdir");
     let config = write_config(dir.path(), &config_text(dir.path(), sipp.addr, "60s"));
     let mut gw = GatewayProcess::start(&config, dir.path()).await;
@@ -144,7 +142,10 @@ async fn sigterm_drains_until_the_call_ends_then_exits_0() {
 
 #[tokio::test]
 async fn drain_timeout_hangs_up_the_call_and_exits_0() {
-    let mut sipp = Sipp::uas(None, &["-rtp_echo", "-mp", &free_port()]);
+    let mut sipp = Sipp::uas(
+        None,
+        &["-rtp_echo", "-mp", &common::ports::port().to_string()],
+    );
     let dir = tempfile::tempdir().expect("tempdir");
     let config = write_config(dir.path(), &config_text(dir.path(), sipp.addr, "2s"));
     let mut gw = GatewayProcess::start(&config, dir.path()).await;

@@ -32,11 +32,6 @@ fn config() -> Config {
     config
 }
 
-fn free_port() -> String {
-    let s = std::net::UdpSocket::bind("127.0.0.1:0").expect("probe");
-    s.local_addr().expect("addr").port().to_string()
-}
-
 /// A browser-side handler of one incoming call: applies the gateway's offer, sends
 /// the answer and trickles ICE.
 struct Incoming {
@@ -93,7 +88,13 @@ async fn sipp_calls_a_did_browser_accepts_media_both_ways_caller_hangs_up() {
         &Sipp::scenario("uac_talk.xml"),
         sip,
         DID,
-        &["-d", "4000", "-rtp_echo", "-mp", &free_port()],
+        &[
+            "-d",
+            "4000",
+            "-rtp_echo",
+            "-mp",
+            &common::ports::port().to_string(),
+        ],
     );
     let call = Incoming::accept(&mut ws).await;
     call.until(&mut ws, "answered").await;

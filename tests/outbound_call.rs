@@ -12,15 +12,12 @@ use common::call::TestCall;
 use common::gateway::{TestGateway, http_get, test_config};
 use common::sipp::Sipp;
 
-/// A free UDP port for SIPp's media (`-mp`).
-fn free_port() -> String {
-    let s = std::net::UdpSocket::bind("127.0.0.1:0").expect("probe");
-    s.local_addr().expect("addr").port().to_string()
-}
-
 #[tokio::test]
 async fn call_is_answered_audio_echoes_back_and_hangup_sends_bye() {
-    let mut sipp = Sipp::uas(None, &["-rtp_echo", "-mp", &free_port()]);
+    let mut sipp = Sipp::uas(
+        None,
+        &["-rtp_echo", "-mp", &common::ports::port().to_string()],
+    );
     let gw = TestGateway::start(test_config(Some(sipp.addr))).await;
     let (mut ws, _) = gw.connect_as("alice", "calls:outbound").await;
     let browser = Browser::new(BrowserOptions::default()).await;
@@ -100,7 +97,7 @@ async fn call_is_answered_audio_echoes_back_and_hangup_sends_bye() {
 async fn remote_bye_ends_with_remote_hangup() {
     let mut sipp = Sipp::uas(
         Some(&Sipp::scenario("uas_remote_bye.xml")),
-        &["-mp", &free_port()],
+        &["-mp", &common::ports::port().to_string()],
     );
     let gw = TestGateway::start(test_config(Some(sipp.addr))).await;
     let (mut ws, _) = gw.connect_as("bob", "calls:outbound").await;
@@ -154,7 +151,10 @@ async fn browser_hangup_while_ringing_sends_cancel() {
 
 #[tokio::test]
 async fn websocket_close_hangs_up_answered_and_ringing_calls() {
-    let mut answered = Sipp::uas(None, &["-rtp_echo", "-mp", &free_port()]);
+    let mut answered = Sipp::uas(
+        None,
+        &["-rtp_echo", "-mp", &common::ports::port().to_string()],
+    );
     let mut ringing = Sipp::uas(Some(&Sipp::scenario("uas_ring_cancel.xml")), &[]);
     let mut config = test_config(Some(answered.addr));
     config.sip.trunks.push(TrunkConfig {
@@ -193,7 +193,10 @@ async fn websocket_close_hangs_up_answered_and_ringing_calls() {
 #[tokio::test]
 async fn a_503_from_the_first_trunk_fails_over_to_the_second() {
     let mut down = Sipp::uas(Some(&Sipp::scenario("trunk_503.xml")), &[]);
-    let mut up = Sipp::uas(None, &["-rtp_echo", "-mp", &free_port()]);
+    let mut up = Sipp::uas(
+        None,
+        &["-rtp_echo", "-mp", &common::ports::port().to_string()],
+    );
     let mut config = test_config(Some(down.addr));
     config.sip.trunks.push(TrunkConfig {
         name: "backup".into(),
@@ -273,7 +276,10 @@ async fn unanswered_invite_is_cancelled_after_the_invite_timeout() {
 
 #[tokio::test]
 async fn a_dropped_socket_resumes_and_the_call_survives() {
-    let mut sipp = Sipp::uas(None, &["-rtp_echo", "-mp", &free_port()]);
+    let mut sipp = Sipp::uas(
+        None,
+        &["-rtp_echo", "-mp", &common::ports::port().to_string()],
+    );
     let mut config = test_config(Some(sipp.addr));
     config.server.resume_grace = Duration::from_secs(10);
     let gw = TestGateway::start(config).await;
@@ -324,7 +330,7 @@ async fn far_end_hold_and_unhold_reach_the_browser() {
     // an UPDATE (sendrecv), checks our sendrecv answer, then hangs up.
     let mut sipp = Sipp::uas(
         Some(&Sipp::scenario("uas_hold_update.xml")),
-        &["-mp", &free_port()],
+        &["-mp", &common::ports::port().to_string()],
     );
     let gw = TestGateway::start(test_config(Some(sipp.addr))).await;
     let (mut ws, _) = gw.connect_as("hank", "calls:outbound").await;
@@ -349,11 +355,20 @@ async fn far_end_hold_and_unhold_reach_the_browser() {
 #[tokio::test]
 async fn far_end_blind_transfer_moves_the_media_to_the_new_party() {
     // carol echoes audio; the first trunk answers, then REFERs us to carol.
-    let mut carol = Sipp::uas(None, &["-rtp_echo", "-mp", &free_port()]);
+    let mut carol = Sipp::uas(
+        None,
+        &["-rtp_echo", "-mp", &common::ports::port().to_string()],
+    );
     let carol_port = carol.addr.port().to_string();
     let mut transferor = Sipp::uas(
         Some(&Sipp::scenario("uas_refer.xml")),
-        &["-key", "carol_port", &carol_port, "-mp", &free_port()],
+        &[
+            "-key",
+            "carol_port",
+            &carol_port,
+            "-mp",
+            &common::ports::port().to_string(),
+        ],
     );
     let gw = TestGateway::start(test_config(Some(transferor.addr))).await;
     let (mut ws, _) = gw.connect_as("tina", "calls:outbound").await;
@@ -389,7 +404,7 @@ async fn dtmf_goes_as_sip_info_on_an_info_trunk() {
     // The scenario answers, expects INFO Signal=5 then Signal=# (dtmf-relay), then BYE.
     let mut sipp = Sipp::uas(
         Some(&Sipp::scenario("uas_info_dtmf.xml")),
-        &["-mp", &free_port()],
+        &["-mp", &common::ports::port().to_string()],
     );
     let mut config = test_config(Some(sipp.addr));
     config.sip.trunks[0].dtmf_mode = "info".into();
@@ -469,7 +484,10 @@ async fn caller_id_goes_in_from_and_p_asserted_identity_and_privacy_when_asked()
 
 #[tokio::test]
 async fn a_recorded_call_yields_a_stereo_wav_with_both_channels() {
-    let mut sipp = Sipp::uas(None, &["-rtp_echo", "-mp", &free_port()]);
+    let mut sipp = Sipp::uas(
+        None,
+        &["-rtp_echo", "-mp", &common::ports::port().to_string()],
+    );
     let dir = tempfile::tempdir().expect("tempdir");
     let mut config = test_config(Some(sipp.addr));
     config.media.recording_dir = dir.path().to_path_buf();

@@ -5,8 +5,8 @@
 //! message log); and a registrar that answers 401 then 200 and checks the refresh's
 //! credentials too.
 
-#[path = "common/sipp.rs"]
-mod sipp;
+mod common;
+use common::sipp;
 
 use std::time::Duration;
 

@@ -35,10 +35,7 @@ impl Dnsmasq {
     /// Starts dnsmasq with extra record options (`--srv-host=…`, `--host-record=…`);
     /// every other name under `.test` is NXDOMAIN, nothing is forwarded.
     fn start(records: &[String]) -> Dnsmasq {
-        let port = UdpSocket::bind("127.0.0.1:0")
-            .and_then(|s| s.local_addr())
-            .expect("free port")
-            .port();
+        let port = common::ports::port();
         Self::start_on(port, records)
     }
 
@@ -115,22 +112,16 @@ impl Drop for Dnsmasq {
 
 /// A loopback TCP port nobody listens on: connections are refused at once.
 fn closed_tcp_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("free port")
-        .port()
-}
-
-/// A free UDP port for SIPp's media (`-mp`).
-fn free_port() -> String {
-    let s = UdpSocket::bind("127.0.0.1:0").expect("probe");
-    s.local_addr().expect("addr").port().to_string()
+    common::ports::port()
 }
 
 #[tokio::test]
 async fn a_503_from_the_first_srv_target_fails_over_to_the_second() {
     let mut down = Sipp::uas(Some(&Sipp::scenario("trunk_503.xml")), &[]);
-    let mut up = Sipp::uas(None, &["-rtp_echo", "-mp", &free_port()]);
+    let mut up = Sipp::uas(
+        None,
+        &["-rtp_echo", "-mp", &common::ports::port().to_string()],
+    );
     // Priority 10 (tried first) answers 503; priority 20 answers the call.
     let dns = Dnsmasq::two_targets("udp", "carrier.test", down.addr.port(), up.addr.port());
     let mut config = test_config(Some(down.addr));

@@ -3,8 +3,8 @@
 //! (another SIPp) then takes the call; a trunk that never answers over UDP is a 408
 //! after Timer B; a refused TCP connection is a prompt 503 (see sip_transport.rs).
 
-#[path = "common/sipp.rs"]
-mod sipp;
+mod common;
+use common::sipp;
 
 use std::time::{Duration, Instant};
 

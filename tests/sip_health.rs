@@ -4,8 +4,8 @@
 //! listens on is down at once (connection refused). Registration (401 then 200,
 //! refresh) is in sip_auth.rs.
 
-#[path = "common/sipp.rs"]
-mod sipp;
+mod common;
+use common::sipp;
 
 use std::time::Duration;
 

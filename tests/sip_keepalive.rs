@@ -5,8 +5,8 @@
 //! a ping, a missing pong closes the connection. Pings sent to our listener get a
 //! pong.
 
-#[path = "common/sipp.rs"]
-mod sipp;
+mod common;
+use common::sipp;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

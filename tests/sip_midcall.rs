@@ -3,8 +3,8 @@
 //! by our answerer, our own re-INVITE, session timers (we refresh; the far end does
 //! not and we BYE), a blind transfer by REFER to a second SIPp, and DTMF as INFO.
 
-#[path = "common/sipp.rs"]
-mod sipp;
+mod common;
+use common::sipp;
 
 use std::sync::Arc;
 use std::time::Duration;

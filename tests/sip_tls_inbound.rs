@@ -4,8 +4,8 @@
 //! Contacts), a failed handshake that costs nothing, and client certificates
 //! required by `sip.tls_client_ca`.
 
-#[path = "common/sipp.rs"]
-mod sipp;
+mod common;
+use common::sipp;
 #[path = "common/tls.rs"]
 mod tls;
 

@@ -6,8 +6,8 @@
 //! connection lost under a pending INVITE failing it at once. Inbound TLS is in
 //! `sip_tls_inbound.rs`.
 
-#[path = "common/sipp.rs"]
-mod sipp;
+mod common;
+use common::sipp;
 #[path = "common/tls.rs"]
 mod tls;
 
@@ -96,10 +96,7 @@ async fn tcp_remote_bye_comes_back_on_our_connection() {
 #[tokio::test]
 async fn tcp_connection_refused_fails_promptly_with_503() {
     // A port nobody listens on.
-    let port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().port()
-    };
+    let port = common::ports::port();
     let ep = endpoint().await;
     let started = Instant::now();
     let (_call, mut events) = ep

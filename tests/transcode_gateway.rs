@@ -14,12 +14,6 @@ use common::gateway::{TestGateway, test_config};
 use common::sipp::Sipp;
 use serde_json::json;
 
-/// A free UDP port for SIPp's media (`-mp`).
-fn free_port() -> String {
-    let s = std::net::UdpSocket::bind("127.0.0.1:0").expect("probe");
-    s.local_addr().expect("addr").port().to_string()
-}
-
 /// A UAS scenario answering PCMU plus `telephone-event/8000` (101), then waiting for
 /// the BYE. SIPp's built-in UAS answers PCMU only, so RFC 4733 would not be negotiated.
 const UAS_WITH_TELEPHONE_EVENT: &str = r#"<?xml version="1.0" encoding="ISO-8859-1" ?>
@@ -117,7 +111,7 @@ async fn client_dtmf_reaches_sipp_as_telephone_event() {
     let dir = tempfile::tempdir().expect("temp dir");
     let mut sipp = Sipp::uas(
         Some(&te_scenario(&dir)),
-        &["-rtp_echo", "-mp", &free_port()],
+        &["-rtp_echo", "-mp", &common::ports::port().to_string()],
     );
     let gw = TestGateway::start(test_config(Some(sipp.addr))).await;
     let (mut ws, _) = gw.connect_as("dora", "calls:outbound").await;
@@ -152,7 +146,7 @@ async fn protocol_dtmf_reaches_sipp_as_telephone_event() {
     let dir = tempfile::tempdir().expect("temp dir");
     let mut sipp = Sipp::uas(
         Some(&te_scenario(&dir)),
-        &["-rtp_echo", "-mp", &free_port()],
+        &["-rtp_echo", "-mp", &common::ports::port().to_string()],
     );
     let gw = TestGateway::start(test_config(Some(sipp.addr))).await;
     let (mut ws, _) = gw.connect_as("dora", "calls:outbound").await;
@@ -180,7 +174,10 @@ async fn protocol_dtmf_reaches_sipp_as_telephone_event() {
 
 #[tokio::test]
 async fn opus_only_client_is_transcoded_for_a_pcmu_echo() {
-    let mut sipp = Sipp::uas(None, &["-rtp_echo", "-mp", &free_port()]);
+    let mut sipp = Sipp::uas(
+        None,
+        &["-rtp_echo", "-mp", &common::ports::port().to_string()],
+    );
     let gw = TestGateway::start(test_config(Some(sipp.addr))).await;
     let (mut ws, _) = gw.connect_as("opal", "calls:outbound").await;
     let browser = Browser::new(BrowserOptions::opus_only()).await;
@@ -211,7 +208,10 @@ async fn opus_only_client_is_transcoded_for_a_pcmu_echo() {
 
 #[tokio::test]
 async fn stats_reach_the_client_every_five_seconds() {
-    let mut sipp = Sipp::uas(None, &["-rtp_echo", "-mp", &free_port()]);
+    let mut sipp = Sipp::uas(
+        None,
+        &["-rtp_echo", "-mp", &common::ports::port().to_string()],
+    );
     let gw = TestGateway::start(test_config(Some(sipp.addr))).await;
     let (mut ws, _) = gw.connect_as("stan", "calls:outbound").await;
     let browser = Browser::new(BrowserOptions::default()).await;

@@ -334,9 +334,7 @@ async fn relay_only_client_completes_a_call_through_the_builtin_turn() {
     use common::sipp::Sipp;
     use webrtc::peer_connection::RTCIceServer;
 
-    let free = std::net::UdpSocket::bind("127.0.0.1:0").expect("probe");
-    let media_port = free.local_addr().expect("addr").port().to_string();
-    drop(free);
+    let media_port = common::ports::port().to_string();
     let mut sipp = Sipp::uas(None, &["-rtp_echo", "-mp", &media_port]);
     let mut config = common::gateway::test_config(Some(sipp.addr));
     config.server.media_ip = "127.0.0.2".parse().expect("ip");

@@ -58,10 +58,7 @@ async fn wss_handshake_and_auth() {
 #[tokio::test]
 async fn sip_tls_listener_uses_the_tls_certificate() {
     let cert = test_cert();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("free port")
-        .port();
+    let port = common::ports::port();
     let sip_tls = std::net::SocketAddr::from(([127, 0, 0, 1], port));
 
     let mut config = test_config(None);

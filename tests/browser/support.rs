@@ -107,10 +107,9 @@ pub fn output_dir(name: &str) -> PathBuf {
     dir
 }
 
-/// A free UDP port on 127.0.0.1.
+/// A UDP port on 127.0.0.1 for a peer to bind (from the tests' port allocator).
 pub fn free_udp_port() -> u16 {
-    let s = std::net::UdpSocket::bind("127.0.0.1:0").expect("probe socket");
-    s.local_addr().expect("probe addr").port()
+    crate::common::ports::port()
 }
 
 /// A running `node tests/browser/<script>`.

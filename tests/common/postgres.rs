@@ -79,10 +79,7 @@ impl Postgres {
         } else {
             None
         };
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .map_err(|e| format!("free port: {e}"))?
-            .port();
+        let port = super::ports::port();
         let server = Postgres {
             url: format!("postgres://postgres@127.0.0.1:{port}/postgres"),
             dir,

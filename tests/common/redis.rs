@@ -1,7 +1,6 @@
 //! A real `redis-server` on a free loopback port in a temporary directory, stopped
 //! when dropped. A missing redis-server fails the test: CI installs it.
 
-use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -20,10 +19,7 @@ impl RedisServer {
             .into_iter()
             .find(|p| std::path::Path::new(p).is_file())
             .expect("redis-server not found: install it with `apt-get install redis-server`");
-        let port = TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("free port")
-            .port();
+        let port = super::ports::port();
         let dir = tempfile::tempdir().expect("tempdir");
         let child = Command::new(bin)
             .args([

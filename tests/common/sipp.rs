@@ -97,16 +97,9 @@ pub fn sipp_binary() -> PathBuf {
     bin
 }
 
-/// A port on 127.0.0.1 free for both UDP and TCP (bound then released; SIPp takes
-/// it right after).
+/// A port on 127.0.0.1 for SIPp, reserved by the tests' port allocator.
 fn free_port() -> u16 {
-    loop {
-        let socket = UdpSocket::bind("127.0.0.1:0").expect("bind probe socket");
-        let port = socket.local_addr().expect("probe addr").port();
-        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
-            return port;
-        }
-    }
+    super::ports::port()
 }
 
 /// A new private temporary directory.
@@ -184,6 +177,11 @@ impl Sipp {
     /// Runs `cmd` (SIPp with its mode arguments) on 127.0.0.1:`port` for one call.
     fn spawn(mut cmd: Command, transport: SippTransport, port: u16, extra_args: &[&str]) -> Sipp {
         let dir = temp_dir();
+        if !extra_args.contains(&"-mp") {
+            // SIPp binds its media sockets even when no scenario uses them (default
+            // 6000, which concurrent SIPps would share): the upper half of its block.
+            cmd.args(["-mp", &(port + super::ports::BLOCK / 2).to_string()]);
+        }
         cmd.args([
             "-t",
             if transport == SippTransport::Tcp {
