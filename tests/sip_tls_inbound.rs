@@ -6,8 +6,7 @@
 
 mod common;
 use common::sipp;
-#[path = "common/tls.rs"]
-mod tls;
+use common::tls;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -8,8 +8,7 @@
 
 mod common;
 use common::sipp;
-#[path = "common/tls.rs"]
-mod tls;
+use common::tls;
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
