@@ -3,8 +3,9 @@
 //!
 //! ```text
 //! start(config) ─> storage + events (writer, webhook worker), SIP endpoint (UDP),
-//!                  HTTP/WS listener (TCP or TLS), drain supervisor
-//!               └> RunningServer { http_addr, sip_addr, drain(), shutdown() }
+//!                  public HTTP/WS listener (TCP or TLS) and admin listener
+//!                  (each with connection caps, see `api::serve`), drain supervisor
+//!               └> RunningServer { http_addr, admin_addr, sip_addr, drain(), shutdown() }
 //! ```
 //!
 //! Lifecycle: [`Drain::start`] (SIGTERM or `POST /v1/drain`) makes `/readyz` 503
@@ -20,6 +21,9 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::api;
+use crate::api::serve::handshake::HandshakeSlots;
+use crate::api::serve::limits::ConnectionLimits;
+use crate::api::serve::{ConnectionMetrics, ListenerSettings, TlsSettings};
 use crate::api::ratelimit::{RateLimits, RetryAfter};
 use crate::auth::{AuthError, Verifier, turn_credentials};
 use crate::call::CallManager;
@@ -205,14 +209,17 @@ impl Gateway {
 pub struct RunningServer {
     /// The shared state.
     pub gateway: Arc<Gateway>,
-    /// The HTTP/WebSocket listener's address.
+    /// The public HTTP/WebSocket listener's address.
     pub http_addr: SocketAddr,
+    /// The admin listener's address (`/v1`, `/metrics`), when `admin.enabled`.
+    pub admin_addr: Option<SocketAddr>,
     /// The SIP endpoint's address.
     pub sip_addr: SocketAddr,
     /// Whether the listener speaks TLS.
     pub tls: bool,
-    /// The HTTP server task.
-    http_task: tokio::task::JoinHandle<()>,
+    /// The HTTP server tasks (public, then admin); each ends when its last HTTP
+    /// connection has closed after `shutdown`.
+    http_tasks: Vec<tokio::task::JoinHandle<()>>,
     /// The SIP endpoint (stopped on shutdown).
     sip: Arc<SipEndpoint>,
     /// The built-in echo UAS, when `[echo]` is enabled.
@@ -246,7 +253,7 @@ impl RunningServer {
         let _ = tokio::time::timeout(grace, calls.wait_idle()).await;
         // Give the SIP layer a moment to send the BYE/CANCEL the calls asked for.
         tokio::time::sleep(Duration::from_millis(100)).await;
-        let _ = tokio::time::timeout(grace, self.http_task).await;
+        let _ = tokio::time::timeout(grace, futures_util::future::join_all(self.http_tasks)).await;
         self.gateway.events.shutdown(grace).await;
         self.gateway.calls.stop_presence();
         self.sip.shutdown().await;
@@ -352,59 +359,98 @@ pub async fn start(config: Config) -> Result<RunningServer, ServerError> {
     tokio::spawn(supervise_drain(Arc::clone(&gateway)));
     tokio::spawn(forget_idle_limits(Arc::clone(&gateway)));
 
-    let listen = config.server.listen;
-    let tcp = tokio::net::TcpListener::bind(listen)
-        .await
-        .map_err(|source| ServerError::Bind {
-            addr: listen,
-            source,
-        })?;
-    let http_addr = tcp.local_addr().map_err(|source| ServerError::Bind {
-        addr: listen,
-        source,
-    })?;
-    let app = api::router(Arc::clone(&gateway)).into_make_service_with_connect_info::<SocketAddr>();
-    let stop = gateway.shutdown.clone();
+    let (http_addr, admin_addr, http_tasks) = start_http(&gateway).await?;
     let tls = config.tls.is_some();
-    let http_task = match &config.tls {
-        Some(tls) => {
-            let server_config = api::tls::server_config(&tls.cert, &tls.key)?;
-            // `tap_io` makes axum's `ConnectInfo<SocketAddr>` available for any listener.
-            let listener = axum::serve::ListenerExt::tap_io(
-                api::tls::TlsListener::new(tcp, server_config).map_err(|source| {
-                    ServerError::Bind {
-                        addr: listen,
-                        source,
-                    }
-                })?,
-                |_| {},
-            );
-            tokio::spawn(async move {
-                let serve = axum::serve(listener, app)
-                    .with_graceful_shutdown(async move { stop.cancelled().await });
-                if let Err(e) = serve.await {
-                    tracing::error!(error = %e, "HTTP server failed");
-                }
-            })
-        }
-        None => tokio::spawn(async move {
-            let serve =
-                axum::serve(tcp, app).with_graceful_shutdown(async move { stop.cancelled().await });
-            if let Err(e) = serve.await {
-                tracing::error!(error = %e, "HTTP server failed");
-            }
-        }),
-    };
-    info!(%http_addr, %sip_addr, tls, "gateway listening");
+    info!(%http_addr, admin = ?admin_addr, %sip_addr, tls, "gateway listening");
     Ok(RunningServer {
         gateway,
         http_addr,
+        admin_addr,
         sip_addr,
         tls,
-        http_task,
+        http_tasks,
         sip,
         echo,
     })
+}
+
+/// Binds the public listener and, when `admin.enabled`, the admin listener, and
+/// serves them (see [`api::serve`]). Returns their addresses and tasks.
+async fn start_http(
+    gateway: &Arc<Gateway>,
+) -> Result<(SocketAddr, Option<SocketAddr>, Vec<tokio::task::JoinHandle<()>>), ServerError> {
+    let config = &gateway.config;
+    let http = &config.http;
+    let metrics = ConnectionMetrics::register(&gateway.metrics)?;
+    let tls = match &config.tls {
+        Some(tls) => Some(TlsSettings {
+            acceptor: tokio_rustls::TlsAcceptor::from(api::tls::server_config(
+                &tls.cert, &tls.key,
+            )?),
+            slots: HandshakeSlots::new(http.max_tls_handshakes),
+            timeout: http.tls_handshake_timeout,
+        }),
+        None => None,
+    };
+    let (tcp, http_addr) = bind(config.server.listen).await?;
+    let public = ListenerSettings {
+        name: "public",
+        limits: ConnectionLimits::with_gauge(
+            http.max_connections,
+            http.max_connections_per_ip,
+            metrics.open.with_label_values(&["public"]),
+        ),
+        header_read_timeout: http.header_read_timeout,
+        idle_timeout: http.idle_timeout,
+        tls,
+    };
+    let mut tasks = vec![api::serve::spawn(
+        tcp,
+        api::router(Arc::clone(gateway)),
+        public,
+        metrics.clone(),
+        gateway.shutdown.clone(),
+    )];
+    let admin = &config.admin;
+    let admin_addr = match admin.enabled {
+        true => {
+            let (tcp, addr) = bind(admin.listen).await?;
+            let settings = ListenerSettings {
+                name: "admin",
+                limits: ConnectionLimits::with_gauge(
+                    admin.max_connections,
+                    admin.max_connections,
+                    metrics.open.with_label_values(&["admin"]),
+                ),
+                header_read_timeout: http.header_read_timeout,
+                idle_timeout: http.idle_timeout,
+                tls: None,
+            };
+            tasks.push(api::serve::spawn(
+                tcp,
+                api::admin_router(Arc::clone(gateway)),
+                settings,
+                metrics,
+                gateway.shutdown.clone(),
+            ));
+            Some(addr)
+        }
+        false => None,
+    };
+    Ok((http_addr, admin_addr, tasks))
+}
+
+/// Binds a TCP listener and reads back its address.
+async fn bind(listen: SocketAddr) -> Result<(tokio::net::TcpListener, SocketAddr), ServerError> {
+    let bind_error = |source| ServerError::Bind {
+        addr: listen,
+        source,
+    };
+    let tcp = tokio::net::TcpListener::bind(listen)
+        .await
+        .map_err(bind_error)?;
+    let addr = tcp.local_addr().map_err(bind_error)?;
+    Ok((tcp, addr))
 }
 
 /// Waits for a drain, then for the calls to end or the deadline, then cancels

@@ -1,15 +1,24 @@
-//! HTTP surface on the main listener: the `/ws` upgrade, `/healthz`, `/readyz`,
-//! `/metrics` and the operator API under `/v1` ([`v1`]).
+//! HTTP surface. Two listeners:
+//! - public (`server.listen`, [`router`]): the `/ws` upgrade, `/healthz` (`ok` or
+//!   `draining` only, unless an operator token asks), `/readyz`, `/demo`, and
+//!   `/v1/recordings/{id}` (users fetch their own recordings with their token);
+//! - admin (`admin.listen`, [`admin_router`]): the operator API under `/v1`
+//!   ([`v1`]), `/metrics`, `/healthz` with detail, `/readyz`.
 //!
-//! I/O contract: [`router`] builds an axum `Router`; the server serves it over
-//! plain TCP or TLS ([`tls`]). Every request passes the correlation middleware
-//! ([`correlation`]); `/v1` and `/ws` are rate limited per client IP
-//! ([`ratelimit`]) and answer errors as problem+json ([`problem`]).
+//! With `admin.enabled = false` the admin routes join the public listener, where
+//! `/v1` and `/metrics` need an operator token.
+//!
+//! I/O contract: the routers are axum `Router`s; [`serve`] serves them over plain
+//! TCP or TLS ([`tls`]) with connection caps and timeouts. Every request passes the
+//! correlation middleware ([`correlation`]); `/v1` and `/ws` are rate limited per
+//! client IP ([`ratelimit`]) and answer errors as problem+json ([`problem`]).
 
 pub mod correlation;
 pub mod demo;
+pub mod health;
 pub mod problem;
 pub mod ratelimit;
+pub mod serve;
 pub mod tls;
 pub mod v1;
 
@@ -18,7 +27,7 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::{ConnectInfo, Query, State, WebSocketUpgrade};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde::Deserialize;
@@ -31,15 +40,34 @@ use problem::Problem;
 /// Header carrying the correlation id of a request.
 pub const CORRELATION_HEADER: &str = "x-correlation-id";
 
-/// Builds the router of the main listener.
+/// Builds the router of the public listener (`server.listen`).
 pub fn router(gateway: Arc<Gateway>) -> Router {
-    Router::new()
+    let mut router = Router::new()
         .route("/ws", get(ws_upgrade))
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
+        .route("/readyz", get(health::readyz))
+        .merge(demo::routes(&gateway.config.demo));
+    if gateway.config.admin.enabled {
+        router = router
+            .route("/healthz", get(health::healthz_public))
+            .merge(v1::public_router(Arc::clone(&gateway)));
+    } else {
+        router = router
+            .route("/healthz", get(health::healthz_public))
+            .route("/metrics", get(health::metrics_with_token))
+            .merge(v1::router(Arc::clone(&gateway)));
+    }
+    router
+        .layer(axum::middleware::from_fn(correlation::correlate))
+        .with_state(gateway)
+}
+
+/// Builds the router of the admin listener (`admin.listen`).
+pub fn admin_router(gateway: Arc<Gateway>) -> Router {
+    Router::new()
+        .route("/healthz", get(health::healthz_detail))
+        .route("/readyz", get(health::readyz))
+        .route("/metrics", get(health::metrics))
         .merge(v1::router(Arc::clone(&gateway)))
-        .merge(demo::routes(&gateway.config.demo))
         .layer(axum::middleware::from_fn(correlation::correlate))
         .with_state(gateway)
 }
@@ -139,65 +167,4 @@ async fn ws_upgrade(
         response.headers_mut().insert(CORRELATION_HEADER, v);
     }
     response
-}
-
-/// Liveness, with detail: the trunks' health and registration state.
-async fn healthz(State(gateway): State<Arc<Gateway>>) -> impl IntoResponse {
-    let trunks: Vec<serde_json::Value> = gateway
-        .sip
-        .trunk_statuses()
-        .into_iter()
-        .map(|(name, s)| {
-            serde_json::json!({
-                "name": name,
-                "reachable": s.reachable,
-                "registered": s.registered,
-                "detail": s.detail,
-            })
-        })
-        .collect();
-    let body = serde_json::json!({
-        "status": "ok",
-        "active_calls": gateway.calls.registry().active(),
-        "draining": gateway.is_draining(),
-        "trunks": trunks,
-    });
-    (StatusCode::OK, axum::Json(body))
-}
-
-async fn readyz(State(gateway): State<Arc<Gateway>>) -> impl IntoResponse {
-    if gateway.is_draining() {
-        (StatusCode::SERVICE_UNAVAILABLE, "draining\n")
-    } else if gateway.calls.registry().at_capacity() {
-        (StatusCode::SERVICE_UNAVAILABLE, "at capacity\n")
-    } else {
-        (StatusCode::OK, "ready\n")
-    }
-}
-
-async fn metrics(State(gateway): State<Arc<Gateway>>) -> impl IntoResponse {
-    let m = &gateway.metrics;
-    if let Some(turn) = &gateway.turn {
-        m.turn_allocations
-            .set(i64::try_from(turn.allocations()).unwrap_or(i64::MAX));
-        m.turn_relayed_bytes
-            .set(i64::try_from(turn.relayed_bytes()).unwrap_or(i64::MAX));
-    }
-    for (name, status) in gateway.sip.trunk_statuses() {
-        m.trunk_up
-            .with_label_values(&[&name])
-            .set(i64::from(status.reachable));
-        if let Some(registered) = status.registered {
-            m.trunk_registered
-                .with_label_values(&[&name])
-                .set(i64::from(registered));
-        }
-    }
-    (
-        [(
-            header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
-        )],
-        gateway.metrics.render(),
-    )
 }

@@ -5,15 +5,18 @@ use base64::Engine;
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 
-use super::{AuthError, Claims, Identity};
+use super::{AuthError, Claims, Identity, Scope};
 use crate::config::AuthConfig;
 
-/// Verifies browser tokens against the configured keys, audience and issuer.
+/// Verifies browser tokens against the configured keys, audience and issuer, and
+/// operator tokens against the operator audience.
 pub struct Verifier {
     /// Configured keys with the one algorithm each accepts.
     keys: Vec<(Algorithm, DecodingKey)>,
-    /// Required `aud` value.
+    /// Required `aud` value of browser tokens.
     audience: String,
+    /// Required `aud` value of operator tokens; only they keep the `admin` scope.
+    admin_audience: String,
     /// Required `iss`, if configured.
     issuer: Option<String>,
     /// Tolerated clock skew, seconds.
@@ -26,6 +29,7 @@ impl std::fmt::Debug for Verifier {
         f.debug_struct("Verifier")
             .field("algorithms", &self.algorithms())
             .field("audience", &self.audience)
+            .field("admin_audience", &self.admin_audience)
             .field("issuer", &self.issuer)
             .finish()
     }
@@ -54,6 +58,7 @@ impl Verifier {
         Ok(Verifier {
             keys,
             audience: config.audience.clone(),
+            admin_audience: config.admin_audience.clone(),
             issuer: (!config.issuer.is_empty()).then(|| config.issuer.clone()),
             leeway: config.leeway.as_secs(),
         })
@@ -64,8 +69,59 @@ impl Verifier {
         self.keys.iter().map(|(a, _)| *a).collect()
     }
 
-    /// Verifies `token` at Unix time `now` and returns who it is for.
+    /// Verifies a browser token (`aud` = `auth.audience`) at Unix time `now` and
+    /// returns who it is for. The `admin` scope is dropped unless the token also
+    /// names the operator audience: a browser token never acts as an operator.
     pub fn verify(&self, token: &str, now: u64) -> Result<Identity, AuthError> {
+        let claims = self.verified_claims(token, now)?;
+        self.identity_for(claims, &self.audience)
+    }
+
+    /// Verifies an operator token (`aud` = `auth.admin_audience`) at Unix time `now`.
+    pub fn verify_operator(&self, token: &str, now: u64) -> Result<Identity, AuthError> {
+        let claims = self.verified_claims(token, now)?;
+        self.identity_for(claims, &self.admin_audience)
+    }
+
+    /// Verifies a token for either audience: an operator token keeps its `admin`
+    /// scope, a browser token loses it (for endpoints both may use).
+    pub fn verify_any(&self, token: &str, now: u64) -> Result<Identity, AuthError> {
+        let claims = self.verified_claims(token, now)?;
+        let operator = claims
+            .aud
+            .as_ref()
+            .is_some_and(|a| a.contains(&self.admin_audience));
+        let audience = if operator {
+            &self.admin_audience
+        } else {
+            &self.audience
+        };
+        self.identity_for(claims, audience)
+    }
+
+    /// Checks the audience and `sub`, then builds the identity (without `admin`
+    /// unless the token names the operator audience).
+    fn identity_for(&self, claims: Claims, audience: &str) -> Result<Identity, AuthError> {
+        match &claims.aud {
+            Some(aud) if aud.contains(audience) => {}
+            _ => return Err(AuthError::WrongAudience(audience.to_string())),
+        }
+        if claims.sub.trim().is_empty() {
+            return Err(AuthError::BadClaim("sub".into()));
+        }
+        let operator = claims
+            .aud
+            .as_ref()
+            .is_some_and(|a| a.contains(&self.admin_audience));
+        let mut identity = Identity::from(claims);
+        if !operator {
+            identity.scopes.retain(|s| *s != Scope::Admin);
+        }
+        Ok(identity)
+    }
+
+    /// Checks the signature, `exp`, `nbf` and `iss` (not `aud`).
+    fn verified_claims(&self, token: &str, now: u64) -> Result<Claims, AuthError> {
         let alg = header_algorithm(token)?;
         if alg.eq_ignore_ascii_case("none") {
             return Err(AuthError::Unsigned);
@@ -109,10 +165,7 @@ impl Verifier {
         }
         let claims = claims.ok_or(AuthError::BadSignature)?;
         self.check_claims(&claims, now)?;
-        if claims.sub.trim().is_empty() {
-            return Err(AuthError::BadClaim("sub".into()));
-        }
-        Ok(Identity::from(claims))
+        Ok(claims)
     }
 
     fn check_claims(&self, claims: &Claims, now: u64) -> Result<(), AuthError> {
@@ -123,10 +176,6 @@ impl Verifier {
             && nbf > now.saturating_add(self.leeway)
         {
             return Err(AuthError::NotYetValid);
-        }
-        match &claims.aud {
-            Some(aud) if aud.contains(&self.audience) => {}
-            _ => return Err(AuthError::WrongAudience(self.audience.clone())),
         }
         if let Some(issuer) = &self.issuer
             && claims.iss.as_deref() != Some(issuer.as_str())

@@ -17,6 +17,9 @@ pub struct DialplanConfig {
     pub international_prefix: String,
     /// Tried in order; the first whose pattern matches wins.
     pub routes: Vec<RouteConfig>,
+    /// Accept a route matching any dialed text (`.*`) on a non-loopback
+    /// `server.listen` (only when the trunk restricts destinations itself).
+    pub allow_catch_all: bool,
 }
 
 impl Default for DialplanConfig {
@@ -27,6 +30,7 @@ impl Default for DialplanConfig {
             national_prefix: "0".into(),
             international_prefix: "00".into(),
             routes: Vec::new(),
+            allow_catch_all: false,
         }
     }
 }

@@ -6,6 +6,7 @@
 
 mod dialplan;
 mod env;
+mod http;
 mod media;
 mod ops;
 mod sip;
@@ -20,6 +21,7 @@ use serde::{Deserialize, Serialize};
 
 pub use dialplan::{DialplanConfig, RouteConfig};
 pub use env::apply_env_overrides;
+pub use http::{AdminConfig, HttpConfig, is_catch_all};
 pub use media::MediaConfig;
 pub use ops::{
     DrainConfig, RateLimitConfig, StorageConfig, WEBHOOK_EVENT_TYPES, WebhookEndpoint,
@@ -88,6 +90,10 @@ pub struct Config {
     pub auth: AuthConfig,
     /// Per-session and per-user limits.
     pub limits: LimitsConfig,
+    /// Connection caps and timeouts of the HTTP/WebSocket listeners.
+    pub http: HttpConfig,
+    /// The operator listener (`/v1`, `/metrics`).
+    pub admin: AdminConfig,
     /// SIP user agent and trunks.
     pub sip: SipConfig,
     /// Dial plan: dialed number → trunks.
@@ -220,7 +226,7 @@ impl Default for ClusterConfig {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ServerConfig {
-    /// WebSocket `/ws`, `/healthz`, `/metrics` listen address.
+    /// Public listener: WebSocket `/ws`, `/healthz`, `/readyz`, `/demo`.
     pub listen: SocketAddr,
     /// Address advertised in ICE candidates, SDP and SIP Contact (1:1 NAT); default:
     /// the address media sockets bind to.
@@ -271,8 +277,11 @@ pub struct TlsConfig {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AuthConfig {
-    /// Required `aud` claim.
+    /// Required `aud` claim of browser tokens.
     pub audience: String,
+    /// Required `aud` claim of operator tokens (the `/v1` API, `/healthz` detail);
+    /// must differ from `audience`, so no browser token can act as an operator.
+    pub admin_audience: String,
     /// Required `iss` claim; empty means the claim is not checked.
     pub issuer: String,
     /// HS256 shared secret (at least 32 bytes); empty disables HS256.
@@ -288,6 +297,7 @@ impl Default for AuthConfig {
     fn default() -> Self {
         AuthConfig {
             audience: "callbridge".into(),
+            admin_audience: "callbridge-admin".into(),
             issuer: String::new(),
             hs256_secret: String::new(),
             public_keys: Vec::new(),

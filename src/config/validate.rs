@@ -315,6 +315,8 @@ pub fn validate(config: &Config) -> Result<(), ConfigError> {
         ));
     }
     super::validate_ops(config)?;
+    super::http::validate_http(config)?;
+    super::http::validate_exposure(config)?;
     Ok(())
 }
 

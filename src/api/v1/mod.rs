@@ -31,6 +31,19 @@ use crate::server::Gateway;
 /// Largest accepted request body.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
 
+/// The `/v1` routes of the public listener when the admin listener runs: only
+/// `GET /v1/recordings/{id}` (a user's token fetches its recordings); everything
+/// else under `/v1` is 404 there.
+pub fn public_router(gateway: Arc<Gateway>) -> Router<Arc<Gateway>> {
+    Router::new()
+        .route("/v1/recordings/{id}", get(recordings::download))
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(axum::middleware::from_fn_with_state(
+            gateway,
+            super::ratelimit::per_ip_http,
+        ))
+}
+
 /// The `/v1` routes (without the `/v1` prefix applied: paths are absolute).
 pub fn router(gateway: Arc<Gateway>) -> Router<Arc<Gateway>> {
     let limited = Router::new()
@@ -60,7 +73,9 @@ async fn not_found(uri: Uri) -> Problem {
     ))
 }
 
-/// Checks the bearer token and that it carries `scope`.
+/// Checks the bearer token and that it carries `scope`. The `admin` scope needs an
+/// operator token (`aud` = `auth.admin_audience`); other scopes accept a browser
+/// token too (an operator token keeps `admin`, a browser token never has it).
 pub fn authorize(
     gateway: &Gateway,
     headers: &HeaderMap,
@@ -90,10 +105,11 @@ pub fn authorize(
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0);
-    let identity = gateway
-        .verifier
-        .verify(token, now)
-        .map_err(|e| Problem::unauthorized(e.to_string(), true))?;
+    let verified = match scope {
+        Scope::Admin => gateway.verifier.verify_operator(token, now),
+        _ => gateway.verifier.verify_any(token, now),
+    };
+    let identity = verified.map_err(|e| Problem::unauthorized(e.to_string(), true))?;
     if !identity.has(scope) {
         tracing::info!(user = %identity.user, scope = scope.as_str(), "API request without the needed scope");
         return Err(Problem::forbidden(format!(
