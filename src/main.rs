@@ -44,6 +44,10 @@ enum Command {
         /// Caller id claim.
         #[arg(long)]
         caller_id: Option<String>,
+        /// An operator token (for /v1 and /healthz detail): `aud` is
+        /// auth.admin_audience instead of auth.audience. Needed for scope `admin`.
+        #[arg(long)]
+        operator: bool,
         /// TOML configuration file holding auth.hs256_secret (or set
         /// CALLBRIDGE_AUTH__HS256_SECRET).
         #[arg(long, short)]
@@ -57,12 +61,17 @@ fn main() -> anyhow::Result<()> {
         Command::Serve { config } => serve(config),
         Command::CheckConfig { file } => {
             let (config, _) = config::load(Some(&file), std::env::vars())?;
+            let admin = match config.admin.enabled {
+                true => config.admin.listen.to_string(),
+                false => "off (/v1 and /metrics on listen, operator token required)".into(),
+            };
             println!(
-                "{}: ok ({} trunks, {} routes, listen {}, tls {})",
+                "{}: ok ({} trunks, {} routes, listen {}, admin {}, tls {})",
                 file.display(),
                 config.sip.trunks.len(),
                 config.dialplan.routes.len(),
                 config.server.listen,
+                admin,
                 if config.tls.is_some() { "on" } else { "off" }
             );
             Ok(())
@@ -72,18 +81,29 @@ fn main() -> anyhow::Result<()> {
             scope,
             ttl,
             caller_id,
+            operator,
             config,
         } => {
+            if !operator && scope.split_whitespace().any(|s| s == "admin") {
+                bail!(
+                    "scope `admin` only works in operator tokens: add --operator (the token's aud \
+                     is then auth.admin_audience; browser tokens never carry admin rights)"
+                );
+            }
+            let token = TokenRequest {
+                sub,
+                scope,
+                ttl: ttl.into(),
+                caller_id,
+                operator,
+            };
             let Some(path) = config.as_deref() else {
                 let secret = std::env::var("CALLBRIDGE_AUTH__HS256_SECRET").context(
                     "no --config given and CALLBRIDGE_AUTH__HS256_SECRET is not set; \
                      the token must be signed with the gateway's HS256 secret",
                 )?;
                 let cfg = Config::default();
-                println!(
-                    "{}",
-                    mint(&secret, &cfg, sub, scope, ttl.into(), caller_id)?
-                );
+                println!("{}", mint(&secret, &cfg, token)?);
                 return Ok(());
             };
             let (cfg, _) = config::load(Some(path), std::env::vars())?;
@@ -93,40 +113,41 @@ fn main() -> anyhow::Result<()> {
                     path.display()
                 );
             }
-            println!(
-                "{}",
-                mint(
-                    &cfg.auth.hs256_secret,
-                    &cfg,
-                    sub,
-                    scope,
-                    ttl.into(),
-                    caller_id
-                )?
-            );
+            println!("{}", mint(&cfg.auth.hs256_secret, &cfg, token)?);
             Ok(())
         }
     }
 }
 
-fn mint(
-    secret: &str,
-    config: &Config,
+/// What `callbridge token` (or the dev token of `serve`) mints.
+struct TokenRequest {
+    /// `sub`.
     sub: String,
+    /// Space-separated scopes.
     scope: String,
+    /// Lifetime.
     ttl: Duration,
+    /// `caller_id` claim.
     caller_id: Option<String>,
-) -> anyhow::Result<String> {
+    /// Operator token: `aud` = auth.admin_audience.
+    operator: bool,
+}
+
+fn mint(secret: &str, config: &Config, request: TokenRequest) -> anyhow::Result<String> {
     let now = SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs();
+    let audience = match request.operator {
+        true => &config.auth.admin_audience,
+        false => &config.auth.audience,
+    };
     let claims = Claims {
-        sub,
-        exp: now + ttl.as_secs(),
+        sub: request.sub,
+        exp: now + request.ttl.as_secs(),
         nbf: None,
         iat: Some(now),
-        aud: Some(callbridge::auth::claims_audience(&config.auth.audience)),
+        aud: Some(callbridge::auth::claims_audience(audience)),
         iss: (!config.auth.issuer.is_empty()).then(|| config.auth.issuer.clone()),
-        scope,
-        caller_id,
+        scope: request.scope,
+        caller_id: request.caller_id,
         dids: Vec::new(),
         max_calls: None,
         record: None,
@@ -147,15 +168,24 @@ fn serve(path: Option<PathBuf>) -> anyhow::Result<()> {
             server.ws_url(),
             server.http_addr
         ));
+        match server.admin_addr {
+            Some(admin) => say(&format!(
+                "operator API and metrics: http://{admin}/v1  http://{admin}/metrics"
+            )),
+            None => say("no admin listener: /v1 and /metrics on the main listener need an operator token"),
+        }
         say(&format!("SIP user agent on udp {}", server.sip_addr));
         if let Some(secret) = dev_secret {
             let token = mint(
                 &secret,
                 &dev_config,
-                "dev".into(),
-                "calls:outbound calls:inbound".into(),
-                Duration::from_secs(24 * 3600),
-                None,
+                TokenRequest {
+                    sub: "dev".into(),
+                    scope: "calls:outbound calls:inbound".into(),
+                    ttl: Duration::from_secs(24 * 3600),
+                    caller_id: None,
+                    operator: false,
+                },
             )?;
             say("embedded defaults: dial plan sends every number to a SIP peer at 127.0.0.1:5070");
             say(&format!("dev token (24h, user `dev`):\n{token}"));

@@ -10,7 +10,7 @@ use callbridge::events::RecordingInfo;
 use common::browser::{Browser, BrowserOptions};
 use common::call::TestCall;
 use common::gateway::{TestGateway, test_config};
-use common::http::{admin_get, bearer, request};
+use common::http::{admin_get, bearer, operator_bearer, request};
 use common::sipp::Sipp;
 
 #[tokio::test]
@@ -22,7 +22,7 @@ async fn active_call_is_listed_and_hung_up_through_the_api() {
     let mut config = test_config(Some(sipp.addr));
     config.storage.path = ":memory:".into();
     let gw = TestGateway::start(config).await;
-    let addr = gw.http_addr();
+    let addr = gw.admin_addr();
     let (mut ws, _) = gw.connect_as("alice", "calls:outbound").await;
     let browser = Browser::new(BrowserOptions::default()).await;
     let mut call = TestCall::place(&mut ws, browser.clone(), "c1", "+15551234567").await;
@@ -45,7 +45,7 @@ async fn active_call_is_listed_and_hung_up_through_the_api() {
     assert_eq!(one["state"], "answered");
     assert!(one["sip_call_id"].is_string());
 
-    let auth = bearer("ops", "admin");
+    let auth = operator_bearer("ops", "admin");
     let r = request(
         addr,
         "DELETE",

@@ -32,7 +32,7 @@ async fn openapi_document_matches_the_router() {
     config.storage.path = ":memory:".into();
     config.ratelimit.http_burst = 1000;
     let gw = TestGateway::start(config).await;
-    let addr = gw.http_addr();
+    let addr = gw.admin_addr();
     let r = request(addr, "GET", "/v1/openapi.json", &[], b"").await;
     assert_eq!(r.status, 200);
     assert!(r.header("content-type").starts_with("application/json"));

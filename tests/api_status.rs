@@ -6,7 +6,7 @@ mod common;
 use std::time::Duration;
 
 use common::gateway::{TestGateway, test_config, token};
-use common::http::{admin_get, admin_post, bearer, request};
+use common::http::{admin_get, admin_post, bearer, operator_bearer, request};
 
 #[tokio::test]
 async fn auth_scopes_correlation_and_client_errors() {
@@ -14,10 +14,10 @@ async fn auth_scopes_correlation_and_client_errors() {
     config.storage.path = ":memory:".into();
     config.ratelimit.http_burst = 1000;
     let gw = TestGateway::start(config).await;
-    let addr = gw.http_addr();
+    let addr = gw.admin_addr();
 
     // 200, and the client's correlation id is echoed.
-    let auth = bearer("ops", "admin");
+    let auth = operator_bearer("ops", "admin");
     let r = request(
         addr,
         "GET",
@@ -95,9 +95,20 @@ async fn auth_scopes_correlation_and_client_errors() {
     .await
     .problem(401);
 
-    // 403: a valid token without `admin`; recordings need `recordings:read`.
-    let caller = bearer("alice", "calls:outbound");
+    // 401: a browser token (aud callbridge) is not an operator token, whatever
+    // its scopes.
+    let caller = bearer("alice", "calls:outbound admin");
     let r = request(addr, "GET", "/v1/calls", &[("authorization", &caller)], b"").await;
+    let p = r.problem(401);
+    assert!(
+        p["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("callbridge-admin")),
+        "{p}"
+    );
+    // 403: an operator token without `admin`; recordings need `recordings:read`.
+    let operator = operator_bearer("ops", "recordings:read");
+    let r = request(addr, "GET", "/v1/calls", &[("authorization", &operator)], b"").await;
     let p = r.problem(403);
     assert!(p["detail"].as_str().is_some_and(|d| d.contains("admin")));
     request(
@@ -208,7 +219,7 @@ async fn drain_with_no_calls_up_stops_the_gateway_at_once() {
     let mut config = test_config(None);
     config.storage.path = ":memory:".into();
     let gw = TestGateway::start(config).await;
-    let addr = gw.http_addr();
+    let addr = gw.admin_addr();
     let (ws, _) = gw.connect_as("alice", "calls:outbound").await;
     let r = admin_post(addr, "/v1/drain", Some(r#"{"timeout":"30s"}"#)).await;
     assert_eq!(r.status, 202, "{}", String::from_utf8_lossy(&r.body));
@@ -233,11 +244,13 @@ async fn ws_upgrade_is_rate_limited_per_ip_and_v1_requests_too() {
     config.ratelimit.ws_per_ip_per_sec = 1;
     config.ratelimit.ws_burst = 1;
     let gw = TestGateway::start(config).await;
+    // The per-IP HTTP limit covers /v1 on the admin listener; /ws is public.
+    let admin = gw.admin_addr();
     let addr = gw.http_addr();
     for _ in 0..3 {
-        assert_eq!(admin_get(addr, "/v1/calls").await.status, 200);
+        assert_eq!(admin_get(admin, "/v1/calls").await.status, 200);
     }
-    let r = admin_get(addr, "/v1/calls").await;
+    let r = admin_get(admin, "/v1/calls").await;
     let p = r.problem(429);
     assert_eq!(r.header("retry-after"), "1");
     assert!(
@@ -265,7 +278,8 @@ async fn ws_upgrade_is_rate_limited_per_ip_and_v1_requests_too() {
     upgrade.problem(429);
     assert!(!upgrade.header("retry-after").is_empty());
     let metrics =
-        String::from_utf8_lossy(&request(addr, "GET", "/metrics", &[], b"").await.body).to_string();
+        String::from_utf8_lossy(&request(admin, "GET", "/metrics", &[], b"").await.body)
+            .to_string();
     assert!(
         metrics.contains(r#"callbridge_rate_limited_total{limit="http"} 1"#),
         "{metrics}"
@@ -291,7 +305,7 @@ async fn call_attempts_are_rate_limited_per_user() {
     let wait = gateway.check_call_rate("alice").expect_err("burst used up");
     assert!((1..=1000).contains(&wait.millis()), "{wait:?}");
     assert!(gateway.check_call_rate("bob").is_ok(), "per user");
-    let metrics = common::gateway::http_get(gw.http_addr(), "/metrics").await;
+    let metrics = common::gateway::http_get(gw.admin_addr(), "/metrics").await;
     assert!(
         metrics.contains(r#"callbridge_rate_limited_total{limit="call"} 1"#),
         "{metrics}"

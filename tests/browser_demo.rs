@@ -44,7 +44,7 @@ async fn demo_page_calls_sipp_echo_hears_audio_and_hangs_up() {
     sipp.wait(Duration::from_secs(20))
         .await
         .assert_one_success();
-    let metrics = http_get(gw.http_addr(), "/metrics").await;
+    let metrics = http_get(gw.admin_addr(), "/metrics").await;
     assert!(
         metrics.contains(r#"callbridge_calls_total{direction="outbound",outcome="hangup"} 1"#),
         "the page's hang-up ended the call as `hangup`:\n{metrics}"
@@ -105,6 +105,7 @@ async fn first_call_on_embedded_defaults_dials_the_builtin_echo() {
     let _one = one_browser_at_a_time().await;
     let mut config = callbridge::config::Config::embedded().with_random_secret();
     config.server.listen = "127.0.0.1:0".parse().expect("addr");
+    config.admin.listen = "127.0.0.1:0".parse().expect("addr");
     config.sip.listen = "127.0.0.1:0".parse().expect("addr");
     config.sip.rtp_ports = "40000-49999".into();
     config.demo.dir = support::repo().join("web-demo");
@@ -228,7 +229,7 @@ async fn demo_call_survives_a_dropped_websocket_through_resume() {
     sipp.wait(Duration::from_secs(20))
         .await
         .assert_one_success();
-    let metrics = http_get(gw.http_addr(), "/metrics").await;
+    let metrics = http_get(gw.admin_addr(), "/metrics").await;
     assert!(
         metrics.contains(r#"callbridge_calls_total{direction="outbound",outcome="hangup"} 1"#),
         "the resumed call ended with the page's hang-up, not signaling_lost:\n{metrics}"

@@ -111,6 +111,34 @@ fn token_is_signed_with_the_configured_secret() {
     assert!(id.has(callbridge::auth::Scope::CallsOutbound));
     assert!(!id.has(callbridge::auth::Scope::CallsInbound));
     assert!(id.expires_at >= common::gateway::now() + 3500);
+
+    // Scope admin needs --operator; the operator token has the operator audience.
+    let mint = |extra: &[&str]| {
+        Command::new(BIN)
+            .args(["token", "--sub", "ops", "--scope", "admin", "--config"])
+            .arg(&path)
+            .args(extra)
+            .output()
+            .expect("run")
+    };
+    let out = mint(&[]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("--operator"), "{stderr}");
+    let out = mint(&["--operator"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let token = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let now = common::gateway::now();
+    let ops = verifier.verify_operator(&token, now).expect("operator token");
+    assert!(ops.has(callbridge::auth::Scope::Admin));
+    assert!(
+        verifier.verify(&token, now).is_err(),
+        "an operator token is no browser token"
+    );
 }
 
 /// Kills the child on drop, so a failing test leaves no process behind.
@@ -130,6 +158,7 @@ async fn serve_on_embedded_defaults_prints_url_and_a_working_dev_token() {
         Command::new(BIN)
             .arg("serve")
             .env("CALLBRIDGE_SERVER__LISTEN", "127.0.0.1:0")
+            .env("CALLBRIDGE_ADMIN__LISTEN", "127.0.0.1:0")
             .env("CALLBRIDGE_SIP__LISTEN", "127.0.0.1:0")
             .env("CALLBRIDGE_LOG", "warn")
             .stdout(Stdio::piped())

@@ -21,6 +21,8 @@ fn config_text(dir: &std::path::Path, trunk: SocketAddr, drain_timeout: &str) ->
         r#"
 [server]
 listen = "127.0.0.1:0"
+[admin]
+listen = "127.0.0.1:0"
 [sip]
 listen = "127.0.0.1:0"
 rtp_ports = "40000-49999"
@@ -80,6 +82,7 @@ async fn sigterm_drains_until_the_call_ends_then_exits_0() {
     let config = write_config(dir.path(), &config_text(dir.path(), sipp.addr, "60s"));
     let mut gw = GatewayProcess::start(&config, dir.path()).await;
     let addr = gw.http_addr;
+    let admin = gw.admin();
     assert_eq!(request(addr, "GET", "/readyz", &[], b"").await.status, 200);
     let (mut ws, mut call, browser) = place_call(&gw).await;
 
@@ -102,14 +105,14 @@ async fn sigterm_drains_until_the_call_ends_then_exits_0() {
     let p = upgrade.problem(503);
     assert!(p["detail"].as_str().is_some_and(|d| d.contains("draining")));
     // A second drain conflicts with the one in progress.
-    admin_post(addr, "/v1/drain", None).await.problem(409);
-    let state = admin_get(addr, "/v1/drain").await.json();
+    admin_post(admin, "/v1/drain", None).await.problem(409);
+    let state = admin_get(admin, "/v1/drain").await.json();
     assert_eq!(state["draining"], true);
     assert_eq!(state["active_calls"], 1);
-    let calls = admin_get(addr, "/v1/calls").await.json();
+    let calls = admin_get(admin, "/v1/calls").await.json();
     assert_eq!(calls["calls"][0]["state"], "answered", "{calls}");
     let metrics =
-        String::from_utf8_lossy(&request(addr, "GET", "/metrics", &[], b"").await.body).to_string();
+        String::from_utf8_lossy(&request(admin, "GET", "/metrics", &[], b"").await.body).to_string();
     assert!(metrics.contains("callbridge_draining 1"), "{metrics}");
     assert!(
         metrics.contains(

@@ -74,7 +74,7 @@ async fn call_is_answered_audio_echoes_back_and_hangup_sends_bye() {
             .wrapping_sub(pair[0].sequence_number);
         assert!(gap == 1 || gap > 60000, "sequence continuous: {gap}");
     }
-    let metrics = http_get(gw.http_addr(), "/metrics").await;
+    let metrics = http_get(gw.admin_addr(), "/metrics").await;
     assert!(metrics.contains("callbridge_active_calls 1"), "{metrics}");
 
     call.hangup(&mut ws).await;
@@ -83,7 +83,7 @@ async fn call_is_answered_audio_echoes_back_and_hangup_sends_bye() {
     sipp.wait(Duration::from_secs(20))
         .await
         .assert_one_success();
-    let metrics = http_get(gw.http_addr(), "/metrics").await;
+    let metrics = http_get(gw.admin_addr(), "/metrics").await;
     assert!(metrics.contains("callbridge_active_calls 0"), "{metrics}");
     assert!(
         metrics.contains(r#"callbridge_calls_total{direction="outbound",outcome="hangup"} 1"#),

@@ -188,7 +188,7 @@ async fn failing_receiver_gets_every_event_signed_once_accepted() {
         .find(|r| r.json()["type"] == "call.ended")
         .expect("an ended event");
     let path = format!("/v1/webhooks/deliveries?event_id={}", ended.event_id);
-    let deliveries = admin_get(gw.http_addr(), &path).await;
+    let deliveries = admin_get(gw.admin_addr(), &path).await;
     assert_eq!(deliveries.status, 200);
     let attempts = deliveries.json()["attempts"]
         .as_array()
@@ -221,24 +221,24 @@ async fn failing_receiver_gets_every_event_signed_once_accepted() {
     );
 
     // Call records through the API, paged.
-    let page = admin_get(gw.http_addr(), "/v1/cdrs?limit=2").await.json();
+    let page = admin_get(gw.admin_addr(), "/v1/cdrs?limit=2").await.json();
     assert_eq!(page["items"].as_array().map(Vec::len), Some(2));
     let cursor = page["next_cursor"].as_str().expect("a next page");
-    let page2 = admin_get(gw.http_addr(), &format!("/v1/cdrs?limit=2&cursor={cursor}"))
+    let page2 = admin_get(gw.admin_addr(), &format!("/v1/cdrs?limit=2&cursor={cursor}"))
         .await
         .json();
     assert_eq!(page2["items"].as_array().map(Vec::len), Some(1));
     assert!(page2["next_cursor"].is_null());
-    let user0 = admin_get(gw.http_addr(), "/v1/cdrs?user=user0")
+    let user0 = admin_get(gw.admin_addr(), "/v1/cdrs?user=user0")
         .await
         .json();
     assert_eq!(user0["items"].as_array().map(Vec::len), Some(2));
-    let one = admin_get(gw.http_addr(), "/v1/cdrs/c-test1").await.json();
+    let one = admin_get(gw.admin_addr(), "/v1/cdrs/c-test1").await.json();
     assert_eq!(one["correlation_id"], "corr-1");
     assert_eq!(one["mos"], 4.2);
     assert_eq!(one["ringing_at"], serde_json::Value::Null);
 
-    let metrics = common::gateway::http_get(gw.http_addr(), "/metrics").await;
+    let metrics = common::gateway::http_get(gw.admin_addr(), "/metrics").await;
     assert!(
         metrics.contains(r#"callbridge_webhook_deliveries_total{outcome="delivered"} 16"#),
         "{metrics}"
@@ -276,7 +276,7 @@ async fn a_receiver_that_never_answers_is_given_up_after_max_age() {
     let started = Instant::now();
     events.call_started(&call(7));
     assert!(started.elapsed() < Duration::from_millis(500));
-    let addr = gw.http_addr();
+    let addr = gw.admin_addr();
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
         let log = admin_get(addr, "/v1/webhooks/deliveries").await.json();

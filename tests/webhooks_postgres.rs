@@ -101,13 +101,13 @@ async fn postgres_storage_records_and_delivers_once_across_two_instances() {
     }
 
     // Records are visible from the other instance (same database).
-    let page = admin_get(two.http_addr(), "/v1/cdrs?user=alice&limit=4").await;
+    let page = admin_get(two.admin_addr(), "/v1/cdrs?user=alice&limit=4").await;
     assert_eq!(page.status, 200, "{}", String::from_utf8_lossy(&page.body));
     let page = page.json();
     assert_eq!(page["items"].as_array().map(Vec::len), Some(4));
     let cursor = page["next_cursor"].as_str().expect("next page").to_string();
     let rest = admin_get(
-        two.http_addr(),
+        two.admin_addr(),
         &format!("/v1/cdrs?user=alice&limit=4&cursor={cursor}"),
     )
     .await
@@ -119,7 +119,7 @@ async fn postgres_storage_records_and_delivers_once_across_two_instances() {
 
     // A restart finds the schema migrated and the data there.
     let again = TestGateway::start(config()).await;
-    let r = admin_get(again.http_addr(), "/v1/cdrs/c-pg3").await;
+    let r = admin_get(again.admin_addr(), "/v1/cdrs/c-pg3").await;
     assert_eq!(r.status, 200);
     assert_eq!(r.json()["correlation_id"], "corr-pg-3");
     again.stop().await;

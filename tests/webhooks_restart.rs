@@ -19,6 +19,8 @@ fn config_text(db: &std::path::Path, url: &str) -> String {
         r#"
 [server]
 listen = "127.0.0.1:0"
+[admin]
+listen = "127.0.0.1:0"
 [sip]
 listen = "127.0.0.1:0"
 [auth]
@@ -50,7 +52,7 @@ async fn pending_events_survive_sigkill_and_are_delivered_after_restart() {
     let mut first = GatewayProcess::start(&config, dir.path()).await;
     let mut ids = Vec::new();
     for _ in 0..5 {
-        let r = admin_post(first.http_addr, "/v1/webhooks/test", None).await;
+        let r = admin_post(first.admin(), "/v1/webhooks/test", None).await;
         assert_eq!(r.status, 202, "{}", String::from_utf8_lossy(&r.body));
         ids.push(r.json()["event_id"].as_str().expect("event id").to_string());
     }
@@ -99,7 +101,7 @@ async fn pending_events_survive_sigkill_and_are_delivered_after_restart() {
 
     // The restarted instance's delivery log has the attempts from before the kill.
     let log = admin_get(
-        second.http_addr,
+        second.admin(),
         &format!("/v1/webhooks/deliveries?event_id={}", ids[0]),
     )
     .await

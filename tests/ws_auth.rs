@@ -195,14 +195,17 @@ async fn unrouted_number_ends_forbidden() {
 }
 
 #[tokio::test]
-async fn healthz_and_metrics_on_the_same_listener() {
+async fn healthz_on_the_public_listener_and_metrics_on_the_admin_listener() {
     let gw = TestGateway::start(test_config(None)).await;
     let (mut ws, _) = gw.connect_as("frank", "calls:outbound").await;
-    let body = http_get(gw.http_addr(), "/metrics").await;
+    let body = http_get(gw.admin_addr(), "/metrics").await;
     assert!(body.contains("callbridge_active_calls 0"), "{body}");
     assert!(body.contains("callbridge_ws_sessions 1"), "{body}");
+    let public = http_get(gw.http_addr(), "/metrics").await;
+    assert!(public.starts_with("HTTP/1.1 404"), "{public}");
     let health = http_get(gw.http_addr(), "/healthz").await;
     assert!(health.starts_with("HTTP/1.1 200"), "{health}");
+    assert!(health.ends_with(r#"{"status":"ok"}"#), "{health}");
     ws.send(json!({"type": "ping"})).await;
     ws.recv().await;
     gw.stop().await;
@@ -222,7 +225,7 @@ async fn healthz_and_metrics_report_a_trunk_that_is_down() {
     let gw = TestGateway::start(config).await;
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(15);
     let health = loop {
-        let response = http_get(gw.http_addr(), "/healthz").await;
+        let response = http_get(gw.admin_addr(), "/healthz").await;
         let body = response.split("\r\n\r\n").nth(1).unwrap_or("").to_string();
         let json: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
         if json["trunks"][0]["reachable"] == false {
@@ -236,7 +239,7 @@ async fn healthz_and_metrics_report_a_trunk_that_is_down() {
     };
     assert_eq!(health["trunks"][0]["name"], "dead");
     assert_eq!(health["status"], "ok", "the gateway itself is alive");
-    let metrics = http_get(gw.http_addr(), "/metrics").await;
+    let metrics = http_get(gw.admin_addr(), "/metrics").await;
     assert!(
         metrics.contains(r#"callbridge_trunk_up{trunk="dead"} 0"#),
         "{metrics}"

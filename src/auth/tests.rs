@@ -228,3 +228,36 @@ fn unusable_key_file_is_named() {
     let err = Verifier::from_config(&config).expect_err("not a key");
     assert!(err.to_string().contains("README.md"), "{err}");
 }
+
+#[test]
+fn admin_scope_belongs_to_operator_tokens_only() {
+    let v = verifier();
+    // A browser token (aud callbridge) claiming `admin`.
+    let mut c = claims();
+    c.scope = "calls:outbound admin".into();
+    let browser = mint_hs256(SECRET, &c).expect("mint");
+    let id = v.verify(&browser, NOW).expect("a valid browser token");
+    assert!(id.has(Scope::CallsOutbound));
+    assert!(!id.has(Scope::Admin), "admin dropped from a browser token");
+    assert!(!v.verify_any(&browser, NOW).expect("valid").has(Scope::Admin));
+    assert_eq!(
+        v.verify_operator(&browser, NOW),
+        Err(AuthError::WrongAudience("callbridge-admin".into()))
+    );
+
+    // An operator token (aud callbridge-admin).
+    c.aud = Some(claims::Audience::One("callbridge-admin".into()));
+    let operator = mint_hs256(SECRET, &c).expect("mint");
+    assert!(v.verify_operator(&operator, NOW).expect("ok").has(Scope::Admin));
+    assert!(v.verify_any(&operator, NOW).expect("ok").has(Scope::Admin));
+    assert_eq!(
+        v.verify(&operator, NOW),
+        Err(AuthError::WrongAudience("callbridge".into())),
+        "an operator token does not open a browser session"
+    );
+    // Expiry and signature apply to operator tokens as to any other.
+    assert_eq!(
+        v.verify_operator(&operator, NOW + 7200),
+        Err(AuthError::Expired)
+    );
+}

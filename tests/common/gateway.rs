@@ -32,6 +32,8 @@ pub fn init_tracing() {
 pub fn test_config(trunk: Option<SocketAddr>) -> Config {
     let mut config = Config::default();
     config.server.listen = "127.0.0.1:0".parse().expect("addr");
+    // The operator listener (/v1, /metrics) on its own ephemeral loopback port.
+    config.admin.listen = "127.0.0.1:0".parse().expect("addr");
     config.server.auth_timeout = Duration::from_secs(2);
     config.server.resume_grace = Duration::from_secs(2);
     // Call records in memory: tests must not write ./data.
@@ -79,6 +81,13 @@ impl TestGateway {
         self.running().http_addr
     }
 
+    /// The admin listener's address (`/v1`, `/metrics`, `/healthz` with detail).
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.running()
+            .admin_addr
+            .expect("admin listener configured (admin.enabled)")
+    }
+
     /// The `ws://…/ws` URL.
     pub fn ws_url(&self) -> String {
         self.running().ws_url()
@@ -87,6 +96,12 @@ impl TestGateway {
     /// Connects a WebSocket without authenticating.
     pub async fn connect(&self) -> WsClient {
         WsClient::connect(&self.ws_url()).await
+    }
+
+    /// Connects a WebSocket from the local address `from` (e.g. 127.0.0.2, to be
+    /// another client than 127.0.0.1) without authenticating.
+    pub async fn connect_from(&self, from: std::net::IpAddr) -> WsClient {
+        WsClient::connect_from(&self.ws_url(), from).await
     }
 
     /// Connects and authenticates as `user` with `scope`; returns the client and `ready`.
@@ -137,6 +152,18 @@ pub fn token(user: &str, scope: &str, ttl: i64) -> String {
     mint_hs256(SECRET, &claims(user, scope, ttl)).expect("mint")
 }
 
+/// The audience of operator tokens (`auth.admin_audience` default).
+pub const ADMIN_AUDIENCE: &str = "callbridge-admin";
+
+/// An operator token (`aud` = [`ADMIN_AUDIENCE`]) signed with the test secret.
+pub fn operator_token(user: &str, scope: &str, ttl: i64) -> String {
+    let claims = Claims {
+        aud: Some(Audience::One(ADMIN_AUDIENCE.into())),
+        ..claims(user, scope, ttl)
+    };
+    mint_hs256(SECRET, &claims).expect("mint")
+}
+
 /// A protocol v1 WebSocket client for tests.
 pub struct WsClient {
     stream: WebSocketStream<MaybeTlsStream<TcpStream>>,
@@ -158,6 +185,32 @@ impl WsClient {
             .await
             .expect("connect timed out")
             .expect("websocket connects");
+        WsClient { stream }
+    }
+
+    /// Connects to `url` (a `ws://` URL) from the local address `from`.
+    pub async fn connect_from(url: &str, from: std::net::IpAddr) -> WsClient {
+        let host = url
+            .trim_start_matches("ws://")
+            .split('/')
+            .next()
+            .expect("host");
+        let server: SocketAddr = host.parse().expect("ws:// URL with an IP address");
+        let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+        socket
+            .bind(SocketAddr::new(from, 0))
+            .expect("bind the client address");
+        let tcp = tokio::time::timeout(WAIT, socket.connect(server))
+            .await
+            .expect("connect timed out")
+            .expect("connect");
+        let (stream, _) = tokio::time::timeout(
+            WAIT,
+            tokio_tungstenite::client_async(url, MaybeTlsStream::Plain(tcp)),
+        )
+        .await
+        .expect("upgrade timed out")
+        .expect("websocket connects");
         WsClient { stream }
     }
 

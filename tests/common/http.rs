@@ -9,7 +9,7 @@ use hyper::Request;
 use hyper_util::rt::TokioIo;
 use serde_json::Value;
 
-use super::gateway::{WAIT, token};
+use super::gateway::{WAIT, operator_token, token};
 
 /// A response as the tests look at it.
 #[derive(Debug)]
@@ -115,15 +115,22 @@ pub fn bearer(user: &str, scope: &str) -> String {
     format!("Bearer {}", token(user, scope, 3600))
 }
 
-/// GET with an admin token.
+/// A `Bearer` header value of an operator token (`aud` = callbridge-admin) for
+/// `user` with `scope`, valid for an hour.
+pub fn operator_bearer(user: &str, scope: &str) -> String {
+    format!("Bearer {}", operator_token(user, scope, 3600))
+}
+
+/// GET with an operator token (scope `admin`); `addr` is the admin listener.
 pub async fn admin_get(addr: SocketAddr, path: &str) -> Reply {
-    let auth = bearer("ops", "admin");
+    let auth = operator_bearer("ops", "admin");
     request(addr, "GET", path, &[("authorization", &auth)], b"").await
 }
 
-/// POST with an admin token and an optional JSON body.
+/// POST with an operator token (scope `admin`) and an optional JSON body; `addr`
+/// is the admin listener.
 pub async fn admin_post(addr: SocketAddr, path: &str, body: Option<&str>) -> Reply {
-    let auth = bearer("ops", "admin");
+    let auth = operator_bearer("ops", "admin");
     match body {
         Some(b) => {
             request(

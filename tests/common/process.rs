@@ -18,6 +18,8 @@ pub struct GatewayProcess {
     child: Option<Child>,
     /// The HTTP/WS listener, from the "listening" line.
     pub http_addr: SocketAddr,
+    /// The admin listener (`/v1`, `/metrics`), from the "operator API" line.
+    pub admin_addr: Option<SocketAddr>,
     /// Everything it printed on stdout so far.
     pub stdout: Arc<Mutex<Vec<String>>>,
 }
@@ -49,10 +51,26 @@ impl GatewayProcess {
         let (tx, rx) = std::sync::mpsc::channel();
         let sink = Arc::clone(&lines);
         std::thread::spawn(move || {
+            let mut url = None;
             for line in BufReader::new(stdout).lines() {
                 let Ok(line) = line else { break };
-                if let Some(url) = line.split_whitespace().find(|w| w.starts_with("ws://")) {
-                    let _ = tx.send(url.to_string());
+                if let Some(u) = line.split_whitespace().find(|w| w.starts_with("ws://")) {
+                    url = Some(u.to_string());
+                }
+                // The line after "listening" names the admin listener (or its absence).
+                let admin = if line.starts_with("operator API") {
+                    line.split_whitespace()
+                        .find_map(|w| w.strip_prefix("http://"))
+                        .and_then(|w| w.split('/').next())
+                        .and_then(|a| a.parse::<SocketAddr>().ok())
+                        .map(Some)
+                } else if line.starts_with("no admin listener") {
+                    Some(None)
+                } else {
+                    None
+                };
+                if let (Some(admin), Some(url)) = (admin, url.take()) {
+                    let _ = tx.send((url, admin));
                 }
                 sink.lock().expect("lock").push(line);
             }
@@ -60,13 +78,14 @@ impl GatewayProcess {
         let mut process = GatewayProcess {
             child: Some(child),
             http_addr: "127.0.0.1:1".parse().expect("addr"),
+            admin_addr: None,
             stdout: lines,
         };
         let url = tokio::task::spawn_blocking(move || rx.recv_timeout(Duration::from_secs(30)))
             .await
             .expect("reader");
-        let url = match url {
-            Ok(url) => url,
+        let (url, admin) = match url {
+            Ok(pair) => pair,
             Err(_) => {
                 let status = process
                     .child
@@ -82,7 +101,13 @@ impl GatewayProcess {
             .trim_end_matches("/ws")
             .to_string();
         process.http_addr = host.parse().expect("listen address");
+        process.admin_addr = admin;
         process
+    }
+
+    /// The admin listener's address (panics when it is off).
+    pub fn admin(&self) -> SocketAddr {
+        self.admin_addr.expect("admin listener (admin.enabled)")
     }
 
     /// `ws://…/ws`.
