@@ -100,23 +100,35 @@ async fn pending_events_survive_sigkill_and_are_delivered_after_restart() {
     assert!(receiver.log().len() > attempts_before);
 
     // The restarted instance's delivery log has the attempts from before the kill.
-    let log = admin_get(
-        second.admin(),
-        &format!("/v1/webhooks/deliveries?event_id={}", ids[0]),
-    )
-    .await
-    .json();
-    let outcomes: Vec<&str> = log["attempts"]
-        .as_array()
-        .expect("attempts")
-        .iter()
-        .filter_map(|a| a["outcome"].as_str())
-        .collect();
+    // The receiver sees the delivery before the gateway records its outcome: wait
+    // for the record.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    let outcomes = loop {
+        let log = admin_get(
+            second.admin(),
+            &format!("/v1/webhooks/deliveries?event_id={}", ids[0]),
+        )
+        .await
+        .json();
+        let outcomes: Vec<String> = log["attempts"]
+            .as_array()
+            .expect("attempts")
+            .iter()
+            .filter_map(|a| a["outcome"].as_str().map(str::to_owned))
+            .collect();
+        if outcomes.last().map(String::as_str) == Some("delivered") {
+            break outcomes;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "delivery never recorded: {outcomes:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
     assert!(
         outcomes.len() >= 2 && outcomes[0] == "failed",
         "{outcomes:?}"
     );
-    assert_eq!(outcomes.last(), Some(&"delivered"), "{outcomes:?}");
 
     second.signal("TERM");
     let status = second.wait_exit(Duration::from_secs(15)).await;

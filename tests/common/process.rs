@@ -69,7 +69,9 @@ impl GatewayProcess {
                 } else {
                     None
                 };
-                if let (Some(admin), Some(url)) = (admin, url.take()) {
+                if let Some(admin) = admin
+                    && let Some(url) = url.take()
+                {
                     let _ = tx.send((url, admin));
                 }
                 sink.lock().expect("lock").push(line);
