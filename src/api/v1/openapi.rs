@@ -59,7 +59,11 @@ fn operation(
     responses.insert(success.0.to_string(), success.1);
     json!({
         "summary": summary,
-        "description": format!("Requires a bearer JWT with scope `{scope}`."),
+        "description": if scope == "admin" {
+            "Requires an operator token: a bearer JWT whose `aud` is `auth.admin_audience` (default `callbridge-admin`) with scope `admin`. Browser tokens are refused (401) whatever their scopes.".to_string()
+        } else {
+            format!("Requires a bearer JWT with scope `{scope}`.")
+        },
         "security": [{"bearer": []}],
         "x-required-scope": scope,
         "parameters": params,
@@ -83,7 +87,7 @@ pub fn spec() -> Value {
         "info": {
             "title": "callbridge operator API",
             "version": env!("CARGO_PKG_VERSION"),
-            "description": "Active calls, call records, recordings, webhook delivery log and drain of one callbridge instance. Errors are application/problem+json (RFC 9457) with the request's correlation id; every response echoes X-Correlation-ID."
+            "description": "Active calls, call records, recordings, webhook delivery log and drain of one callbridge instance. Served on the admin listener (`admin.listen`, default 127.0.0.1:8081); the public listener answers 404 for everything here except `GET /v1/recordings/{id}`. Operations with scope `admin` need an operator token (`aud` = `auth.admin_audience`). Errors are application/problem+json (RFC 9457) with the request's correlation id; every response echoes X-Correlation-ID."
         },
         "paths": paths(),
         "components": {
@@ -155,7 +159,7 @@ fn paths() -> Value {
             ("200", ok("the record", "CallRecord")), &[("404", "no such record")])},
         "/v1/recordings/{id}": {"get": {
             "summary": "Download a recording (whole, or one byte range)",
-            "description": "Requires a bearer JWT with scope `recordings:read`. Supports `Range: bytes=…` (206 with Content-Range; 416 when the range starts past the end).",
+            "description": "Requires a bearer JWT with scope `recordings:read` (a browser token or an operator token). Served on the public listener too. Supports `Range: bytes=…` (206 with Content-Range; 416 when the range starts past the end).",
             "security": [{"bearer": []}],
             "x-required-scope": "recordings:read",
             "parameters": [id_param("recording id (the call's id)"),
@@ -166,7 +170,7 @@ fn paths() -> Value {
             "get": operation("Drain state", "admin", json!([]), ("200", ok("drain state", "DrainState")), &[]),
             "post": {
                 "summary": "Start draining: /readyz 503, new sessions and calls refused, exit 0 when calls end or at the timeout",
-                "description": "Requires a bearer JWT with scope `admin`. The body is optional.",
+                "description": "Requires an operator token (`aud` = `auth.admin_audience`) with scope `admin`. The body is optional.",
                 "security": [{"bearer": []}],
                 "x-required-scope": "admin",
                 "requestBody": {"required": false, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/DrainRequest"}}}},
