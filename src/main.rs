@@ -172,7 +172,9 @@ fn serve(path: Option<PathBuf>) -> anyhow::Result<()> {
             Some(admin) => say(&format!(
                 "operator API and metrics: http://{admin}/v1  http://{admin}/metrics"
             )),
-            None => say("no admin listener: /v1 and /metrics on the main listener need an operator token"),
+            None => say(
+                "no admin listener: /v1 and /metrics on the main listener need an operator token",
+            ),
         }
         say(&format!("SIP user agent on udp {}", server.sip_addr));
         if let Some(secret) = dev_secret {

@@ -21,10 +21,10 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::api;
+use crate::api::ratelimit::{RateLimits, RetryAfter};
 use crate::api::serve::handshake::HandshakeSlots;
 use crate::api::serve::limits::ConnectionLimits;
 use crate::api::serve::{ConnectionMetrics, ListenerSettings, TlsSettings};
-use crate::api::ratelimit::{RateLimits, RetryAfter};
 use crate::auth::{AuthError, Verifier, turn_credentials};
 use crate::call::CallManager;
 use crate::call::location::{InProcessStore, LocationStore, RedisStore};
@@ -378,7 +378,14 @@ pub async fn start(config: Config) -> Result<RunningServer, ServerError> {
 /// serves them (see [`api::serve`]). Returns their addresses and tasks.
 async fn start_http(
     gateway: &Arc<Gateway>,
-) -> Result<(SocketAddr, Option<SocketAddr>, Vec<tokio::task::JoinHandle<()>>), ServerError> {
+) -> Result<
+    (
+        SocketAddr,
+        Option<SocketAddr>,
+        Vec<tokio::task::JoinHandle<()>>,
+    ),
+    ServerError,
+> {
     let config = &gateway.config;
     let http = &config.http;
     let metrics = ConnectionMetrics::register(&gateway.metrics)?;

@@ -339,10 +339,7 @@ async fn stalled_tls_handshakes_beyond_the_cap_cannot_lock_out_clients() {
         }
     }
     assert_eq!(closed, EXCESS, "the handshakes beyond the cap are dropped");
-    assert_eq!(
-        closed_by(&gw, "tls_handshake_evicted").await,
-        EXCESS as u64
-    );
+    assert_eq!(closed_by(&gw, "tls_handshake_evicted").await, EXCESS as u64);
 
     // While the slots are full of stalled handshakes, a real client gets in.
     let health = healthz_over_tls(&cert, addr).await;

@@ -33,7 +33,10 @@ async fn a_browser_token_with_admin_scope_cannot_use_the_operator_api() {
     let browser_admin = bearer("mallory", "calls:outbound admin");
     let (status, body) = get(admin, "/v1/calls", Some(&browser_admin)).await;
     assert_eq!(status, 401, "{body}");
-    assert!(body.contains("callbridge-admin"), "says which audience: {body}");
+    assert!(
+        body.contains("callbridge-admin"),
+        "says which audience: {body}"
+    );
     // Nor can it start a drain.
     let r = request(
         admin,
@@ -66,7 +69,13 @@ async fn operator_paths_are_404_on_the_public_listener() {
     let gw = TestGateway::start(test_config(None)).await;
     let public = gw.http_addr();
     let operator = operator_bearer("ops", "admin");
-    for path in ["/v1/calls", "/v1/cdrs", "/v1/drain", "/v1/openapi.json", "/metrics"] {
+    for path in [
+        "/v1/calls",
+        "/v1/cdrs",
+        "/v1/drain",
+        "/v1/openapi.json",
+        "/metrics",
+    ] {
         let (status, body) = get(public, path, Some(&operator)).await;
         assert_eq!(status, 404, "{path} on the public listener: {body}");
         assert!(!body.contains("callbridge_"), "{path}: {body}");
@@ -85,7 +94,10 @@ async fn operator_paths_are_404_on_the_public_listener() {
     let (status, metrics) = get(gw.admin_addr(), "/metrics", None).await;
     assert_eq!(status, 200);
     assert!(metrics.contains("callbridge_active_calls 0"), "{metrics}");
-    assert_eq!(admin_get(gw.admin_addr(), "/v1/openapi.json").await.status, 200);
+    assert_eq!(
+        admin_get(gw.admin_addr(), "/v1/openapi.json").await.status,
+        200
+    );
     assert_eq!(admin_get(gw.admin_addr(), "/v1/drain").await.status, 200);
     gw.stop().await;
 }

@@ -108,7 +108,14 @@ async fn auth_scopes_correlation_and_client_errors() {
     );
     // 403: an operator token without `admin`; recordings need `recordings:read`.
     let operator = operator_bearer("ops", "recordings:read");
-    let r = request(addr, "GET", "/v1/calls", &[("authorization", &operator)], b"").await;
+    let r = request(
+        addr,
+        "GET",
+        "/v1/calls",
+        &[("authorization", &operator)],
+        b"",
+    )
+    .await;
     let p = r.problem(403);
     assert!(p["detail"].as_str().is_some_and(|d| d.contains("admin")));
     request(
@@ -277,9 +284,8 @@ async fn ws_upgrade_is_rate_limited_per_ip_and_v1_requests_too() {
     .await;
     upgrade.problem(429);
     assert!(!upgrade.header("retry-after").is_empty());
-    let metrics =
-        String::from_utf8_lossy(&request(admin, "GET", "/metrics", &[], b"").await.body)
-            .to_string();
+    let metrics = String::from_utf8_lossy(&request(admin, "GET", "/metrics", &[], b"").await.body)
+        .to_string();
     assert!(
         metrics.contains(r#"callbridge_rate_limited_total{limit="http"} 1"#),
         "{metrics}"

@@ -133,7 +133,9 @@ fn token_is_signed_with_the_configured_secret() {
     );
     let token = String::from_utf8_lossy(&out.stdout).trim().to_string();
     let now = common::gateway::now();
-    let ops = verifier.verify_operator(&token, now).expect("operator token");
+    let ops = verifier
+        .verify_operator(&token, now)
+        .expect("operator token");
     assert!(ops.has(callbridge::auth::Scope::Admin));
     assert!(
         verifier.verify(&token, now).is_err(),

@@ -111,8 +111,8 @@ async fn sigterm_drains_until_the_call_ends_then_exits_0() {
     assert_eq!(state["active_calls"], 1);
     let calls = admin_get(admin, "/v1/calls").await.json();
     assert_eq!(calls["calls"][0]["state"], "answered", "{calls}");
-    let metrics =
-        String::from_utf8_lossy(&request(admin, "GET", "/metrics", &[], b"").await.body).to_string();
+    let metrics = String::from_utf8_lossy(&request(admin, "GET", "/metrics", &[], b"").await.body)
+        .to_string();
     assert!(metrics.contains("callbridge_draining 1"), "{metrics}");
     assert!(
         metrics.contains(

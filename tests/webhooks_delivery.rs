@@ -224,9 +224,12 @@ async fn failing_receiver_gets_every_event_signed_once_accepted() {
     let page = admin_get(gw.admin_addr(), "/v1/cdrs?limit=2").await.json();
     assert_eq!(page["items"].as_array().map(Vec::len), Some(2));
     let cursor = page["next_cursor"].as_str().expect("a next page");
-    let page2 = admin_get(gw.admin_addr(), &format!("/v1/cdrs?limit=2&cursor={cursor}"))
-        .await
-        .json();
+    let page2 = admin_get(
+        gw.admin_addr(),
+        &format!("/v1/cdrs?limit=2&cursor={cursor}"),
+    )
+    .await
+    .json();
     assert_eq!(page2["items"].as_array().map(Vec::len), Some(1));
     assert!(page2["next_cursor"].is_null());
     let user0 = admin_get(gw.admin_addr(), "/v1/cdrs?user=user0")

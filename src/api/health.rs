@@ -20,10 +20,7 @@ use crate::server::Gateway;
 /// Public `/healthz`: `{"status":"ok"|"draining"}`, the detail with an operator
 /// token. Always 200 while the process runs (a liveness probe must not fail on a
 /// bad token).
-pub async fn healthz_public(
-    State(gateway): State<Arc<Gateway>>,
-    headers: HeaderMap,
-) -> Response {
+pub async fn healthz_public(State(gateway): State<Arc<Gateway>>, headers: HeaderMap) -> Response {
     let operator = headers.contains_key(header::AUTHORIZATION)
         && authorize(&gateway, &headers, Scope::Admin).is_ok();
     if operator {
@@ -34,7 +31,11 @@ pub async fn healthz_public(
     } else {
         "ok"
     };
-    (StatusCode::OK, axum::Json(serde_json::json!({ "status": status }))).into_response()
+    (
+        StatusCode::OK,
+        axum::Json(serde_json::json!({ "status": status })),
+    )
+        .into_response()
 }
 
 /// Admin `/healthz`: liveness with detail (active calls, trunks' health and

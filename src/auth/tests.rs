@@ -239,7 +239,11 @@ fn admin_scope_belongs_to_operator_tokens_only() {
     let id = v.verify(&browser, NOW).expect("a valid browser token");
     assert!(id.has(Scope::CallsOutbound));
     assert!(!id.has(Scope::Admin), "admin dropped from a browser token");
-    assert!(!v.verify_any(&browser, NOW).expect("valid").has(Scope::Admin));
+    assert!(
+        !v.verify_any(&browser, NOW)
+            .expect("valid")
+            .has(Scope::Admin)
+    );
     assert_eq!(
         v.verify_operator(&browser, NOW),
         Err(AuthError::WrongAudience("callbridge-admin".into()))
@@ -248,7 +252,11 @@ fn admin_scope_belongs_to_operator_tokens_only() {
     // An operator token (aud callbridge-admin).
     c.aud = Some(claims::Audience::One("callbridge-admin".into()));
     let operator = mint_hs256(SECRET, &c).expect("mint");
-    assert!(v.verify_operator(&operator, NOW).expect("ok").has(Scope::Admin));
+    assert!(
+        v.verify_operator(&operator, NOW)
+            .expect("ok")
+            .has(Scope::Admin)
+    );
     assert!(v.verify_any(&operator, NOW).expect("ok").has(Scope::Admin));
     assert_eq!(
         v.verify(&operator, NOW),

@@ -232,7 +232,10 @@ mod tests {
         assert!(validate_exposure(&c).is_ok(), "loopback is fine");
         c.server.listen = "0.0.0.0:8080".parse().expect("addr");
         let err = validate_exposure(&c).expect_err("dev tokens").to_string();
-        assert!(err.contains("demo.dev_tokens") && err.contains("127.0.0.1"), "{err}");
+        assert!(
+            err.contains("demo.dev_tokens") && err.contains("127.0.0.1"),
+            "{err}"
+        );
         c.demo.dev_tokens = false;
         let err = validate_exposure(&c).expect_err("catch-all").to_string();
         assert!(err.contains("dialplan.routes[0].pattern"), "{err}");
@@ -250,7 +253,8 @@ mod tests {
 
     #[test]
     fn http_limits_name_the_key() {
-        let cases: Vec<(fn(&mut Config), &str)> = vec![
+        type Change = fn(&mut Config);
+        let cases: Vec<(Change, &str)> = vec![
             (
                 |c| c.http.header_read_timeout = Duration::ZERO,
                 "http.header_read_timeout",
@@ -269,10 +273,7 @@ mod tests {
                 |c| c.auth.admin_audience = c.auth.audience.clone(),
                 "auth.admin_audience",
             ),
-            (
-                |c| c.admin.listen = c.server.listen,
-                "admin.listen",
-            ),
+            (|c| c.admin.listen = c.server.listen, "admin.listen"),
         ];
         for (change, key) in cases {
             let mut c = base();

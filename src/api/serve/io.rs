@@ -25,6 +25,12 @@ pub struct Activity {
     last_ms: Arc<AtomicU64>,
 }
 
+impl Default for Activity {
+    fn default() -> Self {
+        Activity::new()
+    }
+}
+
 impl Activity {
     /// Activity starting now.
     pub fn new() -> Activity {

@@ -172,7 +172,9 @@ mod tests {
         let a = limits.try_open(ip("2001:db8:1:2::1")).expect("first");
         let _b = limits.try_open(ip("2001:db8:1:2:ffff::9")).expect("second");
         assert_eq!(
-            limits.try_open(ip("2001:db8:1:2::77")).expect_err("same /64"),
+            limits
+                .try_open(ip("2001:db8:1:2::77"))
+                .expect_err("same /64"),
             Refused::PerIp
         );
         limits
