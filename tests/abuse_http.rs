@@ -179,6 +179,27 @@ async fn slowloris_connections_are_closed_at_the_header_timeout() {
 }
 
 #[tokio::test]
+async fn an_oversized_request_head_is_refused_431_and_closed() {
+    let gw = TestGateway::start(test_config(None)).await;
+    let mut stream = connect_from(ATTACKER, gw.http_addr()).await;
+    // 70 headers (below the header count limit), 105 KB (above the 64 KiB head limit).
+    let filler = "a".repeat(1500);
+    let mut head = String::from("GET /healthz HTTP/1.1\r\nHost: x\r\n");
+    for i in 0..70 {
+        head.push_str(&format!("X-Fill-{i}: {filler}\r\n"));
+    }
+    head.push_str("\r\n");
+    // The server may close before it has read everything: a failed write is fine.
+    let _ = stream.write_all(head.as_bytes()).await;
+    let answer = server_closes(&mut stream, "oversized head").await;
+    let text = String::from_utf8_lossy(&answer);
+    assert!(text.starts_with("HTTP/1.1 431"), "{text}");
+    let health = http_get(gw.http_addr(), "/healthz").await;
+    assert!(health.starts_with("HTTP/1.1 200"), "{health}");
+    gw.stop().await;
+}
+
+#[tokio::test]
 async fn an_idle_keep_alive_connection_is_closed_at_the_idle_timeout() {
     let mut config = test_config(None);
     config.http.idle_timeout = Duration::from_secs(1);

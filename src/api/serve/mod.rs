@@ -45,6 +45,10 @@ use handshake::HandshakeSlots;
 use io::{Activity, Watched};
 use limits::{ConnectionLimits, ConnectionPermit};
 
+/// Largest request head (request line and headers); a longer one is answered 431
+/// and closed. Bounds the memory a connection can make the server hold.
+pub const MAX_HEAD_BYTES: usize = 64 * 1024;
+
 /// Connection gauges and close reasons of the HTTP listeners.
 #[derive(Clone)]
 pub struct ConnectionMetrics {
@@ -152,7 +156,11 @@ async fn accept_loop(tcp: TcpListener, shared: Arc<Shared>) {
             accepted = tcp.accept() => accepted,
         };
         let (stream, peer) = match accepted {
-            Ok(pair) => pair,
+            // An IPv4 client of a dual-stack listener is seen as ::ffff:a.b.c.d.
+            Ok((stream, peer)) => (
+                stream,
+                SocketAddr::new(peer.ip().to_canonical(), peer.port()),
+            ),
             Err(e) => {
                 // Out of file descriptors and the like: do not spin.
                 tracing::warn!(listener = shared.settings.name, error = %e, "accept failed");
@@ -203,6 +211,7 @@ async fn serve_connection(
     builder
         .timer(TokioTimer::new())
         .header_read_timeout(settings.header_read_timeout)
+        .max_header_size(MAX_HEAD_BYTES)
         .keep_alive(true);
     let connection = builder.serve_connection(io, service).with_upgrades();
     tokio::pin!(connection);
