@@ -289,6 +289,75 @@ async fn a_flood_from_one_address_is_capped_while_others_still_call() {
     gw.stop().await;
 }
 
+#[tokio::test]
+async fn a_distributed_flood_fills_the_total_cap_but_not_the_admin_listener() {
+    const TOTAL: usize = 10;
+    const PER_IP: usize = 5;
+    let mut config = test_config(None);
+    config.http.max_connections = TOTAL;
+    config.http.max_connections_per_ip = PER_IP;
+    config.limits.max_sessions_per_ip = 2;
+    config.http.header_read_timeout = Duration::from_secs(120);
+    config.http.idle_timeout = Duration::from_secs(120);
+    let gw = TestGateway::start(config).await;
+    let addr = gw.http_addr();
+
+    // Four addresses, each within its per-IP share, together twice the total.
+    // Each connection waits for the server to close it; the admitted ones wait on.
+    let mut connections = JoinSet::new();
+    for host in 10..14u8 {
+        for _ in 0..PER_IP {
+            let mut stream = connect_from([127, 0, 0, host], addr).await;
+            connections.spawn(async move {
+                let mut buf = [0u8; 1];
+                matches!(stream.read(&mut buf).await, Ok(0) | Err(_))
+            });
+        }
+    }
+    let mut closed = 0;
+    while closed < 4 * PER_IP - TOTAL {
+        let next = tokio::time::timeout(WAIT, connections.join_next())
+            .await
+            .expect("the connections beyond the total cap are closed");
+        assert!(next.expect("task").expect("task"), "closed, not answered");
+        closed += 1;
+    }
+    assert_eq!(
+        closed_by(&gw, "total_limit").await,
+        (4 * PER_IP - TOTAL) as u64
+    );
+    assert_eq!(closed_by(&gw, "per_ip_limit").await, 0);
+    assert_eq!(connections.len(), TOTAL, "the admitted ones stay open");
+
+    // The admin listener has its own budget: probes and scrapes still answer.
+    let health = http_get(gw.admin_addr(), "/healthz").await;
+    assert!(health.starts_with("HTTP/1.1 200"), "{health}");
+    assert!(health.contains("active_calls"), "{health}");
+    let gauge = counter(&gw, r#"callbridge_http_connections{listener="public"}"#).await;
+    assert_eq!(gauge, TOTAL as u64);
+
+    // When the flood ends the public listener serves again.
+    connections.abort_all();
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let mut stream = connect_from(OTHER, addr).await;
+        let request = b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+        let mut out = Vec::new();
+        if stream.write_all(request).await.is_ok()
+            && stream.read_to_end(&mut out).await.is_ok()
+            && out.starts_with(b"HTTP/1.1 200")
+        {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "connections never released"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    gw.stop().await;
+}
+
 /// A TLS gateway with `max_tls_handshakes`, handshake timeout `timeout`.
 async fn tls_gateway(
     cert: &common::tls::TestCert,
