@@ -17,9 +17,12 @@ cargo build -q
 bin="$target/debug/callbridge"
 dir=$(mktemp -d)
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+admin=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 cat > "$dir/cb.toml" <<EOF
 [server]
 listen = "127.0.0.1:$port"
+[admin]
+listen = "127.0.0.1:$admin"
 [sip]
 listen = "127.0.0.1:0"
 [auth]
@@ -39,10 +42,11 @@ for _ in $(seq 1 100); do
   fi
   sleep 0.1
 done
-token=$("$bin" token --sub schemathesis --scope "admin recordings:read" --ttl 1h --config "$dir/cb.toml")
+# The operator API is on the admin listener and takes operator tokens.
+token=$("$bin" token --operator --sub schemathesis --scope "admin recordings:read" --ttl 1h --config "$dir/cb.toml")
 # Run from the temporary directory: schemathesis leaves a .schemathesis/ cache.
 cd "$dir"
-"$venv/bin/st" run "http://127.0.0.1:$port/v1/openapi.json" \
+"$venv/bin/st" run "http://127.0.0.1:$admin/v1/openapi.json" \
   -H "Authorization: Bearer $token" \
   --checks all --exclude-path /v1/drain \
   --max-time "$seconds" --workers 1
