@@ -38,16 +38,12 @@ impl HandshakeSlots {
     }
 
     /// Takes a slot for a new handshake; when all are taken, the oldest handshake is
-    /// evicted first (returned `true`).
-    pub fn enter(self: &Arc<Self>) -> (HandshakeSlot, bool) {
+    /// evicted first (its [`HandshakeSlot::evicted`] resolves).
+    pub fn enter(self: &Arc<Self>) -> HandshakeSlot {
         let mut slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
-        let mut evicted = false;
         while slots.running.len() >= self.capacity {
             match slots.running.pop_first() {
-                Some((_, oldest)) => {
-                    oldest.cancel();
-                    evicted = true;
-                }
+                Some((_, oldest)) => oldest.cancel(),
                 None => break,
             }
         }
@@ -55,12 +51,11 @@ impl HandshakeSlots {
         slots.next_id += 1;
         let cancel = CancellationToken::new();
         slots.running.insert(id, cancel.clone());
-        let slot = HandshakeSlot {
+        HandshakeSlot {
             slots: Arc::clone(self),
             id,
             cancel,
-        };
-        (slot, evicted)
+        }
     }
 
     /// Handshakes in progress.
@@ -110,19 +105,20 @@ mod tests {
     #[test]
     fn a_full_set_evicts_the_oldest_handshake_only() {
         let slots = HandshakeSlots::new(2);
-        let (a, evicted) = slots.enter();
-        assert!(!evicted);
-        let (b, _) = slots.enter();
-        let (c, evicted) = slots.enter();
-        assert!(evicted, "third handshake evicts one");
-        assert!(a.is_evicted(), "the oldest");
+        let a = slots.enter();
+        let b = slots.enter();
+        assert!(!a.is_evicted() && !b.is_evicted());
+        let c = slots.enter();
+        assert!(a.is_evicted(), "the third handshake evicts the oldest");
         assert!(!b.is_evicted() && !c.is_evicted());
         assert_eq!(slots.running(), 2);
         drop(a);
         assert_eq!(slots.running(), 2, "an evicted slot is already gone");
         drop(b);
-        let (_d, evicted) = slots.enter();
-        assert!(!evicted, "a finished handshake made room");
-        assert!(!c.is_evicted());
+        let d = slots.enter();
+        assert!(
+            !c.is_evicted() && !d.is_evicted(),
+            "a finished handshake made room"
+        );
     }
 }

@@ -253,7 +253,7 @@ async fn tls_handshake(
     peer: SocketAddr,
     shared: &Shared,
 ) -> Option<TlsStream<TcpStream>> {
-    let (slot, _) = tls.slots.enter();
+    let slot = tls.slots.enter();
     let name = shared.settings.name;
     tokio::select! {
         result = tokio::time::timeout(tls.timeout, tls.acceptor.accept(stream)) => match result {
