@@ -252,6 +252,27 @@ mod tests {
     }
 
     #[test]
+    fn env_overrides_reach_the_new_sections() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("c.toml");
+        let text = "[auth]\nhs256_secret = \"0123456789abcdef0123456789abcdef\"\n";
+        std::fs::write(&path, text).expect("write");
+        let env = [
+            ("CALLBRIDGE_HTTP__HEADER_READ_TIMEOUT", "2s"),
+            ("CALLBRIDGE_HTTP__MAX_CONNECTIONS_PER_IP", "64"),
+            ("CALLBRIDGE_ADMIN__ENABLED", "false"),
+            ("CALLBRIDGE_AUTH__ADMIN_AUDIENCE", "ops"),
+        ]
+        .map(|(k, v)| (k.to_string(), v.to_string()));
+        let (c, _) = crate::config::load(Some(&path), env).expect("loads");
+        assert_eq!(c.http.header_read_timeout, Duration::from_secs(2));
+        assert_eq!(c.http.max_connections_per_ip, 64);
+        assert!(!c.admin.enabled);
+        assert_eq!(c.auth.admin_audience, "ops");
+        assert_eq!(c.http.max_tls_handshakes, 256, "defaults for the rest");
+    }
+
+    #[test]
     fn http_limits_name_the_key() {
         type Change = fn(&mut Config);
         let cases: Vec<(Change, &str)> = vec![
