@@ -262,7 +262,18 @@ async fn outbound_to_a_carrier_checking_from_user_is_the_auth_user_passes_digest
         ..KamailioOptions::default()
     });
     let mut config = with_account(gateway_config(kamailio.addr));
-    //BEFORE config.sip.trunks[0].caller_id_header = vec!["pai".into(), "rpid".into()];
+    config.sip.trunks[0].caller_id_header = vec!["pai".into(), "rpid".into()];
+    // The same account with the caller's user in From (what every trunk got before
+    // `from_user`), for UK numbers: the check this carrier makes refuses it.
+    config.sip.trunks.push(TrunkConfig {
+        name: "caller-in-from".into(),
+        from_user: Some("carol".into()),
+        ..config.sip.trunks[0].clone()
+    });
+    config.dialplan.routes.insert(
+        0,
+        RouteConfig::new(r"^\+44[0-9]+$", vec!["caller-in-from".into()]),
+    );
     let gw = TestGateway::start(config).await;
     let mut token = claims("carol", "calls:outbound", 3600);
     token.caller_id = Some(CALLER_ID.into());
@@ -270,6 +281,17 @@ async fn outbound_to_a_carrier_checking_from_user_is_the_auth_user_passes_digest
     let mut ws = gw.connect().await;
     ws.send(json!({"type": "auth", "token": token})).await;
     assert_eq!(ws.recv().await["type"], "ready");
+
+    let refused = Browser::new(BrowserOptions::default()).await;
+    let mut call = TestCall::place(&mut ws, refused.clone(), "k0", "+442079460000").await;
+    let ended = call.until(&mut ws, &["answered", "ended"]).await;
+    assert_eq!(ended["type"], "ended", "From user is not the auth user: {ended}");
+    assert!(
+        ended["sip_status"] == 407,
+        "Kamailio refused the mismatched From: {ended}"
+    );
+    refused.close().await;
+
     let browser = Browser::new(BrowserOptions::default()).await;
     let mut call = TestCall::place(&mut ws, browser.clone(), "k2", NUMBER).await;
     let answered = call.until(&mut ws, &["answered", "ended"]).await;

@@ -411,7 +411,7 @@ impl OutboundJob {
             .unwrap_or_else(|| self.ctx.identity.user.clone());
         let request = InviteRequest {
             target,
-            target_host: trunk.uri_host(),
+            target_host: trunk.domain(),
             to_user: self.routed.dial.clone(),
             from_user,
             sdp: offer.to_string(),

@@ -4,6 +4,7 @@
 //! I/O contract: [`load`] reads one file (or none) and the environment it is given;
 //! nothing else here touches the system. Tests build a [`Config`] in code.
 
+pub mod carrier;
 mod dialplan;
 mod env;
 mod media;

@@ -212,6 +212,7 @@ pub fn validate(config: &Config) -> Result<(), ConfigError> {
                 "challenging inbound calls needs username and password (or password_env)",
             ));
         }
+        super::carrier::validate_carrier_keys(&key, trunk)?;
     }
     for (i, route) in config.dialplan.routes.iter().enumerate() {
         let key = format!("dialplan.routes[{i}]");

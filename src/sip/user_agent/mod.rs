@@ -11,6 +11,7 @@
 
 mod admission;
 mod call;
+mod called;
 mod calls;
 mod context;
 mod fork;
@@ -266,6 +267,22 @@ impl UserAgent {
         let uri_text = format!("{scheme}:{}@{}", request.to_user, request.target_host);
         let uri = Uri::try_from(uri_text.as_str())
             .map_err(|e| SipError::InvalidRequest(format!("Request-URI {uri_text}: {e}")))?;
+        // A trunk with an account (credentials or `from_user`) gets it in From, in
+        // its own domain: carriers check that From is the authenticated account.
+        // The caller's id then goes in P-Asserted-Identity / Remote-Party-ID only.
+        let (from_user, from_domain, asserted_identity) = match request.trunk.account() {
+            Some(account) => (
+                account.to_string(),
+                Some(request.trunk.account_domain()),
+                request.asserted_identity.or(Some(request.from_user)),
+            ),
+            None => (
+                request.from_user,
+                request.trunk.from_domain.clone(),
+                request.asserted_identity,
+            ),
+        };
+        let from_account = request.trunk.account().is_some();
         let ctx = Arc::new(CallContext {
             trunk: request.trunk,
             target,
@@ -274,9 +291,11 @@ impl UserAgent {
             timers: self.config.timers,
             user_agent: self.config.user_agent.clone(),
             correlation_id: correlation_id.clone(),
-            from_user: request.from_user,
+            from_user,
+            from_domain,
+            from_account,
             from_display: request.from_display,
-            asserted_identity: request.asserted_identity,
+            asserted_identity,
             privacy: request.privacy,
             secure: sips,
             answerer: request.answerer,
