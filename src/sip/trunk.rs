@@ -325,3 +325,62 @@ pub struct TrunkStatus {
     /// them last.
     pub failing: Vec<SocketAddr>,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(host: &str, port: u16, srv: bool) -> TrunkSettings {
+        TrunkSettings {
+            host: host.into(),
+            port,
+            srv,
+            ..TrunkSettings::default()
+        }
+    }
+
+    #[test]
+    fn domain_keeps_a_port_other_than_5060() {
+        assert_eq!(at("203.0.113.5", 5080, false).domain(), "203.0.113.5:5080");
+        assert_eq!(at("carrier.example", 5060, false).domain(), "carrier.example");
+        assert_eq!(at("2001:db8::1", 5080, false).domain(), "[2001:db8::1]:5080");
+        // Located by SRV: the name is the domain (RFC 3263), whatever port SRV gives.
+        assert_eq!(at("carrier.example", 5060, true).domain(), "carrier.example");
+        // TLS on 5061 is not the sip: default port.
+        assert_eq!(
+            at("carrier.example", 5061, false).domain(),
+            "carrier.example:5061"
+        );
+    }
+
+    #[test]
+    fn the_account_is_from_user_else_the_username() {
+        let mut t = at("203.0.113.5", 5080, false);
+        assert_eq!(t.account(), None);
+        assert_eq!(t.contact_user(), "callbridge");
+        t.credentials = Some(Credentials {
+            username: "acct".into(),
+            password: "p".into(),
+        });
+        assert_eq!(t.account(), Some("acct"));
+        assert_eq!(t.account_domain(), "203.0.113.5:5080");
+        t.from_user = Some("+15550000000".into());
+        t.from_domain = Some("carrier.example".into());
+        assert_eq!(t.account(), Some("+15550000000"));
+        assert_eq!(t.contact_user(), "+15550000000");
+        assert_eq!(t.account_domain(), "carrier.example");
+    }
+
+    #[test]
+    fn carrier_keys_parse() {
+        assert_eq!(
+            CalledNumberSource::parse("p_called_party_id"),
+            CalledNumberSource::PCalledPartyId
+        );
+        assert_eq!(CalledNumberSource::parse("auto"), CalledNumberSource::Auto);
+        let both = CallerIdHeaders::parse(&["rpid".into(), "pai".into()]);
+        assert!(both.pai && both.rpid);
+        let none = CallerIdHeaders::parse(&["none".into()]);
+        assert!(!none.pai && !none.rpid);
+    }
+}
