@@ -20,6 +20,12 @@ done
 if [ ${#missing[@]} -gt 0 ]; then
   $SUDO apt-get update
   $SUDO apt-get install -y --no-install-recommends "${missing[@]}"
+  # The tests start their own Kamailio; the packaged service (enabled on install
+  # where systemd runs) would hold port 5060 on every address: stop it.
+  if [[ " ${missing[*]} " == *" kamailio "* ]] && command -v systemctl >/dev/null 2>&1 &&
+    systemctl is-enabled --quiet kamailio 2>/dev/null; then
+    $SUDO systemctl disable --now kamailio || true
+  fi
 fi
 
 # Browser tests (tests/browser_demo.rs, tests/browser/*.mjs), only when asked for

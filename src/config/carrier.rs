@@ -45,6 +45,18 @@ pub(super) fn validate_carrier_keys(key: &str, trunk: &TrunkConfig) -> Result<()
             ),
         ));
     }
+    if trunk.from_user.is_none()
+        && let Some(username) = &trunk.username
+        && !is_sip_user(username)
+    {
+        return Err(ConfigError::invalid(
+            format!("{key}.from_user"),
+            format!(
+                "the username `{username}` cannot be the From user (From carries the account \
+                 by default); set from_user to the account's SIP user (e.g. the part before @)"
+            ),
+        ));
+    }
     if let Some(domain) = &trunk.from_domain {
         let host_ok = |host: &str| {
             !host.is_empty()

@@ -152,6 +152,12 @@ fn carrier_keys_default_parse_and_reach_the_trunk_settings() {
     assert_eq!(settings.account(), Some("+15550000000"));
     assert_eq!(settings.account_domain(), "carrier.example:5080");
     assert!(settings.caller_id_headers.pai && settings.caller_id_headers.rpid);
+    // A digest username that is no SIP user is fine with a from_user.
+    load_with(
+        "username = \"u@carrier.example\"\npassword = \"p\"\nfrom_user = \"u\"\n",
+        &[],
+    )
+    .expect("from_user set");
     // A single string works as well as a list.
     let c = load_with("caller_id_header = \"rpid\"\n", &[]).expect("loads");
     assert_eq!(c.sip.trunks[0].caller_id_header, ["rpid"]);
@@ -166,6 +172,10 @@ fn bad_carrier_keys_name_the_key() {
         ),
         ("from_user = \"a b\"\n", "sip.trunks[0].from_user"),
         ("from_user = \"\"\n", "sip.trunks[0].from_user"),
+        (
+            "username = \"u@carrier.example\"\npassword = \"p\"\n",
+            "sip.trunks[0].from_user",
+        ),
         ("from_domain = \"a/b\"\n", "sip.trunks[0].from_domain"),
         ("from_domain = \"h:99999\"\n", "sip.trunks[0].from_domain"),
         ("caller_id_header = \"pidf\"\n", "sip.trunks[0].caller_id_header"),
