@@ -159,7 +159,10 @@ async fn inbound_did_through_the_registrar_rings_the_user_and_the_caller_hangs_u
     call.until(&mut ws, "answered").await;
     assert_audio_echoes(&call.browser).await;
     // SIPp's BYE, loose-routed through Kamailio, ends the call.
-    assert_eq!(call.until(&mut ws, "ended").await["reason"], "remote_hangup");
+    assert_eq!(
+        call.until(&mut ws, "ended").await["reason"],
+        "remote_hangup"
+    );
     let outcome = sipp.wait(Duration::from_secs(20)).await;
     outcome.assert_one_success();
     let ok = received(&outcome, "SIP/2.0 200 OK");
@@ -285,7 +288,10 @@ async fn outbound_to_a_carrier_checking_from_user_is_the_auth_user_passes_digest
     let refused = Browser::new(BrowserOptions::default()).await;
     let mut call = TestCall::place(&mut ws, refused.clone(), "k0", "+442079460000").await;
     let ended = call.until(&mut ws, &["answered", "ended"]).await;
-    assert_eq!(ended["type"], "ended", "From user is not the auth user: {ended}");
+    assert_eq!(
+        ended["type"], "ended",
+        "From user is not the auth user: {ended}"
+    );
     assert!(
         ended["sip_status"] == 407,
         "Kamailio refused the mismatched From: {ended}"

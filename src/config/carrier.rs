@@ -5,8 +5,13 @@
 use super::{ConfigError, TrunkConfig};
 
 /// The values of `called_number_from`.
-pub const CALLED_NUMBER_SOURCES: &[&str] =
-    &["auto", "request_uri", "to", "p_called_party_id", "diversion"];
+pub const CALLED_NUMBER_SOURCES: &[&str] = &[
+    "auto",
+    "request_uri",
+    "to",
+    "p_called_party_id",
+    "diversion",
+];
 
 /// The values of `caller_id_header`.
 pub const CALLER_ID_HEADERS: &[&str] = &["pai", "rpid", "none"];

@@ -157,10 +157,7 @@ pub struct TrunkConfig {
     /// Headers that carry the caller's id to the trunk: `pai`
     /// (P-Asserted-Identity, RFC 3325), `rpid` (Remote-Party-ID), both as a list,
     /// or `none`.
-    #[serde(
-        default = "default_caller_id_header",
-        deserialize_with = "one_or_many"
-    )]
+    #[serde(default = "default_caller_id_header", deserialize_with = "one_or_many")]
     pub caller_id_header: Vec<String>,
 }
 

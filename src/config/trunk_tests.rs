@@ -135,7 +135,10 @@ fn carrier_keys_default_parse_and_reach_the_trunk_settings() {
     let t = &c.sip.trunks[0];
     assert_eq!(t.called_number_from, "auto");
     assert_eq!(t.caller_id_header, ["pai"]);
-    assert_eq!((t.from_user.as_deref(), t.from_domain.as_deref()), (None, None));
+    assert_eq!(
+        (t.from_user.as_deref(), t.from_domain.as_deref()),
+        (None, None)
+    );
     let settings = crate::sip::TrunkSettings::from_config(t);
     assert_eq!(settings.domain(), "127.0.0.1:5070", "the port is kept");
 
@@ -178,7 +181,10 @@ fn bad_carrier_keys_name_the_key() {
         ),
         ("from_domain = \"a/b\"\n", "sip.trunks[0].from_domain"),
         ("from_domain = \"h:99999\"\n", "sip.trunks[0].from_domain"),
-        ("caller_id_header = \"pidf\"\n", "sip.trunks[0].caller_id_header"),
+        (
+            "caller_id_header = \"pidf\"\n",
+            "sip.trunks[0].caller_id_header",
+        ),
         ("caller_id_header = []\n", "sip.trunks[0].caller_id_header"),
         (
             "caller_id_header = [\"none\", \"pai\"]\n",

@@ -342,10 +342,19 @@ mod tests {
     #[test]
     fn domain_keeps_a_port_other_than_5060() {
         assert_eq!(at("203.0.113.5", 5080, false).domain(), "203.0.113.5:5080");
-        assert_eq!(at("carrier.example", 5060, false).domain(), "carrier.example");
-        assert_eq!(at("2001:db8::1", 5080, false).domain(), "[2001:db8::1]:5080");
+        assert_eq!(
+            at("carrier.example", 5060, false).domain(),
+            "carrier.example"
+        );
+        assert_eq!(
+            at("2001:db8::1", 5080, false).domain(),
+            "[2001:db8::1]:5080"
+        );
         // Located by SRV: the name is the domain (RFC 3263), whatever port SRV gives.
-        assert_eq!(at("carrier.example", 5060, true).domain(), "carrier.example");
+        assert_eq!(
+            at("carrier.example", 5060, true).domain(),
+            "carrier.example"
+        );
         // TLS on 5061 is not the sip: default port.
         assert_eq!(
             at("carrier.example", 5061, false).domain(),

@@ -101,7 +101,10 @@ fn register_and_options_name_the_trunk_with_its_port() {
         },
     );
     let register = h.take_sent().remove(0);
-    assert_eq!(header(&register, "To"), "<sip:+15550000000@carrier.example>");
+    assert_eq!(
+        header(&register, "To"),
+        "<sip:+15550000000@carrier.example>"
+    );
     assert_eq!(
         header(&register, "Contact"),
         "<sip:+15550000000@127.0.0.1:5070>"

@@ -104,11 +104,7 @@ impl Origin {
     /// `<sip:user@domain>`: the account in the trunk's domain, port included
     /// (`from_domain` when set), as the INVITEs' From.
     fn aor(&self) -> String {
-        format!(
-            "<sip:{}@{}>",
-            self.user(),
-            self.settings.account_domain()
-        )
+        format!("<sip:{}@{}>", self.user(), self.settings.account_domain())
     }
 }
 
