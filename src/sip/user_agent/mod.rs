@@ -201,16 +201,28 @@ pub(crate) fn validate(request: &InviteRequest) -> Result<String, SipError> {
             "from_display {display:?}"
         )));
     }
-    let host_ok = !request.target_host.is_empty()
-        && request
-            .target_host
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || ".-:[]".contains(c));
-    if !host_ok {
+    if let Some(account) = request.trunk.account()
+        && !user_ok(account)
+    {
+        return Err(SipError::InvalidRequest(format!(
+            "trunk account (From user) {account:?}"
+        )));
+    }
+    let host_ok = |h: &str| {
+        !h.is_empty()
+            && h.chars()
+                .all(|c| c.is_ascii_alphanumeric() || ".-:[]".contains(c))
+    };
+    if !host_ok(&request.target_host) {
         return Err(SipError::InvalidRequest(format!(
             "target_host {:?}",
             request.target_host
         )));
+    }
+    if let Some(domain) = &request.trunk.from_domain
+        && !host_ok(domain)
+    {
+        return Err(SipError::InvalidRequest(format!("from_domain {domain:?}")));
     }
     let uri_text = format!("sip:{}@{}", request.to_user, request.target_host);
     Uri::try_from(uri_text.as_str())

@@ -116,6 +116,17 @@ fn caller_id_headers_and_privacy_follow_the_trunk() {
 }
 
 #[test]
+fn an_account_or_from_domain_that_would_break_the_header_is_refused() {
+    let mut request = account_request();
+    request.trunk.from_user = Some("acct>\r\nX-Injected: 1".into());
+    assert!(validate(&request).is_err());
+    let mut request = account_request();
+    request.trunk.from_domain = Some("carrier.example>;x".into());
+    assert!(validate(&request).is_err());
+    assert!(validate(&account_request()).is_ok());
+}
+
+#[test]
 fn provisional_events_carry_early_sdp() {
     let mut h = Harness::new();
     h.call();
