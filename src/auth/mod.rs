@@ -14,7 +14,7 @@ pub use claims::{Audience, Claims, Identity, Scope};
 pub fn claims_audience(audience: &str) -> Audience {
     Audience::One(audience.to_string())
 }
-pub use turn::{TurnCredentials, turn_credentials, turn_password};
+pub use turn::{TurnCredentials, turn_credentials, turn_password, turn_ttl};
 pub use verify::{Verifier, mint_hs256};
 
 /// Why a token was refused. Messages say what was wrong and what to do; they never

@@ -175,7 +175,7 @@ fn sign_with(alg: jsonwebtoken::Algorithm, key: jsonwebtoken::EncodingKey) -> St
 fn public_keys_accept_their_algorithm_only() {
     use jsonwebtoken::{Algorithm, EncodingKey};
     let config = AuthConfig {
-        hs256_secret: String::new(),
+        hs256_secret: Default::default(),
         public_keys: vec![fixture("rsa.pub"), fixture("ec.pub"), fixture("ed.pub")],
         ..config()
     };
@@ -208,7 +208,7 @@ fn public_keys_accept_their_algorithm_only() {
     );
     // An ES256 token is refused by a verifier that only has the RSA key.
     let other = Verifier::from_config(&AuthConfig {
-        hs256_secret: String::new(),
+        hs256_secret: Default::default(),
         public_keys: vec![fixture("rsa.pub")],
         ..config
     })
