@@ -287,6 +287,13 @@ pub struct AuthConfig {
     /// Longest token accepted, in bytes; longer ones are refused before any
     /// signature work.
     pub max_token_bytes: usize,
+    /// Tokens whose `exp` is further than this from now are refused (a session
+    /// lives as long as its token).
+    #[serde(with = "humantime_serde")]
+    pub max_token_lifetime: Duration,
+    /// Accepted values of the token header's `typ` (RFC 8725 §3.11), compared
+    /// case-insensitively; a token without `typ` is accepted too.
+    pub token_types: Vec<String>,
 }
 
 impl Default for AuthConfig {
@@ -298,6 +305,8 @@ impl Default for AuthConfig {
             public_keys: Vec::new(),
             leeway: Duration::from_secs(30),
             max_token_bytes: 8 * 1024,
+            max_token_lifetime: Duration::from_secs(24 * 3600),
+            token_types: vec!["JWT".into()],
         }
     }
 }

@@ -56,6 +56,20 @@ pub fn validate(config: &Config) -> Result<(), ConfigError> {
             ),
         ));
     }
+    if auth.max_token_lifetime < std::time::Duration::from_secs(60) {
+        return Err(ConfigError::invalid(
+            "auth.max_token_lifetime",
+            "must be at least 1m (e.g. \"24h\"); sessions close when their token expires",
+        ));
+    }
+    for (i, typ) in auth.token_types.iter().enumerate() {
+        if typ.trim().is_empty() || typ.eq_ignore_ascii_case("none") {
+            return Err(ConfigError::invalid(
+                format!("auth.token_types[{i}]"),
+                "must name a token type such as \"JWT\" (a token without typ is always accepted)",
+            ));
+        }
+    }
     for (i, path) in auth.public_keys.iter().enumerate() {
         if !path.is_file() {
             return Err(ConfigError::invalid(
