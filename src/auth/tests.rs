@@ -247,7 +247,10 @@ fn payload() -> String {
 
 fn assert_accepts(v: &Verifier) {
     let good = mint_hs256(SECRET, &claims()).expect("mint");
-    assert_eq!(v.verify(&good, NOW).expect("the correct token").user, "alice");
+    assert_eq!(
+        v.verify(&good, NOW).expect("the correct token").user,
+        "alice"
+    );
 }
 
 #[test]
@@ -279,7 +282,10 @@ fn rfc8725_hs256_signed_with_the_rsa_public_key_is_refused() {
         jsonwebtoken::Algorithm::RS256,
         jsonwebtoken::EncodingKey::from_rsa_pem(&key).expect("rsa"),
     );
-    assert_eq!(rsa_only.verify(&rs, NOW).expect("RS256 accepted").user, "alice");
+    assert_eq!(
+        rsa_only.verify(&rs, NOW).expect("RS256 accepted").user,
+        "alice"
+    );
 }
 
 #[test]
@@ -302,11 +308,17 @@ fn rfc8725_missing_and_expired_exp_are_refused() {
     let mut no_exp: serde_json::Value = serde_json::from_str(&payload()).expect("json");
     no_exp.as_object_mut().expect("object").remove("exp");
     let token = sign_raw(r#"{"alg":"HS256"}"#, &no_exp.to_string(), SECRET.as_bytes());
-    assert_eq!(v.verify(&token, NOW), Err(AuthError::BadClaim("exp".into())));
+    assert_eq!(
+        v.verify(&token, NOW),
+        Err(AuthError::BadClaim("exp".into()))
+    );
     let token = mint_hs256(SECRET, &claims()).expect("mint");
     // exp = NOW + 3600, leeway 30 s.
     assert_eq!(v.verify(&token, NOW + 3600 + 30), Err(AuthError::Expired));
-    assert_eq!(v.verify(&token, NOW + 86_400 * 365), Err(AuthError::Expired));
+    assert_eq!(
+        v.verify(&token, NOW + 86_400 * 365),
+        Err(AuthError::Expired)
+    );
     assert_accepts(&v);
 }
 
@@ -316,10 +328,16 @@ fn rfc8725_exp_beyond_the_max_token_lifetime_is_refused() {
     let mut c = claims();
     c.exp = NOW + 24 * 3600 + 30 + 1;
     let token = mint_hs256(SECRET, &c).expect("mint");
-    assert_eq!(v.verify(&token, NOW), Err(AuthError::TooLongLived(24 * 3600)));
+    assert_eq!(
+        v.verify(&token, NOW),
+        Err(AuthError::TooLongLived(24 * 3600))
+    );
     c.exp = u64::MAX;
     let token = mint_hs256(SECRET, &c).expect("mint");
-    assert_eq!(v.verify(&token, NOW), Err(AuthError::TooLongLived(24 * 3600)));
+    assert_eq!(
+        v.verify(&token, NOW),
+        Err(AuthError::TooLongLived(24 * 3600))
+    );
     c.exp = NOW + 24 * 3600;
     let token = mint_hs256(SECRET, &c).expect("mint");
     assert!(v.verify(&token, NOW).is_ok(), "exactly the maximum is fine");
@@ -336,11 +354,17 @@ fn rfc8725_nbf_in_the_future_wrong_aud_and_wrong_iss_are_refused() {
     let mut c = claims();
     c.aud = Some(claims::Audience::One("callbridge-admin".into()));
     let token = mint_hs256(SECRET, &c).expect("mint");
-    assert!(matches!(v.verify(&token, NOW), Err(AuthError::WrongAudience(_))));
+    assert!(matches!(
+        v.verify(&token, NOW),
+        Err(AuthError::WrongAudience(_))
+    ));
     let mut c = claims();
     c.iss = None;
     let token = mint_hs256(SECRET, &c).expect("mint");
-    assert!(matches!(v.verify(&token, NOW), Err(AuthError::WrongIssuer(_))));
+    assert!(matches!(
+        v.verify(&token, NOW),
+        Err(AuthError::WrongIssuer(_))
+    ));
     assert_accepts(&v);
 }
 
@@ -357,7 +381,13 @@ fn rfc8725_typ_must_be_jwt_or_absent() {
         let token = sign_raw(&header, &payload(), SECRET.as_bytes());
         assert!(v.verify(&token, NOW).is_ok(), "{typ:?} accepted");
     }
-    for typ in ["at+jwt", "application/at+JWT", "logout+jwt", "secevent+jwt", "JOSE"] {
+    for typ in [
+        "at+jwt",
+        "application/at+JWT",
+        "logout+jwt",
+        "secevent+jwt",
+        "JOSE",
+    ] {
         let header = format!(r#"{{"alg":"HS256","typ":"{typ}"}}"#);
         let token = sign_raw(&header, &payload(), SECRET.as_bytes());
         assert!(
@@ -366,14 +396,21 @@ fn rfc8725_typ_must_be_jwt_or_absent() {
         );
     }
     let token = sign_raw(r#"{"alg":"HS256","typ":7}"#, &payload(), SECRET.as_bytes());
-    assert!(matches!(v.verify(&token, NOW), Err(AuthError::Malformed(_))));
+    assert!(matches!(
+        v.verify(&token, NOW),
+        Err(AuthError::Malformed(_))
+    ));
     // An operator whose issuer mints RFC 9068 access tokens lists that type.
     let at = Verifier::from_config(&AuthConfig {
         token_types: vec!["JWT".into(), "at+jwt".into()],
         ..config()
     })
     .expect("verifier");
-    let token = sign_raw(r#"{"alg":"HS256","typ":"at+jwt"}"#, &payload(), SECRET.as_bytes());
+    let token = sign_raw(
+        r#"{"alg":"HS256","typ":"at+jwt"}"#,
+        &payload(),
+        SECRET.as_bytes(),
+    );
     assert!(at.verify(&token, NOW).is_ok());
     assert_accepts(&v);
 }
@@ -400,13 +437,24 @@ fn rfc8725_a_64k_token_is_refused_before_any_parsing_or_signature_work() {
     // comes first.
     let garbage = "!".repeat(64 * 1024);
     assert_eq!(v.verify(&garbage, NOW), Err(AuthError::TooLarge(8 * 1024)));
-    assert!(matches!(v.verify("!!!.!!!.!!!", NOW), Err(AuthError::Malformed(_))));
+    assert!(matches!(
+        v.verify("!!!.!!!.!!!", NOW),
+        Err(AuthError::Malformed(_))
+    ));
     // At the limit it is still verified.
     let mut c = claims();
     let fits = 8 * 1024 - mint_hs256(SECRET, &c).expect("mint").len();
-    c.caller_id = Some(format!("{}{}", c.caller_id.unwrap_or_default(), "1".repeat(fits * 3 / 4 - 4)));
+    c.caller_id = Some(format!(
+        "{}{}",
+        c.caller_id.unwrap_or_default(),
+        "1".repeat(fits * 3 / 4 - 4)
+    ));
     let at_limit = mint_hs256(SECRET, &c).expect("mint");
-    assert!(at_limit.len() <= 8 * 1024 && at_limit.len() > 8 * 1024 - 16, "{}", at_limit.len());
+    assert!(
+        at_limit.len() <= 8 * 1024 && at_limit.len() > 8 * 1024 - 16,
+        "{}",
+        at_limit.len()
+    );
     assert!(v.verify(&at_limit, NOW).is_ok());
 }
 
@@ -417,7 +465,9 @@ fn rfc8725_leeway_is_bounded_in_config() {
     c.auth.leeway = std::time::Duration::from_secs(300);
     crate::config::validate(&c).expect("5 minutes is the maximum");
     c.auth.leeway = std::time::Duration::from_secs(301);
-    let err = crate::config::validate(&c).expect_err("too long").to_string();
+    let err = crate::config::validate(&c)
+        .expect_err("too long")
+        .to_string();
     assert!(err.contains("auth.leeway"), "{err}");
     // And the verifier applies exactly the configured leeway.
     let v = Verifier::from_config(&AuthConfig {

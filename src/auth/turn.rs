@@ -53,7 +53,10 @@ mod tests {
         // Reference value computed with: printf '1700003600:alice' | openssl dgst -sha1 -hmac north -binary | base64
         assert_eq!(c.password, "wjwSXO2ch1B6VaLTLMy2Avn5O9o=");
         assert_eq!(c.password.len(), 28, "base64 of a 20-byte SHA-1 HMAC");
-        assert_ne!(c.password.expose(), turn_password("south", "1700003600:alice"));
+        assert_ne!(
+            c.password.expose(),
+            turn_password("south", "1700003600:alice")
+        );
         assert!(!format!("{c:?}").contains(c.password.expose()));
     }
 

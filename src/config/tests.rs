@@ -252,9 +252,15 @@ secret = "webhook-secret-333"
         "webhook-secret-333",
         "trunk-pass-222",
     ] {
-        assert!(!dump.contains(secret), "`{secret}` in the config's Debug output");
+        assert!(
+            !dump.contains(secret),
+            "`{secret}` in the config's Debug output"
+        );
     }
-    assert!(dump.contains("<redacted>") && dump.contains("crm.example"), "{dump}");
+    assert!(
+        dump.contains("<redacted>") && dump.contains("crm.example"),
+        "{dump}"
+    );
     let verifier = crate::auth::Verifier::from_config(&c.auth).expect("verifier");
     assert!(!format!("{verifier:?}").contains(SECRET));
 }
@@ -267,13 +273,25 @@ fn new_limits_are_validated_with_the_key_named() {
     assert_eq!(base.auth.max_token_bytes, 8 * 1024);
     assert_eq!(base.limits.ws_hard_cap(), 4 * 64 * 1024);
     let cases: Vec<(fn(&mut Config), &str)> = vec![
-        (|c| c.limits.max_sessions_per_user = 0, "limits.max_sessions_per_user"),
+        (
+            |c| c.limits.max_sessions_per_user = 0,
+            "limits.max_sessions_per_user",
+        ),
         (|c| c.auth.max_token_bytes = 100, "auth.max_token_bytes"),
         (|c| c.auth.max_token_bytes = 1 << 20, "auth.max_token_bytes"),
-        (|c| c.limits.max_auth_message_bytes = 8 * 1024, "limits.max_auth_message_bytes"),
+        (
+            |c| c.limits.max_auth_message_bytes = 8 * 1024,
+            "limits.max_auth_message_bytes",
+        ),
         (|c| c.auth.leeway = Duration::from_secs(600), "auth.leeway"),
-        (|c| c.auth.max_token_lifetime = Duration::from_secs(5), "auth.max_token_lifetime"),
-        (|c| c.auth.token_types = vec!["none".into()], "auth.token_types[0]"),
+        (
+            |c| c.auth.max_token_lifetime = Duration::from_secs(5),
+            "auth.max_token_lifetime",
+        ),
+        (
+            |c| c.auth.token_types = vec!["none".into()],
+            "auth.token_types[0]",
+        ),
     ];
     for (change, key) in cases {
         let mut c = base.clone();
@@ -282,5 +300,11 @@ fn new_limits_are_validated_with_the_key_named() {
         assert!(err.contains(key), "{key}: {err}");
     }
     let env = vec![("CALLBRIDGE_LIMITS__MAX_SESSIONS_PER_USER", "3")];
-    assert_eq!(load_text(&minimal(), env).expect("env").limits.max_sessions_per_user, 3);
+    assert_eq!(
+        load_text(&minimal(), env)
+            .expect("env")
+            .limits
+            .max_sessions_per_user,
+        3
+    );
 }

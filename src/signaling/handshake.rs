@@ -57,8 +57,12 @@ impl Session {
                 token,
             } => {
                 let Some(token) = token else {
-                    self.refuse(ErrorCode::Unauthorized, RESUME_NEEDS_TOKEN, CLOSE_AUTH_FAILED)
-                        .await;
+                    self.refuse(
+                        ErrorCode::Unauthorized,
+                        RESUME_NEEDS_TOKEN,
+                        CLOSE_AUTH_FAILED,
+                    )
+                    .await;
                     return Err(());
                 };
                 let identity = self.verify(&token).await?;

@@ -168,7 +168,10 @@ mod tests {
     fn fresh_token_must_be_the_same_user_with_the_same_scopes() {
         let both = [Scope::CallsOutbound, Scope::CallsInbound];
         let session = identity("alice", &both);
-        assert_eq!(check_fresh_token(&session, &identity("alice", &both)), Ok(()));
+        assert_eq!(
+            check_fresh_token(&session, &identity("alice", &both)),
+            Ok(())
+        );
         let more = [Scope::CallsOutbound, Scope::CallsInbound, Scope::Admin];
         assert_eq!(
             check_fresh_token(&session, &identity("alice", &more)),

@@ -369,7 +369,8 @@ pub enum ParseError {
 }
 
 const KNOWN_TYPES: &[&str] = &[
-    "auth", "resume", "reauth", "call", "accept", "reject", "hangup", "ice", "dtmf", "hold", "unhold", "ping",
+    "auth", "resume", "reauth", "call", "accept", "reject", "hangup", "ice", "dtmf", "hold",
+    "unhold", "ping",
 ];
 
 impl ClientMessage {

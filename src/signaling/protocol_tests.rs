@@ -235,12 +235,14 @@ fn sip_statuses_map_to_end_reasons() {
 
 #[test]
 fn debug_output_never_shows_tokens_or_credentials() {
-    let auth = ClientMessage::parse(r#"{"type":"auth","token":"eyJ.secret-jwt.sig"}"#).expect("auth");
+    let auth =
+        ClientMessage::parse(r#"{"type":"auth","token":"eyJ.secret-jwt.sig"}"#).expect("auth");
     let resume = ClientMessage::parse(
         r#"{"type":"resume","session_id":"s-1","resume_token":"resume-secret","token":"eyJ.other-jwt.sig"}"#,
     )
     .expect("resume");
-    let reauth = ClientMessage::parse(r#"{"type":"reauth","token":"eyJ.fresh-jwt.sig"}"#).expect("reauth");
+    let reauth =
+        ClientMessage::parse(r#"{"type":"reauth","token":"eyJ.fresh-jwt.sig"}"#).expect("reauth");
     let ready = ServerMessage::Ready {
         session_id: "s-1".into(),
         resume_token: "resume-secret".into(),
@@ -253,8 +255,17 @@ fn debug_output_never_shows_tokens_or_credentials() {
         expires_at: None,
     };
     let text = format!("{auth:?} {resume:?} {reauth:?} {ready:?}");
-    for secret in ["secret-jwt", "other-jwt", "fresh-jwt", "resume-secret", "turn-password"] {
+    for secret in [
+        "secret-jwt",
+        "other-jwt",
+        "fresh-jwt",
+        "resume-secret",
+        "turn-password",
+    ] {
         assert!(!text.contains(secret), "{secret} in {text}");
     }
-    assert!(text.contains("s-1") && text.contains("alice"), "the rest stays visible: {text}");
+    assert!(
+        text.contains("s-1") && text.contains("alice"),
+        "the rest stays visible: {text}"
+    );
 }

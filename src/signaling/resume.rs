@@ -279,7 +279,10 @@ mod tests {
             r.take("s-1", "secret", &mallory).await,
             Err(ResumeRefused::Token(FreshTokenError::OtherUser { .. }))
         ));
-        let back = r.take("s-1", "secret", &alice).await.expect("resumed after a refusal");
+        let back = r
+            .take("s-1", "secret", &alice)
+            .await
+            .expect("resumed after a refusal");
         assert_eq!(back.calls.len(), 1);
         tokio::time::sleep(Duration::from_secs(60)).await;
         assert!(
@@ -314,7 +317,10 @@ mod tests {
             let reply = rx.recv().await.expect("takeover asked");
             let _ = reply.send(s);
         });
-        let taken = r.take("s-1", "secret", &alice()).await.expect("handed over");
+        let taken = r
+            .take("s-1", "secret", &alice())
+            .await
+            .expect("handed over");
         assert_eq!(taken.session_id, "s-1");
         old_socket.await.expect("old socket task");
         assert!(same_secret("abc", "abc") && !same_secret("abc", "abd") && !same_secret("a", "ab"));

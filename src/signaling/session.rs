@@ -460,7 +460,8 @@ impl Session {
         let fresh = match self.check_token(token) {
             Ok(identity) => identity,
             Err((code, message, _)) => {
-                let msg = format!("{message}; the session still ends when its current token expires");
+                let msg =
+                    format!("{message}; the session still ends when its current token expires");
                 self.reply_error(code, &msg, None).await;
                 return;
             }

@@ -107,7 +107,10 @@ mod tests {
         let a = r.try_open("alice", 2, 100).expect("1");
         let _b = r.try_open("alice", 2, 200).expect("2");
         assert!(r.try_open("alice", 2, 300).is_none(), "third refused");
-        assert!(r.try_open("bob", 2, 100).is_some(), "other users unaffected");
+        assert!(
+            r.try_open("bob", 2, 100).is_some(),
+            "other users unaffected"
+        );
         assert_eq!(r.count("alice"), 2);
         drop(a);
         assert_eq!(r.count("alice"), 1);

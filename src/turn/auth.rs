@@ -160,13 +160,19 @@ mod tests {
         let handler = RestAuthHandler::new(secret.into());
         let creds = turn_credentials(secret, "alice", 1000, 60);
         let expired = handler.key_at(&creds.username, "r", 1100);
-        assert_eq!(expired, Err(CredentialError::Expired(1060)), "no extension yet");
+        assert_eq!(
+            expired,
+            Err(CredentialError::Expired(1060)),
+            "no extension yet"
+        );
         // alice reauthenticated: her token is valid until 5000; bob has no session.
         handler.extend_while(
             Arc::new(|user: &str| (user == "alice").then_some(5000)),
             Duration::from_secs(3600),
         );
-        let key = handler.key_at(&creds.username, "r", 1100).expect("extended");
+        let key = handler
+            .key_at(&creds.username, "r", 1100)
+            .expect("extended");
         assert_eq!(
             key,
             turn::auth::generate_auth_key(&creds.username, "r", &creds.password)
