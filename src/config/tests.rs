@@ -272,7 +272,8 @@ fn new_limits_are_validated_with_the_key_named() {
     assert_eq!(base.limits.max_auth_message_bytes, 16 * 1024);
     assert_eq!(base.auth.max_token_bytes, 8 * 1024);
     assert_eq!(base.limits.ws_hard_cap(), 4 * 64 * 1024);
-    let cases: Vec<(fn(&mut Config), &str)> = vec![
+    type Change = fn(&mut Config);
+    let cases: Vec<(Change, &str)> = vec![
         (
             |c| c.limits.max_sessions_per_user = 0,
             "limits.max_sessions_per_user",
