@@ -11,6 +11,7 @@ mod ops;
 mod sip;
 mod turn;
 pub mod validate;
+mod validate_tokens;
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};

@@ -6,10 +6,6 @@ use super::{Config, ConfigError};
 
 /// Minimum HS256 secret length in bytes (RFC 7518 §3.2: key ≥ hash output size).
 pub const MIN_HS256_SECRET_BYTES: usize = 32;
-/// Largest `auth.leeway`: clock skew beyond this is a broken clock, not skew.
-pub const MAX_LEEWAY: std::time::Duration = std::time::Duration::from_secs(300);
-/// Bounds of `auth.max_token_bytes`.
-pub const TOKEN_BYTES_RANGE: std::ops::RangeInclusive<usize> = 1024..=65536;
 
 /// Checks values that parse but make no sense.
 pub fn validate(config: &Config) -> Result<(), ConfigError> {
@@ -35,41 +31,7 @@ pub fn validate(config: &Config) -> Result<(), ConfigError> {
             ),
         ));
     }
-    if auth.leeway > MAX_LEEWAY {
-        return Err(ConfigError::invalid(
-            "auth.leeway",
-            format!(
-                "{}s is too long; at most {}s (\"5m\"): a token must not live much past its exp; fix the clocks instead",
-                auth.leeway.as_secs(),
-                MAX_LEEWAY.as_secs()
-            ),
-        ));
-    }
-    if !TOKEN_BYTES_RANGE.contains(&auth.max_token_bytes) {
-        return Err(ConfigError::invalid(
-            "auth.max_token_bytes",
-            format!(
-                "{} is out of range; use {}-{} (tokens are usually under 2 KiB)",
-                auth.max_token_bytes,
-                TOKEN_BYTES_RANGE.start(),
-                TOKEN_BYTES_RANGE.end()
-            ),
-        ));
-    }
-    if auth.max_token_lifetime < std::time::Duration::from_secs(60) {
-        return Err(ConfigError::invalid(
-            "auth.max_token_lifetime",
-            "must be at least 1m (e.g. \"24h\"); sessions close when their token expires",
-        ));
-    }
-    for (i, typ) in auth.token_types.iter().enumerate() {
-        if typ.trim().is_empty() || typ.eq_ignore_ascii_case("none") {
-            return Err(ConfigError::invalid(
-                format!("auth.token_types[{i}]"),
-                "must name a token type such as \"JWT\" (a token without typ is always accepted)",
-            ));
-        }
-    }
+    super::validate_tokens::validate_tokens(config)?;
     for (i, path) in auth.public_keys.iter().enumerate() {
         if !path.is_file() {
             return Err(ConfigError::invalid(
@@ -104,7 +66,6 @@ pub fn validate(config: &Config) -> Result<(), ConfigError> {
     for (key, value) in [
         ("limits.max_message_bytes", limits.max_message_bytes),
         ("limits.max_sessions_per_ip", limits.max_sessions_per_ip),
-        ("limits.max_sessions_per_user", limits.max_sessions_per_user),
         ("limits.max_calls_per_user", limits.max_calls_per_user),
     ] {
         if value == 0 {
@@ -115,16 +76,6 @@ pub fn validate(config: &Config) -> Result<(), ConfigError> {
         return Err(ConfigError::invalid(
             "limits.max_message_bytes",
             "must be at least 4096: SDP offers are a few KiB",
-        ));
-    }
-    let auth_frame_floor = auth.max_token_bytes.saturating_add(1024);
-    if limits.max_auth_message_bytes < auth_frame_floor {
-        return Err(ConfigError::invalid(
-            "limits.max_auth_message_bytes",
-            format!(
-                "{} is too small for a token of auth.max_token_bytes ({}); use at least {auth_frame_floor}",
-                limits.max_auth_message_bytes, auth.max_token_bytes
-            ),
         ));
     }
     if limits.max_call_duration.is_zero() {
