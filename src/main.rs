@@ -117,6 +117,14 @@ fn mint(
     ttl: Duration,
     caller_id: Option<String>,
 ) -> anyhow::Result<String> {
+    let max = config.auth.max_token_lifetime;
+    if ttl > max {
+        bail!(
+            "--ttl {} is longer than auth.max_token_lifetime ({}): the gateway would refuse the token",
+            humantime::format_duration(ttl),
+            humantime::format_duration(max)
+        );
+    }
     let now = SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs();
     let claims = Claims {
         sub,

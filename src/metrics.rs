@@ -49,7 +49,7 @@ pub struct Metrics {
     /// Events dropped because the writer queue was full, by event type
     /// (`callbridge_events_dropped_total`).
     pub events_dropped_total: IntCounterVec,
-    /// Requests refused by a rate limit, by limit `http|ws|call`
+    /// Requests refused by a rate limit, by limit `http|ws|call|session`
     /// (`callbridge_rate_limited_total`).
     pub rate_limited_total: IntCounterVec,
     /// 1 while the instance drains (`callbridge_draining`).
@@ -149,7 +149,7 @@ impl Metrics {
             )?,
             rate_limited_total: counter_vec(
                 "callbridge_rate_limited_total",
-                "Requests refused by a rate limit (http, ws, call)",
+                "Requests refused by a rate limit (http, ws, call, session)",
                 &["limit"],
             )?,
             draining: IntGauge::new("callbridge_draining", "1 while the instance drains")?,

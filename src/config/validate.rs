@@ -31,6 +31,7 @@ pub fn validate(config: &Config) -> Result<(), ConfigError> {
             ),
         ));
     }
+    super::validate_tokens::validate_tokens(config)?;
     for (i, path) in auth.public_keys.iter().enumerate() {
         if !path.is_file() {
             return Err(ConfigError::invalid(
@@ -292,7 +293,8 @@ pub fn validate(config: &Config) -> Result<(), ConfigError> {
     {
         return Err(ConfigError::invalid(
             "cluster.redis_url",
-            format!("`{url}` is not a redis:// URL"),
+            // Not echoed: the URL may carry a password.
+            "is not a redis://, rediss:// or unix:// URL",
         ));
     }
     if let Some(uri) = &cluster.instance_uri
