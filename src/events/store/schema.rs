@@ -4,7 +4,8 @@
 //! A migration, once released, never changes: add a new one.
 
 /// `(version, name, statements)` in order.
-pub const MIGRATIONS: &[(i64, &str, &[&str])] = &[(
+pub const MIGRATIONS: &[(i64, &str, &[&str])] = &[
+    (
     1,
     "call records, events, webhook outbox and delivery log",
     &[
@@ -83,4 +84,23 @@ pub const MIGRATIONS: &[(i64, &str, &[&str])] = &[(
         )",
         "CREATE INDEX webhook_attempts_event ON webhook_attempts (event_id, attempted_at_ms)",
     ],
-)];
+),
+    (
+        2,
+        "dead-letter table for events the database refuses; recording owner; recording skipped",
+        &[
+            "CREATE TABLE events_dead_letter (
+                event_id TEXT PRIMARY KEY,
+                type TEXT NOT NULL,
+                created_at_ms BIGINT NOT NULL,
+                failed_at_ms BIGINT NOT NULL,
+                attempts BIGINT NOT NULL,
+                error TEXT NOT NULL,
+                payload TEXT NOT NULL
+            )",
+            "CREATE INDEX events_dead_letter_failed ON events_dead_letter (failed_at_ms)",
+            "ALTER TABLE recordings ADD COLUMN user_id TEXT",
+            "ALTER TABLE cdrs ADD COLUMN recording_skipped TEXT",
+        ],
+    ),
+];
