@@ -54,11 +54,17 @@ impl StoreError {
                 let Some(code) = db.code() else {
                     return false;
                 };
-                if let Ok(n) = code.parse::<i64>() {
-                    // SQLite: extended codes carry the primary code in the low byte.
-                    return SQLITE_TRANSIENT.contains(&(n & 0xff));
+                // SQLSTATEs are five digits too: ask the driver which one it is.
+                if db
+                    .try_downcast_ref::<sqlx::postgres::PgDatabaseError>()
+                    .is_some()
+                {
+                    return code == "25006"
+                        || PG_TRANSIENT_CLASSES.iter().any(|c| code.starts_with(c));
                 }
-                code == "25006" || PG_TRANSIENT_CLASSES.iter().any(|c| code.starts_with(c))
+                // SQLite: extended codes carry the primary code in the low byte.
+                code.parse::<i64>()
+                    .is_ok_and(|n| SQLITE_TRANSIENT.contains(&(n & 0xff)))
             }
             sqlx::Error::Encode(_)
             | sqlx::Error::TypeNotFound { .. }
