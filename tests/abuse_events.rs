@@ -210,12 +210,20 @@ async fn nul_in_a_call_id_and_a_refused_row_do_not_jam_the_event_writer() {
         let sip_call_id = hook["data"]["sip_call_id"].as_str().expect("sip_call_id");
         assert_eq!(sip_call_id, "nul\u{FFFD}call@127.0.0.1");
         let id = hook["data"]["id"].as_str().expect("id");
-        let cdr = admin_get(gw.http_addr(), &format!("/v1/cdrs/{id}")).await.json();
-        assert_eq!(cdr["sip_call_id"], sip_call_id, "stored cleaned in PostgreSQL");
+        let cdr = admin_get(gw.http_addr(), &format!("/v1/cdrs/{id}"))
+            .await
+            .json();
+        assert_eq!(
+            cdr["sip_call_id"], sip_call_id,
+            "stored cleaned in PostgreSQL"
+        );
     }
     // A legitimate call afterwards is recorded and announced.
     busy_call(&mut ws, &mut first, "legit-1", "+15551110000").await;
-    ended_hook(&receiver, "the next call's record", |d| d["call_id"] == "legit-1").await;
+    ended_hook(&receiver, "the next call's record", |d| {
+        d["call_id"] == "legit-1"
+    })
+    .await;
 
     // 2. In-test fault: the database refuses the record of calls to POISON.
     let db = sqlx::PgPool::connect(&pg.url).await.expect("connect");
@@ -249,7 +257,10 @@ async fn nul_in_a_call_id_and_a_refused_row_do_not_jam_the_event_writer() {
             .fetch_all(&db)
             .await
             .expect("select");
-    assert_eq!(rows, vec![(letter.event_id.clone(), "call.ended".to_string())]);
+    assert_eq!(
+        rows,
+        vec![(letter.event_id.clone(), "call.ended".to_string())]
+    );
     let metrics = running.gateway.metrics.render();
     assert!(
         metrics.contains(r#"callbridge_events_dead_letter_total{event="call.ended"} 1"#),

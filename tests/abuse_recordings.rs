@@ -28,13 +28,18 @@ fn config(dir: &std::path::Path, a: SocketAddr, b: SocketAddr) -> Config {
     let mut c = test_config(None);
     c.media.record_all = true;
     c.media.recording_dir = dir.join("recordings");
-    for (name, addr, pattern) in [("a", a, r"^\+1555111[0-9]{4}$"), ("b", b, r"^\+1555222[0-9]{4}$")] {
+    for (name, addr, pattern) in [
+        ("a", a, r"^\+1555111[0-9]{4}$"),
+        ("b", b, r"^\+1555222[0-9]{4}$"),
+    ] {
         c.sip.trunks.push(TrunkConfig {
             name: name.into(),
             address: addr.to_string(),
             ..TrunkConfig::default()
         });
-        c.dialplan.routes.push(RouteConfig::new(pattern, vec![name.into()]));
+        c.dialplan
+            .routes
+            .push(RouteConfig::new(pattern, vec![name.into()]));
     }
     c
 }
@@ -80,9 +85,18 @@ async fn a_users_token_reads_only_the_recordings_of_its_own_calls() {
     a.wait(Duration::from_secs(20)).await.assert_one_success();
     b.wait(Duration::from_secs(20)).await.assert_one_success();
     let events = gw.server.as_ref().expect("running").gateway.events.clone();
-    events.flush(Duration::from_secs(5)).await.expect("records written");
-    let alice_call = call_of(&gw, "alice").await["id"].as_str().expect("id").to_string();
-    let bob_call = call_of(&gw, "bob").await["id"].as_str().expect("id").to_string();
+    events
+        .flush(Duration::from_secs(5))
+        .await
+        .expect("records written");
+    let alice_call = call_of(&gw, "alice").await["id"]
+        .as_str()
+        .expect("id")
+        .to_string();
+    let bob_call = call_of(&gw, "bob").await["id"]
+        .as_str()
+        .expect("id")
+        .to_string();
 
     let alice = bearer("alice", "recordings:read");
     let bob = bearer("bob", "recordings:read");
@@ -94,7 +108,11 @@ async fn a_users_token_reads_only_the_recordings_of_its_own_calls() {
     assert_eq!(p["detail"], format!("no recording `{bob_call}`"));
     let missing = get(&gw, "c-doesnotexist", &alice).await.problem(404);
     assert_eq!(missing["title"], p["title"]);
-    assert_eq!(get(&gw, &alice_call, &bob).await.status, 404, "and the other way");
+    assert_eq!(
+        get(&gw, &alice_call, &bob).await.status,
+        404,
+        "and the other way"
+    );
     let ranged = request(
         gw.http_addr(),
         "GET",
@@ -159,14 +177,21 @@ async fn disk_quota_cuts_the_recording_then_skips_the_next_and_calls_go_on() {
     assert_eq!(ended["reason"], "hangup", "the call itself is not affected");
     b.wait(Duration::from_secs(20)).await.assert_one_success();
     let events = gw.server.as_ref().expect("running").gateway.events.clone();
-    events.flush(Duration::from_secs(5)).await.expect("records written");
+    events
+        .flush(Duration::from_secs(5))
+        .await
+        .expect("records written");
 
-    let page = admin_get(gw.http_addr(), "/v1/cdrs?user=alice").await.json();
+    let page = admin_get(gw.http_addr(), "/v1/cdrs?user=alice")
+        .await
+        .json();
     let items = page["items"].as_array().expect("items");
     assert_eq!(items.len(), 2, "{page}");
     let (first, second) = (&items[0], &items[1]);
     assert_eq!(first["call_id"], "q1");
-    let bytes = first["recording_bytes"].as_u64().expect("first call recorded");
+    let bytes = first["recording_bytes"]
+        .as_u64()
+        .expect("first call recorded");
     assert!(bytes > 44 && bytes <= QUOTA, "cut at the quota: {bytes}");
     let wav = std::fs::read(first["recording_path"].as_str().expect("path")).expect("file");
     assert_eq!(assert_valid_wav(&wav) as u64 + 44, bytes);
@@ -178,8 +203,19 @@ async fn disk_quota_cuts_the_recording_then_skips_the_next_and_calls_go_on() {
     assert_eq!(r.status, 404, "nothing registered for the skipped call");
 
     let m = metrics(&gw);
-    assert_eq!(sample(&m, r#"callbridge_recordings_skipped_total{reason="quota_cut"}"#), Some(1.0), "{m}");
-    assert_eq!(sample(&m, r#"callbridge_recordings_skipped_total{reason="quota"}"#), Some(1.0), "{m}");
+    assert_eq!(
+        sample(
+            &m,
+            r#"callbridge_recordings_skipped_total{reason="quota_cut"}"#
+        ),
+        Some(1.0),
+        "{m}"
+    );
+    assert_eq!(
+        sample(&m, r#"callbridge_recordings_skipped_total{reason="quota"}"#),
+        Some(1.0),
+        "{m}"
+    );
     assert!(sample(&m, disk).is_some_and(|used| used <= QUOTA as f64));
     gw.stop().await;
 }

@@ -110,7 +110,11 @@ async fn auth_scopes_correlation_and_client_errors() {
     )
     .await
     .problem(403);
-    assert!(p["detail"].as_str().is_some_and(|d| d.contains("recordings:read")));
+    assert!(
+        p["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("recordings:read"))
+    );
     request(
         addr,
         "GET",

@@ -104,7 +104,10 @@ async fn outbound_call_recording_is_registered_at_hangup_and_private() {
     let hook = webhook(&receiver, "recording.ready", |id| id.starts_with("c-")).await;
     let id = hook["data"]["id"].as_str().expect("id").to_string();
     assert_eq!(hook["data"]["user"], "alice");
-    assert_eq!(hook["data"]["download_path"], format!("/v1/recordings/{id}"));
+    assert_eq!(
+        hook["data"]["download_path"],
+        format!("/v1/recordings/{id}")
+    );
     assert!(hook["data"]["bytes"].as_u64().is_some_and(|b| b > 44));
     let len = assert_registered(&gw, &id, "alice").await;
     assert_eq!(hook["data"]["bytes"].as_u64(), Some(len as u64));
@@ -115,7 +118,11 @@ async fn outbound_call_recording_is_registered_at_hangup_and_private() {
     let rec = dir.path().join("recordings");
     assert_eq!(mode(&rec), 0o700, "recording directory");
     assert_eq!(mode(&dir.path().join("data")), 0o700, "data directory");
-    assert_eq!(mode(&dir.path().join("data/callbridge.db")), 0o600, "database");
+    assert_eq!(
+        mode(&dir.path().join("data/callbridge.db")),
+        0o600,
+        "database"
+    );
     let wal = dir.path().join("data/callbridge.db-wal");
     if wal.exists() {
         assert_eq!(mode(&wal), 0o600, "database WAL");
@@ -151,7 +158,10 @@ async fn inbound_call_recording_is_registered_and_announced() {
         "ICE/DTLS up"
     );
     call.browser.start_sending_tone(40).await.expect("tone");
-    assert_eq!(call.until(&mut ws, "ended").await["reason"], "remote_hangup");
+    assert_eq!(
+        call.until(&mut ws, "ended").await["reason"],
+        "remote_hangup"
+    );
     sipp.wait(Duration::from_secs(20))
         .await
         .assert_one_success();

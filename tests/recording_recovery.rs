@@ -142,10 +142,15 @@ async fn recording_of_a_killed_gateway_is_repaired_and_registered_at_start() {
         .await;
         assert_eq!(got.status, 200, "{}", String::from_utf8_lossy(&got.body));
         let audio = assert_valid_wav(&got.body);
-        assert!(audio >= 16_000, "the audio written before the kill is there");
+        assert!(
+            audio >= 16_000,
+            "the audio written before the kill is there"
+        );
         assert_eq!(hook["data"]["bytes"].as_u64(), Some(got.body.len() as u64));
     }
-    let cdr = admin_get(second.http_addr, &format!("/v1/cdrs/{id}")).await.json();
+    let cdr = admin_get(second.http_addr, &format!("/v1/cdrs/{id}"))
+        .await
+        .json();
     assert_eq!(cdr["user"], "alice");
     assert_eq!(cdr["recording_path"], wav.display().to_string());
     assert!(!note.exists(), "note deleted once registered");

@@ -274,7 +274,10 @@ pub async fn recover(manager: &CallManager) -> usize {
         }
     }
     if registered > 0 {
-        info!(registered, "recordings left by a stopped process registered");
+        info!(
+            registered,
+            "recordings left by a stopped process registered"
+        );
     }
     registered
 }
@@ -320,7 +323,12 @@ async fn recover_one(manager: &CallManager, note_path: &Path) -> Result<bool, St
         return Ok(false);
     };
     let info = note.call_info();
-    if store.cdr(&note.id).await.map_err(|e| e.to_string())?.is_none() {
+    if store
+        .cdr(&note.id)
+        .await
+        .map_err(|e| e.to_string())?
+        .is_none()
+    {
         // The process died during the call: its record is written now, ended when
         // the file was last written, reason `error`.
         let ended = tokio::fs::metadata(&wav)

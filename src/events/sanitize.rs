@@ -119,9 +119,15 @@ mod tests {
     fn nul_and_controls_are_replaced_and_plain_text_is_borrowed() {
         assert!(matches!(clean("abc@host-1", 64), Cow::Borrowed(_)));
         assert_eq!(clean("a\0b", 64), "a\u{FFFD}b");
-        assert_eq!(clean("x\r\ny\u{1b}[31m", 64), "x\u{FFFD}\u{FFFD}y\u{FFFD}[31m");
+        assert_eq!(
+            clean("x\r\ny\u{1b}[31m", 64),
+            "x\u{FFFD}\u{FFFD}y\u{FFFD}[31m"
+        );
         assert_eq!(clean("\u{7f}\u{85}", 64), "\u{FFFD}\u{FFFD}");
-        assert_eq!(clean("\u{FFFE}\u{FDD0}\u{10FFFF}", 64), "\u{FFFD}".repeat(3));
+        assert_eq!(
+            clean("\u{FFFE}\u{FDD0}\u{10FFFF}", 64),
+            "\u{FFFD}".repeat(3)
+        );
         assert_eq!(clean("ab\u{202E}cd", 64), "ab\u{FFFD}cd");
         // Ordinary non-ASCII stays.
         assert_eq!(clean("Zoë 北京 ☎", 64), "Zoë 北京 ☎");
@@ -156,8 +162,12 @@ mod tests {
             ringing_at: None,
             answered_at: None,
         };
-        let mut record =
-            CallRecord::new(&info, EndReason::Rejected, Some(603), std::time::SystemTime::now());
+        let mut record = CallRecord::new(
+            &info,
+            EndReason::Rejected,
+            Some(603),
+            std::time::SystemTime::now(),
+        );
         assert!(call_info(&mut info));
         assert_eq!(info.from, "+1555\u{FFFD}evil");
         let sip = info.sip_call_id.as_deref().unwrap_or_default();

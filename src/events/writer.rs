@@ -260,7 +260,9 @@ impl Writer {
             match tokio::fs::remove_file(sidecar).await {
                 Ok(()) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => warn!(path = %sidecar.display(), error = %e, "cannot delete a recording note"),
+                Err(e) => {
+                    warn!(path = %sidecar.display(), error = %e, "cannot delete a recording note")
+                }
             }
         }
     }

@@ -35,7 +35,9 @@ async fn events() -> (Events, Metrics) {
     let mut config = Config::default();
     config.storage.path = ":memory:".into();
     let metrics = Metrics::new(10).expect("metrics");
-    let events = Events::start(&config, metrics.clone()).await.expect("start");
+    let events = Events::start(&config, metrics.clone())
+        .await
+        .expect("start");
     (events, metrics)
 }
 
@@ -53,12 +55,18 @@ async fn a_refused_event_is_dead_lettered_and_the_others_are_written() {
     events.call_ended(record("c-good1", "+15551234567"));
     events.call_ended(record("c-poison", "+15550000666"));
     events.call_ended(record("c-good2", "+15551234567"));
-    events.flush(Duration::from_secs(10)).await.expect("flushed");
+    events
+        .flush(Duration::from_secs(10))
+        .await
+        .expect("flushed");
     let store = events.store();
     for id in ["c-good1", "c-good2"] {
         let r = store.cdr(id).await.expect("query").expect("stored");
         // The NUL of the SIP Call-ID was replaced before storing.
-        assert_eq!(r.sip_call_id.as_deref(), Some(format!("sip\u{FFFD}{id}").as_str()));
+        assert_eq!(
+            r.sip_call_id.as_deref(),
+            Some(format!("sip\u{FFFD}{id}").as_str())
+        );
     }
     assert!(store.cdr("c-poison").await.expect("query").is_none());
     let letters = store.dead_letters(10).await.expect("letters");
@@ -66,7 +74,11 @@ async fn a_refused_event_is_dead_lettered_and_the_others_are_written() {
     let letter = &letters[0];
     assert_eq!(letter.event_type, "call.ended");
     assert_eq!(letter.attempts, ROW_ATTEMPTS);
-    assert!(letter.error.contains("refused by test trigger"), "{}", letter.error);
+    assert!(
+        letter.error.contains("refused by test trigger"),
+        "{}",
+        letter.error
+    );
     let payload: serde_json::Value = serde_json::from_str(&letter.payload).expect("json");
     assert_eq!(payload["cdr"]["id"], "c-poison");
     assert!(
@@ -86,10 +98,11 @@ async fn a_refused_event_is_dead_lettered_and_the_others_are_written() {
 #[tokio::test]
 async fn content_errors_count_against_a_row_and_outages_do_not() {
     let (events, _) = events().await;
-    let refused = sqlx::raw_sql("CREATE TABLE t (x BIGINT CHECK (x > 0)); INSERT INTO t VALUES (0)")
-        .execute(&events.store().pool)
-        .await
-        .expect_err("check fails");
+    let refused =
+        sqlx::raw_sql("CREATE TABLE t (x BIGINT CHECK (x > 0)); INSERT INTO t VALUES (0)")
+            .execute(&events.store().pool)
+            .await
+            .expect_err("check fails");
     assert!(!StoreError::Query(refused).is_transient());
     assert!(StoreError::Query(sqlx::Error::PoolTimedOut).is_transient());
     assert!(StoreError::Query(sqlx::Error::Io(std::io::Error::other("reset"))).is_transient());

@@ -99,7 +99,10 @@ fn recording_responses() -> Value {
     let binary = json!({"schema": {"type": "string", "format": "binary"}});
     let content = json!({"audio/wav": binary, "application/octet-stream": binary});
     let mut r = errors(&[
-        ("404", "no such recording (or not one of the token user's calls)"),
+        (
+            "404",
+            "no such recording (or not one of the token user's calls)",
+        ),
         ("416", "range not satisfiable"),
     ]);
     r.insert(

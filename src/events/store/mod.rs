@@ -96,13 +96,12 @@ impl Store {
                 })?;
                 crate::private_fs::warn_if_shared(dir, "the data directory");
             }
-            let created =
-                crate::private_fs::create_if_missing(&config.path).map_err(|source| {
-                    StoreError::CreateDir {
-                        path: config.path.display().to_string(),
-                        source,
-                    }
-                })?;
+            let created = crate::private_fs::create_if_missing(&config.path).map_err(|source| {
+                StoreError::CreateDir {
+                    path: config.path.display().to_string(),
+                    source,
+                }
+            })?;
             if !created {
                 crate::private_fs::warn_if_shared(&config.path, "the database file");
             }

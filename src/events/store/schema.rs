@@ -6,10 +6,10 @@
 /// `(version, name, statements)` in order.
 pub const MIGRATIONS: &[(i64, &str, &[&str])] = &[
     (
-    1,
-    "call records, events, webhook outbox and delivery log",
-    &[
-        "CREATE TABLE cdrs (
+        1,
+        "call records, events, webhook outbox and delivery log",
+        &[
+            "CREATE TABLE cdrs (
             id TEXT PRIMARY KEY,
             call_id TEXT NOT NULL,
             session_id TEXT NOT NULL,
@@ -38,9 +38,9 @@ pub const MIGRATIONS: &[(i64, &str, &[&str])] = &[
             recording_bytes BIGINT,
             recording_duration_ms BIGINT
         )",
-        "CREATE INDEX cdrs_started ON cdrs (started_at_ms, id)",
-        "CREATE INDEX cdrs_user_started ON cdrs (user_id, started_at_ms, id)",
-        "CREATE TABLE recordings (
+            "CREATE INDEX cdrs_started ON cdrs (started_at_ms, id)",
+            "CREATE INDEX cdrs_user_started ON cdrs (user_id, started_at_ms, id)",
+            "CREATE TABLE recordings (
             id TEXT PRIMARY KEY,
             correlation_id TEXT NOT NULL,
             path TEXT NOT NULL,
@@ -49,7 +49,7 @@ pub const MIGRATIONS: &[(i64, &str, &[&str])] = &[
             duration_ms BIGINT NOT NULL,
             created_at_ms BIGINT NOT NULL
         )",
-        "CREATE TABLE events (
+            "CREATE TABLE events (
             id TEXT PRIMARY KEY,
             type TEXT NOT NULL,
             created_at_ms BIGINT NOT NULL,
@@ -57,7 +57,7 @@ pub const MIGRATIONS: &[(i64, &str, &[&str])] = &[
             call_id TEXT,
             body TEXT NOT NULL
         )",
-        "CREATE TABLE outbox (
+            "CREATE TABLE outbox (
             event_id TEXT NOT NULL,
             endpoint TEXT NOT NULL,
             created_at_ms BIGINT NOT NULL,
@@ -70,8 +70,8 @@ pub const MIGRATIONS: &[(i64, &str, &[&str])] = &[
             done_at_ms BIGINT,
             PRIMARY KEY (event_id, endpoint)
         )",
-        "CREATE INDEX outbox_due ON outbox (state, next_attempt_at_ms)",
-        "CREATE TABLE webhook_attempts (
+            "CREATE INDEX outbox_due ON outbox (state, next_attempt_at_ms)",
+            "CREATE TABLE webhook_attempts (
             id TEXT PRIMARY KEY,
             event_id TEXT NOT NULL,
             endpoint TEXT NOT NULL,
@@ -82,9 +82,9 @@ pub const MIGRATIONS: &[(i64, &str, &[&str])] = &[
             outcome TEXT NOT NULL,
             error TEXT
         )",
-        "CREATE INDEX webhook_attempts_event ON webhook_attempts (event_id, attempted_at_ms)",
-    ],
-),
+            "CREATE INDEX webhook_attempts_event ON webhook_attempts (event_id, attempted_at_ms)",
+        ],
+    ),
     (
         2,
         "dead-letter table for events the database refuses; recording owner; recording skipped",

@@ -379,7 +379,10 @@ mod tests {
             let at = start + Duration::from_millis(20 * u64::from(k));
             tap.offer(at, 160 * k, AudioCodec::Pcmu, ulaw_frame(500));
         }
-        let info = rec.finish(start + Duration::from_millis(600)).await.unwrap();
+        let info = rec
+            .finish(start + Duration::from_millis(600))
+            .await
+            .unwrap();
         assert!(info.quota_cut && info.truncated, "{info:?}");
         assert_eq!(info.bytes, 44 + 8_000, "whole frames up to the quota");
         assert_eq!(quota.available(), 2, "the partial frame was given back");
