@@ -132,18 +132,18 @@ impl Writer {
         let mut delay = FIRST_RETRY_DELAY;
         let mut attempts_after_stop = 0;
         loop {
-            let transient = match self.write_rows(&mut rows).await {
+            let last_error = match self.write_rows(&mut rows).await {
                 Ok(()) => return,
-                Err(transient) => transient,
+                Err(e) => e,
             };
             if self.stop.is_cancelled() {
                 attempts_after_stop += 1;
                 if attempts_after_stop >= ATTEMPTS_AT_SHUTDOWN {
-                    error!(error = %transient, events = rows.len(), "events lost at shutdown: database unavailable");
+                    error!(error = %last_error, events = rows.len(), "events lost at shutdown: database unavailable");
                     return;
                 }
             } else {
-                warn!(error = %transient, events = rows.len(), retry_in = ?delay, "writing events failed");
+                warn!(error = %last_error, events = rows.len(), retry_in = ?delay, "writing events failed");
             }
             tokio::time::sleep(delay).await;
             delay = (delay * 2).min(MAX_RETRY_DELAY);
