@@ -320,6 +320,7 @@ pub async fn start(config: Config) -> Result<RunningServer, ServerError> {
         location,
     )?;
     crate::call::inbound::start(&calls);
+    crate::call::recordings::start(&calls);
     let turn = match &config.turn {
         Some(turn_config) => {
             let tls = match (&turn_config.tls_listen, &config.tls) {

@@ -95,11 +95,26 @@ async fn auth_scopes_correlation_and_client_errors() {
     .await
     .problem(401);
 
-    // 403: a valid token without `admin`; recordings need `recordings:read`.
+    // 403: a valid token without `admin`; recordings need `recordings:read`
+    // (or `admin`: the operator reads every recording, so this one is a 404).
     let caller = bearer("alice", "calls:outbound");
     let r = request(addr, "GET", "/v1/calls", &[("authorization", &caller)], b"").await;
     let p = r.problem(403);
     assert!(p["detail"].as_str().is_some_and(|d| d.contains("admin")));
+    let p = request(
+        addr,
+        "GET",
+        "/v1/recordings/c-1",
+        &[("authorization", &caller)],
+        b"",
+    )
+    .await
+    .problem(403);
+    assert!(
+        p["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("recordings:read"))
+    );
     request(
         addr,
         "GET",
@@ -108,7 +123,7 @@ async fn auth_scopes_correlation_and_client_errors() {
         b"",
     )
     .await
-    .problem(403);
+    .problem(404);
 
     // 401 comes before validation: a bad query without a token is still 401.
     request(addr, "GET", "/v1/cdrs?limit=abc", &[], b"")

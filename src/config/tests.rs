@@ -309,3 +309,17 @@ fn new_limits_are_validated_with_the_key_named() {
         3
     );
 }
+
+#[test]
+fn recording_quota_has_a_safe_default_and_is_validated_by_key() {
+    let config = load_text(&minimal(), vec![]).expect("minimal loads");
+    assert_eq!(
+        config.media.recording_max_total_bytes,
+        10 * 1024 * 1024 * 1024
+    );
+    let text = format!("{}\n[media]\nrecording_max_total_bytes = 1000", minimal());
+    let err = load_text(&text, vec![]).expect_err("too small").to_string();
+    assert!(err.contains("media.recording_max_total_bytes"), "{err}");
+    let text = format!("{}\n[media]\nrecording_max_total_bytes = 65536", minimal());
+    load_text(&text, vec![]).expect("64 KiB is enough");
+}

@@ -527,6 +527,12 @@ fn validate_media(media: &super::MediaConfig) -> Result<(), ConfigError> {
             "must be at least 1 MiB",
         ));
     }
+    if media.recording_max_total_bytes < 64 * 1024 {
+        return Err(ConfigError::invalid(
+            "media.recording_max_total_bytes",
+            "must be at least 64 KiB (65536); it caps the disk space of all recordings",
+        ));
+    }
     Ok(())
 }
 

@@ -66,6 +66,69 @@ pub fn authorize(
     headers: &HeaderMap,
     scope: Scope,
 ) -> Result<Identity, Problem> {
+    let identity = verify_bearer(gateway, headers)?;
+    if !identity.has(scope) {
+        return Err(missing_scope(&identity, scope));
+    }
+    Ok(identity)
+}
+
+/// Who made a request, once its token is verified: the operator, or a user who
+/// only sees what is theirs.
+#[derive(Debug, Clone)]
+pub enum Principal {
+    /// A token with the `admin` scope: sees everything.
+    Operator(Identity),
+    /// A user's token with the resource's scope: sees its own.
+    User(Identity),
+}
+
+impl Principal {
+    /// The identity behind the request.
+    pub fn identity(&self) -> &Identity {
+        match self {
+            Principal::Operator(i) | Principal::User(i) => i,
+        }
+    }
+
+    /// Whether `owner` (a resource's user, `None` when unknown) may be shown to
+    /// this principal: the operator sees all, a user only its own.
+    pub fn may_see(&self, owner: Option<&str>) -> bool {
+        match self {
+            Principal::Operator(_) => true,
+            Principal::User(i) => owner == Some(i.user.as_str()),
+        }
+    }
+}
+
+/// Checks the bearer token: the operator (`admin` scope) or a user holding
+/// `user_scope`; 403 for anyone else.
+pub fn principal(
+    gateway: &Gateway,
+    headers: &HeaderMap,
+    user_scope: Scope,
+) -> Result<Principal, Problem> {
+    let identity = verify_bearer(gateway, headers)?;
+    if identity.has(Scope::Admin) {
+        Ok(Principal::Operator(identity))
+    } else if identity.has(user_scope) {
+        Ok(Principal::User(identity))
+    } else {
+        Err(missing_scope(&identity, user_scope))
+    }
+}
+
+/// 403 for a token without `scope` (logged without the token).
+fn missing_scope(identity: &Identity, scope: Scope) -> Problem {
+    tracing::info!(user = %identity.user, scope = scope.as_str(), "API request without the needed scope");
+    Problem::forbidden(format!(
+        "token lacks scope `{}`; ask for a token with it",
+        scope.as_str()
+    ))
+}
+
+/// Verifies the `Authorization: Bearer` token (401 when missing or invalid).
+fn verify_bearer(gateway: &Gateway, headers: &HeaderMap) -> Result<Identity, Problem> {
     let Some(value) = headers.get(header::AUTHORIZATION) else {
         return Err(Problem::unauthorized(
             "missing Authorization header; send `Authorization: Bearer <JWT>`",
@@ -90,18 +153,10 @@ pub fn authorize(
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0);
-    let identity = gateway
+    gateway
         .verifier
         .verify(token, now)
-        .map_err(|e| Problem::unauthorized(e.to_string(), true))?;
-    if !identity.has(scope) {
-        tracing::info!(user = %identity.user, scope = scope.as_str(), "API request without the needed scope");
-        return Err(Problem::forbidden(format!(
-            "token lacks scope `{}`; ask for a token with it",
-            scope.as_str()
-        )));
-    }
-    Ok(identity)
+        .map_err(|e| Problem::unauthorized(e.to_string(), true))
 }
 
 /// Parses the query string into `T` (400 when it does not fit).
