@@ -3,14 +3,16 @@
 # a C toolchain and cmake (bundled libopus), SIPp (Debian's sip-tester) for the SIP
 # tests, dnsmasq (a DNS server for the SRV tests, started by tests/sip_dns.rs on
 # loopback), PostgreSQL for the PostgreSQL storage test (tests/webhooks_postgres.rs
-# starts its own throwaway server; the packaged one is not used), a Rust toolchain
+# starts its own throwaway server; the packaged one is not used), Kamailio (the
+# carrier registrar/proxy of tests/carrier_kamailio.rs, started per test from
+# tests/kamailio/kamailio.cfg; the packaged service is not used), a Rust toolchain
 # through rustup when cargo is missing, and (when asked) what the browser tests need.
 set -euo pipefail
 export DEBIAN_FRONTEND=noninteractive
 SUDO=""
 if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
 
-packages=(build-essential cmake pkg-config curl ca-certificates sip-tester openssl postgresql redis-server dnsmasq-base)
+packages=(build-essential cmake pkg-config curl ca-certificates sip-tester openssl postgresql redis-server dnsmasq-base kamailio)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -18,6 +20,12 @@ done
 if [ ${#missing[@]} -gt 0 ]; then
   $SUDO apt-get update
   $SUDO apt-get install -y --no-install-recommends "${missing[@]}"
+  # The tests start their own Kamailio; the packaged service (enabled on install
+  # where systemd runs) would hold port 5060 on every address: stop it.
+  if [[ " ${missing[*]} " == *" kamailio "* ]] && command -v systemctl >/dev/null 2>&1 &&
+    systemctl is-enabled --quiet kamailio 2>/dev/null; then
+    $SUDO systemctl disable --now kamailio || true
+  fi
 fi
 
 # Browser tests (tests/browser_demo.rs, tests/browser/*.mjs), only when asked for

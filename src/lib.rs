@@ -14,6 +14,8 @@ pub mod config;
 pub mod events;
 pub mod media;
 pub mod metrics;
+pub mod private_fs;
+pub mod secret;
 pub mod server;
 pub mod signaling;
 pub mod sip;

@@ -134,6 +134,14 @@ struct TokenRequest {
 }
 
 fn mint(secret: &str, config: &Config, request: TokenRequest) -> anyhow::Result<String> {
+    let max = config.auth.max_token_lifetime;
+    if request.ttl > max {
+        bail!(
+            "--ttl {} is longer than auth.max_token_lifetime ({}): the gateway would refuse the token",
+            humantime::format_duration(request.ttl),
+            humantime::format_duration(max)
+        );
+    }
     let now = SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs();
     let audience = match request.operator {
         true => &config.auth.admin_audience,

@@ -49,7 +49,16 @@ pub struct Metrics {
     /// Events dropped because the writer queue was full, by event type
     /// (`callbridge_events_dropped_total`).
     pub events_dropped_total: IntCounterVec,
-    /// Requests refused by a rate limit, by limit `http|ws|call`
+    /// Events the database kept refusing, moved to the dead-letter table, by event
+    /// type (`callbridge_events_dead_letter_total`).
+    pub events_dead_letter_total: IntCounterVec,
+    /// Recordings not started or cut short, by reason `quota|error`
+    /// (`callbridge_recordings_skipped_total`).
+    pub recordings_skipped_total: IntCounterVec,
+    /// Bytes of recordings on disk, as counted against `media.recording_max_total_bytes`
+    /// (`callbridge_recordings_disk_bytes`).
+    pub recordings_disk_bytes: IntGauge,
+    /// Requests refused by a rate limit, by limit `http|ws|call|session`
     /// (`callbridge_rate_limited_total`).
     pub rate_limited_total: IntCounterVec,
     /// 1 while the instance drains (`callbridge_draining`).
@@ -147,9 +156,23 @@ impl Metrics {
                 "Events dropped because the writer queue was full",
                 &["event"],
             )?,
+            events_dead_letter_total: counter_vec(
+                "callbridge_events_dead_letter_total",
+                "Events the database kept refusing, moved to the dead-letter table",
+                &["event"],
+            )?,
+            recordings_skipped_total: counter_vec(
+                "callbridge_recordings_skipped_total",
+                "Recordings not started (quota full, file error) or cut at the disk quota",
+                &["reason"],
+            )?,
+            recordings_disk_bytes: IntGauge::new(
+                "callbridge_recordings_disk_bytes",
+                "Bytes of call recordings on disk (counted against the recording quota)",
+            )?,
             rate_limited_total: counter_vec(
                 "callbridge_rate_limited_total",
-                "Requests refused by a rate limit (http, ws, call)",
+                "Requests refused by a rate limit (http, ws, call, session)",
                 &["limit"],
             )?,
             draining: IntGauge::new("callbridge_draining", "1 while the instance drains")?,
@@ -171,6 +194,9 @@ impl Metrics {
             Box::new(metrics.webhook_deliveries_total.clone()),
             Box::new(metrics.webhook_outbox_pending.clone()),
             Box::new(metrics.events_dropped_total.clone()),
+            Box::new(metrics.events_dead_letter_total.clone()),
+            Box::new(metrics.recordings_skipped_total.clone()),
+            Box::new(metrics.recordings_disk_bytes.clone()),
             Box::new(metrics.rate_limited_total.clone()),
             Box::new(metrics.draining.clone()),
         ];

@@ -25,7 +25,7 @@ use crate::api::ratelimit::{RateLimits, RetryAfter};
 use crate::api::serve::handshake::HandshakeSlots;
 use crate::api::serve::limits::ConnectionLimits;
 use crate::api::serve::{ConnectionMetrics, ListenerSettings, TlsSettings};
-use crate::auth::{AuthError, Verifier, turn_credentials};
+use crate::auth::{AuthError, Verifier, turn_credentials, turn_ttl};
 use crate::call::CallManager;
 use crate::call::location::{InProcessStore, LocationStore, RedisStore};
 use crate::config::Config;
@@ -34,6 +34,7 @@ use crate::metrics::{Metrics, MetricsError};
 use crate::signaling::SessionCounter;
 use crate::signaling::protocol::IceServer;
 use crate::signaling::resume::Resumable;
+use crate::signaling::users::UserSessions;
 use crate::sip::echo::EchoUas;
 use crate::sip::{SipEndpoint, SipEndpointConfig, SipError, TrunkSettings};
 use crate::turn::TurnServer;
@@ -88,6 +89,8 @@ pub struct Gateway {
     pub metrics: Metrics,
     /// Sessions per client IP.
     pub sessions: Arc<SessionCounter>,
+    /// Sessions per user (`limits.max_sessions_per_user`) and their tokens' expiry.
+    pub user_sessions: Arc<UserSessions>,
     /// Cancelled when the gateway shuts down (sessions close, calls hang up).
     pub shutdown: CancellationToken,
     /// Draining: no new sessions or calls; set before `shutdown`.
@@ -176,9 +179,10 @@ impl Gateway {
         })
     }
 
-    /// The ICE servers for a user's `ready` message: the built-in STUN/TURN with
-    /// fresh REST credentials when `[turn]` is configured, else none.
-    pub fn ice_servers(&self, user: &str) -> Vec<IceServer> {
+    /// The ICE servers for a user's `ready`/`reauthed` message: the built-in
+    /// STUN/TURN with fresh REST credentials that expire no later than the session's
+    /// token (`token_expires_at`, Unix seconds) when `[turn]` is configured, else none.
+    pub fn ice_servers(&self, user: &str, token_expires_at: u64) -> Vec<IceServer> {
         let (Some(turn), Some(server)) = (&self.config.turn, &self.turn) else {
             return Vec::new();
         };
@@ -186,7 +190,8 @@ impl Gateway {
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_secs())
             .unwrap_or(0);
-        let creds = turn_credentials(&turn.secret, user, now, turn.credential_ttl.as_secs());
+        let ttl = turn_ttl(turn.credential_ttl.as_secs(), token_expires_at, now);
+        let creds = turn_credentials(&turn.secret, user, now, ttl);
         let host = self.config.server.advertised_ip();
         let port = server.udp_addr.port();
         let host = match host {
@@ -322,6 +327,7 @@ pub async fn start(config: Config) -> Result<RunningServer, ServerError> {
         location,
     )?;
     crate::call::inbound::start(&calls);
+    crate::call::recordings::start(&calls);
     let turn = match &config.turn {
         Some(turn_config) => {
             let tls = match (&turn_config.tls_listen, &config.tls) {
@@ -348,6 +354,7 @@ pub async fn start(config: Config) -> Result<RunningServer, ServerError> {
         calls,
         metrics,
         sessions: Arc::new(SessionCounter::default()),
+        user_sessions: Arc::new(UserSessions::default()),
         shutdown: CancellationToken::new(),
         drain,
         events,
@@ -356,6 +363,16 @@ pub async fn start(config: Config) -> Result<RunningServer, ServerError> {
         turn,
         resumable: Arc::new(Resumable::default()),
     });
+    if let (Some(turn), Some(turn_config)) = (&gateway.turn, &config.turn) {
+        // Credentials end with the token they were issued under; a user who
+        // reauthenticated keeps the relays of calls already up (their allocations
+        // refresh with the old credentials), up to credential_ttl past expiry.
+        let users = Arc::clone(&gateway.user_sessions);
+        turn.extend_credentials_while(
+            Arc::new(move |user: &str| users.valid_until(user)),
+            turn_config.credential_ttl,
+        );
+    }
     tokio::spawn(supervise_drain(Arc::clone(&gateway)));
     tokio::spawn(forget_idle_limits(Arc::clone(&gateway)));
 

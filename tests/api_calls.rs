@@ -83,10 +83,12 @@ async fn recording_download_whole_and_by_range() {
     events.recording_ready(RecordingInfo {
         id: "c-rec1".into(),
         correlation_id: "corr-rec".into(),
+        user: "support".into(),
         path: path.display().to_string(),
         content_type: "audio/wav".into(),
         bytes: 1000,
         duration_ms: 6_250,
+        sidecar: None,
     });
     events.flush(Duration::from_secs(5)).await.expect("written");
     let reader = bearer("support", "recordings:read");
@@ -120,6 +122,17 @@ async fn recording_download_whole_and_by_range() {
     request(addr, "GET", "/v1/recordings/c-none", &auth, b"")
         .await
         .problem(404);
+    // Another user's token gets the same 404 as for a missing recording.
+    let other = bearer("mallory", "recordings:read");
+    request(
+        addr,
+        "GET",
+        "/v1/recordings/c-rec1",
+        &[("authorization", other.as_str())],
+        b"",
+    )
+    .await
+    .problem(404);
     std::fs::remove_file(&path).expect("rm");
     request(addr, "GET", "/v1/recordings/c-rec1", &auth, b"")
         .await

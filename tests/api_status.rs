@@ -118,6 +118,20 @@ async fn auth_scopes_correlation_and_client_errors() {
     .await;
     let p = r.problem(403);
     assert!(p["detail"].as_str().is_some_and(|d| d.contains("admin")));
+    let p = request(
+        addr,
+        "GET",
+        "/v1/recordings/c-1",
+        &[("authorization", &caller)],
+        b"",
+    )
+    .await
+    .problem(403);
+    assert!(
+        p["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("recordings:read"))
+    );
     request(
         addr,
         "GET",
@@ -126,7 +140,7 @@ async fn auth_scopes_correlation_and_client_errors() {
         b"",
     )
     .await
-    .problem(403);
+    .problem(404);
 
     // 401 comes before validation: a bad query without a token is still 401.
     request(addr, "GET", "/v1/cdrs?limit=abc", &[], b"")

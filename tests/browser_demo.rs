@@ -207,6 +207,30 @@ async fn demo_page_shows_an_incoming_call_and_accepts_it() {
     gw.stop().await;
 }
 
+/// The embedding page outlives its first token: the client refreshes it (`reauth`)
+/// through the page's token function before `exp`, the socket stays open past that
+/// `exp` (a control session with the same token is closed 4001 then), and a call works.
+#[tokio::test]
+async fn embedded_client_refreshes_its_token_and_outlives_the_first_exp() {
+    let Some(tools) = require_browser() else {
+        return;
+    };
+    let _one = one_browser_at_a_time().await;
+    let mut sipp = Sipp::uas(None, &["-rtp_echo", "-mp", &free_udp_port().to_string()]);
+    let mut config = demo_config(Some(sipp.addr));
+    config.auth.leeway = Duration::ZERO;
+    let gw = TestGateway::start(config).await;
+    let url = format!("http://{}/demo/embed.html", gw.http_addr());
+    let out = output_dir("reauth");
+    let secret = ["--secret", common::gateway::SECRET];
+    let node = NodeScript::start(&tools, "e2e_reauth.mjs", &url, &out, &secret);
+    node.assert_passes(SCRIPT_TIMEOUT).await;
+    sipp.wait(Duration::from_secs(20))
+        .await
+        .assert_one_success();
+    gw.stop().await;
+}
+
 #[tokio::test]
 async fn demo_call_survives_a_dropped_websocket_through_resume() {
     let Some(tools) = require_browser() else {

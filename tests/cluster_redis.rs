@@ -26,7 +26,7 @@ fn instance(redis: &RedisServer, mode: &str) -> Config {
         number: DID.into(),
         user: "bob".into(),
     });
-    config.cluster.redis_url = Some(redis.url.clone());
+    config.cluster.redis_url = Some(redis.url.as_str().into());
     config.cluster.inbound_mode = mode.into();
     config.sip.trusted_proxies = vec!["127.0.0.0/8".into()];
     config

@@ -291,13 +291,14 @@ async fn a_dropped_socket_resumes_and_the_call_survives() {
     ws.close().await;
 
     // A wrong resume token is refused; the session is still there for the right one.
+    let fresh = common::gateway::token("ivy", "calls:outbound", 3600);
     let mut bad = gw.connect().await;
-    bad.send(serde_json::json!({"type": "resume", "session_id": ready["session_id"], "resume_token": "nope"})).await;
+    bad.send(serde_json::json!({"type": "resume", "session_id": ready["session_id"], "resume_token": "nope", "token": fresh})).await;
     assert_eq!(bad.recv().await["code"], "unauthorized");
     assert_eq!(bad.closed().await, common::gateway::Closed::Code(4001));
 
     let mut ws = gw.connect().await;
-    ws.send(serde_json::json!({"type": "resume", "session_id": ready["session_id"], "resume_token": ready["resume_token"]})).await;
+    ws.send(serde_json::json!({"type": "resume", "session_id": ready["session_id"], "resume_token": ready["resume_token"], "token": fresh})).await;
     let again = ws.recv().await;
     assert_eq!(again["type"], "ready", "{again}");
     assert_eq!(again["session_id"], ready["session_id"], "same session");

@@ -94,10 +94,12 @@ async fn failing_receiver_gets_every_event_signed_once_accepted() {
     events.recording_ready(RecordingInfo {
         id: "c-test0".into(),
         correlation_id: "corr-0".into(),
+        user: "alice".into(),
         path: "/nonexistent.wav".into(),
         content_type: "audio/wav".into(),
         bytes: 1234,
         duration_ms: 60_000,
+        sidecar: None,
     });
     assert!(
         started.elapsed() < Duration::from_millis(500),

@@ -274,3 +274,76 @@ async fn a_message_flood_is_rate_limited_then_closed_4029() {
     assert_eq!(closed, Closed::Code(4029));
     gw.stop().await;
 }
+
+/// RFC 8725 sanity against a running gateway configured with an RSA public key and
+/// an HS256 secret (the unit suite in src/auth/tests.rs covers each check).
+#[tokio::test]
+async fn rfc8725_forgeries_are_refused_by_a_running_gateway() {
+    use hmac::{KeyInit, Mac};
+    let fixtures = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/keys");
+    let mut config = test_config(None);
+    config.auth.public_keys = vec![fixtures.join("rsa.pub")];
+    let gw = TestGateway::start(config).await;
+    let payload = serde_json::to_string(&claims("alice", "calls:outbound", 3600)).expect("json");
+    let sign = |header: &str, key: &[u8]| {
+        let input = format!("{}.{}", b64(header.as_bytes()), b64(payload.as_bytes()));
+        let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(key).expect("key");
+        mac.update(input.as_bytes());
+        format!("{input}.{}", b64(&mac.finalize().into_bytes()))
+    };
+    let pem = std::fs::read(fixtures.join("rsa.pub")).expect("fixture");
+    let confused = sign(r#"{"alg":"HS256","typ":"JWT"}"#, &pem);
+    let access_token = sign(
+        r#"{"alg":"HS256","typ":"at+jwt"}"#,
+        common::gateway::SECRET.as_bytes(),
+    );
+    let mut huge = claims("alice", "calls:outbound", 3600);
+    // URIs are limited to 64 KiB by the http crate, so 20 KiB here; still well over
+    // auth.max_token_bytes (8 KiB).
+    huge.caller_id = Some("1".repeat(15 * 1024));
+    let huge = callbridge::auth::mint_hs256(common::gateway::SECRET, &huge).expect("mint");
+    assert!(huge.len() >= 20 * 1024);
+    for (name, token, needle) in [
+        (
+            "HS256 with the RSA public key",
+            confused.as_str(),
+            "signature",
+        ),
+        ("typ at+jwt", access_token.as_str(), "typ"),
+    ] {
+        let (error, closed) = auth_and_expect_close(&gw, token).await;
+        assert_eq!(error["code"], "unauthorized", "{name}: {error}");
+        assert!(
+            error["message"].as_str().expect("message").contains(needle),
+            "{name}: {error}"
+        );
+        assert_eq!(closed, Closed::Code(4001), "{name}");
+    }
+    // An oversized token in the query (the first-frame limit does not apply there).
+    let mut ws = WsClient::connect(&format!("{}?access_token={huge}", gw.ws_url())).await;
+    let error = ws.recv().await;
+    assert!(
+        error["message"]
+            .as_str()
+            .expect("message")
+            .contains("auth.max_token_bytes"),
+        "{error}"
+    );
+    assert_eq!(ws.closed().await, Closed::Code(4001));
+    // The correct tokens of both algorithms are accepted.
+    let rs256 = jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::RS256),
+        &claims("alice", "calls:outbound", 3600),
+        &jsonwebtoken::EncodingKey::from_rsa_pem(
+            &std::fs::read(fixtures.join("rsa.key")).expect("fixture"),
+        )
+        .expect("rsa"),
+    )
+    .expect("sign");
+    for good in [rs256, token("alice", "calls:outbound", 3600)] {
+        let mut ws = gw.connect().await;
+        ws.send(json!({"type": "auth", "token": good})).await;
+        assert_eq!(ws.recv().await["type"], "ready");
+    }
+    gw.stop().await;
+}

@@ -19,6 +19,11 @@
  * socket drops it reconnects with exponential backoff and sends `resume`, so calls
  * survive. Every `Call` ends with exactly one `ended` event, whatever happens.
  *
+ * Token lifetime: a session lives no longer than its JWT. Pass `token` as a function
+ * (e.g. `() => fetch('/my-token').then((r) => r.text())`) and the client calls it
+ * shortly before the token expires and sends `reauth`, and calls it again for every
+ * `resume`; with a fixed string the session ends (close 4001) when the token expires.
+ *
  * Events are DOM events (`EventTarget`); `on(type, fn)` is a shorthand that passes
  * `event.detail` and returns a function that removes the listener.
  *
@@ -30,7 +35,7 @@ export const PROTOCOL_VERSION = 1;
 
 /** WebSocket close codes of protocol v1 after which the client does not reconnect. */
 export const CloseCode = Object.freeze({
-  /** The token is not valid (or a `resume` was refused). */
+  /** The token is not valid or expired (or a `resume` was refused). */
   AUTH_FAILED: 4001,
   /** The token lacks the needed scope. */
   FORBIDDEN: 4003,
@@ -67,7 +72,12 @@ const CALL_ID = /^[A-Za-z0-9_.-]{1,64}$/;
  *
  * @typedef {object} ClientOptions
  * @property {string | (() => string | Promise<string>)} token The JWT, or a function
- *   returning one (called at every fresh authentication, so it can refresh).
+ *   returning a fresh one: called for every `auth` and `resume`, and before the
+ *   current token expires (then sent as `reauth`, so the session outlives the token).
+ *   A fixed string cannot be refreshed: the session ends when it expires.
+ * @property {number} [refreshBeforeMs=60000] Refresh the token this long before its
+ *   `exp` (at most 10 % of the token's remaining life, so short tokens refresh late
+ *   enough to be worth it).
  * @property {string} [url] `ws(s)://host/ws`; default: `/ws` on the page's own origin.
  * @property {ReconnectOptions | false} [reconnect] Backoff policy; `false` disables.
  * @property {number} [resumeGraceMs=30000] How long calls are kept while the socket
@@ -98,6 +108,8 @@ const CALL_ID = /^[A-Za-z0-9_.-]{1,64}$/;
  * @property {string} user The authenticated user.
  * @property {RTCIceServer[]} iceServers The gateway's STUN/TURN servers.
  * @property {boolean} resumed Whether this `ready` answered a `resume`.
+ * @property {number | null} expiresAt When the session's token expires (Unix
+ *   seconds), if the server said.
  */
 
 /**
@@ -194,7 +206,9 @@ class Emitter extends EventTarget {
  * Events (`detail` in brackets): `state` ({state}), `ready` ({@link SessionInfo}),
  * `incoming` ({@link Call}), `disconnected` ({code, reason}), `reconnecting`
  * ({attempt, delayMs, mode}), `closed` ({code, reason, error?}), `error`
- * ({@link CallbridgeError} not tied to a call).
+ * ({@link CallbridgeError} not tied to a call, e.g. a refused token refresh),
+ * `reauthed` ({expiresAt, iceServers}: the session now lives until the fresh token's
+ * `exp`).
  *
  * `state` is one of `idle`, `connecting`, `ready`, `reconnecting`, `closed`.
  */
@@ -214,6 +228,7 @@ export class CallbridgeClient extends Emitter {
       pingIntervalMs: 20000,
       pongTimeoutMs: 10000,
       hangupTimeoutMs: 3000,
+      refreshBeforeMs: 60000,
       audio: /** @type {boolean | MediaTrackConstraints} */ (true),
       random: Math.random,
       ...options,
@@ -231,8 +246,10 @@ export class CallbridgeClient extends Emitter {
     this.sessionId = null;
     /** @type {string | null} The user from the latest `ready`. */
     this.user = null;
-    /** @type {RTCIceServer[]} The gateway's ICE servers from the latest `ready`. */
+    /** @type {RTCIceServer[]} The gateway's ICE servers from the latest `ready` or `reauthed`. */
     this.iceServers = [];
+    /** @type {number | null} The session token's `exp` (Unix seconds) from the latest `ready` or `reauthed`. */
+    this.expiresAt = null;
     /** @type {Map<string, Call>} Live calls by call id. */
     this.calls = new Map();
 
@@ -254,8 +271,10 @@ export class CallbridgeClient extends Emitter {
     this._closedByUser = false;
     /** Calls placed in this client, for call ids. */
     this._callCount = 0;
+    /** A `reauth` was sent and its answer is awaited. */
+    this._reauthPending = false;
     /** @type {Record<string, ReturnType<typeof setTimeout> | null>} */
-    this._timers = { handshake: null, reconnect: null, ping: null, pong: null, grace: null };
+    this._timers = { handshake: null, reconnect: null, ping: null, pong: null, grace: null, refresh: null };
     /** Server-announced grace (ms) overriding `options.resumeGraceMs`. */
     this._serverGraceMs = /** @type {number | null} */ (null);
   }
@@ -350,20 +369,22 @@ export class CallbridgeClient extends Emitter {
    * @param {'auth' | 'resume'} mode
    */
   async _open(mode) {
-    /** @type {Message} */
-    let first;
-    if (mode === 'resume') {
-      first = { type: 'resume', session_id: this.sessionId, resume_token: this._resumeToken };
-    } else {
-      try {
-        const token = this.options.token;
-        first = { type: 'auth', token: typeof token === 'function' ? await token() : token };
-      } catch (e) {
-        this._fail(new CallbridgeError('unauthorized', `could not get a token: ${e}`, { cause: e }), 0, 'no token');
-        return;
-      }
+    /** @type {string} */
+    let token;
+    try {
+      token = await this._freshToken();
+    } catch (e) {
+      this._fail(new CallbridgeError('unauthorized', `could not get a token: ${e}`, { cause: e }), 0, 'no token');
+      return;
     }
     if (this._closedByUser) return;
+    // The session may have been lost while the token was fetched.
+    if (mode === 'resume' && this.sessionId === null) mode = 'auth';
+    /** @type {Message} */
+    const first =
+      mode === 'resume'
+        ? { type: 'resume', session_id: this.sessionId, resume_token: this._resumeToken, token }
+        : { type: 'auth', token };
     const Ws = this.options.WebSocket ?? globalThis.WebSocket;
     /** @type {WebSocket} */
     let ws;
@@ -396,9 +417,21 @@ export class CallbridgeClient extends Emitter {
   _detach() {
     this._ws = null;
     this._mode = null;
+    this._reauthPending = false;
     this._clearTimer('handshake');
     this._clearTimer('ping');
     this._clearTimer('pong');
+    this._clearTimer('refresh');
+  }
+
+  /**
+   * The token to send now: the app's function is called each time.
+   *
+   * @returns {Promise<string>}
+   */
+  async _freshToken() {
+    const token = this.options.token;
+    return typeof token === 'function' ? await token() : token;
   }
 
   /**
@@ -418,7 +451,10 @@ export class CallbridgeClient extends Emitter {
 
     if (mode === 'open') {
       this._emit('disconnected', { code, reason });
-      if (fatal || !this.reconnectPolicy) {
+      // The token ran out (no reauth in time, e.g. the device slept): with a token
+      // function, resume with a fresh token while the server keeps the calls.
+      const refreshable = code === CloseCode.AUTH_FAILED && typeof this.options.token === 'function';
+      if ((fatal && !refreshable) || !this.reconnectPolicy) {
         this._fail(new CallbridgeError('closed', `connection closed (${code} ${reason})`), code, reason);
         return;
       }
@@ -550,6 +586,9 @@ export class CallbridgeClient extends Emitter {
       case 'pong':
         this._clearTimer('pong');
         return;
+      case 'reauthed':
+        this._onReauthed(message);
+        return;
       case 'error':
         this._onError(message);
         return;
@@ -575,9 +614,11 @@ export class CallbridgeClient extends Emitter {
     this._resumeToken = message.resume_token;
     this.user = message.user;
     this.iceServers = toIceServers(message.ice_servers);
+    this.expiresAt = typeof message.expires_at === 'number' ? message.expires_at : null;
     if (typeof message.resume_grace_ms === 'number') this._serverGraceMs = message.resume_grace_ms;
     this._setState('ready');
     this._schedulePing();
+    this._scheduleRefresh();
     if (resumed) {
       // A server that lists the session's live calls lets us drop the ones it lost.
       if (Array.isArray(message.calls)) {
@@ -601,6 +642,11 @@ export class CallbridgeClient extends Emitter {
     const error = CallbridgeError.fromMessage(message);
     if (this._mode !== 'open') {
       this._handshakeError = error; // the close that follows decides
+      return;
+    }
+    if (this._reauthPending && !error.callId) {
+      this._reauthPending = false;
+      this._reauthFailed(error);
       return;
     }
     const call = error.callId ? this.calls.get(error.callId) : undefined;
@@ -640,6 +686,59 @@ export class CallbridgeClient extends Emitter {
     return false;
   }
 
+  // ---- token lifetime ------------------------------------------------------
+
+  /** Schedules the token refresh (`reauth`) before `expiresAt`, if the app can refresh. */
+  _scheduleRefresh() {
+    this._clearTimer('refresh');
+    if (typeof this.options.token !== 'function' || this.expiresAt === null) return;
+    const remainingMs = this.expiresAt * 1000 - Date.now();
+    const leadMs = Math.min(this.options.refreshBeforeMs, remainingMs * 0.1);
+    this._setTimer('refresh', Math.max(0, remainingMs - leadMs), () => this._reauth());
+  }
+
+  /** Fetches a fresh token and sends `reauth`. */
+  async _reauth() {
+    if (this._mode !== 'open') return; // the next ready reschedules
+    const ws = this._ws;
+    /** @type {string} */
+    let token;
+    try {
+      token = await this._freshToken();
+    } catch (e) {
+      this._reauthFailed(new CallbridgeError('unauthorized', `could not get a fresh token: ${e}`, { cause: e }));
+      return;
+    }
+    if (this._ws !== ws || this._mode !== 'open') return;
+    this._reauthPending = true;
+    this._send({ type: 'reauth', token });
+  }
+
+  /** @param {Message} message */
+  _onReauthed(message) {
+    this._reauthPending = false;
+    if (typeof message.expires_at === 'number') this.expiresAt = message.expires_at;
+    if (Array.isArray(message.ice_servers) && message.ice_servers.length > 0) {
+      this.iceServers = toIceServers(message.ice_servers);
+    }
+    this._emit('reauthed', { expiresAt: this.expiresAt, iceServers: this.iceServers });
+    this._scheduleRefresh();
+  }
+
+  /**
+   * A refresh failed (the app's function threw, or the server refused the token):
+   * reported as `error`, tried again halfway to the expiry while there is time. At
+   * the expiry the server closes 4001 and the client resumes with a fresh token.
+   *
+   * @param {CallbridgeError} error
+   */
+  _reauthFailed(error) {
+    this._emit('error', error);
+    if (this.expiresAt === null) return;
+    const remainingMs = this.expiresAt * 1000 - Date.now();
+    if (remainingMs > 2000) this._setTimer('refresh', remainingMs / 2, () => this._reauth());
+  }
+
   // ---- keepalive -----------------------------------------------------------
 
   _schedulePing() {
@@ -666,7 +765,13 @@ export class CallbridgeClient extends Emitter {
    * @returns {SessionInfo}
    */
   _info(resumed) {
-    return { sessionId: /** @type {string} */ (this.sessionId), user: /** @type {string} */ (this.user), iceServers: this.iceServers, resumed };
+    return {
+      sessionId: /** @type {string} */ (this.sessionId),
+      user: /** @type {string} */ (this.user),
+      iceServers: this.iceServers,
+      resumed,
+      expiresAt: this.expiresAt,
+    };
   }
 
   /** @param {CallbridgeClient['state']} state */

@@ -151,11 +151,12 @@ async fn ws_upgrade(
         )
         .into_response();
     };
-    // Hard cap well above the protocol limit, so an oversized message gets a
-    // protocol `error` from the session instead of a dropped connection.
-    let hard_cap = limits.max_message_bytes.saturating_mul(4).max(1 << 20);
+    // Hard cap above the protocol limits, so an oversized message gets a protocol
+    // `error` from the session instead of a dropped connection, while a socket's
+    // memory stays bounded (larger frames are refused from their header: 1009).
+    let hard_cap = limits.ws_hard_cap();
     let upgrade = Upgrade {
-        query_token: query.access_token,
+        query_token: query.access_token.map(Into::into),
         correlation_id: correlation_id.clone(),
         peer,
     };

@@ -14,7 +14,7 @@ pub use claims::{Audience, Claims, Identity, Scope};
 pub fn claims_audience(audience: &str) -> Audience {
     Audience::One(audience.to_string())
 }
-pub use turn::{TurnCredentials, turn_credentials, turn_password};
+pub use turn::{TurnCredentials, turn_credentials, turn_password, turn_ttl};
 pub use verify::{Verifier, mint_hs256};
 
 /// Why a token was refused. Messages say what was wrong and what to do; they never
@@ -24,6 +24,23 @@ pub enum AuthError {
     /// Not a JWT at all (wrong shape, bad base64, bad JSON).
     #[error("malformed token: {0}; send a JWT (header.payload.signature)")]
     Malformed(String),
+    /// Longer than `auth.max_token_bytes`: refused before any parsing or signature
+    /// work.
+    #[error("token is longer than {0} bytes (auth.max_token_bytes); issue a smaller token")]
+    TooLarge(usize),
+    /// The header's `typ` names another kind of token (RFC 8725 §3.11).
+    #[error(
+        "token type (typ) `{0}` is not accepted; browser tokens have typ JWT or none (auth.token_types)"
+    )]
+    WrongType(String),
+    /// The header lists critical extensions (`crit`, RFC 7515 §4.1.11).
+    #[error("token header lists critical extensions (crit) this gateway does not implement")]
+    CriticalHeader,
+    /// `exp` is further in the future than `auth.max_token_lifetime` allows.
+    #[error(
+        "token lives too long: exp is more than {0}s from now (auth.max_token_lifetime); issue shorter-lived tokens and refresh them with reauth"
+    )]
+    TooLongLived(u64),
     /// `alg: none` (unsigned) tokens are never accepted.
     #[error("unsigned tokens (alg none) are not accepted; sign the token")]
     Unsigned,

@@ -175,7 +175,7 @@ fn sign_with(alg: jsonwebtoken::Algorithm, key: jsonwebtoken::EncodingKey) -> St
 fn public_keys_accept_their_algorithm_only() {
     use jsonwebtoken::{Algorithm, EncodingKey};
     let config = AuthConfig {
-        hs256_secret: String::new(),
+        hs256_secret: Default::default(),
         public_keys: vec![fixture("rsa.pub"), fixture("ec.pub"), fixture("ed.pub")],
         ..config()
     };
@@ -208,7 +208,7 @@ fn public_keys_accept_their_algorithm_only() {
     );
     // An ES256 token is refused by a verifier that only has the RSA key.
     let other = Verifier::from_config(&AuthConfig {
-        hs256_secret: String::new(),
+        hs256_secret: Default::default(),
         public_keys: vec![fixture("rsa.pub")],
         ..config
     })
@@ -268,4 +268,255 @@ fn admin_scope_belongs_to_operator_tokens_only() {
         v.verify_operator(&operator, NOW + 7200),
         Err(AuthError::Expired)
     );
+}
+
+// ---- RFC 8725 suite: each refusal next to the correct token that is accepted. ----
+
+/// Signs `header`/`payload` (JSON text) with HS256 and `key`, whatever they say.
+fn sign_raw(header: &str, payload: &str, key: &[u8]) -> String {
+    use hmac::{KeyInit, Mac};
+    let signing_input = format!("{}.{}", b64(header), b64(payload));
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(key).expect("key");
+    mac.update(signing_input.as_bytes());
+    let sig = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes());
+    format!("{signing_input}.{sig}")
+}
+
+fn payload() -> String {
+    serde_json::to_string(&claims()).expect("json")
+}
+
+fn assert_accepts(v: &Verifier) {
+    let good = mint_hs256(SECRET, &claims()).expect("mint");
+    assert_eq!(
+        v.verify(&good, NOW).expect("the correct token").user,
+        "alice"
+    );
+}
+
+#[test]
+fn rfc8725_hs256_signed_with_the_rsa_public_key_is_refused() {
+    // The classic confusion: the attacker signs HS256 with the PEM of the gateway's
+    // RSA public key as the HMAC secret. Keys are bound to one algorithm, so the PEM is
+    // never used as an HMAC key.
+    let pem = std::fs::read(fixture("rsa.pub")).expect("fixture");
+    let forged = sign_raw(r#"{"alg":"HS256","typ":"JWT"}"#, &payload(), &pem);
+    let both = Verifier::from_config(&AuthConfig {
+        public_keys: vec![fixture("rsa.pub")],
+        ..config()
+    })
+    .expect("rsa + hs256");
+    assert_eq!(both.verify(&forged, NOW), Err(AuthError::BadSignature));
+    assert_accepts(&both);
+    let rsa_only = Verifier::from_config(&AuthConfig {
+        hs256_secret: Default::default(),
+        public_keys: vec![fixture("rsa.pub")],
+        ..config()
+    })
+    .expect("rsa only");
+    assert_eq!(
+        rsa_only.verify(&forged, NOW),
+        Err(AuthError::AlgorithmNotAccepted("HS256".into()))
+    );
+    let key = std::fs::read(fixture("rsa.key")).expect("fixture");
+    let rs = sign_with(
+        jsonwebtoken::Algorithm::RS256,
+        jsonwebtoken::EncodingKey::from_rsa_pem(&key).expect("rsa"),
+    );
+    assert_eq!(
+        rsa_only.verify(&rs, NOW).expect("RS256 accepted").user,
+        "alice"
+    );
+}
+
+#[test]
+fn rfc8725_alg_none_in_any_spelling_is_refused() {
+    let v = verifier();
+    for alg in ["none", "None", "NONE", "nOnE"] {
+        let header = format!(r#"{{"alg":"{alg}","typ":"JWT"}}"#);
+        let unsigned = format!("{}.{}.", b64(&header), b64(&payload()));
+        assert_eq!(v.verify(&unsigned, NOW), Err(AuthError::Unsigned), "{alg}");
+        // Even with a valid HMAC appended.
+        let signed = sign_raw(&header, &payload(), SECRET.as_bytes());
+        assert_eq!(v.verify(&signed, NOW), Err(AuthError::Unsigned), "{alg}");
+    }
+    assert_accepts(&v);
+}
+
+#[test]
+fn rfc8725_missing_and_expired_exp_are_refused() {
+    let v = verifier();
+    let mut no_exp: serde_json::Value = serde_json::from_str(&payload()).expect("json");
+    no_exp.as_object_mut().expect("object").remove("exp");
+    let token = sign_raw(r#"{"alg":"HS256"}"#, &no_exp.to_string(), SECRET.as_bytes());
+    assert_eq!(
+        v.verify(&token, NOW),
+        Err(AuthError::BadClaim("exp".into()))
+    );
+    let token = mint_hs256(SECRET, &claims()).expect("mint");
+    // exp = NOW + 3600, leeway 30 s.
+    assert_eq!(v.verify(&token, NOW + 3600 + 30), Err(AuthError::Expired));
+    assert_eq!(
+        v.verify(&token, NOW + 86_400 * 365),
+        Err(AuthError::Expired)
+    );
+    assert_accepts(&v);
+}
+
+#[test]
+fn rfc8725_exp_beyond_the_max_token_lifetime_is_refused() {
+    let v = verifier();
+    let mut c = claims();
+    c.exp = NOW + 24 * 3600 + 30 + 1;
+    let token = mint_hs256(SECRET, &c).expect("mint");
+    assert_eq!(
+        v.verify(&token, NOW),
+        Err(AuthError::TooLongLived(24 * 3600))
+    );
+    c.exp = u64::MAX;
+    let token = mint_hs256(SECRET, &c).expect("mint");
+    assert_eq!(
+        v.verify(&token, NOW),
+        Err(AuthError::TooLongLived(24 * 3600))
+    );
+    c.exp = NOW + 24 * 3600;
+    let token = mint_hs256(SECRET, &c).expect("mint");
+    assert!(v.verify(&token, NOW).is_ok(), "exactly the maximum is fine");
+    assert_accepts(&v);
+}
+
+#[test]
+fn rfc8725_nbf_in_the_future_wrong_aud_and_wrong_iss_are_refused() {
+    let v = verifier();
+    let mut c = claims();
+    c.nbf = Some(NOW + 31);
+    let token = mint_hs256(SECRET, &c).expect("mint");
+    assert_eq!(v.verify(&token, NOW), Err(AuthError::NotYetValid));
+    let mut c = claims();
+    c.aud = Some(claims::Audience::One("callbridge-admin".into()));
+    let token = mint_hs256(SECRET, &c).expect("mint");
+    assert!(matches!(
+        v.verify(&token, NOW),
+        Err(AuthError::WrongAudience(_))
+    ));
+    let mut c = claims();
+    c.iss = None;
+    let token = mint_hs256(SECRET, &c).expect("mint");
+    assert!(matches!(
+        v.verify(&token, NOW),
+        Err(AuthError::WrongIssuer(_))
+    ));
+    assert_accepts(&v);
+}
+
+#[test]
+fn rfc8725_typ_must_be_jwt_or_absent() {
+    // RFC 8725 §3.11: explicit typing keeps tokens of another kind from the same
+    // issuer (OAuth access tokens "at+jwt", logout tokens, ...) from passing as ours.
+    let v = verifier();
+    for typ in [None, Some("JWT"), Some("jwt"), Some("application/jwt")] {
+        let header = match typ {
+            Some(t) => format!(r#"{{"alg":"HS256","typ":"{t}"}}"#),
+            None => r#"{"alg":"HS256"}"#.to_string(),
+        };
+        let token = sign_raw(&header, &payload(), SECRET.as_bytes());
+        assert!(v.verify(&token, NOW).is_ok(), "{typ:?} accepted");
+    }
+    for typ in [
+        "at+jwt",
+        "application/at+JWT",
+        "logout+jwt",
+        "secevent+jwt",
+        "JOSE",
+    ] {
+        let header = format!(r#"{{"alg":"HS256","typ":"{typ}"}}"#);
+        let token = sign_raw(&header, &payload(), SECRET.as_bytes());
+        assert!(
+            matches!(v.verify(&token, NOW), Err(AuthError::WrongType(_))),
+            "{typ} refused"
+        );
+    }
+    let token = sign_raw(r#"{"alg":"HS256","typ":7}"#, &payload(), SECRET.as_bytes());
+    assert!(matches!(
+        v.verify(&token, NOW),
+        Err(AuthError::Malformed(_))
+    ));
+    // An operator whose issuer mints RFC 9068 access tokens lists that type.
+    let at = Verifier::from_config(&AuthConfig {
+        token_types: vec!["JWT".into(), "at+jwt".into()],
+        ..config()
+    })
+    .expect("verifier");
+    let token = sign_raw(
+        r#"{"alg":"HS256","typ":"at+jwt"}"#,
+        &payload(),
+        SECRET.as_bytes(),
+    );
+    assert!(at.verify(&token, NOW).is_ok());
+    assert_accepts(&v);
+}
+
+#[test]
+fn rfc8725_critical_header_extensions_are_refused() {
+    let v = verifier();
+    let header = r#"{"alg":"HS256","typ":"JWT","crit":["exp"],"exp":1}"#;
+    let token = sign_raw(header, &payload(), SECRET.as_bytes());
+    assert_eq!(v.verify(&token, NOW), Err(AuthError::CriticalHeader));
+    assert_accepts(&v);
+}
+
+#[test]
+fn rfc8725_a_64k_token_is_refused_before_any_parsing_or_signature_work() {
+    let v = verifier();
+    // Correctly signed, but 64 KiB of claims.
+    let mut big: serde_json::Value = serde_json::from_str(&payload()).expect("json");
+    big["pad"] = serde_json::Value::String("x".repeat(64 * 1024));
+    let token = sign_raw(r#"{"alg":"HS256"}"#, &big.to_string(), SECRET.as_bytes());
+    assert!(token.len() > 64 * 1024);
+    assert_eq!(v.verify(&token, NOW), Err(AuthError::TooLarge(8 * 1024)));
+    // Garbage of that size is refused for its size, not parsed: the size check
+    // comes first.
+    let garbage = "!".repeat(64 * 1024);
+    assert_eq!(v.verify(&garbage, NOW), Err(AuthError::TooLarge(8 * 1024)));
+    assert!(matches!(
+        v.verify("!!!.!!!.!!!", NOW),
+        Err(AuthError::Malformed(_))
+    ));
+    // At the limit it is still verified.
+    let mut c = claims();
+    let fits = 8 * 1024 - mint_hs256(SECRET, &c).expect("mint").len();
+    c.caller_id = Some(format!(
+        "{}{}",
+        c.caller_id.unwrap_or_default(),
+        "1".repeat(fits * 3 / 4 - 4)
+    ));
+    let at_limit = mint_hs256(SECRET, &c).expect("mint");
+    assert!(
+        at_limit.len() <= 8 * 1024 && at_limit.len() > 8 * 1024 - 16,
+        "{}",
+        at_limit.len()
+    );
+    assert!(v.verify(&at_limit, NOW).is_ok());
+}
+
+#[test]
+fn rfc8725_leeway_is_bounded_in_config() {
+    let mut c = crate::config::Config::default();
+    c.auth.hs256_secret = SECRET.into();
+    c.auth.leeway = std::time::Duration::from_secs(300);
+    crate::config::validate(&c).expect("5 minutes is the maximum");
+    c.auth.leeway = std::time::Duration::from_secs(301);
+    let err = crate::config::validate(&c)
+        .expect_err("too long")
+        .to_string();
+    assert!(err.contains("auth.leeway"), "{err}");
+    // And the verifier applies exactly the configured leeway.
+    let v = Verifier::from_config(&AuthConfig {
+        leeway: std::time::Duration::from_secs(300),
+        ..config()
+    })
+    .expect("verifier");
+    let token = mint_hs256(SECRET, &claims()).expect("mint");
+    assert!(v.verify(&token, NOW + 3600 + 299).is_ok());
+    assert_eq!(v.verify(&token, NOW + 3600 + 300), Err(AuthError::Expired));
 }

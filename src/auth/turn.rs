@@ -4,22 +4,31 @@
 use base64::Engine;
 use hmac::{KeyInit, Mac};
 
+use crate::secret::Secret;
+
 /// Ephemeral TURN credentials for one user.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TurnCredentials {
     /// `expiry:user`.
     pub username: String,
-    /// The HMAC password.
-    pub password: String,
+    /// The HMAC password (redacted in `Debug`).
+    pub password: Secret,
 }
 
 /// Issues credentials valid until `now + ttl_secs` (Unix seconds).
 pub fn turn_credentials(secret: &str, user: &str, now: u64, ttl_secs: u64) -> TurnCredentials {
     let username = format!("{}:{user}", now.saturating_add(ttl_secs));
     TurnCredentials {
-        password: turn_password(secret, &username),
+        password: turn_password(secret, &username).into(),
         username,
     }
+}
+
+/// Lifetime of TURN credentials for a session whose token expires at
+/// `token_expires_at` (Unix seconds), at `now`: the configured TTL, but never past
+/// the token.
+pub fn turn_ttl(configured_secs: u64, token_expires_at: u64, now: u64) -> u64 {
+    configured_secs.min(token_expires_at.saturating_sub(now))
 }
 
 /// The password the server expects for `username`.
@@ -44,6 +53,17 @@ mod tests {
         // Reference value computed with: printf '1700003600:alice' | openssl dgst -sha1 -hmac north -binary | base64
         assert_eq!(c.password, "wjwSXO2ch1B6VaLTLMy2Avn5O9o=");
         assert_eq!(c.password.len(), 28, "base64 of a 20-byte SHA-1 HMAC");
-        assert_ne!(c.password, turn_password("south", "1700003600:alice"));
+        assert_ne!(
+            c.password.expose(),
+            turn_password("south", "1700003600:alice")
+        );
+        assert!(!format!("{c:?}").contains(c.password.expose()));
+    }
+
+    #[test]
+    fn ttl_never_outlives_the_token() {
+        assert_eq!(turn_ttl(86_400, 1_000 + 3_600, 1_000), 3_600);
+        assert_eq!(turn_ttl(600, 1_000 + 3_600, 1_000), 600);
+        assert_eq!(turn_ttl(86_400, 990, 1_000), 0, "token already past exp");
     }
 }

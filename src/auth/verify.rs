@@ -1,5 +1,9 @@
-//! Signature and claim checks. Time is an input (`now`, Unix seconds), so the checks
-//! are tested without a clock.
+//! Signature and claim checks after RFC 8725 (JWT best current practice). Time is an
+//! input (`now`, Unix seconds), so the checks are tested without a clock.
+//!
+//! Order: size (before any parsing), header (`alg` not `none` and configured, `typ`,
+//! no `crit`), signature with the keys of that one algorithm only (so an HS256
+//! token can never be checked against an RSA public key), then the claims.
 
 use base64::Engine;
 use jsonwebtoken::errors::ErrorKind;
@@ -21,6 +25,12 @@ pub struct Verifier {
     issuer: Option<String>,
     /// Tolerated clock skew, seconds.
     leeway: u64,
+    /// Longest token, bytes.
+    max_token_bytes: usize,
+    /// Longest remaining life (`exp - now`), seconds.
+    max_lifetime: u64,
+    /// Accepted `typ` values, lower case without `application/`.
+    token_types: Vec<String>,
 }
 
 impl std::fmt::Debug for Verifier {
@@ -31,6 +41,10 @@ impl std::fmt::Debug for Verifier {
             .field("audience", &self.audience)
             .field("admin_audience", &self.admin_audience)
             .field("issuer", &self.issuer)
+            .field("leeway", &self.leeway)
+            .field("max_token_bytes", &self.max_token_bytes)
+            .field("max_lifetime", &self.max_lifetime)
+            .field("token_types", &self.token_types)
             .finish()
     }
 }
@@ -61,6 +75,9 @@ impl Verifier {
             admin_audience: config.admin_audience.clone(),
             issuer: (!config.issuer.is_empty()).then(|| config.issuer.clone()),
             leeway: config.leeway.as_secs(),
+            max_token_bytes: config.max_token_bytes,
+            max_lifetime: config.max_token_lifetime.as_secs(),
+            token_types: config.token_types.iter().map(|t| media_type(t)).collect(),
         })
     }
 
@@ -122,9 +139,21 @@ impl Verifier {
 
     /// Checks the signature, `exp`, `nbf` and `iss` (not `aud`).
     fn verified_claims(&self, token: &str, now: u64) -> Result<Claims, AuthError> {
-        let alg = header_algorithm(token)?;
+        if token.len() > self.max_token_bytes {
+            return Err(AuthError::TooLarge(self.max_token_bytes));
+        }
+        let header = UntrustedHeader::parse(token)?;
+        let alg = header.alg;
         if alg.eq_ignore_ascii_case("none") {
             return Err(AuthError::Unsigned);
+        }
+        if let Some(typ) = &header.typ
+            && !self.token_types.contains(&media_type(typ))
+        {
+            return Err(AuthError::WrongType(typ.chars().take(40).collect()));
+        }
+        if header.crit {
+            return Err(AuthError::CriticalHeader);
         }
         let algorithm: Algorithm = alg
             .parse()
@@ -172,6 +201,9 @@ impl Verifier {
         if claims.exp.saturating_add(self.leeway) <= now {
             return Err(AuthError::Expired);
         }
+        if claims.exp.saturating_sub(now) > self.max_lifetime.saturating_add(self.leeway) {
+            return Err(AuthError::TooLongLived(self.max_lifetime));
+        }
         if let Some(nbf) = claims.nbf
             && nbf > now.saturating_add(self.leeway)
         {
@@ -186,26 +218,57 @@ impl Verifier {
     }
 }
 
-/// Reads the `alg` of a token's header without trusting anything else in it.
-fn header_algorithm(token: &str) -> Result<String, AuthError> {
-    let mut parts = token.split('.');
-    let (Some(header), Some(_payload), Some(_sig), None) =
-        (parts.next(), parts.next(), parts.next(), parts.next())
-    else {
-        return Err(AuthError::Malformed(
-            "expected three dot-separated parts".into(),
-        ));
-    };
-    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(header.trim_end_matches('='))
-        .map_err(|_| AuthError::Malformed("header is not base64url".into()))?;
-    let value: serde_json::Value = serde_json::from_slice(&bytes)
-        .map_err(|_| AuthError::Malformed("header is not JSON".into()))?;
-    value
-        .get("alg")
-        .and_then(|a| a.as_str())
-        .map(str::to_owned)
-        .ok_or_else(|| AuthError::Malformed("header has no alg".into()))
+/// What the verifier reads from a token's header before checking the signature.
+struct UntrustedHeader {
+    /// `alg`.
+    alg: String,
+    /// `typ`, if present.
+    typ: Option<String>,
+    /// Whether `crit` is present.
+    crit: bool,
+}
+
+impl UntrustedHeader {
+    /// Reads the header of `token` without trusting anything in it.
+    fn parse(token: &str) -> Result<UntrustedHeader, AuthError> {
+        let mut parts = token.split('.');
+        let (Some(header), Some(_payload), Some(_sig), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            return Err(AuthError::Malformed(
+                "expected three dot-separated parts".into(),
+            ));
+        };
+        let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(header.trim_end_matches('='))
+            .map_err(|_| AuthError::Malformed("header is not base64url".into()))?;
+        let value: serde_json::Value = serde_json::from_slice(&bytes)
+            .map_err(|_| AuthError::Malformed("header is not JSON".into()))?;
+        let alg = value
+            .get("alg")
+            .and_then(|a| a.as_str())
+            .map(str::to_owned)
+            .ok_or_else(|| AuthError::Malformed("header has no alg".into()))?;
+        let typ = match value.get("typ") {
+            None => None,
+            Some(serde_json::Value::String(t)) => Some(t.clone()),
+            Some(_) => return Err(AuthError::Malformed("header typ is not a string".into())),
+        };
+        Ok(UntrustedHeader {
+            alg,
+            typ,
+            crit: value.get("crit").is_some(),
+        })
+    }
+}
+
+/// A `typ` value as compared: lower case, without `application/` (RFC 7515 §4.1.9).
+fn media_type(typ: &str) -> String {
+    let lower = typ.trim().to_ascii_lowercase();
+    match lower.strip_prefix("application/") {
+        Some(rest) => rest.to_string(),
+        None => lower,
+    }
 }
 
 fn claim_of(e: &serde_json::Error) -> String {

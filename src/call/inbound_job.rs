@@ -13,6 +13,7 @@ use super::directory::LiveSession;
 use super::inbound_machine::{InboundCall, InboundInput, InboundOutput};
 use super::machine::Outcome;
 use super::media_plane::{self, CallMedia, HoldChange};
+use super::recordings::{self, Plan};
 use super::registry::{CallInfo, CallSlot, CallState, Direction, LimitError};
 use super::{CallCommand, CallHandle, CallManager, SessionEvent, report};
 use crate::media::bridge::{BridgeReport, Leg, MediaEvent};
@@ -149,6 +150,7 @@ impl InboundJob {
         );
         let mut answers: HashMap<String, String> = HashMap::new();
         let mut media: Option<CallMedia> = None;
+        let mut recording = Plan::default();
         let mut pending_hold: Option<bool> = None;
         let mut outcome = None;
         loop {
@@ -167,7 +169,10 @@ impl InboundJob {
                     InboundOutput::SipAnswer(s) => {
                         let sdp = answers.remove(&s).unwrap_or_default();
                         match self.answer(legs.get(&s), &sdp).await {
-                            Ok(m) => media = Some(m),
+                            Ok((m, plan)) => {
+                                media = Some(m);
+                                recording = plan;
+                            }
                             Err(detail) => {
                                 warn!(%detail, "cannot answer the trunk");
                                 machine.handle(Instant::now(), InboundInput::SipFailed(detail));
@@ -312,7 +317,7 @@ impl InboundJob {
                 detail = %outcome.detail,
                 "inbound call ended"
             );
-            self.record(&outcome, report.as_ref());
+            self.record_with(&outcome, report.as_ref(), &recording);
         }
     }
 
@@ -381,7 +386,7 @@ impl InboundJob {
         &self,
         leg: Option<&WebRtcLeg>,
         browser_sdp: &str,
-    ) -> Result<CallMedia, String> {
+    ) -> Result<(CallMedia, Plan), String> {
         let leg = leg.ok_or("the accepting session has no media leg")?;
         leg.accept_answer(browser_sdp)
             .await
@@ -403,23 +408,19 @@ impl InboundJob {
             &[codec],
         );
         let answer = ours.answer_to(&self.remote);
-        let record = config.media.record_all;
-        let recording = record.then(|| {
-            crate::media::recording::RecordingTarget::in_dir(
-                &config.media.recording_dir,
-                self.slot.id(),
-                config.media.recording_max_bytes,
-            )
-        });
+        let plan = match self.slot.info() {
+            Some(info) => recordings::plan(&self.manager, &info, config.media.record_all),
+            None => Plan::default(),
+        };
         let mut media = CallMedia::new(
             rtp,
             answer,
             media_plane::codecs(&config.media.sip_codecs),
-            media_plane::bridge_config(&config.media, recording),
+            media_plane::bridge_config(&config.media, plan.target.clone()),
         );
         media.apply(leg, &self.offer)?;
         self.handle.answer(media.local_sdp(), media.answerer());
-        Ok(media)
+        Ok((media, plan))
     }
 
     fn answered(&self) {
@@ -465,8 +466,13 @@ impl InboundJob {
         );
     }
 
-    /// Metrics and the call record.
+    /// Metrics and the call record (no recording planned).
     fn record(&self, outcome: &Outcome, media: Option<&BridgeReport>) {
+        self.record_with(outcome, media, &Plan::default());
+    }
+
+    /// Metrics, the call record and the recording (`recording.ready`).
+    fn record_with(&self, outcome: &Outcome, media: Option<&BridgeReport>, recording: &Plan) {
         self.manager
             .metrics
             .calls_total
@@ -474,12 +480,9 @@ impl InboundJob {
             .inc();
         if let Some(info) = self.slot.info() {
             let quality = media.map(|m| &m.quality);
-            let recording = media
-                .and_then(|m| m.recording.as_ref())
-                .and_then(|r| r.as_ref().ok());
-            let record =
-                report::call_record(&info, outcome, media.map(|m| m.mode), quality, recording);
-            self.manager.events.call_ended(record);
+            let result = media.and_then(|m| m.recording.as_ref());
+            let record = report::call_record(&info, outcome, media.map(|m| m.mode), quality);
+            recordings::finish_call(&self.manager, &info, record, recording, result);
         }
     }
 }

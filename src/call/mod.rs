@@ -15,6 +15,7 @@ pub mod location;
 pub mod machine;
 pub mod media_plane;
 mod outbound;
+pub mod recordings;
 pub mod registry;
 pub mod report;
 
@@ -154,8 +155,10 @@ pub struct CallManager {
     drain: Arc<Drain>,
     /// Which instance holds which users' sessions.
     location: Arc<dyn location::LocationStore>,
-    /// Stops the presence refresh.
+    /// Stops the presence refresh and the recording directory rescans.
     presence_stop: tokio_util::sync::CancellationToken,
+    /// The disk budget of all recordings (`media.recording_max_total_bytes`).
+    recording_quota: crate::media::recording::DiskQuota,
 }
 
 impl CallManager {
@@ -194,7 +197,9 @@ impl CallManager {
                 )
             })
             .collect();
+        let recording_quota = recordings::quota_for(&config.media, &metrics);
         Ok(Arc::new(CallManager {
+            recording_quota,
             directory: directory::Directory::new(dids),
             events,
             drain,

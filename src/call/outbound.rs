@@ -11,14 +11,13 @@ use tracing::{Instrument, debug, info, info_span, warn};
 use super::dialplan::Routed;
 use super::machine::{Input, Limits, OutboundCall, Outcome, Output};
 use super::media_plane::{self, CallMedia, HoldChange};
+use super::recordings::{self, Plan};
 use super::registry::{CallSlot, CallState};
 use super::report;
 use super::{CallCommand, CallContext, CallManager, MEDIA_TIMEOUT, SessionEvent};
-use crate::events::RecordingInfo as EventRecording;
 use crate::media::bridge::{BridgeReport, Leg, MediaEvent};
 use crate::media::negotiate;
 use crate::media::quality::QualityReport;
-use crate::media::recording::{RecordingInfo, RecordingTarget};
 use crate::media::rtp_leg::RtpLeg;
 use crate::media::sdp::LocalSdp;
 use crate::media::webrtc_leg::{WebRtcEvent, WebRtcLeg};
@@ -117,7 +116,7 @@ impl OutboundJob {
                 return self.fail_setup(e);
             }
         };
-        let mut media = self.call_media(&leg, rtp);
+        let (mut media, recording) = self.call_media(&leg, rtp);
         self.answerer = media.answerer();
         let offer = media.local_sdp();
         let mut trunk = 0;
@@ -128,7 +127,7 @@ impl OutboundJob {
                 Ok(parts) => parts,
                 Err(e) => {
                     leg.close().await;
-                    return self.fail_setup(e);
+                    return self.fail_setup_with(e, &recording);
                 }
             };
 
@@ -143,7 +142,6 @@ impl OutboundJob {
         // Our own hold/unhold waiting for the re-INVITE's answer.
         let mut pending_hold: Option<bool> = None;
         let mut last_quality = None;
-        let mut recording = None;
         loop {
             while let Some(output) = machine.poll_output() {
                 match output {
@@ -261,7 +259,7 @@ impl OutboundJob {
                         call_id: self.call_id.clone(),
                         digits: digit.to_string(),
                     }),
-                    MediaEvent::RecordingFinished(info) => recording = Some(info),
+                    MediaEvent::RecordingFinished(info) => info!(truncated = info.truncated, "recording closed before the end of the call"),
                     MediaEvent::RecordingFailed(e) => warn!(error = %e, "recording failed"),
                     other => debug!(event = ?other, "media event"),
                 },
@@ -272,12 +270,7 @@ impl OutboundJob {
         leg.close().await;
         if let Some(outcome) = outcome {
             let quality = report.as_ref().map(|r| r.quality).or(last_quality);
-            self.record(
-                &outcome,
-                report.as_ref(),
-                quality.as_ref(),
-                recording.as_ref(),
-            );
+            self.record(&outcome, report.as_ref(), quality.as_ref(), &recording);
         }
     }
 
@@ -294,8 +287,9 @@ impl OutboundJob {
     }
 
     /// The SIP-side media of the call: the trunk offer follows the browser leg's
-    /// codec so the call can be relayed; recording when the token or route asks.
-    fn call_media(&self, leg: &WebRtcLeg, rtp: RtpLeg) -> CallMedia {
+    /// codec so the call can be relayed; recording when the token or route asks
+    /// (and the disk quota has room).
+    fn call_media(&self, leg: &WebRtcLeg, rtp: RtpLeg) -> (CallMedia, Plan) {
         let config = &self.manager.config;
         let advertised = config
             .sip
@@ -310,15 +304,12 @@ impl OutboundJob {
             &offer_codecs,
         );
         let record = config.media.record_all || self.ctx.identity.record || self.routed.record;
-        let recording = record.then(|| {
-            RecordingTarget::in_dir(
-                &config.media.recording_dir,
-                self.slot.id(),
-                config.media.recording_max_bytes,
-            )
-        });
-        let bridge = media_plane::bridge_config(&config.media, recording);
-        CallMedia::new(rtp, local, offer_codecs, bridge)
+        let plan = match self.slot.info() {
+            Some(info) => recordings::plan(&self.manager, &info, record),
+            None => Plan::default(),
+        };
+        let bridge = media_plane::bridge_config(&config.media, plan.target.clone());
+        (CallMedia::new(rtp, local, offer_codecs, bridge), plan)
     }
 
     /// Attempts left after the current one: the trunk's untried addresses and the
@@ -411,7 +402,7 @@ impl OutboundJob {
             .unwrap_or_else(|| self.ctx.identity.user.clone());
         let request = InviteRequest {
             target,
-            target_host: trunk.uri_host(),
+            target_host: trunk.domain(),
             to_user: self.routed.dial.clone(),
             from_user,
             sdp: offer.to_string(),
@@ -437,6 +428,12 @@ impl OutboundJob {
     }
 
     fn fail_setup(self, e: SetupError) {
+        self.fail_setup_with(e, &Plan::default());
+    }
+
+    /// Like [`Self::fail_setup`] once the recording was planned (a skipped one is
+    /// reported in the record).
+    fn fail_setup_with(self, e: SetupError, recording: &Plan) {
         warn!(reason = e.reason.as_str(), message = %e.message, "call setup failed");
         let mut error = ServerMessage::error(e.code, e.message.clone(), &self.ctx.correlation_id);
         if let ServerMessage::Error { call_id, .. } = &mut error {
@@ -455,7 +452,7 @@ impl OutboundJob {
             talk_time: None,
             detail: e.message,
         };
-        self.record(&outcome, None, None, None);
+        self.record(&outcome, None, None, recording);
     }
 
     /// Metrics and the end-of-call log line (the call record).
@@ -464,7 +461,7 @@ impl OutboundJob {
         outcome: &Outcome,
         media: Option<&BridgeReport>,
         quality: Option<&QualityReport>,
-        recording: Option<&RecordingInfo>,
+        recording: &Plan,
     ) {
         let metrics = &self.manager.metrics;
         metrics
@@ -474,20 +471,10 @@ impl OutboundJob {
         if let Some(setup) = outcome.setup_time {
             metrics.call_setup_seconds.observe(setup.as_secs_f64());
         }
+        let result = media.and_then(|m| m.recording.as_ref());
         if let Some(info) = self.slot.info() {
-            let record =
-                report::call_record(&info, outcome, media.map(|m| m.mode), quality, recording);
-            self.manager.events.call_ended(record);
-            if let Some(r) = recording {
-                self.manager.events.recording_ready(EventRecording {
-                    id: info.id.clone(),
-                    correlation_id: info.correlation_id.clone(),
-                    path: r.path.display().to_string(),
-                    content_type: "audio/wav".into(),
-                    bytes: r.bytes,
-                    duration_ms: u64::try_from(r.duration.as_millis()).unwrap_or(u64::MAX),
-                });
-            }
+            let record = report::call_record(&info, outcome, media.map(|m| m.mode), quality);
+            recordings::finish_call(&self.manager, &info, record, recording, result);
         }
         info!(
             reason = outcome.reason.as_str(),
@@ -499,7 +486,7 @@ impl OutboundJob {
             mos = quality.map(|q| q.overall.mos),
             jitter_ms = quality.map(|q| q.overall.jitter_ms),
             loss_pct = quality.map(|q| q.overall.loss_pct),
-            recording = recording.map(|r| r.path.display().to_string()),
+            recording = result.and_then(|r| r.as_ref().ok()).map(|r| r.path.display().to_string()),
             "call ended"
         );
     }

@@ -8,7 +8,6 @@ use super::registry::CallInfo;
 use crate::events::{CallRecord, MediaMode as RecordMode};
 use crate::media::negotiate::MediaMode;
 use crate::media::quality::QualityReport;
-use crate::media::recording::RecordingInfo;
 use crate::signaling::protocol::ServerMessage;
 
 /// Protocol `stats` for `call_id` (rounded for the wire).
@@ -23,14 +22,13 @@ pub fn stats_message(call_id: &str, report: &QualityReport) -> ServerMessage {
     }
 }
 
-/// The record of a finished call: the registry's view plus outcome, media mode,
-/// quality and recording.
+/// The record of a finished call: the registry's view plus outcome, media mode and
+/// quality (the recording is added by [`super::recordings::finish_call`]).
 pub fn call_record(
     info: &CallInfo,
     outcome: &Outcome,
     mode: Option<MediaMode>,
     quality: Option<&QualityReport>,
-    recording: Option<&RecordingInfo>,
 ) -> CallRecord {
     let mut record = CallRecord::new(info, outcome.reason, outcome.sip_status, SystemTime::now());
     if let Some(mode) = mode {
@@ -47,12 +45,6 @@ pub fn call_record(
         record.jitter_ms = Some(q.overall.jitter_ms);
         record.loss_pct = Some(q.overall.loss_pct);
         record.rtt_ms = q.overall.rtt_ms;
-    }
-    if let Some(r) = recording {
-        record.recording_path = Some(r.path.display().to_string());
-        record.recording_bytes = Some(r.bytes);
-        record.recording_duration_ms =
-            Some(u64::try_from(r.duration.as_millis()).unwrap_or(u64::MAX));
     }
     record
 }

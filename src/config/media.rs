@@ -39,6 +39,9 @@ pub struct MediaConfig {
     pub recording_dir: PathBuf,
     /// Largest recording file; recording stops there.
     pub recording_max_bytes: u64,
+    /// Global disk quota of everything in `recording_dir`: when full, new calls are
+    /// not recorded and recordings in progress stop.
+    pub recording_max_total_bytes: u64,
     /// Record every call (else only tokens with `record: true` and routes with `record`).
     pub record_all: bool,
 }
@@ -58,6 +61,7 @@ impl Default for MediaConfig {
             stats_interval: Duration::from_secs(5),
             recording_dir: PathBuf::from("data/recordings"),
             recording_max_bytes: 100 * 1024 * 1024,
+            recording_max_total_bytes: 10 * 1024 * 1024 * 1024,
             record_all: false,
         }
     }

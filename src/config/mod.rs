@@ -4,6 +4,7 @@
 //! I/O contract: [`load`] reads one file (or none) and the environment it is given;
 //! nothing else here touches the system. Tests build a [`Config`] in code.
 
+pub mod carrier;
 mod dialplan;
 mod env;
 mod http;
@@ -12,12 +13,15 @@ mod ops;
 mod sip;
 mod turn;
 pub mod validate;
+mod validate_tokens;
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+
+use crate::secret::Secret;
 
 pub use dialplan::{DialplanConfig, RouteConfig};
 pub use env::apply_env_overrides;
@@ -200,7 +204,7 @@ impl Default for InboundConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct ClusterConfig {
     /// Redis URL of the shared location store; absent: in-process (one instance).
-    pub redis_url: Option<String>,
+    pub redis_url: Option<Secret>,
     /// This instance's SIP URI as other instances redirect to it; default derived
     /// from the SIP listen address (`sip:ADVERTISED_IP:PORT`).
     pub instance_uri: Option<String>,
@@ -285,12 +289,22 @@ pub struct AuthConfig {
     /// Required `iss` claim; empty means the claim is not checked.
     pub issuer: String,
     /// HS256 shared secret (at least 32 bytes); empty disables HS256.
-    pub hs256_secret: String,
+    pub hs256_secret: Secret,
     /// PEM public keys (RSA for RS256, EC P-256 for ES256, Ed25519 for EdDSA).
     pub public_keys: Vec<PathBuf>,
-    /// Clock skew tolerated on `exp` and `nbf`.
+    /// Clock skew tolerated on `exp` and `nbf` (at most 5 minutes).
     #[serde(with = "humantime_serde")]
     pub leeway: Duration,
+    /// Longest token accepted, in bytes; longer ones are refused before any
+    /// signature work.
+    pub max_token_bytes: usize,
+    /// Tokens whose `exp` is further than this from now are refused (a session
+    /// lives as long as its token).
+    #[serde(with = "humantime_serde")]
+    pub max_token_lifetime: Duration,
+    /// Accepted values of the token header's `typ` (RFC 8725 §3.11), compared
+    /// case-insensitively; a token without `typ` is accepted too.
+    pub token_types: Vec<String>,
 }
 
 impl Default for AuthConfig {
@@ -299,9 +313,12 @@ impl Default for AuthConfig {
             audience: "callbridge".into(),
             admin_audience: "callbridge-admin".into(),
             issuer: String::new(),
-            hs256_secret: String::new(),
+            hs256_secret: Secret::default(),
             public_keys: Vec::new(),
             leeway: Duration::from_secs(30),
+            max_token_bytes: 8 * 1024,
+            max_token_lifetime: Duration::from_secs(24 * 3600),
+            token_types: vec!["JWT".into()],
         }
     }
 }
@@ -310,10 +327,16 @@ impl Default for AuthConfig {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LimitsConfig {
-    /// Largest WebSocket text frame accepted, in bytes.
+    /// Largest WebSocket text frame accepted, in bytes; a larger one gets `error`
+    /// `bad_request` (up to 4 times this, beyond which the socket closes 1009).
     pub max_message_bytes: usize,
+    /// Largest first frame (`auth`/`resume`) before authentication, in bytes.
+    pub max_auth_message_bytes: usize,
     /// Concurrent WebSocket sessions from one IP address.
     pub max_sessions_per_ip: usize,
+    /// Concurrent sessions (open or waiting for `resume`) of one user on this
+    /// instance; each incoming call builds one WebRTC leg per session.
+    pub max_sessions_per_user: usize,
     /// Concurrent calls per user unless the token's `max_calls` claim says otherwise.
     pub max_calls_per_user: usize,
     /// Calls are hung up this long after the answer.
@@ -328,11 +351,24 @@ impl Default for LimitsConfig {
     fn default() -> Self {
         LimitsConfig {
             max_message_bytes: 64 * 1024,
+            max_auth_message_bytes: 16 * 1024,
             max_sessions_per_ip: 50,
+            max_sessions_per_user: 10,
             max_calls_per_user: 3,
             max_call_duration: Duration::from_secs(4 * 3600),
             invite_timeout: Duration::from_secs(60),
         }
+    }
+}
+
+impl LimitsConfig {
+    /// The WebSocket's hard frame/message cap: frames up to it are read and refused
+    /// in the protocol (`error` `bad_request`); beyond it tungstenite refuses them
+    /// from the frame header and the socket closes 1009. Bounds a socket's memory.
+    pub fn ws_hard_cap(&self) -> usize {
+        self.max_message_bytes
+            .max(self.max_auth_message_bytes)
+            .saturating_mul(4)
     }
 }
 
@@ -388,7 +424,8 @@ impl Config {
     /// Sets a fresh random HS256 secret (64 hex characters).
     pub fn with_random_secret(mut self) -> Config {
         let bytes: [u8; 32] = rand::random();
-        self.auth.hs256_secret = bytes.iter().map(|b| format!("{b:02x}")).collect();
+        let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+        self.auth.hs256_secret = Secret::from(hex);
         self
     }
 

@@ -138,6 +138,27 @@ pub struct TrunkConfig {
     /// `username` / `password`.
     #[serde(default)]
     pub inbound_auth: bool,
+    /// Where an inbound call's called number (the DID) is read: `auto` (the
+    /// Request-URI user, unless it is the trunk's account, as when a registrar sends
+    /// the call to our registered contact: then `To`), `request_uri`, `to`,
+    /// `p_called_party_id` or `diversion` (both fall back to `auto` when absent).
+    #[serde(default = "default_called_number_from")]
+    pub called_number_from: String,
+    /// User part of From in our INVITEs (and of the REGISTER address of record);
+    /// absent: `username` when the trunk has credentials (carriers check that From
+    /// is the authenticated account), else the caller's id.
+    #[serde(default)]
+    pub from_user: Option<String>,
+    /// Host (`host` or `host:port`) of From; absent: the trunk's domain (its
+    /// address, port included unless 5060) when From carries the account, else
+    /// our own address.
+    #[serde(default)]
+    pub from_domain: Option<String>,
+    /// Headers that carry the caller's id to the trunk: `pai`
+    /// (P-Asserted-Identity, RFC 3325), `rpid` (Remote-Party-ID), both as a list,
+    /// or `none`.
+    #[serde(default = "default_caller_id_header", deserialize_with = "one_or_many")]
+    pub caller_id_header: Vec<String>,
 }
 
 impl Default for TrunkConfig {
@@ -162,6 +183,10 @@ impl Default for TrunkConfig {
             tls_client_auth: false,
             inbound_from: Vec::new(),
             inbound_auth: false,
+            called_number_from: default_called_number_from(),
+            from_user: None,
+            from_domain: None,
+            caller_id_header: default_caller_id_header(),
         }
     }
 }
@@ -186,6 +211,10 @@ impl std::fmt::Debug for TrunkConfig {
             .field("tls_server_name", &self.tls_server_name)
             .field("inbound_from", &self.inbound_from)
             .field("inbound_auth", &self.inbound_auth)
+            .field("called_number_from", &self.called_number_from)
+            .field("from_user", &self.from_user)
+            .field("from_domain", &self.from_domain)
+            .field("caller_id_header", &self.caller_id_header)
             .finish()
     }
 }
@@ -212,6 +241,31 @@ fn default_session_expires() -> u32 {
 
 fn default_min_se() -> u32 {
     90
+}
+
+fn default_called_number_from() -> String {
+    "auto".into()
+}
+
+fn default_caller_id_header() -> Vec<String> {
+    vec!["pai".into()]
+}
+
+/// A string or a list of strings (`caller_id_header = "pai"` or `["pai", "rpid"]`).
+fn one_or_many<'de, D>(deserializer: D) -> Result<Vec<String>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany {
+        One(String),
+        Many(Vec<String>),
+    }
+    Ok(match OneOrMany::deserialize(deserializer)? {
+        OneOrMany::One(one) => vec![one],
+        OneOrMany::Many(many) => many,
+    })
 }
 
 /// Reads each trunk's `password_env` variable from `env` into its `password`.

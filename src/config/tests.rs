@@ -219,3 +219,107 @@ fn trunk_addresses_with_and_without_port() {
         assert!(err.contains("sip.trunks[0].address"), "{bad}: {err}");
     }
 }
+
+#[test]
+fn debug_of_a_config_with_every_kind_of_secret_shows_none_of_them() {
+    let text = format!(
+        r#"{}
+[turn]
+listen = "127.0.0.1:3478"
+secret = "turn-secret-turn-secret-777"
+[cluster]
+redis_url = "redis://:redis-pass-555@127.0.0.1:6379/0"
+[storage]
+url = "postgres://cb:pg-pass-444@127.0.0.1/cb"
+[[webhooks.endpoints]]
+name = "crm"
+url = "https://crm.example/hook"
+secret = "webhook-secret-333"
+"#,
+        minimal().replace(
+            "address = \"127.0.0.1:5070\"",
+            "address = \"127.0.0.1:5070\"\nusername = \"acct\"\npassword = \"trunk-pass-222\""
+        )
+    );
+    let c = load_text(&text, vec![]).expect("loads");
+    assert_eq!(c.sip.trunks[0].password.as_deref(), Some("trunk-pass-222"));
+    let dump = format!("{c:?} {c:#?}");
+    for secret in [
+        SECRET,
+        "turn-secret-turn-secret-777",
+        "redis-pass-555",
+        "pg-pass-444",
+        "webhook-secret-333",
+        "trunk-pass-222",
+    ] {
+        assert!(
+            !dump.contains(secret),
+            "`{secret}` in the config's Debug output"
+        );
+    }
+    assert!(
+        dump.contains("<redacted>") && dump.contains("crm.example"),
+        "{dump}"
+    );
+    let verifier = crate::auth::Verifier::from_config(&c.auth).expect("verifier");
+    assert!(!format!("{verifier:?}").contains(SECRET));
+}
+
+#[test]
+fn new_limits_are_validated_with_the_key_named() {
+    let base = load_text(&minimal(), vec![]).expect("loads");
+    assert_eq!(base.limits.max_sessions_per_user, 10);
+    assert_eq!(base.limits.max_auth_message_bytes, 16 * 1024);
+    assert_eq!(base.auth.max_token_bytes, 8 * 1024);
+    assert_eq!(base.limits.ws_hard_cap(), 4 * 64 * 1024);
+    type Change = fn(&mut Config);
+    let cases: Vec<(Change, &str)> = vec![
+        (
+            |c| c.limits.max_sessions_per_user = 0,
+            "limits.max_sessions_per_user",
+        ),
+        (|c| c.auth.max_token_bytes = 100, "auth.max_token_bytes"),
+        (|c| c.auth.max_token_bytes = 1 << 20, "auth.max_token_bytes"),
+        (
+            |c| c.limits.max_auth_message_bytes = 8 * 1024,
+            "limits.max_auth_message_bytes",
+        ),
+        (|c| c.auth.leeway = Duration::from_secs(600), "auth.leeway"),
+        (
+            |c| c.auth.max_token_lifetime = Duration::from_secs(5),
+            "auth.max_token_lifetime",
+        ),
+        (
+            |c| c.auth.token_types = vec!["none".into()],
+            "auth.token_types[0]",
+        ),
+    ];
+    for (change, key) in cases {
+        let mut c = base.clone();
+        change(&mut c);
+        let err = validate(&c).expect_err(key).to_string();
+        assert!(err.contains(key), "{key}: {err}");
+    }
+    let env = vec![("CALLBRIDGE_LIMITS__MAX_SESSIONS_PER_USER", "3")];
+    assert_eq!(
+        load_text(&minimal(), env)
+            .expect("env")
+            .limits
+            .max_sessions_per_user,
+        3
+    );
+}
+
+#[test]
+fn recording_quota_has_a_safe_default_and_is_validated_by_key() {
+    let config = load_text(&minimal(), vec![]).expect("minimal loads");
+    assert_eq!(
+        config.media.recording_max_total_bytes,
+        10 * 1024 * 1024 * 1024
+    );
+    let text = format!("{}\n[media]\nrecording_max_total_bytes = 1000", minimal());
+    let err = load_text(&text, vec![]).expect_err("too small").to_string();
+    assert!(err.contains("media.recording_max_total_bytes"), "{err}");
+    let text = format!("{}\n[media]\nrecording_max_total_bytes = 65536", minimal());
+    load_text(&text, vec![]).expect("64 KiB is enough");
+}

@@ -128,3 +128,73 @@ fn inbound_keys_reach_the_trunk_settings() {
     assert_eq!(nets, ["198.51.100.0/24", "203.0.113.7/32"]);
     assert!(settings.inbound_auth);
 }
+
+#[test]
+fn carrier_keys_default_parse_and_reach_the_trunk_settings() {
+    let c = load_with("", &[]).expect("loads");
+    let t = &c.sip.trunks[0];
+    assert_eq!(t.called_number_from, "auto");
+    assert_eq!(t.caller_id_header, ["pai"]);
+    assert_eq!(
+        (t.from_user.as_deref(), t.from_domain.as_deref()),
+        (None, None)
+    );
+    let settings = crate::sip::TrunkSettings::from_config(t);
+    assert_eq!(settings.domain(), "127.0.0.1:5070", "the port is kept");
+
+    let c = load_with(
+        "called_number_from = \"diversion\"\nfrom_user = \"+15550000000\"\nfrom_domain = \"carrier.example:5080\"\ncaller_id_header = [\"pai\", \"rpid\"]\n",
+        &[],
+    )
+    .expect("loads");
+    let settings = crate::sip::TrunkSettings::from_config(&c.sip.trunks[0]);
+    assert_eq!(
+        settings.called_number_from,
+        crate::sip::CalledNumberSource::Diversion
+    );
+    assert_eq!(settings.account(), Some("+15550000000"));
+    assert_eq!(settings.account_domain(), "carrier.example:5080");
+    assert!(settings.caller_id_headers.pai && settings.caller_id_headers.rpid);
+    // A digest username that is no SIP user is fine with a from_user.
+    load_with(
+        "username = \"u@carrier.example\"\npassword = \"p\"\nfrom_user = \"u\"\n",
+        &[],
+    )
+    .expect("from_user set");
+    // A single string works as well as a list.
+    let c = load_with("caller_id_header = \"rpid\"\n", &[]).expect("loads");
+    assert_eq!(c.sip.trunks[0].caller_id_header, ["rpid"]);
+}
+
+#[test]
+fn bad_carrier_keys_name_the_key() {
+    for (extra, key) in [
+        (
+            "called_number_from = \"from\"\n",
+            "sip.trunks[0].called_number_from",
+        ),
+        ("from_user = \"a b\"\n", "sip.trunks[0].from_user"),
+        ("from_user = \"\"\n", "sip.trunks[0].from_user"),
+        (
+            "username = \"u@carrier.example\"\npassword = \"p\"\n",
+            "sip.trunks[0].from_user",
+        ),
+        ("from_domain = \"a/b\"\n", "sip.trunks[0].from_domain"),
+        ("from_domain = \"h:99999\"\n", "sip.trunks[0].from_domain"),
+        (
+            "caller_id_header = \"pidf\"\n",
+            "sip.trunks[0].caller_id_header",
+        ),
+        ("caller_id_header = []\n", "sip.trunks[0].caller_id_header"),
+        (
+            "caller_id_header = [\"none\", \"pai\"]\n",
+            "sip.trunks[0].caller_id_header",
+        ),
+    ] {
+        let err = load_with(extra, &[]).expect_err(key);
+        assert!(
+            err.contains(&format!("`{key}`")),
+            "expected `{key}` in: {err}"
+        );
+    }
+}

@@ -5,6 +5,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::secret::Secret;
+
 /// `[turn]`: built-in STUN/TURN and the credentials handed to browsers.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -17,7 +19,7 @@ pub struct TurnConfig {
     pub tls_listen: Option<SocketAddr>,
     /// TURN REST API shared secret (never logged).
     #[serde(skip_serializing)]
-    pub secret: String,
+    pub secret: Secret,
     /// Lifetime of issued credentials.
     #[serde(default = "default_turn_ttl", with = "humantime_serde")]
     pub credential_ttl: Duration,

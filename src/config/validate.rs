@@ -31,6 +31,7 @@ pub fn validate(config: &Config) -> Result<(), ConfigError> {
             ),
         ));
     }
+    super::validate_tokens::validate_tokens(config)?;
     for (i, path) in auth.public_keys.iter().enumerate() {
         if !path.is_file() {
             return Err(ConfigError::invalid(
@@ -212,6 +213,7 @@ pub fn validate(config: &Config) -> Result<(), ConfigError> {
                 "challenging inbound calls needs username and password (or password_env)",
             ));
         }
+        super::carrier::validate_carrier_keys(&key, trunk)?;
     }
     for (i, route) in config.dialplan.routes.iter().enumerate() {
         let key = format!("dialplan.routes[{i}]");
@@ -291,7 +293,8 @@ pub fn validate(config: &Config) -> Result<(), ConfigError> {
     {
         return Err(ConfigError::invalid(
             "cluster.redis_url",
-            format!("`{url}` is not a redis:// URL"),
+            // Not echoed: the URL may carry a password.
+            "is not a redis://, rediss:// or unix:// URL",
         ));
     }
     if let Some(uri) = &cluster.instance_uri
@@ -524,6 +527,12 @@ fn validate_media(media: &super::MediaConfig) -> Result<(), ConfigError> {
         return Err(ConfigError::invalid(
             "media.recording_max_bytes",
             "must be at least 1 MiB",
+        ));
+    }
+    if media.recording_max_total_bytes < 64 * 1024 {
+        return Err(ConfigError::invalid(
+            "media.recording_max_total_bytes",
+            "must be at least 64 KiB (65536); it caps the disk space of all recordings",
         ));
     }
     Ok(())

@@ -15,6 +15,7 @@ mod delivery;
 mod event;
 mod http;
 pub mod record;
+pub mod sanitize;
 pub mod schedule;
 pub mod signature;
 pub mod store;
@@ -35,8 +36,8 @@ use crate::metrics::Metrics;
 pub use event::{Event, EventKind};
 pub use http::{HttpClient, HttpError};
 pub use record::{CallRecord, MediaMode, RecordingInfo};
-pub use store::{Store, StoreError};
-pub use writer::Pending;
+pub use store::{DeadLetter, Store, StoreError};
+pub use writer::{Pending, ROW_ATTEMPTS};
 
 /// Errors of the events service.
 #[derive(Debug, thiserror::Error)]
@@ -96,6 +97,7 @@ impl Events {
                 queue: rx,
                 wake: Arc::clone(&wake),
                 stop: stop.clone(),
+                metrics: metrics.clone(),
             }
             .run(),
         );
@@ -149,7 +151,10 @@ impl Events {
 
     /// `call.ended`: stores the call record and sends it in the webhook; observes
     /// the quality histograms (MOS, jitter, loss) from it. Never blocks.
-    pub fn call_ended(&self, record: CallRecord) {
+    pub fn call_ended(&self, mut record: CallRecord) {
+        if sanitize::call_record(&mut record) {
+            tracing::warn!(call = %record.id, "call record had unsafe or overlong text; cleaned before storing");
+        }
         let m = &self.inner.metrics;
         if let Some(mos) = record.mos {
             m.call_mos.observe(mos);
@@ -176,7 +181,8 @@ impl Events {
 
     /// `recording.ready`: the recording can be downloaded at
     /// `/v1/recordings/{id}`. Never blocks.
-    pub fn recording_ready(&self, recording: RecordingInfo) {
+    pub fn recording_ready(&self, mut recording: RecordingInfo) {
+        sanitize::recording(&mut recording);
         #[derive(serde::Serialize)]
         struct Data<'a> {
             #[serde(flatten)]
@@ -245,12 +251,14 @@ impl Events {
     }
 
     fn call_event(&self, kind: EventKind, info: &CallInfo) {
+        let mut info = info.clone();
+        sanitize::call_info(&mut info);
         let event = Event::new(
             kind,
             SystemTime::now(),
             &info.correlation_id,
             Some(&info.id),
-            info,
+            &info,
         );
         self.enqueue(Pending {
             event,

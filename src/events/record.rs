@@ -97,6 +97,9 @@ pub struct CallRecord {
     pub recording_bytes: Option<u64>,
     /// Length of the recording, milliseconds.
     pub recording_duration_ms: Option<u64>,
+    /// Why a call that should have been recorded was not (`quota`: the recording
+    /// disk quota was full; `error`: the file could not be written).
+    pub recording_skipped: Option<String>,
 }
 
 impl CallRecord {
@@ -141,6 +144,7 @@ impl CallRecord {
             recording_path: None,
             recording_bytes: None,
             recording_duration_ms: None,
+            recording_skipped: None,
         }
     }
 }
@@ -152,6 +156,9 @@ pub struct RecordingInfo {
     pub id: String,
     /// Correlation id of the call.
     pub correlation_id: String,
+    /// The user whose call was recorded: the only user (besides the operator) who
+    /// may download it.
+    pub user: String,
     /// The file on the gateway (not sent in webhooks).
     #[serde(skip)]
     pub path: String,
@@ -161,6 +168,9 @@ pub struct RecordingInfo {
     pub bytes: u64,
     /// Length, milliseconds.
     pub duration_ms: u64,
+    /// The recording's crash-recovery note, deleted once the recording is stored.
+    #[serde(skip)]
+    pub sidecar: Option<std::path::PathBuf>,
 }
 
 /// Milliseconds of a duration, saturating.

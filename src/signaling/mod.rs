@@ -6,9 +6,11 @@
 //! client's call ids to call handles.
 
 mod handshake;
+pub mod lifetime;
 pub mod protocol;
 pub mod resume;
 pub mod session;
+pub mod users;
 
 use std::collections::HashMap;
 use std::net::IpAddr;

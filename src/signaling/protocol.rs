@@ -5,6 +5,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::media::webrtc_leg::IceCandidate;
+use crate::secret::Secret;
 
 /// WebSocket close code: the token is not valid.
 pub const CLOSE_AUTH_FAILED: u16 = 4001;
@@ -12,8 +13,10 @@ pub const CLOSE_AUTH_FAILED: u16 = 4001;
 pub const CLOSE_FORBIDDEN: u16 = 4003;
 /// WebSocket close code: no `auth` frame within `auth_timeout`.
 pub const CLOSE_AUTH_TIMEOUT: u16 = 4008;
-/// WebSocket close code: rate limited.
+/// WebSocket close code: rate limited (also: too many sessions of one user).
 pub const CLOSE_RATE_LIMITED: u16 = 4029;
+/// WebSocket close code (RFC 6455): a frame larger than the socket accepts.
+pub const CLOSE_MESSAGE_TOO_BIG: u16 = 1009;
 
 /// A message from the browser.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -22,14 +25,23 @@ pub enum ClientMessage {
     /// First frame: authenticate.
     Auth {
         /// The JWT.
-        token: String,
+        token: Secret,
     },
     /// First frame of a reconnecting socket.
     Resume {
         /// The session to resume.
         session_id: String,
         /// The secret given in `ready`.
-        resume_token: String,
+        resume_token: Secret,
+        /// A still-valid JWT of the session's user (required; optional in the
+        /// type only so that a resume without it gets a clear refusal).
+        #[serde(default)]
+        token: Option<Secret>,
+    },
+    /// A fresh token for the session before its current one expires.
+    Reauth {
+        /// The fresh JWT (same `sub`).
+        token: Secret,
     },
     /// Place an outbound call.
     Call {
@@ -99,7 +111,7 @@ pub struct IceServer {
     pub username: Option<String>,
     /// TURN password.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub credential: Option<String>,
+    pub credential: Option<Secret>,
 }
 
 /// A message to the browser.
@@ -111,10 +123,22 @@ pub enum ServerMessage {
         /// The session id (for `resume`).
         session_id: String,
         /// Secret for `resume`.
-        resume_token: String,
+        resume_token: Secret,
         /// The authenticated user.
         user: String,
         /// STUN/TURN servers for the browser's peer connection.
+        ice_servers: Vec<IceServer>,
+        /// The token's `exp` (Unix seconds): send `reauth` before it.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        expires_at: Option<u64>,
+    },
+    /// A `reauth` succeeded: the session now lives until the fresh token's `exp`.
+    Reauthed {
+        /// The fresh token's `exp` (Unix seconds).
+        expires_at: u64,
+        /// STUN/TURN servers with credentials valid for the fresh token's life (for
+        /// peer connections created from now on).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
         ice_servers: Vec<IceServer>,
     },
     /// The gateway's SDP answer to a `call`.
@@ -345,7 +369,8 @@ pub enum ParseError {
 }
 
 const KNOWN_TYPES: &[&str] = &[
-    "auth", "resume", "call", "accept", "reject", "hangup", "ice", "dtmf", "hold", "unhold", "ping",
+    "auth", "resume", "reauth", "call", "accept", "reject", "hangup", "ice", "dtmf", "hold",
+    "unhold", "ping",
 ];
 
 impl ClientMessage {
@@ -385,7 +410,10 @@ impl ClientMessage {
             | ClientMessage::Dtmf { call_id, .. }
             | ClientMessage::Hold { call_id }
             | ClientMessage::Unhold { call_id } => Some(call_id),
-            ClientMessage::Auth { .. } | ClientMessage::Resume { .. } | ClientMessage::Ping => None,
+            ClientMessage::Auth { .. }
+            | ClientMessage::Resume { .. }
+            | ClientMessage::Reauth { .. }
+            | ClientMessage::Ping => None,
         }
     }
 }

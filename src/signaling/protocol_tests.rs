@@ -14,7 +14,20 @@ fn parses_every_client_message_of_the_contract() {
             ClientMessage::Resume {
                 session_id: "s-1".into(),
                 resume_token: "r".into(),
+                token: None,
             },
+        ),
+        (
+            json!({"type":"resume","session_id":"s-1","resume_token":"r","token":"t"}),
+            ClientMessage::Resume {
+                session_id: "s-1".into(),
+                resume_token: "r".into(),
+                token: Some("t".into()),
+            },
+        ),
+        (
+            json!({"type":"reauth","token":"t2"}),
+            ClientMessage::Reauth { token: "t2".into() },
         ),
         (
             json!({"type":"call","call_id":"c1","to":"+15551234567","sdp":"v=0"}),
@@ -156,10 +169,23 @@ fn server_messages_have_the_contract_shape() {
             username: Some("1767225600:alice".into()),
             credential: Some("c".into()),
         }],
+        expires_at: Some(1_767_225_600),
     };
     let v: serde_json::Value = serde_json::from_str(&ready.to_json()).expect("json");
     assert_eq!(v["type"], "ready");
     assert_eq!(v["ice_servers"][0]["username"], "1767225600:alice");
+    assert_eq!(v["ice_servers"][0]["credential"], "c");
+    assert_eq!(v["resume_token"], "r");
+    assert_eq!(v["expires_at"], 1_767_225_600);
+
+    let reauthed = ServerMessage::Reauthed {
+        expires_at: 1_767_229_200,
+        ice_servers: Vec::new(),
+    };
+    assert_eq!(
+        reauthed.to_json(),
+        r#"{"type":"reauthed","expires_at":1767229200}"#
+    );
 
     let ended = ServerMessage::Ended {
         call_id: "c1".into(),
@@ -205,4 +231,41 @@ fn sip_statuses_map_to_end_reasons() {
         let s = serde_json::to_string(&reason).expect("json");
         assert_eq!(s.trim_matches('"'), reason.as_str());
     }
+}
+
+#[test]
+fn debug_output_never_shows_tokens_or_credentials() {
+    let auth =
+        ClientMessage::parse(r#"{"type":"auth","token":"eyJ.secret-jwt.sig"}"#).expect("auth");
+    let resume = ClientMessage::parse(
+        r#"{"type":"resume","session_id":"s-1","resume_token":"resume-secret","token":"eyJ.other-jwt.sig"}"#,
+    )
+    .expect("resume");
+    let reauth =
+        ClientMessage::parse(r#"{"type":"reauth","token":"eyJ.fresh-jwt.sig"}"#).expect("reauth");
+    let ready = ServerMessage::Ready {
+        session_id: "s-1".into(),
+        resume_token: "resume-secret".into(),
+        user: "alice".into(),
+        ice_servers: vec![IceServer {
+            urls: vec!["turn:h:3478".into()],
+            username: Some("1:alice".into()),
+            credential: Some("turn-password".into()),
+        }],
+        expires_at: None,
+    };
+    let text = format!("{auth:?} {resume:?} {reauth:?} {ready:?}");
+    for secret in [
+        "secret-jwt",
+        "other-jwt",
+        "fresh-jwt",
+        "resume-secret",
+        "turn-password",
+    ] {
+        assert!(!text.contains(secret), "{secret} in {text}");
+    }
+    assert!(
+        text.contains("s-1") && text.contains("alice"),
+        "the rest stays visible: {text}"
+    );
 }

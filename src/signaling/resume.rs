@@ -1,6 +1,7 @@
 //! Resumable sessions: what a session owns beyond its socket ([`SessionState`]), and
 //! the registry that keeps it for `server.resume_grace` after the socket drops, so a
-//! new socket can `resume` it with the session id and resume token.
+//! new socket can `resume` it with the session id, the resume token and a still-valid
+//! token of the same user ([`super::lifetime::check_fresh_token`]).
 //!
 //! ```text
 //!  Active ──socket lost──> Parked ──resume──> Active (new socket)
@@ -14,9 +15,12 @@ use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
 
+use super::lifetime::{FreshTokenError, TokenLifetime, check_fresh_token};
+use super::users::UserPermit;
 use crate::auth::Identity;
 use crate::call::directory::Listing;
 use crate::call::{CallCommand, CallHandle, SessionEvent};
+use crate::secret::Secret;
 
 /// Everything a session owns that must outlive a dropped socket.
 #[derive(Debug)]
@@ -26,7 +30,11 @@ pub struct SessionState {
     /// The session id.
     pub session_id: String,
     /// The current resume token (rotated at every `ready`).
-    pub resume_token: String,
+    pub resume_token: Secret,
+    /// When the session's current token runs out (renewed by `reauth`, `resume`).
+    pub lifetime: TokenLifetime,
+    /// The session's place in `limits.max_sessions_per_user` (kept while parked).
+    pub user_permit: UserPermit,
     /// Calls of the session by call id.
     pub calls: HashMap<String, CallHandle>,
     /// Where calls send events for this session.
@@ -40,6 +48,13 @@ pub struct SessionState {
 }
 
 impl SessionState {
+    /// Extends the session to the `exp` of `fresh` (a verified token that
+    /// [`check_fresh_token`] accepted), at Unix time `now_unix` = `now`.
+    pub fn renew_token(&mut self, fresh: &Identity, now_unix: u64, now: std::time::Instant) {
+        self.lifetime.renew(fresh.expires_at, now_unix, now);
+        self.user_permit.renew(fresh.expires_at);
+    }
+
     /// Hangs up every call of the session on the SIP side.
     pub fn hang_up_all(&mut self) {
         for (_, handle) in self.calls.drain() {
@@ -54,7 +69,8 @@ pub type Takeover = oneshot::Sender<SessionState>;
 enum Entry {
     /// A socket serves the session; `takeover` asks it to hand over.
     Active {
-        token: String,
+        token: Secret,
+        identity: Arc<Identity>,
         takeover: mpsc::Sender<Takeover>,
     },
     /// No socket; the state waits until `generation`'s grace timer fires.
@@ -62,6 +78,15 @@ enum Entry {
         state: Box<SessionState>,
         generation: u64,
     },
+}
+
+/// Why a `resume` was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ResumeRefused {
+    /// No such session, a wrong resume token, or the grace is over.
+    Unknown,
+    /// The fresh token may not take over this session.
+    Token(FreshTokenError),
 }
 
 /// Sessions that can be resumed.
@@ -87,12 +112,19 @@ impl Resumable {
         self.entries.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Records that a socket serves `session_id` with `token`.
-    pub fn activate(&self, session_id: &str, token: &str, takeover: mpsc::Sender<Takeover>) {
+    /// Records that a socket serves `session_id` of `identity` with resume `token`.
+    pub fn activate(
+        &self,
+        session_id: &str,
+        token: &Secret,
+        identity: &Arc<Identity>,
+        takeover: mpsc::Sender<Takeover>,
+    ) {
         self.lock().insert(
             session_id.to_string(),
             Entry::Active {
-                token: token.to_string(),
+                token: token.clone(),
+                identity: Arc::clone(identity),
                 takeover,
             },
         );
@@ -141,30 +173,49 @@ impl Resumable {
         self.lock().remove(session_id);
     }
 
-    /// Takes a session for a resuming socket, if `token` is right: a parked one at
-    /// once, an active one after its old socket hands it over.
-    pub async fn take(&self, session_id: &str, token: &str) -> Option<SessionState> {
+    /// Takes a session for a resuming socket, if `token` is right and `fresh` (the
+    /// verified identity of the socket's token) may take it over: a parked one at
+    /// once, an active one after its old socket hands it over. A refused attempt
+    /// leaves the session where it was.
+    pub async fn take(
+        &self,
+        session_id: &str,
+        token: &str,
+        fresh: &Identity,
+    ) -> Result<SessionState, ResumeRefused> {
         let takeover = {
             let mut entries = self.lock();
-            match entries.get(session_id) {
+            let (identity, takeover) = match entries.get(session_id) {
                 Some(Entry::Parked { state, .. }) if same_secret(&state.resume_token, token) => {
+                    (&state.identity, None)
+                }
+                Some(Entry::Active {
+                    token: t,
+                    identity,
+                    takeover,
+                }) if same_secret(t, token) => (identity, Some(takeover.clone())),
+                _ => return Err(ResumeRefused::Unknown),
+            };
+            check_fresh_token(identity, fresh).map_err(ResumeRefused::Token)?;
+            match takeover {
+                Some(takeover) => takeover,
+                None => {
                     return match entries.remove(session_id) {
-                        Some(Entry::Parked { state, .. }) => Some(*state),
-                        _ => None,
+                        Some(Entry::Parked { state, .. }) => Ok(*state),
+                        _ => Err(ResumeRefused::Unknown),
                     };
                 }
-                Some(Entry::Active { token: t, takeover }) if same_secret(t, token) => {
-                    takeover.clone()
-                }
-                _ => return None,
             }
         };
         let (tx, rx) = oneshot::channel();
-        takeover.send(tx).await.ok()?;
-        tokio::time::timeout(Duration::from_secs(5), rx)
+        takeover
+            .send(tx)
             .await
-            .ok()?
-            .ok()
+            .map_err(|_| ResumeRefused::Unknown)?;
+        match tokio::time::timeout(Duration::from_secs(5), rx).await {
+            Ok(Ok(state)) => Ok(state),
+            _ => Err(ResumeRefused::Unknown),
+        }
     }
 }
 
@@ -174,23 +225,19 @@ mod tests {
     use crate::auth::Identity;
 
     fn state(id: &str, token: &str) -> (SessionState, mpsc::UnboundedReceiver<CallCommand>) {
+        let users = Arc::new(super::super::users::UserSessions::default());
         let (events_tx, events_rx) = mpsc::unbounded_channel();
         let (call_tx, call_rx) = mpsc::unbounded_channel();
         let mut calls = HashMap::new();
         calls.insert("c1".to_string(), CallHandle::new(call_tx));
-        let identity = Identity {
-            user: "alice".into(),
-            scopes: vec![],
-            caller_id: None,
-            dids: vec![],
-            max_calls: None,
-            record: false,
-            expires_at: 0,
-        };
+        let identity = alice();
+        let lifetime = TokenLifetime::new(60, Duration::ZERO, 0, std::time::Instant::now());
         let s = SessionState {
             identity: Arc::new(identity),
             session_id: id.into(),
             resume_token: token.into(),
+            lifetime,
+            user_permit: users.try_open("alice", 10, 60).expect("permit"),
             calls,
             events_tx,
             events_rx,
@@ -200,14 +247,42 @@ mod tests {
         (s, call_rx)
     }
 
+    fn alice() -> Identity {
+        Identity {
+            user: "alice".into(),
+            scopes: vec![],
+            caller_id: None,
+            dids: vec![],
+            max_calls: None,
+            record: false,
+            expires_at: 3600,
+        }
+    }
+
     #[tokio::test(start_paused = true)]
     async fn parked_session_resumes_with_the_right_token_only() {
         let r = Arc::new(Resumable::default());
         let (s, mut calls) = state("s-1", "secret");
         r.park(s, Duration::from_secs(30));
-        assert!(r.take("s-1", "wrong").await.is_none());
-        assert!(r.take("s-2", "secret").await.is_none());
-        let back = r.take("s-1", "secret").await.expect("resumed");
+        let alice = alice();
+        assert_eq!(
+            r.take("s-1", "wrong", &alice).await.err(),
+            Some(ResumeRefused::Unknown)
+        );
+        assert_eq!(
+            r.take("s-2", "secret", &alice).await.err(),
+            Some(ResumeRefused::Unknown)
+        );
+        let mut mallory = alice.clone();
+        mallory.user = "mallory".into();
+        assert!(matches!(
+            r.take("s-1", "secret", &mallory).await,
+            Err(ResumeRefused::Token(FreshTokenError::OtherUser { .. }))
+        ));
+        let back = r
+            .take("s-1", "secret", &alice)
+            .await
+            .expect("resumed after a refusal");
         assert_eq!(back.calls.len(), 1);
         tokio::time::sleep(Duration::from_secs(60)).await;
         assert!(
@@ -225,8 +300,9 @@ mod tests {
         assert!(calls.try_recv().is_err());
         tokio::time::sleep(Duration::from_secs(2)).await;
         assert_eq!(calls.recv().await, Some(CallCommand::SignalingLost));
-        assert!(
-            r.take("s-1", "secret").await.is_none(),
+        assert_eq!(
+            r.take("s-1", "secret", &alice()).await.err(),
+            Some(ResumeRefused::Unknown),
             "gone after the grace"
         );
     }
@@ -235,13 +311,16 @@ mod tests {
     async fn active_session_hands_over_to_a_resuming_socket() {
         let r = Arc::new(Resumable::default());
         let (tx, mut rx) = mpsc::channel::<Takeover>(1);
-        r.activate("s-1", "secret", tx);
         let (s, _calls) = state("s-1", "secret");
+        r.activate("s-1", &"secret".into(), &s.identity, tx);
         let old_socket = tokio::spawn(async move {
             let reply = rx.recv().await.expect("takeover asked");
             let _ = reply.send(s);
         });
-        let taken = r.take("s-1", "secret").await.expect("handed over");
+        let taken = r
+            .take("s-1", "secret", &alice())
+            .await
+            .expect("handed over");
         assert_eq!(taken.session_id, "s-1");
         old_socket.await.expect("old socket task");
         assert!(same_secret("abc", "abc") && !same_secret("abc", "abd") && !same_secret("a", "ab"));

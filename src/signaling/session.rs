@@ -9,13 +9,19 @@ use tokio::sync::mpsc;
 use tracing::{Instrument, debug, info, info_span, warn};
 
 use super::handshake::Joined;
-use super::protocol::{CLOSE_RATE_LIMITED, ClientMessage, EndReason, ErrorCode, ServerMessage};
+use super::lifetime::{self, TokenLifetime, check_fresh_token};
+use super::protocol::{
+    CLOSE_AUTH_FAILED, CLOSE_MESSAGE_TOO_BIG, CLOSE_RATE_LIMITED, ClientMessage, EndReason,
+    ErrorCode, ServerMessage,
+};
 use super::resume::{SessionState, Takeover};
+use super::users::UserPermit;
 use super::{SessionPermit, random_id};
 use crate::api::ratelimit::KeyedLimiter;
 use crate::auth::{Identity, Scope};
 use crate::call::directory::LiveSession;
 use crate::call::{CallCommand, CallContext, OutboundRequest, SessionEvent};
+use crate::secret::Secret;
 use crate::server::Gateway;
 
 /// Interval of WebSocket pings from the server.
@@ -29,7 +35,7 @@ const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 #[derive(Debug, Clone)]
 pub struct Upgrade {
     /// Token from `?access_token=`, if given.
-    pub query_token: Option<String>,
+    pub query_token: Option<Secret>,
     /// Correlation id of the session (from `X-Correlation-ID` or generated).
     pub correlation_id: String,
     /// The client's address.
@@ -60,10 +66,10 @@ pub async fn run(
         match session.handshake(upgrade.query_token).await {
             Ok(joined) => {
                 let state = match joined {
-                    Joined::New(identity) => session.new_state(identity),
+                    Joined::New(identity, permit) => session.new_state(identity, permit),
                     Joined::Resumed(state) => {
                         info!(calls = state.calls.len(), "session resumed");
-                        state
+                        *state
                     }
                 };
                 let (mut state, exit) = session.serve(state).await;
@@ -116,15 +122,32 @@ pub(super) struct Session {
     pub(super) correlation_id: String,
 }
 
+/// Seconds since the Unix epoch (token times are Unix seconds).
+pub(super) fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// Whether a read failed because the frame is larger than the socket's hard cap
+/// (tungstenite refuses it from the frame header, before reading the payload).
+pub(super) fn is_too_big(error: &axum::Error) -> bool {
+    // axum 0.8 reads with tungstenite 0.29; `abuse_session` fails if that changes.
+    std::error::Error::source(error)
+        .and_then(|e| e.downcast_ref::<tungstenite::Error>())
+        .is_some_and(|e| matches!(e, tungstenite::Error::Capacity(_)))
+}
+
 impl Session {
-    async fn send(&mut self, message: &ServerMessage) -> bool {
+    pub(super) async fn send(&mut self, message: &ServerMessage) -> bool {
         self.socket
             .send(Message::Text(message.to_json().into()))
             .await
             .is_ok()
     }
 
-    async fn close(&mut self, code: u16, reason: &str) {
+    pub(super) async fn close(&mut self, code: u16, reason: &str) {
         let frame = CloseFrame {
             code,
             reason: reason.chars().take(120).collect::<String>().into(),
@@ -141,7 +164,13 @@ impl Session {
 
     /// The state of a new session of `identity`, listed in the directory when it
     /// may receive calls.
-    fn new_state(&self, identity: Identity) -> SessionState {
+    fn new_state(&self, identity: Identity, user_permit: UserPermit) -> SessionState {
+        let lifetime = TokenLifetime::new(
+            identity.expires_at,
+            self.gateway.config.auth.leeway,
+            unix_now(),
+            tokio::time::Instant::now().into_std(),
+        );
         let identity = Arc::new(identity);
         let session_id = random_id("s-");
         let (events_tx, events_rx) = mpsc::unbounded_channel::<SessionEvent>();
@@ -162,7 +191,9 @@ impl Session {
         SessionState {
             identity,
             session_id,
-            resume_token: String::new(),
+            resume_token: Secret::default(),
+            lifetime,
+            user_permit,
             calls: HashMap::new(),
             events_tx,
             events_rx,
@@ -177,16 +208,21 @@ impl Session {
         let span = tracing::Span::current();
         span.record("session_id", state.session_id.as_str());
         span.record("user", state.identity.user.as_str());
-        state.resume_token = random_id("");
+        state.resume_token = Secret::from(random_id(""));
         let (takeover_tx, mut takeover_rx) = mpsc::channel::<Takeover>(1);
-        self.gateway
-            .resumable
-            .activate(&state.session_id, &state.resume_token, takeover_tx);
+        self.gateway.resumable.activate(
+            &state.session_id,
+            &state.resume_token,
+            &state.identity,
+            takeover_tx,
+        );
+        let expires_at = state.lifetime.expires_at();
         let ready = ServerMessage::Ready {
             session_id: state.session_id.clone(),
             resume_token: state.resume_token.clone(),
             user: state.identity.user.clone(),
-            ice_servers: self.gateway.ice_servers(&state.identity.user),
+            ice_servers: self.gateway.ice_servers(&state.identity.user, expires_at),
+            expires_at: Some(expires_at),
         };
         if !self.send(&ready).await {
             return (state, Exit::SocketLost);
@@ -219,6 +255,13 @@ impl Session {
                             continue;
                         }
                         Some(Ok(_)) => continue,
+                        Some(Err(e)) if is_too_big(&e) => {
+                            let msg = format!("message larger than this socket accepts; limits.max_message_bytes is {max_bytes}");
+                            info!("oversized frame beyond the hard cap, closing 1009");
+                            self.reply_error(ErrorCode::BadRequest, &msg, None).await;
+                            self.close(CLOSE_MESSAGE_TOO_BIG, "message too big").await;
+                            break Exit::SocketLost;
+                        }
                         Some(Err(e)) => {
                             debug!(error = %e, "websocket read failed");
                             break Exit::SocketLost;
@@ -269,6 +312,13 @@ impl Session {
                         break Exit::SocketLost;
                     }
                 }
+                _ = lifetime::expired(&state.lifetime) => {
+                    info!("token expired without reauth, closing 4001");
+                    let msg = "token expired; send reauth with a fresh token before exp, or resume with one within the resume grace";
+                    self.reply_error(ErrorCode::Unauthorized, msg, None).await;
+                    self.close(CLOSE_AUTH_FAILED, "token expired").await;
+                    break Exit::SocketLost;
+                }
                 Some(reply) = takeover_rx.recv() => {
                     self.close(4000, "session resumed on another connection").await;
                     break Exit::TakenOver(reply);
@@ -298,9 +348,14 @@ impl Session {
                 self.send(&ServerMessage::Pong).await;
             }
             ClientMessage::Auth { .. } | ClientMessage::Resume { .. } => {
-                self.reply_error(ErrorCode::BadRequest, "already authenticated", None)
-                    .await;
+                self.reply_error(
+                    ErrorCode::BadRequest,
+                    "already authenticated; send reauth to extend the session with a fresh token",
+                    None,
+                )
+                .await;
             }
+            ClientMessage::Reauth { token } => self.reauth(&token, state).await,
             ClientMessage::Call {
                 call_id,
                 to,
@@ -397,6 +452,38 @@ impl Session {
                     .await
             }
         }
+    }
+
+    /// `reauth`: a fresh token of the same user (with the session's scopes) moves the
+    /// session's expiry; a refused one leaves the old expiry standing.
+    async fn reauth(&mut self, token: &str, state: &mut SessionState) {
+        let fresh = match self.check_token(token) {
+            Ok(identity) => identity,
+            Err((code, message, _)) => {
+                let msg =
+                    format!("{message}; the session still ends when its current token expires");
+                self.reply_error(code, &msg, None).await;
+                return;
+            }
+        };
+        if let Err(e) = check_fresh_token(&state.identity, &fresh) {
+            let code = if e.is_forbidden() {
+                ErrorCode::Forbidden
+            } else {
+                ErrorCode::Unauthorized
+            };
+            info!(error = %e, "reauth refused");
+            self.reply_error(code, &e.to_string(), None).await;
+            return;
+        }
+        state.renew_token(&fresh, unix_now(), tokio::time::Instant::now().into_std());
+        let expires_at = state.lifetime.expires_at();
+        info!(expires_at, "session reauthenticated");
+        let reauthed = ServerMessage::Reauthed {
+            expires_at,
+            ice_servers: self.gateway.ice_servers(&state.identity.user, expires_at),
+        };
+        self.send(&reauthed).await;
     }
 
     async fn command(&mut self, state: &SessionState, call_id: &str, command: CallCommand) {

@@ -50,7 +50,6 @@ pub(crate) enum DigestFailure {
 }
 
 /// Issues and checks digest challenges.
-#[derive(Debug)]
 pub(crate) struct DigestServer {
     /// HMAC key of the nonces (random per endpoint).
     secret: [u8; 32],
@@ -58,6 +57,16 @@ pub(crate) struct DigestServer {
     epoch: Option<Instant>,
     /// Accepted nonces and when they were issued.
     used: HashMap<String, Instant>,
+}
+
+impl std::fmt::Debug for DigestServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The nonce key is deliberately not printed.
+        f.debug_struct("DigestServer")
+            .field("epoch", &self.epoch)
+            .field("nonces", &self.used.len())
+            .finish_non_exhaustive()
+    }
 }
 
 impl Default for DigestServer {

@@ -25,7 +25,9 @@ pub struct IncomingCall {
     pub from_display: Option<String>,
     /// User part of `P-Asserted-Identity`, if the trunk sent one.
     pub asserted_user: Option<String>,
-    /// The called number: user part of the Request-URI, else of To.
+    /// The called number, read where the trunk's `called_number_from` says: by
+    /// default the Request-URI user, or `To` when the Request-URI is our registered
+    /// contact (a registrar's call to the account).
     pub to_user: String,
     /// The Request-URI as received.
     pub request_uri: String,

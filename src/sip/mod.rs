@@ -40,7 +40,10 @@ pub use endpoint::{Direction, MessageCount, SipCallHandle, SipEndpoint};
 pub use incoming::{InboundSipEvent, IncomingCall, IncomingCallHandle};
 pub use transaction::TimerConfig;
 pub use transport::{FramingError, Peer, StreamFramer, Transport};
-pub use trunk::{DtmfMode, RelPolicy, SessionTimerSettings, TrunkSettings, TrunkStatus, parse_net};
+pub use trunk::{
+    CalledNumberSource, CallerIdHeaders, DtmfMode, RelPolicy, SessionTimerSettings, TrunkSettings,
+    TrunkStatus, parse_net,
+};
 
 /// Parses one SIP message the way the endpoint does (normalising pass, then rsip,
 /// then the mandatory-header checks); `Ok(true)` for a request, `Ok(false)` for a
@@ -197,11 +200,14 @@ pub type SdpAnswerer = Arc<dyn Fn(&str) -> Result<String, String> + Send + Sync>
 pub struct InviteRequest {
     /// Where to send the INVITE (the trunk, resolved).
     pub target: SocketAddr,
-    /// Host part of the Request-URI and To (the trunk's configured host name).
+    /// Host part of the Request-URI and To: the trunk's domain
+    /// ([`TrunkSettings::domain`], with the port unless 5060 or SRV).
     pub target_host: String,
     /// User part of the Request-URI and To (the dialed number after the dial plan).
     pub to_user: String,
-    /// User part of From.
+    /// The caller (its id, else its user): From's user, unless the trunk has an
+    /// account (credentials or `from_user`), which From then carries while the
+    /// caller goes in P-Asserted-Identity / Remote-Party-ID.
     pub from_user: String,
     /// SDP offer body.
     pub sdp: String,

@@ -33,6 +33,65 @@ pub enum RelPolicy {
     Disabled,
 }
 
+/// Where the called number (the DID) of an inbound call is read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum CalledNumberSource {
+    /// The Request-URI user, unless it is our own registered contact user (the
+    /// trunk's account: a registrar sending the call to our contact) or absent;
+    /// then `To`.
+    #[default]
+    Auto,
+    /// The Request-URI user.
+    RequestUri,
+    /// The `To` user.
+    To,
+    /// The `P-Called-Party-ID` user (RFC 3455).
+    PCalledPartyId,
+    /// The user of the most recent (first) `Diversion` entry (RFC 5806).
+    Diversion,
+}
+
+impl CalledNumberSource {
+    /// The value of a validated `called_number_from` key.
+    pub fn parse(text: &str) -> CalledNumberSource {
+        match text {
+            "request_uri" => CalledNumberSource::RequestUri,
+            "to" => CalledNumberSource::To,
+            "p_called_party_id" => CalledNumberSource::PCalledPartyId,
+            "diversion" => CalledNumberSource::Diversion,
+            _ => CalledNumberSource::Auto,
+        }
+    }
+}
+
+/// Headers of our INVITEs that carry the caller's id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CallerIdHeaders {
+    /// `P-Asserted-Identity` (RFC 3325).
+    pub pai: bool,
+    /// `Remote-Party-ID` (draft-ietf-sip-privacy-04), for carriers that want it.
+    pub rpid: bool,
+}
+
+impl Default for CallerIdHeaders {
+    fn default() -> Self {
+        Self {
+            pai: true,
+            rpid: false,
+        }
+    }
+}
+
+impl CallerIdHeaders {
+    /// The value of a validated `caller_id_header` key.
+    pub fn parse(names: &[String]) -> CallerIdHeaders {
+        CallerIdHeaders {
+            pai: names.iter().any(|n| n == "pai"),
+            rpid: names.iter().any(|n| n == "rpid"),
+        }
+    }
+}
+
 /// Session timer settings (RFC 4028).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SessionTimerSettings {
@@ -93,6 +152,16 @@ pub struct TrunkSettings {
     pub inbound_from: Vec<IpNet>,
     /// Challenge inbound INVITEs with digest (407) against `credentials`.
     pub inbound_auth: bool,
+    /// Where the called number of inbound calls is read.
+    pub called_number_from: CalledNumberSource,
+    /// From user of our INVITEs; `None`: the account when there are credentials,
+    /// else the caller.
+    pub from_user: Option<String>,
+    /// From host (`host[:port]`); `None`: [`TrunkSettings::domain`] when From carries
+    /// the account, else our address.
+    pub from_domain: Option<String>,
+    /// Which headers carry the caller's id.
+    pub caller_id_headers: CallerIdHeaders,
 }
 
 impl Default for TrunkSettings {
@@ -116,6 +185,10 @@ impl Default for TrunkSettings {
             tls_client_auth: false,
             inbound_from: Vec::new(),
             inbound_auth: false,
+            called_number_from: CalledNumberSource::Auto,
+            from_user: None,
+            from_domain: None,
+            caller_id_headers: CallerIdHeaders::default(),
         }
     }
 }
@@ -128,6 +201,40 @@ impl TrunkSettings {
         } else {
             self.host.clone()
         }
+    }
+
+    /// The trunk's domain as our URIs name it (Request-URI, To, the REGISTER address
+    /// of record, P-Asserted-Identity): the host with the port, except for 5060 (the
+    /// SIP default) and for a trunk located by SRV, whose name alone is the domain
+    /// (RFC 3263). A proxy on another port does not take a URI without its port
+    /// for its own ("403 Not relaying").
+    pub fn domain(&self) -> String {
+        if self.port == 5060 || self.srv {
+            self.uri_host()
+        } else {
+            format!("{}:{}", self.uri_host(), self.port)
+        }
+    }
+
+    /// The account our requests present (From of INVITEs, REGISTER address of
+    /// record): `from_user`, else the digest username; `None`: From carries the
+    /// caller.
+    pub fn account(&self) -> Option<&str> {
+        self.from_user
+            .as_deref()
+            .or(self.credentials.as_ref().map(|c| c.username.as_str()))
+    }
+
+    /// The user of our registered contact (and of REGISTER/OPTIONS From/To): the
+    /// account, else `callbridge`.
+    pub fn contact_user(&self) -> &str {
+        self.account().unwrap_or("callbridge")
+    }
+
+    /// The host of From when From carries the account: `from_domain`, else
+    /// [`TrunkSettings::domain`].
+    pub fn account_domain(&self) -> String {
+        self.from_domain.clone().unwrap_or_else(|| self.domain())
     }
 
     /// Settings from a validated `[[sip.trunks]]` entry (the password already read
@@ -181,6 +288,10 @@ impl TrunkSettings {
                 .filter_map(|n| parse_net(n))
                 .collect(),
             inbound_auth: trunk.inbound_auth,
+            called_number_from: CalledNumberSource::parse(&trunk.called_number_from),
+            from_user: trunk.from_user.clone(),
+            from_domain: trunk.from_domain.clone(),
+            caller_id_headers: CallerIdHeaders::parse(&trunk.caller_id_header),
         }
     }
 
@@ -213,4 +324,72 @@ pub struct TrunkStatus {
     /// Addresses of the trunk (several from SRV) whose last ping failed: calls try
     /// them last.
     pub failing: Vec<SocketAddr>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(host: &str, port: u16, srv: bool) -> TrunkSettings {
+        TrunkSettings {
+            host: host.into(),
+            port,
+            srv,
+            ..TrunkSettings::default()
+        }
+    }
+
+    #[test]
+    fn domain_keeps_a_port_other_than_5060() {
+        assert_eq!(at("203.0.113.5", 5080, false).domain(), "203.0.113.5:5080");
+        assert_eq!(
+            at("carrier.example", 5060, false).domain(),
+            "carrier.example"
+        );
+        assert_eq!(
+            at("2001:db8::1", 5080, false).domain(),
+            "[2001:db8::1]:5080"
+        );
+        // Located by SRV: the name is the domain (RFC 3263), whatever port SRV gives.
+        assert_eq!(
+            at("carrier.example", 5060, true).domain(),
+            "carrier.example"
+        );
+        // TLS on 5061 is not the sip: default port.
+        assert_eq!(
+            at("carrier.example", 5061, false).domain(),
+            "carrier.example:5061"
+        );
+    }
+
+    #[test]
+    fn the_account_is_from_user_else_the_username() {
+        let mut t = at("203.0.113.5", 5080, false);
+        assert_eq!(t.account(), None);
+        assert_eq!(t.contact_user(), "callbridge");
+        t.credentials = Some(Credentials {
+            username: "acct".into(),
+            password: "p".into(),
+        });
+        assert_eq!(t.account(), Some("acct"));
+        assert_eq!(t.account_domain(), "203.0.113.5:5080");
+        t.from_user = Some("+15550000000".into());
+        t.from_domain = Some("carrier.example".into());
+        assert_eq!(t.account(), Some("+15550000000"));
+        assert_eq!(t.contact_user(), "+15550000000");
+        assert_eq!(t.account_domain(), "carrier.example");
+    }
+
+    #[test]
+    fn carrier_keys_parse() {
+        assert_eq!(
+            CalledNumberSource::parse("p_called_party_id"),
+            CalledNumberSource::PCalledPartyId
+        );
+        assert_eq!(CalledNumberSource::parse("auto"), CalledNumberSource::Auto);
+        let both = CallerIdHeaders::parse(&["rpid".into(), "pai".into()]);
+        assert!(both.pai && both.rpid);
+        let none = CallerIdHeaders::parse(&["none".into()]);
+        assert!(!none.pai && !none.rpid);
+    }
 }

@@ -35,7 +35,9 @@ fn request(method: Method, user: &str, password: Option<&str>, peers: &[&str]) -
         creds.username.clone(),
     )));
     setters.push(Box::new(TextAttribute::new(ATTR_REALM, REALM.into())));
-    let password = password.map(str::to_owned).unwrap_or(creds.password);
+    let password = password
+        .map(str::to_owned)
+        .unwrap_or_else(|| creds.password.expose().to_owned());
     setters.push(Box::new(MessageIntegrity::new_long_term_integrity(
         creds.username,
         REALM.into(),

@@ -129,6 +129,8 @@ pub struct TurnServer {
     server: turn::server::Server,
     /// Policy, quotas and counters.
     guard: Arc<Guard>,
+    /// The credential check (shared with the crate's server and the guard).
+    auth: Arc<RestAuthHandler>,
     /// UDP listener address.
     pub udp_addr: SocketAddr,
     /// TCP listener address (same port as UDP when it was free).
@@ -241,7 +243,7 @@ impl TurnServer {
                 })
                 .collect(),
             realm: turn.realm.clone(),
-            auth_handler: auth,
+            auth_handler: Arc::clone(&auth) as _,
             channel_bind_timeout: std::time::Duration::from_secs(0),
             alloc_close_notify: Some(close_tx),
         };
@@ -261,11 +263,22 @@ impl TurnServer {
         Ok(TurnServer {
             server,
             guard,
+            auth,
             udp_addr,
             tcp_addr,
             tls_addr,
             stop,
         })
+    }
+
+    /// Lets expired credentials of a user who holds a valid token keep working, up
+    /// to `limit` past their expiry (see [`RestAuthHandler::extend_while`]).
+    pub fn extend_credentials_while(
+        &self,
+        valid_until: super::auth::ValidUntil,
+        limit: std::time::Duration,
+    ) {
+        self.auth.extend_while(valid_until, limit);
     }
 
     /// Live allocations.

@@ -102,7 +102,7 @@ describe('connect and auth', () => {
     assert.deepEqual(h.sockets[0].sent, [{ type: 'auth', token: 'jwt-1' }]);
     h.sockets[0].receive(READY);
     const info = await ready;
-    assert.deepEqual(info, { sessionId: 's-1', user: 'alice', iceServers: READY.ice_servers, resumed: false });
+    assert.deepEqual(info, { sessionId: 's-1', user: 'alice', iceServers: READY.ice_servers, resumed: false, expiresAt: null });
     assert.equal(h.client.state, 'ready');
     assert.deepEqual(
       h.events.filter((e) => e.type === 'state').map((e) => e.detail.state),
@@ -605,7 +605,7 @@ describe('reconnect and resume', () => {
     assert.equal(h.sockets.length, 2);
     const again = h.sockets[1];
     again.open();
-    assert.deepEqual(again.sent, [{ type: 'resume', session_id: 's-1', resume_token: 'rt-1' }]);
+    assert.deepEqual(again.sent, [{ type: 'resume', session_id: 's-1', resume_token: 'rt-1', token: 'jwt-1' }]);
     again.receive({ ...READY, resume_token: 'rt-2' });
     assert.equal(h.client.state, 'ready');
     assert.deepEqual(again.types(), ['resume', 'dtmf'], 'the queued dtmf goes out after ready');
@@ -617,7 +617,7 @@ describe('reconnect and resume', () => {
     mock.timers.tick(500);
     await settle();
     h.sockets[2].open();
-    assert.deepEqual(h.sockets[2].sent[0], { type: 'resume', session_id: 's-1', resume_token: 'rt-2' });
+    assert.deepEqual(h.sockets[2].sent[0], { type: 'resume', session_id: 's-1', resume_token: 'rt-2', token: 'jwt-1' });
     h.client.close();
   });
 
@@ -811,6 +811,120 @@ describe('reconnect and resume', () => {
     h.ws.serverClose(1006);
     assert.equal(h.client.state, 'closed');
     assert.equal(call.endReason, 'signaling_lost');
+  });
+});
+
+describe('token lifetime', () => {
+  // Date is faked too: the refresh is scheduled from `expires_at` (Unix seconds).
+  const T0 = 1_800_000_000;
+  beforeEach(() => {
+    mock.timers.reset();
+    mock.timers.enable({ apis: ['setTimeout', 'Date'], now: T0 * 1000 });
+  });
+
+  /** A client whose token function hands out `fresh-1`, `fresh-2`, … */
+  async function refreshing(exp, options = {}) {
+    let n = 0;
+    const token = mock.fn(async () => `fresh-${++n}`);
+    // No application pings: a long tick would otherwise also time out their pongs.
+    const h = harness({ token, pingIntervalMs: 0, ...options });
+    h.client.on('reauthed', (detail) => h.events.push({ type: 'reauthed', detail }));
+    const ready = h.client.connect();
+    await settle();
+    h.sockets[0].open();
+    h.sockets[0].receive({ ...READY, expires_at: exp });
+    const info = await ready;
+    return { ...h, ws: h.sockets[0], token, info };
+  }
+
+  test('refreshes 60 s before exp with reauth, then follows the fresh exp', async () => {
+    const h = await refreshing(T0 + 3600);
+    assert.equal(h.info.expiresAt, T0 + 3600);
+    assert.equal(h.token.mock.callCount(), 1, 'auth only');
+    mock.timers.tick(3540_000 - 1);
+    await settle();
+    assert.deepEqual(h.ws.ofType('reauth'), [], 'not before exp - 60 s');
+    mock.timers.tick(1);
+    await settle();
+    assert.deepEqual(h.ws.ofType('reauth'), [{ type: 'reauth', token: 'fresh-2' }]);
+    const turn = [{ urls: ['turn:gw.example:3478?transport=udp'], username: `${T0 + 7200}:alice`, credential: 'pw2' }];
+    h.ws.receive({ type: 'reauthed', expires_at: T0 + 7200, ice_servers: turn });
+    assert.equal(h.client.expiresAt, T0 + 7200);
+    assert.deepEqual(h.client.iceServers, turn, 'fresh TURN credentials for new calls');
+    assert.deepEqual(h.events.at(-1), { type: 'reauthed', detail: { expiresAt: T0 + 7200, iceServers: turn } });
+    // The next refresh: 60 s before the new exp.
+    mock.timers.tick(3600_000 - 1);
+    await settle();
+    assert.equal(h.ws.ofType('reauth').length, 1);
+    mock.timers.tick(1);
+    await settle();
+    assert.deepEqual(h.ws.ofType('reauth').at(-1), { type: 'reauth', token: 'fresh-3' });
+    h.client.close();
+  });
+
+  test('a short token refreshes when 10 % of its life is left', async () => {
+    const h = await refreshing(T0 + 100);
+    mock.timers.tick(89_999);
+    await settle();
+    assert.equal(h.ws.ofType('reauth').length, 0);
+    mock.timers.tick(1);
+    await settle();
+    assert.equal(h.ws.ofType('reauth').length, 1);
+    h.client.close();
+  });
+
+  test('a refused refresh is reported and tried again halfway to exp', async () => {
+    const h = await refreshing(T0 + 1000);
+    mock.timers.tick(940_000);
+    await settle();
+    assert.equal(h.ws.ofType('reauth').length, 1);
+    h.ws.receive({ type: 'error', code: 'forbidden', message: 'the token lacks scope `calls:inbound`', correlation_id: 'c' });
+    const error = h.events.filter((e) => e.type === 'error').at(-1).detail;
+    assert.equal(error.code, 'forbidden');
+    assert.equal(h.client.state, 'ready', 'the session goes on until exp');
+    mock.timers.tick(29_999); // 60 s left: next try after 30 s
+    await settle();
+    assert.equal(h.ws.ofType('reauth').length, 1);
+    mock.timers.tick(1);
+    await settle();
+    assert.deepEqual(h.ws.ofType('reauth').at(-1), { type: 'reauth', token: 'fresh-3' });
+    h.client.close();
+  });
+
+  test('closed 4001 at exp, the client resumes with a fresh token and the call survives', async () => {
+    const h = await refreshing(T0 + 1000);
+    const { call, seen } = await placed(h);
+    h.ws.receive({ type: 'answered', call_id: call.id });
+    // The device slept through the refresh: the server closes at exp.
+    h.ws.receive({ type: 'error', code: 'unauthorized', message: 'token expired; send reauth…', correlation_id: 'c' });
+    h.ws.serverClose(4001, 'token expired');
+    assert.equal(h.client.state, 'reconnecting');
+    mock.timers.tick(500);
+    await settle();
+    const again = h.sockets[1];
+    again.open();
+    assert.equal(again.sent[0].type, 'resume');
+    assert.equal(again.sent[0].token, `fresh-${h.token.mock.callCount()}`, 'a token fetched for this resume');
+    assert.ok(h.token.mock.callCount() >= 2);
+    again.receive({ ...READY, resume_token: 'rt-2', expires_at: T0 + 5000 });
+    assert.equal(h.client.state, 'ready');
+    assert.equal(h.client.expiresAt, T0 + 5000);
+    assert.equal(call.state, 'answered');
+    assert.equal(seen.filter((e) => e.type === 'ended').length, 0);
+    h.client.close();
+  });
+
+  test('a fixed token is never refreshed; close 4001 at exp is final', async () => {
+    const h = await connected({ pingIntervalMs: 0 });
+    h.ws.receive({ type: 'reauthed', expires_at: T0 + 10 }); // ignored without a pending refresh too
+    mock.timers.tick(3600_000);
+    await settle();
+    assert.deepEqual(h.ws.ofType('reauth'), []);
+    h.ws.serverClose(4001, 'token expired');
+    assert.equal(h.client.state, 'closed');
+    mock.timers.tick(60_000);
+    await settle();
+    assert.equal(h.sockets.length, 1, 'no reconnect with a token that cannot be refreshed');
   });
 });
 

@@ -94,3 +94,61 @@ impl TestCall {
             .await;
     }
 }
+
+/// One inbound call answered by a fresh test browser: the gateway's `incoming` offer
+/// applied, the answer sent with `accept`, the browser's candidates trickled.
+pub struct AcceptedCall {
+    /// The gateway's call id.
+    pub call_id: String,
+    /// The `incoming` message.
+    pub incoming: Value,
+    /// The answering browser.
+    pub browser: Arc<Browser>,
+}
+
+impl AcceptedCall {
+    /// Waits for `incoming` on `ws` and accepts it.
+    pub async fn accept(ws: &mut WsClient) -> AcceptedCall {
+        let incoming = ws.recv_type("incoming", |_| {}).await;
+        let call_id = incoming["call_id"].as_str().expect("call id").to_string();
+        let browser = Browser::answering(incoming["sdp"].as_str().expect("offer")).await;
+        ws.send(json!({"type": "accept", "call_id": call_id, "sdp": browser.offer_sdp()}))
+            .await;
+        let mut candidates = browser.take_candidates();
+        // Gathering on loopback ends at once; the end-of-candidates `None` stops it.
+        while let Ok(Some(Some(c))) =
+            tokio::time::timeout(std::time::Duration::from_millis(500), candidates.recv()).await
+        {
+            ws.send(json!({"type": "ice", "call_id": call_id, "candidate": c}))
+                .await;
+        }
+        AcceptedCall {
+            call_id,
+            incoming,
+            browser,
+        }
+    }
+
+    /// Applies `ice` from the gateway until `kind` arrives for this call; returns it.
+    pub async fn until(&self, ws: &mut WsClient, kind: &str) -> Value {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let m = tokio::time::timeout(remaining, ws.recv())
+                .await
+                .unwrap_or_else(|_| panic!("call {}: no `{kind}` within {WAIT:?}", self.call_id));
+            if m["call_id"] != self.call_id.as_str() {
+                continue;
+            }
+            if m["type"] == "ice" {
+                if let Ok(c) = serde_json::from_value::<IceCandidate>(m["candidate"].clone()) {
+                    self.browser.add_remote_candidate(c).await;
+                }
+                continue;
+            }
+            if m["type"] == kind {
+                return m;
+            }
+        }
+    }
+}

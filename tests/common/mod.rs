@@ -5,6 +5,7 @@ pub mod browser;
 pub mod call;
 pub mod gateway;
 pub mod http;
+pub mod kamailio;
 pub mod ports;
 pub mod postgres;
 pub mod process;

@@ -81,6 +81,88 @@ pub fn authorize(
     headers: &HeaderMap,
     scope: Scope,
 ) -> Result<Identity, Problem> {
+    let accept = match scope {
+        Scope::Admin => Accept::Operator,
+        _ => Accept::Any,
+    };
+    let identity = verify_bearer(gateway, headers, accept)?;
+    if !identity.has(scope) {
+        return Err(missing_scope(&identity, scope));
+    }
+    Ok(identity)
+}
+
+/// Who made a request, once its token is verified: the operator, or a user who
+/// only sees what is theirs.
+#[derive(Debug, Clone)]
+pub enum Principal {
+    /// An operator token (`aud` = `auth.admin_audience`) with the `admin` scope:
+    /// sees everything.
+    Operator(Identity),
+    /// A user's token with the resource's scope: sees its own.
+    User(Identity),
+}
+
+impl Principal {
+    /// The identity behind the request.
+    pub fn identity(&self) -> &Identity {
+        match self {
+            Principal::Operator(i) | Principal::User(i) => i,
+        }
+    }
+
+    /// Whether `owner` (a resource's user, `None` when unknown) may be shown to
+    /// this principal: the operator sees all, a user only its own.
+    pub fn may_see(&self, owner: Option<&str>) -> bool {
+        match self {
+            Principal::Operator(_) => true,
+            Principal::User(i) => owner == Some(i.user.as_str()),
+        }
+    }
+}
+
+/// Checks the bearer token: the operator (an operator token with the `admin`
+/// scope) or a user holding `user_scope`; 403 for anyone else. A browser token
+/// never has `admin` (see [`crate::auth::Verifier::verify_any`]).
+pub fn principal(
+    gateway: &Gateway,
+    headers: &HeaderMap,
+    user_scope: Scope,
+) -> Result<Principal, Problem> {
+    let identity = verify_bearer(gateway, headers, Accept::Any)?;
+    if identity.has(Scope::Admin) {
+        Ok(Principal::Operator(identity))
+    } else if identity.has(user_scope) {
+        Ok(Principal::User(identity))
+    } else {
+        Err(missing_scope(&identity, user_scope))
+    }
+}
+
+/// 403 for a token without `scope` (logged without the token).
+fn missing_scope(identity: &Identity, scope: Scope) -> Problem {
+    tracing::info!(user = %identity.user, scope = scope.as_str(), "API request without the needed scope");
+    Problem::forbidden(format!(
+        "token lacks scope `{}`; ask for a token with it",
+        scope.as_str()
+    ))
+}
+
+/// Which tokens a request accepts.
+#[derive(Debug, Clone, Copy)]
+enum Accept {
+    /// Operator tokens only (`aud` = `auth.admin_audience`).
+    Operator,
+    /// Browser or operator tokens (`admin` kept only in operator tokens).
+    Any,
+}
+
+/// Verifies the `Authorization: Bearer` token (401 when missing or invalid).
+fn verify_bearer(
+    gateway: &Gateway,
+    headers: &HeaderMap,
+    accept: Accept,
+) -> Result<Identity, Problem> {
     let Some(value) = headers.get(header::AUTHORIZATION) else {
         return Err(Problem::unauthorized(
             "missing Authorization header; send `Authorization: Bearer <JWT>`",
@@ -105,19 +187,11 @@ pub fn authorize(
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0);
-    let verified = match scope {
-        Scope::Admin => gateway.verifier.verify_operator(token, now),
-        _ => gateway.verifier.verify_any(token, now),
+    let verified = match accept {
+        Accept::Operator => gateway.verifier.verify_operator(token, now),
+        Accept::Any => gateway.verifier.verify_any(token, now),
     };
-    let identity = verified.map_err(|e| Problem::unauthorized(e.to_string(), true))?;
-    if !identity.has(scope) {
-        tracing::info!(user = %identity.user, scope = scope.as_str(), "API request without the needed scope");
-        return Err(Problem::forbidden(format!(
-            "token lacks scope `{}`; ask for a token with it",
-            scope.as_str()
-        )));
-    }
-    Ok(identity)
+    verified.map_err(|e| Problem::unauthorized(e.to_string(), true))
 }
 
 /// Parses the query string into `T` (400 when it does not fit).

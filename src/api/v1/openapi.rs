@@ -103,7 +103,10 @@ fn recording_responses() -> Value {
     let binary = json!({"schema": {"type": "string", "format": "binary"}});
     let content = json!({"audio/wav": binary, "application/octet-stream": binary});
     let mut r = errors(&[
-        ("404", "no such recording"),
+        (
+            "404",
+            "no such recording (or not one of the token user's calls)",
+        ),
         ("416", "range not satisfiable"),
     ]);
     r.insert(
@@ -159,7 +162,7 @@ fn paths() -> Value {
             ("200", ok("the record", "CallRecord")), &[("404", "no such record")])},
         "/v1/recordings/{id}": {"get": {
             "summary": "Download a recording (whole, or one byte range)",
-            "description": "Requires a bearer JWT with scope `recordings:read` (a browser token or an operator token). Served on the public listener too. Supports `Range: bytes=…` (206 with Content-Range; 416 when the range starts past the end).",
+            "description": "Requires a bearer JWT with scope `recordings:read` (a user's token: the recordings of its own calls; any other answers 404) or an operator token (`aud` = `auth.admin_audience`) with `admin` (every recording). Served on the public listener too, for users. Supports `Range: bytes=…` (206 with Content-Range; 416 when the range starts past the end).",
             "security": [{"bearer": []}],
             "x-required-scope": "recordings:read",
             "parameters": [id_param("recording id (the call's id)"),
@@ -225,7 +228,9 @@ fn schemas() -> Value {
                 "mos": {"type": "number", "nullable": true}, "jitter_ms": {"type": "number", "nullable": true},
                 "loss_pct": {"type": "number", "nullable": true}, "rtt_ms": {"type": "number", "nullable": true},
                 "recording_path": nullable_string, "recording_bytes": {"type": "integer", "nullable": true},
-                "recording_duration_ms": {"type": "integer", "nullable": true}}},
+                "recording_duration_ms": {"type": "integer", "nullable": true},
+                "recording_skipped": {"type": "string", "enum": ["quota", "error"], "nullable": true,
+                    "description": "why a call that should have been recorded was not: the recording disk quota was full, or the file could not be written"}}},
         "CdrPage": {"type": "object", "required": ["items", "next_cursor"], "properties": {
             "items": {"type": "array", "items": {"$ref": "#/components/schemas/CallRecord"}},
             "next_cursor": nullable_string}},

@@ -1,5 +1,9 @@
-//! `GET /v1/recordings/{id}` (scope `recordings:read`): the file, whole or one byte
-//! range (`Range: bytes=…` → 206 with `Content-Range`; past the end → 416).
+//! `GET /v1/recordings/{id}`: the file, whole or one byte range (`Range: bytes=…`
+//! → 206 with `Content-Range`; past the end → 416).
+//!
+//! Who may read: the operator (`admin` scope) every recording; a user's token with
+//! `recordings:read` only the recordings of its own calls. Someone else's recording
+//! answers 404 exactly like a missing one, so ids cannot be probed.
 
 use std::io::SeekFrom;
 use std::sync::Arc;
@@ -11,7 +15,7 @@ use axum::response::Response;
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 use tokio_util::io::ReaderStream;
 
-use super::authorize;
+use super::principal;
 use super::range::{RangeOutcome, parse_range};
 use crate::api::problem::Problem;
 use crate::auth::Scope;
@@ -23,14 +27,19 @@ pub async fn download(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<Response, Problem> {
-    let reader = authorize(&gateway, &headers, Scope::RecordingsRead)?;
+    let reader = principal(&gateway, &headers, Scope::RecordingsRead)?;
+    let not_found = || Problem::not_found(format!("no recording `{id}`"));
     let recording = gateway
         .events
         .store()
         .recording(&id)
         .await
         .map_err(Problem::internal)?
-        .ok_or_else(|| Problem::not_found(format!("no recording `{id}`")))?;
+        .ok_or_else(not_found)?;
+    if !reader.may_see(recording.user.as_deref()) {
+        tracing::info!(recording = %id, by = %reader.identity().user, "recording of another user's call refused (answered 404)");
+        return Err(not_found());
+    }
     let mut file = match tokio::fs::File::open(&recording.path).await {
         Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -65,7 +74,7 @@ pub async fn download(
             .await
             .map_err(|e| Problem::internal(format!("{}: {e}", recording.path)))?;
     }
-    tracing::info!(recording = %id, by = %reader.user, start, count, "recording download");
+    tracing::info!(recording = %id, by = %reader.identity().user, operator = matches!(reader, super::Principal::Operator(_)), start, count, "recording download");
     let mut response = Response::new(Body::from_stream(ReaderStream::new(file.take(count))));
     *response.status_mut() = status;
     let h = response.headers_mut();

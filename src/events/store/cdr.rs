@@ -77,6 +77,9 @@ pub struct CdrPage {
 pub struct RecordingRow {
     /// The recording (= call) id.
     pub id: String,
+    /// The user whose call it is (`None` only for rows older than migration 2
+    /// without a call record: then only the operator may read it).
+    pub user: Option<String>,
     /// The file.
     pub path: String,
     /// Its media type.
@@ -88,7 +91,7 @@ pub struct RecordingRow {
 const COLUMNS: &str = "id, call_id, session_id, correlation_id, sip_call_id, user_id, direction,
     from_party, to_party, trunk, started_at_ms, ringing_at_ms, answered_at_ms, ended_at_ms,
     duration_ms, sip_status, end_reason, mode, browser_codec, sip_codec, mos, jitter_ms,
-    loss_pct, rtt_ms, recording_path, recording_bytes, recording_duration_ms";
+    loss_pct, rtt_ms, recording_path, recording_bytes, recording_duration_ms, recording_skipped";
 
 fn opt_i64(v: Option<u64>) -> Option<i64> {
     v.map(|n| i64::try_from(n).unwrap_or(i64::MAX))
@@ -101,7 +104,7 @@ pub(super) async fn insert(
 ) -> Result<(), sqlx::Error> {
     let sql = format!(
         "INSERT INTO cdrs ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12,
-         $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26, $27)
+         $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, $28)
          ON CONFLICT (id) DO NOTHING"
     );
     sqlx::query(sqlx::AssertSqlSafe(sql))
@@ -132,6 +135,7 @@ pub(super) async fn insert(
         .bind(r.recording_path.as_deref())
         .bind(opt_i64(r.recording_bytes))
         .bind(opt_i64(r.recording_duration_ms))
+        .bind(r.recording_skipped.as_deref())
         .execute(&mut **tx)
         .await?;
     Ok(())
@@ -145,7 +149,8 @@ pub(super) async fn insert_recording(
 ) -> Result<(), sqlx::Error> {
     sqlx::query(
         "INSERT INTO recordings (id, correlation_id, path, content_type, bytes, duration_ms,
-             created_at_ms) VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (id) DO NOTHING",
+             created_at_ms, user_id) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+         ON CONFLICT (id) DO NOTHING",
     )
     .bind(&r.id)
     .bind(&r.correlation_id)
@@ -154,6 +159,7 @@ pub(super) async fn insert_recording(
     .bind(opt_i64(Some(r.bytes)))
     .bind(opt_i64(Some(r.duration_ms)))
     .bind(now_ms)
+    .bind(&r.user)
     .execute(&mut **tx)
     .await?;
     sqlx::query(
@@ -214,6 +220,7 @@ fn decode(row: &AnyRow) -> Result<CallRecord, sqlx::Error> {
         recording_path: row.try_get("recording_path")?,
         recording_bytes: to_u64(row.try_get("recording_bytes")?),
         recording_duration_ms: to_u64(row.try_get("recording_duration_ms")?),
+        recording_skipped: row.try_get("recording_skipped")?,
     })
 }
 
@@ -287,15 +294,22 @@ impl Store {
         Ok(row.as_ref().map(decode).transpose()?)
     }
 
-    /// The recording `id`: from the recordings table, else from the call record.
+    /// The recording `id`: from the recordings table (its owner from the row, else
+    /// from the call record), else from the call record alone.
     pub async fn recording(&self, id: &str) -> Result<Option<RecordingRow>, StoreError> {
-        let row = sqlx::query("SELECT path, content_type, bytes FROM recordings WHERE id = $1")
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await?;
+        let row = sqlx::query(
+            "SELECT r.path, r.content_type, r.bytes, r.user_id, c.user_id AS cdr_user
+             FROM recordings r LEFT JOIN cdrs c ON c.id = r.id WHERE r.id = $1",
+        )
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?;
         if let Some(row) = row {
+            let own: Option<String> = row.try_get("user_id")?;
+            let cdr_user: Option<String> = row.try_get("cdr_user")?;
             return Ok(Some(RecordingRow {
                 id: id.to_string(),
+                user: own.or(cdr_user),
                 path: row.try_get("path")?,
                 content_type: row.try_get("content_type")?,
                 bytes: to_u64(Some(row.try_get("bytes")?)).unwrap_or(0),
@@ -304,10 +318,20 @@ impl Store {
         Ok(self.cdr(id).await?.and_then(|r| {
             Some(RecordingRow {
                 id: r.id,
+                user: Some(r.user),
                 content_type: "audio/wav".into(),
                 bytes: r.recording_bytes.unwrap_or(0),
                 path: r.recording_path?,
             })
         }))
+    }
+
+    /// Whether the recordings table has the recording `id` (it was registered).
+    pub async fn recording_registered(&self, id: &str) -> Result<bool, StoreError> {
+        let row = sqlx::query("SELECT id FROM recordings WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.is_some())
     }
 }

@@ -6,6 +6,7 @@
 //! holds a connection between calls or reads the clock (times are arguments).
 
 mod cdr;
+mod dead_letter;
 mod outbox;
 mod schema;
 
@@ -20,12 +21,13 @@ use super::writer::Pending;
 use crate::config::{StorageConfig, WebhookEndpoint};
 
 pub use cdr::{CdrPage, CdrQuery, Cursor, RecordingRow};
+pub use dead_letter::DeadLetter;
 pub use outbox::{Attempt, AttemptOutcome, DueDelivery};
 
 /// Errors of the database.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    /// The SQLite directory could not be created.
+    /// The SQLite directory or database file could not be created.
     #[error("cannot create {path}: {source}")]
     CreateDir {
         /// The directory.
@@ -67,7 +69,7 @@ pub enum Backend {
 #[derive(Debug, Clone)]
 pub struct Store {
     /// The connection pool.
-    pool: AnyPool,
+    pub(in crate::events) pool: AnyPool,
     /// Which SQL engine is behind the pool.
     backend: Backend,
 }
@@ -85,11 +87,23 @@ impl Store {
                 Backend::Sqlite,
             )
         } else {
+            // The data directory (0700) and the database file (0600) are created
+            // private; SQLite gives its -wal and -shm files the database's mode.
             if let Some(dir) = config.path.parent().filter(|d| !d.as_os_str().is_empty()) {
-                std::fs::create_dir_all(dir).map_err(|source| StoreError::CreateDir {
+                crate::private_fs::create_dir_all(dir).map_err(|source| StoreError::CreateDir {
                     path: dir.display().to_string(),
                     source,
                 })?;
+                crate::private_fs::warn_if_shared(dir, "the data directory");
+            }
+            let created = crate::private_fs::create_if_missing(&config.path).map_err(|source| {
+                StoreError::CreateDir {
+                    path: config.path.display().to_string(),
+                    source,
+                }
+            })?;
+            if !created {
+                crate::private_fs::warn_if_shared(&config.path, "the database file");
             }
             let path = config.path.display().to_string();
             let encoded: String = path

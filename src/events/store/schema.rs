@@ -4,11 +4,12 @@
 //! A migration, once released, never changes: add a new one.
 
 /// `(version, name, statements)` in order.
-pub const MIGRATIONS: &[(i64, &str, &[&str])] = &[(
-    1,
-    "call records, events, webhook outbox and delivery log",
-    &[
-        "CREATE TABLE cdrs (
+pub const MIGRATIONS: &[(i64, &str, &[&str])] = &[
+    (
+        1,
+        "call records, events, webhook outbox and delivery log",
+        &[
+            "CREATE TABLE cdrs (
             id TEXT PRIMARY KEY,
             call_id TEXT NOT NULL,
             session_id TEXT NOT NULL,
@@ -37,9 +38,9 @@ pub const MIGRATIONS: &[(i64, &str, &[&str])] = &[(
             recording_bytes BIGINT,
             recording_duration_ms BIGINT
         )",
-        "CREATE INDEX cdrs_started ON cdrs (started_at_ms, id)",
-        "CREATE INDEX cdrs_user_started ON cdrs (user_id, started_at_ms, id)",
-        "CREATE TABLE recordings (
+            "CREATE INDEX cdrs_started ON cdrs (started_at_ms, id)",
+            "CREATE INDEX cdrs_user_started ON cdrs (user_id, started_at_ms, id)",
+            "CREATE TABLE recordings (
             id TEXT PRIMARY KEY,
             correlation_id TEXT NOT NULL,
             path TEXT NOT NULL,
@@ -48,7 +49,7 @@ pub const MIGRATIONS: &[(i64, &str, &[&str])] = &[(
             duration_ms BIGINT NOT NULL,
             created_at_ms BIGINT NOT NULL
         )",
-        "CREATE TABLE events (
+            "CREATE TABLE events (
             id TEXT PRIMARY KEY,
             type TEXT NOT NULL,
             created_at_ms BIGINT NOT NULL,
@@ -56,7 +57,7 @@ pub const MIGRATIONS: &[(i64, &str, &[&str])] = &[(
             call_id TEXT,
             body TEXT NOT NULL
         )",
-        "CREATE TABLE outbox (
+            "CREATE TABLE outbox (
             event_id TEXT NOT NULL,
             endpoint TEXT NOT NULL,
             created_at_ms BIGINT NOT NULL,
@@ -69,8 +70,8 @@ pub const MIGRATIONS: &[(i64, &str, &[&str])] = &[(
             done_at_ms BIGINT,
             PRIMARY KEY (event_id, endpoint)
         )",
-        "CREATE INDEX outbox_due ON outbox (state, next_attempt_at_ms)",
-        "CREATE TABLE webhook_attempts (
+            "CREATE INDEX outbox_due ON outbox (state, next_attempt_at_ms)",
+            "CREATE TABLE webhook_attempts (
             id TEXT PRIMARY KEY,
             event_id TEXT NOT NULL,
             endpoint TEXT NOT NULL,
@@ -81,6 +82,25 @@ pub const MIGRATIONS: &[(i64, &str, &[&str])] = &[(
             outcome TEXT NOT NULL,
             error TEXT
         )",
-        "CREATE INDEX webhook_attempts_event ON webhook_attempts (event_id, attempted_at_ms)",
-    ],
-)];
+            "CREATE INDEX webhook_attempts_event ON webhook_attempts (event_id, attempted_at_ms)",
+        ],
+    ),
+    (
+        2,
+        "dead-letter table for events the database refuses; recording owner; recording skipped",
+        &[
+            "CREATE TABLE events_dead_letter (
+                event_id TEXT PRIMARY KEY,
+                type TEXT NOT NULL,
+                created_at_ms BIGINT NOT NULL,
+                failed_at_ms BIGINT NOT NULL,
+                attempts BIGINT NOT NULL,
+                error TEXT NOT NULL,
+                payload TEXT NOT NULL
+            )",
+            "CREATE INDEX events_dead_letter_failed ON events_dead_letter (failed_at_ms)",
+            "ALTER TABLE recordings ADD COLUMN user_id TEXT",
+            "ALTER TABLE cdrs ADD COLUMN recording_skipped TEXT",
+        ],
+    ),
+];

@@ -7,22 +7,28 @@
 //! ([`mixer::StereoMixer`]), and appends to the file every 200 ms, keeping 300 ms for
 //! late packets. [`Recorder::finish`] writes out everything up to the end of the call,
 //! patches the header, fsyncs and returns a [`RecordingInfo`]. Hitting `max_bytes`
-//! finishes the file early (`truncated`) and reports it through the bridge's events.
+//! or the shared disk quota ([`quota::DiskQuota`]) finishes the file early
+//! (`truncated`) and reports it through the bridge's events. The file itself
+//! (modes, lock, the crash-recovery note, header repair) is [`output`].
 
 pub mod mixer;
+pub mod output;
+pub mod quota;
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use tokio::io::{AsyncSeekExt, AsyncWriteExt};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 use super::MediaError;
 use super::audio::{Decoder, MAX_FRAME};
 use super::codec::AudioCodec;
-use mixer::{FRAME_BYTES, HEADER_BYTES, StereoMixer};
+use mixer::StereoMixer;
+use output::Output;
+pub use output::{note_path, repair};
+pub use quota::DiskQuota;
 
 /// Audio packets that may wait for the recorder task.
 const QUEUE: usize = 256;
@@ -38,6 +44,11 @@ pub struct RecordingTarget {
     pub path: PathBuf,
     /// Largest file size, header included; the recording stops there.
     pub max_bytes: u64,
+    /// Written to [`note_path`] before the file is created (the caller's record of
+    /// whose recording it is, for recovery after a crash); `None`: no note.
+    pub note: Option<Vec<u8>>,
+    /// The disk budget shared with the other recordings.
+    pub quota: DiskQuota,
 }
 
 impl RecordingTarget {
@@ -61,7 +72,21 @@ impl RecordingTarget {
         RecordingTarget {
             path: dir.join(format!("{name}.wav")),
             max_bytes,
+            note: None,
+            quota: DiskQuota::unlimited(),
         }
+    }
+
+    /// The same target with a crash-recovery note.
+    pub fn with_note(mut self, note: Vec<u8>) -> RecordingTarget {
+        self.note = Some(note);
+        self
+    }
+
+    /// The same target counted against `quota`.
+    pub fn with_quota(mut self, quota: DiskQuota) -> RecordingTarget {
+        self.quota = quota;
+        self
     }
 }
 
@@ -75,8 +100,10 @@ pub struct RecordingInfo {
     /// Duration of the audio.
     #[serde(with = "humantime_serde")]
     pub duration: Duration,
-    /// Whether the size cap cut it short.
+    /// Whether the size cap or the disk quota cut it short.
     pub truncated: bool,
+    /// Whether it was the disk quota (`media.recording_max_total_bytes`).
+    pub quota_cut: bool,
 }
 
 /// Which side of the call an audio packet belongs to.
@@ -180,95 +207,6 @@ impl Tap {
     }
 }
 
-/// The open file and how much of the cap is left.
-struct Output {
-    /// The WAV file.
-    file: tokio::fs::File,
-    /// Where it is.
-    path: PathBuf,
-    /// Audio bytes written.
-    data_bytes: u64,
-    /// Largest audio size allowed (cap minus header).
-    max_data: u64,
-    /// The cap was hit.
-    truncated: bool,
-}
-
-/// Maps an I/O error on the recording into [`MediaError::Recording`].
-fn io_err(path: &Path) -> impl Fn(std::io::Error) -> MediaError + '_ {
-    move |e| MediaError::Recording(format!("{}: {e}", path.display()))
-}
-
-impl Output {
-    /// Creates the file with a placeholder header.
-    async fn create(target: &RecordingTarget) -> Result<Output, MediaError> {
-        let err = io_err(&target.path);
-        if let Some(dir) = target.path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            tokio::fs::create_dir_all(dir).await.map_err(&err)?;
-        }
-        let mut file = tokio::fs::File::create(&target.path).await.map_err(&err)?;
-        file.write_all(&mixer::wav_header(0)).await.map_err(&err)?;
-        let max_data = target.max_bytes.saturating_sub(HEADER_BYTES) / FRAME_BYTES * FRAME_BYTES;
-        Ok(Output {
-            file,
-            path: target.path.clone(),
-            data_bytes: 0,
-            max_data: max_data.min(u64::from(u32::MAX - 36)),
-            truncated: false,
-        })
-    }
-
-    /// Frames that still fit under the cap.
-    fn room(&self) -> u64 {
-        (self.max_data - self.data_bytes) / FRAME_BYTES
-    }
-
-    /// Appends audio from the mixer up to `upto`.
-    async fn append(
-        &mut self,
-        mixer: &mut StereoMixer,
-        upto: Instant,
-        buf: &mut Vec<u8>,
-    ) -> Result<(), MediaError> {
-        buf.clear();
-        let room = self.room();
-        let frames = mixer.flush(upto, room, buf);
-        if frames == room && mixer.frames_written() < mixer.frames_until(upto) {
-            self.truncated = true;
-        }
-        if !buf.is_empty() {
-            self.file.write_all(buf).await.map_err(io_err(&self.path))?;
-            self.data_bytes += buf.len() as u64;
-        }
-        Ok(())
-    }
-
-    /// Fixes the header, flushes and fsyncs.
-    async fn close(mut self) -> Result<RecordingInfo, MediaError> {
-        let path = self.path.clone();
-        let err = io_err(&path);
-        self.file.flush().await.map_err(&err)?;
-        self.file
-            .seek(std::io::SeekFrom::Start(0))
-            .await
-            .map_err(&err)?;
-        let data = u32::try_from(self.data_bytes).unwrap_or(u32::MAX);
-        self.file
-            .write_all(&mixer::wav_header(data))
-            .await
-            .map_err(&err)?;
-        self.file.flush().await.map_err(&err)?;
-        self.file.sync_all().await.map_err(&err)?;
-        let frames = self.data_bytes / FRAME_BYTES;
-        Ok(RecordingInfo {
-            bytes: self.data_bytes + HEADER_BYTES,
-            duration: Duration::from_micros(frames * 1_000_000 / u64::from(mixer::RATE)),
-            truncated: self.truncated,
-            path: self.path,
-        })
-    }
-}
-
 /// Per-channel decoders, created for the codec that arrives.
 #[derive(Default)]
 struct Decoders {
@@ -319,7 +257,9 @@ async fn run(
                 out.append(&mut mixer, upto, &mut buf).await?;
                 if out.room() == 0 {
                     out.truncated = true;
-                    tracing::warn!(path = %target.path.display(), "recording reached its size cap");
+                    if !out.quota_cut {
+                        tracing::warn!(path = %target.path.display(), "recording reached its size cap");
+                    }
                     break Instant::now();
                 }
             }
@@ -376,10 +316,7 @@ mod tests {
     #[tokio::test]
     async fn writes_a_stereo_wav_of_the_call_duration() {
         let dir = tempfile::tempdir().unwrap();
-        let target = RecordingTarget {
-            path: dir.path().join("sub/call.wav"),
-            max_bytes: 1 << 20,
-        };
+        let target = RecordingTarget::in_dir(&dir.path().join("sub"), "call", 1 << 20);
         let start = Instant::now();
         let (done_tx, done_rx) = std::sync::mpsc::channel();
         let rec = Recorder::start(target.clone(), start, move |r| {
@@ -415,10 +352,7 @@ mod tests {
     #[tokio::test]
     async fn size_cap_truncates() {
         let dir = tempfile::tempdir().unwrap();
-        let target = RecordingTarget {
-            path: dir.path().join("capped.wav"),
-            max_bytes: 44 + 400 * 4,
-        };
+        let target = RecordingTarget::in_dir(dir.path(), "capped", 44 + 400 * 4);
         let start = Instant::now();
         let rec = Recorder::start(target.clone(), start, |_| {});
         let info = rec.finish(start + Duration::from_secs(1)).await.unwrap();
@@ -429,14 +363,46 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn disk_quota_cuts_the_file_which_is_private_with_its_note() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let rec_dir = dir.path().join("rec/ordings");
+        let note = br#"{"id":"c-9"}"#.to_vec();
+        let quota = DiskQuota::new(44 + note.len() as u64 + 8_000 + 2, 0, None);
+        let target = RecordingTarget::in_dir(&rec_dir, "c-9", 1 << 20)
+            .with_note(note.clone())
+            .with_quota(quota.clone());
+        let start = Instant::now();
+        let rec = Recorder::start(target.clone(), start, |_| {});
+        let tap = rec.tap(Side::Browser);
+        for k in 0..30u32 {
+            let at = start + Duration::from_millis(20 * u64::from(k));
+            tap.offer(at, 160 * k, AudioCodec::Pcmu, ulaw_frame(500));
+        }
+        let info = rec
+            .finish(start + Duration::from_millis(600))
+            .await
+            .unwrap();
+        assert!(info.quota_cut && info.truncated, "{info:?}");
+        assert_eq!(info.bytes, 44 + 8_000, "whole frames up to the quota");
+        assert_eq!(quota.available(), 2, "the partial frame was given back");
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&target.path), 0o600);
+        assert_eq!(mode(&note_path(&target.path)), 0o600);
+        assert_eq!(mode(&rec_dir), 0o700);
+        assert_eq!(mode(&dir.path().join("rec")), 0o700);
+        assert_eq!(std::fs::read(note_path(&target.path)).unwrap(), note);
+        let bytes = std::fs::read(&target.path).unwrap();
+        assert_eq!(bytes.len() as u64, info.bytes);
+        assert_eq!(&bytes[..44], &mixer::wav_header(8_000));
+    }
+
+    #[tokio::test]
     async fn unwritable_target_is_an_error() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("file");
         std::fs::write(&file, b"x").unwrap();
-        let target = RecordingTarget {
-            path: file.join("call.wav"),
-            max_bytes: 1000,
-        };
+        let target = RecordingTarget::in_dir(&file, "call", 1000);
         let start = Instant::now();
         let rec = Recorder::start(target, start, |_| {});
         let e = rec.finish(start).await.unwrap_err();

@@ -65,7 +65,7 @@ pub(crate) enum Verdict {
         answer: Answer,
     },
     /// A call.
-    Admit(Admitted),
+    Admit(Box<Admitted>),
 }
 
 /// An admitted INVITE.
@@ -205,10 +205,10 @@ impl Admission {
                 body: None,
             });
         }
-        Verdict::Admit(Admitted {
+        Verdict::Admit(Box::new(Admitted {
             trunk: settings,
             peer,
-        })
+        }))
     }
 }
 

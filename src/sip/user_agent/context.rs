@@ -27,11 +27,18 @@ pub(crate) struct CallContext {
     pub correlation_id: String,
     /// User part of From (and Contact).
     pub from_user: String,
+    /// Host of From; `None`: our own address.
+    pub from_domain: Option<String>,
+    /// From carries the trunk's account rather than the caller: it stays as is when
+    /// privacy is asked (the caller's id is then withheld in P-Asserted-Identity).
+    pub from_account: bool,
     /// Display name of From.
     pub from_display: Option<String>,
-    /// User of P-Asserted-Identity.
+    /// The caller's id in P-Asserted-Identity / Remote-Party-ID (as the trunk's
+    /// `caller_id_headers` say).
     pub asserted_identity: Option<String>,
-    /// Ask for identity privacy (`Privacy: id`, anonymous From).
+    /// Ask for identity privacy (`Privacy: id`; anonymous From unless it carries the
+    /// account).
     pub privacy: bool,
     /// The dialog was set up with a `sips:` Request-URI over TLS: our Contact is a
     /// SIPS URI too (RFC 3261 §12.1.1).

@@ -11,6 +11,7 @@
 
 mod admission;
 mod call;
+mod called;
 mod calls;
 mod context;
 mod fork;
@@ -22,6 +23,7 @@ mod proxy;
 mod servers;
 mod trunk_service;
 mod uas_call;
+mod validate;
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
@@ -43,6 +45,7 @@ use crate::sip::{
 pub(crate) use fuzz::fuzz;
 pub(crate) use new_invite::IncomingInfo;
 pub(crate) use uas_call::{InboundAction, valid_contact};
+pub(crate) use validate::validate;
 
 use admission::Admission;
 use call::OutboundCall;
@@ -170,63 +173,6 @@ pub(crate) fn new_call_id() -> String {
     random_hex(32)
 }
 
-/// Checks the caller's request before anything is built; returns the sanitised
-/// correlation id.
-pub(crate) fn validate(request: &InviteRequest) -> Result<String, SipError> {
-    let user_ok = |u: &str| {
-        !u.is_empty()
-            && u.chars()
-                .all(|c| c.is_ascii_alphanumeric() || "-_.!~*'()&=+$,;?/%".contains(c))
-    };
-    for (name, value) in [
-        ("to_user", &request.to_user),
-        ("from_user", &request.from_user),
-    ] {
-        if !user_ok(value) {
-            return Err(SipError::InvalidRequest(format!("{name} {value:?}")));
-        }
-    }
-    if let Some(pai) = &request.asserted_identity
-        && !user_ok(pai)
-    {
-        return Err(SipError::InvalidRequest(format!(
-            "asserted_identity {pai:?}"
-        )));
-    }
-    if let Some(display) = &request.from_display
-        && display.chars().any(char::is_control)
-    {
-        return Err(SipError::InvalidRequest(format!(
-            "from_display {display:?}"
-        )));
-    }
-    let host_ok = !request.target_host.is_empty()
-        && request
-            .target_host
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || ".-:[]".contains(c));
-    if !host_ok {
-        return Err(SipError::InvalidRequest(format!(
-            "target_host {:?}",
-            request.target_host
-        )));
-    }
-    let uri_text = format!("sip:{}@{}", request.to_user, request.target_host);
-    Uri::try_from(uri_text.as_str())
-        .map_err(|e| SipError::InvalidRequest(format!("Request-URI {uri_text}: {e}")))?;
-    let correlation: String = request
-        .correlation_id
-        .chars()
-        .filter(|c| c.is_ascii_graphic())
-        .take(128)
-        .collect();
-    Ok(if correlation.is_empty() {
-        "-".into()
-    } else {
-        correlation
-    })
-}
-
 impl UserAgent {
     /// A core with no calls.
     pub(crate) fn new(config: UaConfig) -> Self {
@@ -266,6 +212,22 @@ impl UserAgent {
         let uri_text = format!("{scheme}:{}@{}", request.to_user, request.target_host);
         let uri = Uri::try_from(uri_text.as_str())
             .map_err(|e| SipError::InvalidRequest(format!("Request-URI {uri_text}: {e}")))?;
+        // A trunk with an account (credentials or `from_user`) gets it in From, in
+        // its own domain: carriers check that From is the authenticated account.
+        // The caller's id then goes in P-Asserted-Identity / Remote-Party-ID only.
+        let (from_user, from_domain, asserted_identity) = match request.trunk.account() {
+            Some(account) => (
+                account.to_string(),
+                Some(request.trunk.account_domain()),
+                request.asserted_identity.or(Some(request.from_user)),
+            ),
+            None => (
+                request.from_user,
+                request.trunk.from_domain.clone(),
+                request.asserted_identity,
+            ),
+        };
+        let from_account = request.trunk.account().is_some();
         let ctx = Arc::new(CallContext {
             trunk: request.trunk,
             target,
@@ -274,9 +236,11 @@ impl UserAgent {
             timers: self.config.timers,
             user_agent: self.config.user_agent.clone(),
             correlation_id: correlation_id.clone(),
-            from_user: request.from_user,
+            from_user,
+            from_domain,
+            from_account,
             from_display: request.from_display,
-            asserted_identity: request.asserted_identity,
+            asserted_identity,
             privacy: request.privacy,
             secure: sips,
             answerer: request.answerer,

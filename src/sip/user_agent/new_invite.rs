@@ -35,7 +35,7 @@ pub(crate) struct IncomingInfo {
     pub from_display: Option<String>,
     /// P-Asserted-Identity URI user.
     pub asserted_user: Option<String>,
-    /// Called: Request-URI user, else To user.
+    /// Called: as the trunk's `called_number_from` says (see `called`).
     pub to_user: String,
     /// Request-URI.
     pub request_uri: String,
@@ -50,7 +50,7 @@ pub(crate) struct IncomingInfo {
 }
 
 /// The user part of a SIP or tel URI (`sip:+1555@h;x` → `+1555`).
-fn uri_user(uri: &str) -> Option<String> {
+pub(super) fn uri_user(uri: &str) -> Option<String> {
     let rest = uri.split_once(':')?.1;
     let user = match rest.split_once('@') {
         Some((user, _)) => user,
@@ -118,7 +118,7 @@ impl UserAgent {
             Verdict::Admit(_) if !self.servers.has_room() => {
                 self.answer_stateless(source, &request, 503);
             }
-            Verdict::Admit(admitted) => self.start_inbound(now, source, request, key, admitted),
+            Verdict::Admit(admitted) => self.start_inbound(now, source, request, key, *admitted),
         }
     }
 
@@ -201,11 +201,8 @@ impl UserAgent {
             received
         };
         let from = header_first(&request.headers, "From").unwrap_or_default();
-        let to = header_first(&request.headers, "To").unwrap_or_default();
         let request_uri = request.uri.to_string();
-        let to_user = uri_user(&request_uri)
-            .or_else(|| uri_user(addr_uri(&to)))
-            .unwrap_or_default();
+        let to_user = super::called::called_number(&request, &admitted.trunk);
         let local = (self.config.advertise)(source.transport, source.addr);
         let contact_user = if to_user
             .chars()
@@ -240,6 +237,8 @@ impl UserAgent {
             user_agent: self.config.user_agent.clone(),
             correlation_id: correlation_id.clone(),
             from_user: contact_user,
+            from_domain: None,
+            from_account: false,
             from_display: None,
             asserted_identity: None,
             privacy: false,

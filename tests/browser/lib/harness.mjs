@@ -20,6 +20,8 @@ import { parseArgs } from 'node:util';
  * @property {string} chromium The Chromium binary.
  * @property {string} to The number to dial.
  * @property {number} timeoutMs Budget of the whole script.
+ * @property {string} secret The gateway's HS256 secret, for scripts that mint their
+ *   own tokens (`--secret`; empty otherwise).
  */
 
 /**
@@ -34,6 +36,7 @@ export function args(opts = {}) {
       chromium: { type: 'string', default: process.env.CHROMIUM ?? '/usr/bin/chromium' },
       to: { type: 'string', default: '+15551234567' },
       'timeout-ms': { type: 'string', default: '90000' },
+      secret: { type: 'string', default: '' },
     },
   });
   if ((!values.url && !opts.urlOptional) || !values.out) {
@@ -46,6 +49,7 @@ export function args(opts = {}) {
     chromium: /** @type {string} */ (values.chromium),
     to: /** @type {string} */ (values.to),
     timeoutMs: Number(values['timeout-ms']),
+    secret: /** @type {string} */ (values.secret),
   };
 }
 

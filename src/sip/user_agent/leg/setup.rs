@@ -31,6 +31,37 @@ fn quoted(display: &str) -> String {
     format!("\"{}\"", clean.replace('\\', "\\\\").replace('"', "\\\""))
 }
 
+/// Our address as the host of a URI (IPv6 in brackets), without the port.
+fn local_ip(local: Peer) -> String {
+    match local.addr {
+        std::net::SocketAddr::V4(a) => a.ip().to_string(),
+        std::net::SocketAddr::V6(a) => format!("[{}]", a.ip()),
+    }
+}
+
+/// The caller's id as the trunk wants it: P-Asserted-Identity (RFC 3325) and/or
+/// Remote-Party-ID (draft-ietf-sip-privacy-04, `privacy=full` when privacy is
+/// asked), in the trunk's domain.
+fn caller_id_headers(ctx: &CallContext) -> Vec<Header> {
+    let Some(id) = &ctx.asserted_identity else {
+        return Vec::new();
+    };
+    let uri = format!("<sip:{id}@{}>", ctx.domain);
+    let wanted = ctx.trunk.caller_id_headers;
+    let mut headers = Vec::new();
+    if wanted.pai {
+        headers.push(Header::Other("P-Asserted-Identity".into(), uri.clone()));
+    }
+    if wanted.rpid {
+        let privacy = if ctx.privacy { "full" } else { "off" };
+        headers.push(Header::Other(
+            "Remote-Party-ID".into(),
+            format!("{uri};party=calling;screen=yes;privacy={privacy}"),
+        ));
+    }
+    headers
+}
+
 impl Leg {
     /// Builds the INVITE for `uri` (To `to`) and starts its transaction towards
     /// `target`.
@@ -45,12 +76,7 @@ impl Leg {
         sdp: String,
         referred_by: Option<String>,
     ) -> Leg {
-        let local_host = build::host_port(ctx.local.addr);
-        let local_ip = local_host
-            .rsplit_once(':')
-            .map(|(h, _)| h.to_string())
-            .unwrap_or(local_host.clone());
-        let from = if ctx.privacy {
+        let from = if ctx.privacy && !ctx.from_account {
             format!(
                 "\"Anonymous\" <sip:anonymous@anonymous.invalid>;tag={}",
                 random_hex(12)
@@ -61,8 +87,12 @@ impl Leg {
                 .as_deref()
                 .map(|d| format!("{} ", quoted(d)))
                 .unwrap_or_default();
+            let domain = ctx
+                .from_domain
+                .clone()
+                .unwrap_or_else(|| local_ip(ctx.local));
             format!(
-                "{display}<sip:{}@{local_ip}>;tag={}",
+                "{display}<sip:{}@{domain}>;tag={}",
                 ctx.from_user,
                 random_hex(12)
             )
@@ -109,12 +139,7 @@ impl Leg {
             ctx: ctx.clone(),
         };
         let mut extra = leg.invite_extensions();
-        if let Some(pai) = &ctx.asserted_identity {
-            extra.push(Header::Other(
-                "P-Asserted-Identity".into(),
-                format!("<sip:{pai}@{}>", ctx.domain),
-            ));
-        }
+        extra.extend(caller_id_headers(&ctx));
         if ctx.privacy {
             extra.push(Header::Other("Privacy".into(), "id".into()));
         }

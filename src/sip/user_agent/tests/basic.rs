@@ -28,6 +28,104 @@ fn invite_carries_every_required_header() {
     assert!(inv.ends_with("\r\n\r\nv=0\r\n"));
 }
 
+/// A request through a trunk with the account `acct` at `trunk.example:5080`.
+fn account_request() -> InviteRequest {
+    let mut request = base_request();
+    request.target_host = "trunk.example:5080".into();
+    request.trunk.host = "trunk.example".into();
+    request.trunk.port = 5080;
+    request.trunk.credentials = Some(crate::sip::auth::Credentials {
+        username: "acct".into(),
+        password: "pw".into(),
+    });
+    request
+}
+
+#[test]
+fn a_trunk_with_an_account_gets_it_in_from_and_the_caller_in_p_asserted_identity() {
+    let mut h = Harness::new();
+    let mut request = account_request();
+    request.asserted_identity = Some("+15550009999".into());
+    h.call_with(request);
+    let inv = h.take_sent().remove(0);
+    assert!(
+        inv.starts_with("INVITE sip:+15551234567@trunk.example:5080 SIP/2.0\r\n"),
+        "{inv}"
+    );
+    assert!(
+        header(inv.as_str(), "From").starts_with("<sip:acct@trunk.example:5080>;tag="),
+        "{inv}"
+    );
+    assert_eq!(header(&inv, "Contact"), "<sip:acct@127.0.0.1:5070>");
+    assert_eq!(
+        header(&inv, "P-Asserted-Identity"),
+        "<sip:+15550009999@trunk.example:5080>"
+    );
+    assert!(!inv.contains("Remote-Party-ID"), "pai only by default");
+
+    // Without a caller id, the caller's user (which From no longer shows) is asserted.
+    let mut h = Harness::new();
+    h.call_with(account_request());
+    let inv = h.take_sent().remove(0);
+    assert_eq!(
+        header(&inv, "P-Asserted-Identity"),
+        "<sip:alice@trunk.example:5080>"
+    );
+}
+
+#[test]
+fn caller_id_headers_and_privacy_follow_the_trunk() {
+    let mut h = Harness::new();
+    let mut request = account_request();
+    request.asserted_identity = Some("+15550009999".into());
+    request.privacy = true;
+    request.trunk.caller_id_headers = crate::sip::CallerIdHeaders {
+        pai: false,
+        rpid: true,
+    };
+    request.trunk.from_domain = Some("carrier.example".into());
+    h.call_with(request);
+    let inv = h.take_sent().remove(0);
+    assert!(
+        header(&inv, "From").starts_with("<sip:acct@carrier.example>;tag="),
+        "the account stays in From with privacy: {inv}"
+    );
+    assert_eq!(header(&inv, "Privacy"), "id");
+    assert!(!inv.contains("P-Asserted-Identity"), "{inv}");
+    assert_eq!(
+        header(&inv, "Remote-Party-ID"),
+        "<sip:+15550009999@trunk.example:5080>;party=calling;screen=yes;privacy=full"
+    );
+
+    // `none`: no caller id header; a trunk without an account keeps today's From.
+    let mut h = Harness::new();
+    let mut request = base_request();
+    request.asserted_identity = Some("+15550009999".into());
+    request.trunk.caller_id_headers = crate::sip::CallerIdHeaders {
+        pai: false,
+        rpid: false,
+    };
+    request.trunk.from_domain = Some("gw.example".into());
+    h.call_with(request);
+    let inv = h.take_sent().remove(0);
+    assert!(header(&inv, "From").starts_with("<sip:alice@gw.example>;tag="));
+    assert!(
+        !inv.contains("P-Asserted-Identity") && !inv.contains("Remote-Party-ID"),
+        "{inv}"
+    );
+}
+
+#[test]
+fn an_account_or_from_domain_that_would_break_the_header_is_refused() {
+    let mut request = account_request();
+    request.trunk.from_user = Some("acct>\r\nX-Injected: 1".into());
+    assert!(validate(&request).is_err());
+    let mut request = account_request();
+    request.trunk.from_domain = Some("carrier.example>;x".into());
+    assert!(validate(&request).is_err());
+    assert!(validate(&account_request()).is_ok());
+}
+
 #[test]
 fn provisional_events_carry_early_sdp() {
     let mut h = Harness::new();

@@ -74,6 +74,44 @@ fn options_health_goes_down_on_timeout_and_503_and_up_on_any_other_answer() {
 }
 
 #[test]
+fn register_and_options_name_the_trunk_with_its_port() {
+    let mut h = Harness::new();
+    start(
+        &mut h,
+        TrunkSettings {
+            port: 5080,
+            ..trunk(true, false)
+        },
+    );
+    let register = h.take_sent().remove(0);
+    assert!(
+        register.starts_with("REGISTER sip:10.0.0.7:5080 SIP/2.0"),
+        "{register}"
+    );
+    assert_eq!(header(&register, "To"), "<sip:acct@10.0.0.7:5080>");
+    assert!(header(&register, "From").starts_with("<sip:acct@10.0.0.7:5080>;tag="));
+    // `from_user` / `from_domain` make the address of record and the contact.
+    let mut h = Harness::new();
+    start(
+        &mut h,
+        TrunkSettings {
+            from_user: Some("+15550000000".into()),
+            from_domain: Some("carrier.example".into()),
+            ..trunk(true, false)
+        },
+    );
+    let register = h.take_sent().remove(0);
+    assert_eq!(
+        header(&register, "To"),
+        "<sip:+15550000000@carrier.example>"
+    );
+    assert_eq!(
+        header(&register, "Contact"),
+        "<sip:+15550000000@127.0.0.1:5070>"
+    );
+}
+
+#[test]
 fn registration_answers_the_challenge_refreshes_and_backs_off() {
     let mut h = Harness::new();
     start(&mut h, trunk(true, false));

@@ -53,23 +53,15 @@ impl Origin {
         tracing::warn!(trunk = %self.settings.name, %from, to = %self.target(), "trunk address failed; services move to the next one");
     }
 
-    /// `sip:host` (with the port when it is not 5060 and the trunk is not located
-    /// by SRV).
+    /// `sip:` and the trunk's domain (with the port when it is not 5060 and the
+    /// trunk is not located by SRV).
     fn registrar_uri(&self) -> String {
-        if self.settings.port == 5060 || self.settings.srv {
-            format!("sip:{}", self.settings.uri_host())
-        } else {
-            format!("sip:{}:{}", self.settings.uri_host(), self.settings.port)
-        }
+        format!("sip:{}", self.settings.domain())
     }
 
-    /// The user of From/To/Contact.
+    /// The user of From/To/Contact: the trunk's account, else `callbridge`.
     fn user(&self) -> String {
-        self.settings
-            .credentials
-            .as_ref()
-            .map(|c| c.username.clone())
-            .unwrap_or_else(|| "callbridge".into())
+        self.settings.contact_user().to_string()
     }
 
     /// An out-of-dialog request of the service.
@@ -104,19 +96,15 @@ impl Origin {
         })
     }
 
-    /// `<sip:user@host>` with a fresh tag for From.
+    /// The address of record with a fresh tag, for From.
     fn tagged_from(&self) -> String {
-        format!(
-            "<sip:{}@{}>;tag={}",
-            self.user(),
-            self.settings.uri_host(),
-            random_hex(12)
-        )
+        format!("{};tag={}", self.aor(), random_hex(12))
     }
 
-    /// `<sip:user@host>`.
+    /// `<sip:user@domain>`: the account in the trunk's domain, port included
+    /// (`from_domain` when set), as the INVITEs' From.
     fn aor(&self) -> String {
-        format!("<sip:{}@{}>", self.user(), self.settings.uri_host())
+        format!("<sip:{}@{}>", self.user(), self.settings.account_domain())
     }
 }
 
