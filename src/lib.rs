@@ -14,6 +14,7 @@ pub mod config;
 pub mod events;
 pub mod media;
 pub mod metrics;
+pub mod netguard;
 pub mod server;
 pub mod signaling;
 pub mod sip;

@@ -41,6 +41,11 @@ pub struct MediaConfig {
     pub recording_max_bytes: u64,
     /// Record every call (else only tokens with `record: true` and routes with `record`).
     pub record_all: bool,
+    /// Internal networks (CIDR) whose browser ICE candidates are used: loopback,
+    /// RFC 1918, `fc00::/7`, link-local and CGNAT candidates are ignored unless listed
+    /// (so a browser cannot point the gateway at the operator's network). Empty by
+    /// default; the embedded local-use defaults list loopback.
+    pub allow_candidate_networks: Vec<String>,
 }
 
 impl Default for MediaConfig {
@@ -59,6 +64,7 @@ impl Default for MediaConfig {
             recording_dir: PathBuf::from("data/recordings"),
             recording_max_bytes: 100 * 1024 * 1024,
             record_all: false,
+            allow_candidate_networks: Vec::new(),
         }
     }
 }
