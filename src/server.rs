@@ -25,16 +25,16 @@ use crate::auth::{AuthError, Verifier, turn_credentials};
 use crate::call::CallManager;
 use crate::call::location::{InProcessStore, LocationStore, RedisStore};
 use crate::config::Config;
+use crate::config::validate::parse_port_range;
 use crate::events::{Events, EventsError};
+use crate::media::candidates::{CandidatePolicy, GatewayPorts, LegGuard};
 use crate::metrics::{Metrics, MetricsError};
+use crate::netguard::{self, ice_ports::IcePorts};
 use crate::signaling::SessionCounter;
 use crate::signaling::protocol::IceServer;
 use crate::signaling::resume::Resumable;
 use crate::sip::echo::EchoUas;
 use crate::sip::{SipEndpoint, SipEndpointConfig, SipError, TrunkSettings};
-use crate::config::validate::parse_port_range;
-use crate::media::candidates::{CandidatePolicy, GatewayPorts, LegGuard};
-use crate::netguard::{self, ice_ports::IcePorts};
 use crate::turn::TurnServer;
 use crate::turn::policy::GatewayView;
 
@@ -354,7 +354,10 @@ pub async fn start(config: Config) -> Result<RunningServer, ServerError> {
     let service_ports = [Some(http_addr), Some(sip_addr), sip.tls_local_addr()]
         .into_iter()
         .chain(echo.as_ref().map(|e| Some(e.addr())))
-        .chain(turn.iter().flat_map(|t| [Some(t.udp_addr), Some(t.tcp_addr), t.tls_addr]))
+        .chain(
+            turn.iter()
+                .flat_map(|t| [Some(t.udp_addr), Some(t.tcp_addr), t.tls_addr]),
+        )
         .flatten()
         .map(|a| a.port())
         .collect();

@@ -156,7 +156,7 @@ mod tests {
     use super::*;
 
     fn policy(allow: &[&str]) -> CandidatePolicy {
-        let own = OwnAddrs::new(["203.0.113.10".parse::<IpAddr>().expect("ip")]);
+        let own = OwnAddrs::new(["93.184.216.10".parse::<IpAddr>().expect("ip")]);
         CandidatePolicy::new(
             allow.iter().map(|n| n.parse().expect("net")).collect(),
             GatewayPorts {
@@ -189,13 +189,20 @@ mod tests {
             ("::", Refusal::Never),
             ("224.0.0.251", Refusal::Never),
             ("ff02::fb", Refusal::Never),
-            ("3f1d2a44-1c2e-4a7b-9a7e-1b2c3d4e5f60.local", Refusal::NotAnAddress),
+            (
+                "3f1d2a44-1c2e-4a7b-9a7e-1b2c3d4e5f60.local",
+                Refusal::NotAnAddress,
+            ),
             ("internal.example.com", Refusal::NotAnAddress),
         ] {
-            assert_eq!(closed.judge_candidate(&line(addr, 50000)), Err(why), "{addr}");
+            assert_eq!(
+                closed.judge_candidate(&line(addr, 50000)),
+                Err(why),
+                "{addr}"
+            );
         }
         assert_eq!(closed.refused_candidates(), 16);
-        for addr in ["8.8.8.8", "2a00:1450::1", "198.51.100.7"] {
+        for addr in ["8.8.8.8", "2a00:1450::1", "93.184.216.34"] {
             assert_eq!(closed.judge_candidate(&line(addr, 50000)), Ok(()), "{addr}");
         }
         let open = policy(&["127.0.0.0/8", "10.0.0.0/8"]);
@@ -205,7 +212,10 @@ mod tests {
             open.judge_candidate(&line("192.168.1.1", 50000)),
             Err(Refusal::Internal)
         );
-        assert_eq!(open.judge_candidate(&line("0.0.0.0", 50000)), Err(Refusal::Never));
+        assert_eq!(
+            open.judge_candidate(&line("0.0.0.0", 50000)),
+            Err(Refusal::Never)
+        );
     }
 
     #[test]
@@ -216,9 +226,9 @@ mod tests {
             ("127.0.0.1", 8443),
             ("127.0.0.1", 3478),
             ("127.0.0.1", 20002),
-            ("203.0.113.10", 5060),
-            ("203.0.113.10", 25000),
-            ("::ffff:203.0.113.10", 5060),
+            ("93.184.216.10", 5060),
+            ("93.184.216.10", 25000),
+            ("::ffff:93.184.216.10", 5060),
         ] {
             assert_eq!(
                 open.judge(SocketAddr::new(addr.parse().expect("ip"), port)),
@@ -227,7 +237,10 @@ mod tests {
             );
         }
         // The TURN relay range on our public address: a relay-only browser.
-        assert_eq!(open.judge("203.0.113.10:50002".parse().expect("addr")), Ok(()));
+        assert_eq!(
+            open.judge("93.184.216.10:50002".parse().expect("addr")),
+            Ok(())
+        );
         assert_eq!(open.judge("127.0.0.1:50002".parse().expect("addr")), Ok(()));
     }
 
@@ -235,14 +248,14 @@ mod tests {
     fn sdp_candidates_are_filtered_and_other_lines_kept() {
         let sdp = "v=0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 0\r\n\
                    a=candidate:1 1 udp 2122260223 10.0.0.5 50000 typ host\r\n\
-                   a=candidate:2 1 udp 1686052607 198.51.100.7 50001 typ srflx raddr 10.0.0.5 rport 50000\r\n\
+                   a=candidate:2 1 udp 1686052607 93.184.216.34 50001 typ srflx raddr 10.0.0.5 rport 50000\r\n\
                    a=candidate:3 1 udp 2122260223 abc.local 50002 typ host\r\n\
                    a=end-of-candidates\r\n";
         let out = policy(&[]).filter_sdp(sdp);
         assert_eq!(
             out,
             "v=0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 0\r\n\
-             a=candidate:2 1 udp 1686052607 198.51.100.7 50001 typ srflx raddr 10.0.0.5 rport 50000\r\n\
+             a=candidate:2 1 udp 1686052607 93.184.216.34 50001 typ srflx raddr 10.0.0.5 rport 50000\r\n\
              a=end-of-candidates\r\n"
         );
     }
@@ -259,6 +272,9 @@ mod tests {
             Some("[::1]:5".parse().expect("addr"))
         );
         assert_eq!(candidate_address("candidate:1 1 udp"), None);
-        assert_eq!(candidate_address("candidate:1 1 udp 1 1.2.3.4 99999 typ host"), None);
+        assert_eq!(
+            candidate_address("candidate:1 1 udp 1 1.2.3.4 99999 typ host"),
+            None
+        );
     }
 }

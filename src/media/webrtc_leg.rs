@@ -40,8 +40,8 @@ use super::MediaError;
 use super::candidates::CandidatePolicy;
 use super::codec::{AudioCodec, PayloadFormat};
 use super::ice_runtime::GuardedRuntime;
-use crate::netguard::ice_ports::{IceLease, IcePorts};
 use super::offer::{self, OfferChoice};
+use crate::netguard::ice_ports::{IceLease, IcePorts};
 
 /// Settings for WebRTC legs, derived from the gateway config.
 #[derive(Debug, Clone)]
@@ -61,6 +61,22 @@ pub struct WebRtcLegConfig {
 }
 
 impl WebRtcLegConfig {
+    /// Legs on 127.0.0.1 that use loopback browser candidates (local tools and tests).
+    pub fn loopback(codecs: Vec<AudioCodec>) -> WebRtcLegConfig {
+        let loopback = ["127.0.0.0/8", "::1/128"]
+            .iter()
+            .filter_map(|n| n.parse().ok())
+            .collect();
+        WebRtcLegConfig {
+            bind_ip: IpAddr::from([127, 0, 0, 1]),
+            public_ip: None,
+            codecs,
+            candidates: Arc::new(CandidatePolicy::new(loopback, Default::default())),
+            ice_ports: IcePorts::default(),
+            owner: "local".into(),
+        }
+    }
+
     /// This config for the legs of `user`'s calls.
     pub fn for_user(&self, user: &str) -> WebRtcLegConfig {
         WebRtcLegConfig {

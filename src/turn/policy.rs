@@ -82,7 +82,8 @@ impl PeerPolicy {
             return Err(Refusal::Denied);
         }
         if self.own.reaches_gateway(ip) {
-            let media = self.media.contains(ip) || (self.media_on_all && !netguard::is_loopback(ip));
+            let media =
+                self.media.contains(ip) || (self.media_on_all && !netguard::is_loopback(ip));
             let own_call = user.is_some_and(|u| self.ice_ports.owned_by(peer.port(), u));
             return if media && own_call {
                 Ok(())
@@ -154,7 +155,12 @@ mod tests {
         ] {
             assert_eq!(p.judge(addr(bad), Some("alice")), Err(why), "{bad}");
         }
-        for good in ["8.8.8.8:53", "203.0.114.1:3478", "[2a00:1450::1]:443", "[::ffff:8.8.4.4]:53"] {
+        for good in [
+            "8.8.8.8:53",
+            "203.0.114.1:3478",
+            "[2a00:1450::1]:443",
+            "[::ffff:8.8.4.4]:53",
+        ] {
             assert_eq!(p.judge(addr(good), Some("alice")), Ok(()), "{good}");
         }
     }
@@ -205,10 +211,17 @@ mod tests {
             &ports,
         );
         assert_eq!(p.judge(addr("10.20.3.4:5000"), None), Ok(()));
-        assert_eq!(p.judge(addr("10.20.9.1:5000"), None), Err(Refusal::Denied), "deny wins");
+        assert_eq!(
+            p.judge(addr("10.20.9.1:5000"), None),
+            Err(Refusal::Denied),
+            "deny wins"
+        );
         assert_eq!(p.judge(addr("8.8.8.8:53"), None), Err(Refusal::Denied));
         assert_eq!(p.judge(addr("127.0.0.1:5060"), None), Err(Refusal::Gateway));
-        assert_eq!(p.judge(addr("192.168.7.7:5060"), None), Err(Refusal::Gateway));
+        assert_eq!(
+            p.judge(addr("192.168.7.7:5060"), None),
+            Err(Refusal::Gateway)
+        );
         assert_eq!(p.judge(addr("0.0.0.0:5060"), None), Err(Refusal::Never));
         let lease = ports.lease("carol");
         lease.add(41000);
@@ -217,7 +230,10 @@ mod tests {
             Ok(()),
             "media on loopback (tests, local use): the call's own port"
         );
-        assert_eq!(p.judge(addr("127.0.0.2:41001"), Some("carol")), Err(Refusal::Gateway));
+        assert_eq!(
+            p.judge(addr("127.0.0.2:41001"), Some("carol")),
+            Err(Refusal::Gateway)
+        );
     }
 
     #[test]
@@ -236,15 +252,20 @@ mod tests {
         let lease = ports.lease("dan");
         lease.add(42000);
         assert_eq!(p.judge(addr("198.51.100.4:42000"), Some("dan")), Ok(()));
-        assert_eq!(p.judge(addr("127.0.0.1:42000"), Some("dan")), Err(Refusal::Gateway));
-        assert_eq!(p.judge(addr("0.0.0.0:42000"), Some("dan")), Err(Refusal::Never));
+        assert_eq!(
+            p.judge(addr("127.0.0.1:42000"), Some("dan")),
+            Err(Refusal::Gateway)
+        );
+        assert_eq!(
+            p.judge(addr("0.0.0.0:42000"), Some("dan")),
+            Err(Refusal::Never)
+        );
     }
 
     #[test]
     fn bad_networks_are_named() {
         assert_eq!(
-            PeerPolicy::new(&["10.0.0.0/33".into()], &[], GatewayView::default())
-                .expect_err("bad"),
+            PeerPolicy::new(&["10.0.0.0/33".into()], &[], GatewayView::default()).expect_err("bad"),
             BadNetwork("10.0.0.0/33".into())
         );
     }
