@@ -233,6 +233,11 @@ impl CallManager {
         &self.webrtc.candidates
     }
 
+    /// The live ICE ports of the WebRTC legs, by user (read by the TURN peer policy).
+    pub fn ice_ports(&self) -> &crate::netguard::ice_ports::IcePorts {
+        &self.webrtc.ice_ports
+    }
+
     /// The registry of active calls.
     pub fn registry(&self) -> &Arc<CallRegistry> {
         &self.registry

@@ -35,6 +35,18 @@ impl IcePorts {
             .is_some_and(|owners| owners.iter().any(|o| o == user))
     }
 
+    /// The live ICE ports of `user`'s calls (for tests and diagnostics).
+    pub fn ports_of(&self, user: &str) -> Vec<u16> {
+        let mut ports: Vec<u16> = self
+            .lock()
+            .iter()
+            .filter(|(_, owners)| owners.iter().any(|o| o == user))
+            .map(|(port, _)| *port)
+            .collect();
+        ports.sort_unstable();
+        ports
+    }
+
     /// Live registered ports (for tests and diagnostics).
     pub fn len(&self) -> usize {
         self.lock().values().map(Vec::len).sum()

@@ -12,3 +12,4 @@ pub mod receiver;
 pub mod redis;
 pub mod sipp;
 pub mod tls;
+pub mod turn;
