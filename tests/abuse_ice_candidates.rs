@@ -85,7 +85,7 @@ async fn loopback_only_browser_connects_only_when_loopback_is_allowed() {
         browser.wait_connected(Duration::from_secs(15)).await,
         "ICE up"
     );
-    let _ = browser.start_sending_tone(50);
+    let _tone = browser.start_sending_tone(50);
     assert!(
         browser.wait_received(20, Duration::from_secs(10)).await,
         "audio back from the echo"

@@ -81,7 +81,7 @@ async fn echo_call(gw: &TestGateway, user: &str, relay: bool) -> (WsClient, Test
         browser.wait_connected(Duration::from_secs(15)).await,
         "{user}: ICE/DTLS up"
     );
-    let _ = browser.start_sending_tone(50);
+    let _tone = browser.start_sending_tone(50);
     assert!(
         browser.wait_received(20, Duration::from_secs(10)).await,
         "{user}: audio back from the echo"
