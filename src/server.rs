@@ -375,6 +375,8 @@ pub async fn start(config: Config) -> Result<RunningServer, ServerError> {
             rtp_ports: parse_port_range(&config.sip.rtp_ports).ok(),
         },
     );
+    let candidates = Arc::new(candidates);
+    metrics.register(Box::new(refusal_metrics(&candidates, turn.clone())?))?;
     let calls = CallManager::new(
         Arc::clone(&config),
         Arc::clone(&sip),
@@ -383,7 +385,7 @@ pub async fn start(config: Config) -> Result<RunningServer, ServerError> {
         Arc::clone(&drain),
         location,
         LegGuard {
-            candidates: Arc::new(candidates),
+            candidates,
             ice_ports,
         },
     )?;
@@ -447,6 +449,27 @@ pub async fn start(config: Config) -> Result<RunningServer, ServerError> {
         sip,
         echo,
     })
+}
+
+/// `callbridge_peer_refused_total`, read from the TURN guard and the candidate policy.
+fn refusal_metrics(
+    candidates: &Arc<CandidatePolicy>,
+    turn: Option<Arc<TurnServer>>,
+) -> Result<netguard::metrics::PeerRefusals, MetricsError> {
+    let candidates = Arc::clone(candidates);
+    let source = Box::new(move || {
+        let (requests, data) = turn
+            .as_ref()
+            .map(|t| (t.refused_peers(), t.dropped_data()))
+            .unwrap_or_default();
+        vec![
+            ("turn_request", requests),
+            ("turn_data", data),
+            ("ice_candidate", candidates.refused_candidates()),
+            ("ice_send", candidates.dropped_sends()),
+        ]
+    });
+    netguard::metrics::PeerRefusals::new(source).map_err(MetricsError::from)
 }
 
 /// Waits for a drain, then for the calls to end or the deadline, then cancels

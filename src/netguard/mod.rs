@@ -17,6 +17,7 @@
 //!   reserved, NAT64 local-use, 6to4 and Teredo: refused unless configured.
 
 pub mod ice_ports;
+pub mod metrics;
 
 use std::collections::HashSet;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
