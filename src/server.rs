@@ -29,6 +29,7 @@ use crate::config::validate::parse_port_range;
 use crate::events::{Events, EventsError};
 use crate::media::candidates::{CandidatePolicy, GatewayPorts, LegGuard};
 use crate::metrics::{Metrics, MetricsError};
+use crate::netguard::metrics::PeerRefusals;
 use crate::netguard::{self, ice_ports::IcePorts};
 use crate::signaling::SessionCounter;
 use crate::signaling::protocol::IceServer;
@@ -376,7 +377,8 @@ pub async fn start(config: Config) -> Result<RunningServer, ServerError> {
         },
     );
     let candidates = Arc::new(candidates);
-    metrics.register(Box::new(refusal_metrics(&candidates, turn.clone())?))?;
+    let refusals = PeerRefusals::of(&candidates, turn.clone()).map_err(MetricsError::from)?;
+    metrics.register(Box::new(refusals))?;
     let calls = CallManager::new(
         Arc::clone(&config),
         Arc::clone(&sip),
@@ -449,27 +451,6 @@ pub async fn start(config: Config) -> Result<RunningServer, ServerError> {
         sip,
         echo,
     })
-}
-
-/// `callbridge_peer_refused_total`, read from the TURN guard and the candidate policy.
-fn refusal_metrics(
-    candidates: &Arc<CandidatePolicy>,
-    turn: Option<Arc<TurnServer>>,
-) -> Result<netguard::metrics::PeerRefusals, MetricsError> {
-    let candidates = Arc::clone(candidates);
-    let source = Box::new(move || {
-        let (requests, data) = turn
-            .as_ref()
-            .map(|t| (t.refused_peers(), t.dropped_data()))
-            .unwrap_or_default();
-        vec![
-            ("turn_request", requests),
-            ("turn_data", data),
-            ("ice_candidate", candidates.refused_candidates()),
-            ("ice_send", candidates.dropped_sends()),
-        ]
-    });
-    netguard::metrics::PeerRefusals::new(source).map_err(MetricsError::from)
 }
 
 /// Waits for a drain, then for the calls to end or the deadline, then cancels

@@ -5,9 +5,14 @@
 //! (Send indications and ChannelData dropped), `ice_candidate` (browser candidates
 //! ignored), `ice_send` (datagrams a WebRTC leg's socket dropped).
 
+use std::sync::Arc;
+
 use prometheus::core::{Collector, Desc};
 use prometheus::proto::MetricFamily;
 use prometheus::{IntCounterVec, Opts};
+
+use crate::media::candidates::CandidatePolicy;
+use crate::turn::TurnServer;
 
 /// Reads the counters: (path, count).
 pub type RefusalSource = Box<dyn Fn() -> Vec<(&'static str, u64)> + Send + Sync>;
@@ -26,6 +31,26 @@ impl PeerRefusals {
         let desc = Self::family()?.desc().into_iter().next().cloned();
         let desc = desc.ok_or_else(|| prometheus::Error::Msg("no descriptor".into()))?;
         Ok(PeerRefusals { desc, source })
+    }
+
+    /// The counters of a gateway: its candidate policy and TURN server (if any).
+    pub fn of(
+        candidates: &Arc<CandidatePolicy>,
+        turn: Option<Arc<TurnServer>>,
+    ) -> Result<PeerRefusals, prometheus::Error> {
+        let candidates = Arc::clone(candidates);
+        PeerRefusals::new(Box::new(move || {
+            let (requests, data) = turn
+                .as_ref()
+                .map(|t| (t.refused_peers(), t.dropped_data()))
+                .unwrap_or_default();
+            vec![
+                ("turn_request", requests),
+                ("turn_data", data),
+                ("ice_candidate", candidates.refused_candidates()),
+                ("ice_send", candidates.dropped_sends()),
+            ]
+        }))
     }
 
     fn family() -> Result<IntCounterVec, prometheus::Error> {
