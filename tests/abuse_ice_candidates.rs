@@ -3,8 +3,8 @@
 //! our ICE agent sends there. With the default (closed) `media.allow_candidate_networks`
 //! a loopback-only browser gets no ICE connection (the call ends `media_failed`) and a
 //! trickled loopback candidate never receives a STUN request; with loopback allowed
-//! the same browser connects, yet a candidate on the gateway's SIP port or RTP range
-//! still never receives one (checked with real sockets on 127.0.0.3 at those ports).
+//! the same browser connects, yet a candidate on the gateway's SIP port still never
+//! receives one (checked with a real socket on 127.0.0.3 at that port).
 //!
 //! The browser is the `webrtc`-crate client; the far end the built-in echo UAS.
 
@@ -157,12 +157,11 @@ async fn call_with_candidates(ws: &mut WsClient, call_id: &str, candidates: &[se
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn trickled_candidates_to_the_gateway_or_loopback_never_get_a_stun_request() {
     // Loopback allowed (local use): a candidate at an ordinary port is checked, but
-    // the gateway's SIP port and RTP range are not, even on another loopback address.
-    let rtp_base = common::ports::block(4);
-    let open = gateway(&["127.0.0.0/8"], rtp_base).await;
+    // the gateway's SIP and HTTP ports are not, even on another loopback address.
+    let open = gateway(&["127.0.0.0/8"], common::ports::block(4)).await;
     let sip = open.server.as_ref().expect("running").sip_addr;
     let mut at_sip = Trap::at(&format!("127.0.0.3:{}", sip.port())).await;
-    let mut at_rtp = Trap::at(&format!("127.0.0.3:{rtp_base}")).await;
+    let mut at_http = Trap::at(&format!("127.0.0.3:{}", open.http_addr().port())).await;
     let mut ordinary = Trap::at("127.0.0.3:0").await;
     let (mut ws, _) = open.connect_as("eve", "calls:outbound").await;
     let p = policy(&open);
@@ -171,7 +170,7 @@ async fn trickled_candidates_to_the_gateway_or_loopback_never_get_a_stun_request
         "eve-3",
         &[
             at_sip.candidate(1),
-            at_rtp.candidate(2),
+            at_http.candidate(2),
             ordinary.candidate(3),
         ],
     )
@@ -183,7 +182,7 @@ async fn trickled_candidates_to_the_gateway_or_loopback_never_get_a_stun_request
     })
     .await;
     assert_eq!(at_sip.drain(), 0, "our SIP port as a candidate");
-    assert_eq!(at_rtp.drain(), 0, "our RTP range as a candidate");
+    assert_eq!(at_http.drain(), 0, "our HTTP port as a candidate");
     assert_eq!(p.refused_candidates(), 2);
     open.stop().await;
 

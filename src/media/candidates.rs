@@ -5,8 +5,10 @@
 //!
 //! Refused (the candidate is ignored, and the leg's socket drops anything sent there):
 //! - never: unspecified, multicast, broadcast and their IPv6 forms;
-//! - the gateway's own service ports (HTTP, SIP, TURN, echo) and its RTP range, on any
-//!   address that reaches the gateway (loopback, its own addresses);
+//! - the gateway's own service ports (HTTP, SIP, TURN, echo) on any address that
+//!   reaches the gateway (loopback, its own addresses), and its RTP range on its own
+//!   non-loopback addresses (on loopback, which only local use allows, a browser on
+//!   the same host may hold a port of that range itself);
 //! - internal networks (loopback, RFC 1918, `fc00::/7`, link-local, CGNAT, ...) unless
 //!   listed in `media.allow_candidate_networks`;
 //! - names instead of addresses (mDNS `.local`, FQDN): never resolved.
@@ -80,7 +82,7 @@ impl CandidatePolicy {
         if netguard::is_never(ip) {
             return Err(Refusal::Never);
         }
-        if self.own.reaches_gateway(ip) && self.is_gateway_port(addr.port()) {
+        if self.own.reaches_gateway(ip) && self.is_gateway_port(ip, addr.port()) {
             return Err(Refusal::Gateway);
         }
         if netguard::is_internal(ip) && !netguard::nets_contain(&self.allow, ip) {
@@ -89,11 +91,12 @@ impl CandidatePolicy {
         Ok(())
     }
 
-    fn is_gateway_port(&self, port: u16) -> bool {
+    fn is_gateway_port(&self, ip: IpAddr, port: u16) -> bool {
         self.service_ports.contains(&port)
-            || self
-                .rtp_ports
-                .is_some_and(|(low, high)| (low..=high).contains(&port))
+            || (!netguard::is_loopback(ip)
+                && self
+                    .rtp_ports
+                    .is_some_and(|(low, high)| (low..=high).contains(&port)))
     }
 
     /// Judges a `candidate:` attribute (with or without `a=`), counting refusals.
@@ -144,11 +147,22 @@ impl CandidatePolicy {
 ///
 /// `candidate:<foundation> <component> <transport> <priority> <address> <port> typ ...`
 pub fn candidate_address(line: &str) -> Option<SocketAddr> {
-    let line = line.trim().strip_prefix("a=").unwrap_or(line.trim());
-    let mut fields = line.split_ascii_whitespace().skip(4);
-    let ip: IpAddr = fields.next()?.parse().ok()?;
+    let (address, port) = candidate_fields(line)?;
+    Some(SocketAddr::new(address.parse().ok()?, port))
+}
+
+/// The address (an IP or a name) and port of a well-formed `candidate:` attribute.
+pub fn candidate_fields(line: &str) -> Option<(&str, u16)> {
+    let line = line.trim();
+    let line = line.strip_prefix("a=").unwrap_or(line);
+    let mut fields = line.strip_prefix("candidate:")?.split_ascii_whitespace();
+    let _foundation = fields.next()?;
+    let _component = fields.next()?;
+    let _transport = fields.next()?;
+    let _priority = fields.next()?;
+    let address = fields.next()?;
     let port: u16 = fields.next()?.parse().ok()?;
-    Some(SocketAddr::new(ip, port))
+    (fields.next()? == "typ").then_some((address, port))
 }
 
 #[cfg(test)]
@@ -225,7 +239,6 @@ mod tests {
             ("127.0.0.1", 5060),
             ("127.0.0.1", 8443),
             ("127.0.0.1", 3478),
-            ("127.0.0.1", 20002),
             ("93.184.216.10", 5060),
             ("93.184.216.10", 25000),
             ("::ffff:93.184.216.10", 5060),
@@ -236,6 +249,8 @@ mod tests {
                 "{addr}:{port}"
             );
         }
+        // On loopback the RTP range may be a local browser's own port.
+        assert_eq!(open.judge("127.0.0.1:20002".parse().expect("addr")), Ok(()));
         // The TURN relay range on our public address: a relay-only browser.
         assert_eq!(
             open.judge("93.184.216.10:50002".parse().expect("addr")),

@@ -490,6 +490,12 @@ impl WebRtcLeg {
         let Some(c) = c.filter(|c| !c.candidate.trim().is_empty()) else {
             return Ok(());
         };
+        if super::candidates::candidate_fields(&c.candidate).is_none() {
+            return Err(MediaError::BadCandidate(format!(
+                "'{}': not a candidate line (candidate:<foundation> <component> <transport> <priority> <address> <port> typ <type>)",
+                c.candidate
+            )));
+        }
         if let Err(why) = self.candidates.judge_candidate(&c.candidate) {
             tracing::debug!(candidate = %c.candidate, %why, "browser ICE candidate ignored");
             return Ok(());
