@@ -397,13 +397,17 @@ fn unauthorized(request: &Message, method: Method) -> Verdict {
     }
 }
 
-/// Every XOR-PEER-ADDRESS of a request (RFC 5766 §14.3).
+/// Every XOR-PEER-ADDRESS of a request (RFC 5766 §14.3). One this guard cannot decode
+/// stands as `0.0.0.0:0`, which the policy refuses: what the guard cannot read must
+/// not reach the server, whose parser might read it differently.
 fn peer_addresses(m: &Message) -> Vec<SocketAddr> {
     m.attributes
         .0
         .iter()
         .filter(|a| a.typ == ATTR_XOR_PEER_ADDRESS)
-        .filter_map(|a| xor_address(&a.value, &m.transaction_id))
+        .map(|a| {
+            xor_address(&a.value, &m.transaction_id).unwrap_or(SocketAddr::from(([0, 0, 0, 0], 0)))
+        })
         .collect()
 }
 

@@ -333,3 +333,22 @@ fn channel_data_follows_its_binding_and_stops_when_the_call_ends() {
     g.released(client(), local(), "123:alice", 0);
     assert_eq!(g.inspect(data, client(), local()), Verdict::Drop);
 }
+
+#[test]
+fn an_undecodable_peer_address_is_refused_not_passed() {
+    let mut m = request(METHOD_CREATE_PERMISSION, "alice", None, &["8.8.8.8:53"]);
+    assert_eq!(
+        peer_addresses(&m),
+        vec!["8.8.8.8:53".parse::<SocketAddr>().expect("addr")]
+    );
+    for attr in m.attributes.0.iter_mut() {
+        if attr.typ == ATTR_XOR_PEER_ADDRESS {
+            attr.value[1] = 0x07; // neither IPv4 (1) nor IPv6 (2)
+        }
+    }
+    assert_eq!(
+        peer_addresses(&m),
+        vec![SocketAddr::from(([0, 0, 0, 0], 0))],
+        "stands as 0.0.0.0:0, which the policy refuses"
+    );
+}
