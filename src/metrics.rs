@@ -214,6 +214,12 @@ impl Metrics {
         Ok(())
     }
 
+    /// Registers a collector another module owns (e.g. `netguard`'s refusal counters).
+    pub fn register(&self, collector: Box<dyn Collector>) -> Result<(), MetricsError> {
+        self.registry.register(collector)?;
+        Ok(())
+    }
+
     /// Renders the Prometheus text exposition format.
     pub fn render(&self) -> String {
         let mut out = Vec::new();

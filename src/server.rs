@@ -25,8 +25,12 @@ use crate::auth::{AuthError, Verifier, turn_credentials, turn_ttl};
 use crate::call::CallManager;
 use crate::call::location::{InProcessStore, LocationStore, RedisStore};
 use crate::config::Config;
+use crate::config::validate::parse_port_range;
 use crate::events::{Events, EventsError};
+use crate::media::candidates::{CandidatePolicy, GatewayPorts, LegGuard};
 use crate::metrics::{Metrics, MetricsError};
+use crate::netguard::metrics::PeerRefusals;
+use crate::netguard::{self, ice_ports::IcePorts};
 use crate::signaling::SessionCounter;
 use crate::signaling::protocol::IceServer;
 use crate::signaling::resume::Resumable;
@@ -34,6 +38,7 @@ use crate::signaling::users::UserSessions;
 use crate::sip::echo::EchoUas;
 use crate::sip::{SipEndpoint, SipEndpointConfig, SipError, TrunkSettings};
 use crate::turn::TurnServer;
+use crate::turn::policy::GatewayView;
 
 /// Errors starting the gateway.
 #[derive(Debug, thiserror::Error)]
@@ -311,29 +316,29 @@ pub async fn start(config: Config) -> Result<RunningServer, ServerError> {
         Some(url) => Arc::new(RedisStore::connect(url).await?),
         None => Arc::new(InProcessStore::default()),
     };
-    let calls = CallManager::new(
-        Arc::clone(&config),
-        Arc::clone(&sip),
-        metrics.clone(),
-        events.clone(),
-        Arc::clone(&drain),
-        location,
-    )?;
-    crate::call::inbound::start(&calls);
-    crate::call::recordings::start(&calls);
+    // Where a client may make the gateway send (TURN relay, ICE checks): needs every
+    // listener bound first, so it knows the gateway's own ports.
+    let own = netguard::own_addrs(&config);
+    let ice_ports = IcePorts::default();
     let turn = match &config.turn {
         Some(turn_config) => {
             let tls = match (&turn_config.tls_listen, &config.tls) {
                 (Some(_), Some(tls)) => Some(api::tls::server_config(&tls.cert, &tls.key)?),
                 _ => None,
             };
-            let mut own = vec![config.server.media_ip];
-            own.extend(config.server.public_ip);
+            let view = GatewayView {
+                own: own.clone(),
+                media: [config.server.media_ip]
+                    .into_iter()
+                    .chain(config.server.public_ip)
+                    .collect(),
+                ice_ports: ice_ports.clone(),
+            };
             let server = TurnServer::start(
                 turn_config,
                 config.server.media_ip,
                 config.server.advertised_ip(),
-                own,
+                view,
                 tls,
             )
             .await?;
@@ -341,6 +346,58 @@ pub async fn start(config: Config) -> Result<RunningServer, ServerError> {
         }
         None => None,
     };
+    let listen = config.server.listen;
+    let tcp = tokio::net::TcpListener::bind(listen)
+        .await
+        .map_err(|source| ServerError::Bind {
+            addr: listen,
+            source,
+        })?;
+    let http_addr = tcp.local_addr().map_err(|source| ServerError::Bind {
+        addr: listen,
+        source,
+    })?;
+    let service_ports = [Some(http_addr), Some(sip_addr), sip.tls_local_addr()]
+        .into_iter()
+        .chain(echo.as_ref().map(|e| Some(e.addr())))
+        .chain(
+            turn.iter()
+                .flat_map(|t| [Some(t.udp_addr), Some(t.tcp_addr), t.tls_addr]),
+        )
+        .flatten()
+        .map(|a| a.port())
+        .collect();
+    let candidates = CandidatePolicy::new(
+        // Validated already; an entry that did not parse would only allow less.
+        config
+            .media
+            .allow_candidate_networks
+            .iter()
+            .filter_map(|n| netguard::parse_net(n).ok())
+            .collect(),
+        GatewayPorts {
+            own,
+            service_ports,
+            rtp_ports: parse_port_range(&config.sip.rtp_ports).ok(),
+        },
+    );
+    let candidates = Arc::new(candidates);
+    let refusals = PeerRefusals::of(&candidates, turn.clone()).map_err(MetricsError::from)?;
+    metrics.register(Box::new(refusals))?;
+    let calls = CallManager::new(
+        Arc::clone(&config),
+        Arc::clone(&sip),
+        metrics.clone(),
+        events.clone(),
+        Arc::clone(&drain),
+        location,
+        LegGuard {
+            candidates,
+            ice_ports,
+        },
+    )?;
+    crate::call::inbound::start(&calls);
+    crate::call::recordings::start(&calls);
     let gateway = Arc::new(Gateway {
         config: Arc::clone(&config),
         verifier,
@@ -369,17 +426,6 @@ pub async fn start(config: Config) -> Result<RunningServer, ServerError> {
     tokio::spawn(supervise_drain(Arc::clone(&gateway)));
     tokio::spawn(forget_idle_limits(Arc::clone(&gateway)));
 
-    let listen = config.server.listen;
-    let tcp = tokio::net::TcpListener::bind(listen)
-        .await
-        .map_err(|source| ServerError::Bind {
-            addr: listen,
-            source,
-        })?;
-    let http_addr = tcp.local_addr().map_err(|source| ServerError::Bind {
-        addr: listen,
-        source,
-    })?;
     let app = api::router(Arc::clone(&gateway)).into_make_service_with_connect_info::<SocketAddr>();
     let stop = gateway.shutdown.clone();
     let tls = config.tls.is_some();
