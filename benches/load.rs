@@ -150,11 +150,7 @@ async fn measure(mode: &str, calls: usize, secs: u64) {
             }
         }
     });
-    let cfg = WebRtcLegConfig {
-        bind_ip: LOOPBACK,
-        public_ip: None,
-        codecs: DEFAULT_BROWSER_CODECS.to_vec(),
-    };
+    let cfg = WebRtcLegConfig::loopback(DEFAULT_BROWSER_CODECS.to_vec());
     let mut legs: HashMap<u64, Call> = HashMap::new();
     let mut connected = 0usize;
     let mut rss_base = None;

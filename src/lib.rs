@@ -14,6 +14,7 @@ pub mod config;
 pub mod events;
 pub mod media;
 pub mod metrics;
+pub mod netguard;
 pub mod private_fs;
 pub mod secret;
 pub mod server;

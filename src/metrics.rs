@@ -214,7 +214,8 @@ impl Metrics {
         Ok(())
     }
 
-    /// Registers a collector defined elsewhere (e.g. the HTTP listeners' families).
+    /// Registers a collector another module owns (e.g. `netguard`'s refusal
+    /// counters, the HTTP listeners' connection families).
     pub fn register(&self, collector: Box<dyn Collector>) -> Result<(), MetricsError> {
         self.registry.register(collector)?;
         Ok(())

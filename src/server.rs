@@ -29,8 +29,12 @@ use crate::auth::{AuthError, Verifier, turn_credentials, turn_ttl};
 use crate::call::CallManager;
 use crate::call::location::{InProcessStore, LocationStore, RedisStore};
 use crate::config::Config;
+use crate::config::validate::parse_port_range;
 use crate::events::{Events, EventsError};
+use crate::media::candidates::{CandidatePolicy, GatewayPorts, LegGuard};
 use crate::metrics::{Metrics, MetricsError};
+use crate::netguard::metrics::PeerRefusals;
+use crate::netguard::{self, ice_ports::IcePorts};
 use crate::signaling::SessionCounter;
 use crate::signaling::protocol::IceServer;
 use crate::signaling::resume::Resumable;
@@ -38,6 +42,7 @@ use crate::signaling::users::UserSessions;
 use crate::sip::echo::EchoUas;
 use crate::sip::{SipEndpoint, SipEndpointConfig, SipError, TrunkSettings};
 use crate::turn::TurnServer;
+use crate::turn::policy::GatewayView;
 
 /// Errors starting the gateway.
 #[derive(Debug, thiserror::Error)]
@@ -318,29 +323,29 @@ pub async fn start(config: Config) -> Result<RunningServer, ServerError> {
         Some(url) => Arc::new(RedisStore::connect(url).await?),
         None => Arc::new(InProcessStore::default()),
     };
-    let calls = CallManager::new(
-        Arc::clone(&config),
-        Arc::clone(&sip),
-        metrics.clone(),
-        events.clone(),
-        Arc::clone(&drain),
-        location,
-    )?;
-    crate::call::inbound::start(&calls);
-    crate::call::recordings::start(&calls);
+    // Where a client may make the gateway send (TURN relay, ICE checks): needs every
+    // listener bound first, so it knows the gateway's own ports.
+    let own = netguard::own_addrs(&config);
+    let ice_ports = IcePorts::default();
     let turn = match &config.turn {
         Some(turn_config) => {
             let tls = match (&turn_config.tls_listen, &config.tls) {
                 (Some(_), Some(tls)) => Some(api::tls::server_config(&tls.cert, &tls.key)?),
                 _ => None,
             };
-            let mut own = vec![config.server.media_ip];
-            own.extend(config.server.public_ip);
+            let view = GatewayView {
+                own: own.clone(),
+                media: [config.server.media_ip]
+                    .into_iter()
+                    .chain(config.server.public_ip)
+                    .collect(),
+                ice_ports: ice_ports.clone(),
+            };
             let server = TurnServer::start(
                 turn_config,
                 config.server.media_ip,
                 config.server.advertised_ip(),
-                own,
+                view,
                 tls,
             )
             .await?;
@@ -348,6 +353,58 @@ pub async fn start(config: Config) -> Result<RunningServer, ServerError> {
         }
         None => None,
     };
+    let (public_tcp, http_addr) = bind(config.server.listen).await?;
+    let admin_tcp = match config.admin.enabled {
+        true => Some(bind(config.admin.listen).await?),
+        false => None,
+    };
+    let admin_addr = admin_tcp.as_ref().map(|(_, addr)| *addr);
+    let service_ports = [
+        Some(http_addr),
+        admin_addr,
+        Some(sip_addr),
+        sip.tls_local_addr(),
+    ]
+    .into_iter()
+    .chain(echo.as_ref().map(|e| Some(e.addr())))
+    .chain(
+        turn.iter()
+            .flat_map(|t| [Some(t.udp_addr), Some(t.tcp_addr), t.tls_addr]),
+    )
+    .flatten()
+    .map(|a| a.port())
+    .collect();
+    let candidates = CandidatePolicy::new(
+        // Validated already; an entry that did not parse would only allow less.
+        config
+            .media
+            .allow_candidate_networks
+            .iter()
+            .filter_map(|n| netguard::parse_net(n).ok())
+            .collect(),
+        GatewayPorts {
+            own,
+            service_ports,
+            rtp_ports: parse_port_range(&config.sip.rtp_ports).ok(),
+        },
+    );
+    let candidates = Arc::new(candidates);
+    let refusals = PeerRefusals::of(&candidates, turn.clone()).map_err(MetricsError::from)?;
+    metrics.register(Box::new(refusals))?;
+    let calls = CallManager::new(
+        Arc::clone(&config),
+        Arc::clone(&sip),
+        metrics.clone(),
+        events.clone(),
+        Arc::clone(&drain),
+        location,
+        LegGuard {
+            candidates,
+            ice_ports,
+        },
+    )?;
+    crate::call::inbound::start(&calls);
+    crate::call::recordings::start(&calls);
     let gateway = Arc::new(Gateway {
         config: Arc::clone(&config),
         verifier,
@@ -376,7 +433,7 @@ pub async fn start(config: Config) -> Result<RunningServer, ServerError> {
     tokio::spawn(supervise_drain(Arc::clone(&gateway)));
     tokio::spawn(forget_idle_limits(Arc::clone(&gateway)));
 
-    let (http_addr, admin_addr, http_tasks) = start_http(&gateway).await?;
+    let http_tasks = start_http(&gateway, public_tcp, admin_tcp.map(|(tcp, _)| tcp))?;
     let tls = config.tls.is_some();
     info!(%http_addr, admin = ?admin_addr, %sip_addr, tls, "gateway listening");
     Ok(RunningServer {
@@ -391,18 +448,13 @@ pub async fn start(config: Config) -> Result<RunningServer, ServerError> {
     })
 }
 
-/// Binds the public listener and, when `admin.enabled`, the admin listener, and
-/// serves them (see [`api::serve`]). Returns their addresses and tasks.
-async fn start_http(
+/// Serves the public listener and, when `admin.enabled`, the admin listener (see
+/// [`api::serve`]). Returns their tasks.
+fn start_http(
     gateway: &Arc<Gateway>,
-) -> Result<
-    (
-        SocketAddr,
-        Option<SocketAddr>,
-        Vec<tokio::task::JoinHandle<()>>,
-    ),
-    ServerError,
-> {
+    public_tcp: tokio::net::TcpListener,
+    admin_tcp: Option<tokio::net::TcpListener>,
+) -> Result<Vec<tokio::task::JoinHandle<()>>, ServerError> {
     let config = &gateway.config;
     let http = &config.http;
     let metrics = ConnectionMetrics::register(&gateway.metrics)?;
@@ -416,7 +468,6 @@ async fn start_http(
         }),
         None => None,
     };
-    let (tcp, http_addr) = bind(config.server.listen).await?;
     let public = ListenerSettings {
         name: "public",
         limits: ConnectionLimits::with_gauge(
@@ -429,39 +480,34 @@ async fn start_http(
         tls,
     };
     let mut tasks = vec![api::serve::spawn(
-        tcp,
+        public_tcp,
         api::router(Arc::clone(gateway)),
         public,
         metrics.clone(),
         gateway.shutdown.clone(),
     )];
-    let admin = &config.admin;
-    let admin_addr = match admin.enabled {
-        true => {
-            let (tcp, addr) = bind(admin.listen).await?;
-            let settings = ListenerSettings {
-                name: "admin",
-                limits: ConnectionLimits::with_gauge(
-                    admin.max_connections,
-                    admin.max_connections,
-                    metrics.open.with_label_values(&["admin"]),
-                ),
-                header_read_timeout: http.header_read_timeout,
-                idle_timeout: http.idle_timeout,
-                tls: None,
-            };
-            tasks.push(api::serve::spawn(
-                tcp,
-                api::admin_router(Arc::clone(gateway)),
-                settings,
-                metrics,
-                gateway.shutdown.clone(),
-            ));
-            Some(addr)
-        }
-        false => None,
-    };
-    Ok((http_addr, admin_addr, tasks))
+    if let Some(tcp) = admin_tcp {
+        let admin = &config.admin;
+        let settings = ListenerSettings {
+            name: "admin",
+            limits: ConnectionLimits::with_gauge(
+                admin.max_connections,
+                admin.max_connections,
+                metrics.open.with_label_values(&["admin"]),
+            ),
+            header_read_timeout: http.header_read_timeout,
+            idle_timeout: http.idle_timeout,
+            tls: None,
+        };
+        tasks.push(api::serve::spawn(
+            tcp,
+            api::admin_router(Arc::clone(gateway)),
+            settings,
+            metrics,
+            gateway.shutdown.clone(),
+        ));
+    }
+    Ok(tasks)
 }
 
 /// Binds a TCP listener and reads back its address.

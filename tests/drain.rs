@@ -38,6 +38,8 @@ hs256_secret = "{SECRET}"
 path = "{db}"
 [drain]
 timeout = "{drain_timeout}"
+[media]
+allow_candidate_networks = ["127.0.0.0/8"]
 "#,
         db = dir.join("cb.db").display()
     )

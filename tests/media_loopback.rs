@@ -154,11 +154,7 @@ async fn run_call(scenario: Scenario) -> Outcome {
     let browser = Browser::new(BrowserOptions::default()).await;
 
     let (events_tx, events_rx) = mpsc::unbounded_channel();
-    let cfg = WebRtcLegConfig {
-        bind_ip: LOOPBACK,
-        public_ip: None,
-        codecs: G711.to_vec(),
-    };
+    let cfg = WebRtcLegConfig::loopback(G711.to_vec());
     let (leg, answer) = WebRtcLeg::answer(&cfg, browser.offer_sdp(), events_tx)
         .await
         .expect("gateway answers");
@@ -509,9 +505,8 @@ async fn public_ip_replaces_host_candidate_address() {
     let (events_tx, mut events_rx) = mpsc::unbounded_channel();
     let public: IpAddr = "203.0.113.10".parse().unwrap();
     let cfg = WebRtcLegConfig {
-        bind_ip: LOOPBACK,
         public_ip: Some(public),
-        codecs: G711.to_vec(),
+        ..WebRtcLegConfig::loopback(G711.to_vec())
     };
     let (leg, _answer) = WebRtcLeg::answer(&cfg, browser.offer_sdp(), events_tx)
         .await

@@ -47,6 +47,8 @@ hs256_secret = "{SECRET}"
 [storage]
 path = "{dir}/data/callbridge.db"
 [media]
+# The test browser is on loopback.
+allow_candidate_networks = ["127.0.0.0/8"]
 record_all = true
 recording_dir = "{dir}/recordings"
 [webhooks]

@@ -44,6 +44,8 @@ pub(super) struct InboundJob {
     from: String,
     /// The called DID (normalised).
     did: String,
+    /// The user the DID belongs to (whose sessions ring).
+    user: String,
     /// The sessions to ring.
     sessions: Vec<LiveSession>,
     /// Admission slot (registry entry).
@@ -104,6 +106,7 @@ impl InboundJob {
             offer,
             from: call.from_user,
             did,
+            user,
             sessions,
             slot,
             api_commands,
@@ -335,9 +338,8 @@ impl InboundJob {
         let mut legs = HashMap::new();
         for session in &self.sessions {
             let (tx, mut rx) = mpsc::unbounded_channel();
-            let leg = match WebRtcLeg::offer(&self.manager.webrtc, self.remote.format.codec, tx)
-                .await
-            {
+            let config = self.manager.webrtc.for_user(&self.user);
+            let leg = match WebRtcLeg::offer(&config, self.remote.format.codec, tx).await {
                 Ok((leg, offer)) => {
                     let (handle_tx, mut handle_rx) = mpsc::unbounded_channel();
                     let message = ServerMessage::Incoming {

@@ -28,6 +28,7 @@ use tokio_util::task::TaskTracker;
 use crate::auth::{Identity, Scope};
 use crate::config::Config;
 use crate::events::Events;
+use crate::media::candidates::LegGuard;
 use crate::media::webrtc_leg::{IceCandidate, WebRtcLegConfig};
 use crate::metrics::Metrics;
 use crate::server::Drain;
@@ -162,7 +163,8 @@ pub struct CallManager {
 }
 
 impl CallManager {
-    /// Creates the manager; `config` must be validated.
+    /// Creates the manager; `config` must be validated. `guard` decides which browser
+    /// candidates the WebRTC legs use and where their ICE ports are registered.
     pub fn new(
         config: Arc<Config>,
         sip: Arc<SipEndpoint>,
@@ -170,6 +172,7 @@ impl CallManager {
         events: Events,
         drain: Arc<Drain>,
         location: Arc<dyn location::LocationStore>,
+        guard: LegGuard,
     ) -> Result<Arc<CallManager>, dialplan::DialplanError> {
         let dialplan = Dialplan::from_config(&config.dialplan)?;
         let registry = CallRegistry::new(config.server.max_calls, metrics.active_calls.clone());
@@ -184,6 +187,9 @@ impl CallManager {
                     .filter(|c| allowed.contains(c))
                     .collect()
             },
+            candidates: guard.candidates,
+            ice_ports: guard.ice_ports,
+            owner: String::new(),
         };
         let dids = config
             .dids
@@ -225,6 +231,16 @@ impl CallManager {
         self.dialplan
             .normalize(number)
             .unwrap_or_else(|_| number.to_string())
+    }
+
+    /// The browser candidate policy of the WebRTC legs (its counters show refusals).
+    pub fn candidate_policy(&self) -> &Arc<crate::media::candidates::CandidatePolicy> {
+        &self.webrtc.candidates
+    }
+
+    /// The live ICE ports of the WebRTC legs, by user (read by the TURN peer policy).
+    pub fn ice_ports(&self) -> &crate::netguard::ice_ports::IcePorts {
+        &self.webrtc.ice_ports
     }
 
     /// The registry of active calls.

@@ -93,7 +93,8 @@ impl OutboundJob {
         }
         info!(to = %self.to, dial = %self.routed.dial, route = self.routed.route, trunks = ?self.routed.trunks, privacy = self.privacy, "outbound call");
         let (media_tx, mut media_rx) = mpsc::unbounded_channel();
-        let leg = match WebRtcLeg::answer(&self.manager.webrtc, &self.offer_sdp, media_tx).await {
+        let webrtc = self.manager.webrtc.for_user(&self.ctx.identity.user);
+        let leg = match WebRtcLeg::answer(&webrtc, &self.offer_sdp, media_tx).await {
             Ok((leg, answer)) => {
                 self.send(ServerMessage::Answer {
                     call_id: self.call_id.clone(),

@@ -44,6 +44,11 @@ pub struct MediaConfig {
     pub recording_max_total_bytes: u64,
     /// Record every call (else only tokens with `record: true` and routes with `record`).
     pub record_all: bool,
+    /// Internal networks (CIDR) whose browser ICE candidates are used: loopback,
+    /// RFC 1918, `fc00::/7`, link-local and CGNAT candidates are ignored unless listed
+    /// (so a browser cannot point the gateway at the operator's network). Empty by
+    /// default; the embedded local-use defaults list loopback.
+    pub allow_candidate_networks: Vec<String>,
 }
 
 impl Default for MediaConfig {
@@ -63,6 +68,7 @@ impl Default for MediaConfig {
             recording_max_bytes: 100 * 1024 * 1024,
             recording_max_total_bytes: 10 * 1024 * 1024 * 1024,
             record_all: false,
+            allow_candidate_networks: Vec::new(),
         }
     }
 }

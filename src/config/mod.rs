@@ -409,6 +409,8 @@ impl Config {
         config.demo.enabled = true;
         config.demo.dev_tokens = true;
         config.echo.enabled = true;
+        // Everything listens on loopback: the browser is on this machine.
+        config.media.allow_candidate_networks = vec!["127.0.0.0/8".into(), "::1/128".into()];
         config.sip.trunks.push(TrunkConfig {
             name: "local".into(),
             address: "127.0.0.1:5070".into(),

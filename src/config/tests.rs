@@ -323,3 +323,68 @@ fn recording_quota_has_a_safe_default_and_is_validated_by_key() {
     let text = format!("{}\n[media]\nrecording_max_total_bytes = 65536", minimal());
     load_text(&text, vec![]).expect("64 KiB is enough");
 }
+
+#[test]
+fn turn_allow_peers_cannot_reopen_loopback_or_unspecified() {
+    let turn = |allow: &str| {
+        format!(
+            "{}\n[turn]\nlisten = \"127.0.0.1:3478\"\nsecret = \"{SECRET}\"\nallow_peers = [\"10.0.0.0/8\", \"{allow}\"]",
+            minimal()
+        )
+    };
+    for bad in [
+        "127.0.0.1",
+        "0.0.0.0/0",
+        "::1",
+        "::ffff:127.0.0.1",
+        "224.0.0.0/4",
+    ] {
+        let err = load_text(&turn(bad), vec![]).expect_err(bad).to_string();
+        assert!(
+            err.contains("turn.allow_peers[1]") && err.contains("never relays"),
+            "{bad}: {err}"
+        );
+    }
+    let ok = load_text(&turn("192.168.0.0/16"), vec![]).expect("private network");
+    assert_eq!(ok.turn.expect("turn").allow_peers.len(), 2);
+}
+
+#[test]
+fn candidate_networks_are_checked_and_closed_by_default() {
+    let c = load_text(&minimal(), vec![]).expect("loads");
+    assert!(
+        c.media.allow_candidate_networks.is_empty(),
+        "closed by default"
+    );
+    let (embedded, _) = load(None, Vec::new()).expect("embedded");
+    assert!(
+        embedded
+            .media
+            .allow_candidate_networks
+            .contains(&"127.0.0.0/8".to_string()),
+        "local use: the browser is on loopback"
+    );
+    for (bad, says) in [
+        ("10.0.0.0/33", "not an address"),
+        ("0.0.0.0/0", "every internal"),
+    ] {
+        let text = format!(
+            "{}\n[media]\nallow_candidate_networks = [\"{bad}\"]",
+            minimal()
+        );
+        let err = load_text(&text, vec![]).expect_err(bad).to_string();
+        assert!(
+            err.contains("media.allow_candidate_networks[0]") && err.contains(says),
+            "{bad}: {err}"
+        );
+    }
+    let c = load_text(
+        &minimal(),
+        vec![(
+            "CALLBRIDGE_MEDIA__ALLOW_CANDIDATE_NETWORKS",
+            "[\"10.0.0.0/8\"]",
+        )],
+    )
+    .expect("env list");
+    assert_eq!(c.media.allow_candidate_networks, vec!["10.0.0.0/8"]);
+}

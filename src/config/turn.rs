@@ -29,10 +29,13 @@ pub struct TurnConfig {
     /// Port range of relayed addresses, `"low-high"`.
     #[serde(default = "default_relay_ports")]
     pub relay_ports: String,
-    /// Peer networks always allowed (CIDR), even private ones.
+    /// Internal peer networks (CIDR) the relay may reach, e.g. a PBX network. Never
+    /// re-opens unspecified, loopback or multicast addresses or the gateway's own
+    /// ports (validation refuses entries that cover them); `deny_peers` wins.
     #[serde(default)]
     pub allow_peers: Vec<String>,
-    /// Peer networks always refused (CIDR), on top of the built-in private ranges.
+    /// Peer networks (CIDR) always refused, on top of the built-in internal ranges;
+    /// wins over `allow_peers`.
     #[serde(default)]
     pub deny_peers: Vec<String>,
     /// Allocations at once, all users together.

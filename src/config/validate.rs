@@ -416,10 +416,22 @@ fn validate_turn(config: &Config, turn: &super::TurnConfig) -> Result<(), Config
         ("turn.deny_peers", &turn.deny_peers),
     ] {
         for (i, net) in list.iter().enumerate() {
-            if net.parse::<ipnet::IpNet>().is_err() && net.parse::<std::net::IpAddr>().is_err() {
-                return Err(ConfigError::invalid(
+            let parsed = crate::netguard::parse_net(net).map_err(|_| {
+                ConfigError::invalid(
                     format!("{key}[{i}]"),
                     format!("`{net}` is not an address or CIDR network like 10.0.0.0/8"),
+                )
+            })?;
+            if key == "turn.allow_peers"
+                && let Some(never) = crate::netguard::overlaps_never(&parsed)
+            {
+                return Err(ConfigError::invalid(
+                    format!("{key}[{i}]"),
+                    format!(
+                        "`{net}` covers {never}, which TURN never relays to (unspecified, loopback \
+                         and multicast addresses, and the gateway's own ports, stay refused); \
+                         list only the internal networks your peers are on, e.g. 10.0.0.0/8"
+                    ),
                 ));
             }
         }
@@ -522,6 +534,23 @@ fn validate_media(media: &super::MediaConfig) -> Result<(), ConfigError> {
             "media.stats_interval",
             "must be at least 1s",
         ));
+    }
+    for (i, net) in media.allow_candidate_networks.iter().enumerate() {
+        let parsed = crate::netguard::parse_net(net).map_err(|_| {
+            ConfigError::invalid(
+                format!("media.allow_candidate_networks[{i}]"),
+                format!("`{net}` is not an address or CIDR network like 10.0.0.0/8"),
+            )
+        })?;
+        if parsed.prefix_len() == 0 {
+            return Err(ConfigError::invalid(
+                format!("media.allow_candidate_networks[{i}]"),
+                format!(
+                    "`{net}` opens every internal network to browser candidates; list the \
+                     networks your browsers are really on, e.g. 10.0.0.0/8 or 127.0.0.0/8"
+                ),
+            ));
+        }
     }
     if media.recording_max_bytes < 1024 * 1024 {
         return Err(ConfigError::invalid(

@@ -20,10 +20,12 @@
 
 pub mod audio;
 pub mod bridge;
+pub mod candidates;
 pub mod codec;
 pub mod dtmf;
 pub mod emodel;
 pub mod g711;
+pub mod ice_runtime;
 pub mod jitter;
 pub mod latch;
 pub mod negotiate;

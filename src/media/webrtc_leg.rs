@@ -2,17 +2,21 @@
 //! candidates both ways and exposes the audio track as RTP packet streams.
 //!
 //! I/O contract: [`WebRtcLeg::answer`] builds one peer connection (its own UDP socket
-//! on `bind_ip`, no STUN/TURN servers), answers with exactly one audio codec (the
+//! on `bind_ip`, no STUN/TURN servers, no mDNS, on a [`GuardedRuntime`] that registers
+//! the socket's port for the call's user and drops datagrams to addresses the
+//! [`CandidatePolicy`] refuses), answers with exactly one audio codec (the
 //! first of the configured preference list that the browser offers: PCMU, PCMA or
 //! Opus) plus `telephone-event/8000`, and from then on reports through the `events` channel:
 //! local candidates (with `public_ip` substituted for host candidates when set), the end
 //! of gathering, and `Connected`/`Failed`. The bridge reads the browser's track and
-//! writes ours through crate-internal handles.
+//! writes ours through crate-internal handles. Browser candidates (SDP and trickled)
+//! that the policy refuses are ignored.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use rtc::ice::mdns::MulticastDnsMode;
 use rtc::media_stream::MediaStreamTrack;
 use rtc::peer_connection::configuration::media_engine::{
     MIME_TYPE_OPUS, MIME_TYPE_PCMA, MIME_TYPE_PCMU, MIME_TYPE_TELEPHONE_EVENT,
@@ -33,8 +37,11 @@ use webrtc::peer_connection::{
 };
 
 use super::MediaError;
+use super::candidates::CandidatePolicy;
 use super::codec::{AudioCodec, PayloadFormat};
+use super::ice_runtime::GuardedRuntime;
 use super::offer::{self, OfferChoice};
+use crate::netguard::ice_ports::{IceLease, IcePorts};
 
 /// Settings for WebRTC legs, derived from the gateway config.
 #[derive(Debug, Clone)]
@@ -45,6 +52,38 @@ pub struct WebRtcLegConfig {
     pub public_ip: Option<IpAddr>,
     /// Codecs the gateway accepts from the browser, in order of preference.
     pub codecs: Vec<AudioCodec>,
+    /// Which browser candidates are used and where the legs' sockets may send.
+    pub candidates: Arc<CandidatePolicy>,
+    /// Where the legs register their ICE ports (read by the TURN peer policy).
+    pub ice_ports: IcePorts,
+    /// The user the legs belong to: that user's TURN relay may reach their ICE ports.
+    pub owner: String,
+}
+
+impl WebRtcLegConfig {
+    /// Legs on 127.0.0.1 that use loopback browser candidates (local tools and tests).
+    pub fn loopback(codecs: Vec<AudioCodec>) -> WebRtcLegConfig {
+        let loopback = ["127.0.0.0/8", "::1/128"]
+            .iter()
+            .filter_map(|n| n.parse().ok())
+            .collect();
+        WebRtcLegConfig {
+            bind_ip: IpAddr::from([127, 0, 0, 1]),
+            public_ip: None,
+            codecs,
+            candidates: Arc::new(CandidatePolicy::new(loopback, Default::default())),
+            ice_ports: IcePorts::default(),
+            owner: "local".into(),
+        }
+    }
+
+    /// This config for the legs of `user`'s calls.
+    pub fn for_user(&self, user: &str) -> WebRtcLegConfig {
+        WebRtcLegConfig {
+            owner: user.to_string(),
+            ..self.clone()
+        }
+    }
 }
 
 /// An ICE candidate as exchanged in protocol v1 `ice` messages (browser JSON shape).
@@ -89,6 +128,10 @@ pub struct WebRtcLeg {
     remote_track: watch::Receiver<Option<Arc<dyn TrackRemote>>>,
     /// Set by [`WebRtcLeg::close`] so the handler does not report our own close as a failure.
     closing: Arc<AtomicBool>,
+    /// Which browser candidates are used.
+    candidates: Arc<CandidatePolicy>,
+    /// This leg's ICE ports, registered for the call's user until the leg closes.
+    lease: Arc<IceLease>,
 }
 
 impl std::fmt::Debug for WebRtcLeg {
@@ -254,6 +297,7 @@ impl WebRtcLeg {
         offer_sdp: &str,
         events: mpsc::UnboundedSender<WebRtcEvent>,
     ) -> Result<(WebRtcLeg, String), MediaError> {
+        let offer_sdp = &config.candidates.filter_sdp(offer_sdp);
         let choice = offer::choose(offer_sdp, &config.codecs)?;
         let leg = Self::build(
             config,
@@ -295,7 +339,15 @@ impl WebRtcLeg {
             connected: AtomicBool::new(false),
             closing: closing.clone(),
         });
+        let lease = config.ice_ports.lease(&config.owner);
+        let runtime = GuardedRuntime::new(Arc::clone(&config.candidates), Arc::clone(&lease))
+            .ok_or_else(|| MediaError::WebRtc("no async runtime compiled in".into()))?;
+        let settings = SettingEngineBuilder::new()
+            // A server cannot resolve a browser's mDNS names; never query for them.
+            .with_multicast_dns_mode(MulticastDnsMode::Disabled)
+            .build();
         let pc = PeerConnectionBuilder::new()
+            .with_runtime(Arc::new(runtime))
             .with_configuration(
                 RTCConfigurationBuilder::new()
                     .with_ice_servers(vec![])
@@ -303,7 +355,7 @@ impl WebRtcLeg {
             )
             .with_media_engine(engine)
             .with_interceptor_registry(configure_rtcp_reports(Registry::new()))
-            .with_setting_engine(SettingEngineBuilder::new().build())
+            .with_setting_engine(settings)
             .with_handler(handler)
             .with_udp_addrs(vec![SocketAddr::new(config.bind_ip, 0)])
             .build()
@@ -333,6 +385,8 @@ impl WebRtcLeg {
             local_ssrc,
             remote_track: track_rx,
             closing,
+            candidates: Arc::clone(&config.candidates),
+            lease,
         })
     }
 
@@ -382,7 +436,7 @@ impl WebRtcLeg {
 
     /// Applies the browser's answer to our [`WebRtcLeg::offer`].
     pub async fn accept_answer(&self, answer_sdp: &str) -> Result<(), MediaError> {
-        let answer = RTCSessionDescription::answer(answer_sdp.to_owned())
+        let answer = RTCSessionDescription::answer(self.candidates.filter_sdp(answer_sdp))
             .map_err(|e| MediaError::BadOffer(format!("browser answer: {e}")))?;
         self.pc
             .set_remote_description(answer)
@@ -428,19 +482,22 @@ impl WebRtcLeg {
 
     /// Adds a remote candidate trickled by the browser (`None`: end of candidates).
     ///
-    /// An empty `candidate` string is treated as end of candidates; mDNS (`.local`) host
-    /// candidates are skipped, as a server cannot resolve them (the browser's
-    /// connectivity checks still reach us and are learnt as peer-reflexive).
+    /// An empty `candidate` string is treated as end of candidates. A candidate the
+    /// [`CandidatePolicy`] refuses is ignored: mDNS (`.local`) names, which a server
+    /// cannot resolve (the browser's connectivity checks still reach us and are learnt
+    /// as peer-reflexive), internal addresses not allowed, the gateway's own ports.
     pub async fn add_remote_candidate(&self, c: Option<IceCandidate>) -> Result<(), MediaError> {
         let Some(c) = c.filter(|c| !c.candidate.trim().is_empty()) else {
             return Ok(());
         };
-        if c.candidate
-            .split_whitespace()
-            .nth(4)
-            .is_some_and(|addr| addr.ends_with(".local"))
-        {
-            tracing::debug!(candidate = %c.candidate, "skipping mDNS candidate");
+        if super::candidates::candidate_fields(&c.candidate).is_none() {
+            return Err(MediaError::BadCandidate(format!(
+                "'{}': not a candidate line (candidate:<foundation> <component> <transport> <priority> <address> <port> typ <type>)",
+                c.candidate
+            )));
+        }
+        if let Err(why) = self.candidates.judge_candidate(&c.candidate) {
+            tracing::debug!(candidate = %c.candidate, %why, "browser ICE candidate ignored");
             return Ok(());
         }
         let init = RTCIceCandidateInit {
@@ -458,6 +515,7 @@ impl WebRtcLeg {
     /// Closes the peer connection.
     pub async fn close(&self) {
         self.closing.store(true, Ordering::SeqCst);
+        self.lease.release();
         if let Err(e) = self.pc.close().await {
             tracing::debug!(error = %e, "closing browser peer connection");
         }
@@ -503,6 +561,9 @@ mod tests {
             bind_ip: IpAddr::from([127, 0, 0, 1]),
             public_ip: None,
             codecs: vec![AudioCodec::Pcmu, AudioCodec::Pcma],
+            candidates: Arc::default(),
+            ice_ports: IcePorts::default(),
+            owner: "test".into(),
         };
         let e = WebRtcLeg::answer(
             &cfg,

@@ -2,16 +2,22 @@
 //! listener before the server does, and every response after.
 //!
 //! - CreatePermission / ChannelBind to a peer the [`PeerPolicy`] refuses: answered
-//!   403 (signed with the client's key) and never reach the server.
+//!   403 Forbidden (signed with the client's key, RFC 8656 §9.1/§12) and never reach
+//!   the server.
+//! - Send indications and ChannelData to a refused peer: silently dropped, as RFC 8656
+//!   §11.2/§12.5 say of data without a permission. A permission covers a whole IP
+//!   address, so the port of every relayed datagram is judged again here (the
+//!   gateway's own address admits only the user's own ICE ports).
 //! - Allocate over the total or per-user quota: answered 486 (Allocation Quota
 //!   Reached).
 //! - Allocate success responses and the server's close notifications keep the live
-//!   allocation counts (the `callbridge_turn_allocations` gauge).
+//!   allocation counts (the `callbridge_turn_allocations` gauge), with the user of
+//!   each allocation (needed to judge its unsigned Send indications and ChannelData).
 //!
 //! Only requests whose MESSAGE-INTEGRITY verifies are judged; everything else goes to
 //! the server untouched (which challenges it with 401).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -23,14 +29,22 @@ use stun::attributes::{
 use stun::error_code::{ErrorCode, ErrorCodeAttribute};
 use stun::integrity::MessageIntegrity;
 use stun::message::{
-    CLASS_ERROR_RESPONSE, CLASS_REQUEST, CLASS_SUCCESS_RESPONSE, MAGIC_COOKIE, METHOD_ALLOCATE,
-    METHOD_CHANNEL_BIND, METHOD_CREATE_PERMISSION, METHOD_REFRESH, Message, MessageType, Method,
-    Setter, is_message,
+    CLASS_ERROR_RESPONSE, CLASS_INDICATION, CLASS_REQUEST, CLASS_SUCCESS_RESPONSE, Getter,
+    MAGIC_COOKIE, METHOD_ALLOCATE, METHOD_CHANNEL_BIND, METHOD_CREATE_PERMISSION, METHOD_REFRESH,
+    METHOD_SEND, Message, MessageType, Method, Setter, is_message,
 };
 use stun::textattrs::TextAttribute;
+use turn::proto::channum::ChannelNumber;
 
 use super::auth::{RestAuthHandler, user_of};
 use super::policy::PeerPolicy;
+
+/// ChannelBind requests awaiting the server's answer, at most (a bind not remembered
+/// leaves its channel closed: its ChannelData is dropped).
+const MAX_PENDING_BINDS: usize = 4096;
+
+/// A client 5-tuple as the guard keys it: (client address, listener address).
+type Tuple = (SocketAddr, SocketAddr);
 
 /// What to do with an incoming datagram.
 #[derive(Debug, PartialEq, Eq)]
@@ -39,6 +53,8 @@ pub enum Verdict {
     Pass,
     /// Answer the sender with these bytes; the server never sees the request.
     Reply(Vec<u8>),
+    /// Drop it: the server never sees it and nothing is answered.
+    Drop,
 }
 
 /// Allocation limits.
@@ -55,10 +71,14 @@ pub struct Quotas {
 struct Book {
     /// Allocations per user.
     per_user: HashMap<String, usize>,
-    /// Client 5-tuples (client address, listener address) holding an allocation.
-    live: HashSet<(SocketAddr, SocketAddr)>,
+    /// Client 5-tuples holding an allocation, with the allocation's user.
+    live: HashMap<Tuple, String>,
     /// Allocate requests that passed the quota check, by transaction id.
     pending: HashMap<[u8; 12], String>,
+    /// Channel bindings the server confirmed, per allocation: number → peer.
+    channels: HashMap<Tuple, HashMap<u16, SocketAddr>>,
+    /// ChannelBind requests that passed the policy, by transaction id.
+    pending_binds: HashMap<[u8; 12], (Tuple, u16, SocketAddr)>,
 }
 
 /// Counters the guard keeps (read by metrics and tests).
@@ -66,6 +86,8 @@ struct Book {
 pub struct GuardStats {
     /// Permissions/channels refused by the peer policy.
     pub refused_peers: AtomicU64,
+    /// Send indications and ChannelData dropped by the peer policy.
+    pub dropped_data: AtomicU64,
     /// Allocations refused by quota.
     pub refused_quota: AtomicU64,
     /// Bytes relayed by allocations that have closed.
@@ -110,10 +132,16 @@ impl Guard {
     /// Judges a datagram from `src` arriving on the listener at `local`.
     pub fn inspect(&self, data: &[u8], src: SocketAddr, local: SocketAddr) -> Verdict {
         if !is_message(data) {
-            return Verdict::Pass; // ChannelData
+            return self.inspect_channel_data(data, (src, local));
         }
         let mut m = Message::new();
-        if m.unmarshal_binary(data).is_err() || m.typ.class != CLASS_REQUEST {
+        if m.unmarshal_binary(data).is_err() {
+            return Verdict::Pass;
+        }
+        if m.typ.class == CLASS_INDICATION && m.typ.method == METHOD_SEND {
+            return self.inspect_send(&m, (src, local));
+        }
+        if m.typ.class != CLASS_REQUEST {
             return Verdict::Pass;
         }
         let method = m.typ.method;
@@ -140,16 +168,93 @@ impl Guard {
         if method == METHOD_ALLOCATE {
             return self.check_quota(&m, &username, (src, local), &key);
         }
-        let refused = peer_addresses(&m)
-            .into_iter()
-            .find(|p| !self.policy.permits(p.ip()));
+        let user = user_of(&username);
+        let peers = peer_addresses(&m);
+        let refused = peers
+            .iter()
+            .find_map(|p| self.policy.judge(*p, Some(user)).err().map(|why| (*p, why)));
         match refused {
-            Some(peer) => {
+            Some((peer, why)) => {
                 self.stats.refused_peers.fetch_add(1, Ordering::Relaxed);
-                tracing::info!(%src, user = user_of(&username), %peer, "TURN peer refused by policy");
+                tracing::info!(%src, user, %peer, %why, "TURN peer refused by policy");
                 error_reply(&m, method, 403, "Forbidden: peer address not allowed", &key)
             }
+            None => {
+                if method == METHOD_CHANNEL_BIND {
+                    self.remember_bind(&m, (src, local), &peers);
+                }
+                Verdict::Pass
+            }
+        }
+    }
+
+    /// A Send indication: every XOR-PEER-ADDRESS is judged with the allocation's user.
+    fn inspect_send(&self, m: &Message, tuple: Tuple) -> Verdict {
+        let user = self.book().live.get(&tuple).cloned();
+        let refused = peer_addresses(m).into_iter().find_map(|p| {
+            self.policy
+                .judge(p, user.as_deref())
+                .err()
+                .map(|why| (p, why))
+        });
+        match refused {
+            Some((peer, why)) => {
+                self.stats.dropped_data.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(src = %tuple.0, ?user, %peer, %why, "TURN Send indication dropped by policy");
+                Verdict::Drop
+            }
             None => Verdict::Pass,
+        }
+    }
+
+    /// ChannelData: judged again against the peer its channel is bound to (the ports
+    /// open on the gateway change as calls start and end).
+    fn inspect_channel_data(&self, data: &[u8], tuple: Tuple) -> Verdict {
+        let (Some(&b0), Some(&b1)) = (data.first(), data.get(1)) else {
+            return Verdict::Pass;
+        };
+        if !(0x40..=0x7F).contains(&b0) {
+            return Verdict::Pass;
+        }
+        let number = u16::from_be_bytes([b0, b1]);
+        let (peer, user) = {
+            let book = self.book();
+            let peer = book
+                .channels
+                .get(&tuple)
+                .and_then(|c| c.get(&number))
+                .copied();
+            (peer, book.live.get(&tuple).cloned())
+        };
+        let Some(peer) = peer else {
+            // Not a binding the server confirmed: it would drop it too. Failing closed
+            // here also covers a binding the guard could not remember.
+            return Verdict::Drop;
+        };
+        match self.policy.judge(peer, user.as_deref()) {
+            Ok(()) => Verdict::Pass,
+            Err(why) => {
+                self.stats.dropped_data.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(src = %tuple.0, ?user, %peer, %why, "TURN ChannelData dropped by policy");
+                Verdict::Drop
+            }
+        }
+    }
+
+    /// Keeps a ChannelBind that passed, until the server confirms it.
+    fn remember_bind(&self, m: &Message, tuple: Tuple, peers: &[SocketAddr]) {
+        let mut number = ChannelNumber::default();
+        // The server takes the first XOR-PEER-ADDRESS.
+        if number.get_from(m).is_err() {
+            return;
+        }
+        let mut book = self.book();
+        if let Some(peer) = peers.first()
+            && book.live.contains_key(&tuple)
+            && book.pending_binds.len() < MAX_PENDING_BINDS
+        {
+            book.pending_binds
+                .insert(m.transaction_id.0, (tuple, number.0, *peer));
         }
     }
 
@@ -162,7 +267,7 @@ impl Guard {
     ) -> Verdict {
         let user = user_of(username).to_string();
         let mut book = self.book();
-        if book.live.contains(&tuple) {
+        if book.live.contains_key(&tuple) {
             return Verdict::Pass; // the server answers 437 or a retransmission itself
         }
         let mine = book.per_user.get(&user).copied().unwrap_or(0);
@@ -189,15 +294,30 @@ impl Guard {
             return;
         }
         let mut m = Message::new();
-        if m.unmarshal_binary(data).is_err() || m.typ.method != METHOD_ALLOCATE {
+        if m.unmarshal_binary(data).is_err() {
+            return;
+        }
+        let method = m.typ.method;
+        if method != METHOD_ALLOCATE && method != METHOD_CHANNEL_BIND {
             return;
         }
         let mut book = self.book();
+        if method == METHOD_CHANNEL_BIND {
+            if let Some((tuple, number, peer)) = book.pending_binds.remove(&m.transaction_id.0)
+                && m.typ.class == CLASS_SUCCESS_RESPONSE
+                && book.live.contains_key(&tuple)
+            {
+                book.channels.entry(tuple).or_default().insert(number, peer);
+            }
+            return;
+        }
         let Some(user) = book.pending.remove(&m.transaction_id.0) else {
             return;
         };
-        if m.typ.class == CLASS_SUCCESS_RESPONSE && book.live.insert((target, local)) {
-            *book.per_user.entry(user).or_insert(0) += 1;
+        let tuple = (target, local);
+        if m.typ.class == CLASS_SUCCESS_RESPONSE && !book.live.contains_key(&tuple) {
+            *book.per_user.entry(user.clone()).or_insert(0) += 1;
+            book.live.insert(tuple, user);
         }
     }
 
@@ -207,7 +327,10 @@ impl Guard {
             .relayed_bytes
             .fetch_add(relayed, Ordering::Relaxed);
         let mut book = self.book();
-        if book.live.remove(&(client, local)) {
+        book.channels.remove(&(client, local));
+        book.pending_binds
+            .retain(|_, (t, _, _)| *t != (client, local));
+        if book.live.remove(&(client, local)).is_some() {
             let user = user_of(username);
             if let Some(n) = book.per_user.get_mut(user) {
                 *n -= 1;
@@ -274,13 +397,17 @@ fn unauthorized(request: &Message, method: Method) -> Verdict {
     }
 }
 
-/// Every XOR-PEER-ADDRESS of a request (RFC 5766 §14.3).
+/// Every XOR-PEER-ADDRESS of a request (RFC 5766 §14.3). One this guard cannot decode
+/// stands as `0.0.0.0:0`, which the policy refuses: what the guard cannot read must
+/// not reach the server, whose parser might read it differently.
 fn peer_addresses(m: &Message) -> Vec<SocketAddr> {
     m.attributes
         .0
         .iter()
         .filter(|a| a.typ == ATTR_XOR_PEER_ADDRESS)
-        .filter_map(|a| xor_address(&a.value, &m.transaction_id))
+        .map(|a| {
+            xor_address(&a.value, &m.transaction_id).unwrap_or(SocketAddr::from(([0, 0, 0, 0], 0)))
+        })
         .collect()
 }
 

@@ -4,20 +4,46 @@ use turn::proto::peeraddr::PeerAddress;
 
 use super::*;
 use crate::auth::turn_credentials;
+use crate::netguard::OwnAddrs;
+use crate::netguard::ice_ports::IcePorts;
+use crate::turn::policy::GatewayView;
 
 const SECRET: &str = "guard-test-secret-123";
 const REALM: &str = "callbridge";
 
-fn guard(total: usize, per_user: usize) -> Guard {
-    let policy = PeerPolicy::new(&[], &[], vec!["127.0.0.1".parse().expect("ip")]).expect("policy");
-    Guard::new(
+/// A guard for a gateway whose media address is 127.0.0.1, and its ICE port registry.
+fn guard_with_ports(total: usize, per_user: usize) -> (Guard, IcePorts) {
+    let ports = IcePorts::default();
+    let media: IpAddr = "127.0.0.1".parse().expect("ip");
+    let view = GatewayView {
+        own: OwnAddrs::new([media]),
+        media: vec![media],
+        ice_ports: ports.clone(),
+    };
+    let policy = PeerPolicy::new(&[], &[], view).expect("policy");
+    let guard = Guard::new(
         policy,
         Arc::new(RestAuthHandler::new(SECRET.into())),
         Quotas { total, per_user },
-    )
+    );
+    (guard, ports)
+}
+
+fn guard(total: usize, per_user: usize) -> Guard {
+    guard_with_ports(total, per_user).0
 }
 
 fn request(method: Method, user: &str, password: Option<&str>, peers: &[&str]) -> Message {
+    signed(method, user, password, peers, vec![])
+}
+
+fn signed(
+    method: Method,
+    user: &str,
+    password: Option<&str>,
+    peers: &[&str],
+    extra: Vec<Box<dyn Setter>>,
+) -> Message {
     let creds = turn_credentials(SECRET, user, super::super::auth::unix_now(), 600);
     let mut setters: Vec<Box<dyn Setter>> = vec![
         Box::new(TransactionId::new()),
@@ -30,6 +56,7 @@ fn request(method: Method, user: &str, password: Option<&str>, peers: &[&str]) -
             port: addr.port(),
         }));
     }
+    setters.extend(extra);
     setters.push(Box::new(TextAttribute::new(
         ATTR_USERNAME,
         creds.username.clone(),
@@ -71,7 +98,7 @@ fn permission_to_internal_peer_is_refused_403_signed() {
     let m = request(METHOD_CREATE_PERMISSION, "alice", None, &["127.0.0.2:5000"]);
     match g.inspect(&m.raw, client(), local()) {
         Verdict::Reply(bytes) => assert_eq!(error_code(&bytes), 403),
-        Verdict::Pass => panic!("must be refused"),
+        other => panic!("must be refused: {other:?}"),
     }
     // One bad peer among good ones refuses the whole request.
     let m = request(
@@ -89,7 +116,9 @@ fn permission_to_internal_peer_is_refused_403_signed() {
 
 #[test]
 fn permissions_to_public_and_own_addresses_pass() {
-    let g = guard(10, 10);
+    let (g, ports) = guard_with_ports(10, 10);
+    let lease = ports.lease("alice");
+    lease.add(40000);
     for peer in ["8.8.8.8:5000", "127.0.0.1:40000", "[2a00:1450::1]:5000"] {
         let m = request(METHOD_CREATE_PERMISSION, "alice", None, &[peer]);
         assert_eq!(
@@ -111,7 +140,7 @@ fn forged_requests_get_401_and_unsigned_ones_go_to_the_server() {
     );
     match g.inspect(&forged.raw, client(), local()) {
         Verdict::Reply(r) => assert_eq!(error_code(&r), 401),
-        Verdict::Pass => panic!("forged integrity must be refused"),
+        other => panic!("forged integrity must be refused: {other:?}"),
     }
     let mut unsigned = Message::new();
     unsigned
@@ -128,10 +157,10 @@ fn forged_requests_get_401_and_unsigned_ones_go_to_the_server() {
 
     assert_eq!(
         g.inspect(b"\x40\x00\x00\x04abcd", client(), local()),
-        Verdict::Pass,
-        "ChannelData"
+        Verdict::Drop,
+        "ChannelData on a channel the server never bound"
     );
-    assert_eq!(g.inspect(b"garbage", client(), local()), Verdict::Pass);
+    assert_eq!(g.inspect(b"\xffgarbage", client(), local()), Verdict::Pass);
 }
 
 #[test]
@@ -159,12 +188,12 @@ fn allocation_quotas_per_user_and_total() {
     assert_eq!(allocate("alice", clients[1]), Verdict::Pass);
     match allocate("alice", clients[2]) {
         Verdict::Reply(r) => assert_eq!(error_code(&r), 486),
-        Verdict::Pass => panic!("per-user quota"),
+        other => panic!("per-user quota: {other:?}"),
     }
     assert_eq!(allocate("bob", clients[2]), Verdict::Pass);
     match allocate("carol", clients[3]) {
         Verdict::Reply(r) => assert_eq!(error_code(&r), 486),
-        Verdict::Pass => panic!("total quota"),
+        other => panic!("total quota: {other:?}"),
     }
     assert_eq!(g.allocations(), 3);
     g.released(clients[0], local(), "123:alice", 1000);
@@ -188,5 +217,140 @@ fn ipv6_peer_addresses_are_decoded() {
             "[fe80::1]:9".parse::<SocketAddr>().expect("a"),
             "[2001:db8::5]:7".parse().expect("b")
         ]
+    );
+}
+
+/// Allocates for `user` at `c` and lets the guard see the server's success.
+fn allocated(g: &Guard, user: &str, c: SocketAddr) {
+    let m = request(METHOD_ALLOCATE, user, None, &[]);
+    assert_eq!(g.inspect(&m.raw, c, local()), Verdict::Pass);
+    g.observe_outgoing(&success(&m), c, local());
+}
+
+fn success(request: &Message) -> Vec<u8> {
+    let mut ok = Message::new();
+    ok.build(&[
+        Box::new(request.transaction_id) as Box<dyn Setter>,
+        Box::new(MessageType::new(request.typ.method, CLASS_SUCCESS_RESPONSE)),
+    ])
+    .expect("build");
+    ok.raw
+}
+
+fn send_indication(peer: &str) -> Vec<u8> {
+    let addr: SocketAddr = peer.parse().expect("addr");
+    let mut m = Message::new();
+    m.build(&[
+        Box::new(TransactionId::new()) as Box<dyn Setter>,
+        Box::new(MessageType::new(METHOD_SEND, CLASS_INDICATION)),
+        Box::new(PeerAddress {
+            ip: addr.ip(),
+            port: addr.port(),
+        }),
+        Box::new(turn::proto::data::Data(
+            b"OPTIONS sip:x SIP/2.0\r\n\r\n".to_vec(),
+        )),
+    ])
+    .expect("build");
+    m.raw
+}
+
+#[test]
+fn send_indications_are_judged_with_their_port_and_the_allocations_user() {
+    let (g, ports) = guard_with_ports(10, 10);
+    let lease = ports.lease("alice");
+    lease.add(40000);
+    allocated(&g, "alice", client());
+    assert_eq!(
+        g.inspect(&send_indication("127.0.0.1:40000"), client(), local()),
+        Verdict::Pass,
+        "the user's own call's ICE port"
+    );
+    for peer in [
+        "127.0.0.1:5060",
+        "0.0.0.0:40000",
+        "[::ffff:127.0.0.1]:5060",
+        "127.0.0.1:3478",
+        "10.0.0.1:40000",
+    ] {
+        assert_eq!(
+            g.inspect(&send_indication(peer), client(), local()),
+            Verdict::Drop,
+            "{peer}"
+        );
+    }
+    let stranger: SocketAddr = "198.51.100.9:1000".parse().expect("addr");
+    assert_eq!(
+        g.inspect(&send_indication("127.0.0.1:40000"), stranger, local()),
+        Verdict::Drop,
+        "no allocation: no user, no call port"
+    );
+    assert_eq!(
+        g.inspect(&send_indication("8.8.8.8:53"), client(), local()),
+        Verdict::Pass
+    );
+    assert_eq!(g.stats.dropped_data.load(Ordering::Relaxed), 6);
+}
+
+#[test]
+fn channel_data_follows_its_binding_and_stops_when_the_call_ends() {
+    let (g, ports) = guard_with_ports(10, 10);
+    let lease = ports.lease("alice");
+    lease.add(40000);
+    allocated(&g, "alice", client());
+    let bind = |peer: &str, number: u16| {
+        signed(
+            METHOD_CHANNEL_BIND,
+            "alice",
+            None,
+            &[peer],
+            vec![Box::new(ChannelNumber(number))],
+        )
+    };
+    match g.inspect(&bind("127.0.0.1:5060", 0x4001).raw, client(), local()) {
+        Verdict::Reply(r) => assert_eq!(error_code(&r), 403, "bind to our SIP port"),
+        other => panic!("must be refused: {other:?}"),
+    }
+    let ok = bind("127.0.0.1:40000", 0x4000);
+    assert_eq!(g.inspect(&ok.raw, client(), local()), Verdict::Pass);
+    let data = b"\x40\x00\x00\x04abcd";
+    assert_eq!(
+        g.inspect(data, client(), local()),
+        Verdict::Drop,
+        "not confirmed by the server yet"
+    );
+    g.observe_outgoing(&success(&ok), client(), local());
+    assert_eq!(g.inspect(data, client(), local()), Verdict::Pass);
+    assert_eq!(
+        g.inspect(b"\x40\x01\x00\x04abcd", client(), local()),
+        Verdict::Drop,
+        "the refused channel"
+    );
+    drop(lease);
+    assert_eq!(
+        g.inspect(data, client(), local()),
+        Verdict::Drop,
+        "the call's port closed: its channel no longer reaches the gateway"
+    );
+    g.released(client(), local(), "123:alice", 0);
+    assert_eq!(g.inspect(data, client(), local()), Verdict::Drop);
+}
+
+#[test]
+fn an_undecodable_peer_address_is_refused_not_passed() {
+    let mut m = request(METHOD_CREATE_PERMISSION, "alice", None, &["8.8.8.8:53"]);
+    assert_eq!(
+        peer_addresses(&m),
+        vec!["8.8.8.8:53".parse::<SocketAddr>().expect("addr")]
+    );
+    for attr in m.attributes.0.iter_mut() {
+        if attr.typ == ATTR_XOR_PEER_ADDRESS {
+            attr.value[1] = 0x07; // neither IPv4 (1) nor IPv6 (2)
+        }
+    }
+    assert_eq!(
+        peer_addresses(&m),
+        vec![SocketAddr::from(([0, 0, 0, 0], 0))],
+        "stands as 0.0.0.0:0, which the policy refuses"
     );
 }

@@ -14,7 +14,7 @@ use util::Conn;
 
 use super::auth::RestAuthHandler;
 use super::guard::{Guard, Quotas, Verdict};
-use super::policy::PeerPolicy;
+use super::policy::{GatewayView, PeerPolicy};
 use super::stream::StreamMux;
 use crate::config::TurnConfig;
 use crate::config::validate::parse_port_range;
@@ -82,6 +82,7 @@ impl Conn for GuardedConn {
                         tracing::debug!(%src, error = %e, "TURN refusal not sent");
                     }
                 }
+                Verdict::Drop => {}
             }
         }
     }
@@ -143,16 +144,17 @@ pub struct TurnServer {
 
 impl TurnServer {
     /// Binds UDP and TCP on `turn.listen` (and TLS on `turn.tls_listen` with `tls`),
-    /// relaying on `relay_ip` (bind) advertised as `public_ip`. `own` are the
-    /// gateway's media addresses, which the peer policy always allows.
+    /// relaying on `relay_ip` (bind) advertised as `public_ip`. `gateway` says which
+    /// addresses are the gateway itself and which of its ports a user may reach (its
+    /// calls' ICE ports); see [`PeerPolicy`].
     pub async fn start(
         turn: &TurnConfig,
         relay_ip: IpAddr,
         public_ip: IpAddr,
-        own: Vec<IpAddr>,
+        gateway: GatewayView,
         tls: Option<Arc<rustls::ServerConfig>>,
     ) -> Result<TurnServer, TurnError> {
-        let policy = PeerPolicy::new(&turn.allow_peers, &turn.deny_peers, own)
+        let policy = PeerPolicy::new(&turn.allow_peers, &turn.deny_peers, gateway)
             .map_err(|e| TurnError::Config(e.to_string()))?;
         let (min_port, max_port) =
             parse_port_range(&turn.relay_ports).map_err(TurnError::Config)?;
@@ -294,6 +296,11 @@ impl TurnServer {
     /// Permissions refused by the peer policy so far.
     pub fn refused_peers(&self) -> u64 {
         self.guard.stats.refused_peers.load(Ordering::Relaxed)
+    }
+
+    /// Send indications and ChannelData dropped by the peer policy so far.
+    pub fn dropped_data(&self) -> u64 {
+        self.guard.stats.dropped_data.load(Ordering::Relaxed)
     }
 
     /// Stops the server and its listeners.

@@ -45,8 +45,18 @@ impl TestCall {
     /// Processes messages (answer, ice) until one of `kinds` arrives for this call;
     /// returns it. Panics after [`WAIT`].
     pub async fn until(&mut self, ws: &mut WsClient, kinds: &[&str]) -> Value {
+        self.until_within(ws, kinds, WAIT).await
+    }
+
+    /// As [`TestCall::until`], waiting at most `within`.
+    pub async fn until_within(
+        &mut self,
+        ws: &mut WsClient,
+        kinds: &[&str],
+        within: std::time::Duration,
+    ) -> Value {
         let wanted: HashSet<&str> = kinds.iter().copied().collect();
-        let deadline = tokio::time::Instant::now() + WAIT;
+        let deadline = tokio::time::Instant::now() + within;
         loop {
             let candidate = async {
                 match self.candidates.as_mut() {
@@ -82,7 +92,7 @@ impl TestCall {
                     None => self.candidates = None,
                 },
                 _ = tokio::time::sleep_until(deadline) => {
-                    panic!("call {}: none of {kinds:?} within {WAIT:?}; saw {:?}", self.call_id, self.seen)
+                    panic!("call {}: none of {kinds:?} within {within:?}; saw {:?}", self.call_id, self.seen)
                 }
             }
         }

@@ -41,6 +41,8 @@ pub fn test_config(trunk: Option<SocketAddr>) -> Config {
     config.sip.listen = "127.0.0.1:0".parse().expect("addr");
     config.sip.rtp_ports = "40000-49999".into();
     config.auth.hs256_secret = SECRET.into();
+    // Browsers in tests are on loopback, like the gateway.
+    config.media.allow_candidate_networks = vec!["127.0.0.0/8".into()];
     if let Some(trunk) = trunk {
         config.sip.trunks.push(TrunkConfig {
             name: "sipp".into(),

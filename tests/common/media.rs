@@ -118,11 +118,7 @@ impl LoopbackCall {
         let peer = RtpEchoPeer::start(setup.peer.clone()).await;
         let browser = Browser::new(setup.browser.clone()).await;
         let (events_tx, events_rx) = mpsc::unbounded_channel();
-        let cfg = WebRtcLegConfig {
-            bind_ip: LOOPBACK,
-            public_ip: None,
-            codecs: setup.browser_codecs.clone(),
-        };
+        let cfg = WebRtcLegConfig::loopback(setup.browser_codecs.clone());
         let (leg, answer) = WebRtcLeg::answer(&cfg, browser.offer_sdp(), events_tx)
             .await
             .expect("gateway answers the browser");

@@ -13,3 +13,4 @@ pub mod receiver;
 pub mod redis;
 pub mod sipp;
 pub mod tls;
+pub mod turn;
