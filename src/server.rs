@@ -306,6 +306,17 @@ pub async fn start(config: Config) -> Result<RunningServer, ServerError> {
         Some(url) => Arc::new(RedisStore::connect(url).await?),
         None => Arc::new(InProcessStore::default()),
     };
+    let limits = RateLimits::from_config(&config.ratelimit);
+    let attempts: crate::call::AttemptCheck = {
+        let calls = Arc::clone(&limits.calls);
+        let limited = metrics.rate_limited_total.clone();
+        Arc::new(move |user: &str| {
+            calls.check(&user.to_string()).map_err(|wait| {
+                limited.with_label_values(&["call"]).inc();
+                wait.0
+            })
+        })
+    };
     let calls = CallManager::new(
         Arc::clone(&config),
         Arc::clone(&sip),
@@ -313,6 +324,7 @@ pub async fn start(config: Config) -> Result<RunningServer, ServerError> {
         events.clone(),
         Arc::clone(&drain),
         location,
+        attempts,
     )?;
     crate::call::inbound::start(&calls);
     let turn = match &config.turn {
@@ -344,7 +356,7 @@ pub async fn start(config: Config) -> Result<RunningServer, ServerError> {
         shutdown: CancellationToken::new(),
         drain,
         events,
-        limits: RateLimits::from_config(&config.ratelimit),
+        limits,
         sip: Arc::clone(&sip),
         turn,
         resumable: Arc::new(Resumable::default()),

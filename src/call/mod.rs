@@ -17,6 +17,7 @@ pub mod media_plane;
 mod outbound;
 pub mod registry;
 pub mod report;
+mod transfer;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -130,6 +131,10 @@ impl CallHandle {
     }
 }
 
+/// Takes one call attempt of a user from the per-user attempt rate
+/// (`ratelimit.calls_*`, shared with browser `call`s); `Err`: how long to wait.
+pub type AttemptCheck = Arc<dyn Fn(&str) -> Result<(), Duration> + Send + Sync>;
+
 /// Starts and tracks calls for all sessions of this instance.
 pub struct CallManager {
     /// The gateway configuration.
@@ -156,10 +161,13 @@ pub struct CallManager {
     location: Arc<dyn location::LocationStore>,
     /// Stops the presence refresh.
     presence_stop: tokio_util::sync::CancellationToken,
+    /// The per-user call attempt rate (far-end transfers count as attempts).
+    attempts: AttemptCheck,
 }
 
 impl CallManager {
-    /// Creates the manager; `config` must be validated.
+    /// Creates the manager; `config` must be validated. `attempts` is the per-user
+    /// call attempt rate the sessions also check.
     pub fn new(
         config: Arc<Config>,
         sip: Arc<SipEndpoint>,
@@ -167,6 +175,7 @@ impl CallManager {
         events: Events,
         drain: Arc<Drain>,
         location: Arc<dyn location::LocationStore>,
+        attempts: AttemptCheck,
     ) -> Result<Arc<CallManager>, dialplan::DialplanError> {
         let dialplan = Dialplan::from_config(&config.dialplan)?;
         let registry = CallRegistry::new(config.server.max_calls, metrics.active_calls.clone());
@@ -200,6 +209,7 @@ impl CallManager {
             drain,
             location,
             presence_stop: tokio_util::sync::CancellationToken::new(),
+            attempts,
             config,
             sip,
             dialplan,
@@ -300,6 +310,8 @@ impl CallManager {
             to_browser,
             commands: rx,
             slot,
+            commands_tx: tx.clone(),
+            transfer: None,
             answerer: std::sync::Arc::new(|_| {
                 Err("mid-call SDP offers are not accepted by this gateway version".into())
             }),

@@ -138,6 +138,15 @@ pub struct TrunkConfig {
     /// `username` / `password`.
     #[serde(default)]
     pub inbound_auth: bool,
+    /// What a REFER (call transfer) from the far end does: `reject` (603 Decline) or
+    /// `dialplan` (the Refer-To user part is dialed through the dial plan and the
+    /// user's limits, via the route's trunks only).
+    #[serde(default = "default_refer")]
+    pub refer: String,
+    /// The digest realm this trunk challenges with: `username`/`password` answer no
+    /// other. Absent: the realm of the first challenge from the trunk's address.
+    #[serde(default)]
+    pub realm: Option<String>,
 }
 
 impl Default for TrunkConfig {
@@ -162,6 +171,8 @@ impl Default for TrunkConfig {
             tls_client_auth: false,
             inbound_from: Vec::new(),
             inbound_auth: false,
+            refer: default_refer(),
+            realm: None,
         }
     }
 }
@@ -186,6 +197,8 @@ impl std::fmt::Debug for TrunkConfig {
             .field("tls_server_name", &self.tls_server_name)
             .field("inbound_from", &self.inbound_from)
             .field("inbound_auth", &self.inbound_auth)
+            .field("refer", &self.refer)
+            .field("realm", &self.realm)
             .finish()
     }
 }
@@ -212,6 +225,10 @@ fn default_session_expires() -> u32 {
 
 fn default_min_se() -> u32 {
     90
+}
+
+fn default_refer() -> String {
+    "reject".into()
 }
 
 /// Reads each trunk's `password_env` variable from `env` into its `password`.

@@ -33,6 +33,17 @@ pub enum RelPolicy {
     Disabled,
 }
 
+/// What the gateway does with a REFER (call transfer, RFC 3515) from a trunk's far end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ReferPolicy {
+    /// Answer 603 Decline: the far end cannot make the gateway place a call (default).
+    #[default]
+    Reject,
+    /// Accept (202) and let the call module dial the Refer-To user part like a browser
+    /// `call`: dial plan, the user's limits, the route's trunks only.
+    Dialplan,
+}
+
 /// Session timer settings (RFC 4028).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SessionTimerSettings {
@@ -93,6 +104,11 @@ pub struct TrunkSettings {
     pub inbound_from: Vec<IpNet>,
     /// Challenge inbound INVITEs with digest (407) against `credentials`.
     pub inbound_auth: bool,
+    /// What a REFER from the far end of a call on this trunk does.
+    pub refer: ReferPolicy,
+    /// The only digest realm `credentials` answer; `None`: the realm of the first
+    /// challenge from the trunk's address (per call or registration).
+    pub realm: Option<String>,
 }
 
 impl Default for TrunkSettings {
@@ -116,6 +132,8 @@ impl Default for TrunkSettings {
             tls_client_auth: false,
             inbound_from: Vec::new(),
             inbound_auth: false,
+            refer: ReferPolicy::Reject,
+            realm: None,
         }
     }
 }
@@ -181,6 +199,11 @@ impl TrunkSettings {
                 .filter_map(|n| parse_net(n))
                 .collect(),
             inbound_auth: trunk.inbound_auth,
+            refer: match trunk.refer.as_str() {
+                "dialplan" => ReferPolicy::Dialplan,
+                _ => ReferPolicy::Reject,
+            },
+            realm: trunk.realm.clone(),
         }
     }
 

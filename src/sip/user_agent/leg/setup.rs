@@ -11,8 +11,7 @@ use rsip::{Header, Method, Request, Response, Uri};
 use super::client::Purpose;
 use super::session_timer::{self, SessionTimer};
 use super::{EarlyDialog, Leg, LegEvent, Phase};
-use crate::sip::RelPolicy;
-use crate::sip::auth::DigestClient;
+use crate::sip::{ReferPolicy, RelPolicy};
 use crate::sip::dialog::Dialog;
 use crate::sip::message::build::{self, InviteParts, new_branch, random_hex, request_bytes};
 use crate::sip::message::{body_text, branch, cseq, header_first, lists_token, to_tag};
@@ -85,7 +84,7 @@ impl Leg {
             se_interval,
             cancel_tx: None,
             early: Vec::new(),
-            auth: DigestClient::new(ctx.trunk.credentials.clone()),
+            auth: ctx.digest_client(),
             dialog: None,
             ack: None,
             reinvite_acks: VecDeque::new(),
@@ -100,6 +99,7 @@ impl Leg {
             remote_invite_pending: false,
             queued_infos: VecDeque::new(),
             refer_subscription: None,
+            refer_allowed: ctx.trunk.refer == ReferPolicy::Dialplan,
             bye_at: None,
             last_reason: String::new(),
             hung_up: false,
@@ -445,14 +445,19 @@ impl Leg {
             early_session = early.session.take();
         }
         self.early.clear();
-        let credentials: Vec<Header> = self
-            .invite
-            .headers
-            .iter()
-            .filter(|h| matches!(h, Header::Authorization(_) | Header::ProxyAuthorization(_)))
-            .cloned()
-            .collect();
         let dest = self.in_dialog_dest(&dialog);
+        // The INVITE's credentials go in the ACK (§13.2.2.4), unless the ACK goes
+        // somewhere that is not the trunk (a far end's Contact): never leak them.
+        let credentials: Vec<Header> = if self.auth.may_send_to(dest.addr) {
+            self.invite
+                .headers
+                .iter()
+                .filter(|h| matches!(h, Header::Authorization(_) | Header::ProxyAuthorization(_)))
+                .cloned()
+                .collect()
+        } else {
+            Vec::new()
+        };
         let via = build::via(self.ctx.local, &new_branch());
         match dialog.ack_for(dialog.invite_cseq(), via, credentials) {
             Ok(ack) => {
@@ -492,7 +497,7 @@ impl Leg {
         if !self.hung_up && (code == 401 || code == 407) {
             match self
                 .auth
-                .on_challenge(response, &self.invite, self.invite_rounds)
+                .on_challenge(response, &self.invite, self.invite_rounds, self.target.addr)
             {
                 Ok(headers) => {
                     self.invite_rounds += 1;
