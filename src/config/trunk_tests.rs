@@ -78,6 +78,16 @@ fn bad_trunk_values_name_the_key() {
             "sip.trunks[0].inbound_from",
         ),
         ("inbound_auth = true\n", "sip.trunks[0].inbound_auth"),
+        ("refer = \"allow\"\n", "sip.trunks[0].refer"),
+        ("realm = \"r\"\n", "sip.trunks[0].realm"),
+        (
+            "realm = \"a\\\"b\"\nusername = \"u\"\npassword = \"p\"\n",
+            "sip.trunks[0].realm",
+        ),
+        (
+            "realm = \" \"\nusername = \"u\"\npassword = \"p\"\n",
+            "sip.trunks[0].realm",
+        ),
     ] {
         let err = load_with(extra, &[]).expect_err(key);
         assert!(
@@ -127,4 +137,21 @@ fn inbound_keys_reach_the_trunk_settings() {
         .collect();
     assert_eq!(nets, ["198.51.100.0/24", "203.0.113.7/32"]);
     assert!(settings.inbound_auth);
+}
+
+#[test]
+fn refer_is_rejected_unless_a_trunk_says_dialplan() {
+    let c = load_with("", &[]).expect("loads");
+    assert_eq!(c.sip.trunks[0].refer, "reject");
+    let settings = crate::sip::TrunkSettings::from_config(&c.sip.trunks[0]);
+    assert_eq!(settings.refer, crate::sip::ReferPolicy::Reject);
+    assert_eq!(settings.realm, None);
+    let c = load_with(
+        "refer = \"dialplan\"\nrealm = \"sip.carrier.example\"\nusername = \"u\"\npassword = \"p\"\n",
+        &[],
+    )
+    .expect("loads");
+    let settings = crate::sip::TrunkSettings::from_config(&c.sip.trunks[0]);
+    assert_eq!(settings.refer, crate::sip::ReferPolicy::Dialplan);
+    assert_eq!(settings.realm.as_deref(), Some("sip.carrier.example"));
 }

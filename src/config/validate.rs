@@ -224,7 +224,9 @@ pub fn validate(config: &Config) -> Result<(), ConfigError> {
         if let Some(realm) = &trunk.realm
             && (realm.trim().is_empty()
                 || realm.len() > 256
-                || realm.chars().any(|c| c.is_control() || c == '"' || c == '\\'))
+                || realm
+                    .chars()
+                    .any(|c| c.is_control() || c == '"' || c == '\\'))
         {
             return Err(ConfigError::invalid(
                 format!("{key}.realm"),

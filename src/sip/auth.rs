@@ -95,10 +95,14 @@ pub(crate) enum AuthError {
     #[error("too many authentication rounds")]
     TooManyRounds,
     /// The challenged request did not go to the trunk: credentials stay unsent.
-    #[error("challenge for a request to {0}, which is not the trunk's address: credentials not sent")]
+    #[error(
+        "challenge for a request to {0}, which is not the trunk's address: credentials not sent"
+    )]
     NotTrunk(SocketAddr),
     /// The challenge names another realm than the trunk's.
-    #[error("challenge realm {offered:?} is not the trunk's realm {expected:?}: credentials not sent")]
+    #[error(
+        "challenge realm {offered:?} is not the trunk's realm {expected:?}: credentials not sent"
+    )]
     Realm {
         /// The realms the challenge offered.
         offered: Vec<String>,

@@ -166,7 +166,7 @@ fn client_answers_then_detects_rejection_and_honours_stale() {
         Err(AuthError::TooManyRounds)
     );
     // Later requests reuse the challenge with an incremented nonce count.
-    let again = client.authorize("BYE", "sip:bob@127.0.0.1", b"");
+    let again = client.authorize("BYE", "sip:bob@127.0.0.1", b"", trunk());
     assert!(again[0].to_string().contains("nc=00000002"), "{}", again[0]);
 }
 
@@ -215,10 +215,15 @@ fn credentials_never_answer_a_challenge_from_off_the_trunk() {
     // The same port on another IP of the trunk's host does not count either; another
     // port of the trunk's IP does (carriers answer from other ports).
     assert!(c.may_send_to("127.0.0.1:5080".parse().expect("addr")));
-    let headers = c.on_challenge(&r401, &invite(""), 0, trunk()).expect("trunk");
+    let headers = c
+        .on_challenge(&r401, &invite(""), 0, trunk())
+        .expect("trunk");
     assert!(headers[0].to_string().contains("username=\"acct\""));
     // Preemptive credentials for later requests go to the trunk only.
-    assert_eq!(c.authorize("BYE", "sip:x@127.0.0.2", b"", outside), Vec::new());
+    assert_eq!(
+        c.authorize("BYE", "sip:x@127.0.0.2", b"", outside),
+        Vec::new()
+    );
     assert_eq!(c.authorize("BYE", "sip:x@127.0.0.1", b"", trunk()).len(), 1);
 }
 

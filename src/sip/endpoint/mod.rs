@@ -409,11 +409,7 @@ impl SipEndpoint {
     /// by INVITEing `request` (the number and trunk the call module chose; its `sdp`
     /// is ignored: the call's current SDP is offered). The outcome comes as
     /// `Transferred` or `TransferFailed`. Ignored when no transfer waits.
-    pub fn transfer(
-        &self,
-        call: &SipCallHandle,
-        request: InviteRequest,
-    ) -> Result<(), SipError> {
+    pub fn transfer(&self, call: &SipCallHandle, request: InviteRequest) -> Result<(), SipError> {
         validate(&request)?;
         let transport = request.trunk.transport;
         let target = Peer {

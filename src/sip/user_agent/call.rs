@@ -208,7 +208,13 @@ impl OutboundCall {
     /// The call module allows the transfer asked for: a new leg calls `uri` (To
     /// `to`) through the trunk of `ctx` (the route's, never the Refer-To host).
     /// Ignored unless a transfer waits for a decision.
-    pub(crate) fn transfer_to(&mut self, now: Instant, ctx: Arc<CallContext>, uri: Uri, to: String) {
+    pub(crate) fn transfer_to(
+        &mut self,
+        now: Instant,
+        ctx: Arc<CallContext>,
+        uri: Uri,
+        to: String,
+    ) {
         let Some(t) = self.transfer.as_mut().filter(|t| t.leg.is_none()) else {
             tracing::debug!(sip_call_id = %self.id, correlation_id = %self.ctx.correlation_id, "no transfer waits for a decision: ignored");
             return;
@@ -281,8 +287,9 @@ impl OutboundCall {
 
     /// When `handle_timeout` must be called next.
     pub(crate) fn poll_timeout(&self) -> Option<Instant> {
-        self.legs()
-            .fold(self.pending_decision(), |at, l| earliest(at, l.poll_timeout()))
+        self.legs().fold(self.pending_decision(), |at, l| {
+            earliest(at, l.poll_timeout())
+        })
     }
 
     /// The next datagram to send.
@@ -341,7 +348,9 @@ impl OutboundCall {
                 break;
             }
         }
-        if self.hung_up && self.current.is_done() && self.transfer.as_ref().is_none_or(Transfer::is_done)
+        if self.hung_up
+            && self.current.is_done()
+            && self.transfer.as_ref().is_none_or(Transfer::is_done)
         {
             self.finish(SipCallEvent::Terminated);
         }
@@ -424,10 +433,8 @@ impl OutboundCall {
     fn on_transfer_event(&mut self, now: Instant, event: LegEvent) {
         match event {
             LegEvent::Answered { sdp } => {
-                let Some((target, leg)) = self
-                    .transfer
-                    .take()
-                    .and_then(|t| Some((t.target, t.leg?)))
+                let Some((target, leg)) =
+                    self.transfer.take().and_then(|t| Some((t.target, t.leg?)))
                 else {
                     return;
                 };
@@ -436,8 +443,7 @@ impl OutboundCall {
                 old.hangup_at(now + TRANSFEROR_BYE_GRACE);
                 self.retired.push(old);
                 tracing::info!(sip_call_id = %self.id, correlation_id = %self.ctx.correlation_id, %target, new_call_id = %self.current.call_id, "transfer completed");
-                self.events
-                    .push_back(SipCallEvent::Transferred { target });
+                self.events.push_back(SipCallEvent::Transferred { target });
                 self.events.push_back(SipCallEvent::RemoteSdp { sdp });
             }
             LegEvent::Failed { status, reason } => {

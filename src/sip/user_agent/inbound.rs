@@ -145,7 +145,10 @@ impl UserAgent {
         // The ACK of a 2xx is an in-dialog request: only from the dialog's peer.
         if accepted
             && let Some(leg_call_id) = &leg
-            && let Some(call) = self.call_index.get(leg_call_id).and_then(|id| self.calls.get(id))
+            && let Some(call) = self
+                .call_index
+                .get(leg_call_id)
+                .and_then(|id| self.calls.get(id))
             && !call.accepts_from(leg_call_id, source)
         {
             tracing::warn!(sip_call_id = %leg_call_id, correlation_id = %call.correlation_id(), %source, "ACK from an address that is not the dialog's peer: ignored");

@@ -313,8 +313,7 @@ impl Leg {
                 603,
                 vec![Header::Other(
                     "Warning".into(),
-                    "399 callbridge \"call transfer (REFER) is not allowed on this trunk\""
-                        .into(),
+                    "399 callbridge \"call transfer (REFER) is not allowed on this trunk\"".into(),
                 )],
             );
         }

@@ -11,7 +11,6 @@ use rsip::{Header, Method, Request, Response, Uri};
 use super::client::Purpose;
 use super::session_timer::{self, SessionTimer};
 use super::{EarlyDialog, Leg, LegEvent, Phase};
-use crate::sip::{ReferPolicy, RelPolicy};
 use crate::sip::dialog::Dialog;
 use crate::sip::message::build::{self, InviteParts, new_branch, random_hex, request_bytes};
 use crate::sip::message::{body_text, branch, cseq, header_first, lists_token, to_tag};
@@ -19,6 +18,7 @@ use crate::sip::transaction::{ClientEvent, InviteClient, NonInviteClient};
 use crate::sip::transport::Peer;
 use crate::sip::user_agent::context::CallContext;
 use crate::sip::user_agent::fork::Fork;
+use crate::sip::{ReferPolicy, RelPolicy};
 
 /// Escapes a display name for a quoted string.
 fn quoted(display: &str) -> String {
@@ -495,10 +495,12 @@ impl Leg {
     fn on_failure(&mut self, now: Instant, response: &Response) {
         let code = response.status_code.code();
         if !self.hung_up && (code == 401 || code == 407) {
-            match self
-                .auth
-                .on_challenge(response, &self.invite, self.invite_rounds, self.target.addr)
-            {
+            match self.auth.on_challenge(
+                response,
+                &self.invite,
+                self.invite_rounds,
+                self.target.addr,
+            ) {
                 Ok(headers) => {
                     self.invite_rounds += 1;
                     tracing::info!(sip_call_id = %self.call_id, correlation_id = %self.ctx.correlation_id, code, "INVITE challenged: resending with credentials");

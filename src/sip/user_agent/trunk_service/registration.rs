@@ -102,13 +102,12 @@ impl Registration {
             return;
         };
         let auth = auth.unwrap_or_else(|| {
-            self.auth
-                .authorize(
-                    "REGISTER",
-                    &request.uri.to_string(),
-                    &request.body,
-                    origin.target().addr,
-                )
+            self.auth.authorize(
+                "REGISTER",
+                &request.uri.to_string(),
+                &request.body,
+                origin.target().addr,
+            )
         });
         if !auth.is_empty() {
             let via = build::via(origin.local, &new_branch());
