@@ -234,13 +234,9 @@ impl OutboundJob {
                             self.hold_result(hold, ok, status);
                         }
                     }
-                    Some(SipCallEvent::TransferRequested { target, user }) => {
-                        self.on_transfer_requested(&sip, &target, user.as_deref()).await
-                    }
-                    Some(SipCallEvent::Transferred { target }) => self.on_transferred(&target),
-                    Some(SipCallEvent::TransferFailed { status, reason }) => {
-                        self.on_transfer_failed(status, &reason)
-                    }
+                    Some(event @ (SipCallEvent::TransferRequested { .. }
+                    | SipCallEvent::Transferred { .. }
+                    | SipCallEvent::TransferFailed { .. })) => self.on_transfer_event(&sip, event).await,
                     Some(event) => machine.handle(Instant::now(), Input::Sip(event)),
                     None => machine.handle(
                         Instant::now(),

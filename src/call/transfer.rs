@@ -28,7 +28,7 @@ use super::dialplan::{RouteError, Routed};
 use super::outbound::OutboundJob;
 use super::registry::{CallInfo, CallSlot, CallState, Direction, LimitError};
 use crate::auth::Scope;
-use crate::sip::{InviteRequest, SipCallHandle, TrunkSettings};
+use crate::sip::{InviteRequest, SipCallEvent, SipCallHandle, TrunkSettings};
 
 /// A transfer the call module allowed, until its new leg answers or fails.
 pub(super) struct TransferSlot {
@@ -59,10 +59,25 @@ impl Refusal {
 }
 
 impl OutboundJob {
+    /// Handles `TransferRequested`, `Transferred` and `TransferFailed` of `sip`.
+    pub(super) async fn on_transfer_event(&mut self, sip: &SipCallHandle, event: SipCallEvent) {
+        match event {
+            SipCallEvent::TransferRequested { target, user } => {
+                self.on_transfer_requested(sip, &target, user.as_deref())
+                    .await
+            }
+            SipCallEvent::Transferred { target } => self.on_transferred(&target),
+            SipCallEvent::TransferFailed { status, reason } => {
+                self.on_transfer_failed(status, &reason)
+            }
+            _ => {}
+        }
+    }
+
     /// Decides the transfer the far end asked for (`target` as written, `user` its
     /// user part) and tells the SIP layer: a new leg through the route's trunk, or a
     /// refusal NOTIFYed to the transferor. The call goes on either way.
-    pub(super) async fn on_transfer_requested(
+    async fn on_transfer_requested(
         &mut self,
         sip: &SipCallHandle,
         target: &str,
@@ -86,7 +101,7 @@ impl OutboundJob {
 
     /// The transfer's new party answered: its slot is released and the call's
     /// record shows the new trunk and number.
-    pub(super) fn on_transferred(&mut self, target: &str) {
+    fn on_transferred(&mut self, target: &str) {
         let Some(t) = self.transfer.take() else {
             return;
         };
@@ -98,7 +113,7 @@ impl OutboundJob {
     }
 
     /// The transfer's new leg failed: its slot is released; the call goes on.
-    pub(super) fn on_transfer_failed(&mut self, status: u16, reason: &str) {
+    fn on_transfer_failed(&mut self, status: u16, reason: &str) {
         if let Some(t) = self.transfer.take() {
             info!(number = %t.number, trunk = %t.trunk, status, %reason, "transfer failed; the call goes on");
         }
