@@ -65,7 +65,7 @@ pub(crate) enum Verdict {
         answer: Answer,
     },
     /// A call.
-    Admit(Admitted),
+    Admit(Box<Admitted>),
 }
 
 /// An admitted INVITE.
@@ -216,11 +216,11 @@ impl Admission {
                 body: None,
             });
         }
-        Verdict::Admit(Admitted {
+        Verdict::Admit(Box::new(Admitted {
             trunk: settings,
             peer,
             resolved: trunk.resolved,
-        })
+        }))
     }
 }
 

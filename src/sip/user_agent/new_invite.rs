@@ -118,7 +118,7 @@ impl UserAgent {
             Verdict::Admit(_) if !self.servers.has_room() => {
                 self.answer_stateless(source, &request, 503);
             }
-            Verdict::Admit(admitted) => self.start_inbound(now, source, request, key, admitted),
+            Verdict::Admit(admitted) => self.start_inbound(now, source, request, key, *admitted),
         }
     }
 

@@ -77,7 +77,11 @@ fn the_ack_copies_the_invites_credentials_to_the_trunk_only() {
         h.peer_sends(&reply(&retried, 200, "OK", contact));
         let ack = h.take_sent().remove(0);
         assert!(ack.starts_with("ACK "), "{ack}");
-        assert_eq!(any_credentials(&[ack.clone()]), to_trunk, "{ack}");
+        assert_eq!(
+            any_credentials(std::slice::from_ref(&ack)),
+            to_trunk,
+            "{ack}"
+        );
     }
 }
 
