@@ -159,6 +159,15 @@ pub struct TrunkConfig {
     /// or `none`.
     #[serde(default = "default_caller_id_header", deserialize_with = "one_or_many")]
     pub caller_id_header: Vec<String>,
+    /// What a REFER (call transfer) from the far end does: `reject` (603 Decline) or
+    /// `dialplan` (the Refer-To user part is dialed through the dial plan and the
+    /// user's limits, via the route's trunks only).
+    #[serde(default = "default_refer")]
+    pub refer: String,
+    /// The digest realm this trunk challenges with: `username`/`password` answer no
+    /// other. Absent: the realm of the first challenge from the trunk's address.
+    #[serde(default)]
+    pub realm: Option<String>,
 }
 
 impl Default for TrunkConfig {
@@ -187,6 +196,8 @@ impl Default for TrunkConfig {
             from_user: None,
             from_domain: None,
             caller_id_header: default_caller_id_header(),
+            refer: default_refer(),
+            realm: None,
         }
     }
 }
@@ -215,6 +226,8 @@ impl std::fmt::Debug for TrunkConfig {
             .field("from_user", &self.from_user)
             .field("from_domain", &self.from_domain)
             .field("caller_id_header", &self.caller_id_header)
+            .field("refer", &self.refer)
+            .field("realm", &self.realm)
             .finish()
     }
 }
@@ -266,6 +279,10 @@ where
         OneOrMany::One(one) => vec![one],
         OneOrMany::Many(many) => many,
     })
+}
+
+fn default_refer() -> String {
+    "reject".into()
 }
 
 /// Reads each trunk's `password_env` variable from `env` into its `password`.

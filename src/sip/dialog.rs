@@ -235,6 +235,18 @@ impl Dialog {
         uri_socket_addr(uri)
     }
 
+    /// The IPs of the dialog's peer as the dialog names them: the first route and the
+    /// remote target, where they are IP literals (canonical forms).
+    pub(crate) fn peer_ips(&self) -> Vec<IpAddr> {
+        let route = self.route_set.first().map(|r| addr_uri(r));
+        route
+            .into_iter()
+            .chain(std::iter::once(self.remote_target.as_str()))
+            .filter_map(uri_socket_addr)
+            .map(|a| a.ip().to_canonical())
+            .collect()
+    }
+
     /// Request-URI and Route headers per §12.2.1.1 (loose or strict first route).
     fn build(
         &self,

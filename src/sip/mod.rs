@@ -29,6 +29,7 @@ mod timers;
 pub mod transaction;
 mod transport;
 mod trunk;
+mod trunk_scope;
 mod user_agent;
 
 use std::fmt;
@@ -41,8 +42,8 @@ pub use incoming::{InboundSipEvent, IncomingCall, IncomingCallHandle};
 pub use transaction::TimerConfig;
 pub use transport::{FramingError, Peer, StreamFramer, Transport};
 pub use trunk::{
-    CalledNumberSource, CallerIdHeaders, DtmfMode, RelPolicy, SessionTimerSettings, TrunkSettings,
-    TrunkStatus, parse_net,
+    CalledNumberSource, CallerIdHeaders, DtmfMode, ReferPolicy, RelPolicy, SessionTimerSettings,
+    TrunkSettings, TrunkStatus, parse_net,
 };
 
 /// Parses one SIP message the way the endpoint does (normalising pass, then rsip,
@@ -215,6 +216,10 @@ pub struct InviteRequest {
     pub correlation_id: String,
     /// The trunk's settings (transport, credentials, extensions).
     pub trunk: TrunkSettings,
+    /// The trunk's other addresses besides `target` (further DNS SRV targets): its
+    /// credentials may answer challenges from them and in-dialog requests may come
+    /// from them, as from `target` and the trunk's `inbound_from` networks.
+    pub trunk_addresses: Vec<SocketAddr>,
     /// Display name in From.
     pub from_display: Option<String>,
     /// User of `P-Asserted-Identity` (RFC 3325), e.g. the token's `caller_id`.
@@ -235,6 +240,7 @@ impl Default for InviteRequest {
             sdp: String::new(),
             correlation_id: String::new(),
             trunk: TrunkSettings::default(),
+            trunk_addresses: Vec::new(),
             from_display: None,
             asserted_identity: None,
             privacy: false,
@@ -252,6 +258,7 @@ impl fmt::Debug for InviteRequest {
             .field("from_user", &self.from_user)
             .field("correlation_id", &self.correlation_id)
             .field("trunk", &self.trunk)
+            .field("trunk_addresses", &self.trunk_addresses)
             .field("from_display", &self.from_display)
             .field("asserted_identity", &self.asserted_identity)
             .field("privacy", &self.privacy)
@@ -309,6 +316,25 @@ pub enum SipCallEvent {
         status: u16,
         /// The far end's SDP answer, on success.
         sdp: Option<String>,
+    },
+    /// The far end asked to transfer the call (REFER, answered 202, on a trunk with
+    /// `refer = "dialplan"`). The call module decides: [`SipEndpoint::transfer`]
+    /// through a trunk of its choosing, or [`SipCallHandle::refuse_transfer`]; with
+    /// no decision within 64*T1 the transfer fails with 408. Never call `target`
+    /// itself: it is whatever the far end wrote.
+    TransferRequested {
+        /// The Refer-To URI (headers stripped).
+        target: String,
+        /// Its user part, percent-decoded, if any: the number to dial.
+        user: Option<String>,
+    },
+    /// The transfer the call module allowed failed (the transferor got the status);
+    /// the call goes on with the current party.
+    TransferFailed {
+        /// The new leg's final status.
+        status: u16,
+        /// Its reason.
+        reason: String,
     },
     /// The far end transferred the call (REFER) and the transfer target answered; the
     /// call goes on with the new party in this same handle (a `RemoteSdp` follows).

@@ -132,6 +132,22 @@ impl Driver {
                     self.subscribers.insert(id, events);
                 }
             }
+            Command::Transfer {
+                id,
+                request,
+                local,
+                target,
+                tls,
+            } => {
+                if let Some(t) = tls {
+                    self.connections.register_tls(target.addr, t);
+                }
+                if let Err(e) = self.ua.transfer(now(), &id, *request, local, target) {
+                    tracing::warn!(sip_call_id = %id, "cannot start the transfer: {e}");
+                    self.ua.refuse_transfer(now(), &id, 500);
+                }
+            }
+            Command::RefuseTransfer { id, status } => self.ua.refuse_transfer(now(), &id, status),
             Command::Hangup { id } => self.ua.hangup(now(), &id),
             Command::Reinvite { id, sdp } => self.ua.reinvite(now(), &id, sdp),
             Command::DtmfInfo {

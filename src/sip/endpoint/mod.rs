@@ -43,6 +43,16 @@ enum Command {
         tls: Option<TlsTarget>,
         events: mpsc::UnboundedSender<SipCallEvent>,
     },
+    /// Transfer a call through a trunk (the call module allowed a REFER).
+    Transfer {
+        id: String,
+        request: Box<InviteRequest>,
+        local: Peer,
+        target: Peer,
+        tls: Option<TlsTarget>,
+    },
+    /// Refuse the transfer a call was asked for with this status.
+    RefuseTransfer { id: String, status: u16 },
     /// Hang a call up.
     Hangup { id: String },
     /// re-INVITE with this SDP.
@@ -86,6 +96,8 @@ impl std::fmt::Debug for Command {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
             Command::Invite { .. } => "Invite",
+            Command::Transfer { .. } => "Transfer",
+            Command::RefuseTransfer { .. } => "RefuseTransfer",
             Command::Hangup { .. } => "Hangup",
             Command::Reinvite { .. } => "Reinvite",
             Command::DtmfInfo { .. } => "DtmfInfo",
@@ -187,6 +199,16 @@ impl SipCallHandle {
             duration_ms: duration_ms.clamp(40, 10_000),
         });
         Ok(())
+    }
+
+    /// Refuses the transfer asked for by [`SipCallEvent::TransferRequested`]: the
+    /// transferor gets a final NOTIFY with `status` (3xx-6xx, else 603) and the call
+    /// goes on.
+    pub fn refuse_transfer(&self, status: u16) {
+        self.send(Command::RefuseTransfer {
+            id: self.call_id.to_string(),
+            status,
+        });
     }
 
     /// The SIP Call-ID of the call's first leg (a transfer keeps it as the id).
@@ -381,6 +403,32 @@ impl SipEndpoint {
         };
         self.commands.send(command).map_err(|_| SipError::Closed)?;
         Ok((handle, rx))
+    }
+
+    /// Carries out the transfer `call` was asked for ([`SipCallEvent::TransferRequested`])
+    /// by INVITEing `request` (the number and trunk the call module chose; its `sdp`
+    /// is ignored: the call's current SDP is offered). The outcome comes as
+    /// `Transferred` or `TransferFailed`. Ignored when no transfer waits.
+    pub fn transfer(&self, call: &SipCallHandle, request: InviteRequest) -> Result<(), SipError> {
+        validate(&request)?;
+        let transport = request.trunk.transport;
+        let target = Peer {
+            transport,
+            addr: request.target,
+        };
+        let local = self.local_peer(transport, request.target);
+        let tls = match transport {
+            Transport::Tls => Some(self.tls_target(&request.trunk)?),
+            _ => None,
+        };
+        let command = Command::Transfer {
+            id: call.call_id.to_string(),
+            request: Box::new(request),
+            local,
+            target,
+            tls,
+        };
+        self.commands.send(command).map_err(|_| SipError::Closed)
     }
 
     /// The TLS settings of a trunk (built once: the CA file is read the first time).

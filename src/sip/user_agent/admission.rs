@@ -75,6 +75,8 @@ pub(crate) struct Admitted {
     pub trunk: TrunkSettings,
     /// The trunk's address (the hop before a trusted proxy, else the source).
     pub peer: Peer,
+    /// Every address the trunk was resolved to.
+    pub resolved: Vec<SocketAddr>,
 }
 
 /// The inbound admission policy.
@@ -109,6 +111,15 @@ impl Admission {
             Some(old) => *old = trunk,
             None => self.trunks.push(trunk),
         }
+    }
+
+    /// The resolved addresses of the trunk `name` (empty if unknown).
+    pub(crate) fn resolved(&self, name: &str) -> Vec<SocketAddr> {
+        self.trunks
+            .iter()
+            .find(|t| t.settings.name == name)
+            .map(|t| t.resolved.clone())
+            .unwrap_or_default()
     }
 
     /// The trunk an INVITE from `addr` belongs to: the one with a resolved address
@@ -208,6 +219,7 @@ impl Admission {
         Verdict::Admit(Box::new(Admitted {
             trunk: settings,
             peer,
+            resolved: trunk.resolved,
         }))
     }
 }

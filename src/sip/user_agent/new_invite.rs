@@ -228,8 +228,14 @@ impl UserAgent {
             trunk: admitted.trunk.name.clone(),
             dtmf_mode: admitted.trunk.dtmf_mode,
         };
+        let located = admitted
+            .resolved
+            .iter()
+            .map(|a| a.ip())
+            .chain([admitted.peer.addr.ip(), source.addr.ip()]);
         let ctx = CallContext {
             domain: request.uri.host_with_port.host.to_string(),
+            scope: crate::sip::trunk_scope::TrunkScope::new(&admitted.trunk, located),
             trunk: admitted.trunk,
             target: admitted.peer,
             local,

@@ -326,9 +326,23 @@ impl UasCall {
         }
     }
 
-    /// A request in the dialog; `None` if it is not in it.
-    pub(crate) fn handle_request(&mut self, now: Instant, request: &Request) -> Option<Answer> {
-        self.leg.as_mut()?.handle_request(now, request)
+    /// A request from `source` in the dialog; `None` if it is not in it.
+    pub(crate) fn handle_request(
+        &mut self,
+        now: Instant,
+        source: Peer,
+        request: &Request,
+    ) -> Option<Answer> {
+        self.leg.as_mut()?.handle_request(now, source, request)
+    }
+
+    /// True if in-dialog messages from `source` may be the trunk's (see
+    /// `Leg::accepts_from`); before the answer, only the INVITE's source counts.
+    pub(crate) fn accepts_from(&self, source: Peer) -> bool {
+        match &self.leg {
+            Some(leg) => leg.accepts_from(source),
+            None => source.addr.ip() == self.source.addr.ip(),
+        }
     }
 
     /// A response to one of the leg's requests.
@@ -338,12 +352,15 @@ impl UasCall {
         }
     }
 
-    /// The ACK of our 200 (or of a 2xx to the peer's re-INVITE).
-    pub(crate) fn handle_ack(&mut self, now: Instant, ack: &Request) {
+    /// The ACK of our 200 (or of a 2xx to the peer's re-INVITE), from `source`.
+    pub(crate) fn handle_ack(&mut self, now: Instant, source: Peer, ack: &Request) {
         let Some(leg) = self.leg.as_mut() else {
             return;
         };
-        leg.handle_ack(now, ack);
+        if !leg.accepts_from(source) {
+            return;
+        }
+        leg.handle_ack(now, source, ack);
         leg.after_remote_invite(now);
         let initial = cseq(ack).map(|(s, _)| s) == cseq(&self.invite).map(|(s, _)| s);
         if self.stage == Stage::Accepted && initial {
