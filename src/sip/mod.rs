@@ -22,6 +22,7 @@ pub mod dns;
 /// A built-in echo UAS (answers every INVITE, echoes RTP back).
 pub mod echo;
 mod endpoint;
+mod framer;
 mod incoming;
 mod message;
 mod timers;
@@ -39,7 +40,8 @@ pub use auth::Credentials;
 pub use endpoint::{Direction, MessageCount, SipCallHandle, SipEndpoint};
 pub use incoming::{InboundSipEvent, IncomingCall, IncomingCallHandle};
 pub use transaction::TimerConfig;
-pub use transport::{FramingError, Peer, StreamFramer, Transport};
+pub use framer::{FramingError, StreamFramer};
+pub use transport::{Peer, Transport};
 pub use trunk::{DtmfMode, RelPolicy, SessionTimerSettings, TrunkSettings, TrunkStatus, parse_net};
 
 /// Parses one SIP message the way the endpoint does (normalising pass, then rsip,

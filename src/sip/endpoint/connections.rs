@@ -17,7 +17,8 @@ use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
 
 use super::tls::TlsTarget;
-use crate::sip::transport::{Peer, StreamFramer, Transport};
+use crate::sip::framer::StreamFramer;
+use crate::sip::transport::{Peer, Transport};
 use crate::sip::user_agent::Owner;
 
 /// How long an outbound TCP connect plus TLS handshake may take.
