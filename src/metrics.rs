@@ -2,7 +2,8 @@
 //! instances can run in one test process).
 //!
 //! Every label set is bounded: labels come from fixed lists (direction, end reason,
-//! SIP method, status code or class, delivery outcome, event type, limit name).
+//! SIP method, status code or class (`sip::labels`), delivery outcome, event type,
+//! limit name).
 
 use std::sync::Arc;
 
@@ -199,49 +200,6 @@ impl Metrics {
     }
 }
 
-/// SIP methods exported by name; any other is `other`.
-const SIP_METHODS: &[&str] = &[
-    "INVITE",
-    "ACK",
-    "BYE",
-    "CANCEL",
-    "OPTIONS",
-    "REGISTER",
-    "INFO",
-    "UPDATE",
-    "PRACK",
-    "REFER",
-    "NOTIFY",
-    "SUBSCRIBE",
-    "MESSAGE",
-];
-
-/// Status codes exported as themselves; any other is its class (`4xx`).
-const SIP_STATUSES: &[u16] = &[
-    100, 180, 181, 183, 200, 202, 401, 403, 404, 407, 408, 480, 481, 486, 487, 488, 500, 502, 503,
-    504, 600, 603,
-];
-
-/// The bounded `method` label of a SIP message.
-pub fn sip_method_label(method: &str) -> &'static str {
-    SIP_METHODS
-        .iter()
-        .find(|m| m.eq_ignore_ascii_case(method))
-        .copied()
-        .unwrap_or("other")
-}
-
-/// The bounded `status` label: `none` for requests, the code when well known,
-/// else its class.
-pub fn sip_status_label(status: Option<u16>) -> String {
-    match status {
-        None => "none".into(),
-        Some(code) if SIP_STATUSES.contains(&code) => code.to_string(),
-        Some(code @ 100..=699) => format!("{}xx", code / 100),
-        Some(_) => "invalid".into(),
-    }
-}
-
 /// Reads the SIP endpoint's counters.
 type CountSource = Box<dyn Fn() -> Vec<MessageCount> + Send + Sync>;
 
@@ -284,9 +242,8 @@ impl Collector for SipMessages {
                 crate::sip::Direction::Inbound => "in",
                 crate::sip::Direction::Outbound => "out",
             };
-            let status = sip_status_label(count.status);
             family
-                .with_label_values(&[direction, sip_method_label(&count.method), &status])
+                .with_label_values(&[direction, count.method, count.status])
                 .inc_by(count.count);
         }
         family.collect()
@@ -299,42 +256,26 @@ mod tests {
     use crate::sip::Direction;
 
     #[test]
-    fn labels_are_bounded() {
-        assert_eq!(sip_method_label("invite"), "INVITE");
-        assert_eq!(sip_method_label("FOO"), "other");
-        assert_eq!(sip_status_label(None), "none");
-        assert_eq!(sip_status_label(Some(486)), "486");
-        assert_eq!(sip_status_label(Some(499)), "4xx");
-        assert_eq!(sip_status_label(Some(999)), "invalid");
-    }
-
-    #[test]
     fn sip_collector_aggregates_into_bounded_labels() {
         let metrics = Metrics::new(10).expect("metrics");
         let collector = SipMessages::new(Box::new(|| {
             vec![
                 MessageCount {
                     direction: Direction::Outbound,
-                    method: "INVITE".into(),
-                    status: None,
+                    method: "INVITE",
+                    status: "none",
                     count: 3,
                 },
                 MessageCount {
                     direction: Direction::Inbound,
-                    method: "INVITE".into(),
-                    status: Some(499),
-                    count: 1,
+                    method: "INVITE",
+                    status: "4xx",
+                    count: 3,
                 },
                 MessageCount {
                     direction: Direction::Inbound,
-                    method: "INVITE".into(),
-                    status: Some(498),
-                    count: 2,
-                },
-                MessageCount {
-                    direction: Direction::Inbound,
-                    method: "X-CUSTOM".into(),
-                    status: None,
+                    method: "other",
+                    status: "none",
                     count: 5,
                 },
             ]

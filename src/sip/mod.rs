@@ -24,6 +24,7 @@ pub mod echo;
 mod endpoint;
 mod framer;
 mod incoming;
+mod labels;
 mod message;
 mod timers;
 /// RFC 3261 §17 transactions (sans-IO).
@@ -39,6 +40,7 @@ use std::sync::Arc;
 pub use auth::Credentials;
 pub use endpoint::{Direction, MessageCount, SipCallHandle, SipEndpoint};
 pub use incoming::{InboundSipEvent, IncomingCall, IncomingCallHandle};
+pub use labels::{method_label, status_label};
 pub use transaction::TimerConfig;
 pub use framer::{FramingError, StreamFramer};
 pub use transport::{Peer, Transport};

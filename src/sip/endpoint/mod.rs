@@ -114,16 +114,19 @@ pub enum Direction {
 pub struct MessageCount {
     /// Received or sent.
     pub direction: Direction,
-    /// Request method, or the CSeq method of a response.
-    pub method: String,
-    /// Status code for responses, `None` for requests.
-    pub status: Option<u16>,
+    /// Request method, or the CSeq method of a response, as a bounded label
+    /// ([`crate::sip::method_label`]: `other` for methods outside the fixed set).
+    pub method: &'static str,
+    /// Status as a bounded label ([`crate::sip::status_label`]): `none` for
+    /// requests, a well-known code (`"200"`), else its class (`"4xx"`).
+    pub status: &'static str,
     /// Number of messages (retransmissions included).
     pub count: u64,
 }
 
-/// Counter map shared between the driver and [`SipEndpoint::message_counts`].
-type Counts = Arc<Mutex<HashMap<(Direction, String, Option<u16>), u64>>>;
+/// Counter map shared between the driver and [`SipEndpoint::message_counts`]; its
+/// keys come from fixed label sets, so its size is bounded whatever peers send.
+type Counts = Arc<Mutex<HashMap<(Direction, &'static str, &'static str), u64>>>;
 
 /// Trunk statuses shared between the driver and [`SipEndpoint::trunk_statuses`].
 type Statuses = Arc<Mutex<HashMap<String, TrunkStatus>>>;
@@ -135,8 +138,14 @@ fn count(counts: &Counts, direction: Direction, bytes: &[u8]) {
     let Some((method, status)) = message::label(bytes) else {
         return;
     };
+    let key = (
+        direction,
+        super::labels::method_label(&method),
+        super::labels::status_label(status),
+    );
     if let Ok(mut c) = counts.lock() {
-        *c.entry((direction, method, status)).or_default() += 1;
+        let n = c.entry(key).or_default();
+        *n = n.saturating_add(1);
     }
 }
 
@@ -423,8 +432,8 @@ impl SipEndpoint {
             .iter()
             .map(|((direction, method, status), count)| MessageCount {
                 direction: *direction,
-                method: method.clone(),
-                status: *status,
+                method,
+                status,
                 count: *count,
             })
             .collect();
