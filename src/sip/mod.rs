@@ -38,7 +38,10 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 pub use auth::Credentials;
-pub use endpoint::{Direction, MessageCount, SipCallHandle, SipEndpoint};
+pub use endpoint::{
+    CloseReason, ConnectionConfig, ConnectionStats, Direction, MessageCount, Refusal,
+    SipCallHandle, SipEndpoint,
+};
 pub use incoming::{InboundSipEvent, IncomingCall, IncomingCallHandle};
 pub use labels::{method_label, status_label};
 pub use transaction::TimerConfig;
@@ -114,6 +117,8 @@ pub struct SipEndpointConfig {
     /// CRLF keepalive pings (RFC 5626) on our TCP/TLS connections after this long
     /// without traffic; `None`: no pings.
     pub keepalive: Option<std::time::Duration>,
+    /// Caps and timeouts of TCP/TLS connections.
+    pub connections: ConnectionConfig,
 }
 
 /// A certificate chain and private key we present as a TLS client (mutual TLS to
@@ -188,6 +193,7 @@ impl Default for SipEndpointConfig {
             dns_servers: Vec::new(),
             dns_refresh: std::time::Duration::from_secs(300),
             keepalive: Some(std::time::Duration::from_secs(60)),
+            connections: ConnectionConfig::default(),
         }
     }
 }

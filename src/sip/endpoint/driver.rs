@@ -146,6 +146,7 @@ impl Driver {
             Command::AcceptInbound => self.ua.set_accept_inbound(true),
             Command::SetInbound { trunks, done } => {
                 for (settings, resolved) in trunks {
+                    self.connections.limits().set_trunk(&settings, &resolved);
                     self.ua.set_inbound_trunk(settings, resolved);
                 }
                 if let Some(done) = done {

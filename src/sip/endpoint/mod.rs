@@ -4,9 +4,11 @@
 //! Handles talk to the driver through an mpsc queue; no task per transaction or per
 //! call, one task per TCP/TLS connection (`connections.rs`).
 
+mod accept;
 mod connections;
 mod driver;
 mod incoming;
+mod limits;
 mod tls;
 mod trunks;
 
@@ -29,6 +31,8 @@ use super::{
 use connections::Connections;
 use driver::Driver;
 pub use incoming::IncomingCallHandle;
+pub use limits::{CloseReason, ConnectionConfig, ConnectionStats, Refusal};
+use limits::ConnectionLimits;
 use tls::TlsTarget;
 pub(crate) use tls::{load_identity, server_config as tls_server_config};
 
@@ -237,6 +241,8 @@ pub struct SipEndpoint {
     tls_identity: Option<crate::sip::TlsIdentity>,
     /// New inbound calls, until `take_incoming`.
     incoming: Mutex<Option<mpsc::UnboundedReceiver<IncomingCall>>>,
+    /// Connection caps and their refusal/close counters.
+    limits: Arc<ConnectionLimits>,
 }
 
 /// Binds UDP on `listen` and TCP on the same port (for an ephemeral port, retries
@@ -268,7 +274,8 @@ impl SipEndpoint {
         let local_addr = socket.local_addr()?;
         let (commands, rx) = mpsc::unbounded_channel();
         let (net_tx, net_rx) = mpsc::unbounded_channel();
-        let mut connections = Connections::new(net_tx, config.keepalive);
+        let limits = Arc::new(ConnectionLimits::new(config.connections));
+        let mut connections = Connections::new(net_tx, config.keepalive, Arc::clone(&limits));
         let tcp = listener.is_some();
         if let Some(listener) = listener {
             connections.listen(listener, None);
@@ -322,6 +329,7 @@ impl SipEndpoint {
             tls_cache: Mutex::default(),
             tls_identity: config.tls_identity.clone(),
             incoming: Mutex::new(Some(incoming_rx)),
+            limits,
         }))
     }
 
@@ -420,6 +428,11 @@ impl SipEndpoint {
             cache.insert(key, target.clone());
         }
         Ok(target)
+    }
+
+    /// Inbound connections refused and connections closed by us, by reason.
+    pub fn connection_stats(&self) -> ConnectionStats {
+        self.limits.stats()
     }
 
     /// Messages sent and received so far, by direction, method and status.
