@@ -11,7 +11,7 @@ use prometheus::core::{Collector, Desc};
 use prometheus::proto::MetricFamily;
 use prometheus::{Encoder, Histogram, HistogramOpts, IntCounterVec, IntGauge, Opts, Registry};
 
-use crate::sip::{MessageCount, SipEndpoint};
+use crate::sip::{ConnectionStats, MessageCount, SipEndpoint};
 
 /// The gauges and counters the gateway exports at `/metrics`.
 #[derive(Clone)]
@@ -181,11 +181,16 @@ impl Metrics {
         Ok(metrics)
     }
 
-    /// Exports `callbridge_sip_messages_total{direction,method,status}` from the
-    /// endpoint's counters at each scrape.
+    /// Exports `callbridge_sip_messages_total{direction,method,status}`,
+    /// `callbridge_sip_connections_refused_total{reason}` and
+    /// `callbridge_sip_connections_closed_total{reason}` from the endpoint's
+    /// counters at each scrape.
     pub fn register_sip(&self, endpoint: Arc<SipEndpoint>) -> Result<(), MetricsError> {
-        let collector = SipMessages::new(Box::new(move || endpoint.message_counts()))?;
+        let counts = Arc::clone(&endpoint);
+        let collector = SipMessages::new(Box::new(move || counts.message_counts()))?;
         self.registry.register(Box::new(collector))?;
+        let connections = SipConnections::new(Box::new(move || endpoint.connection_stats()))?;
+        self.registry.register(Box::new(connections))?;
         Ok(())
     }
 
@@ -250,6 +255,68 @@ impl Collector for SipMessages {
     }
 }
 
+/// Reads the SIP endpoint's connection counters.
+type ConnectionSource = Box<dyn Fn() -> ConnectionStats + Send + Sync>;
+
+/// A collector for the endpoint's refused and closed TCP/TLS connections (labels:
+/// the fixed reasons of `sip::Refusal` and `sip::CloseReason`).
+struct SipConnections {
+    /// Describes the two families (for registration).
+    descs: Vec<Desc>,
+    /// Where the counts come from.
+    source: ConnectionSource,
+}
+
+impl SipConnections {
+    fn new(source: ConnectionSource) -> Result<SipConnections, prometheus::Error> {
+        let (refused, closed) = Self::families()?;
+        let descs = refused
+            .desc()
+            .into_iter()
+            .chain(closed.desc())
+            .cloned()
+            .collect();
+        Ok(SipConnections { descs, source })
+    }
+
+    fn families() -> Result<(IntCounterVec, IntCounterVec), prometheus::Error> {
+        Ok((
+            counter_vec(
+                "callbridge_sip_connections_refused_total",
+                "Inbound SIP TCP/TLS connections closed at accept by a cap (per_ip, total, trunk_total, tls_handshakes)",
+                &["reason"],
+            )?,
+            counter_vec(
+                "callbridge_sip_connections_closed_total",
+                "SIP TCP/TLS connections closed by us (idle, write_timeout, framing, tls_handshake)",
+                &["reason"],
+            )?,
+        ))
+    }
+}
+
+impl Collector for SipConnections {
+    fn desc(&self) -> Vec<&Desc> {
+        self.descs.iter().collect()
+    }
+
+    fn collect(&self) -> Vec<MetricFamily> {
+        let Ok((refused, closed)) = Self::families() else {
+            return Vec::new();
+        };
+        let stats = (self.source)();
+        for (reason, n) in stats.refused {
+            refused.with_label_values(&[reason]).inc_by(n);
+        }
+        for (reason, n) in stats.closed {
+            closed.with_label_values(&[reason]).inc_by(n);
+        }
+        let mut out = refused.collect();
+        out.extend(closed.collect());
+        out
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -301,5 +368,28 @@ mod tests {
         assert!(text.contains(r#"method="other""#), "{text}");
         assert!(text.contains("callbridge_call_mos_bucket"), "{text}");
         assert!(text.contains("callbridge_turn_allocations 0"), "{text}");
+    }
+
+    #[test]
+    fn sip_connection_counters_are_exported_by_reason() {
+        let metrics = Metrics::new(10).expect("metrics");
+        let collector = SipConnections::new(Box::new(|| ConnectionStats {
+            refused: vec![("per_ip", 3), ("total", 0)],
+            closed: vec![("idle", 2)],
+        }))
+        .expect("collector");
+        metrics
+            .registry
+            .register(Box::new(collector))
+            .expect("register");
+        let text = metrics.render();
+        assert!(
+            text.contains(r#"callbridge_sip_connections_refused_total{reason="per_ip"} 3"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"callbridge_sip_connections_closed_total{reason="idle"} 2"#),
+            "{text}"
+        );
     }
 }

@@ -219,3 +219,31 @@ fn trunk_addresses_with_and_without_port() {
         assert!(err.contains("sip.trunks[0].address"), "{bad}: {err}");
     }
 }
+
+#[test]
+fn sip_connection_limits_are_bounded_and_named() {
+    let config = load_text(&minimal(), vec![]).expect("minimal");
+    let limits = config.sip.connections();
+    assert_eq!(
+        (limits.max_connections, limits.max_connections_per_ip),
+        (1024, 32)
+    );
+    assert_eq!(limits.max_message_bytes, 65_535);
+    for (key, value) in [
+        ("max_connections", "0"),
+        ("max_connections_per_ip", "2000"),
+        ("max_trunk_connections", "0"),
+        ("max_tls_handshakes", "0"),
+        ("max_message_bytes", "100"),
+        ("tcp_idle_timeout", "\"0s\""),
+        ("tcp_write_timeout", "\"1h\""),
+        ("tls_handshake_timeout", "\"0s\""),
+    ] {
+        let text = format!("{}\n[sip]\n{key} = {value}", minimal());
+        let err = load_text(&text, vec![]).expect_err(key).to_string();
+        assert!(err.contains(&format!("sip.{key}")), "{key}: {err}");
+    }
+    let env = vec![("CALLBRIDGE_SIP__MAX_CONNECTIONS_PER_IP", "4")];
+    let config = load_text(&minimal(), env).expect("env override");
+    assert_eq!(config.sip.max_connections_per_ip, 4);
+}
