@@ -12,7 +12,7 @@
 
 #![allow(dead_code)]
 
-use std::net::{SocketAddr, TcpListener, UdpSocket};
+use std::net::{IpAddr, SocketAddr, TcpListener, UdpSocket};
 use std::sync::Arc;
 
 use callbridge::sip::{InviteRequest, SipCallEvent, SipEndpoint, SipEndpointConfig, TimerConfig};
@@ -166,16 +166,42 @@ impl Sipp {
         service: &str,
         extra_args: &[&str],
     ) -> Sipp {
+        let local = IpAddr::from([127, 0, 0, 1]);
+        Self::uac_from(local, transport, scenario, target, service, extra_args)
+    }
+
+    /// Like [`Sipp::uac_on`] from another local address (`127.0.0.0/8` is all
+    /// loopback on Linux: a trunk at 127.0.0.2 beside a flood from 127.0.0.1).
+    pub fn uac_from(
+        local: IpAddr,
+        transport: SippTransport,
+        scenario: &Path,
+        target: SocketAddr,
+        service: &str,
+        extra_args: &[&str],
+    ) -> Sipp {
         let mut cmd = Command::new(sipp_binary());
         cmd.arg("-sf")
             .arg(scenario)
             .args(["-s", service])
             .arg(target.to_string());
-        Self::spawn(cmd, transport, free_port(), extra_args)
+        Self::spawn_on(cmd, transport, local, free_port(), extra_args)
     }
 
     /// Runs `cmd` (SIPp with its mode arguments) on 127.0.0.1:`port` for one call.
-    fn spawn(mut cmd: Command, transport: SippTransport, port: u16, extra_args: &[&str]) -> Sipp {
+    fn spawn(cmd: Command, transport: SippTransport, port: u16, extra_args: &[&str]) -> Sipp {
+        Self::spawn_on(cmd, transport, IpAddr::from([127, 0, 0, 1]), port, extra_args)
+    }
+
+    /// Runs `cmd` on `local`:`port` for one call (the port is reserved on
+    /// 127.0.0.1 by the allocator, so free on every loopback address).
+    fn spawn_on(
+        mut cmd: Command,
+        transport: SippTransport,
+        local: IpAddr,
+        port: u16,
+        extra_args: &[&str],
+    ) -> Sipp {
         let dir = temp_dir();
         if !extra_args.contains(&"-mp") {
             // SIPp binds its media sockets even when no scenario uses them (default
@@ -192,7 +218,7 @@ impl Sipp {
         ]);
         cmd.args([
             "-i",
-            "127.0.0.1",
+            &local.to_string(),
             "-p",
             &port.to_string(),
             "-m",
@@ -216,7 +242,7 @@ impl Sipp {
         .stderr(std::fs::File::create(dir.join("stderr.log")).expect("stderr log"));
         let child = cmd.spawn().expect("spawn SIPp");
         Sipp {
-            addr: SocketAddr::from(([127, 0, 0, 1], port)),
+            addr: SocketAddr::new(local, port),
             transport,
             child: Some(child),
             dir,
