@@ -235,6 +235,61 @@ fn parse_content_length(value: &str) -> Result<u64, FramingError> {
     Ok(value.parse().unwrap_or(u64::MAX))
 }
 
+/// What framing `stream` yields: the messages, and whether it ended in an error.
+fn frame_all(chunks: &mut dyn Iterator<Item = &[u8]>, max: usize) -> (Vec<Vec<u8>>, bool) {
+    let mut framer = StreamFramer::new(max);
+    let mut out = Vec::new();
+    for chunk in chunks {
+        framer.push(chunk);
+        loop {
+            match framer.next_message() {
+                Ok(Some(m)) => out.push(m),
+                Ok(None) => break,
+                Err(_) => return (out, true),
+            }
+        }
+    }
+    (out, false)
+}
+
+/// The stream fuzz target's body (see `fuzz/fuzz_targets/sip_stream.rs`): the first
+/// byte seeds the read sizes, the rest is the byte stream. It is framed whole and in
+/// reads of varying sizes (1 to 64 bytes); both must give the same messages and both
+/// fail or neither, every message must fit the limit and start with no CRLF, and
+/// each is parsed like the endpoint parses it. Returns the number of messages.
+pub fn fuzz_stream(data: &[u8]) -> usize {
+    const MAX: usize = 4096;
+    let Some((&seed, stream)) = data.split_first() else {
+        return 0;
+    };
+    let (whole, whole_failed) = frame_all(&mut std::iter::once(stream), MAX);
+    let mut state = u32::from(seed) | 1;
+    let mut rest = stream;
+    let mut chunks = std::iter::from_fn(|| {
+        if rest.is_empty() {
+            return None;
+        }
+        state = state.wrapping_mul(1_103_515_245).wrapping_add(12_345);
+        let size = usize::try_from(state >> 16).unwrap_or(1) % 64 + 1;
+        let (chunk, tail) = rest.split_at(size.min(rest.len()));
+        rest = tail;
+        Some(chunk)
+    });
+    let (split, split_failed) = frame_all(&mut chunks, MAX);
+    assert_eq!(whole_failed, split_failed, "framing failed one way only");
+    let shorter = whole.len().min(split.len());
+    assert_eq!(whole[..shorter], split[..shorter], "reads changed the messages");
+    if !whole_failed {
+        assert_eq!(whole.len(), split.len(), "reads changed the message count");
+    }
+    for message in &whole {
+        assert!(message.len() <= MAX, "message over the limit");
+        assert!(!message.starts_with(b"\r") && !message.starts_with(b"\n"));
+        let _ = crate::sip::parse_message(message);
+    }
+    whole.len()
+}
+
 #[cfg(test)]
 #[path = "framer_tests.rs"]
 mod tests;

@@ -161,3 +161,35 @@ fn a_byte_at_a_time_peer_is_searched_once() {
     assert!(m.ends_with(b"l: 0\r\n\r\n"));
     assert!(f.is_idle());
 }
+
+#[test]
+fn mutated_streams_frame_the_same_whole_and_in_pieces() {
+    let base: Vec<u8> = [b"\r\n\r\n".as_slice(), M1, b"\r\n\r\n", M2, M1].concat();
+    let mut state = 0x2545_f491_u32;
+    let mut next = || {
+        state ^= state << 13;
+        state ^= state >> 17;
+        state ^= state << 5;
+        state
+    };
+    for _ in 0..3000 {
+        let mut data = vec![(next() & 0xff) as u8];
+        data.extend(&base);
+        for _ in 0..(next() % 6) {
+            let at = next() as usize % data.len();
+            match next() % 4 {
+                0 => data[at] = (next() & 0xff) as u8,
+                1 => data.insert(at, b"0123456789:\r\n-+"[next() as usize % 15]),
+                2 => {
+                    data.remove(at);
+                }
+                _ => data.splice(at..at, b"Content-Length: 18446744073709551615\r\n".iter().copied())
+                    .for_each(drop),
+            }
+            if data.is_empty() {
+                data.push(0);
+            }
+        }
+        fuzz_stream(&data);
+    }
+}

@@ -69,6 +69,14 @@ pub fn fuzz_user_agent(bytes: &[u8]) {
     user_agent::fuzz(bytes);
 }
 
+/// Frames `bytes[1..]` as a TCP stream whole and in reads sized from `bytes[0]`,
+/// checks that both agree and parses each message; returns how many were framed.
+/// For the `sip_stream` fuzz target.
+#[doc(hidden)]
+pub fn fuzz_stream(bytes: &[u8]) -> usize {
+    framer::fuzz_stream(bytes)
+}
+
 /// Errors of the SIP user agent.
 #[derive(Debug, thiserror::Error)]
 pub enum SipError {
