@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use callbridge::sip::echo::EchoUas;
 use callbridge::sip::{
+    ForwardAuth,
     Credentials, InboundSipEvent, IncomingCall, SdpAnswerer, SipCallEvent, SipEndpoint,
     SipEndpointConfig, TrunkSettings, parse_net,
 };
@@ -315,6 +316,10 @@ async fn endpoint_on(
         listen: format!("{ip}:0").parse().expect("addr"),
         user_agent: format!("callbridge-{ip}"),
         trusted_proxies: trusted.iter().map(|t| parse_net(t).expect("net")).collect(),
+        forward: Some(ForwardAuth {
+            secret: b"cluster-forward-secret-0123456789abcdef".to_vec(),
+            max_age: Duration::from_secs(30),
+        }),
         ..SipEndpointConfig::default()
     })
     .await

@@ -345,3 +345,40 @@ pub(super) fn validate_connections(sip: &SipConfig) -> Result<(), ConfigError> {
     secs("tls_handshake_timeout", sip.tls_handshake_timeout, 1, 60)?;
     Ok(())
 }
+
+/// Checks `cluster.forward_secret` and `cluster.forward_max_age` against the
+/// settings that need them (trusted proxies, proxy mode).
+pub(super) fn validate_forwarding(config: &Config) -> Result<(), ConfigError> {
+    let cluster = &config.cluster;
+    let needed_by = if !config.sip.trusted_proxies.is_empty() {
+        Some("sip.trusted_proxies is set")
+    } else if cluster.inbound_mode == "proxy" {
+        Some("cluster.inbound_mode is \"proxy\"")
+    } else {
+        None
+    };
+    let secret = cluster.forward_secret.as_str();
+    if let Some(why) = needed_by
+        && secret.is_empty()
+    {
+        return Err(ConfigError::invalid(
+            "cluster.forward_secret",
+            format!(
+                "{why}: forwarded INVITEs must be signed; set the same secret of at least 32 characters on every instance (or CALLBRIDGE_CLUSTER__FORWARD_SECRET)"
+            ),
+        ));
+    }
+    if !secret.is_empty() && secret.len() < 32 {
+        return Err(ConfigError::invalid(
+            "cluster.forward_secret",
+            "must be at least 32 characters (e.g. `openssl rand -hex 32`)",
+        ));
+    }
+    if !(1..=300).contains(&cluster.forward_max_age.as_secs()) {
+        return Err(ConfigError::invalid(
+            "cluster.forward_max_age",
+            "must be between 1s and 300s; the instances' clocks must agree within it (default 30s)",
+        ));
+    }
+    Ok(())
+}

@@ -110,8 +110,9 @@ pub struct SipEndpointConfig {
     /// RFC 3261 timer values (T1, T2, T4, D).
     pub timers: TimerConfig,
     /// Other instances that may forward inbound INVITEs to us
-    /// ([`SipEndpoint::proxy`]): their INVITEs are admitted by the trunk address in
-    /// the second Via (and not challenged again).
+    /// ([`SipEndpoint::proxy`]): their INVITEs are admitted by the trunk address
+    /// their `X-Callbridge-Forwarded` header vouches for when it is signed with
+    /// [`forward`](Self::forward); without a valid one, as their own.
     pub trusted_proxies: Vec<ipnet::IpNet>,
     /// Inbound SIP over TLS (RFC 3261 §26.2, usually port 5061), if any.
     pub tls: Option<SipTlsListener>,
@@ -127,6 +128,28 @@ pub struct SipEndpointConfig {
     pub keepalive: Option<std::time::Duration>,
     /// Caps and timeouts of TCP/TLS connections.
     pub connections: ConnectionConfig,
+    /// The cluster's key for INVITEs forwarded between instances (signed when we
+    /// forward, checked from `trusted_proxies`); `None`: no forwarding either way.
+    pub forward: Option<ForwardAuth>,
+}
+
+/// The shared secret with which instances sign the INVITEs they forward to each
+/// other (`cluster.forward_secret`), and how old such a signature may be.
+#[derive(Clone)]
+pub struct ForwardAuth {
+    /// The secret (never logged).
+    pub secret: Vec<u8>,
+    /// The validity window of a signature (`cluster.forward_max_age`).
+    pub max_age: std::time::Duration,
+}
+
+impl fmt::Debug for ForwardAuth {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ForwardAuth")
+            .field("secret", &"<redacted>")
+            .field("max_age", &self.max_age)
+            .finish()
+    }
 }
 
 /// A certificate chain and private key we present as a TLS client (mutual TLS to
@@ -202,6 +225,7 @@ impl Default for SipEndpointConfig {
             dns_refresh: std::time::Duration::from_secs(300),
             keepalive: Some(std::time::Duration::from_secs(60)),
             connections: ConnectionConfig::default(),
+            forward: None,
         }
     }
 }

@@ -23,7 +23,7 @@ use tokio::task::JoinHandle;
 use super::dns::Locator;
 use super::message::{self, build::random_hex};
 use super::transport::{Peer, Transport};
-use super::user_agent::{InboundAction, UaConfig, UserAgent, validate};
+use super::user_agent::{ForwardKey, InboundAction, UaConfig, UserAgent, validate};
 use super::{
     DtmfMode, IncomingCall, InviteRequest, SipCallEvent, SipEndpointConfig, SipError,
     TrunkSettings, TrunkStatus,
@@ -303,6 +303,10 @@ impl SipEndpoint {
                 user_agent: config.user_agent,
                 advertise,
                 trusted_proxies: config.trusted_proxies,
+                forward: config
+                    .forward
+                    .as_ref()
+                    .map(|f| ForwardKey::new(&f.secret, f.max_age)),
             }),
             connections,
             net: net_rx,
