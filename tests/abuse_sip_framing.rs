@@ -96,7 +96,9 @@ async fn trunk_call_goes_through(gw: &TestGateway, ws: &mut WsClient) {
     ws.recv_type("answered", |_| {}).await;
     let ended = ws.recv_type("ended", |_| {}).await;
     assert_eq!(ended["reason"], "remote_hangup");
-    sipp.wait(Duration::from_secs(20)).await.assert_one_success();
+    sipp.wait(Duration::from_secs(20))
+        .await
+        .assert_one_success();
     browser.close().await;
 }
 
@@ -231,7 +233,10 @@ async fn invented_methods_do_not_grow_the_message_counters() {
             "label {label:?} is outside the fixed set"
         );
     }
-    assert!(labels.contains("other") && labels.contains("OPTIONS"), "{labels:?}");
+    assert!(
+        labels.contains("other") && labels.contains("OPTIONS"),
+        "{labels:?}"
+    );
     for method in &invented {
         assert!(!text.contains(method.as_str()), "{method} became a label");
     }

@@ -69,7 +69,10 @@ async fn forged_invite_from(from: [u8; 4], sip: std::net::SocketAddr) -> String 
 /// follows the call to the caller's hangup.
 async fn answer_and_follow(ws: &mut WsClient, caller: &str) {
     let incoming = ws.recv_type("incoming", |_| {}).await;
-    assert_eq!(incoming["from"], caller, "the first call to ring: {incoming}");
+    assert_eq!(
+        incoming["from"], caller,
+        "the first call to ring: {incoming}"
+    );
     let call_id = incoming["call_id"].as_str().expect("call id").to_string();
     let browser = common::browser::Browser::answering(incoming["sdp"].as_str().expect("sdp")).await;
     ws.send(json!({"type": "accept", "call_id": call_id, "sdp": browser.offer_sdp()}))
@@ -170,9 +173,7 @@ async fn the_signed_forward_between_two_gateways_still_works() {
     );
     let b_sip = b.server.as_ref().expect("b").sip_addr;
     assert!(
-        outcome
-            .messages
-            .contains(&format!("BYE sip:{DID}@{b_sip}")),
+        outcome.messages.contains(&format!("BYE sip:{DID}@{b_sip}")),
         "the dialog is B's: {}",
         outcome.messages
     );

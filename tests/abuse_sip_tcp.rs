@@ -77,7 +77,10 @@ async fn next_message(stream: &mut TcpStream, framer: &mut StreamFramer) -> Opti
 
 /// Sends an OPTIONS and returns the status line of the answer (`None`: closed).
 async fn probe(stream: &mut TcpStream, call_id: &str) -> Option<String> {
-    stream.write_all(options(call_id, "").as_bytes()).await.ok()?;
+    stream
+        .write_all(options(call_id, "").as_bytes())
+        .await
+        .ok()?;
     let mut framer = StreamFramer::default();
     let reply = next_message(stream, &mut framer).await?;
     assert!(reply.contains(call_id), "{reply}");
@@ -86,7 +89,13 @@ async fn probe(stream: &mut TcpStream, call_id: &str) -> Option<String> {
 
 /// The value of a sample line `name{labels} value` in the gateway's metrics.
 fn metric(gw: &TestGateway, sample: &str) -> u64 {
-    let text = gw.server.as_ref().expect("running").gateway.metrics.render();
+    let text = gw
+        .server
+        .as_ref()
+        .expect("running")
+        .gateway
+        .metrics
+        .render();
     text.lines()
         .find_map(|l| l.strip_prefix(sample)?.trim().parse().ok())
         .unwrap_or(0)
@@ -125,7 +134,9 @@ async fn trunk_call_goes_through(gw: &TestGateway, ws: &mut WsClient) {
     assert_eq!(answered["call_id"], call_id.as_str());
     let ended = ws.recv_type("ended", |_| {}).await;
     assert_eq!(ended["reason"], "remote_hangup");
-    sipp.wait(Duration::from_secs(20)).await.assert_one_success();
+    sipp.wait(Duration::from_secs(20))
+        .await
+        .assert_one_success();
     browser.close().await;
 }
 
@@ -155,7 +166,14 @@ async fn a_connection_flood_is_capped_and_the_trunk_still_gets_through() {
             "a connection over the per-address cap is closed unanswered"
         );
     }
-    assert!(metric_reaches(&gw, r#"callbridge_sip_connections_refused_total{reason="per_ip"}"#, 3).await);
+    assert!(
+        metric_reaches(
+            &gw,
+            r#"callbridge_sip_connections_refused_total{reason="per_ip"}"#,
+            3
+        )
+        .await
+    );
 
     // Another address fills the total; a third is refused although it holds none.
     for i in 0..4 {
@@ -165,7 +183,14 @@ async fn a_connection_flood_is_capped_and_the_trunk_still_gets_through() {
     }
     let mut c = connect_from([127, 0, 0, 4], sip).await;
     assert_eq!(probe(&mut c, "over-total").await, None);
-    assert!(metric_reaches(&gw, r#"callbridge_sip_connections_refused_total{reason="total"}"#, 1).await);
+    assert!(
+        metric_reaches(
+            &gw,
+            r#"callbridge_sip_connections_refused_total{reason="total"}"#,
+            1
+        )
+        .await
+    );
 
     // The trunk's address has its own room: its call goes through over TCP.
     trunk_call_goes_through(&gw, &mut ws).await;
@@ -230,7 +255,12 @@ async fn a_peer_sending_only_keepalives_is_closed_at_the_idle_limit() {
         Some("SIP/2.0 200 OK"),
         "a connection carrying requests stays open"
     );
-    assert!(metric(&gw, r#"callbridge_sip_connections_closed_total{reason="idle"}"#) >= 1);
+    assert!(
+        metric(
+            &gw,
+            r#"callbridge_sip_connections_closed_total{reason="idle"}"#
+        ) >= 1
+    );
     drop(talker);
     trunk_call_goes_through(&gw, &mut ws).await;
     gw.stop().await;
@@ -254,7 +284,11 @@ async fn a_peer_that_never_reads_is_cut_by_the_write_timeout() {
     let stream = socket.connect(sip).await.expect("connect");
     let (mut reader, mut writer) = stream.into_split();
     let vias: String = (0..150)
-        .map(|i| format!("Via: SIP/2.0/TCP 127.0.0.1:9;branch=z9hG4bKpad{i:04}xxxxxxxxxxxxxxxxxxxxxxxx\r\n"))
+        .map(|i| {
+            format!(
+                "Via: SIP/2.0/TCP 127.0.0.1:9;branch=z9hG4bKpad{i:04}xxxxxxxxxxxxxxxxxxxxxxxx\r\n"
+            )
+        })
         .collect();
     let flooding = tokio::spawn(async move {
         for n in 0.. {
@@ -266,7 +300,12 @@ async fn a_peer_that_never_reads_is_cut_by_the_write_timeout() {
         unreachable!()
     });
     assert!(
-        metric_reaches(&gw, r#"callbridge_sip_connections_closed_total{reason="write_timeout"}"#, 1).await,
+        metric_reaches(
+            &gw,
+            r#"callbridge_sip_connections_closed_total{reason="write_timeout"}"#,
+            1
+        )
+        .await,
         "the blocked write was not cut"
     );
     // The connection is gone: draining what was delivered ends in EOF or a reset.
@@ -285,7 +324,10 @@ async fn a_peer_that_never_reads_is_cut_by_the_write_timeout() {
         .await
         .expect("the flood's writes end once the gateway closed")
         .expect("flood task");
-    assert!(sent > 1, "several requests went out before the cut ({sent})");
+    assert!(
+        sent > 1,
+        "several requests went out before the cut ({sent})"
+    );
     trunk_call_goes_through(&gw, &mut ws).await;
     gw.stop().await;
 }

@@ -48,7 +48,10 @@ fn sip_stream_seeds_frame_the_same_whole_and_in_pieces() {
         callbridge::sip::fuzz_user_agent(bytes.get(1..).unwrap_or_default());
         eprintln!("ok: {name}");
     }
-    assert!(framed >= 8, "the seeds hold well-framed messages ({framed})");
+    assert!(
+        framed >= 8,
+        "the seeds hold well-framed messages ({framed})"
+    );
 }
 
 #[test]

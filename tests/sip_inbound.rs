@@ -12,9 +12,8 @@ use std::time::Duration;
 
 use callbridge::sip::echo::EchoUas;
 use callbridge::sip::{
-    ForwardAuth,
-    Credentials, InboundSipEvent, IncomingCall, SdpAnswerer, SipCallEvent, SipEndpoint,
-    SipEndpointConfig, TrunkSettings, parse_net,
+    Credentials, ForwardAuth, InboundSipEvent, IncomingCall, SdpAnswerer, SipCallEvent,
+    SipEndpoint, SipEndpointConfig, TrunkSettings, parse_net,
 };
 use common::sipp::{
     EVENT_WAIT, OFFER, Sipp, endpoint, eventually, init_tracing, invite_request, next_event,

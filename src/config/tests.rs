@@ -274,7 +274,10 @@ fn forwarding_between_instances_needs_a_signing_secret() {
     let config = load_text(&text, env).expect("secret from the environment");
     let auth = config.cluster.forward_auth().expect("forwarding on");
     assert_eq!(auth.secret, secret.as_bytes());
-    assert!(!format!("{config:?}").contains(&secret), "secret not in Debug");
+    assert!(
+        !format!("{config:?}").contains(&secret),
+        "secret not in Debug"
+    );
     assert!(!format!("{auth:?}").contains(&secret));
     let text = format!("{}\n[cluster]\nforward_max_age = \"1h\"", minimal());
     let err = load_text(&text, vec![]).expect_err("window").to_string();

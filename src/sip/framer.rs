@@ -230,7 +230,9 @@ impl StreamFramer {
 fn parse_content_length(value: &str) -> Result<u64, FramingError> {
     let value = value.trim();
     if value.is_empty() || !value.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(FramingError::ContentLength(value.chars().take(40).collect()));
+        return Err(FramingError::ContentLength(
+            value.chars().take(40).collect(),
+        ));
     }
     Ok(value.parse().unwrap_or(u64::MAX))
 }
@@ -278,7 +280,11 @@ pub fn fuzz_stream(data: &[u8]) -> usize {
     let (split, split_failed) = frame_all(&mut chunks, MAX);
     assert_eq!(whole_failed, split_failed, "framing failed one way only");
     let shorter = whole.len().min(split.len());
-    assert_eq!(whole[..shorter], split[..shorter], "reads changed the messages");
+    assert_eq!(
+        whole[..shorter],
+        split[..shorter],
+        "reads changed the messages"
+    );
     if !whole_failed {
         assert_eq!(whole.len(), split.len(), "reads changed the message count");
     }

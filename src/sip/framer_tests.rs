@@ -46,7 +46,10 @@ fn frames_split_and_coalesced_messages() {
     stream.extend(M1);
     stream.extend(M2);
     let chunks: Vec<&[u8]> = stream.chunks(7).collect();
-    assert_eq!(frame(65_535, &chunks).unwrap(), vec![M1.to_vec(), M2.to_vec()]);
+    assert_eq!(
+        frame(65_535, &chunks).unwrap(),
+        vec![M1.to_vec(), M2.to_vec()]
+    );
     let mut f = StreamFramer::default();
     f.push(b"INVITE x SIP/2.0\r\nContent-Length: 10\r\n\r\nabc");
     assert_eq!(f.next_message().unwrap(), None, "waits for the body");
@@ -79,14 +82,18 @@ fn content_length_near_u64_max_is_refused_not_wrapped() {
     let mut f = StreamFramer::default();
     f.push(smuggle);
     match f.next_message() {
-        Err(FramingError::TooLarge {
-            content_length, ..
-        }) => assert_eq!(content_length, u64::MAX),
+        Err(FramingError::TooLarge { content_length, .. }) => assert_eq!(content_length, u64::MAX),
         other => panic!("{other:?}"),
     }
     let head = String::from_utf8(f.head().expect("head read").to_vec()).unwrap();
-    assert!(head.starts_with("OPTIONS ") && head.ends_with("\r\n\r\n"), "{head}");
-    assert!(!head.contains("INVITE"), "the head is the first message's only");
+    assert!(
+        head.starts_with("OPTIONS ") && head.ends_with("\r\n\r\n"),
+        "{head}"
+    );
+    assert!(
+        !head.contains("INVITE"),
+        "the head is the first message's only"
+    );
     for huge in [
         "18446744073709551616",
         "99999999999999999999999999",
@@ -95,7 +102,10 @@ fn content_length_near_u64_max_is_refused_not_wrapped() {
     ] {
         let text = format!("BYE x SIP/2.0\r\nl: {huge}\r\n\r\n");
         let err = frame(65_535, &[text.as_bytes()]).unwrap_err();
-        assert!(matches!(err, FramingError::TooLarge { .. }), "{huge}: {err}");
+        assert!(
+            matches!(err, FramingError::TooLarge { .. }),
+            "{huge}: {err}"
+        );
         assert_eq!(err.status(), 413);
     }
 }
@@ -183,7 +193,11 @@ fn mutated_streams_frame_the_same_whole_and_in_pieces() {
                 2 => {
                     data.remove(at);
                 }
-                _ => data.splice(at..at, b"Content-Length: 18446744073709551615\r\n".iter().copied())
+                _ => data
+                    .splice(
+                        at..at,
+                        b"Content-Length: 18446744073709551615\r\n".iter().copied(),
+                    )
                     .for_each(drop),
             }
             if data.is_empty() {

@@ -42,10 +42,10 @@ pub use endpoint::{
     CloseReason, ConnectionConfig, ConnectionStats, Direction, MessageCount, Refusal,
     SipCallHandle, SipEndpoint,
 };
+pub use framer::{FramingError, StreamFramer};
 pub use incoming::{InboundSipEvent, IncomingCall, IncomingCallHandle};
 pub use labels::{method_label, status_label};
 pub use transaction::TimerConfig;
-pub use framer::{FramingError, StreamFramer};
 pub use transport::{Peer, Transport};
 pub use trunk::{DtmfMode, RelPolicy, SessionTimerSettings, TrunkSettings, TrunkStatus, parse_net};
 

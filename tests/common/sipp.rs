@@ -190,7 +190,13 @@ impl Sipp {
 
     /// Runs `cmd` (SIPp with its mode arguments) on 127.0.0.1:`port` for one call.
     fn spawn(cmd: Command, transport: SippTransport, port: u16, extra_args: &[&str]) -> Sipp {
-        Self::spawn_on(cmd, transport, IpAddr::from([127, 0, 0, 1]), port, extra_args)
+        Self::spawn_on(
+            cmd,
+            transport,
+            IpAddr::from([127, 0, 0, 1]),
+            port,
+            extra_args,
+        )
     }
 
     /// Runs `cmd` on `local`:`port` for one call (the port is reserved on

@@ -68,7 +68,9 @@ pub(super) async fn accept_loop(
         let limits = Arc::clone(&limits);
         tasks.spawn(async move {
             let error = match tls {
-                None => serve_inbound(stream, Transport::Tcp, addr, id, &net, &permit, &limits).await,
+                None => {
+                    serve_inbound(stream, Transport::Tcp, addr, id, &net, &permit, &limits).await
+                }
                 Some(acceptor) => {
                     let wait = limits.config().tls_handshake_timeout;
                     let accepted = tokio::time::timeout(wait, acceptor.accept(stream)).await;

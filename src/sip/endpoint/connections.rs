@@ -129,8 +129,9 @@ impl Connections {
             1u64 << 40
         };
         let limits = Arc::clone(&self.limits);
-        self.tasks
-            .spawn(super::accept::accept_loop(listener, tls, net, first_id, limits));
+        self.tasks.spawn(super::accept::accept_loop(
+            listener, tls, net, first_id, limits,
+        ));
     }
 
     /// The shared connection policy (trunk addresses are set through it).
@@ -337,7 +338,11 @@ impl Liveness {
     pub(super) fn inbound(trunk: bool, limits: &ConnectionLimits) -> Self {
         let config = limits.config();
         Liveness {
-            idle: if trunk { TRUNK_IDLE } else { config.idle_timeout },
+            idle: if trunk {
+                TRUNK_IDLE
+            } else {
+                config.idle_timeout
+            },
             strict: !trunk,
             keepalive: None,
             write_timeout: config.write_timeout,

@@ -31,8 +31,8 @@ use super::{
 use connections::Connections;
 use driver::Driver;
 pub use incoming::IncomingCallHandle;
-pub use limits::{CloseReason, ConnectionConfig, ConnectionStats, Refusal};
 use limits::ConnectionLimits;
+pub use limits::{CloseReason, ConnectionConfig, ConnectionStats, Refusal};
 use tls::TlsTarget;
 pub(crate) use tls::{load_identity, server_config as tls_server_config};
 

@@ -126,9 +126,7 @@ mod tests {
     #[test]
     fn an_unframable_request_gets_413_from_its_head() {
         let src: SocketAddr = "10.0.0.9:5060".parse().unwrap();
-        let head = format!(
-            "OPTIONS sip:b@h SIP/2.0\r\nl: 18446744073709551615\r\n{HEADERS}"
-        );
+        let head = format!("OPTIONS sip:b@h SIP/2.0\r\nl: 18446744073709551615\r\n{HEADERS}");
         let reply = reply_to_unframable(head.as_bytes(), src, 413, "too \"big\"\r\n").unwrap();
         let reply = String::from_utf8(reply).unwrap();
         assert!(
@@ -136,7 +134,10 @@ mod tests {
             "{reply}"
         );
         assert!(reply.contains("Call-ID: c1\r\n"), "{reply}");
-        assert!(reply.contains("Warning: 399 callbridge \"too big\"\r\n"), "{reply}");
+        assert!(
+            reply.contains("Warning: 399 callbridge \"too big\"\r\n"),
+            "{reply}"
+        );
         assert!(reply.ends_with("Content-Length: 0\r\n\r\n"), "{reply}");
         let response = format!("SIP/2.0 200 OK\r\n{HEADERS}");
         assert!(reply_to_unframable(response.as_bytes(), src, 400, "x").is_none());

@@ -17,11 +17,11 @@ use std::time::Instant;
 use ipnet::IpNet;
 use rsip::{Header, Request};
 
+use super::forwarded::{ForwardKey, ForwardedError, Origin};
 use super::leg::Answer;
 use super::leg::session_timer::SessionTimer;
 use crate::sip::TrunkSettings;
 use crate::sip::digest_server::{Binding, DigestFailure, DigestServer};
-use super::forwarded::{ForwardKey, ForwardedError, Origin};
 use crate::sip::message::{addr_uri, call_id, header_values};
 use crate::sip::transport::Peer;
 

@@ -94,7 +94,10 @@ impl ForwardKey {
         let fields = Fields::new(unix, origin);
         let mac = self.mac(&fields, request)?;
         let tag = hex(&mac.finalize().into_bytes());
-        Some(Header::Other(HEADER.into(), format!("{};mac={tag}", fields.text())))
+        Some(Header::Other(
+            HEADER.into(),
+            format!("{};mac={tag}", fields.text()),
+        ))
     }
 
     /// The origin vouched for by `request`'s header, checked at Unix time `unix`.

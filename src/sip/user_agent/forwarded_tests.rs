@@ -37,7 +37,9 @@ fn stamped(key: &ForwardKey, at: u64, extra: &str, body: &str) -> (Request, Stri
 fn a_stamped_invite_verifies_within_the_window() {
     let (request, line) = stamped(&key(), NOW, "", "v=0\r\n");
     assert!(
-        line.starts_with("X-Callbridge-Forwarded: v1;ts=1700000000;src=udp:10.0.0.2:5060;auth=1;mac="),
+        line.starts_with(
+            "X-Callbridge-Forwarded: v1;ts=1700000000;src=udp:10.0.0.2:5060;auth=1;mac="
+        ),
         "{line}"
     );
     assert_eq!(key().verify(NOW, &request), Ok(origin()));
@@ -56,7 +58,10 @@ fn a_stamped_invite_verifies_within_the_window() {
 #[test]
 fn any_change_or_another_secret_breaks_the_signature() {
     let (request, line) = stamped(&key(), NOW, "", "v=0\r\n");
-    let other = ForwardKey::new(b"another secret of thirty-two bytes", Duration::from_secs(30));
+    let other = ForwardKey::new(
+        b"another secret of thirty-two bytes",
+        Duration::from_secs(30),
+    );
     assert_eq!(
         other.verify(NOW, &request),
         Err(ForwardedError::BadSignature)
@@ -120,5 +125,8 @@ fn missing_and_malformed_headers_are_not_believed() {
             "{bad}"
         );
     }
-    assert!(!format!("{:?}", key()).contains("0123456789"), "secret not in Debug");
+    assert!(
+        !format!("{:?}", key()).contains("0123456789"),
+        "secret not in Debug"
+    );
 }

@@ -256,7 +256,10 @@ mod tests {
             ]
         );
         assert!(out.contains("Max-Forwards: 4\r\n"), "{out}");
-        assert!(!out.contains("forged"), "an incoming header is not passed on: {out}");
+        assert!(
+            !out.contains("forged"),
+            "an incoming header is not passed on: {out}"
+        );
         assert!(out.contains("X-Callbridge-Forwarded: ours\r\n"), "{out}");
         assert_eq!(
             forward_request(&invite("Max-Forwards: 0\r\n"), source, local, "b", None).unwrap_err(),

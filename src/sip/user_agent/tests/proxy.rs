@@ -233,7 +233,11 @@ fn a_signed_forward_is_admitted_as_the_trunk_and_only_within_its_window() {
     // The forwarding instance did not check the digest: we challenge.
     let text = via_proxy(2, "");
     assert_eq!(
-        outcome(&mut h, "10.0.0.5:5060", &via_proxy(2, &signed(&text, UNIX, false))),
+        outcome(
+            &mut h,
+            "10.0.0.5:5060",
+            &via_proxy(2, &signed(&text, UNIX, false))
+        ),
         "SIP/2.0 407 Proxy Authentication Required"
     );
     // Too old (a captured header replayed), or from an address not trusted.
