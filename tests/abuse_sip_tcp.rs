@@ -331,3 +331,71 @@ async fn a_peer_that_never_reads_is_cut_by_the_write_timeout() {
     trunk_call_goes_through(&gw, &mut ws).await;
     gw.stop().await;
 }
+
+#[tokio::test]
+async fn stalled_tls_handshakes_are_capped_and_timed_out() {
+    let cert = common::tls::test_cert();
+    let mut config = config();
+    config.tls = Some(callbridge::config::TlsConfig {
+        cert: cert.ca_path.clone(),
+        key: cert.key_path.clone(),
+    });
+    config.sip.tls_listen = Some("127.0.0.1:0".parse().expect("addr"));
+    config.sip.max_tls_handshakes = 2;
+    config.sip.tls_handshake_timeout = Duration::from_secs(1);
+    let gw = TestGateway::start(config).await;
+    let tls = gw
+        .server
+        .as_ref()
+        .expect("running")
+        .gateway
+        .sip
+        .tls_local_addr()
+        .expect("TLS listener");
+
+    // Two connections that never start their handshake hold both slots (the
+    // listener takes connections in order); a third is closed at once.
+    let mut stalled = Vec::new();
+    for ip in [[127, 0, 0, 1], [127, 0, 0, 3]] {
+        stalled.push(connect_from(ip, tls).await);
+    }
+    let mut third = connect_from([127, 0, 0, 4], tls).await;
+    let mut buf = [0u8; 64];
+    let n = tokio::time::timeout(WAIT, third.read(&mut buf))
+        .await
+        .expect("the third connection is closed");
+    assert!(matches!(n, Ok(0) | Err(_)), "{n:?}");
+    assert!(
+        metric_reaches(
+            &gw,
+            r#"callbridge_sip_connections_refused_total{reason="tls_handshakes"}"#,
+            1
+        )
+        .await
+    );
+    // Before, a stalled handshake held a connection for 5 s whatever the config,
+    // and nothing capped how many ran at once.
+    for c in &mut stalled {
+        let n = tokio::time::timeout(WAIT, c.read(&mut buf))
+            .await
+            .expect("a stalled handshake is cut at its timeout");
+        assert!(matches!(n, Ok(0) | Err(_)), "{n:?}");
+    }
+    assert!(
+        metric_reaches(
+            &gw,
+            r#"callbridge_sip_connections_closed_total{reason="tls_handshake"}"#,
+            2
+        )
+        .await
+    );
+    // The slots are free again: a real TLS client is answered.
+    let answer = common::tls::options_over_tls(tls, &cert.ca_path, None).await;
+    assert!(
+        answer
+            .as_deref()
+            .is_some_and(|a| a.starts_with("SIP/2.0 200 OK")),
+        "{answer:?}"
+    );
+    gw.stop().await;
+}
