@@ -204,7 +204,8 @@ async fn a_connection_flood_is_capped_and_the_trunk_still_gets_through() {
 #[tokio::test]
 async fn a_peer_sending_only_keepalives_is_closed_at_the_idle_limit() {
     let mut config = config();
-    config.sip.tcp_idle_timeout = Duration::from_secs(1);
+    // Ten times the talker's interval below, so a loaded machine cannot close it.
+    config.sip.tcp_idle_timeout = Duration::from_secs(2);
     let gw = TestGateway::start(config).await;
     let sip = gw.server.as_ref().expect("running").sip_addr;
     let (mut ws, _) = gw.connect_as("alice", "calls:inbound").await;
