@@ -297,6 +297,8 @@ pub async fn start(config: Config) -> Result<RunningServer, ServerError> {
         dns_servers: config.sip.dns_servers.clone(),
         dns_refresh: config.sip.dns_refresh,
         keepalive: Some(config.sip.keepalive_interval).filter(|d| !d.is_zero()),
+        connections: config.sip.connections(),
+        forward: config.cluster.forward_auth(),
         ..SipEndpointConfig::default()
     })
     .await?;

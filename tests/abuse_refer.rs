@@ -110,7 +110,9 @@ fn responses_sent(gw: &TestGateway, method: &str, status: u16) -> u64 {
         .message_counts()
         .iter()
         .filter(|c| {
-            c.direction == Direction::Outbound && c.method == method && c.status == Some(status)
+            c.direction == Direction::Outbound
+                && c.method == method
+                && c.status == callbridge::sip::status_label(Some(status))
         })
         .map(|c| c.count)
         .sum()

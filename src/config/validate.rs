@@ -283,6 +283,8 @@ pub fn validate(config: &Config) -> Result<(), ConfigError> {
         ));
     }
 
+    super::sip::validate_connections(&config.sip)?;
+    super::sip::validate_forwarding(config)?;
     validate_media(&config.media)?;
     for n in &config.sip.trusted_proxies {
         if crate::sip::parse_net(n).is_none() {

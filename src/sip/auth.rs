@@ -429,7 +429,8 @@ impl DigestClient {
             .iter()
             .map(|c| {
                 let nc = self.counts.entry(c.nonce.clone()).or_insert(0);
-                *nc += 1;
+                // Our own count; 8 hex digits on the wire, so it wraps rather than panics.
+                *nc = nc.wrapping_add(1).max(1);
                 let cnonce = random_hex(16);
                 let input = DigestInput {
                     method,

@@ -12,7 +12,7 @@
 
 #![allow(dead_code)]
 
-use std::net::{SocketAddr, TcpListener, UdpSocket};
+use std::net::{IpAddr, SocketAddr, TcpListener, UdpSocket};
 use std::sync::Arc;
 
 use callbridge::sip::{InviteRequest, SipCallEvent, SipEndpoint, SipEndpointConfig, TimerConfig};
@@ -166,12 +166,31 @@ impl Sipp {
         service: &str,
         extra_args: &[&str],
     ) -> Sipp {
+        let local = IpAddr::from([127, 0, 0, 1]);
+        Self::uac_from(local, transport, scenario, target, service, extra_args)
+    }
+
+    /// Like [`Sipp::uac_on`] from another local address (`127.0.0.0/8` is all
+    /// loopback on Linux: a trunk at 127.0.0.2 beside a flood from 127.0.0.1).
+    pub fn uac_from(
+        local: IpAddr,
+        transport: SippTransport,
+        scenario: &Path,
+        target: SocketAddr,
+        service: &str,
+        extra_args: &[&str],
+    ) -> Sipp {
         let mut cmd = Command::new(sipp_binary());
         cmd.arg("-sf")
             .arg(scenario)
             .args(["-s", service])
             .arg(target.to_string());
-        Self::spawn(cmd, transport, free_port(), extra_args)
+        let local = local.to_string();
+        let args: Vec<&str> = ["-i", local.as_str()]
+            .into_iter()
+            .chain(extra_args.iter().copied())
+            .collect();
+        Self::spawn(cmd, transport, free_port(), &args)
     }
 
     /// Runs `cmd` (SIPp with its mode arguments) on 127.0.0.1:`port` for one call

@@ -4,9 +4,11 @@
 //! Handles talk to the driver through an mpsc queue; no task per transaction or per
 //! call, one task per TCP/TLS connection (`connections.rs`).
 
+mod accept;
 mod connections;
 mod driver;
 mod incoming;
+mod limits;
 mod tls;
 mod trunks;
 
@@ -21,7 +23,7 @@ use tokio::task::JoinHandle;
 use super::dns::Locator;
 use super::message::{self, build::random_hex};
 use super::transport::{Peer, Transport};
-use super::user_agent::{InboundAction, UaConfig, UserAgent, validate};
+use super::user_agent::{ForwardKey, InboundAction, UaConfig, UserAgent, validate};
 use super::{
     DtmfMode, IncomingCall, InviteRequest, SipCallEvent, SipEndpointConfig, SipError,
     TrunkSettings, TrunkStatus,
@@ -29,6 +31,8 @@ use super::{
 use connections::Connections;
 use driver::Driver;
 pub use incoming::IncomingCallHandle;
+use limits::ConnectionLimits;
+pub use limits::{CloseReason, ConnectionConfig, ConnectionStats, Refusal};
 use tls::TlsTarget;
 pub(crate) use tls::{load_identity, server_config as tls_server_config};
 
@@ -126,16 +130,19 @@ pub enum Direction {
 pub struct MessageCount {
     /// Received or sent.
     pub direction: Direction,
-    /// Request method, or the CSeq method of a response.
-    pub method: String,
-    /// Status code for responses, `None` for requests.
-    pub status: Option<u16>,
+    /// Request method, or the CSeq method of a response, as a bounded label
+    /// ([`crate::sip::method_label`]: `other` for methods outside the fixed set).
+    pub method: &'static str,
+    /// Status as a bounded label ([`crate::sip::status_label`]): `none` for
+    /// requests, a well-known code (`"200"`), else its class (`"4xx"`).
+    pub status: &'static str,
     /// Number of messages (retransmissions included).
     pub count: u64,
 }
 
-/// Counter map shared between the driver and [`SipEndpoint::message_counts`].
-type Counts = Arc<Mutex<HashMap<(Direction, String, Option<u16>), u64>>>;
+/// Counter map shared between the driver and [`SipEndpoint::message_counts`]; its
+/// keys come from fixed label sets, so its size is bounded whatever peers send.
+type Counts = Arc<Mutex<HashMap<(Direction, &'static str, &'static str), u64>>>;
 
 /// Trunk statuses shared between the driver and [`SipEndpoint::trunk_statuses`].
 type Statuses = Arc<Mutex<HashMap<String, TrunkStatus>>>;
@@ -147,8 +154,14 @@ fn count(counts: &Counts, direction: Direction, bytes: &[u8]) {
     let Some((method, status)) = message::label(bytes) else {
         return;
     };
+    let key = (
+        direction,
+        super::labels::method_label(&method),
+        super::labels::status_label(status),
+    );
     if let Ok(mut c) = counts.lock() {
-        *c.entry((direction, method, status)).or_default() += 1;
+        let n = c.entry(key).or_default();
+        *n = n.saturating_add(1);
     }
 }
 
@@ -250,6 +263,8 @@ pub struct SipEndpoint {
     tls_identity: Option<crate::sip::TlsIdentity>,
     /// New inbound calls, until `take_incoming`.
     incoming: Mutex<Option<mpsc::UnboundedReceiver<IncomingCall>>>,
+    /// Connection caps and their refusal/close counters.
+    limits: Arc<ConnectionLimits>,
 }
 
 /// Binds UDP on `listen` and TCP on the same port (for an ephemeral port, retries
@@ -281,7 +296,8 @@ impl SipEndpoint {
         let local_addr = socket.local_addr()?;
         let (commands, rx) = mpsc::unbounded_channel();
         let (net_tx, net_rx) = mpsc::unbounded_channel();
-        let mut connections = Connections::new(net_tx, config.keepalive);
+        let limits = Arc::new(ConnectionLimits::new(config.connections));
+        let mut connections = Connections::new(net_tx, config.keepalive, Arc::clone(&limits));
         let tcp = listener.is_some();
         if let Some(listener) = listener {
             connections.listen(listener, None);
@@ -309,6 +325,10 @@ impl SipEndpoint {
                 user_agent: config.user_agent,
                 advertise,
                 trusted_proxies: config.trusted_proxies,
+                forward: config
+                    .forward
+                    .as_ref()
+                    .map(|f| ForwardKey::new(&f.secret, f.max_age)),
             }),
             connections,
             net: net_rx,
@@ -335,6 +355,7 @@ impl SipEndpoint {
             tls_cache: Mutex::default(),
             tls_identity: config.tls_identity.clone(),
             incoming: Mutex::new(Some(incoming_rx)),
+            limits,
         }))
     }
 
@@ -461,6 +482,11 @@ impl SipEndpoint {
         Ok(target)
     }
 
+    /// Inbound connections refused and connections closed by us, by reason.
+    pub fn connection_stats(&self) -> ConnectionStats {
+        self.limits.stats()
+    }
+
     /// Messages sent and received so far, by direction, method and status.
     pub fn message_counts(&self) -> Vec<MessageCount> {
         let counts = match self.counts.lock() {
@@ -471,8 +497,8 @@ impl SipEndpoint {
             .iter()
             .map(|((direction, method, status), count)| MessageCount {
                 direction: *direction,
-                method: method.clone(),
-                status: *status,
+                method,
+                status,
                 count: *count,
             })
             .collect();

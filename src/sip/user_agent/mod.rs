@@ -15,6 +15,7 @@ mod called;
 mod calls;
 mod context;
 mod fork;
+mod forwarded;
 mod fuzz;
 mod inbound;
 mod leg;
@@ -43,6 +44,7 @@ use crate::sip::{
     InboundSipEvent, InviteRequest, SipCallEvent, SipError, TrunkSettings, TrunkStatus,
 };
 
+pub(crate) use forwarded::ForwardKey;
 pub(crate) use fuzz::fuzz;
 pub(crate) use new_invite::IncomingInfo;
 pub(crate) use uas_call::{InboundAction, valid_contact};
@@ -90,8 +92,11 @@ pub(crate) struct UaConfig {
     pub user_agent: String,
     /// Our advertised address for inbound calls and forwarded requests.
     pub advertise: Advertise,
-    /// Sources whose INVITEs are judged by the hop before them (other instances).
+    /// Other instances, whose signed `X-Callbridge-Forwarded` headers are believed.
     pub trusted_proxies: Vec<IpNet>,
+    /// The cluster's forwarding key: signs the INVITEs we forward and checks those
+    /// forwarded to us; `None`: we forward nothing and believe no header.
+    pub forward: Option<ForwardKey>,
 }
 
 impl UaConfig {
@@ -105,6 +110,7 @@ impl UaConfig {
                 addr: local,
             }),
             trusted_proxies: Vec::new(),
+            forward: None,
         }
     }
 }
@@ -115,6 +121,7 @@ impl std::fmt::Debug for UaConfig {
             .field("timers", &self.timers)
             .field("user_agent", &self.user_agent)
             .field("trusted_proxies", &self.trusted_proxies)
+            .field("forward", &self.forward)
             .finish_non_exhaustive()
     }
 }
@@ -167,6 +174,8 @@ pub(crate) struct UserAgent {
     admission: Admission,
     /// Where the INVITEs we forwarded went.
     routes: proxy::Routes,
+    /// The Unix time (seconds) as the driver last said, for forwarding headers.
+    unix: u64,
 }
 
 /// A fresh Call-ID.
@@ -178,7 +187,7 @@ impl UserAgent {
     /// A core with no calls.
     pub(crate) fn new(config: UaConfig) -> Self {
         Self {
-            admission: Admission::new(config.trusted_proxies.clone()),
+            admission: Admission::new(config.trusted_proxies.clone(), config.forward.clone()),
             routes: proxy::Routes::default(),
             config,
             calls: HashMap::new(),
@@ -190,7 +199,15 @@ impl UserAgent {
             transmits: VecDeque::new(),
             events: VecDeque::new(),
             tag_salt: rand::random(),
+            unix: 0,
         }
+    }
+
+    /// The wall-clock time in Unix seconds, given by the driver before each input:
+    /// forwarding headers between instances are stamped and checked with it (the
+    /// core reads no clock).
+    pub(crate) fn set_unix_time(&mut self, unix: u64) {
+        self.unix = unix;
     }
 
     /// Places an outbound call with handle id (and first Call-ID) `id`: builds the

@@ -147,7 +147,18 @@ impl UasCall {
         (&self.invite, self.source)
     }
 
-    /// The call module's answer before the final response.
+    /// Who sent the INVITE, as we vouch for it when forwarding it to another
+    /// instance: the admitted trunk address, and whether its digest was checked.
+    pub(crate) fn origin(&self) -> super::forwarded::Origin {
+        super::forwarded::Origin {
+            source: self.ctx.target,
+            // Admitted from an `inbound_auth` trunk: its digest was checked here (or
+            // vouched for by the instance that forwarded it to us).
+            digest_checked: self.ctx.trunk.inbound_auth,
+        }
+    }
+
+    /// The call module answers (before the final response).
     pub(crate) fn respond(&mut self, now: Instant, action: InboundAction) {
         if !self.is_ringing() {
             tracing::debug!(sip_call_id = %self.call_id, correlation_id = %self.ctx.correlation_id, ?action, "already answered: ignored");

@@ -338,8 +338,8 @@ impl Leg {
                 .early
                 .iter_mut()
                 .find(|(t, _)| t == tag)
-                .map(|(_, e)| e.dialog.next_cseq()),
-            None => self.dialog.as_mut().map(|d| d.next_cseq()),
+                .and_then(|(_, e)| e.dialog.next_cseq()),
+            None => self.dialog.as_mut().and_then(|d| d.next_cseq()),
         }
     }
 

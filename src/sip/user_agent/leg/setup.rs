@@ -205,7 +205,14 @@ impl Leg {
 
     /// Resends the INVITE with CSeq + 1 and `auth` / `set` headers.
     fn resend_invite(&mut self, now: Instant, auth: Option<Vec<Header>>, set: Vec<Header>) {
-        let seq = cseq(&self.invite).map(|(s, _)| s).unwrap_or(1) + 1;
+        let seq = cseq(&self.invite).map(|(s, _)| s).unwrap_or(1);
+        let Some(seq) = seq.checked_add(1) else {
+            self.finish(LegEvent::Failed {
+                status: 500,
+                reason: "CSeq space exhausted".into(),
+            });
+            return;
+        };
         let via = build::via(self.ctx.local, &new_branch());
         let invite = build::resend(&self.invite, via, seq, auth, set);
         self.send_invite(now, invite);
@@ -437,8 +444,10 @@ impl Leg {
         let Ok(Some(early)) = self.early_dialog(response) else {
             return true; // no early dialog to PRACK in: treat as unreliable
         };
+        // The peer's number: checked, RSeq u32::MAX has no successor (RFC 3262
+        // keeps it below 2^31 anyway).
         if let Some(last) = early.last_rseq
-            && rseq != last + 1
+            && last.checked_add(1) != Some(rseq)
         {
             return false;
         }
