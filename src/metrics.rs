@@ -2,7 +2,8 @@
 //! instances can run in one test process).
 //!
 //! Every label set is bounded: labels come from fixed lists (direction, end reason,
-//! SIP method, status code or class, delivery outcome, event type, limit name).
+//! SIP method, status code or class (`sip::labels`), delivery outcome, event type,
+//! limit name).
 
 use std::sync::Arc;
 
@@ -10,7 +11,7 @@ use prometheus::core::{Collector, Desc};
 use prometheus::proto::MetricFamily;
 use prometheus::{Encoder, Histogram, HistogramOpts, IntCounterVec, IntGauge, Opts, Registry};
 
-use crate::sip::{MessageCount, SipEndpoint};
+use crate::sip::{ConnectionStats, MessageCount, SipEndpoint};
 
 /// The gauges and counters the gateway exports at `/metrics`.
 #[derive(Clone)]
@@ -206,11 +207,16 @@ impl Metrics {
         Ok(metrics)
     }
 
-    /// Exports `callbridge_sip_messages_total{direction,method,status}` from the
-    /// endpoint's counters at each scrape.
+    /// Exports `callbridge_sip_messages_total{direction,method,status}`,
+    /// `callbridge_sip_connections_refused_total{reason}` and
+    /// `callbridge_sip_connections_closed_total{reason}` from the endpoint's
+    /// counters at each scrape.
     pub fn register_sip(&self, endpoint: Arc<SipEndpoint>) -> Result<(), MetricsError> {
-        let collector = SipMessages::new(Box::new(move || endpoint.message_counts()))?;
+        let counts = Arc::clone(&endpoint);
+        let collector = SipMessages::new(Box::new(move || counts.message_counts()))?;
         self.registry.register(Box::new(collector))?;
+        let connections = SipConnections::new(Box::new(move || endpoint.connection_stats()))?;
+        self.registry.register(Box::new(connections))?;
         Ok(())
     }
 
@@ -229,49 +235,6 @@ impl Metrics {
             tracing::warn!(error = %e, "metrics encoding failed");
         }
         String::from_utf8(out).unwrap_or_default()
-    }
-}
-
-/// SIP methods exported by name; any other is `other`.
-const SIP_METHODS: &[&str] = &[
-    "INVITE",
-    "ACK",
-    "BYE",
-    "CANCEL",
-    "OPTIONS",
-    "REGISTER",
-    "INFO",
-    "UPDATE",
-    "PRACK",
-    "REFER",
-    "NOTIFY",
-    "SUBSCRIBE",
-    "MESSAGE",
-];
-
-/// Status codes exported as themselves; any other is its class (`4xx`).
-const SIP_STATUSES: &[u16] = &[
-    100, 180, 181, 183, 200, 202, 401, 403, 404, 407, 408, 480, 481, 486, 487, 488, 500, 502, 503,
-    504, 600, 603,
-];
-
-/// The bounded `method` label of a SIP message.
-pub fn sip_method_label(method: &str) -> &'static str {
-    SIP_METHODS
-        .iter()
-        .find(|m| m.eq_ignore_ascii_case(method))
-        .copied()
-        .unwrap_or("other")
-}
-
-/// The bounded `status` label: `none` for requests, the code when well known,
-/// else its class.
-pub fn sip_status_label(status: Option<u16>) -> String {
-    match status {
-        None => "none".into(),
-        Some(code) if SIP_STATUSES.contains(&code) => code.to_string(),
-        Some(code @ 100..=699) => format!("{}xx", code / 100),
-        Some(_) => "invalid".into(),
     }
 }
 
@@ -317,12 +280,73 @@ impl Collector for SipMessages {
                 crate::sip::Direction::Inbound => "in",
                 crate::sip::Direction::Outbound => "out",
             };
-            let status = sip_status_label(count.status);
             family
-                .with_label_values(&[direction, sip_method_label(&count.method), &status])
+                .with_label_values(&[direction, count.method, count.status])
                 .inc_by(count.count);
         }
         family.collect()
+    }
+}
+
+/// Reads the SIP endpoint's connection counters.
+type ConnectionSource = Box<dyn Fn() -> ConnectionStats + Send + Sync>;
+
+/// A collector for the endpoint's refused and closed TCP/TLS connections (labels:
+/// the fixed reasons of `sip::Refusal` and `sip::CloseReason`).
+struct SipConnections {
+    /// Describes the two families (for registration).
+    descs: Vec<Desc>,
+    /// Where the counts come from.
+    source: ConnectionSource,
+}
+
+impl SipConnections {
+    fn new(source: ConnectionSource) -> Result<SipConnections, prometheus::Error> {
+        let (refused, closed) = Self::families()?;
+        let descs = refused
+            .desc()
+            .into_iter()
+            .chain(closed.desc())
+            .cloned()
+            .collect();
+        Ok(SipConnections { descs, source })
+    }
+
+    fn families() -> Result<(IntCounterVec, IntCounterVec), prometheus::Error> {
+        Ok((
+            counter_vec(
+                "callbridge_sip_connections_refused_total",
+                "Inbound SIP TCP/TLS connections closed at accept by a cap (per_ip, total, trunk_total, tls_handshakes)",
+                &["reason"],
+            )?,
+            counter_vec(
+                "callbridge_sip_connections_closed_total",
+                "SIP TCP/TLS connections closed by us (idle, write_timeout, framing, tls_handshake)",
+                &["reason"],
+            )?,
+        ))
+    }
+}
+
+impl Collector for SipConnections {
+    fn desc(&self) -> Vec<&Desc> {
+        self.descs.iter().collect()
+    }
+
+    fn collect(&self) -> Vec<MetricFamily> {
+        let Ok((refused, closed)) = Self::families() else {
+            return Vec::new();
+        };
+        let stats = (self.source)();
+        for (reason, n) in stats.refused {
+            refused.with_label_values(&[reason]).inc_by(n);
+        }
+        for (reason, n) in stats.closed {
+            closed.with_label_values(&[reason]).inc_by(n);
+        }
+        let mut out = refused.collect();
+        out.extend(closed.collect());
+        out
     }
 }
 
@@ -332,42 +356,26 @@ mod tests {
     use crate::sip::Direction;
 
     #[test]
-    fn labels_are_bounded() {
-        assert_eq!(sip_method_label("invite"), "INVITE");
-        assert_eq!(sip_method_label("FOO"), "other");
-        assert_eq!(sip_status_label(None), "none");
-        assert_eq!(sip_status_label(Some(486)), "486");
-        assert_eq!(sip_status_label(Some(499)), "4xx");
-        assert_eq!(sip_status_label(Some(999)), "invalid");
-    }
-
-    #[test]
     fn sip_collector_aggregates_into_bounded_labels() {
         let metrics = Metrics::new(10).expect("metrics");
         let collector = SipMessages::new(Box::new(|| {
             vec![
                 MessageCount {
                     direction: Direction::Outbound,
-                    method: "INVITE".into(),
-                    status: None,
+                    method: "INVITE",
+                    status: "none",
                     count: 3,
                 },
                 MessageCount {
                     direction: Direction::Inbound,
-                    method: "INVITE".into(),
-                    status: Some(499),
-                    count: 1,
+                    method: "INVITE",
+                    status: "4xx",
+                    count: 3,
                 },
                 MessageCount {
                     direction: Direction::Inbound,
-                    method: "INVITE".into(),
-                    status: Some(498),
-                    count: 2,
-                },
-                MessageCount {
-                    direction: Direction::Inbound,
-                    method: "X-CUSTOM".into(),
-                    status: None,
+                    method: "other",
+                    status: "none",
                     count: 5,
                 },
             ]
@@ -393,5 +401,28 @@ mod tests {
         assert!(text.contains(r#"method="other""#), "{text}");
         assert!(text.contains("callbridge_call_mos_bucket"), "{text}");
         assert!(text.contains("callbridge_turn_allocations 0"), "{text}");
+    }
+
+    #[test]
+    fn sip_connection_counters_are_exported_by_reason() {
+        let metrics = Metrics::new(10).expect("metrics");
+        let collector = SipConnections::new(Box::new(|| ConnectionStats {
+            refused: vec![("per_ip", 3), ("total", 0)],
+            closed: vec![("idle", 2)],
+        }))
+        .expect("collector");
+        metrics
+            .registry
+            .register(Box::new(collector))
+            .expect("register");
+        let text = metrics.render();
+        assert!(
+            text.contains(r#"callbridge_sip_connections_refused_total{reason="per_ip"} 3"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"callbridge_sip_connections_closed_total{reason="idle"} 2"#),
+            "{text}"
+        );
     }
 }

@@ -304,6 +304,8 @@ pub async fn start(config: Config) -> Result<RunningServer, ServerError> {
         dns_servers: config.sip.dns_servers.clone(),
         dns_refresh: config.sip.dns_refresh,
         keepalive: Some(config.sip.keepalive_interval).filter(|d| !d.is_zero()),
+        connections: config.sip.connections(),
+        forward: config.cluster.forward_auth(),
         ..SipEndpointConfig::default()
     })
     .await?;
@@ -327,6 +329,17 @@ pub async fn start(config: Config) -> Result<RunningServer, ServerError> {
     // listener bound first, so it knows the gateway's own ports.
     let own = netguard::own_addrs(&config);
     let ice_ports = IcePorts::default();
+    let limits = RateLimits::from_config(&config.ratelimit);
+    let attempts: crate::call::AttemptCheck = {
+        let calls = Arc::clone(&limits.calls);
+        let limited = metrics.rate_limited_total.clone();
+        Arc::new(move |user: &str| {
+            calls.check(&user.to_string()).map_err(|wait| {
+                limited.with_label_values(&["call"]).inc();
+                wait.0
+            })
+        })
+    };
     let turn = match &config.turn {
         Some(turn_config) => {
             let tls = match (&turn_config.tls_listen, &config.tls) {
@@ -396,7 +409,10 @@ pub async fn start(config: Config) -> Result<RunningServer, ServerError> {
         Arc::clone(&sip),
         metrics.clone(),
         events.clone(),
-        Arc::clone(&drain),
+        crate::call::CallAdmission {
+            drain: Arc::clone(&drain),
+            attempts,
+        },
         location,
         LegGuard {
             candidates,
@@ -415,7 +431,7 @@ pub async fn start(config: Config) -> Result<RunningServer, ServerError> {
         shutdown: CancellationToken::new(),
         drain,
         events,
-        limits: RateLimits::from_config(&config.ratelimit),
+        limits,
         sip: Arc::clone(&sip),
         turn,
         resumable: Arc::new(Resumable::default()),

@@ -105,7 +105,7 @@ fn received(gw: &TestGateway, method: &str) -> u64 {
         .sip
         .message_counts()
         .iter()
-        .filter(|c| c.direction == Direction::Inbound && c.method == method && c.status.is_none())
+        .filter(|c| c.direction == Direction::Inbound && c.method == method && c.status == "none")
         .map(|c| c.count)
         .sum()
 }

@@ -29,6 +29,8 @@ fn instance(redis: &RedisServer, mode: &str) -> Config {
     config.cluster.redis_url = Some(redis.url.as_str().into());
     config.cluster.inbound_mode = mode.into();
     config.sip.trusted_proxies = vec!["127.0.0.0/8".into()];
+    // Forwarded INVITEs are signed (the same secret on every instance).
+    config.cluster.forward_secret = "cluster-forward-secret-0123456789abcdef".into();
     config
 }
 

@@ -355,23 +355,34 @@ async fn far_end_hold_and_unhold_reach_the_browser() {
 
 #[tokio::test]
 async fn far_end_blind_transfer_moves_the_media_to_the_new_party() {
-    // carol echoes audio; the first trunk answers, then REFERs us to carol.
+    // carol echoes audio; the first trunk (refer = "dialplan") answers, then REFERs
+    // us to carol's number, which the dial plan routes to carol's trunk.
     let mut carol = Sipp::uas(
         None,
         &["-rtp_echo", "-mp", &common::ports::port().to_string()],
     );
-    let carol_port = carol.addr.port().to_string();
     let mut transferor = Sipp::uas(
         Some(&Sipp::scenario("uas_refer.xml")),
         &[
             "-key",
-            "carol_port",
-            &carol_port,
+            "refer_to",
+            "sip:+16665550100@127.0.0.1",
             "-mp",
             &common::ports::port().to_string(),
         ],
     );
-    let gw = TestGateway::start(test_config(Some(transferor.addr))).await;
+    let mut config = test_config(Some(transferor.addr));
+    config.sip.trunks[0].refer = "dialplan".into();
+    config.sip.trunks.push(TrunkConfig {
+        name: "carol".into(),
+        address: carol.addr.to_string(),
+        ..TrunkConfig::default()
+    });
+    config.dialplan.routes.insert(
+        0,
+        callbridge::config::RouteConfig::new(r"^\+1666", vec!["carol".into()]),
+    );
+    let gw = TestGateway::start(config).await;
     let (mut ws, _) = gw.connect_as("tina", "calls:outbound").await;
     let browser = Browser::new(BrowserOptions::default()).await;
     let mut call = TestCall::place(&mut ws, browser.clone(), "x1", "+15551234567").await;
@@ -392,10 +403,15 @@ async fn far_end_blind_transfer_moves_the_media_to_the_new_party() {
     );
     call.hangup(&mut ws).await;
     assert_eq!(call.until(&mut ws, &["ended"]).await["reason"], "hangup");
-    carol
-        .wait(Duration::from_secs(20))
-        .await
-        .assert_one_success();
+    let outcome = carol.wait(Duration::from_secs(20)).await;
+    outcome.assert_one_success();
+    assert!(
+        outcome
+            .messages
+            .contains("INVITE sip:+16665550100@127.0.0.1 SIP/2.0"),
+        "the dial plan's number through carol's trunk: {}",
+        outcome.messages
+    );
     browser.close().await;
     gw.stop().await;
 }

@@ -40,6 +40,21 @@ fn sip_message_seeds_parse_and_run_through_the_user_agent() {
 }
 
 #[test]
+fn sip_stream_seeds_frame_the_same_whole_and_in_pieces() {
+    let mut framed = 0;
+    for (name, bytes) in inputs("sip_stream") {
+        framed += callbridge::sip::fuzz_stream(&bytes);
+        // Every seed also runs through the user agent as a stream.
+        callbridge::sip::fuzz_user_agent(bytes.get(1..).unwrap_or_default());
+        eprintln!("ok: {name}");
+    }
+    assert!(
+        framed >= 8,
+        "the seeds hold well-framed messages ({framed})"
+    );
+}
+
+#[test]
 fn sdp_seeds_run_through_parse_answer() {
     let mut parsed = 0;
     for (_, bytes) in inputs("sdp") {

@@ -12,8 +12,8 @@ use std::time::Duration;
 
 use callbridge::sip::echo::EchoUas;
 use callbridge::sip::{
-    Credentials, InboundSipEvent, IncomingCall, SdpAnswerer, SipCallEvent, SipEndpoint,
-    SipEndpointConfig, TrunkSettings, parse_net,
+    Credentials, ForwardAuth, InboundSipEvent, IncomingCall, SdpAnswerer, SipCallEvent,
+    SipEndpoint, SipEndpointConfig, TrunkSettings, parse_net,
 };
 use common::sipp::{
     EVENT_WAIT, OFFER, Sipp, endpoint, eventually, init_tracing, invite_request, next_event,
@@ -315,6 +315,10 @@ async fn endpoint_on(
         listen: format!("{ip}:0").parse().expect("addr"),
         user_agent: format!("callbridge-{ip}"),
         trusted_proxies: trusted.iter().map(|t| parse_net(t).expect("net")).collect(),
+        forward: Some(ForwardAuth {
+            secret: b"cluster-forward-secret-0123456789abcdef".to_vec(),
+            max_age: Duration::from_secs(30),
+        }),
         ..SipEndpointConfig::default()
     })
     .await
@@ -369,7 +373,7 @@ async fn h_proxied_to_the_instance_holding_the_user() {
     let relayed = a
         .message_counts()
         .into_iter()
-        .filter(|c| c.method == "INVITE" && c.status == Some(200))
+        .filter(|c| c.method == "INVITE" && c.status == "200")
         .map(|c| c.count)
         .sum::<u64>();
     assert!(relayed >= 1, "the 200 went through A");

@@ -1,7 +1,8 @@
 //! Mid-call SIP against real SIPp peers: early media (183 with SDP), reliable
 //! provisionals (PRACK), an UPDATE in the early dialog, hold/unhold from the far end (re-INVITE, UPDATE) answered
 //! by our answerer, our own re-INVITE, session timers (we refresh; the far end does
-//! not and we BYE), a blind transfer by REFER to a second SIPp, and DTMF as INFO.
+//! not and we BYE), a blind transfer by REFER to a second SIPp (on a trunk that takes
+//! transfers; declined with 603 on one that does not), and DTMF as INFO.
 
 mod common;
 use common::sipp;
@@ -10,7 +11,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use callbridge::sip::{
-    DtmfMode, InviteRequest, SdpAnswerer, SessionTimerSettings, SipCallEvent, TrunkSettings,
+    DtmfMode, InviteRequest, ReferPolicy, SdpAnswerer, SessionTimerSettings, SipCallEvent,
+    TrunkSettings,
 };
 use sipp::{Sipp, endpoint, invite_request, next_event, next_final_or_answer};
 
@@ -186,20 +188,39 @@ async fn an_unrefreshed_session_expires_with_bye() {
 
 #[tokio::test]
 async fn refer_transfers_the_call_to_a_second_sipp() {
+    // The test plays the call module: it routes the Refer-To user part to carol.
     let mut carol = Sipp::uas(None, &[]);
-    let port = carol.addr.port().to_string();
+    // The Refer-To host is not carol's: the transfer goes where the call module says.
+    let refer_to = "sip:carol@127.0.0.2:9";
     let mut transferor = Sipp::uas(
         Some(&Sipp::scenario("uas_refer.xml")),
-        &["-key", "carol_port", &port],
+        &["-key", "refer_to", refer_to],
     );
     let ep = endpoint().await;
-    let (call, mut events) = ep.invite(request(&transferor)).await.unwrap();
+    let mut first = request(&transferor);
+    first.trunk.refer = ReferPolicy::Dialplan;
+    let (call, mut events) = ep.invite(first).await.unwrap();
     answered(&mut events).await;
-    let target = format!("sip:carol@127.0.0.1:{port}");
+    assert_eq!(
+        next_event(&mut events).await,
+        SipCallEvent::TransferRequested {
+            target: refer_to.into(),
+            user: Some("carol".into())
+        }
+    );
+    ep.transfer(
+        &call,
+        InviteRequest {
+            to_user: "carol".into(),
+            answerer: answerer(),
+            ..invite_request(carol.addr)
+        },
+    )
+    .unwrap();
     assert_eq!(
         next_event(&mut events).await,
         SipCallEvent::Transferred {
-            target: target.clone()
+            target: refer_to.into()
         }
     );
     match next_event(&mut events).await {
@@ -218,9 +239,36 @@ async fn refer_transfers_the_call_to_a_second_sipp() {
     assert!(
         outcome
             .messages
-            .contains(&format!("INVITE {target} SIP/2.0"))
+            .contains("INVITE sip:carol@127.0.0.1 SIP/2.0"),
+        "{}",
+        outcome.messages
     );
     assert!(outcome.messages.contains("Referred-By: <sip:sipp@"));
+    ep.shutdown().await;
+}
+
+#[tokio::test]
+async fn refer_is_declined_with_603_on_a_trunk_that_does_not_take_transfers() {
+    let mut transferor = Sipp::uas(
+        Some(&Sipp::scenario("uas_refer_declined.xml")),
+        &["-key", "refer_to", "sip:carol@127.0.0.2:9"],
+    );
+    let ep = endpoint().await;
+    let (call, mut events) = ep.invite(request(&transferor)).await.unwrap();
+    answered(&mut events).await;
+    // The scenario waits for our BYE after its 603; the call module heard nothing.
+    let declined = sipp::eventually(WAIT, || {
+        transferor
+            .read("messages.log")
+            .contains("SIP/2.0 603 Decline")
+    })
+    .await;
+    assert!(declined, "{}", transferor.read("messages.log"));
+    call.hangup();
+    assert_eq!(next_event(&mut events).await, SipCallEvent::Terminated);
+    let outcome = transferor.wait(WAIT).await;
+    outcome.assert_one_success();
+    assert!(!outcome.messages.contains("NOTIFY sip:"), "no NOTIFY");
     ep.shutdown().await;
 }
 

@@ -98,8 +98,9 @@ pub struct RateLimits {
     /// WebSocket upgrades per client IP.
     pub ws: KeyedLimiter<IpAddr>,
     /// Call attempts per user: the session calls `calls.check(&user)` before
-    /// `start_outbound` and answers `error` `rate_limited` with `retry_after_ms`.
-    pub calls: KeyedLimiter<String>,
+    /// `start_outbound` and answers `error` `rate_limited` with `retry_after_ms`;
+    /// far-end transfers take from it too (shared with the call manager).
+    pub calls: Arc<KeyedLimiter<String>>,
 }
 
 impl RateLimits {
@@ -108,7 +109,10 @@ impl RateLimits {
         RateLimits {
             http: KeyedLimiter::new(config.http_per_ip_per_sec, config.http_burst),
             ws: KeyedLimiter::new(config.ws_per_ip_per_sec, config.ws_burst),
-            calls: KeyedLimiter::new(config.calls_per_user_per_sec, config.calls_burst),
+            calls: Arc::new(KeyedLimiter::new(
+                config.calls_per_user_per_sec,
+                config.calls_burst,
+            )),
         }
     }
 

@@ -223,7 +223,11 @@ impl OutboundCall {
             SipCallEvent::RemoteSdp { sdp } => {
                 self.outputs.push_back(Output::ApplyRemoteSdp(sdp));
             }
-            SipCallEvent::ReinviteResult { .. } | SipCallEvent::Transferred { .. } => {}
+            // Transfers are decided by the driver (dial plan, limits); the call goes on.
+            SipCallEvent::ReinviteResult { .. }
+            | SipCallEvent::Transferred { .. }
+            | SipCallEvent::TransferRequested { .. }
+            | SipCallEvent::TransferFailed { .. } => {}
             SipCallEvent::Terminated => {
                 // Only expected after our own hangup, when we are already finished.
                 self.finish(

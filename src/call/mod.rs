@@ -18,6 +18,7 @@ mod outbound;
 pub mod recordings;
 pub mod registry;
 pub mod report;
+mod transfer;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -132,6 +133,19 @@ impl CallHandle {
     }
 }
 
+/// Takes one call attempt of a user from the per-user attempt rate
+/// (`ratelimit.calls_*`, shared with browser `call`s); `Err`: how long to wait.
+pub type AttemptCheck = Arc<dyn Fn(&str) -> Result<(), Duration> + Send + Sync>;
+
+/// What decides whether a new call (a browser `call`, or a far end's transfer) may
+/// start, besides the dial plan and capacity.
+pub struct CallAdmission {
+    /// Set while draining: new calls are refused.
+    pub drain: Arc<Drain>,
+    /// The per-user call attempt rate the sessions also check.
+    pub attempts: AttemptCheck,
+}
+
 /// Starts and tracks calls for all sessions of this instance.
 pub struct CallManager {
     /// The gateway configuration.
@@ -160,6 +174,8 @@ pub struct CallManager {
     presence_stop: tokio_util::sync::CancellationToken,
     /// The disk budget of all recordings (`media.recording_max_total_bytes`).
     recording_quota: crate::media::recording::DiskQuota,
+    /// The per-user call attempt rate (far-end transfers count as attempts).
+    attempts: AttemptCheck,
 }
 
 impl CallManager {
@@ -170,10 +186,11 @@ impl CallManager {
         sip: Arc<SipEndpoint>,
         metrics: Metrics,
         events: Events,
-        drain: Arc<Drain>,
+        admission: CallAdmission,
         location: Arc<dyn location::LocationStore>,
         guard: LegGuard,
     ) -> Result<Arc<CallManager>, dialplan::DialplanError> {
+        let CallAdmission { drain, attempts } = admission;
         let dialplan = Dialplan::from_config(&config.dialplan)?;
         let registry = CallRegistry::new(config.server.max_calls, metrics.active_calls.clone());
         let webrtc = WebRtcLegConfig {
@@ -211,6 +228,7 @@ impl CallManager {
             drain,
             location,
             presence_stop: tokio_util::sync::CancellationToken::new(),
+            attempts,
             config,
             sip,
             dialplan,
@@ -321,6 +339,8 @@ impl CallManager {
             to_browser,
             commands: rx,
             slot,
+            commands_tx: tx.clone(),
+            transfer: None,
             answerer: std::sync::Arc::new(|_| {
                 Err("mid-call SDP offers are not accepted by this gateway version".into())
             }),

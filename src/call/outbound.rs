@@ -14,6 +14,7 @@ use super::media_plane::{self, CallMedia, HoldChange};
 use super::recordings::{self, Plan};
 use super::registry::{CallSlot, CallState};
 use super::report;
+use super::transfer::TransferSlot;
 use super::{CallCommand, CallContext, CallManager, MEDIA_TIMEOUT, SessionEvent};
 use crate::media::bridge::{BridgeReport, Leg, MediaEvent};
 use crate::media::negotiate;
@@ -48,6 +49,10 @@ pub(super) struct OutboundJob {
     pub commands: mpsc::UnboundedReceiver<CallCommand>,
     /// The admission slot, released when the task ends.
     pub slot: CallSlot,
+    /// A sender of `commands`, for the admission of a transfer's new leg.
+    pub commands_tx: mpsc::UnboundedSender<CallCommand>,
+    /// A far-end transfer being set up (`transfer.rs`).
+    pub transfer: Option<TransferSlot>,
 }
 
 fn internal(message: String) -> SetupError {
@@ -228,9 +233,9 @@ impl OutboundJob {
                             self.hold_result(hold, ok, status);
                         }
                     }
-                    Some(SipCallEvent::Transferred { target }) => {
-                        info!(%target, "far end transferred the call");
-                    }
+                    Some(event @ (SipCallEvent::TransferRequested { .. }
+                    | SipCallEvent::Transferred { .. }
+                    | SipCallEvent::TransferFailed { .. })) => self.on_transfer_event(&sip, event).await,
                     Some(event) => machine.handle(Instant::now(), Input::Sip(event)),
                     None => machine.handle(
                         Instant::now(),
@@ -343,7 +348,7 @@ impl OutboundJob {
                 }
             }
             let target = targets.remove(0);
-            match self.invite(name, target, offer).await {
+            match self.invite(name, target, targets, offer).await {
                 Ok(parts) => return Ok(parts),
                 Err(e) => {
                     warn!(trunk = %name, %target, message = %e.message, "trunk address skipped");
@@ -387,11 +392,13 @@ impl OutboundJob {
             .ok_or_else(|| unavailable(format!("trunk `{trunk_name}` is not configured")))
     }
 
-    /// Sends the INVITE to one address of a trunk.
+    /// Sends the INVITE to one address of a trunk (`others`: its addresses not
+    /// tried yet).
     async fn invite(
         &self,
         trunk_name: &str,
         target: SocketAddr,
+        others: &[SocketAddr],
         offer: &str,
     ) -> Result<(SipCallHandle, mpsc::UnboundedReceiver<SipCallEvent>), SetupError> {
         let trunk = self.trunk_settings(trunk_name)?;
@@ -409,6 +416,7 @@ impl OutboundJob {
             sdp: offer.to_string(),
             correlation_id: self.ctx.correlation_id.clone(),
             trunk,
+            trunk_addresses: others.to_vec(),
             from_display: None,
             asserted_identity: self.ctx.identity.caller_id.clone(),
             privacy: self.privacy,

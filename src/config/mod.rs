@@ -200,7 +200,7 @@ impl Default for InboundConfig {
 }
 
 /// `[cluster]`: where users' sessions live when several instances run.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ClusterConfig {
     /// Redis URL of the shared location store; absent: in-process (one instance).
@@ -213,6 +213,15 @@ pub struct ClusterConfig {
     /// How long a location entry lives without refresh.
     #[serde(with = "humantime_serde")]
     pub location_ttl: Duration,
+    /// Shared secret (the same on every instance, at least 32 characters) with
+    /// which an instance signs the INVITEs it forwards (proxy mode) and checks
+    /// those forwarded to it from `sip.trusted_proxies`. Empty: no forwarding.
+    /// Never serialised.
+    #[serde(skip_serializing)]
+    pub forward_secret: String,
+    /// How old a forwarded INVITE's signature may be (clock skew included).
+    #[serde(with = "humantime_serde")]
+    pub forward_max_age: Duration,
 }
 
 impl Default for ClusterConfig {
@@ -222,7 +231,33 @@ impl Default for ClusterConfig {
             instance_uri: None,
             inbound_mode: "redirect".into(),
             location_ttl: Duration::from_secs(60),
+            forward_secret: String::new(),
+            forward_max_age: Duration::from_secs(30),
         }
+    }
+}
+
+impl std::fmt::Debug for ClusterConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let secret = (!self.forward_secret.is_empty()).then_some("<redacted>");
+        f.debug_struct("ClusterConfig")
+            .field("redis_url", &self.redis_url.as_ref().map(|_| "<redacted>"))
+            .field("instance_uri", &self.instance_uri)
+            .field("inbound_mode", &self.inbound_mode)
+            .field("location_ttl", &self.location_ttl)
+            .field("forward_secret", &secret)
+            .field("forward_max_age", &self.forward_max_age)
+            .finish()
+    }
+}
+
+impl ClusterConfig {
+    /// The forwarding key for the SIP endpoint; `None` when no secret is set.
+    pub fn forward_auth(&self) -> Option<crate::sip::ForwardAuth> {
+        (!self.forward_secret.is_empty()).then(|| crate::sip::ForwardAuth {
+            secret: self.forward_secret.as_bytes().to_vec(),
+            max_age: self.forward_max_age,
+        })
     }
 }
 

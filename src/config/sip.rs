@@ -41,6 +41,30 @@ pub struct SipConfig {
     /// long without traffic; `0s`: off.
     #[serde(with = "humantime_serde")]
     pub keepalive_interval: Duration,
+    /// Inbound TCP/TLS connections from addresses that are no trunk's, in total;
+    /// more are closed at accept.
+    pub max_connections: usize,
+    /// Inbound TCP/TLS connections from one such IPv4 address or IPv6 /64.
+    pub max_connections_per_ip: usize,
+    /// Inbound TCP/TLS connections from trunk addresses (`inbound_from`, else the
+    /// resolved `address`), counted apart: a flood from elsewhere never takes them.
+    pub max_trunk_connections: usize,
+    /// A TCP/TLS connection from a non-trunk address whose peer sent no complete
+    /// SIP message for this long is closed (CRLF keepalives do not count).
+    #[serde(with = "humantime_serde")]
+    pub tcp_idle_timeout: Duration,
+    /// A write to a TCP/TLS peer that does not complete within this closes the
+    /// connection (a peer that stops reading).
+    #[serde(with = "humantime_serde")]
+    pub tcp_write_timeout: Duration,
+    /// Longest inbound TLS handshake on `tls_listen`.
+    #[serde(with = "humantime_serde")]
+    pub tls_handshake_timeout: Duration,
+    /// Inbound TLS handshakes in progress from non-trunk addresses.
+    pub max_tls_handshakes: usize,
+    /// Largest SIP message on TCP/TLS (header section and body); a larger
+    /// `Content-Length` is answered 413 and the connection closed.
+    pub max_message_bytes: usize,
 }
 
 impl Default for SipConfig {
@@ -57,6 +81,14 @@ impl Default for SipConfig {
             dns_servers: Vec::new(),
             dns_refresh: Duration::from_secs(300),
             keepalive_interval: Duration::from_secs(60),
+            max_connections: 1024,
+            max_connections_per_ip: 32,
+            max_trunk_connections: 256,
+            tcp_idle_timeout: Duration::from_secs(30),
+            tcp_write_timeout: Duration::from_secs(10),
+            tls_handshake_timeout: Duration::from_secs(5),
+            max_tls_handshakes: 64,
+            max_message_bytes: 65_535,
         }
     }
 }
@@ -66,6 +98,20 @@ impl SipConfig {
     pub fn rtp_port_range(&self) -> Result<(u16, u16), ConfigError> {
         super::validate::parse_port_range(&self.rtp_ports)
             .map_err(|m| ConfigError::invalid("sip.rtp_ports", m))
+    }
+
+    /// The connection caps and timeouts for the SIP endpoint.
+    pub fn connections(&self) -> crate::sip::ConnectionConfig {
+        crate::sip::ConnectionConfig {
+            max_connections: self.max_connections,
+            max_connections_per_ip: self.max_connections_per_ip,
+            max_trunk_connections: self.max_trunk_connections,
+            idle_timeout: self.tcp_idle_timeout,
+            write_timeout: self.tcp_write_timeout,
+            tls_handshake_timeout: self.tls_handshake_timeout,
+            max_tls_handshakes: self.max_tls_handshakes,
+            max_message_bytes: self.max_message_bytes,
+        }
     }
 
     /// Looks up a trunk by name.
@@ -159,6 +205,15 @@ pub struct TrunkConfig {
     /// or `none`.
     #[serde(default = "default_caller_id_header", deserialize_with = "one_or_many")]
     pub caller_id_header: Vec<String>,
+    /// What a REFER (call transfer) from the far end does: `reject` (603 Decline) or
+    /// `dialplan` (the Refer-To user part is dialed through the dial plan and the
+    /// user's limits, via the route's trunks only).
+    #[serde(default = "default_refer")]
+    pub refer: String,
+    /// The digest realm this trunk challenges with: `username`/`password` answer no
+    /// other. Absent: the realm of the first challenge from the trunk's address.
+    #[serde(default)]
+    pub realm: Option<String>,
 }
 
 impl Default for TrunkConfig {
@@ -187,6 +242,8 @@ impl Default for TrunkConfig {
             from_user: None,
             from_domain: None,
             caller_id_header: default_caller_id_header(),
+            refer: default_refer(),
+            realm: None,
         }
     }
 }
@@ -215,6 +272,8 @@ impl std::fmt::Debug for TrunkConfig {
             .field("from_user", &self.from_user)
             .field("from_domain", &self.from_domain)
             .field("caller_id_header", &self.caller_id_header)
+            .field("refer", &self.refer)
+            .field("realm", &self.realm)
             .finish()
     }
 }
@@ -268,6 +327,10 @@ where
     })
 }
 
+fn default_refer() -> String {
+    "reject".into()
+}
+
 /// Reads each trunk's `password_env` variable from `env` into its `password`.
 pub(super) fn resolve_trunk_passwords(
     config: &mut Config,
@@ -292,6 +355,101 @@ pub(super) fn resolve_trunk_passwords(
                 ));
             }
         }
+    }
+    Ok(())
+}
+
+/// Checks the TCP/TLS connection caps and timeouts of `[sip]`.
+pub(super) fn validate_connections(sip: &SipConfig) -> Result<(), ConfigError> {
+    let count = |key: &str, value: usize, max: usize, hint: &str| {
+        if (1..=max).contains(&value) {
+            Ok(())
+        } else {
+            Err(ConfigError::invalid(
+                format!("sip.{key}"),
+                format!("must be between 1 and {max}; {hint}"),
+            ))
+        }
+    };
+    count(
+        "max_connections",
+        sip.max_connections,
+        65_536,
+        "each connection holds a task and buffers (default 1024)",
+    )?;
+    count(
+        "max_connections_per_ip",
+        sip.max_connections_per_ip,
+        sip.max_connections.max(1),
+        "and at most sip.max_connections (default 32)",
+    )?;
+    count(
+        "max_trunk_connections",
+        sip.max_trunk_connections,
+        65_536,
+        "room kept for trunk addresses (default 256)",
+    )?;
+    count(
+        "max_tls_handshakes",
+        sip.max_tls_handshakes,
+        4096,
+        "handshakes cost CPU (default 64)",
+    )?;
+    if !(1024..=1_048_576).contains(&sip.max_message_bytes) {
+        return Err(ConfigError::invalid(
+            "sip.max_message_bytes",
+            "must be between 1024 and 1048576 bytes (default 65535)",
+        ));
+    }
+    let secs = |key: &str, value: Duration, min: u64, max: u64| {
+        if value >= Duration::from_secs(min) && value <= Duration::from_secs(max) {
+            Ok(())
+        } else {
+            Err(ConfigError::invalid(
+                format!("sip.{key}"),
+                format!("must be between {min}s and {max}s (e.g. \"30s\")"),
+            ))
+        }
+    };
+    secs("tcp_idle_timeout", sip.tcp_idle_timeout, 1, 3600)?;
+    secs("tcp_write_timeout", sip.tcp_write_timeout, 1, 300)?;
+    secs("tls_handshake_timeout", sip.tls_handshake_timeout, 1, 60)?;
+    Ok(())
+}
+
+/// Checks `cluster.forward_secret` and `cluster.forward_max_age` against the
+/// settings that need them (trusted proxies, proxy mode).
+pub(super) fn validate_forwarding(config: &Config) -> Result<(), ConfigError> {
+    let cluster = &config.cluster;
+    let needed_by = if !config.sip.trusted_proxies.is_empty() {
+        Some("sip.trusted_proxies is set")
+    } else if cluster.inbound_mode == "proxy" {
+        Some("cluster.inbound_mode is \"proxy\"")
+    } else {
+        None
+    };
+    let secret = cluster.forward_secret.as_str();
+    if let Some(why) = needed_by
+        && secret.is_empty()
+    {
+        return Err(ConfigError::invalid(
+            "cluster.forward_secret",
+            format!(
+                "{why}: forwarded INVITEs must be signed; set the same secret of at least 32 characters on every instance (or CALLBRIDGE_CLUSTER__FORWARD_SECRET)"
+            ),
+        ));
+    }
+    if !secret.is_empty() && secret.len() < 32 {
+        return Err(ConfigError::invalid(
+            "cluster.forward_secret",
+            "must be at least 32 characters (e.g. `openssl rand -hex 32`)",
+        ));
+    }
+    if !(1..=300).contains(&cluster.forward_max_age.as_secs()) {
+        return Err(ConfigError::invalid(
+            "cluster.forward_max_age",
+            "must be between 1s and 300s; the instances' clocks must agree within it (default 30s)",
+        ));
     }
     Ok(())
 }

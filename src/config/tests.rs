@@ -388,3 +388,67 @@ fn candidate_networks_are_checked_and_closed_by_default() {
     .expect("env list");
     assert_eq!(c.media.allow_candidate_networks, vec!["10.0.0.0/8"]);
 }
+
+#[test]
+fn sip_connection_limits_are_bounded_and_named() {
+    let config = load_text(&minimal(), vec![]).expect("minimal");
+    let limits = config.sip.connections();
+    assert_eq!(
+        (limits.max_connections, limits.max_connections_per_ip),
+        (1024, 32)
+    );
+    assert_eq!(limits.max_message_bytes, 65_535);
+    for (key, value) in [
+        ("max_connections", "0"),
+        ("max_connections_per_ip", "2000"),
+        ("max_trunk_connections", "0"),
+        ("max_tls_handshakes", "0"),
+        ("max_message_bytes", "100"),
+        ("tcp_idle_timeout", "\"0s\""),
+        ("tcp_write_timeout", "\"1h\""),
+        ("tls_handshake_timeout", "\"0s\""),
+    ] {
+        let text = format!("{}\n[sip]\n{key} = {value}", minimal());
+        let err = load_text(&text, vec![]).expect_err(key).to_string();
+        assert!(err.contains(&format!("sip.{key}")), "{key}: {err}");
+    }
+    let env = vec![("CALLBRIDGE_SIP__MAX_CONNECTIONS_PER_IP", "4")];
+    let config = load_text(&minimal(), env).expect("env override");
+    assert_eq!(config.sip.max_connections_per_ip, 4);
+}
+
+#[test]
+fn forwarding_between_instances_needs_a_signing_secret() {
+    let text = format!("{}\n[sip]\ntrusted_proxies = [\"10.0.0.0/24\"]", minimal());
+    let err = load_text(&text, vec![]).expect_err("no secret").to_string();
+    assert!(
+        err.contains("cluster.forward_secret") && err.contains("sip.trusted_proxies"),
+        "{err}"
+    );
+    let text = format!("{}\n[cluster]\ninbound_mode = \"proxy\"", minimal());
+    let err = load_text(&text, vec![]).expect_err("no secret").to_string();
+    assert!(
+        err.contains("cluster.forward_secret") && err.contains("proxy"),
+        "{err}"
+    );
+    let text = format!(
+        "{}\n[cluster]\ninbound_mode = \"proxy\"\nforward_secret = \"short\"",
+        minimal()
+    );
+    let err = load_text(&text, vec![]).expect_err("short").to_string();
+    assert!(err.contains("at least 32"), "{err}");
+    let secret = "f".repeat(32);
+    let env = vec![("CALLBRIDGE_CLUSTER__FORWARD_SECRET", secret.as_str())];
+    let text = format!("{}\n[cluster]\ninbound_mode = \"proxy\"", minimal());
+    let config = load_text(&text, env).expect("secret from the environment");
+    let auth = config.cluster.forward_auth().expect("forwarding on");
+    assert_eq!(auth.secret, secret.as_bytes());
+    assert!(
+        !format!("{config:?}").contains(&secret),
+        "secret not in Debug"
+    );
+    assert!(!format!("{auth:?}").contains(&secret));
+    let text = format!("{}\n[cluster]\nforward_max_age = \"1h\"", minimal());
+    let err = load_text(&text, vec![]).expect_err("window").to_string();
+    assert!(err.contains("cluster.forward_max_age"), "{err}");
+}

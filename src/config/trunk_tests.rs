@@ -198,3 +198,20 @@ fn bad_carrier_keys_name_the_key() {
         );
     }
 }
+
+#[test]
+fn refer_is_rejected_unless_a_trunk_says_dialplan() {
+    let c = load_with("", &[]).expect("loads");
+    assert_eq!(c.sip.trunks[0].refer, "reject");
+    let settings = crate::sip::TrunkSettings::from_config(&c.sip.trunks[0]);
+    assert_eq!(settings.refer, crate::sip::ReferPolicy::Reject);
+    assert_eq!(settings.realm, None);
+    let c = load_with(
+        "refer = \"dialplan\"\nrealm = \"sip.carrier.example\"\nusername = \"u\"\npassword = \"p\"\n",
+        &[],
+    )
+    .expect("loads");
+    let settings = crate::sip::TrunkSettings::from_config(&c.sip.trunks[0]);
+    assert_eq!(settings.refer, crate::sip::ReferPolicy::Dialplan);
+    assert_eq!(settings.realm.as_deref(), Some("sip.carrier.example"));
+}

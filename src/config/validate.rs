@@ -214,6 +214,33 @@ pub fn validate(config: &Config) -> Result<(), ConfigError> {
             ));
         }
         super::carrier::validate_carrier_keys(&key, trunk)?;
+        if !matches!(trunk.refer.as_str(), "reject" | "dialplan") {
+            return Err(ConfigError::invalid(
+                format!("{key}.refer"),
+                format!(
+                    "`{}` is not one of reject, dialplan (reject answers REFER 603; dialplan dials the Refer-To number through the dial plan)",
+                    trunk.refer
+                ),
+            ));
+        }
+        if let Some(realm) = &trunk.realm
+            && (realm.trim().is_empty()
+                || realm.len() > 256
+                || realm
+                    .chars()
+                    .any(|c| c.is_control() || c == '"' || c == '\\'))
+        {
+            return Err(ConfigError::invalid(
+                format!("{key}.realm"),
+                "must be the trunk's digest realm as it appears in its challenges (1-256 characters, no quotes, backslashes or control characters); remove it to accept the first realm the trunk challenges with",
+            ));
+        }
+        if trunk.realm.is_some() && trunk.username.is_none() {
+            return Err(ConfigError::invalid(
+                format!("{key}.realm"),
+                "a realm only applies to digest credentials: set username and password (or password_env), or remove realm",
+            ));
+        }
     }
     for (i, route) in config.dialplan.routes.iter().enumerate() {
         let key = format!("dialplan.routes[{i}]");
@@ -256,6 +283,8 @@ pub fn validate(config: &Config) -> Result<(), ConfigError> {
         ));
     }
 
+    super::sip::validate_connections(&config.sip)?;
+    super::sip::validate_forwarding(config)?;
     validate_media(&config.media)?;
     for n in &config.sip.trusted_proxies {
         if crate::sip::parse_net(n).is_none() {

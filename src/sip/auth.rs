@@ -3,16 +3,20 @@
 //! the `Authorization` / `Proxy-Authorization` answer. Sans-IO and clock-free; the
 //! cnonce is random.
 //!
+//! Credentials only go to the trunk they belong to: see [`DigestClient`].
+//!
 //! Never log a [`Credentials`] password, an answer header or a digest response: the
 //! `Debug` of [`Credentials`] redacts the password.
 
 use std::collections::HashMap;
 use std::fmt;
+use std::net::SocketAddr;
 
 use rsip::{Header, Response};
 
 use crate::sip::message::build::random_hex;
 use crate::sip::message::{header_values, split_elements};
+use crate::sip::trunk_scope::TrunkScope;
 
 /// Digest credentials of a trunk.
 #[derive(Clone, PartialEq, Eq)]
@@ -90,6 +94,21 @@ pub(crate) enum AuthError {
     /// Too many rounds of challenges for one request.
     #[error("too many authentication rounds")]
     TooManyRounds,
+    /// The challenged request did not go to the trunk: credentials stay unsent.
+    #[error(
+        "challenge for a request to {0}, which is not the trunk's address: credentials not sent"
+    )]
+    NotTrunk(SocketAddr),
+    /// The challenge names another realm than the trunk's.
+    #[error(
+        "challenge realm {offered:?} is not the trunk's realm {expected:?}: credentials not sent"
+    )]
+    Realm {
+        /// The realms the challenge offered.
+        offered: Vec<String>,
+        /// The trunk's realm (configured or first seen).
+        expected: String,
+    },
 }
 
 /// Splits `k=v, k2="v, 2"` into lowercase names and unquoted values.
@@ -290,46 +309,87 @@ pub(crate) fn answered_realms(headers: &rsip::Headers) -> Vec<String> {
         .collect()
 }
 
-/// A UAC's digest state for one trunk or call: the credentials, the challenges seen
-/// (reused preemptively for later requests) and the nonce counts.
+/// A UAC's digest state for one trunk or call: the credentials, where they may go
+/// (the trunk's addresses, one realm), the challenges seen (reused preemptively
+/// for later requests) and the nonce counts.
+///
+/// Credentials answer a challenge only when the challenged request went to one of
+/// the trunk's addresses ([`TrunkScope`]) and the realm is the trunk's: the
+/// configured `realm`, else the realm of the first challenge answered (pinned).
+/// Anything else (a REFER target, a far end's Contact, a second realm) is refused,
+/// so a stranger never gets a digest response to crack offline.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct DigestClient {
     /// The trunk's credentials, if any.
     credentials: Option<Credentials>,
-    /// Last challenge per realm.
+    /// The trunk's addresses: challenged requests to other addresses are not answered.
+    scope: TrunkScope,
+    /// The only realm answered: configured, or pinned by the first challenge.
+    realm: Option<String>,
+    /// Last challenge per realm (of the one realm answered).
     challenges: Vec<Challenge>,
     /// Nonce count per nonce.
     counts: HashMap<String, u32>,
 }
 
 impl DigestClient {
-    /// A client with these credentials (none: every challenge fails).
-    pub(crate) fn new(credentials: Option<Credentials>) -> Self {
+    /// A client with these credentials (none: every challenge fails) for a trunk at
+    /// `scope`, answering only `realm` when given.
+    pub(crate) fn new(
+        credentials: Option<Credentials>,
+        realm: Option<String>,
+        scope: TrunkScope,
+    ) -> Self {
         Self {
             credentials,
+            scope,
+            realm,
             ..Self::default()
         }
     }
 
-    /// Learns the challenges of a 401/407 to `challenged` (the request that got it) and
-    /// returns the headers for the retried request, or why it must not be retried.
-    /// `rounds` is how many times this request was already retried.
+    /// True if credentials exist and may go to `dest` (one of the trunk's addresses).
+    pub(crate) fn may_send_to(&self, dest: SocketAddr) -> bool {
+        self.credentials.is_some() && self.scope.contains(dest.ip())
+    }
+
+    /// Learns the challenges of a 401/407 to `challenged` (the request that got it,
+    /// sent to `dest`) and returns the headers for the retried request, or why it
+    /// must not be retried. `rounds` is how many times this request was already
+    /// retried.
     pub(crate) fn on_challenge(
         &mut self,
         response: &Response,
         challenged: &rsip::Request,
         rounds: u32,
+        dest: SocketAddr,
     ) -> Result<Vec<Header>, AuthError> {
         if self.credentials.is_none() {
             return Err(AuthError::NoCredentials);
         }
+        if !self.scope.contains(dest.ip()) {
+            return Err(AuthError::NotTrunk(dest));
+        }
         if rounds >= 3 {
             return Err(AuthError::TooManyRounds);
         }
-        let new = challenges(response);
+        let mut new = challenges(response);
         if new.is_empty() {
             return Err(AuthError::Unsupported);
         }
+        let realm = match &self.realm {
+            Some(realm) => realm.clone(),
+            None => new[0].realm.clone(),
+        };
+        let offered: Vec<String> = new.iter().map(|c| c.realm.clone()).collect();
+        new.retain(|c| c.realm == realm);
+        if new.is_empty() {
+            return Err(AuthError::Realm {
+                offered,
+                expected: realm,
+            });
+        }
+        self.realm = Some(realm);
         let answered = answered_realms(&challenged.headers);
         for c in &new {
             if answered.contains(&c.realm) && !c.stale {
@@ -344,12 +404,23 @@ impl DigestClient {
             &challenged.method.to_string(),
             &challenged.uri.to_string(),
             &challenged.body,
+            dest,
         ))
     }
 
-    /// Authorization headers for a new request from the challenges already seen
-    /// (empty before the first challenge). Each use bumps the nonce count.
-    pub(crate) fn authorize(&mut self, method: &str, uri: &str, body: &[u8]) -> Vec<Header> {
+    /// Authorization headers for a new request to `dest` from the challenges already
+    /// seen (empty before the first challenge, or when `dest` is not the trunk's).
+    /// Each use bumps the nonce count.
+    pub(crate) fn authorize(
+        &mut self,
+        method: &str,
+        uri: &str,
+        body: &[u8],
+        dest: SocketAddr,
+    ) -> Vec<Header> {
+        if !self.may_send_to(dest) {
+            return Vec::new();
+        }
         let Some(creds) = self.credentials.clone() else {
             return Vec::new();
         };
@@ -358,7 +429,8 @@ impl DigestClient {
             .iter()
             .map(|c| {
                 let nc = self.counts.entry(c.nonce.clone()).or_insert(0);
-                *nc += 1;
+                // Our own count; 8 hex digits on the wire, so it wraps rather than panics.
+                *nc = nc.wrapping_add(1).max(1);
                 let cnonce = random_hex(16);
                 let input = DigestInput {
                     method,

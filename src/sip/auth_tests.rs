@@ -105,6 +105,23 @@ fn challenge_response(code: u16, headers: &str) -> Response {
     }
 }
 
+/// The trunk's address in these tests.
+const TRUNK: &str = "127.0.0.1:5060";
+
+fn trunk() -> SocketAddr {
+    TRUNK.parse().expect("addr")
+}
+
+/// A client for a trunk at [`TRUNK`] (no realm configured).
+fn client(credentials: Option<Credentials>) -> DigestClient {
+    let ip = trunk().ip();
+    DigestClient::new(
+        credentials,
+        None,
+        TrunkScope::new(&crate::sip::TrunkSettings::default(), [ip]),
+    )
+}
+
 fn invite(extra: &str) -> rsip::Request {
     let raw = format!(
         "INVITE sip:bob@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\nFrom: <sip:a@h>;tag=1\r\nTo: <sip:b@h>\r\nCall-ID: c\r\nCSeq: 1 INVITE\r\n{extra}Content-Length: 0\r\n\r\n"
@@ -117,12 +134,12 @@ fn invite(extra: &str) -> rsip::Request {
 
 #[test]
 fn client_answers_then_detects_rejection_and_honours_stale() {
-    let mut client = DigestClient::new(Some(creds("alice", "pw")));
+    let mut client = client(Some(creds("alice", "pw")));
     let r407 = challenge_response(
         407,
         "Proxy-Authenticate: Digest realm=\"sipp\", nonce=\"n1\", qop=\"auth\", algorithm=MD5\r\n",
     );
-    let headers = client.on_challenge(&r407, &invite(""), 0).unwrap();
+    let headers = client.on_challenge(&r407, &invite(""), 0, trunk()).unwrap();
     assert_eq!(headers.len(), 1);
     let text = headers[0].to_string();
     assert!(text.starts_with("Proxy-Authorization: Digest username=\"alice\", realm=\"sipp\", nonce=\"n1\", uri=\"sip:bob@127.0.0.1\", response=\""), "{text}");
@@ -135,7 +152,7 @@ fn client_answers_then_detects_rejection_and_honours_stale() {
     // The retried INVITE is challenged again for the same realm: wrong password.
     let retried = invite(&format!("{text}\r\n"));
     assert_eq!(
-        client.on_challenge(&r407, &retried, 1),
+        client.on_challenge(&r407, &retried, 1, trunk()),
         Err(AuthError::Rejected("sipp".into()))
     );
     // ...unless the nonce was only stale.
@@ -143,13 +160,13 @@ fn client_answers_then_detects_rejection_and_honours_stale() {
         407,
         "Proxy-Authenticate: Digest realm=\"sipp\", nonce=\"n2\", qop=\"auth\", stale=true\r\n",
     );
-    assert!(client.on_challenge(&stale, &retried, 1).is_ok());
+    assert!(client.on_challenge(&stale, &retried, 1, trunk()).is_ok());
     assert_eq!(
-        client.on_challenge(&stale, &retried, 3),
+        client.on_challenge(&stale, &retried, 3, trunk()),
         Err(AuthError::TooManyRounds)
     );
     // Later requests reuse the challenge with an incremented nonce count.
-    let again = client.authorize("BYE", "sip:bob@127.0.0.1", b"");
+    let again = client.authorize("BYE", "sip:bob@127.0.0.1", b"", trunk());
     assert!(again[0].to_string().contains("nc=00000002"), "{}", again[0]);
 }
 
@@ -157,7 +174,7 @@ fn client_answers_then_detects_rejection_and_honours_stale() {
 fn client_without_credentials_or_support_refuses() {
     let r401 = challenge_response(401, "WWW-Authenticate: Digest realm=\"x\", nonce=\"n\"\r\n");
     assert_eq!(
-        DigestClient::new(None).on_challenge(&r401, &invite(""), 0),
+        client(None).on_challenge(&r401, &invite(""), 0, trunk()),
         Err(AuthError::NoCredentials)
     );
     let weird = challenge_response(
@@ -165,7 +182,7 @@ fn client_without_credentials_or_support_refuses() {
         "WWW-Authenticate: Digest realm=\"x\", nonce=\"n\", algorithm=FOO\r\n",
     );
     assert_eq!(
-        DigestClient::new(Some(creds("a", "b"))).on_challenge(&weird, &invite(""), 0),
+        client(Some(creds("a", "b"))).on_challenge(&weird, &invite(""), 0, trunk()),
         Err(AuthError::Unsupported)
     );
     // The first supported challenge of a realm wins.
@@ -173,12 +190,91 @@ fn client_without_credentials_or_support_refuses() {
         401,
         "WWW-Authenticate: Digest realm=\"x\", nonce=\"n\", algorithm=SHA-256\r\nWWW-Authenticate: Digest realm=\"x\", nonce=\"n\", algorithm=MD5\r\n",
     );
-    let headers = DigestClient::new(Some(creds("a", "b")))
-        .on_challenge(&two, &invite(""), 0)
+    let headers = client(Some(creds("a", "b")))
+        .on_challenge(&two, &invite(""), 0, trunk())
         .unwrap();
     assert_eq!(headers.len(), 1);
     assert!(headers[0].to_string().starts_with("Authorization: Digest "));
     assert!(headers[0].to_string().contains("algorithm=SHA-256"));
+}
+
+#[test]
+fn credentials_never_answer_a_challenge_from_off_the_trunk() {
+    let r401 = challenge_response(
+        401,
+        "WWW-Authenticate: Digest realm=\"carrier\", nonce=\"n1\", qop=\"auth\"\r\n",
+    );
+    let mut c = client(Some(creds("acct", "pw")));
+    let outside: SocketAddr = "127.0.0.2:5060".parse().expect("addr");
+    assert_eq!(
+        c.on_challenge(&r401, &invite(""), 0, outside),
+        Err(AuthError::NotTrunk(outside)),
+        "a REFER target or a far end's Contact gets no digest response"
+    );
+    assert!(!c.may_send_to(outside));
+    // The same port on another IP of the trunk's host does not count either; another
+    // port of the trunk's IP does (carriers answer from other ports).
+    assert!(c.may_send_to("127.0.0.1:5080".parse().expect("addr")));
+    let headers = c
+        .on_challenge(&r401, &invite(""), 0, trunk())
+        .expect("trunk");
+    assert!(headers[0].to_string().contains("username=\"acct\""));
+    // Preemptive credentials for later requests go to the trunk only.
+    assert_eq!(
+        c.authorize("BYE", "sip:x@127.0.0.2", b"", outside),
+        Vec::new()
+    );
+    assert_eq!(c.authorize("BYE", "sip:x@127.0.0.1", b"", trunk()).len(), 1);
+}
+
+#[test]
+fn only_the_trunks_realm_is_answered() {
+    let challenge = |realm: &str| {
+        challenge_response(
+            407,
+            &format!("Proxy-Authenticate: Digest realm=\"{realm}\", nonce=\"n-{realm}\"\r\n"),
+        )
+    };
+    // Configured realm: another realm is refused even from the trunk's address.
+    let scope = TrunkScope::new(&crate::sip::TrunkSettings::default(), [trunk().ip()]);
+    let mut configured = DigestClient::new(
+        Some(creds("acct", "pw")),
+        Some("carrier".into()),
+        scope.clone(),
+    );
+    assert_eq!(
+        configured.on_challenge(&challenge("evil"), &invite(""), 0, trunk()),
+        Err(AuthError::Realm {
+            offered: vec!["evil".into()],
+            expected: "carrier".into()
+        })
+    );
+    assert!(
+        configured
+            .on_challenge(&challenge("carrier"), &invite(""), 0, trunk())
+            .is_ok()
+    );
+    // Two realms in one 407: only the trunk's is answered.
+    let both = challenge_response(
+        407,
+        "Proxy-Authenticate: Digest realm=\"evil\", nonce=\"e\"\r\nProxy-Authenticate: Digest realm=\"carrier\", nonce=\"c\"\r\n",
+    );
+    let headers = configured
+        .on_challenge(&both, &invite(""), 0, trunk())
+        .expect("the trunk's realm");
+    assert_eq!(headers.len(), 1);
+    assert!(headers[0].to_string().contains("realm=\"carrier\""));
+    // No realm configured: the first realm from the trunk is pinned.
+    let mut pinned = client(Some(creds("acct", "pw")));
+    assert!(
+        pinned
+            .on_challenge(&challenge("first"), &invite(""), 0, trunk())
+            .is_ok()
+    );
+    assert!(matches!(
+        pinned.on_challenge(&challenge("second"), &invite(""), 0, trunk()),
+        Err(AuthError::Realm { .. })
+    ));
 }
 
 #[test]

@@ -31,6 +31,9 @@ pub(crate) enum DialogError {
         /// The highest one seen before.
         last: u32,
     },
+    /// Our CSeq number reached `u32::MAX`: no further request fits the dialog.
+    #[error("dialog: CSeq space exhausted")]
+    CSeqExhausted,
 }
 
 /// A dialog created by a 2xx to our INVITE.
@@ -177,8 +180,8 @@ impl Dialog {
         via: String,
         extra: Vec<Header>,
     ) -> Result<Request, DialogError> {
-        self.local_cseq += 1;
-        self.build(method, self.local_cseq, via, extra, None)
+        let seq = self.next_cseq().ok_or(DialogError::CSeqExhausted)?;
+        self.build(method, seq, via, extra, None)
     }
 
     /// A new request in the dialog with a body (`content_type`, bytes).
@@ -189,14 +192,15 @@ impl Dialog {
         extra: Vec<Header>,
         body: (&str, Vec<u8>),
     ) -> Result<Request, DialogError> {
-        self.local_cseq += 1;
-        self.build(method, self.local_cseq, via, extra, Some(body))
+        let seq = self.next_cseq().ok_or(DialogError::CSeqExhausted)?;
+        self.build(method, seq, via, extra, Some(body))
     }
 
-    /// Takes the next local CSeq number (a challenged request is resent with it).
-    pub(crate) fn next_cseq(&mut self) -> u32 {
-        self.local_cseq += 1;
-        self.local_cseq
+    /// Takes the next local CSeq number (a challenged request is resent with it);
+    /// `None` once `u32::MAX` is used (the number is checked, never wrapped).
+    pub(crate) fn next_cseq(&mut self) -> Option<u32> {
+        self.local_cseq = self.local_cseq.checked_add(1)?;
+        Some(self.local_cseq)
     }
 
     /// Makes sure later requests number above `seq` (CSeq used in the early dialog).
@@ -233,6 +237,18 @@ impl Dialog {
             None => self.remote_target.as_str(),
         };
         uri_socket_addr(uri)
+    }
+
+    /// The IPs of the dialog's peer as the dialog names them: the first route and the
+    /// remote target, where they are IP literals (canonical forms).
+    pub(crate) fn peer_ips(&self) -> Vec<IpAddr> {
+        let route = self.route_set.first().map(|r| addr_uri(r));
+        route
+            .into_iter()
+            .chain(std::iter::once(self.remote_target.as_str()))
+            .filter_map(uri_socket_addr)
+            .map(|a| a.ip().to_canonical())
+            .collect()
     }
 
     /// Request-URI and Route headers per §12.2.1.1 (loose or strict first route).

@@ -211,3 +211,33 @@ fn uas_dialog_needs_a_contact() {
         Dialog::from_uas_invite(&inbound_invite("Contact: <sip:bob@10.0.0.9>\r\n"), "t").unwrap();
     assert_eq!(d.next_hop(), Some("10.0.0.9:5060".parse().unwrap()));
 }
+
+#[test]
+fn cseq_numbers_at_u32_max_are_checked_not_wrapped() {
+    let mut d = Dialog::from_uac_2xx(&invite(), &ok("Contact: <sip:gw@10.0.0.2>\r\n")).unwrap();
+    d.bump_local_cseq(u32::MAX - 1);
+    let via = || "SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bKx".to_string();
+    let last = text(&d.request(Method::Bye, via(), Vec::new()).unwrap());
+    assert!(last.contains("CSeq: 4294967295 BYE\r\n"), "{last}");
+    assert_eq!(
+        d.request(Method::Bye, via(), Vec::new()),
+        Err(DialogError::CSeqExhausted)
+    );
+    assert_eq!(d.next_cseq(), None);
+    assert_eq!(d.local_cseq(), u32::MAX, "not wrapped to 0");
+    // The peer's numbers: u32::MAX is accepted and stays the floor.
+    d.check_remote_cseq(&peer_request("INFO", u32::MAX, "local1"))
+        .unwrap();
+    d.check_remote_cseq(&peer_request("INFO", u32::MAX, "local1"))
+        .unwrap();
+    assert!(
+        d.check_remote_cseq(&peer_request("INFO", 1, "local1"))
+            .is_err()
+    );
+    // One past u32::MAX is no CSeq at all.
+    let raw = "BYE sip:alice@127.0.0.1:5070 SIP/2.0\r\nVia: SIP/2.0/UDP 10.0.0.2:5060;branch=z9hG4bKp\r\nFrom: <sip:+15551234567@trunk.example>;tag=remote1\r\nTo: <sip:alice@127.0.0.1>;tag=local1\r\nCall-ID: cid-9\r\nCSeq: 4294967296 BYE\r\nContent-Length: 0\r\n\r\n";
+    assert!(
+        !matches!(parse(raw.as_bytes()), Ok(Incoming::Request(_))),
+        "refused by the parser (answered 400)"
+    );
+}

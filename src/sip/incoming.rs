@@ -34,7 +34,8 @@ pub struct IncomingCall {
     /// The SDP offer, if the INVITE carried one (else `answer` must carry an offer
     /// and the trunk's answer comes as `RemoteSdp` with the ACK).
     pub sdp: Option<String>,
-    /// Address of the trunk that sent it (the hop before a trusted proxy).
+    /// Address of the trunk that sent it (behind a trusted proxy: the one its
+    /// signed forwarding header vouches for).
     pub source: SocketAddr,
     /// Name of the trunk it came from.
     pub trunk: Option<String>,

@@ -22,13 +22,16 @@ pub mod dns;
 /// A built-in echo UAS (answers every INVITE, echoes RTP back).
 pub mod echo;
 mod endpoint;
+mod framer;
 mod incoming;
+mod labels;
 mod message;
 mod timers;
 /// RFC 3261 §17 transactions (sans-IO).
 pub mod transaction;
 mod transport;
 mod trunk;
+mod trunk_scope;
 mod user_agent;
 
 use std::fmt;
@@ -36,13 +39,18 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 pub use auth::Credentials;
-pub use endpoint::{Direction, MessageCount, SipCallHandle, SipEndpoint};
+pub use endpoint::{
+    CloseReason, ConnectionConfig, ConnectionStats, Direction, MessageCount, Refusal,
+    SipCallHandle, SipEndpoint,
+};
+pub use framer::{FramingError, StreamFramer};
 pub use incoming::{InboundSipEvent, IncomingCall, IncomingCallHandle};
+pub use labels::{method_label, status_label};
 pub use transaction::TimerConfig;
-pub use transport::{FramingError, Peer, StreamFramer, Transport};
+pub use transport::{Peer, Transport};
 pub use trunk::{
-    CalledNumberSource, CallerIdHeaders, DtmfMode, RelPolicy, SessionTimerSettings, TrunkSettings,
-    TrunkStatus, parse_net,
+    CalledNumberSource, CallerIdHeaders, DtmfMode, ReferPolicy, RelPolicy, SessionTimerSettings,
+    TrunkSettings, TrunkStatus, parse_net,
 };
 
 /// Parses one SIP message the way the endpoint does (normalising pass, then rsip,
@@ -63,6 +71,14 @@ pub fn parse_message(bytes: &[u8]) -> Result<bool, String> {
 #[doc(hidden)]
 pub fn fuzz_user_agent(bytes: &[u8]) {
     user_agent::fuzz(bytes);
+}
+
+/// Frames `bytes[1..]` as a TCP stream whole and in reads sized from `bytes[0]`,
+/// checks that both agree and parses each message; returns how many were framed.
+/// For the `sip_stream` fuzz target.
+#[doc(hidden)]
+pub fn fuzz_stream(bytes: &[u8]) -> usize {
+    framer::fuzz_stream(bytes)
 }
 
 /// Errors of the SIP user agent.
@@ -98,8 +114,9 @@ pub struct SipEndpointConfig {
     /// RFC 3261 timer values (T1, T2, T4, D).
     pub timers: TimerConfig,
     /// Other instances that may forward inbound INVITEs to us
-    /// ([`SipEndpoint::proxy`]): their INVITEs are admitted by the trunk address in
-    /// the second Via (and not challenged again).
+    /// ([`SipEndpoint::proxy`]): their INVITEs are admitted by the trunk address
+    /// their `X-Callbridge-Forwarded` header vouches for when it is signed with
+    /// [`forward`](Self::forward); without a valid one, as their own.
     pub trusted_proxies: Vec<ipnet::IpNet>,
     /// Inbound SIP over TLS (RFC 3261 §26.2, usually port 5061), if any.
     pub tls: Option<SipTlsListener>,
@@ -113,6 +130,30 @@ pub struct SipEndpointConfig {
     /// CRLF keepalive pings (RFC 5626) on our TCP/TLS connections after this long
     /// without traffic; `None`: no pings.
     pub keepalive: Option<std::time::Duration>,
+    /// Caps and timeouts of TCP/TLS connections.
+    pub connections: ConnectionConfig,
+    /// The cluster's key for INVITEs forwarded between instances (signed when we
+    /// forward, checked from `trusted_proxies`); `None`: no forwarding either way.
+    pub forward: Option<ForwardAuth>,
+}
+
+/// The shared secret with which instances sign the INVITEs they forward to each
+/// other (`cluster.forward_secret`), and how old such a signature may be.
+#[derive(Clone)]
+pub struct ForwardAuth {
+    /// The secret (never logged).
+    pub secret: Vec<u8>,
+    /// The validity window of a signature (`cluster.forward_max_age`).
+    pub max_age: std::time::Duration,
+}
+
+impl fmt::Debug for ForwardAuth {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ForwardAuth")
+            .field("secret", &"<redacted>")
+            .field("max_age", &self.max_age)
+            .finish()
+    }
 }
 
 /// A certificate chain and private key we present as a TLS client (mutual TLS to
@@ -187,6 +228,8 @@ impl Default for SipEndpointConfig {
             dns_servers: Vec::new(),
             dns_refresh: std::time::Duration::from_secs(300),
             keepalive: Some(std::time::Duration::from_secs(60)),
+            connections: ConnectionConfig::default(),
+            forward: None,
         }
     }
 }
@@ -215,6 +258,10 @@ pub struct InviteRequest {
     pub correlation_id: String,
     /// The trunk's settings (transport, credentials, extensions).
     pub trunk: TrunkSettings,
+    /// The trunk's other addresses besides `target` (further DNS SRV targets): its
+    /// credentials may answer challenges from them and in-dialog requests may come
+    /// from them, as from `target` and the trunk's `inbound_from` networks.
+    pub trunk_addresses: Vec<SocketAddr>,
     /// Display name in From.
     pub from_display: Option<String>,
     /// User of `P-Asserted-Identity` (RFC 3325), e.g. the token's `caller_id`.
@@ -235,6 +282,7 @@ impl Default for InviteRequest {
             sdp: String::new(),
             correlation_id: String::new(),
             trunk: TrunkSettings::default(),
+            trunk_addresses: Vec::new(),
             from_display: None,
             asserted_identity: None,
             privacy: false,
@@ -252,6 +300,7 @@ impl fmt::Debug for InviteRequest {
             .field("from_user", &self.from_user)
             .field("correlation_id", &self.correlation_id)
             .field("trunk", &self.trunk)
+            .field("trunk_addresses", &self.trunk_addresses)
             .field("from_display", &self.from_display)
             .field("asserted_identity", &self.asserted_identity)
             .field("privacy", &self.privacy)
@@ -309,6 +358,25 @@ pub enum SipCallEvent {
         status: u16,
         /// The far end's SDP answer, on success.
         sdp: Option<String>,
+    },
+    /// The far end asked to transfer the call (REFER, answered 202, on a trunk with
+    /// `refer = "dialplan"`). The call module decides: [`SipEndpoint::transfer`]
+    /// through a trunk of its choosing, or [`SipCallHandle::refuse_transfer`]; with
+    /// no decision within 64*T1 the transfer fails with 408. Never call `target`
+    /// itself: it is whatever the far end wrote.
+    TransferRequested {
+        /// The Refer-To URI (headers stripped).
+        target: String,
+        /// Its user part, percent-decoded, if any: the number to dial.
+        user: Option<String>,
+    },
+    /// The transfer the call module allowed failed (the transferor got the status);
+    /// the call goes on with the current party.
+    TransferFailed {
+        /// The new leg's final status.
+        status: u16,
+        /// Its reason.
+        reason: String,
     },
     /// The far end transferred the call (REFER) and the transfer target answered; the
     /// call goes on with the new party in this same handle (a `RemoteSdp` follows).

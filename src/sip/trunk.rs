@@ -92,6 +92,17 @@ impl CallerIdHeaders {
     }
 }
 
+/// What the gateway does with a REFER (call transfer, RFC 3515) from a trunk's far end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ReferPolicy {
+    /// Answer 603 Decline: the far end cannot make the gateway place a call (default).
+    #[default]
+    Reject,
+    /// Accept (202) and let the call module dial the Refer-To user part like a browser
+    /// `call`: dial plan, the user's limits, the route's trunks only.
+    Dialplan,
+}
+
 /// Session timer settings (RFC 4028).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SessionTimerSettings {
@@ -162,6 +173,11 @@ pub struct TrunkSettings {
     pub from_domain: Option<String>,
     /// Which headers carry the caller's id.
     pub caller_id_headers: CallerIdHeaders,
+    /// What a REFER from the far end of a call on this trunk does.
+    pub refer: ReferPolicy,
+    /// The only digest realm `credentials` answer; `None`: the realm of the first
+    /// challenge from the trunk's address (per call or registration).
+    pub realm: Option<String>,
 }
 
 impl Default for TrunkSettings {
@@ -189,6 +205,8 @@ impl Default for TrunkSettings {
             from_user: None,
             from_domain: None,
             caller_id_headers: CallerIdHeaders::default(),
+            refer: ReferPolicy::Reject,
+            realm: None,
         }
     }
 }
@@ -292,6 +310,11 @@ impl TrunkSettings {
             from_user: trunk.from_user.clone(),
             from_domain: trunk.from_domain.clone(),
             caller_id_headers: CallerIdHeaders::parse(&trunk.caller_id_header),
+            refer: match trunk.refer.as_str() {
+                "dialplan" => ReferPolicy::Dialplan,
+                _ => ReferPolicy::Reject,
+            },
+            realm: trunk.realm.clone(),
         }
     }
 

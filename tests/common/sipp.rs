@@ -12,7 +12,7 @@
 
 #![allow(dead_code)]
 
-use std::net::{SocketAddr, TcpListener, UdpSocket};
+use std::net::{IpAddr, SocketAddr, TcpListener, UdpSocket};
 use std::sync::Arc;
 
 use callbridge::sip::{InviteRequest, SipCallEvent, SipEndpoint, SipEndpointConfig, TimerConfig};
@@ -166,17 +166,48 @@ impl Sipp {
         service: &str,
         extra_args: &[&str],
     ) -> Sipp {
+        let local = IpAddr::from([127, 0, 0, 1]);
+        Self::uac_from(local, transport, scenario, target, service, extra_args)
+    }
+
+    /// Like [`Sipp::uac_on`] from another local address (`127.0.0.0/8` is all
+    /// loopback on Linux: a trunk at 127.0.0.2 beside a flood from 127.0.0.1).
+    pub fn uac_from(
+        local: IpAddr,
+        transport: SippTransport,
+        scenario: &Path,
+        target: SocketAddr,
+        service: &str,
+        extra_args: &[&str],
+    ) -> Sipp {
         let mut cmd = Command::new(sipp_binary());
         cmd.arg("-sf")
             .arg(scenario)
             .args(["-s", service])
             .arg(target.to_string());
-        Self::spawn(cmd, transport, free_port(), extra_args)
+        let local = local.to_string();
+        let args: Vec<&str> = ["-i", local.as_str()]
+            .into_iter()
+            .chain(extra_args.iter().copied())
+            .collect();
+        Self::spawn(cmd, transport, free_port(), &args)
     }
 
-    /// Runs `cmd` (SIPp with its mode arguments) on 127.0.0.1:`port` for one call.
+    /// Runs `cmd` (SIPp with its mode arguments) on 127.0.0.1:`port` for one call
+    /// (another loopback address when `extra_args` has `-i`, e.g. `127.0.0.2` for a
+    /// peer that must look like another host).
     fn spawn(mut cmd: Command, transport: SippTransport, port: u16, extra_args: &[&str]) -> Sipp {
         let dir = temp_dir();
+        let ip: std::net::IpAddr = match extra_args.iter().position(|a| *a == "-i") {
+            Some(i) => extra_args
+                .get(i + 1)
+                .and_then(|ip| ip.parse().ok())
+                .expect("-i takes an IP address"),
+            None => {
+                cmd.args(["-i", "127.0.0.1"]);
+                std::net::IpAddr::from([127, 0, 0, 1])
+            }
+        };
         if !extra_args.contains(&"-mp") {
             // SIPp binds its media sockets even when no scenario uses them (default
             // 6000, which concurrent SIPps would share): the upper half of its block.
@@ -190,33 +221,25 @@ impl Sipp {
                 "u1"
             },
         ]);
-        cmd.args([
-            "-i",
-            "127.0.0.1",
-            "-p",
-            &port.to_string(),
-            "-m",
-            "1",
-            "-nostdin",
-        ])
-        .args(["-timeout", "60s", "-timeout_error"])
-        .args(["-trace_err", "-trace_stat", "-trace_msg", "-trace_screen"])
-        .arg("-error_file")
-        .arg(dir.join("errors.log"))
-        .arg("-stf")
-        .arg(dir.join("stats.csv"))
-        .arg("-message_file")
-        .arg(dir.join("messages.log"))
-        .arg("-screen_file")
-        .arg(dir.join("screen.log"))
-        .args(extra_args)
-        .current_dir(&dir)
-        .stdin(Stdio::null())
-        .stdout(std::fs::File::create(dir.join("stdout.log")).expect("stdout log"))
-        .stderr(std::fs::File::create(dir.join("stderr.log")).expect("stderr log"));
+        cmd.args(["-p", &port.to_string(), "-m", "1", "-nostdin"])
+            .args(["-timeout", "60s", "-timeout_error"])
+            .args(["-trace_err", "-trace_stat", "-trace_msg", "-trace_screen"])
+            .arg("-error_file")
+            .arg(dir.join("errors.log"))
+            .arg("-stf")
+            .arg(dir.join("stats.csv"))
+            .arg("-message_file")
+            .arg(dir.join("messages.log"))
+            .arg("-screen_file")
+            .arg(dir.join("screen.log"))
+            .args(extra_args)
+            .current_dir(&dir)
+            .stdin(Stdio::null())
+            .stdout(std::fs::File::create(dir.join("stdout.log")).expect("stdout log"))
+            .stderr(std::fs::File::create(dir.join("stderr.log")).expect("stderr log"));
         let child = cmd.spawn().expect("spawn SIPp");
         Sipp {
-            addr: SocketAddr::from(([127, 0, 0, 1], port)),
+            addr: SocketAddr::new(ip, port),
             transport,
             child: Some(child),
             dir,

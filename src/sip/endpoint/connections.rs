@@ -3,7 +3,8 @@
 //! a task that writes what the driver queues and frames what it reads
 //! ([`StreamFramer`]); the driver learns about messages, failed sends and closed
 //! connections through [`NetEvent`]s. Outbound connects time out after
-//! [`CONNECT_TIMEOUT`] so a dead trunk fails over quickly.
+//! [`CONNECT_TIMEOUT`] so a dead trunk fails over quickly; every write times out
+//! after `sip.tcp_write_timeout`. Accepting (caps, TLS handshakes) is `accept.rs`.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -12,23 +13,25 @@ use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
 
+use super::limits::{CloseReason, ConnectionLimits};
 use super::tls::TlsTarget;
-use crate::sip::transport::{Peer, StreamFramer, Transport};
+use crate::sip::framer::StreamFramer;
+use crate::sip::message::fallback::reply_to_unframable;
+use crate::sip::transport::{Peer, Transport};
 use crate::sip::user_agent::Owner;
 
 /// How long an outbound TCP connect plus TLS handshake may take.
 pub(crate) const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-/// An inbound connection with no traffic either way for this long is closed.
-const INBOUND_IDLE: Duration = Duration::from_secs(900);
+/// An inbound connection from a trunk's address with no traffic either way for
+/// this long is closed (its keepalives count: it may carry a call's dialog).
+pub(super) const TRUNK_IDLE: Duration = Duration::from_secs(900);
 /// Same for our connections to trunks: longer than any session refresh interval, so
 /// an idle call's trunk can still reach us on it.
 const OUTBOUND_IDLE: Duration = Duration::from_secs(7200);
-/// Most inbound connections at once.
-const MAX_INBOUND: usize = 1024;
 /// How long a keepalive ping waits for its pong (RFC 5626 §4.4.1) once the peer
 /// has shown that it answers them.
 const PONG_WAIT: Duration = Duration::from_secs(10);
@@ -40,7 +43,7 @@ const PONG: &[u8] = b"\r\n";
 const MAX_OWNERS: usize = 64;
 
 /// A message to write and who it belongs to (for error reports).
-type Outgoing = (Vec<u8>, Owner);
+pub(super) type Outgoing = (Vec<u8>, Owner);
 
 /// What connection tasks tell the driver.
 #[derive(Debug)]
@@ -91,20 +94,27 @@ pub(crate) struct Connections {
     next_id: u64,
     /// Keepalive ping interval on our connections to trunks; `None`: no pings.
     keepalive: Option<Duration>,
+    /// Caps, trunk addresses and counters, shared with the accept loops.
+    limits: Arc<ConnectionLimits>,
     /// Connection and listener tasks, aborted on drop.
     tasks: JoinSet<()>,
 }
 
 impl Connections {
     /// No connections yet; tasks report to `net`; our connections send keepalive
-    /// pings after `keepalive` without traffic.
-    pub(crate) fn new(net: mpsc::UnboundedSender<NetEvent>, keepalive: Option<Duration>) -> Self {
+    /// pings after `keepalive` without traffic; `limits` bound them all.
+    pub(crate) fn new(
+        net: mpsc::UnboundedSender<NetEvent>,
+        keepalive: Option<Duration>,
+        limits: Arc<ConnectionLimits>,
+    ) -> Self {
         Self {
             conns: HashMap::new(),
             tls: HashMap::new(),
             net,
             next_id: 0,
             keepalive,
+            limits,
             tasks: JoinSet::new(),
         }
     }
@@ -118,7 +128,15 @@ impl Connections {
         } else {
             1u64 << 40
         };
-        self.tasks.spawn(accept_loop(listener, tls, net, first_id));
+        let limits = Arc::clone(&self.limits);
+        self.tasks.spawn(super::accept::accept_loop(
+            listener, tls, net, first_id, limits,
+        ));
+    }
+
+    /// The shared connection policy (trunk addresses are set through it).
+    pub(crate) fn limits(&self) -> &Arc<ConnectionLimits> {
+        &self.limits
     }
 
     /// Remembers how to reach a TLS trunk at `addr`.
@@ -165,9 +183,17 @@ impl Connections {
         let (sender, queue) = mpsc::unbounded_channel();
         let _ = sender.send(message);
         self.conns.insert(dest, (id, sender));
-        let keepalive = self.keepalive;
-        self.tasks
-            .spawn(outbound(dest, id, tls, keepalive, queue, self.net.clone()));
+        let limits = Liveness::outbound(self.keepalive, &self.limits);
+        let counters = Arc::clone(&self.limits);
+        self.tasks.spawn(outbound(
+            dest,
+            id,
+            tls,
+            limits,
+            counters,
+            queue,
+            self.net.clone(),
+        ));
     }
 
     /// A connection task reported its end.
@@ -193,7 +219,8 @@ async fn outbound(
     dest: Peer,
     id: u64,
     tls: Option<TlsTarget>,
-    keepalive: Option<Duration>,
+    liveness: Liveness,
+    limits: Arc<ConnectionLimits>,
     mut queue: mpsc::UnboundedReceiver<Outgoing>,
     net: mpsc::UnboundedSender<NetEvent>,
 ) {
@@ -222,13 +249,13 @@ async fn outbound(
     let error = match connected {
         Ok(Stream::Tcp(s)) => {
             tracing::debug!(peer = %dest, "connected");
-            let limits = Liveness::outbound(keepalive);
-            run(s, dest, &mut queue, &net, limits, &mut owners).await
+            let link = Link::new(dest, &net, &limits);
+            run(s, link, &mut queue, liveness, &mut owners).await
         }
         Ok(Stream::Tls(s)) => {
             tracing::debug!(peer = %dest, "TLS connected");
-            let limits = Liveness::outbound(keepalive);
-            run(*s, dest, &mut queue, &net, limits, &mut owners).await
+            let link = Link::new(dest, &net, &limits);
+            run(*s, link, &mut queue, liveness, &mut owners).await
         }
         Err(e) => {
             tracing::warn!(peer = %dest, "{e}");
@@ -236,7 +263,7 @@ async fn outbound(
         }
     };
     fail_queued(dest, &mut queue, &net, &error);
-    if error != "closed" && error != "idle" {
+    if error != CLOSED && error != IDLE {
         // The connection broke (reset, TLS alert, missing pong): requests sent on
         // it can get no answer on it. Their owners hear it as a send error, which
         // ends only transactions still waiting (e.g. an INVITE a trunk refused at
@@ -256,7 +283,7 @@ enum Stream {
 }
 
 /// Reports every message still queued as failed.
-fn fail_queued(
+pub(super) fn fail_queued(
     dest: Peer,
     queue: &mut mpsc::UnboundedReceiver<Outgoing>,
     net: &mpsc::UnboundedSender<NetEvent>,
@@ -272,66 +299,132 @@ fn fail_queued(
     }
 }
 
+/// What [`run`] returns when the driver dropped the connection's queue.
+const CLOSED: &str = "closed";
+/// What [`run`] returns when the idle limit closed the connection.
+pub(super) const IDLE: &str = "idle";
+
 /// When a connection is given up: idle without messages, or (ours) silent after a
-/// keepalive ping.
+/// keepalive ping; and how long a write may take.
 #[derive(Debug, Clone, Copy)]
-struct Liveness {
-    /// No message either way for this long closes the connection.
-    idle: Duration,
-    /// Bytes from the peer that are no message (its keepalive pings) count as
-    /// traffic: a peer keeping its flow to us open with pings keeps it.
-    pings_keep_open: bool,
+pub(super) struct Liveness {
+    /// No traffic (as counted below) for this long closes the connection.
+    pub idle: Duration,
+    /// Only complete SIP messages from the peer count as traffic: its CRLF pings
+    /// and our own writes do not (inbound connections from non-trunk addresses,
+    /// which carry no dialog). Otherwise pings and writes count too.
+    pub strict: bool,
     /// Ping after this long without any bytes either way; `None`: never ping.
-    keepalive: Option<Duration>,
+    pub keepalive: Option<Duration>,
+    /// A write not done within this closes the connection.
+    pub write_timeout: Duration,
+    /// Largest message framed.
+    pub max_message: usize,
 }
 
 impl Liveness {
     /// Our connections to trunks.
-    fn outbound(keepalive: Option<Duration>) -> Self {
+    fn outbound(keepalive: Option<Duration>, limits: &ConnectionLimits) -> Self {
         Liveness {
             idle: OUTBOUND_IDLE,
-            pings_keep_open: false,
+            strict: false,
             keepalive,
+            write_timeout: limits.config().write_timeout,
+            max_message: limits.config().max_message_bytes,
         }
+    }
+
+    /// An accepted connection, from a trunk's address or not.
+    pub(super) fn inbound(trunk: bool, limits: &ConnectionLimits) -> Self {
+        let config = limits.config();
+        Liveness {
+            idle: if trunk {
+                TRUNK_IDLE
+            } else {
+                config.idle_timeout
+            },
+            strict: !trunk,
+            keepalive: None,
+            write_timeout: config.write_timeout,
+            max_message: config.max_message_bytes,
+        }
+    }
+}
+
+/// Who a connection task reports to.
+pub(super) struct Link<'a> {
+    /// The peer.
+    pub peer: Peer,
+    /// The driver.
+    pub net: &'a mpsc::UnboundedSender<NetEvent>,
+    /// Where closes are counted.
+    pub limits: &'a ConnectionLimits,
+}
+
+impl<'a> Link<'a> {
+    /// The link of the connection with `peer`.
+    pub(super) fn new(
+        peer: Peer,
+        net: &'a mpsc::UnboundedSender<NetEvent>,
+        limits: &'a ConnectionLimits,
+    ) -> Self {
+        Link { peer, net, limits }
     }
 }
 
 /// Writes queued messages and frames incoming ones until an error, EOF, idleness or
 /// a missing pong; returns why it stopped. Pings from the peer get a pong; ours go
-/// out after `limits.keepalive` of silence, and once the peer has answered one, a
+/// out after `liveness.keepalive` of silence, and once the peer has answered one, a
 /// ping unanswered for [`PONG_WAIT`] ends the connection (the peer or a NAT on the
-/// way lost it), so the next request opens a new one.
-async fn run<S: AsyncRead + AsyncWrite + Unpin>(
+/// way lost it), so the next request opens a new one. A stream that cannot be
+/// framed is answered (400/413, when its header section names a request) and closed.
+pub(super) async fn run<S: AsyncRead + AsyncWrite + Unpin>(
     stream: S,
-    peer: Peer,
+    link: Link<'_>,
     queue: &mut mpsc::UnboundedReceiver<Outgoing>,
-    net: &mpsc::UnboundedSender<NetEvent>,
-    limits: Liveness,
+    liveness: Liveness,
     owners: &mut Vec<Owner>,
 ) -> String {
-    use tokio::time::{Instant, sleep_until};
+    use tokio::time::{Instant, sleep_until, timeout};
+    let Link { peer, net, limits } = link;
     let (mut reader, mut writer) = tokio::io::split(stream);
-    let mut framer = StreamFramer::default();
+    let mut framer = StreamFramer::new(liveness.max_message);
     let mut buf = vec![0u8; 16 * 1024];
-    let mut idle_at = Instant::now() + limits.idle;
+    let mut idle_at = Instant::now() + liveness.idle;
     let far = Duration::from_secs(86_400 * 365);
-    let mut ping_at = Instant::now() + limits.keepalive.unwrap_or(far);
+    let mut ping_at = Instant::now() + liveness.keepalive.unwrap_or(far);
     // Set while a ping waits for its pong from a peer known to answer them.
     let mut pong_due: Option<Instant> = None;
     let mut answers_pings = false;
+    let write_timeout = liveness.write_timeout;
+    // Writes `bytes` within the write timeout; the error names the peer.
+    macro_rules! write_within {
+        ($bytes:expr, $what:literal) => {
+            match timeout(write_timeout, write_flushed(&mut writer, $bytes)).await {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(e)) => Err(format!("{} {peer}: {e}", $what)),
+                Err(_) => {
+                    limits.count_close(CloseReason::WriteTimeout);
+                    tracing::warn!(%peer, "closing connection: a write made no progress in {write_timeout:?}");
+                    Err(format!("{} {peer}: timed out after {write_timeout:?}", $what))
+                }
+            }
+        };
+    }
     loop {
         tokio::select! {
             message = queue.recv() => {
                 let Some((bytes, owner)) = message else {
-                    return "closed".into();
+                    return CLOSED.into();
                 };
-                if let Err(e) = write_flushed(&mut writer, &bytes).await {
-                    let error = format!("write to {peer}: {e}");
+                if let Err(error) = write_within!(&bytes, "write to") {
                     let _ = net.send(NetEvent::SendFailed { dest: peer, owner, error: error.clone() });
                     return error;
                 }
                 remember(owners, owner);
-                idle_at = Instant::now() + limits.idle;
+                if !liveness.strict {
+                    idle_at = Instant::now() + liveness.idle;
+                }
             }
             read = reader.read(&mut buf) => {
                 let n = match read {
@@ -339,24 +432,32 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(
                     Ok(n) => n,
                     Err(e) => return format!("read from {peer}: {e}"),
                 };
-                if let Some(interval) = limits.keepalive {
+                if let Some(interval) = liveness.keepalive {
                     ping_at = Instant::now() + interval;
                 }
                 pong_due = None;
-                if limits.pings_keep_open {
-                    idle_at = Instant::now() + limits.idle;
+                if !liveness.strict {
+                    idle_at = Instant::now() + liveness.idle;
                 }
                 let only_crlf = buf[..n].iter().all(|b| matches!(b, b'\r' | b'\n'));
                 framer.push(&buf[..n]);
                 loop {
                     match framer.next_message() {
                         Ok(Some(bytes)) => {
-                            idle_at = Instant::now() + limits.idle;
+                            idle_at = Instant::now() + liveness.idle;
                             let _ = net.send(NetEvent::Message { source: peer, bytes });
                         }
                         Ok(None) => break,
                         Err(e) => {
                             tracing::warn!(%peer, "closing connection: {e}");
+                            limits.count_close(CloseReason::Framing);
+                            let why = e.to_string();
+                            if let Some(reply) = framer
+                                .head()
+                                .and_then(|head| reply_to_unframable(head, peer.addr, e.status(), &why))
+                            {
+                                let _ = write_within!(&reply, "write to");
+                            }
                             return format!("framing: {e}");
                         }
                     }
@@ -366,16 +467,16 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(
                     answers_pings = true; // a pong: the peer does RFC 5626 keepalives
                 }
                 for _ in 0..pings {
-                    if let Err(e) = write_flushed(&mut writer, PONG).await {
-                        return format!("write to {peer}: {e}");
+                    if let Err(error) = write_within!(PONG, "write to") {
+                        return error;
                     }
                 }
             }
-            () = sleep_until(ping_at), if limits.keepalive.is_some() && pong_due.is_none() => {
-                if let Err(e) = write_flushed(&mut writer, PING).await {
-                    return format!("keepalive to {peer}: {e}");
+            () = sleep_until(ping_at), if liveness.keepalive.is_some() && pong_due.is_none() => {
+                if let Err(error) = write_within!(PING, "keepalive to") {
+                    return error;
                 }
-                ping_at = Instant::now() + limits.keepalive.unwrap_or(far);
+                ping_at = Instant::now() + liveness.keepalive.unwrap_or(far);
                 if answers_pings {
                     pong_due = Some(Instant::now() + PONG_WAIT);
                 }
@@ -383,7 +484,13 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(
             () = sleep_until(pong_due.unwrap_or(idle_at)), if pong_due.is_some() => {
                 return format!("no keepalive pong from {peer} within {PONG_WAIT:?}");
             }
-            () = sleep_until(idle_at) => return "idle".into(),
+            () = sleep_until(idle_at) => {
+                if liveness.strict {
+                    limits.count_close(CloseReason::Idle);
+                    tracing::info!(%peer, "closing connection: no SIP message in {:?}", liveness.idle);
+                }
+                return IDLE.into();
+            }
         }
     }
 }
@@ -406,81 +513,4 @@ fn remember(owners: &mut Vec<Owner>, owner: Owner) {
 async fn write_flushed<W: AsyncWrite + Unpin>(writer: &mut W, bytes: &[u8]) -> std::io::Result<()> {
     writer.write_all(bytes).await?;
     writer.flush().await
-}
-
-/// Accepts inbound TCP connections, or TLS ones when `tls` is set (at most
-/// [`MAX_INBOUND`] at once). The TLS handshake runs in the connection's own task
-/// within [`CONNECT_TIMEOUT`], so a slow or silent client holds up nobody else.
-async fn accept_loop(
-    listener: TcpListener,
-    tls: Option<TlsAcceptor>,
-    net: mpsc::UnboundedSender<NetEvent>,
-    first_id: u64,
-) {
-    let permits = Arc::new(Semaphore::new(MAX_INBOUND));
-    let mut next_id = first_id;
-    let mut tasks = JoinSet::new();
-    let kind = if tls.is_some() { "TLS" } else { "TCP" };
-    loop {
-        let Ok(permit) = permits.clone().acquire_owned().await else {
-            return;
-        };
-        let (stream, addr) = match listener.accept().await {
-            Ok(accepted) => accepted,
-            Err(e) => {
-                tracing::warn!("SIP {kind} accept: {e}");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
-        };
-        let _ = stream.set_nodelay(true);
-        next_id += 1;
-        let id = next_id;
-        let net = net.clone();
-        let tls = tls.clone();
-        tasks.spawn(async move {
-            let error = match tls {
-                None => serve_inbound(stream, Transport::Tcp, addr, id, &net).await,
-                Some(acceptor) => {
-                    match tokio::time::timeout(CONNECT_TIMEOUT, acceptor.accept(stream)).await {
-                        Ok(Ok(stream)) => {
-                            serve_inbound(stream, Transport::Tls, addr, id, &net).await
-                        }
-                        Ok(Err(e)) => Some(format!("TLS handshake: {e}")),
-                        Err(_) => {
-                            Some(format!("TLS handshake: no progress in {CONNECT_TIMEOUT:?}"))
-                        }
-                    }
-                }
-            };
-            if let Some(error) = error {
-                tracing::debug!(%addr, "inbound {kind} connection ended: {error}");
-            }
-            drop(permit);
-        });
-        while tasks.try_join_next().is_some() {}
-    }
-}
-
-/// Runs one accepted connection: announces it to the driver, then reads and writes
-/// until it ends; returns why it ended (`None` if the driver is gone).
-async fn serve_inbound<S: AsyncRead + AsyncWrite + Unpin>(
-    stream: S,
-    transport: Transport,
-    addr: SocketAddr,
-    id: u64,
-    net: &mpsc::UnboundedSender<NetEvent>,
-) -> Option<String> {
-    let peer = Peer { transport, addr };
-    let (sender, mut queue) = mpsc::unbounded_channel();
-    net.send(NetEvent::Accepted { peer, id, sender }).ok()?;
-    let limits = Liveness {
-        idle: INBOUND_IDLE,
-        pings_keep_open: true,
-        keepalive: None,
-    };
-    let error = run(stream, peer, &mut queue, net, limits, &mut Vec::new()).await;
-    fail_queued(peer, &mut queue, net, &error);
-    let _ = net.send(NetEvent::Closed { peer, id });
-    Some(error)
 }

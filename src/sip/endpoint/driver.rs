@@ -23,6 +23,13 @@ pub(super) fn now() -> Instant {
     tokio::time::Instant::now().into_std()
 }
 
+/// The wall clock in Unix seconds (forwarding headers between instances).
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
 /// Replaces the values of credential headers for logs (never log digest answers).
 pub(super) fn redact(bytes: &[u8]) -> String {
     let text = String::from_utf8_lossy(bytes);
@@ -132,6 +139,22 @@ impl Driver {
                     self.subscribers.insert(id, events);
                 }
             }
+            Command::Transfer {
+                id,
+                request,
+                local,
+                target,
+                tls,
+            } => {
+                if let Some(t) = tls {
+                    self.connections.register_tls(target.addr, t);
+                }
+                if let Err(e) = self.ua.transfer(now(), &id, *request, local, target) {
+                    tracing::warn!(sip_call_id = %id, "cannot start the transfer: {e}");
+                    self.ua.refuse_transfer(now(), &id, 500);
+                }
+            }
+            Command::RefuseTransfer { id, status } => self.ua.refuse_transfer(now(), &id, status),
             Command::Hangup { id } => self.ua.hangup(now(), &id),
             Command::Reinvite { id, sdp } => self.ua.reinvite(now(), &id, sdp),
             Command::DtmfInfo {
@@ -141,11 +164,13 @@ impl Driver {
             } => self.ua.send_dtmf_info(now(), &id, digit, duration_ms),
             Command::Respond { id, action } => self.ua.respond(now(), &id, action),
             Command::Proxy { id, target, done } => {
+                self.ua.set_unix_time(unix_now());
                 let _ = done.send(self.ua.proxy(now(), &id, target));
             }
             Command::AcceptInbound => self.ua.set_accept_inbound(true),
             Command::SetInbound { trunks, done } => {
                 for (settings, resolved) in trunks {
+                    self.connections.limits().set_trunk(&settings, &resolved);
                     self.ua.set_inbound_trunk(settings, resolved);
                 }
                 if let Some(done) = done {
@@ -177,6 +202,7 @@ impl Driver {
     fn incoming(&mut self, source: Peer, bytes: &[u8]) {
         count(&self.counts, Direction::Inbound, bytes);
         tracing::trace!(%source, message = %redact(bytes), "SIP in");
+        self.ua.set_unix_time(unix_now());
         self.ua.handle_message(now(), source, bytes);
     }
 

@@ -4,9 +4,11 @@
 //! Handles talk to the driver through an mpsc queue; no task per transaction or per
 //! call, one task per TCP/TLS connection (`connections.rs`).
 
+mod accept;
 mod connections;
 mod driver;
 mod incoming;
+mod limits;
 mod tls;
 mod trunks;
 
@@ -21,7 +23,7 @@ use tokio::task::JoinHandle;
 use super::dns::Locator;
 use super::message::{self, build::random_hex};
 use super::transport::{Peer, Transport};
-use super::user_agent::{InboundAction, UaConfig, UserAgent, validate};
+use super::user_agent::{ForwardKey, InboundAction, UaConfig, UserAgent, validate};
 use super::{
     DtmfMode, IncomingCall, InviteRequest, SipCallEvent, SipEndpointConfig, SipError,
     TrunkSettings, TrunkStatus,
@@ -29,6 +31,8 @@ use super::{
 use connections::Connections;
 use driver::Driver;
 pub use incoming::IncomingCallHandle;
+use limits::ConnectionLimits;
+pub use limits::{CloseReason, ConnectionConfig, ConnectionStats, Refusal};
 use tls::TlsTarget;
 pub(crate) use tls::{load_identity, server_config as tls_server_config};
 
@@ -43,6 +47,16 @@ enum Command {
         tls: Option<TlsTarget>,
         events: mpsc::UnboundedSender<SipCallEvent>,
     },
+    /// Transfer a call through a trunk (the call module allowed a REFER).
+    Transfer {
+        id: String,
+        request: Box<InviteRequest>,
+        local: Peer,
+        target: Peer,
+        tls: Option<TlsTarget>,
+    },
+    /// Refuse the transfer a call was asked for with this status.
+    RefuseTransfer { id: String, status: u16 },
     /// Hang a call up.
     Hangup { id: String },
     /// re-INVITE with this SDP.
@@ -86,6 +100,8 @@ impl std::fmt::Debug for Command {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
             Command::Invite { .. } => "Invite",
+            Command::Transfer { .. } => "Transfer",
+            Command::RefuseTransfer { .. } => "RefuseTransfer",
             Command::Hangup { .. } => "Hangup",
             Command::Reinvite { .. } => "Reinvite",
             Command::DtmfInfo { .. } => "DtmfInfo",
@@ -114,16 +130,19 @@ pub enum Direction {
 pub struct MessageCount {
     /// Received or sent.
     pub direction: Direction,
-    /// Request method, or the CSeq method of a response.
-    pub method: String,
-    /// Status code for responses, `None` for requests.
-    pub status: Option<u16>,
+    /// Request method, or the CSeq method of a response, as a bounded label
+    /// ([`crate::sip::method_label`]: `other` for methods outside the fixed set).
+    pub method: &'static str,
+    /// Status as a bounded label ([`crate::sip::status_label`]): `none` for
+    /// requests, a well-known code (`"200"`), else its class (`"4xx"`).
+    pub status: &'static str,
     /// Number of messages (retransmissions included).
     pub count: u64,
 }
 
-/// Counter map shared between the driver and [`SipEndpoint::message_counts`].
-type Counts = Arc<Mutex<HashMap<(Direction, String, Option<u16>), u64>>>;
+/// Counter map shared between the driver and [`SipEndpoint::message_counts`]; its
+/// keys come from fixed label sets, so its size is bounded whatever peers send.
+type Counts = Arc<Mutex<HashMap<(Direction, &'static str, &'static str), u64>>>;
 
 /// Trunk statuses shared between the driver and [`SipEndpoint::trunk_statuses`].
 type Statuses = Arc<Mutex<HashMap<String, TrunkStatus>>>;
@@ -135,8 +154,14 @@ fn count(counts: &Counts, direction: Direction, bytes: &[u8]) {
     let Some((method, status)) = message::label(bytes) else {
         return;
     };
+    let key = (
+        direction,
+        super::labels::method_label(&method),
+        super::labels::status_label(status),
+    );
     if let Ok(mut c) = counts.lock() {
-        *c.entry((direction, method, status)).or_default() += 1;
+        let n = c.entry(key).or_default();
+        *n = n.saturating_add(1);
     }
 }
 
@@ -189,6 +214,16 @@ impl SipCallHandle {
         Ok(())
     }
 
+    /// Refuses the transfer asked for by [`SipCallEvent::TransferRequested`]: the
+    /// transferor gets a final NOTIFY with `status` (3xx-6xx, else 603) and the call
+    /// goes on.
+    pub fn refuse_transfer(&self, status: u16) {
+        self.send(Command::RefuseTransfer {
+            id: self.call_id.to_string(),
+            status,
+        });
+    }
+
     /// The SIP Call-ID of the call's first leg (a transfer keeps it as the id).
     pub fn sip_call_id(&self) -> &str {
         &self.call_id
@@ -228,6 +263,8 @@ pub struct SipEndpoint {
     tls_identity: Option<crate::sip::TlsIdentity>,
     /// New inbound calls, until `take_incoming`.
     incoming: Mutex<Option<mpsc::UnboundedReceiver<IncomingCall>>>,
+    /// Connection caps and their refusal/close counters.
+    limits: Arc<ConnectionLimits>,
 }
 
 /// Binds UDP on `listen` and TCP on the same port (for an ephemeral port, retries
@@ -259,7 +296,8 @@ impl SipEndpoint {
         let local_addr = socket.local_addr()?;
         let (commands, rx) = mpsc::unbounded_channel();
         let (net_tx, net_rx) = mpsc::unbounded_channel();
-        let mut connections = Connections::new(net_tx, config.keepalive);
+        let limits = Arc::new(ConnectionLimits::new(config.connections));
+        let mut connections = Connections::new(net_tx, config.keepalive, Arc::clone(&limits));
         let tcp = listener.is_some();
         if let Some(listener) = listener {
             connections.listen(listener, None);
@@ -287,6 +325,10 @@ impl SipEndpoint {
                 user_agent: config.user_agent,
                 advertise,
                 trusted_proxies: config.trusted_proxies,
+                forward: config
+                    .forward
+                    .as_ref()
+                    .map(|f| ForwardKey::new(&f.secret, f.max_age)),
             }),
             connections,
             net: net_rx,
@@ -313,6 +355,7 @@ impl SipEndpoint {
             tls_cache: Mutex::default(),
             tls_identity: config.tls_identity.clone(),
             incoming: Mutex::new(Some(incoming_rx)),
+            limits,
         }))
     }
 
@@ -383,6 +426,32 @@ impl SipEndpoint {
         Ok((handle, rx))
     }
 
+    /// Carries out the transfer `call` was asked for ([`SipCallEvent::TransferRequested`])
+    /// by INVITEing `request` (the number and trunk the call module chose; its `sdp`
+    /// is ignored: the call's current SDP is offered). The outcome comes as
+    /// `Transferred` or `TransferFailed`. Ignored when no transfer waits.
+    pub fn transfer(&self, call: &SipCallHandle, request: InviteRequest) -> Result<(), SipError> {
+        validate(&request)?;
+        let transport = request.trunk.transport;
+        let target = Peer {
+            transport,
+            addr: request.target,
+        };
+        let local = self.local_peer(transport, request.target);
+        let tls = match transport {
+            Transport::Tls => Some(self.tls_target(&request.trunk)?),
+            _ => None,
+        };
+        let command = Command::Transfer {
+            id: call.call_id.to_string(),
+            request: Box::new(request),
+            local,
+            target,
+            tls,
+        };
+        self.commands.send(command).map_err(|_| SipError::Closed)
+    }
+
     /// The TLS settings of a trunk (built once: the CA file is read the first time).
     fn tls_target(&self, trunk: &TrunkSettings) -> Result<TlsTarget, SipError> {
         let key = (
@@ -413,6 +482,11 @@ impl SipEndpoint {
         Ok(target)
     }
 
+    /// Inbound connections refused and connections closed by us, by reason.
+    pub fn connection_stats(&self) -> ConnectionStats {
+        self.limits.stats()
+    }
+
     /// Messages sent and received so far, by direction, method and status.
     pub fn message_counts(&self) -> Vec<MessageCount> {
         let counts = match self.counts.lock() {
@@ -423,8 +497,8 @@ impl SipEndpoint {
             .iter()
             .map(|((direction, method, status), count)| MessageCount {
                 direction: *direction,
-                method: method.clone(),
-                status: *status,
+                method,
+                status,
                 count: *count,
             })
             .collect();

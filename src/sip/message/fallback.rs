@@ -42,6 +42,35 @@ pub(crate) fn reply_to_malformed(
     } else {
         501
     };
+    reply_with(raw, source, code, why)
+}
+
+/// A raw `code` reply (400 or 413) to a request whose framing on a stream failed,
+/// built from its header section `head` (blank line included); `None` when `head`
+/// is a response, an ACK, or lacks the headers needed to answer. The connection is
+/// closed after it.
+pub(crate) fn reply_to_unframable(
+    head: &[u8],
+    source: SocketAddr,
+    code: u16,
+    why: &str,
+) -> Option<Vec<u8>> {
+    let head = head.strip_suffix(b"\r\n\r\n").unwrap_or(head);
+    let (start_line, headers) = super::normalize::split_head(head).ok()?;
+    let method = start_line.split_whitespace().next()?;
+    if method.starts_with("SIP/") || method.eq_ignore_ascii_case("ACK") {
+        return None;
+    }
+    let raw = RawMessage {
+        start_line,
+        headers,
+        body: Vec::new(),
+    };
+    reply_with(&raw, source, code, why)
+}
+
+/// The raw reply with `code` and a `Warning` saying `why`.
+fn reply_with(raw: &RawMessage, source: SocketAddr, code: u16, why: &str) -> Option<Vec<u8>> {
     let mut out = format!("SIP/2.0 {code} {}\r\n", reason_phrase(code));
     let mut first_via = true;
     for (name, value) in &raw.headers {
@@ -92,6 +121,26 @@ mod tests {
         let raw = split(format!("BYE <<bad SIP/2.0\r\n{HEADERS}").as_bytes()).unwrap();
         let reply = String::from_utf8(reply_to_malformed(&raw, src, "bad").unwrap()).unwrap();
         assert!(reply.starts_with("SIP/2.0 400 Bad Request\r\n"), "{reply}");
+    }
+
+    #[test]
+    fn an_unframable_request_gets_413_from_its_head() {
+        let src: SocketAddr = "10.0.0.9:5060".parse().unwrap();
+        let head = format!("OPTIONS sip:b@h SIP/2.0\r\nl: 18446744073709551615\r\n{HEADERS}");
+        let reply = reply_to_unframable(head.as_bytes(), src, 413, "too \"big\"\r\n").unwrap();
+        let reply = String::from_utf8(reply).unwrap();
+        assert!(
+            reply.starts_with("SIP/2.0 413 Request Entity Too Large\r\n"),
+            "{reply}"
+        );
+        assert!(reply.contains("Call-ID: c1\r\n"), "{reply}");
+        assert!(
+            reply.contains("Warning: 399 callbridge \"too big\"\r\n"),
+            "{reply}"
+        );
+        assert!(reply.ends_with("Content-Length: 0\r\n\r\n"), "{reply}");
+        let response = format!("SIP/2.0 200 OK\r\n{HEADERS}");
+        assert!(reply_to_unframable(response.as_bytes(), src, 400, "x").is_none());
     }
 
     #[test]

@@ -69,6 +69,34 @@ pub(crate) fn split(datagram: &[u8]) -> Result<RawMessage, SplitError> {
             None => (data, &[][..]),
         },
     };
+    let (start_line, headers) = split_head(head)?;
+    let mut body = body.to_vec();
+    let content_length = headers
+        .iter()
+        .find(|(n, _)| n.eq_ignore_ascii_case("Content-Length"))
+        .map(|(_, v)| v.clone());
+    if let Some(value) = content_length {
+        let len: usize = value
+            .parse()
+            .map_err(|_| SplitError::ContentLength(value.clone()))?;
+        if len > body.len() {
+            return Err(SplitError::ContentLength(format!(
+                "{len} announced, {} received",
+                body.len()
+            )));
+        }
+        body.truncate(len);
+    }
+    Ok(RawMessage {
+        start_line,
+        headers,
+        body,
+    })
+}
+
+/// The start line and normalised header lines of a header section (without its
+/// blank line); `Content-Length` is not checked here.
+pub(crate) fn split_head(head: &[u8]) -> Result<(String, Vec<(String, String)>), SplitError> {
     let head = std::str::from_utf8(head).map_err(|_| SplitError::NotUtf8)?;
     let mut lines: Vec<String> = Vec::new();
     for line in head.split('\n') {
@@ -103,28 +131,7 @@ pub(crate) fn split(datagram: &[u8]) -> Result<RawMessage, SplitError> {
         }
         headers.push((canonical_name(name).to_string(), value.trim().to_string()));
     }
-    let mut body = body.to_vec();
-    let content_length = headers
-        .iter()
-        .find(|(n, _)| n.eq_ignore_ascii_case("Content-Length"))
-        .map(|(_, v)| v.clone());
-    if let Some(value) = content_length {
-        let len: usize = value
-            .parse()
-            .map_err(|_| SplitError::ContentLength(value.clone()))?;
-        if len > body.len() {
-            return Err(SplitError::ContentLength(format!(
-                "{len} announced, {} received",
-                body.len()
-            )));
-        }
-        body.truncate(len);
-    }
-    Ok(RawMessage {
-        start_line,
-        headers,
-        body,
-    })
+    Ok((start_line, headers))
 }
 
 impl RawMessage {

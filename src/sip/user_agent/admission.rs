@@ -3,9 +3,11 @@
 //! 1. nobody takes inbound calls (`take_incoming` not called): 480, stateless;
 //! 2. the source is no trunk's (`inbound_from`, default the trunk's resolved
 //!    address): 403, stateless. From a trusted proxy (another instance forwarding
-//!    statelessly) the hop before it, read from the second Via, is checked instead;
-//! 3. `inbound_auth` trunks: 407 until the `Proxy-Authorization` checks out (not
-//!    repeated behind a trusted proxy, which already checked it);
+//!    statelessly) with a valid `X-Callbridge-Forwarded` header (`forwarded.rs`),
+//!    the trunk address that header vouches for is checked instead; without one
+//!    the INVITE is the proxy's own. A Via never decides who sent it;
+//! 3. `inbound_auth` trunks: 407 until the `Proxy-Authorization` checks out, unless
+//!    the forwarding instance's signed header says it checked the digest itself;
 //! 4. INVITEs we cannot serve: 400 (no usable Contact), 420 (`Require` of an
 //!    extension we lack), 422 (session interval below the trunk's `min_se`).
 
@@ -15,11 +17,12 @@ use std::time::Instant;
 use ipnet::IpNet;
 use rsip::{Header, Request};
 
+use super::forwarded::{ForwardKey, ForwardedError, Origin};
 use super::leg::Answer;
 use super::leg::session_timer::SessionTimer;
 use crate::sip::TrunkSettings;
 use crate::sip::digest_server::{Binding, DigestFailure, DigestServer};
-use crate::sip::message::{addr_uri, call_id, header_values, split_elements, via_peer};
+use crate::sip::message::{addr_uri, call_id, header_values};
 use crate::sip::transport::Peer;
 
 /// Realm of our inbound challenges.
@@ -73,8 +76,11 @@ pub(crate) enum Verdict {
 pub(crate) struct Admitted {
     /// The trunk it came from.
     pub trunk: TrunkSettings,
-    /// The trunk's address (the hop before a trusted proxy, else the source).
+    /// The trunk's address: the one a trusted proxy's signed header vouches for,
+    /// else the source.
     pub peer: Peer,
+    /// Every address the trunk was resolved to.
+    pub resolved: Vec<SocketAddr>,
 }
 
 /// The inbound admission policy.
@@ -84,18 +90,46 @@ pub(crate) struct Admission {
     pub accept: bool,
     /// Trunks by configuration order.
     trunks: Vec<InboundTrunk>,
-    /// Sources whose INVITEs are judged by the hop before them.
+    /// Sources whose signed forwarding headers are believed (other instances).
     trusted_proxies: Vec<IpNet>,
+    /// The key those headers are signed with; `None`: none is believed.
+    forward: Option<ForwardKey>,
     /// Digest challenges and checks.
     digest: DigestServer,
 }
 
 impl Admission {
-    /// A policy trusting `trusted_proxies` to forward INVITEs.
-    pub(crate) fn new(trusted_proxies: Vec<IpNet>) -> Self {
+    /// A policy trusting `trusted_proxies` to forward INVITEs signed with `forward`.
+    pub(crate) fn new(trusted_proxies: Vec<IpNet>, forward: Option<ForwardKey>) -> Self {
         Self {
             trusted_proxies,
+            forward,
             ..Self::default()
+        }
+    }
+
+    /// The trunk address a trusted proxy vouches for in `request`, if its signed
+    /// header checks out at Unix time `unix`.
+    fn vouched(&self, unix: u64, source: Peer, request: &Request) -> Option<Origin> {
+        let proxied = self
+            .trusted_proxies
+            .iter()
+            .any(|net| net.contains(&source.addr.ip()));
+        if !proxied {
+            return None;
+        }
+        let Some(key) = &self.forward else {
+            tracing::warn!(%source, "INVITE from a trusted proxy, but cluster.forward_secret is not set: judged as the proxy's own");
+            return None;
+        };
+        match key.verify(unix, request) {
+            Ok(origin) => Some(origin),
+            Err(ForwardedError::Missing) => None,
+            Err(e) => {
+                let sip_call_id = call_id(request).unwrap_or_default();
+                tracing::warn!(%sip_call_id, correlation_id = "-", %source, "forwarded INVITE not believed ({e}): judged as the proxy's own");
+                None
+            }
         }
     }
 
@@ -111,6 +145,15 @@ impl Admission {
         }
     }
 
+    /// The resolved addresses of the trunk `name` (empty if unknown).
+    pub(crate) fn resolved(&self, name: &str) -> Vec<SocketAddr> {
+        self.trunks
+            .iter()
+            .find(|t| t.settings.name == name)
+            .map(|t| t.resolved.clone())
+            .unwrap_or_default()
+    }
+
     /// The trunk an INVITE from `addr` belongs to: the one with a resolved address
     /// exactly `addr`, else the first whose networks hold its IP.
     fn trunk_for(&self, addr: SocketAddr) -> Option<&InboundTrunk> {
@@ -120,23 +163,20 @@ impl Admission {
             .or_else(|| self.trunks.iter().find(|t| t.allows(addr)))
     }
 
-    /// Judges a new INVITE from `source`.
-    pub(crate) fn check(&mut self, now: Instant, source: Peer, request: &Request) -> Verdict {
+    /// Judges a new INVITE from `source` at `now` (Unix time `unix`, for the
+    /// forwarding header's window).
+    pub(crate) fn check(
+        &mut self,
+        now: Instant,
+        unix: u64,
+        source: Peer,
+        request: &Request,
+    ) -> Verdict {
         if !self.accept {
             return Verdict::Unserved;
         }
-        let proxied = self
-            .trusted_proxies
-            .iter()
-            .any(|net| net.contains(&source.addr.ip()));
-        let peer = if proxied {
-            match second_via(request) {
-                Some(peer) => peer,
-                None => source,
-            }
-        } else {
-            source
-        };
+        let vouched = self.vouched(unix, source, request);
+        let peer = vouched.map_or(source, |o| o.source);
         let Some(trunk) = self.trunk_for(peer.addr).cloned() else {
             return Verdict::Forbidden;
         };
@@ -145,7 +185,7 @@ impl Admission {
             trunk: settings.name.clone(),
             answer,
         };
-        if settings.inbound_auth && !(proxied && peer != source) {
+        if settings.inbound_auth && !vouched.is_some_and(|o| o.digest_checked) {
             let Some(credentials) = settings.credentials.as_ref() else {
                 tracing::warn!(trunk = %settings.name, "inbound_auth without credentials: refusing");
                 return Verdict::Forbidden;
@@ -208,17 +248,7 @@ impl Admission {
         Verdict::Admit(Box::new(Admitted {
             trunk: settings,
             peer,
+            resolved: trunk.resolved,
         }))
     }
-}
-
-/// The address of the second Via element (the hop before the proxy that sent it).
-fn second_via(request: &Request) -> Option<Peer> {
-    let vias = header_values(&request.headers, "Via");
-    let second = vias
-        .iter()
-        .flat_map(|v| split_elements(v))
-        .nth(1)?
-        .to_string();
-    via_peer(&second)
 }

@@ -1,12 +1,21 @@
 //! One outbound call as the call module sees it: a current leg, maybe a transfer
-//! leg being set up (REFER from the peer, RFC 3515), and retired legs finishing
-//! their transactions. Turns leg events into `SipCallEvent`s, exactly one final.
+//! (REFER from the peer, RFC 3515) waiting for the call module's decision or being
+//! set up on a new leg, and retired legs finishing their transactions. Turns leg
+//! events into `SipCallEvent`s, exactly one final.
+//!
+//! A transfer never goes where the Refer-To points: the call module dials its user
+//! part through the dial plan and the user's limits, and the new leg calls the
+//! route's trunk with that trunk's settings and credentials.
 //!
 //! ```text
-//!  REFER on the current leg --> 202, NOTIFY 100 --> new leg INVITEs Refer-To
-//!     new leg 2xx:  NOTIFY 200 (terminated), BYE the old leg, Transferred + RemoteSdp
-//!     new leg fails: NOTIFY <status> (terminated); the old leg goes on, or, if the
-//!                    transferor already hung up, RemoteHangup
+//!  REFER on the current leg (trunk refer = "dialplan") --> 202, NOTIFY 100,
+//!     TransferRequested --> the call module decides:
+//!       transfer_to(trunk):  new leg INVITEs the trunk
+//!          new leg 2xx:  NOTIFY 200 (terminated), BYE the old leg, Transferred + RemoteSdp
+//!          new leg fails: NOTIFY <status> (terminated), TransferFailed; the old leg
+//!                         goes on, or, if the transferor already hung up, RemoteHangup
+//!       refuse_transfer(status), or no decision in 64*T1 (408): NOTIFY <status>
+//!          (terminated); the call goes on (RemoteHangup if the transferor hung up)
 //! ```
 
 use std::collections::VecDeque;
@@ -19,7 +28,6 @@ use super::context::CallContext;
 use super::leg::{Answer, Leg, LegEvent};
 use super::{Transmit, new_call_id};
 use crate::sip::SipCallEvent;
-use crate::sip::dialog::uri_socket_addr;
 use crate::sip::message::build::reason_phrase;
 use crate::sip::transaction::earliest;
 use crate::sip::transport::Peer;
@@ -33,10 +41,21 @@ const TRANSFEROR_BYE_GRACE: Duration = Duration::from_secs(4);
 struct Transfer {
     /// The Refer-To URI.
     target: String,
-    /// The leg calling it.
-    leg: Leg,
+    /// The REFER's Referred-By, passed on in the new INVITE.
+    referred_by: Option<String>,
+    /// The leg calling the route's trunk, once the call module allowed the transfer.
+    leg: Option<Leg>,
+    /// The call module decides by then, else the transfer fails with 408.
+    decide_by: Instant,
     /// The transferor hung up the old leg meanwhile.
     old_gone: bool,
+}
+
+impl Transfer {
+    /// True once nothing of the transfer is left to run (no leg, or its leg done).
+    fn is_done(&self) -> bool {
+        self.leg.as_ref().is_none_or(Leg::is_done)
+    }
 }
 
 /// An outbound call.
@@ -92,13 +111,13 @@ impl OutboundCall {
 
     fn legs(&self) -> impl Iterator<Item = &Leg> {
         std::iter::once(&self.current)
-            .chain(self.transfer.as_ref().map(|t| &t.leg))
+            .chain(self.transfer.as_ref().and_then(|t| t.leg.as_ref()))
             .chain(self.retired.iter())
     }
 
     fn legs_mut(&mut self) -> impl Iterator<Item = &mut Leg> {
         std::iter::once(&mut self.current)
-            .chain(self.transfer.as_mut().map(|t| &mut t.leg))
+            .chain(self.transfer.as_mut().and_then(|t| t.leg.as_mut()))
             .chain(self.retired.iter_mut())
     }
 
@@ -120,20 +139,29 @@ impl OutboundCall {
         self.collect(now);
     }
 
-    /// A request for the leg `call_id`; `None` if it matches none of its dialogs.
+    /// A request from `source` for the leg `call_id`; `None` if it matches none of
+    /// its dialogs.
     pub(crate) fn handle_request(
         &mut self,
         now: Instant,
         call_id: &str,
+        source: Peer,
         request: &Request,
     ) -> Option<Answer> {
-        self.leg_mut(call_id)?.handle_request(now, request)
+        self.leg_mut(call_id)?.handle_request(now, source, request)
+    }
+
+    /// True if leg `call_id` takes in-dialog messages from `source`.
+    pub(crate) fn accepts_from(&self, call_id: &str, source: Peer) -> bool {
+        self.legs()
+            .find(|l| l.call_id == call_id)
+            .is_some_and(|l| l.accepts_from(source))
     }
 
     /// The ACK of our 2xx to a re-INVITE on leg `call_id`.
-    pub(crate) fn handle_ack(&mut self, now: Instant, call_id: &str, ack: &Request) {
+    pub(crate) fn handle_ack(&mut self, now: Instant, call_id: &str, source: Peer, ack: &Request) {
         if let Some(leg) = self.leg_mut(call_id) {
-            leg.handle_ack(now, ack);
+            leg.handle_ack(now, source, ack);
             leg.after_remote_invite(now);
         }
         self.collect(now);
@@ -162,6 +190,71 @@ impl OutboundCall {
                 leg.handle_timeout(now);
             }
         }
+        if self.pending_decision().is_some_and(|at| at <= now) {
+            tracing::warn!(sip_call_id = %self.id, correlation_id = %self.ctx.correlation_id, "no transfer decision in time: 408");
+            self.refuse_transfer(now, 408);
+        }
+        self.collect(now);
+    }
+
+    /// When the call module's transfer decision is due, while one is awaited.
+    fn pending_decision(&self) -> Option<Instant> {
+        self.transfer
+            .as_ref()
+            .filter(|t| t.leg.is_none())
+            .map(|t| t.decide_by)
+    }
+
+    /// The call module allows the transfer asked for: a new leg calls `uri` (To
+    /// `to`) through the trunk of `ctx` (the route's, never the Refer-To host).
+    /// Ignored unless a transfer waits for a decision.
+    pub(crate) fn transfer_to(
+        &mut self,
+        now: Instant,
+        ctx: Arc<CallContext>,
+        uri: Uri,
+        to: String,
+    ) {
+        let Some(t) = self.transfer.as_mut().filter(|t| t.leg.is_none()) else {
+            tracing::debug!(sip_call_id = %self.id, correlation_id = %self.ctx.correlation_id, "no transfer waits for a decision: ignored");
+            return;
+        };
+        let dest = ctx.target;
+        tracing::info!(sip_call_id = %self.id, correlation_id = %self.ctx.correlation_id, refer_to = %t.target, trunk = %ctx.trunk.name, %dest, %uri, "transfer: calling through the route's trunk");
+        let sdp = self.current.local_sdp().to_string();
+        t.leg = Some(Leg::start(
+            now,
+            ctx,
+            new_call_id(),
+            uri,
+            to,
+            dest,
+            sdp,
+            t.referred_by.clone(),
+        ));
+        self.collect(now);
+    }
+
+    /// The call module refuses the transfer asked for: NOTIFY `status` (final) to the
+    /// transferor; the call goes on. Ignored unless a transfer waits for a decision.
+    pub(crate) fn refuse_transfer(&mut self, now: Instant, status: u16) {
+        if self.pending_decision().is_none() {
+            return;
+        }
+        let Some(t) = self.transfer.take() else {
+            return;
+        };
+        let status = if (300..700).contains(&status) {
+            status
+        } else {
+            603
+        };
+        tracing::info!(sip_call_id = %self.id, correlation_id = %self.ctx.correlation_id, refer_to = %t.target, status, "transfer refused");
+        let line = format!("SIP/2.0 {status} {}", reason_phrase(status));
+        self.current.notify_refer(now, &line, true);
+        if t.old_gone {
+            self.finish(SipCallEvent::RemoteHangup);
+        }
         self.collect(now);
     }
 
@@ -171,6 +264,9 @@ impl OutboundCall {
             return;
         }
         self.hung_up = true;
+        if self.pending_decision().is_some() {
+            self.transfer = None; // the BYE ends the REFER subscription too
+        }
         for leg in self.legs_mut() {
             leg.hangup(now);
         }
@@ -191,8 +287,9 @@ impl OutboundCall {
 
     /// When `handle_timeout` must be called next.
     pub(crate) fn poll_timeout(&self) -> Option<Instant> {
-        self.legs()
-            .fold(None, |at, l| earliest(at, l.poll_timeout()))
+        self.legs().fold(self.pending_decision(), |at, l| {
+            earliest(at, l.poll_timeout())
+        })
     }
 
     /// The next datagram to send.
@@ -233,10 +330,11 @@ impl OutboundCall {
                 progressed = true;
                 self.on_current_event(now, event);
             }
-            let transfer_events: Vec<LegEvent> = match self.transfer.as_mut() {
-                Some(t) => std::iter::from_fn(|| t.leg.poll_event()).collect(),
-                None => Vec::new(),
-            };
+            let transfer_events: Vec<LegEvent> =
+                match self.transfer.as_mut().and_then(|t| t.leg.as_mut()) {
+                    Some(leg) => std::iter::from_fn(|| leg.poll_event()).collect(),
+                    None => Vec::new(),
+                };
             for event in transfer_events {
                 progressed = true;
                 self.on_transfer_event(now, event);
@@ -252,7 +350,7 @@ impl OutboundCall {
         }
         if self.hung_up
             && self.current.is_done()
-            && self.transfer.as_ref().is_none_or(|t| t.leg.is_done())
+            && self.transfer.as_ref().is_none_or(Transfer::is_done)
         {
             self.finish(SipCallEvent::Terminated);
         }
@@ -306,55 +404,46 @@ impl OutboundCall {
         }
     }
 
+    /// The peer REFERred us (the leg answered 202): NOTIFY 100 and ask the call
+    /// module, which answers with `transfer_to` or `refuse_transfer`.
     fn start_transfer(&mut self, now: Instant, target: String, referred_by: Option<String>) {
         if self.hung_up || self.transfer.is_some() {
             self.current.notify_refer(now, "SIP/2.0 603 Decline", true);
             return;
         }
-        let Ok(uri) = Uri::try_from(target.as_str()) else {
+        if Uri::try_from(target.as_str()).is_err() {
             self.current
                 .notify_refer(now, "SIP/2.0 400 Bad Request", true);
             return;
-        };
+        }
         self.current.notify_refer(now, "SIP/2.0 100 Trying", false);
-        let dest = uri_socket_addr(&target)
-            .map(|addr| Peer {
-                transport: self.ctx.target.transport,
-                addr,
-            })
-            .unwrap_or(self.ctx.target);
-        tracing::info!(sip_call_id = %self.id, correlation_id = %self.ctx.correlation_id, %target, %dest, "transfer: calling the REFER target");
-        let sdp = self.current.local_sdp().to_string();
-        let leg = Leg::start(
-            now,
-            self.ctx.clone(),
-            new_call_id(),
-            uri,
-            format!("<{target}>"),
-            dest,
-            sdp,
-            referred_by,
-        );
+        let user = refer_user(&target);
+        tracing::info!(sip_call_id = %self.id, correlation_id = %self.ctx.correlation_id, %target, ?user, "transfer requested: asking the call module");
         self.transfer = Some(Transfer {
-            target,
-            leg,
+            target: target.clone(),
+            referred_by,
+            leg: None,
+            decide_by: now + self.ctx.timers.timeout(),
             old_gone: false,
         });
+        self.events
+            .push_back(SipCallEvent::TransferRequested { target, user });
     }
 
     fn on_transfer_event(&mut self, now: Instant, event: LegEvent) {
         match event {
             LegEvent::Answered { sdp } => {
-                let Some(t) = self.transfer.take() else {
+                let Some((target, leg)) =
+                    self.transfer.take().and_then(|t| Some((t.target, t.leg?)))
+                else {
                     return;
                 };
                 self.current.notify_refer(now, "SIP/2.0 200 OK", true);
-                let mut old = std::mem::replace(&mut self.current, t.leg);
+                let mut old = std::mem::replace(&mut self.current, leg);
                 old.hangup_at(now + TRANSFEROR_BYE_GRACE);
                 self.retired.push(old);
-                tracing::info!(sip_call_id = %self.id, correlation_id = %self.ctx.correlation_id, target = %t.target, new_call_id = %self.current.call_id, "transfer completed");
-                self.events
-                    .push_back(SipCallEvent::Transferred { target: t.target });
+                tracing::info!(sip_call_id = %self.id, correlation_id = %self.ctx.correlation_id, %target, new_call_id = %self.current.call_id, "transfer completed");
+                self.events.push_back(SipCallEvent::Transferred { target });
                 self.events.push_back(SipCallEvent::RemoteSdp { sdp });
             }
             LegEvent::Failed { status, reason } => {
@@ -364,7 +453,9 @@ impl OutboundCall {
                 tracing::info!(sip_call_id = %self.id, correlation_id = %self.ctx.correlation_id, status, %reason, "transfer failed");
                 let line = format!("SIP/2.0 {status} {}", phrase(status, &reason));
                 self.current.notify_refer(now, &line, true);
-                self.retired.push(t.leg);
+                self.retired.extend(t.leg);
+                self.events
+                    .push_back(SipCallEvent::TransferFailed { status, reason });
                 if t.old_gone {
                     self.finish(SipCallEvent::RemoteHangup);
                 }
@@ -372,7 +463,7 @@ impl OutboundCall {
             // Hangup during the transfer: the new leg ended its CANCEL/BYE.
             LegEvent::Ended | LegEvent::RemoteBye | LegEvent::Lost { .. } => {
                 if let Some(t) = self.transfer.take() {
-                    self.retired.push(t.leg);
+                    self.retired.extend(t.leg);
                 }
             }
             LegEvent::Provisional { .. }
@@ -395,4 +486,27 @@ fn phrase(status: u16, reason: &str) -> String {
     } else {
         clean
     }
+}
+
+/// The user part of a Refer-To URI, percent-decoded, without user parameters
+/// (`sip:%2B15551234567;npdi@host` → `+15551234567`); `None` without one.
+pub(crate) fn refer_user(uri: &str) -> Option<String> {
+    let rest = uri
+        .strip_prefix("sip:")
+        .or_else(|| uri.strip_prefix("sips:"))?;
+    let (user, _) = rest.split_once('@')?;
+    let user = user.split([';', ':']).next().unwrap_or_default();
+    let mut bytes = Vec::with_capacity(user.len());
+    let mut chars = user.bytes();
+    while let Some(b) = chars.next() {
+        if b == b'%' {
+            let hex = [chars.next()?, chars.next()?];
+            let hex = std::str::from_utf8(&hex).ok()?;
+            bytes.push(u8::from_str_radix(hex, 16).ok()?);
+        } else {
+            bytes.push(b);
+        }
+    }
+    let user = String::from_utf8(bytes).ok()?;
+    (!user.is_empty() && !user.chars().any(char::is_control)).then_some(user)
 }

@@ -54,25 +54,35 @@ impl Call {
         }
     }
 
-    /// A request for the leg `call_id`; `None` if it matches none of its dialogs.
+    /// A request from `source` for the leg `call_id`; `None` if it matches none of
+    /// its dialogs.
     pub(crate) fn handle_request(
         &mut self,
         now: Instant,
         call_id: &str,
+        source: Peer,
         request: &Request,
     ) -> Option<Answer> {
         match self {
-            Call::Out(c) => c.handle_request(now, call_id, request),
-            Call::In(c) => c.handle_request(now, request),
+            Call::Out(c) => c.handle_request(now, call_id, source, request),
+            Call::In(c) => c.handle_request(now, source, request),
         }
     }
 
-    /// The ACK of a 2xx of ours on leg `call_id`.
-    pub(crate) fn handle_ack(&mut self, now: Instant, call_id: &str, ack: &Request) {
+    /// True if leg `call_id` takes in-dialog messages from `source`.
+    pub(crate) fn accepts_from(&self, call_id: &str, source: Peer) -> bool {
         match self {
-            Call::Out(c) => c.handle_ack(now, call_id, ack),
+            Call::Out(c) => c.accepts_from(call_id, source),
+            Call::In(c) => c.accepts_from(source),
+        }
+    }
+
+    /// The ACK (from `source`) of a 2xx of ours on leg `call_id`.
+    pub(crate) fn handle_ack(&mut self, now: Instant, call_id: &str, source: Peer, ack: &Request) {
+        match self {
+            Call::Out(c) => c.handle_ack(now, call_id, source, ack),
             Call::In(c) => {
-                c.handle_ack(now, ack);
+                c.handle_ack(now, source, ack);
                 c.collect(now);
             }
         }

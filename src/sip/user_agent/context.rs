@@ -7,6 +7,7 @@ use crate::sip::SdpAnswerer;
 use crate::sip::TrunkSettings;
 use crate::sip::transaction::TimerConfig;
 use crate::sip::transport::Peer;
+use crate::sip::trunk_scope::TrunkScope;
 
 /// The settings of one call, shared by its legs (the original and a transfer's).
 #[derive(Clone)]
@@ -15,6 +16,9 @@ pub(crate) struct CallContext {
     pub trunk: TrunkSettings,
     /// The trunk's resolved address and transport.
     pub target: Peer,
+    /// Every address of the trunk: where its credentials may go and where in-dialog
+    /// requests may come from (besides the dialog's own next hop and remote target).
+    pub scope: TrunkScope,
     /// Our advertised address and transport (Via, Contact).
     pub local: Peer,
     /// Host of the Request-URI and To (and of P-Asserted-Identity).
@@ -74,6 +78,15 @@ impl CallContext {
                 crate::sip::message::build::contact_uri(&self.from_user, self.local)
             )
         }
+    }
+
+    /// A digest client with the trunk's credentials, realm and addresses.
+    pub(crate) fn digest_client(&self) -> crate::sip::auth::DigestClient {
+        crate::sip::auth::DigestClient::new(
+            self.trunk.credentials.clone(),
+            self.trunk.realm.clone(),
+            self.scope.clone(),
+        )
     }
 
     /// Asks the call module for an SDP answer to `offer`.

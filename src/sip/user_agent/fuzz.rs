@@ -12,7 +12,8 @@ use crate::sip::{InviteRequest, TrunkSettings};
 
 /// See [`crate::sip::fuzz_user_agent`].
 pub(crate) fn fuzz(bytes: &[u8]) {
-    use crate::sip::transport::{StreamFramer, Transport};
+    use crate::sip::framer::StreamFramer;
+    use crate::sip::transport::Transport;
     let now = Instant::now();
     let peer = Peer::udp(std::net::SocketAddr::from(([10, 0, 0, 2], 5060)));
     let local = Peer::udp(std::net::SocketAddr::from(([10, 0, 0, 1], 5060)));

@@ -1,5 +1,5 @@
 //! Requests from the network. In-dialog requests go to their call's leg, which
-//! decides the answer; the answer is sent through a server transaction (INVITE:
+//! decides the answer (403 when they come from no address of the dialog's peer); the answer is sent through a server transaction (INVITE:
 //! timers G/H/I and the ACK of a 2xx; others: Timer J). New INVITEs go to
 //! admission (`new_invite.rs`); the CANCEL of a ringing inbound call ends it with
 //! 487; requests of an INVITE we forwarded are forwarded again. Out-of-dialog
@@ -32,7 +32,7 @@ impl UserAgent {
             return;
         }
         if method == Method::Ack {
-            self.handle_ack(now, &key, &request);
+            self.handle_ack(now, source, &key, &request);
             return;
         }
         if let Some(entry) = self.servers.get_mut(&key) {
@@ -60,7 +60,7 @@ impl UserAgent {
             (Some(id), _) => self
                 .calls
                 .get_mut(id)
-                .and_then(|c| c.handle_request(now, &sip_call_id, &request)),
+                .and_then(|c| c.handle_request(now, &sip_call_id, source, &request)),
             (None, _) => None,
         };
         let in_call = from_call.is_some();
@@ -126,7 +126,7 @@ impl UserAgent {
 
     /// An ACK: for a 3xx-6xx it shares the INVITE's branch; for a 2xx it is matched by
     /// Call-ID and CSeq and also handed to the leg (it may carry the SDP answer).
-    fn handle_ack(&mut self, now: Instant, key: &ServerKey, ack: &Request) {
+    fn handle_ack(&mut self, now: Instant, source: Peer, key: &ServerKey, ack: &Request) {
         let key = match self.servers.get_mut(key) {
             Some(_) => key.clone(),
             None => match self.servers.key_for_2xx_ack(ack) {
@@ -141,17 +141,32 @@ impl UserAgent {
             return;
         };
         let accepted = matches!(&entry.tx, ServerTx::Invite(t) if t.is_accepted());
+        let leg = entry.call_id.clone();
+        // The ACK of a 2xx is an in-dialog request: only from the dialog's peer.
+        if accepted
+            && let Some(leg_call_id) = &leg
+            && let Some(call) = self
+                .call_index
+                .get(leg_call_id)
+                .and_then(|id| self.calls.get(id))
+            && !call.accepts_from(leg_call_id, source)
+        {
+            tracing::warn!(sip_call_id = %leg_call_id, correlation_id = %call.correlation_id(), %source, "ACK from an address that is not the dialog's peer: ignored");
+            return;
+        }
+        let Some(entry) = self.servers.get_mut(&key) else {
+            return;
+        };
         if let ServerTx::Invite(t) = &mut entry.tx {
             t.handle_ack(now);
         }
-        let leg = entry.call_id.clone();
         self.flush_server(&key);
         if accepted
             && let Some(leg_call_id) = leg
             && let Some(id) = self.call_index.get(&leg_call_id).cloned()
         {
             if let Some(call) = self.calls.get_mut(&id) {
-                call.handle_ack(now, &leg_call_id, ack);
+                call.handle_ack(now, &leg_call_id, source, ack);
             }
             self.collect(&id);
         }

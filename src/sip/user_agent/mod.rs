@@ -15,6 +15,7 @@ mod called;
 mod calls;
 mod context;
 mod fork;
+mod forwarded;
 mod fuzz;
 mod inbound;
 mod leg;
@@ -38,10 +39,12 @@ use crate::sip::message::{self, Incoming, ParseError};
 use crate::sip::timers::TimerQueue;
 use crate::sip::transaction::TimerConfig;
 use crate::sip::transport::{Peer, Transport};
+use crate::sip::trunk_scope::TrunkScope;
 use crate::sip::{
     InboundSipEvent, InviteRequest, SipCallEvent, SipError, TrunkSettings, TrunkStatus,
 };
 
+pub(crate) use forwarded::ForwardKey;
 pub(crate) use fuzz::fuzz;
 pub(crate) use new_invite::IncomingInfo;
 pub(crate) use uas_call::{InboundAction, valid_contact};
@@ -89,8 +92,11 @@ pub(crate) struct UaConfig {
     pub user_agent: String,
     /// Our advertised address for inbound calls and forwarded requests.
     pub advertise: Advertise,
-    /// Sources whose INVITEs are judged by the hop before them (other instances).
+    /// Other instances, whose signed `X-Callbridge-Forwarded` headers are believed.
     pub trusted_proxies: Vec<IpNet>,
+    /// The cluster's forwarding key: signs the INVITEs we forward and checks those
+    /// forwarded to us; `None`: we forward nothing and believe no header.
+    pub forward: Option<ForwardKey>,
 }
 
 impl UaConfig {
@@ -104,6 +110,7 @@ impl UaConfig {
                 addr: local,
             }),
             trusted_proxies: Vec::new(),
+            forward: None,
         }
     }
 }
@@ -114,6 +121,7 @@ impl std::fmt::Debug for UaConfig {
             .field("timers", &self.timers)
             .field("user_agent", &self.user_agent)
             .field("trusted_proxies", &self.trusted_proxies)
+            .field("forward", &self.forward)
             .finish_non_exhaustive()
     }
 }
@@ -166,6 +174,8 @@ pub(crate) struct UserAgent {
     admission: Admission,
     /// Where the INVITEs we forwarded went.
     routes: proxy::Routes,
+    /// The Unix time (seconds) as the driver last said, for forwarding headers.
+    unix: u64,
 }
 
 /// A fresh Call-ID.
@@ -177,7 +187,7 @@ impl UserAgent {
     /// A core with no calls.
     pub(crate) fn new(config: UaConfig) -> Self {
         Self {
-            admission: Admission::new(config.trusted_proxies.clone()),
+            admission: Admission::new(config.trusted_proxies.clone(), config.forward.clone()),
             routes: proxy::Routes::default(),
             config,
             calls: HashMap::new(),
@@ -189,7 +199,15 @@ impl UserAgent {
             transmits: VecDeque::new(),
             events: VecDeque::new(),
             tag_salt: rand::random(),
+            unix: 0,
         }
+    }
+
+    /// The wall-clock time in Unix seconds, given by the driver before each input:
+    /// forwarding headers between instances are stamped and checked with it (the
+    /// core reads no clock).
+    pub(crate) fn set_unix_time(&mut self, unix: u64) {
+        self.unix = unix;
     }
 
     /// Places an outbound call with handle id (and first Call-ID) `id`: builds the
@@ -203,10 +221,56 @@ impl UserAgent {
         local: Peer,
         target: Peer,
     ) -> Result<(), SipError> {
-        let correlation_id = validate(&request)?;
         if self.calls.contains_key(&id) || self.call_index.contains_key(&id) {
             return Err(SipError::InvalidRequest(format!("duplicate Call-ID {id}")));
         }
+        let sdp = request.sdp.clone();
+        let (ctx, uri, to) = self.call_context(request, local, target)?;
+        tracing::info!(sip_call_id = %id, correlation_id = %ctx.correlation_id, %target, "sending INVITE");
+        let leg = Leg::start(now, ctx.clone(), id.clone(), uri, to, target, sdp, None);
+        let call = OutboundCall::new(now, ctx, leg);
+        self.calls.insert(id.clone(), Call::Out(Box::new(call)));
+        self.collect(&id);
+        Ok(())
+    }
+
+    /// The call module allows the transfer its call `id` was asked for: a new leg
+    /// INVITEs `request`'s number through `request`'s trunk at `target` (never the
+    /// Refer-To host). Ignored unless that call waits for a transfer decision.
+    pub(crate) fn transfer(
+        &mut self,
+        now: Instant,
+        id: &str,
+        request: InviteRequest,
+        local: Peer,
+        target: Peer,
+    ) -> Result<(), SipError> {
+        let (ctx, uri, to) = self.call_context(request, local, target)?;
+        if let Some(Call::Out(call)) = self.calls.get_mut(id) {
+            call.transfer_to(now, ctx, uri, to);
+            self.collect(id);
+        }
+        Ok(())
+    }
+
+    /// The call module refuses the transfer its call `id` was asked for: the
+    /// transferor is NOTIFYed `status`; the call goes on.
+    pub(crate) fn refuse_transfer(&mut self, now: Instant, id: &str, status: u16) {
+        if let Some(Call::Out(call)) = self.calls.get_mut(id) {
+            call.refuse_transfer(now, status);
+            self.collect(id);
+        }
+    }
+
+    /// The settings of a call (or transfer) leg for `request` to `target`, with its
+    /// Request-URI and To value.
+    fn call_context(
+        &self,
+        request: InviteRequest,
+        local: Peer,
+        target: Peer,
+    ) -> Result<(Arc<CallContext>, Uri, String), SipError> {
+        let correlation_id = validate(&request)?;
         let sips = request.trunk.sips;
         let scheme = if sips { "sips" } else { "sip" };
         let uri_text = format!("{scheme}:{}@{}", request.to_user, request.target_host);
@@ -228,14 +292,20 @@ impl UserAgent {
             ),
         };
         let from_account = request.trunk.account().is_some();
+        let located = std::iter::once(target.addr)
+            .chain(request.trunk_addresses.iter().copied())
+            .chain(self.admission.resolved(&request.trunk.name))
+            .map(|a| a.ip());
+        let scope = TrunkScope::new(&request.trunk, located);
         let ctx = Arc::new(CallContext {
             trunk: request.trunk,
             target,
+            scope,
             local,
             domain: request.target_host,
             timers: self.config.timers,
             user_agent: self.config.user_agent.clone(),
-            correlation_id: correlation_id.clone(),
+            correlation_id,
             from_user,
             from_domain,
             from_account,
@@ -245,21 +315,7 @@ impl UserAgent {
             secure: sips,
             answerer: request.answerer,
         });
-        tracing::info!(sip_call_id = %id, correlation_id = %correlation_id, %target, "sending INVITE");
-        let leg = Leg::start(
-            now,
-            ctx.clone(),
-            id.clone(),
-            uri,
-            format!("<{uri_text}>"),
-            target,
-            request.sdp,
-            None,
-        );
-        let call = OutboundCall::new(now, ctx, leg);
-        self.calls.insert(id.clone(), Call::Out(Box::new(call)));
-        self.collect(&id);
-        Ok(())
+        Ok((ctx, uri, format!("<{uri_text}>")))
     }
 
     /// The call module hangs up a call (CANCEL or BYE). Unknown calls are ignored.

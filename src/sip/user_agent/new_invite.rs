@@ -96,7 +96,7 @@ impl UserAgent {
         key: ServerKey,
     ) {
         let sip_call_id = call_id(&request).unwrap_or_default();
-        match self.admission.check(now, source, &request) {
+        match self.admission.check(now, self.unix, source, &request) {
             Verdict::Unserved => {
                 tracing::info!(%sip_call_id, correlation_id = "-", %source, "inbound INVITE: nobody takes inbound calls: 480");
                 self.answer_stateless(source, &request, 480);
@@ -228,8 +228,14 @@ impl UserAgent {
             trunk: admitted.trunk.name.clone(),
             dtmf_mode: admitted.trunk.dtmf_mode,
         };
+        let located = admitted
+            .resolved
+            .iter()
+            .map(|a| a.ip())
+            .chain([admitted.peer.addr.ip(), source.addr.ip()]);
         let ctx = CallContext {
             domain: request.uri.host_with_port.host.to_string(),
+            scope: crate::sip::trunk_scope::TrunkScope::new(&admitted.trunk, located),
             trunk: admitted.trunk,
             target: admitted.peer,
             local,
@@ -320,18 +326,25 @@ impl UserAgent {
         if !call.is_ringing() {
             return Err(SipError::InvalidRequest("already answered".into()));
         }
+        let Some(key) = self.config.forward.clone() else {
+            return Err(SipError::InvalidRequest(
+                "cannot forward to another instance: cluster.forward_secret is not set".into(),
+            ));
+        };
         let (invite, source) = call.invite();
         let (invite, source) = (invite.clone(), source);
+        let origin = call.origin();
         let server_key = call.server_key.clone();
         let correlation_id = call.correlation_id().to_string();
         let target = Peer::udp(target);
         let local = (self.config.advertise)(Transport::Udp, target.addr);
         let route_key: proxy::RouteKey = (server_key.0.clone(), server_key.1.clone());
         let branch = self.routes.branch_for(&route_key);
-        match proxy::forward_request(&invite, source, local, &branch) {
+        let stamp = key.stamp(self.unix, origin, &invite);
+        match proxy::forward_request(&invite, source, local, &branch, stamp) {
             Ok(forwarded) => {
                 tracing::info!(sip_call_id = %call_id(&invite).unwrap_or_default(), %correlation_id, %target, "INVITE forwarded to another instance");
-                self.routes.insert(now, route_key, target, local);
+                self.routes.insert(now, route_key, target, local, origin);
                 self.transmits.push_back(Transmit {
                     dest: target,
                     payload: build::request_bytes(&forwarded),
@@ -367,7 +380,13 @@ impl UserAgent {
             return false;
         };
         let branch = self.routes.branch_for(&route_key);
-        match proxy::forward_request(request, source, route.local, &branch) {
+        // A retransmitted INVITE is signed again (the first may have been lost);
+        // CANCEL and ACK match the other instance's transaction by branch.
+        let stamp = match (&self.config.forward, request.method) {
+            (Some(key), rsip::Method::Invite) => key.stamp(self.unix, route.origin, request),
+            _ => None,
+        };
+        match proxy::forward_request(request, source, route.local, &branch, stamp) {
             Ok(forwarded) => {
                 tracing::debug!(sip_call_id = %call_id(request).unwrap_or_default(), correlation_id = "-", method = %request.method, target = %route.target, "forwarded");
                 self.transmits.push_back(Transmit {

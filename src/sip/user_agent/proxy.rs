@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 use rsip::headers::UntypedHeader;
 use rsip::{Header, Request, Response};
 
+use super::forwarded::{HEADER as FORWARDED, Origin};
 use crate::sip::message::build::{self, reason_phrase, stamp_via};
 use crate::sip::message::{branch, split_elements, via_peer};
 use crate::sip::transport::Peer;
@@ -37,6 +38,8 @@ pub(crate) struct Route {
     pub target: Peer,
     /// Our address in the Via we add.
     pub local: Peer,
+    /// Who sent the INVITE, as our forwarding header vouches (for retransmissions).
+    pub origin: Origin,
     /// When the route is forgotten.
     expires: Instant,
 }
@@ -69,7 +72,14 @@ impl Default for Routes {
 
 impl Routes {
     /// Remembers where the INVITE with `key` went.
-    pub(crate) fn insert(&mut self, now: Instant, key: RouteKey, target: Peer, local: Peer) {
+    pub(crate) fn insert(
+        &mut self,
+        now: Instant,
+        key: RouteKey,
+        target: Peer,
+        local: Peer,
+        origin: Origin,
+    ) {
         self.routes.retain(|_, r| r.expires > now);
         if self.routes.len() >= MAX_ROUTES
             && let Some(oldest) = self
@@ -83,6 +93,7 @@ impl Routes {
         let route = Route {
             target,
             local,
+            origin,
             expires: now + ROUTE_LIFETIME,
         };
         self.routes.insert(key, route);
@@ -165,12 +176,14 @@ fn sent_by(via: &str) -> String {
 
 /// `request` (from `source`) as we forward it: our Via with `branch` on top, the
 /// previous top Via stamped with `received`/`rport`, Max-Forwards decremented (70
-/// added if absent, §16.6).
+/// added if absent, §16.6), any `X-Callbridge-Forwarded` it came with removed and
+/// `stamp` (ours) added.
 pub(crate) fn forward_request(
     request: &Request,
     source: Peer,
     local: Peer,
     branch: &str,
+    stamp: Option<Header>,
 ) -> Result<Request, ForwardError> {
     let mut headers = vec![Header::Via(build::via(local, branch).into())];
     let mut first_via = true;
@@ -189,12 +202,14 @@ pub(crate) fn forward_request(
                 }
                 headers.push(Header::MaxForwards((hops - 1).to_string().into()));
             }
+            Header::Other(name, _) if name.eq_ignore_ascii_case(FORWARDED) => {}
             h => headers.push(h.clone()),
         }
     }
     if !max_forwards {
         headers.push(Header::MaxForwards("70".into()));
     }
+    headers.extend(stamp);
     Ok(Request {
         method: request.method,
         uri: request.uri.clone(),
@@ -224,10 +239,11 @@ mod tests {
         let source = Peer::udp("10.0.0.2:5060".parse().unwrap());
         let local = Peer::udp("10.0.0.5:5060".parse().unwrap());
         let out = forward_request(
-            &invite("Max-Forwards: 5\r\n"),
+            &invite("Max-Forwards: 5\r\nX-Callbridge-Forwarded: forged\r\n"),
             source,
             local,
             "z9hG4bKcbpx1",
+            Some(Header::Other(FORWARDED.into(), "ours".into())),
         )
         .unwrap()
         .to_string();
@@ -240,11 +256,16 @@ mod tests {
             ]
         );
         assert!(out.contains("Max-Forwards: 4\r\n"), "{out}");
+        assert!(
+            !out.contains("forged"),
+            "an incoming header is not passed on: {out}"
+        );
+        assert!(out.contains("X-Callbridge-Forwarded: ours\r\n"), "{out}");
         assert_eq!(
-            forward_request(&invite("Max-Forwards: 0\r\n"), source, local, "b").unwrap_err(),
+            forward_request(&invite("Max-Forwards: 0\r\n"), source, local, "b", None).unwrap_err(),
             ForwardError::TooManyHops
         );
-        let added = forward_request(&invite(""), source, local, "b")
+        let added = forward_request(&invite(""), source, local, "b", None)
             .unwrap()
             .to_string();
         assert!(added.contains("Max-Forwards: 70\r\n"));
@@ -273,7 +294,11 @@ mod tests {
             "no route yet"
         );
         let target = Peer::udp("10.0.0.6:5060".parse().unwrap());
-        routes.insert(now, key, target, target);
+        let origin = Origin {
+            source: target,
+            digest_checked: false,
+        };
+        routes.insert(now, key, target, target, origin);
         let (dest, relayed) = routes
             .relay_response(now, &response(&ours), "Busy Here")
             .unwrap();

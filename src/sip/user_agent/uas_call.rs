@@ -147,7 +147,18 @@ impl UasCall {
         (&self.invite, self.source)
     }
 
-    /// The call module's answer before the final response.
+    /// Who sent the INVITE, as we vouch for it when forwarding it to another
+    /// instance: the admitted trunk address, and whether its digest was checked.
+    pub(crate) fn origin(&self) -> super::forwarded::Origin {
+        super::forwarded::Origin {
+            source: self.ctx.target,
+            // Admitted from an `inbound_auth` trunk: its digest was checked here (or
+            // vouched for by the instance that forwarded it to us).
+            digest_checked: self.ctx.trunk.inbound_auth,
+        }
+    }
+
+    /// The call module answers (before the final response).
     pub(crate) fn respond(&mut self, now: Instant, action: InboundAction) {
         if !self.is_ringing() {
             tracing::debug!(sip_call_id = %self.call_id, correlation_id = %self.ctx.correlation_id, ?action, "already answered: ignored");
@@ -326,9 +337,23 @@ impl UasCall {
         }
     }
 
-    /// A request in the dialog; `None` if it is not in it.
-    pub(crate) fn handle_request(&mut self, now: Instant, request: &Request) -> Option<Answer> {
-        self.leg.as_mut()?.handle_request(now, request)
+    /// A request from `source` in the dialog; `None` if it is not in it.
+    pub(crate) fn handle_request(
+        &mut self,
+        now: Instant,
+        source: Peer,
+        request: &Request,
+    ) -> Option<Answer> {
+        self.leg.as_mut()?.handle_request(now, source, request)
+    }
+
+    /// True if in-dialog messages from `source` may be the trunk's (see
+    /// `Leg::accepts_from`); before the answer, only the INVITE's source counts.
+    pub(crate) fn accepts_from(&self, source: Peer) -> bool {
+        match &self.leg {
+            Some(leg) => leg.accepts_from(source),
+            None => source.addr.ip() == self.source.addr.ip(),
+        }
     }
 
     /// A response to one of the leg's requests.
@@ -338,12 +363,15 @@ impl UasCall {
         }
     }
 
-    /// The ACK of our 200 (or of a 2xx to the peer's re-INVITE).
-    pub(crate) fn handle_ack(&mut self, now: Instant, ack: &Request) {
+    /// The ACK of our 200 (or of a 2xx to the peer's re-INVITE), from `source`.
+    pub(crate) fn handle_ack(&mut self, now: Instant, source: Peer, ack: &Request) {
         let Some(leg) = self.leg.as_mut() else {
             return;
         };
-        leg.handle_ack(now, ack);
+        if !leg.accepts_from(source) {
+            return;
+        }
+        leg.handle_ack(now, source, ack);
         leg.after_remote_invite(now);
         let initial = cseq(ack).map(|(s, _)| s) == cseq(&self.invite).map(|(s, _)| s);
         if self.stage == Stage::Accepted && initial {

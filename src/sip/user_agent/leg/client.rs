@@ -186,10 +186,14 @@ impl Leg {
         } else {
             target
         };
-        // Credentials from earlier challenges, sent preemptively (RFC 3261 §22.3).
-        let auth =
-            self.auth
-                .authorize(&method.to_string(), &request.uri.to_string(), &request.body);
+        // Credentials from earlier challenges, sent preemptively (RFC 3261 §22.3), only
+        // when the request goes to the trunk.
+        let auth = self.auth.authorize(
+            &method.to_string(),
+            &request.uri.to_string(),
+            &request.body,
+            dest.addr,
+        );
         let request = if auth.is_empty() {
             request
         } else {
@@ -305,7 +309,7 @@ impl Leg {
                 && matches!(r.status_code.code(), 401 | 407)
                 && self.phase != super::Phase::Done
             {
-                match self.auth.on_challenge(r, &request, rounds) {
+                match self.auth.on_challenge(r, &request, rounds, dest.addr) {
                     Ok(headers) => {
                         if let Some(seq) = self.next_cseq(early_tag.as_deref()) {
                             let via = build::via(self.ctx.local, &new_branch());
@@ -334,8 +338,8 @@ impl Leg {
                 .early
                 .iter_mut()
                 .find(|(t, _)| t == tag)
-                .map(|(_, e)| e.dialog.next_cseq()),
-            None => self.dialog.as_mut().map(|d| d.next_cseq()),
+                .and_then(|(_, e)| e.dialog.next_cseq()),
+            None => self.dialog.as_mut().and_then(|d| d.next_cseq()),
         }
     }
 

@@ -1,7 +1,8 @@
 //! Requests the peer sends in the leg's dialog and how we answer them: BYE, re-INVITE
 //! and UPDATE (offers answered through the call module's answerer, session timer
-//! refreshes, glare), REFER (202, then NOTIFYs), INFO, OPTIONS. The server
-//! transactions themselves live in the user agent core.
+//! refreshes, glare), REFER (603, or 202 then NOTIFYs), INFO, OPTIONS. Requests
+//! from an address that is not the dialog's peer get 403. The server transactions
+//! themselves live in the user agent core.
 
 use std::time::Instant;
 
@@ -10,7 +11,10 @@ use rsip::{Header, Method, Request, Uri};
 use super::session_timer::SessionTimer;
 use super::{Leg, LegEvent, Phase};
 use crate::sip::message::build::ALLOW;
-use crate::sip::message::{addr_uri, body_text, cseq, from_tag, header_first, lists_token};
+use crate::sip::message::{
+    addr_uri, body_text, cseq, from_tag, header_first, header_values, lists_token,
+};
+use crate::sip::transport::Peer;
 
 /// Our answer to a request: status, extra headers and an optional body.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -48,11 +52,22 @@ impl Leg {
         self.dialog.as_ref().is_some_and(|d| d.matches(request))
     }
 
-    /// Answers a request of the peer in this leg's dialog; `None` if it is not in it.
-    pub(crate) fn handle_request(&mut self, now: Instant, request: &Request) -> Option<Answer> {
-        let Some(dialog) = self.dialog.as_mut().filter(|d| d.matches(request)) else {
-            return self.handle_early_request(request);
-        };
+    /// Answers a request of the peer (from `source`) in this leg's dialog; `None` if
+    /// it is not in it. A request from an address that is not the peer's is refused
+    /// with 403 and changes nothing (see [`Leg::accepts_from`]).
+    pub(crate) fn handle_request(
+        &mut self,
+        now: Instant,
+        source: Peer,
+        request: &Request,
+    ) -> Option<Answer> {
+        if !self.dialog_matches(request) {
+            return self.handle_early_request(source, request);
+        }
+        if !self.accepts_from(source) {
+            return Some(self.refuse_source(source, request));
+        }
+        let dialog = self.dialog.as_mut()?;
         if dialog.check_remote_cseq(request).is_err() {
             return Some(Answer::code(500));
         }
@@ -77,9 +92,13 @@ impl Leg {
     /// A request in one of our early dialogs, before the 2xx: UPDATE (RFC 3311 §5.1:
     /// a new offer once a reliable provisional settled the first one), INFO and
     /// OPTIONS. `None` if it matches none of them.
-    fn handle_early_request(&mut self, request: &Request) -> Option<Answer> {
-        if self.phase != Phase::Early {
+    fn handle_early_request(&mut self, source: Peer, request: &Request) -> Option<Answer> {
+        if self.phase != Phase::Early || !self.early.iter().any(|(_, e)| e.dialog.matches(request))
+        {
             return None;
+        }
+        if !self.accepts_from(source) {
+            return Some(self.refuse_source(source, request));
         }
         let early = self
             .early
@@ -129,6 +148,19 @@ impl Leg {
             }
             Err(refusal) => refusal,
         }
+    }
+
+    /// 403 to an in-dialog request from an address that is not the peer's (a
+    /// stranger who learned the Call-ID and tags): logged, nothing else changes.
+    fn refuse_source(&self, source: Peer, request: &Request) -> Answer {
+        tracing::warn!(sip_call_id = %self.call_id, correlation_id = %self.ctx.correlation_id, method = %request.method, %source, "in-dialog request from an address that is not the dialog's peer or the trunk's: 403");
+        Answer::with(
+            403,
+            vec![Header::Other(
+                "Warning".into(),
+                "399 callbridge \"request not from this dialog's peer\"".into(),
+            )],
+        )
     }
 
     fn on_bye(&mut self) -> Answer {
@@ -254,6 +286,15 @@ impl Leg {
         }
     }
 
+    /// REFER (RFC 3515): exactly one Refer-To (else 400); declined with 603 unless
+    /// the leg takes transfers, else 202 and `ReferRequested` for the call.
+    ///
+    /// 603 rather than 403: RFC 3515 §2.4.2 lets a UA whose (here: configured)
+    /// approval is denied decline the REFER, and 603 Decline says exactly that
+    /// ("the request is understood, and will not be carried out"); 403 is kept for
+    /// requests that come from someone who may not send them at all (a stranger's
+    /// address). Either way only the REFER transaction fails (RFC 5057): the call
+    /// goes on.
     fn on_refer(&mut self, request: &Request) -> Answer {
         if self.phase != Phase::Confirmed {
             return Answer::code(481);
@@ -261,9 +302,21 @@ impl Leg {
         if self.refer_subscription.is_some() {
             return Answer::code(491);
         }
-        let Some(refer_to) = header_first(&request.headers, "Refer-To") else {
+        let refer_tos = header_values(&request.headers, "Refer-To");
+        let [refer_to] = refer_tos.as_slice() else {
             return Answer::code(400);
         };
+        let refer_to = refer_to.clone();
+        if !self.refer_allowed {
+            tracing::warn!(sip_call_id = %self.call_id, correlation_id = %self.ctx.correlation_id, trunk = %self.ctx.trunk.name, refer_to = %refer_to.chars().filter(|c| !c.is_control()).take(128).collect::<String>(), "REFER declined: transfers are off for this call (trunk refer = \"reject\", or an inbound call)");
+            return Answer::with(
+                603,
+                vec![Header::Other(
+                    "Warning".into(),
+                    "399 callbridge \"call transfer (REFER) is not allowed on this trunk\"".into(),
+                )],
+            );
+        }
         let uri = addr_uri(&refer_to);
         let uri = uri.split('?').next().unwrap_or(uri).to_string();
         if !uri.starts_with("sip:") || Uri::try_from(uri.as_str()).is_err() {
@@ -282,9 +335,10 @@ impl Leg {
         Answer::code(202)
     }
 
-    /// The ACK of our 2xx to the peer's re-INVITE (it may carry their answer).
-    pub(crate) fn handle_ack(&mut self, _now: Instant, ack: &Request) {
-        if !self.dialog_matches(ack) {
+    /// The ACK of our 2xx to the peer's re-INVITE (it may carry their answer); one
+    /// from an address that is not the peer's is ignored.
+    pub(crate) fn handle_ack(&mut self, _now: Instant, source: Peer, ack: &Request) {
+        if !self.dialog_matches(ack) || !self.accepts_from(source) {
             return;
         }
         self.remote_invite_pending = false;

@@ -53,7 +53,7 @@ impl Leg {
             return Vec::new();
         };
         let mut headers = vec![Header::Supported("timer".into())];
-        let interval = timer.interval.as_secs() as u32;
+        let interval = u32::try_from(timer.interval.as_secs()).unwrap_or(u32::MAX);
         headers.extend(session_timer::request_headers(
             interval,
             self.ctx.trunk.session_timer.min_se.min(interval),

@@ -192,6 +192,9 @@ pub(crate) struct Leg {
     queued_infos: VecDeque<(char, u32)>,
     /// The implicit subscription of an accepted REFER: its `id` (REFER CSeq).
     refer_subscription: Option<u32>,
+    /// REFER is accepted (202) and handed to the call: a leg we placed on a trunk
+    /// with `refer = "dialplan"`. Otherwise it is declined (603).
+    refer_allowed: bool,
     /// When to BYE a transferred-away dialog the transferor has not ended itself.
     bye_at: Option<Instant>,
     /// Reason phrase of the last response to the INVITE.
@@ -378,6 +381,25 @@ impl Leg {
             payload,
             owner: super::Owner::Call(self.call_id.clone()),
         });
+    }
+
+    /// True if an in-dialog request from `source` may come from this leg's peer: one
+    /// of the trunk's addresses (the INVITE's target, SRV targets, `inbound_from`),
+    /// or the dialog's next hop (first route) or remote target. Compared by IP;
+    /// a dialog over TLS takes requests over TLS only.
+    pub(crate) fn accepts_from(&self, source: Peer) -> bool {
+        use crate::sip::transport::Transport;
+        if self.target.transport == Transport::Tls && source.transport != Transport::Tls {
+            return false;
+        }
+        let ip = source.addr.ip().to_canonical();
+        if self.target.addr.ip().to_canonical() == ip || self.ctx.scope.contains(ip) {
+            return true;
+        }
+        self.dialog
+            .iter()
+            .chain(self.early.iter().map(|(_, e)| &e.dialog))
+            .any(|d| d.peer_ips().contains(&ip))
     }
 
     /// Where in-dialog requests go: over TCP/TLS the trunk connection is reused;

@@ -181,6 +181,25 @@ mod tests {
     }
 
     #[test]
+    fn a_session_interval_at_u32_max_or_beyond_is_safe() {
+        let now = Instant::now();
+        let t =
+            SessionTimer::from_uac_response(now, &ok("Session-Expires: 4294967295\r\n")).unwrap();
+        assert_eq!(t.interval, Duration::from_secs(u64::from(u32::MAX)));
+        assert!(t.expires_at() > now && t.refresh_at().is_some_and(|r| r > now));
+        assert!(t.poll_timeout() > now);
+        let (t, _) =
+            SessionTimer::from_uas_request(now, &reinvite("Session-Expires: 4294967295\r\n"), 90)
+                .unwrap()
+                .unwrap();
+        assert!(t.poll_timeout() > now);
+        // One past u32::MAX is no number: no session timer, no panic.
+        assert!(
+            SessionTimer::from_uac_response(now, &ok("Session-Expires: 4294967296\r\n")).is_none()
+        );
+    }
+
+    #[test]
     fn uas_honours_the_requested_refresher_and_refuses_small_intervals() {
         let now = Instant::now();
         let (t, headers) = SessionTimer::from_uas_request(

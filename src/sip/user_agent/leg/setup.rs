@@ -11,8 +11,6 @@ use rsip::{Header, Method, Request, Response, Uri};
 use super::client::Purpose;
 use super::session_timer::{self, SessionTimer};
 use super::{EarlyDialog, Leg, LegEvent, Phase};
-use crate::sip::RelPolicy;
-use crate::sip::auth::DigestClient;
 use crate::sip::dialog::Dialog;
 use crate::sip::message::build::{self, InviteParts, new_branch, random_hex, request_bytes};
 use crate::sip::message::{body_text, branch, cseq, header_first, lists_token, to_tag};
@@ -20,6 +18,7 @@ use crate::sip::transaction::{ClientEvent, InviteClient, NonInviteClient};
 use crate::sip::transport::Peer;
 use crate::sip::user_agent::context::CallContext;
 use crate::sip::user_agent::fork::Fork;
+use crate::sip::{ReferPolicy, RelPolicy};
 
 /// Escapes a display name for a quoted string.
 fn quoted(display: &str) -> String {
@@ -115,7 +114,7 @@ impl Leg {
             se_interval,
             cancel_tx: None,
             early: Vec::new(),
-            auth: DigestClient::new(ctx.trunk.credentials.clone()),
+            auth: ctx.digest_client(),
             dialog: None,
             ack: None,
             reinvite_acks: VecDeque::new(),
@@ -130,6 +129,7 @@ impl Leg {
             remote_invite_pending: false,
             queued_infos: VecDeque::new(),
             refer_subscription: None,
+            refer_allowed: ctx.trunk.refer == ReferPolicy::Dialplan,
             bye_at: None,
             last_reason: String::new(),
             hung_up: false,
@@ -205,7 +205,14 @@ impl Leg {
 
     /// Resends the INVITE with CSeq + 1 and `auth` / `set` headers.
     fn resend_invite(&mut self, now: Instant, auth: Option<Vec<Header>>, set: Vec<Header>) {
-        let seq = cseq(&self.invite).map(|(s, _)| s).unwrap_or(1) + 1;
+        let seq = cseq(&self.invite).map(|(s, _)| s).unwrap_or(1);
+        let Some(seq) = seq.checked_add(1) else {
+            self.finish(LegEvent::Failed {
+                status: 500,
+                reason: "CSeq space exhausted".into(),
+            });
+            return;
+        };
         let via = build::via(self.ctx.local, &new_branch());
         let invite = build::resend(&self.invite, via, seq, auth, set);
         self.send_invite(now, invite);
@@ -437,8 +444,10 @@ impl Leg {
         let Ok(Some(early)) = self.early_dialog(response) else {
             return true; // no early dialog to PRACK in: treat as unreliable
         };
+        // The peer's number: checked, RSeq u32::MAX has no successor (RFC 3262
+        // keeps it below 2^31 anyway).
         if let Some(last) = early.last_rseq
-            && rseq != last + 1
+            && last.checked_add(1) != Some(rseq)
         {
             return false;
         }
@@ -470,14 +479,19 @@ impl Leg {
             early_session = early.session.take();
         }
         self.early.clear();
-        let credentials: Vec<Header> = self
-            .invite
-            .headers
-            .iter()
-            .filter(|h| matches!(h, Header::Authorization(_) | Header::ProxyAuthorization(_)))
-            .cloned()
-            .collect();
         let dest = self.in_dialog_dest(&dialog);
+        // The INVITE's credentials go in the ACK (§13.2.2.4), unless the ACK goes
+        // somewhere that is not the trunk (a far end's Contact): never leak them.
+        let credentials: Vec<Header> = if self.auth.may_send_to(dest.addr) {
+            self.invite
+                .headers
+                .iter()
+                .filter(|h| matches!(h, Header::Authorization(_) | Header::ProxyAuthorization(_)))
+                .cloned()
+                .collect()
+        } else {
+            Vec::new()
+        };
         let via = build::via(self.ctx.local, &new_branch());
         match dialog.ack_for(dialog.invite_cseq(), via, credentials) {
             Ok(ack) => {
@@ -515,10 +529,12 @@ impl Leg {
     fn on_failure(&mut self, now: Instant, response: &Response) {
         let code = response.status_code.code();
         if !self.hung_up && (code == 401 || code == 407) {
-            match self
-                .auth
-                .on_challenge(response, &self.invite, self.invite_rounds)
-            {
+            match self.auth.on_challenge(
+                response,
+                &self.invite,
+                self.invite_rounds,
+                self.target.addr,
+            ) {
                 Ok(headers) => {
                     self.invite_rounds += 1;
                     tracing::info!(sip_call_id = %self.call_id, correlation_id = %self.ctx.correlation_id, code, "INVITE challenged: resending with credentials");

@@ -11,7 +11,6 @@ use rsip::Request;
 
 use super::session_timer::SessionTimer;
 use super::{Leg, Phase};
-use crate::sip::auth::DigestClient;
 use crate::sip::dialog::Dialog;
 use crate::sip::message::lists_token;
 use crate::sip::transport::Peer;
@@ -50,7 +49,7 @@ impl Leg {
             se_interval: ctx.trunk.session_timer.session_expires,
             cancel_tx: None,
             early: Vec::new(),
-            auth: DigestClient::new(ctx.trunk.credentials.clone()),
+            auth: ctx.digest_client(),
             dialog: Some(start.dialog),
             ack: None,
             reinvite_acks: VecDeque::new(),
@@ -65,6 +64,8 @@ impl Leg {
             remote_invite_pending: true,
             queued_infos: VecDeque::new(),
             refer_subscription: None,
+            // Transfers are for the calls we place: REFER on an inbound call is declined.
+            refer_allowed: false,
             bye_at: None,
             last_reason: String::new(),
             hung_up: false,

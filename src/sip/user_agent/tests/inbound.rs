@@ -42,7 +42,7 @@ fn ringing(h: &mut Harness) -> String {
     h.incoming[0].id.clone()
 }
 
-fn inbound_events(h: &mut Harness) -> Vec<InboundSipEvent> {
+pub(super) fn inbound_events(h: &mut Harness) -> Vec<InboundSipEvent> {
     h.inbound_events.drain(..).map(|(_, e)| e).collect()
 }
 
@@ -71,14 +71,14 @@ fn ack(tag: &str, body: Option<&str>) -> String {
 }
 
 /// A request of the trunk in the inbound dialog.
-fn trunk_request(method: &str, tag: &str, branch: &str, seq: u32) -> String {
+pub(super) fn trunk_request(method: &str, tag: &str, branch: &str, seq: u32) -> String {
     format!(
         "{method} sip:+15550001111@127.0.0.1:5070 SIP/2.0\r\nVia: SIP/2.0/UDP 10.0.0.2:5060;branch={branch};rport\r\nFrom: <sip:+15552223333@trunk.example>;tag=peer1\r\nTo: <sip:+15550001111@gw.example>;tag={tag}\r\nCall-ID: in-1\r\nCSeq: {seq} {method}\r\nContent-Length: 0\r\n\r\n"
     )
 }
 
 /// An answered and ACKed inbound call: (harness, handle id, our tag).
-fn established() -> (Harness, String, String) {
+pub(super) fn established() -> (Harness, String, String) {
     let mut h = inbound_harness(carrier());
     let id = ringing(&mut h);
     h.ua.respond(

@@ -258,6 +258,42 @@ fn tcp_calls_are_not_retransmitted_and_go_on_the_trunk_connection() {
 }
 
 #[test]
+fn an_rseq_at_u32_max_has_no_successor() {
+    let mut request = base_request();
+    request.trunk.reliable_provisional = RelPolicy::Required;
+    let mut h = Harness::new();
+    h.call_with(request);
+    let invite = h.take_sent().remove(0);
+    let p1 = reply(
+        &invite,
+        183,
+        "Session Progress",
+        "Require: 100rel\r\nRSeq: 4294967295\r\nContact: <sip:gw@10.0.0.2:5060>\r\n",
+    );
+    h.peer_sends(&p1);
+    let prack = h.take_sent().remove(0);
+    assert_eq!(header(&prack, "RAck"), "4294967295 1 INVITE");
+    // Unchecked, `last + 1` panicked here in a debug build (and wrapped to 0 in
+    // release, PRACKing an RSeq 0 as the successor).
+    for next in ["0", "4294967295"] {
+        h.peer_sends(&reply(
+            &invite,
+            180,
+            "Ringing",
+            &format!("Require: 100rel\r\nRSeq: {next}\r\n"),
+        ));
+        assert!(h.take_sent().is_empty(), "RSeq {next} is not PRACKed");
+    }
+    h.peer_sends(&reply(&invite, 200, "OK", CONTACT));
+    assert!(
+        h.take_events()
+            .iter()
+            .any(|e| matches!(e, SipCallEvent::Answered { .. })),
+        "the call goes on"
+    );
+}
+
+#[test]
 fn reliable_provisionals_are_pracked_once_each_in_order() {
     let mut request = base_request();
     request.trunk.reliable_provisional = RelPolicy::Required;

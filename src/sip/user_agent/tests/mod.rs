@@ -2,6 +2,8 @@
 //! the harness, and one file per concern.
 
 mod basic;
+mod credentials;
+mod dialog_source;
 mod inbound;
 mod midcall;
 mod proxy;
@@ -96,6 +98,16 @@ impl Harness {
     pub(super) fn peer_sends(&mut self, text: &str) {
         self.ua
             .handle_message(self.now, Peer::udp(PEER.parse().unwrap()), text.as_bytes());
+        self.drain();
+    }
+
+    /// `text` arrives from `source` instead of the trunk at PEER.
+    pub(super) fn sends_from(&mut self, source: &str, text: &str) {
+        self.ua.handle_message(
+            self.now,
+            Peer::udp(source.parse().unwrap()),
+            text.as_bytes(),
+        );
         self.drain();
     }
 

@@ -13,6 +13,7 @@ use crate::sip::auth::DigestClient;
 use crate::sip::message::build::{self, new_branch};
 use crate::sip::message::{branch, header_first, header_param, header_values};
 use crate::sip::transaction::{ClientEvent, NonInviteClient, earliest};
+use crate::sip::trunk_scope::TrunkScope;
 
 /// First retry delay after a failure.
 const BACKOFF_MIN: Duration = Duration::from_secs(5);
@@ -66,7 +67,11 @@ impl Registration {
                 .register_expires
                 .as_secs()
                 .clamp(1, u64::from(u32::MAX)) as u32,
-            auth: DigestClient::new(origin.settings.credentials.clone()),
+            auth: DigestClient::new(
+                origin.settings.credentials.clone(),
+                origin.settings.realm.clone(),
+                TrunkScope::new(&origin.settings, origin.targets.iter().map(|t| t.addr.ip())),
+            ),
             rounds: 0,
             pending: None,
             next_at: Some(now),
@@ -97,8 +102,12 @@ impl Registration {
             return;
         };
         let auth = auth.unwrap_or_else(|| {
-            self.auth
-                .authorize("REGISTER", &request.uri.to_string(), &request.body)
+            self.auth.authorize(
+                "REGISTER",
+                &request.uri.to_string(),
+                &request.body,
+                origin.target().addr,
+            )
         });
         if !auth.is_empty() {
             let via = build::via(origin.local, &new_branch());
@@ -210,7 +219,15 @@ impl Registration {
                 let refresh = Duration::from_secs(u64::from(granted)) / 2;
                 self.next_at = Some(now + refresh.max(Duration::from_secs(1)));
             }
-            401 | 407 => match self.auth.on_challenge(&response, request, self.rounds) {
+            401 | 407 => match self.auth.on_challenge(
+                &response,
+                request,
+                self.rounds,
+                origin
+                    .targets
+                    .get(self.sent_to)
+                    .map_or(origin.target().addr, |t| t.addr),
+            ) {
                 Ok(headers) => {
                     self.rounds += 1;
                     self.send(now, origin, asked, Some(headers));
