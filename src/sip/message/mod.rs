@@ -59,6 +59,12 @@ pub(crate) fn parse(datagram: &[u8]) -> Result<Incoming, ParseError> {
         SplitError::Keepalive => ParseError::Keepalive,
         other => ParseError::Split(other),
     })?;
+    if let Some(error) = control_character(&raw) {
+        return Err(ParseError::Rsip {
+            raw: Box::new(raw),
+            error,
+        });
+    }
     let message = SipMessage::try_from(raw.to_strict_bytes()).map_err(|e| ParseError::Rsip {
         raw: Box::new(raw.clone()),
         error: e.to_string(),
@@ -94,6 +100,27 @@ pub(crate) fn parse(datagram: &[u8]) -> Result<Incoming, ParseError> {
                 .to_string();
             Incoming::Response(response, reason)
         }
+    })
+}
+
+/// Names the first control character (other than tab) in the start line or a header
+/// value: RFC 3261 §25.1 allows none there, and one that got through would reach call
+/// records, logs and other peers (a NUL in a Call-ID made PostgreSQL refuse the row).
+fn control_character(raw: &RawMessage) -> Option<String> {
+    let bad = |text: &str| text.chars().find(|c| c.is_control() && *c != '\t');
+    if let Some(c) = bad(&raw.start_line) {
+        return Some(format!(
+            "the start line holds control character U+{:04X}; SIP allows none there",
+            u32::from(c)
+        ));
+    }
+    raw.headers.iter().find_map(|(name, value)| {
+        bad(value).map(|c| {
+            format!(
+                "header {name} holds control character U+{:04X}; SIP header values allow none (RFC 3261 §25.1)",
+                u32::from(c)
+            )
+        })
     })
 }
 
@@ -353,6 +380,31 @@ mod tests {
         ));
         assert!(matches!(parse(b"\r\n\r\n"), Err(ParseError::Keepalive)));
         assert!(parse(b"\xff\xfe garbage").is_err());
+    }
+
+    #[test]
+    fn control_characters_in_headers_are_refused_with_the_header_named() {
+        let with = |call_id: &str| {
+            format!(
+                "INVITE sip:+1555@h SIP/2.0\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\nFrom: <sip:a@h>;tag=1\r\nTo: <sip:b@h>\r\nCall-ID: {call_id}\r\nCSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n"
+            )
+        };
+        for bad in ["nul\0call", "esc\x1b[31m", "del\x7f", "bell\x07"] {
+            match parse(with(bad).as_bytes()) {
+                Err(ParseError::Rsip { error, raw }) => {
+                    assert!(error.contains("Call-ID") && error.contains("U+"), "{error}");
+                    assert!(!error.chars().any(|c| c.is_control()), "{error:?}");
+                    // Still answerable: the 400 copies the headers it needs.
+                    assert!(raw.header("Via").is_some());
+                }
+                other => panic!("{bad:?}: {other:?}"),
+            }
+        }
+        // A tab is linear whitespace, not a control character to refuse.
+        assert!(matches!(
+            parse(with("tab\tok").as_bytes()),
+            Ok(Incoming::Request(_))
+        ));
     }
 
     #[test]

@@ -398,7 +398,13 @@ impl UserAgent {
     }
 
     fn reply_malformed(&mut self, source: Peer, raw: &message::RawMessage, why: &str) {
-        let sip_call_id = raw.header("Call-ID").unwrap_or("-");
+        // Escaped: a malformed message may carry control characters (log injection).
+        let sip_call_id = raw
+            .header("Call-ID")
+            .unwrap_or("-")
+            .escape_debug()
+            .to_string();
+        let sip_call_id = sip_call_id.as_str();
         match message::fallback::reply_to_malformed(raw, source.addr, why) {
             Some(payload) => {
                 tracing::warn!(sip_call_id, correlation_id = "-", %source, "malformed request answered: {why}");
