@@ -15,7 +15,7 @@ use super::registry::{CallSlot, CallState};
 use super::report;
 use super::{CallCommand, CallContext, CallManager, MEDIA_TIMEOUT, SessionEvent};
 use crate::events::RecordingInfo as EventRecording;
-use crate::media::bridge::{BridgeReport, Leg, MediaEvent};
+use crate::media::bridge::{BridgeReport, DropCounter, Leg, MediaEvent};
 use crate::media::negotiate;
 use crate::media::quality::QualityReport;
 use crate::media::recording::{RecordingInfo, RecordingTarget};
@@ -226,6 +226,7 @@ impl OutboundJob {
                             warn!(%detail, "re-INVITE answer unusable");
                         }
                         if let Some(hold) = pending_hold.take() {
+                            media.hold_done(hold, ok);
                             self.hold_result(hold, ok, status);
                         }
                     }
@@ -317,7 +318,8 @@ impl OutboundJob {
                 config.media.recording_max_bytes,
             )
         });
-        let bridge = media_plane::bridge_config(&config.media, recording);
+        let drops = DropCounter::new(self.manager.metrics.foreign_rtp_drops());
+        let bridge = media_plane::bridge_config(&config.media, recording, drops);
         CallMedia::new(rtp, local, offer_codecs, bridge)
     }
 
