@@ -437,6 +437,62 @@ mod tests {
     }
 
     #[test]
+    fn generated_events_leave_in_timeline_order_when_transcoding() {
+        // 20 ms in, 30 ms out: audio waits in the repacketiser while digits are due.
+        // Driven like the bridge with fake time: audio due first, then events, then
+        // one drain. (Before, the event was sent ahead of the queued audio.)
+        let rw = RtpRewriter::new(9, 100, 1000, 8000, 240);
+        let cfg = TranscodeConfig::default();
+        let sip30 = LegFormat {
+            format: PCMU,
+            ptime_ms: 30,
+        };
+        let mut p = Pipeline::new(Towards::Sip, leg(PCMU), sip30, true, rw, &cfg).unwrap();
+        let mut dtmf = DtmfSender::new(DtmfTiming::default());
+        let t0 = Instant::now();
+        dtmf.push_digits(t0 + Duration::from_millis(105), "5#")
+            .unwrap();
+        let mut out = Vec::new();
+        for ms in 0..800u32 {
+            let now = t0 + Duration::from_millis(u64::from(ms));
+            if ms % 20 == 3 && ms < 700 {
+                let k = ms / 20;
+                p.handle_packet(now, pkt(0, k as u16, k * 160)).unwrap();
+            }
+            if p.poll_timeout().is_some_and(|d| d <= now) {
+                p.handle_timeout(now);
+            }
+            while let Some(e) = dtmf.poll_output(now) {
+                assert!(p.inject_event(now, e));
+            }
+            out.extend(std::iter::from_fn(|| p.poll_output()));
+        }
+        let seqs: Vec<u16> = out.iter().map(|p| p.header.sequence_number).collect();
+        assert!(seqs.windows(2).all(|w| w[1] == w[0] + 1), "{seqs:?}");
+        let mut starts = 0;
+        for (i, e) in out.iter().enumerate() {
+            let first = e.header.payload_type == 101 && e.header.marker;
+            if !first {
+                continue;
+            }
+            starts += 1;
+            let ets = e.header.timestamp;
+            for (j, a) in out
+                .iter()
+                .enumerate()
+                .filter(|(_, a)| a.header.payload_type == 0)
+            {
+                let ats = a.header.timestamp;
+                assert!(
+                    if j < i { ats <= ets } else { ats >= ets },
+                    "audio {j} at {ats} vs event {i} at {ets}"
+                );
+            }
+        }
+        assert_eq!(starts, 2);
+    }
+
+    #[test]
     fn incoming_events_are_reported_once() {
         let rw = RtpRewriter::new(9, 100, 1000, 8000, 160);
         let cfg = TranscodeConfig::default();
