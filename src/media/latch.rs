@@ -110,6 +110,8 @@ pub struct Latch {
     target: SocketAddr,
     /// Window or lock.
     state: State,
+    /// SSRC of the far end's latest plausible packet (RTP only).
+    ssrc: Option<u32>,
 }
 
 impl Latch {
@@ -120,6 +122,7 @@ impl Latch {
             sdp,
             target: sdp,
             state: Self::initial(now, sdp, policy),
+            ssrc: None,
         }
     }
 
@@ -151,6 +154,19 @@ impl Latch {
         matches!(self.state, State::Locked(_))
     }
 
+    /// The SSRC of the far end's stream (its latest accepted plausible packet).
+    pub fn ssrc(&self) -> Option<u32> {
+        self.ssrc
+    }
+
+    /// The decided source, if decided.
+    pub fn locked_source(&self) -> Option<SocketAddr> {
+        match self.state {
+            State::Locked(source) => Some(source),
+            State::Open { .. } => None,
+        }
+    }
+
     /// Whether `from` is the far end as far as known now (the locked source, or the
     /// SDP address while the window is open). Does not change the latch.
     pub fn accepts(&self, from: SocketAddr) -> bool {
@@ -164,6 +180,21 @@ impl Latch {
     /// (`None` for RTCP); `plausible` says whether it parsed with a negotiated payload
     /// type (only plausible packets can latch).
     pub fn handle_packet(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        ssrc: Option<u32>,
+        plausible: bool,
+    ) -> Verdict {
+        let verdict = self.judge(now, from, ssrc, plausible);
+        if verdict.is_accepted() && plausible && ssrc.is_some() {
+            self.ssrc = ssrc;
+        }
+        verdict
+    }
+
+    /// [`Latch::handle_packet`] without noting the SSRC.
+    fn judge(
         &mut self,
         now: Instant,
         from: SocketAddr,
@@ -241,6 +272,7 @@ impl Latch {
         self.sdp = sdp;
         self.target = sdp;
         self.state = Self::initial(now, sdp, self.policy);
+        self.ssrc = None;
         before != sdp
     }
 }

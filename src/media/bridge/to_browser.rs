@@ -171,10 +171,17 @@ impl ToBrowser {
                     Ok((n, from)) => {
                         let now = Instant::now();
                         let datagram = &cbuf[..n];
+                        // RTCP may latch (symmetric RTP) only from the host whose RTP
+                        // was latched, reporting as the SSRC of the stream it sends us:
+                        // a stranger cannot take our reports.
+                        let plausible = rtcp::is_rtcp(datagram)
+                            && dest.rtp.locked_source().is_some_and(|s| s.ip() == from.ip())
+                            && dest.rtp.ssrc().is_some()
+                            && rtcp_sender_ssrc(datagram) == dest.rtp.ssrc();
                         let verdict = if dest.rtp.accepts(from) {
                             Verdict::Accept
                         } else {
-                            dest.rtcp.handle_packet(now, from, None, rtcp::is_rtcp(datagram))
+                            dest.rtcp.handle_packet(now, from, None, plausible)
                         };
                         match verdict {
                             Verdict::Accept => {
@@ -398,6 +405,13 @@ impl ToBrowser {
             },
         );
     }
+}
+
+/// The SSRC of the first RTCP packet's sender (SR, RR, the first SDES chunk or BYE
+/// source), if the datagram is long enough.
+fn rtcp_sender_ssrc(datagram: &[u8]) -> Option<u32> {
+    let bytes: [u8; 4] = datagram.get(4..8)?.try_into().ok()?;
+    Some(u32::from_be_bytes(bytes))
 }
 
 /// Receive errors that only echo an ICMP error of an earlier send.
