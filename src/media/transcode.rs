@@ -272,17 +272,23 @@ impl Transcoder {
 
     /// Queues an RFC 4733 packet we generate (payload type `payload_type` on the
     /// output) at `now`, in timeline order with the audio. All packets of one event
-    /// share the position of its first: the next audio sample then, or later when the
-    /// audio stalled (so consecutive events never share a timestamp).
+    /// share the position of its first: the next audio sample then, or, when the audio
+    /// has not moved since the previous event, that event's position plus the time
+    /// that passed (so consecutive events never share a timestamp).
     pub fn inject_event(&mut self, now: Instant, payload_type: u8, event: &EventPacket) {
         if event.first {
-            let by_clock = self.last_event.map(|(pos, at)| {
-                let elapsed = now.saturating_duration_since(at);
-                pos + (elapsed.as_micros() * u128::from(PCM_RATE) / 1_000_000) as i64
-            });
-            let pos = match (self.repack.next_position(), by_clock) {
-                (Some(a), Some(b)) => a.max(b),
-                (a, b) => a.or(b).unwrap_or(0),
+            let next = self.repack.next_position();
+            let pos = match (next, self.last_event) {
+                (Some(next), Some((last, _))) if next > last => next,
+                (next, Some((last, at))) => {
+                    // The audio did not move since the last event (DTX, a stalled
+                    // browser): go on by the clock so two events never share a start.
+                    let elapsed = now.saturating_duration_since(at);
+                    let by_clock =
+                        last + (elapsed.as_micros() * u128::from(PCM_RATE) / 1_000_000) as i64;
+                    next.unwrap_or(last).max(by_clock)
+                }
+                (next, None) => next.unwrap_or(0),
             };
             self.audio_before(now, pos);
             self.event_pos = pos;
