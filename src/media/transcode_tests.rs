@@ -388,12 +388,17 @@ fn generated_event_takes_the_next_audio_position_in_order() {
     let t0 = Instant::now();
     let stream = opus_stream(400.0, 40);
     let mut out = Vec::new();
-    let mut dtmf = crate::media::dtmf::DtmfSender::new(crate::media::dtmf::DtmfTiming::default());
+    // Digits 170 ms apart: each is due at another phase of the 20 ms audio releases.
+    let timing = crate::media::dtmf::DtmfTiming {
+        gap: 70 * MS,
+        ..Default::default()
+    };
+    let mut dtmf = crate::media::dtmf::DtmfSender::new(timing);
     dtmf.push_digits(t0 + 95 * MS, "123").unwrap();
     // Drive it as the bridge does: every 1 ms of fake time, audio due first, then
     // the events due, then drain the one output queue. Packets arrive with jitter.
     let mut next_packet = 0usize;
-    let arrival = |k: usize| 20 * k as u32 + (k as u32 * 7) % 11;
+    let arrival = |k: usize| 20 * k as u32 + (k as u32 * 7) % 5;
     for ms in 0..900u32 {
         let now = t0 + MS * ms;
         if next_packet < stream.len() && ms == arrival(next_packet) {
