@@ -58,7 +58,18 @@ async fn answered_call(
     far: &FarEnd,
     options: BrowserOptions,
 ) -> (TestGateway, WsClient, Arc<Browser>, TestCall) {
-    let gw = TestGateway::start(test_config(Some(far.sipp.addr))).await;
+    answered_call_with(far, options, |_| {}).await
+}
+
+/// [`answered_call`] with the gateway's config changed by `tweak` first.
+async fn answered_call_with(
+    far: &FarEnd,
+    options: BrowserOptions,
+    tweak: impl FnOnce(&mut callbridge::config::Config),
+) -> (TestGateway, WsClient, Arc<Browser>, TestCall) {
+    let mut config = test_config(Some(far.sipp.addr));
+    tweak(&mut config);
+    let gw = TestGateway::start(config).await;
     let (mut ws, _) = gw.connect_as("wendy", "calls:outbound").await;
     let browser = Browser::new(options).await;
     let mut call = TestCall::place(&mut ws, browser.clone(), "w1", "+15551234567").await;
@@ -355,6 +366,7 @@ async fn browser_hold_stops_its_audio_to_the_far_end_until_unhold() {
 }
 
 /// The far end holds with `direction` (`sendonly` or `inactive`) and takes it back.
+/// SIPp holds and unholds on a cue: a DTMF digit sent as SIP INFO (an INFO trunk).
 async fn far_end_hold(direction: &str) {
     let far = FarEnd::start(
         "uas_media_at_holds.xml",
@@ -362,19 +374,33 @@ async fn far_end_hold(direction: &str) {
         &["-key", "hold_direction", direction],
     )
     .await;
-    let (gw, mut ws, browser, mut call) = answered_call(&far, BrowserOptions::default()).await;
-    let talker = Talker::start(&browser, 400);
+    let (gw, mut ws, browser, mut call) =
+        answered_call_with(&far, BrowserOptions::default(), |c| {
+            c.sip.trunks[0].dtmf_mode = "info".into();
+        })
+        .await;
+    let talker = Talker::start(&browser, 500);
+    assert!(
+        eventually(Duration::from_secs(10), || frames_at(&far).len() >= 20).await,
+        "audio flows before the hold"
+    );
+    let before = talker.next();
+    let call_id = call.call_id.clone();
+    let cue = |digit: &str| json!({"type": "dtmf", "call_id": call_id, "digits": digit});
+    ws.send(cue("1")).await;
     let hold = call.until(&mut ws, &["hold"]).await;
     assert_eq!(hold["by"], "remote", "{hold}");
     // A frame in flight when the hold message left may still go out.
     let held_from = talker.next() + 2;
+    talker.until(held_from + 50).await;
+    ws.send(cue("2")).await;
     let unhold = call.until(&mut ws, &["unhold"]).await;
     assert_eq!(unhold["by"], "remote", "{unhold}");
     // The gateway applied the unhold before it said so; frames just before may pass.
     let held_to = talker.next().saturating_sub(2);
     let after = talker.next() + 2;
     talker.until(after + 50).await;
-    assert_held(&far, held_from, held_from..held_to, after).await;
+    assert_held(&far, before, held_from..held_to, after).await;
     talker.task.abort();
     finish(gw, ws, browser, call, far).await;
 }
