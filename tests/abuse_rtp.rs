@@ -195,7 +195,8 @@ async fn sip_side_attack(symmetric_rtp: bool) {
     let browser = Browser::new(BrowserOptions::default()).await;
     let mut call = TestCall::place(&mut ws, browser.clone(), "r1", "+15551234567").await;
 
-    // (a) The call rings: the far end has not answered yet.
+    // (a) The call rings: the far end has not answered yet (SIPp answers 2 s after
+    // its 180; the spray below takes microseconds after `ringing` arrives).
     call.until(&mut ws, &["ringing"]).await;
     attacker.spray_rtp(rtp_at, 20, 0).await;
     attacker.spray_rtcp_bye(rtcp_at, 5).await;
