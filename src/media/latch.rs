@@ -263,9 +263,11 @@ impl Latch {
 
     /// The far end's SDP changed at `now` (re-INVITE, UPDATE, 183 → 200 OK). A new
     /// address starts over there (with a new window when symmetric); the same address
-    /// keeps what was learnt. Returns whether the target moved.
+    /// keeps what was learnt, and so does an unspecified one (`c=0.0.0.0`, the old way
+    /// to hold: nothing is sent meanwhile, and the far end comes back from where it
+    /// was). Returns whether the target moved.
     pub fn update_sdp(&mut self, now: Instant, sdp: SocketAddr) -> bool {
-        if sdp == self.sdp {
+        if sdp == self.sdp || sdp.ip().is_unspecified() || sdp.port() == 0 {
             return false;
         }
         let before = self.target;
@@ -469,6 +471,18 @@ mod tests {
             l.handle_packet(t1, sa(NAT), Some(1), true),
             Verdict::Foreign
         );
+    }
+
+    #[test]
+    fn an_unspecified_hold_address_keeps_the_source() {
+        let t0 = Instant::now();
+        let mut l = Latch::new(t0, sa(SDP), symmetric());
+        l.handle_packet(t0, sa(NAT), Some(1), true);
+        l.handle_packet(t0, sa(NAT), Some(1), true);
+        assert!(!l.update_sdp(t0, sa("0.0.0.0:4000")));
+        assert_eq!(l.sdp(), sa(SDP));
+        assert_eq!(l.target(), sa(NAT));
+        assert_eq!(l.handle_packet(t0, sa(NAT), Some(1), true), Verdict::Accept);
     }
 
     #[test]

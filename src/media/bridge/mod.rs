@@ -197,7 +197,7 @@ impl Bridge {
         let (rtp_socket, rtcp_socket) = rtp.into_sockets();
         let socket = Arc::new(rtp_socket);
         let (remote_tx, remote_rx) = watch::channel(remote.clone());
-        let (target_tx, target_rx) = watch::channel(remote.addr);
+        let (target_tx, target_rx) = watch::channel((remote.addr, remote.addr));
         let (local_tx, local_rx) = watch::channel(Direction::SendRecv);
         let (commands_tx, commands_rx) = mpsc::unbounded_channel();
         let cancel = CancellationToken::new();

@@ -54,8 +54,9 @@ pub(super) struct ToBrowser {
     pub remote_rx: watch::Receiver<RemoteMedia>,
     /// Our own direction (what we relay; `inactive` while we hold).
     pub local_rx: watch::Receiver<Direction>,
-    /// Publishes the latched RTP destination to the other direction.
-    pub target_tx: watch::Sender<SocketAddr>,
+    /// Publishes the RTP destination to the other direction: (the SDP address it
+    /// applies to, the destination).
+    pub target_tx: watch::Sender<(SocketAddr, SocketAddr)>,
     /// RTCP state of the SIP leg.
     pub rtcp: RtcpSession,
     /// Recording of what the far end says, if any.
@@ -211,8 +212,7 @@ impl ToBrowser {
                         tracing::warn!(error = %e, "keeping previous SIP format toward the browser");
                     }
                     dest.update(Instant::now(), &remote);
-                    let target = dest.rtp.target();
-                    self.target_tx.send_if_modified(|t| std::mem::replace(t, target) != target);
+                    self.target_tx.send_replace((dest.rtp.sdp(), dest.rtp.target()));
                 }
                 _ = sleep => {
                     let now = Instant::now();
@@ -290,7 +290,7 @@ impl ToBrowser {
             Verdict::Accept => {}
             Verdict::Latched(addr) => {
                 tracing::info!(%addr, "SIP media latched on its real source");
-                self.target_tx.send_replace(addr);
+                self.target_tx.send_replace((dest.rtp.sdp(), addr));
                 let _ = self.events.send(MediaEvent::Latched(addr));
             }
             Verdict::Pending => return,

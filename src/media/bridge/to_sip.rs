@@ -42,8 +42,9 @@ pub(super) struct ToSip {
     pub browser: LegFormat,
     /// The SIP peer's SDP.
     pub remote_rx: watch::Receiver<RemoteMedia>,
-    /// Where to send (the latched address).
-    pub target_rx: watch::Receiver<SocketAddr>,
+    /// Where to send, as the latch in the other direction decided: (the SDP address
+    /// it applies to, the destination).
+    pub target_rx: watch::Receiver<(SocketAddr, SocketAddr)>,
     /// Our own direction (what we relay; `inactive` while we hold).
     pub local_rx: watch::Receiver<Direction>,
     /// Commands from the handle.
@@ -80,7 +81,7 @@ impl ToSip {
         };
         let Some(track) = track else { return };
         let mut remote = self.remote_rx.borrow_and_update().clone();
-        let mut target = *self.target_rx.borrow_and_update();
+        let mut target = self.target_rx.borrow_and_update().1;
         let mut buf = vec![0u8; MAX_DATAGRAM];
         let mut next_publish = Instant::now() + PUBLISH_EVERY;
         loop {
@@ -111,11 +112,8 @@ impl ToSip {
                     None => break,
                 },
                 _ = self.remote_rx.changed() => {
-                    let previous = remote.addr;
                     remote = self.take_remote();
-                    if remote.addr != previous {
-                        target = remote.addr;
-                    }
+                    target = self.target_for(&remote);
                 }
                 _ = sleep, if deadline.is_some() => {
                     let now = Instant::now();
@@ -135,17 +133,11 @@ impl ToSip {
                 self.send(now, &out, &mut buf, target, &remote).await;
             }
             if self.remote_rx.has_changed().unwrap_or(false) {
-                let previous = remote.addr;
                 remote = self.take_remote();
-                // A new SDP address at once, with the new format; the latch (in the
-                // other direction) may move it later to the peer's real source. The
-                // same address keeps what the latch learnt.
-                if remote.addr != previous {
-                    target = remote.addr;
-                }
+                target = self.target_for(&remote);
             }
             if self.target_rx.has_changed().unwrap_or(false) {
-                target = *self.target_rx.borrow_and_update();
+                target = self.target_rx.borrow_and_update().1;
             }
             if now >= next_publish {
                 next_publish = now + PUBLISH_EVERY;
@@ -154,6 +146,18 @@ impl ToSip {
         }
         self.publish();
         tracing::debug!("browser to SIP direction ended");
+    }
+
+    /// Where to send for `remote`: what the latch decided for its SDP address, or a new
+    /// SDP address at once (with the new format; the latch publishes again once it
+    /// took the new SDP in).
+    fn target_for(&self, remote: &RemoteMedia) -> SocketAddr {
+        let (sdp, latched) = *self.target_rx.borrow();
+        if sdp == remote.addr {
+            latched
+        } else {
+            remote.addr
+        }
     }
 
     /// Takes the new remote media and reconfigures the pipeline for its format.
