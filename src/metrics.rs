@@ -64,6 +64,9 @@ pub struct Metrics {
     pub rate_limited_total: IntCounterVec,
     /// 1 while the instance drains (`callbridge_draining`).
     pub draining: IntGauge,
+    /// SIP-side RTP/RTCP datagrams dropped, by `reason` (`foreign_source`: not from the
+    /// far end's SDP or latched address) (`callbridge_rtp_dropped_total`).
+    pub rtp_dropped_total: IntCounterVec,
 }
 
 /// Errors creating metrics (only on duplicate registration, a programming error).
@@ -177,6 +180,11 @@ impl Metrics {
                 &["limit"],
             )?,
             draining: IntGauge::new("callbridge_draining", "1 while the instance drains")?,
+            rtp_dropped_total: counter_vec(
+                "callbridge_rtp_dropped_total",
+                "SIP-side RTP/RTCP datagrams dropped, by reason (foreign_source: not from the far end)",
+                &["reason"],
+            )?,
             registry,
         };
         let collectors: Vec<Box<dyn Collector>> = vec![
@@ -200,11 +208,21 @@ impl Metrics {
             Box::new(metrics.recordings_disk_bytes.clone()),
             Box::new(metrics.rate_limited_total.clone()),
             Box::new(metrics.draining.clone()),
+            Box::new(metrics.rtp_dropped_total.clone()),
         ];
+        // Shown from the start (0), so a dashboard can rate() it.
+        let _ = metrics.foreign_rtp_drops();
         for c in collectors {
             metrics.registry.register(c)?;
         }
         Ok(metrics)
+    }
+
+    /// The counter of SIP-side media from strangers
+    /// (`callbridge_rtp_dropped_total{reason="foreign_source"}`).
+    pub fn foreign_rtp_drops(&self) -> prometheus::IntCounter {
+        self.rtp_dropped_total
+            .with_label_values(&["foreign_source"])
     }
 
     /// Exports `callbridge_sip_messages_total{direction,method,status}`,
@@ -401,6 +419,10 @@ mod tests {
         assert!(text.contains(r#"method="other""#), "{text}");
         assert!(text.contains("callbridge_call_mos_bucket"), "{text}");
         assert!(text.contains("callbridge_turn_allocations 0"), "{text}");
+        assert!(
+            text.contains(r#"callbridge_rtp_dropped_total{reason="foreign_source"} 0"#),
+            "{text}"
+        );
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! Bridge behaviour beyond moving audio, end to end on loopback without SIP signalling:
 //! DTMF both ways (in relay and transcode mode), RTCP and the quality report,
-//! symmetric RTP latching, and the inactivity timeout.
+//! symmetric RTP latching (and strict source checking without it), and the inactivity
+//! timeout.
 
 mod common;
 #[path = "common/media.rs"]
@@ -10,6 +11,7 @@ use std::time::Duration;
 
 use callbridge::media::bridge::{BridgeConfig, Leg, MediaEvent};
 use callbridge::media::dtmf::{DtmfError, EventPayload};
+use callbridge::media::latch::LatchPolicy;
 use common::browser::{BrowserOptions, PeerOptions, SeenPacket};
 use media::{LoopbackCall, Setup};
 
@@ -198,6 +200,14 @@ async fn media_from_another_port_is_latched() {
             send_from_other_port: true,
             ..Default::default()
         },
+        config: BridgeConfig {
+            latch: LatchPolicy {
+                symmetric: true,
+                window: Duration::from_secs(10),
+                window_packets: 50,
+            },
+            ..Default::default()
+        },
         ..Setup::default()
     })
     .await;
@@ -221,6 +231,41 @@ async fn media_from_another_port_is_latched() {
     assert!(
         at_alt >= 40,
         "only {at_alt} packets reached the real source"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn media_from_another_port_is_dropped_without_symmetric_rtp() {
+    // The default: only the SDP's address is the far end.
+    let call = LoopbackCall::start(Setup {
+        peer: PeerOptions {
+            send_from_other_port: true,
+            ..Default::default()
+        },
+        ..Setup::default()
+    })
+    .await;
+    let sent = call.browser.start_sending_pcmu_sine(50, 440.0);
+    assert_eq!(sent.await.expect("sender"), 50);
+    // Every echo from the other port has arrived once the peer saw all 50 and the
+    // bridge counted as many drops.
+    let drained = common::sipp::eventually(Duration::from_secs(5), || {
+        call.bridge().stats().dropped_foreign_source >= 45
+    })
+    .await;
+    let seen = call.peer.seen();
+    let played = call.browser.received().len();
+    let (report, events) = call.stop().await;
+    assert!(drained, "{:?}", report.stats);
+    assert!(
+        !events.iter().any(|e| matches!(e, MediaEvent::Latched(_))),
+        "{events:?}"
+    );
+    assert_eq!(played, 0, "nothing from the other port reached the browser");
+    assert_eq!(report.stats.to_browser, 0);
+    assert!(
+        seen.iter().all(|p| p.socket == 0),
+        "all our media went to the SDP address"
     );
 }
 

@@ -16,7 +16,7 @@ use super::media_plane::{self, CallMedia, HoldChange};
 use super::recordings::{self, Plan};
 use super::registry::{CallInfo, CallSlot, CallState, Direction, LimitError};
 use super::{CallCommand, CallHandle, CallManager, SessionEvent, report};
-use crate::media::bridge::{BridgeReport, Leg, MediaEvent};
+use crate::media::bridge::{BridgeReport, DropCounter, Leg, MediaEvent};
 use crate::media::rtp_leg::RtpLeg;
 use crate::media::sdp::{self, LocalSdp, RemoteMedia};
 use crate::media::webrtc_leg::{WebRtcEvent, WebRtcLeg};
@@ -218,7 +218,7 @@ impl InboundJob {
                             }
                         }
                         CallCommand::Hold(hold) if winner.as_deref() == Some(s.as_str()) => {
-                            if let (Some(m), None) = (&media, pending_hold) {
+                            if let (Some(m), None) = (media.as_mut(), pending_hold) {
                                 self.handle.reinvite(m.hold_offer(hold));
                                 pending_hold = Some(hold);
                             }
@@ -271,6 +271,9 @@ impl InboundJob {
                         }
                         Some(InboundSipEvent::ReinviteResult { ok, .. }) => {
                             if let (Some(hold), Some(w)) = (pending_hold.take(), winner.as_deref()) {
+                                if let Some(m) = media.as_mut() {
+                                    m.hold_done(hold, ok);
+                                }
                                 if ok {
                                     let change = if hold { HoldChange::RemoteHold } else { HoldChange::RemoteUnhold };
                                     self.tell_hold(w, change, HoldParty::Local);
@@ -418,7 +421,11 @@ impl InboundJob {
             rtp,
             answer,
             media_plane::codecs(&config.media.sip_codecs),
-            media_plane::bridge_config(&config.media, plan.target.clone()),
+            media_plane::bridge_config(
+                &config.media,
+                plan.target.clone(),
+                DropCounter::new(self.manager.metrics.foreign_rtp_drops()),
+            ),
         );
         media.apply(leg, &self.offer)?;
         self.handle.answer(media.local_sdp(), media.answerer());

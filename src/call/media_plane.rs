@@ -8,9 +8,10 @@ use tokio::sync::mpsc;
 
 use crate::config::MediaConfig;
 use crate::media::audio::OpusSettings;
-use crate::media::bridge::{Bridge, BridgeConfig, BridgeReport, MediaEvent};
+use crate::media::bridge::{Bridge, BridgeConfig, BridgeReport, DropCounter, MediaEvent};
 use crate::media::codec::AudioCodec;
 use crate::media::jitter::JitterConfig;
+use crate::media::latch::LatchPolicy;
 use crate::media::recording::RecordingTarget;
 use crate::media::rtp_leg::RtpLeg;
 use crate::media::sdp::{self, Direction, LocalSdp};
@@ -26,8 +27,13 @@ pub fn codecs(names: &[String]) -> Vec<AudioCodec> {
         .collect()
 }
 
-/// The bridge settings from `[media]`, with an optional recording.
-pub fn bridge_config(media: &MediaConfig, recording: Option<RecordingTarget>) -> BridgeConfig {
+/// The bridge settings from `[media]`, with an optional recording; packets from
+/// strangers are counted into `foreign_drops`.
+pub fn bridge_config(
+    media: &MediaConfig,
+    recording: Option<RecordingTarget>,
+    foreign_drops: DropCounter,
+) -> BridgeConfig {
     let defaults = BridgeConfig::default();
     BridgeConfig {
         transcode: TranscodeConfig {
@@ -46,7 +52,12 @@ pub fn bridge_config(media: &MediaConfig, recording: Option<RecordingTarget>) ->
         recording,
         inactivity_timeout: (!media.inactivity_timeout.is_zero())
             .then_some(media.inactivity_timeout),
-        symmetric_rtp: media.symmetric_rtp,
+        latch: LatchPolicy {
+            symmetric: media.symmetric_rtp,
+            window: media.symmetric_rtp_window,
+            window_packets: media.symmetric_rtp_packets,
+        },
+        foreign_drops,
         stats_interval: media.stats_interval,
         ..defaults
     }
@@ -79,6 +90,8 @@ pub struct CallMedia {
     pub events: mpsc::UnboundedReceiver<MediaEvent>,
     /// Whether the far end has the call on hold.
     remote_hold: bool,
+    /// Whether we (the browser) hold the call: the bridge relays nothing meanwhile.
+    local_hold: bool,
 }
 
 fn lock(local: &Mutex<LocalSdp>) -> std::sync::MutexGuard<'_, LocalSdp> {
@@ -103,6 +116,7 @@ impl CallMedia {
             events_tx,
             events,
             remote_hold: false,
+            local_hold: false,
         }
     }
 
@@ -125,15 +139,52 @@ impl CallMedia {
     }
 
     /// A new local description for our own hold (`sendonly`) or unhold (`sendrecv`).
-    pub fn hold_offer(&self, hold: bool) -> String {
-        let mut local = lock(&self.local);
-        let direction = if hold {
-            Direction::SendOnly
+    /// Holding stops the bridge relaying at once, both ways (the held party hears
+    /// nothing, rather than the holder); unholding resumes once the far end accepted
+    /// ([`CallMedia::hold_done`]).
+    pub fn hold_offer(&mut self, hold: bool) -> String {
+        let sdp = {
+            let mut local = lock(&self.local);
+            let direction = if hold {
+                Direction::SendOnly
+            } else {
+                Direction::SendRecv
+            };
+            *local = local.with_direction(direction);
+            local.to_sdp()
+        };
+        if hold {
+            self.set_local_hold(true);
+        }
+        sdp
+    }
+
+    /// The far end answered our hold (`hold`) or unhold re-INVITE; `ok`: with 2xx. A
+    /// refused hold resumes the media, a refused unhold keeps it held.
+    pub fn hold_done(&mut self, hold: bool, ok: bool) {
+        self.set_local_hold(if ok { hold } else { !hold });
+    }
+
+    /// Whether we hold the call.
+    pub fn is_locally_held(&self) -> bool {
+        self.local_hold
+    }
+
+    /// Tells the bridge whether we hold the call.
+    fn set_local_hold(&mut self, held: bool) {
+        self.local_hold = held;
+        if let Some(bridge) = &self.bridge {
+            bridge.set_local_direction(Self::relaying(held));
+        }
+    }
+
+    /// What the bridge relays while we hold (`held`) or not.
+    fn relaying(held: bool) -> Direction {
+        if held {
+            Direction::Inactive
         } else {
             Direction::SendRecv
-        };
-        *local = local.with_direction(direction);
-        local.to_sdp()
+        }
     }
 
     /// Points the bridge at the peer's SDP (starting it the first time); reports a
@@ -155,6 +206,7 @@ impl CallMedia {
         let config = self.config.take().unwrap_or_default();
         let bridge = Bridge::start_with(leg, rtp, remote, config, self.events_tx.clone())
             .map_err(|e| e.to_string())?;
+        bridge.set_local_direction(Self::relaying(self.local_hold));
         tracing::info!(mode = bridge.mode().as_str(), media = ?bridge.mode(), "media bridge started");
         self.bridge = Some(bridge);
         Ok(change)

@@ -16,7 +16,7 @@ use super::registry::{CallSlot, CallState};
 use super::report;
 use super::transfer::TransferSlot;
 use super::{CallCommand, CallContext, CallManager, MEDIA_TIMEOUT, SessionEvent};
-use crate::media::bridge::{BridgeReport, Leg, MediaEvent};
+use crate::media::bridge::{BridgeReport, DropCounter, Leg, MediaEvent};
 use crate::media::negotiate;
 use crate::media::quality::QualityReport;
 use crate::media::rtp_leg::RtpLeg;
@@ -230,6 +230,7 @@ impl OutboundJob {
                             warn!(%detail, "re-INVITE answer unusable");
                         }
                         if let Some(hold) = pending_hold.take() {
+                            media.hold_done(hold, ok);
                             self.hold_result(hold, ok, status);
                         }
                     }
@@ -314,7 +315,8 @@ impl OutboundJob {
             Some(info) => recordings::plan(&self.manager, &info, record),
             None => Plan::default(),
         };
-        let bridge = media_plane::bridge_config(&config.media, plan.target.clone());
+        let drops = DropCounter::new(self.manager.metrics.foreign_rtp_drops());
+        let bridge = media_plane::bridge_config(&config.media, plan.target.clone(), drops);
         (CallMedia::new(rtp, local, offer_codecs, bridge), plan)
     }
 

@@ -30,8 +30,16 @@ pub struct MediaConfig {
     /// End the call (`media_failed`) when a leg sends nothing for this long; 0s: never.
     #[serde(with = "humantime_serde")]
     pub inactivity_timeout: Duration,
-    /// Send SIP-side RTP to where the peer's RTP comes from (NAT traversal).
+    /// Symmetric RTP (NAT traversal for a far end whose SDP names an address its media
+    /// does not come from): latch onto the first source that sends right after the
+    /// answer, and send there. Off: media is accepted only from the SDP's address.
     pub symmetric_rtp: bool,
+    /// How long after the answer symmetric RTP may latch; later, only the SDP's address
+    /// (or the source latched) is accepted.
+    #[serde(with = "humantime_serde")]
+    pub symmetric_rtp_window: Duration,
+    /// Within how many received packets after the answer symmetric RTP may latch.
+    pub symmetric_rtp_packets: u32,
     /// How often quality is computed and sent to the browser as `stats`.
     #[serde(with = "humantime_serde")]
     pub stats_interval: Duration,
@@ -62,7 +70,9 @@ impl Default for MediaConfig {
             jitter_min: Duration::from_millis(20),
             jitter_max: Duration::from_millis(200),
             inactivity_timeout: Duration::from_secs(30),
-            symmetric_rtp: true,
+            symmetric_rtp: false,
+            symmetric_rtp_window: Duration::from_secs(2),
+            symmetric_rtp_packets: 50,
             stats_interval: Duration::from_secs(5),
             recording_dir: PathBuf::from("data/recordings"),
             recording_max_bytes: 100 * 1024 * 1024,

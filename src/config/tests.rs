@@ -452,3 +452,32 @@ fn forwarding_between_instances_needs_a_signing_secret() {
     let err = load_text(&text, vec![]).expect_err("window").to_string();
     assert!(err.contains("cluster.forward_max_age"), "{err}");
 }
+
+#[test]
+fn symmetric_rtp_is_off_by_default_and_its_window_is_bounded() {
+    let config = load_text(&minimal(), vec![]).expect("minimal");
+    assert!(!config.media.symmetric_rtp, "closed by default");
+    let text = format!(
+        "{}\n[media]\nsymmetric_rtp = true\nsymmetric_rtp_window = \"5m\"",
+        minimal()
+    );
+    let err = load_text(&text, vec![]).expect_err("too long").to_string();
+    assert!(err.contains("media.symmetric_rtp_window"), "{err}");
+    let text = format!(
+        "{}\n[media]\nsymmetric_rtp = true\nsymmetric_rtp_packets = 1",
+        minimal()
+    );
+    let err = load_text(&text, vec![]).expect_err("too few").to_string();
+    assert!(err.contains("media.symmetric_rtp_packets"), "{err}");
+    // From the environment too.
+    let env = vec![
+        ("CALLBRIDGE_MEDIA__SYMMETRIC_RTP", "true"),
+        ("CALLBRIDGE_MEDIA__SYMMETRIC_RTP_WINDOW", "500ms"),
+    ];
+    let config = load_text(&minimal(), env).expect("env overrides");
+    assert!(config.media.symmetric_rtp);
+    assert_eq!(
+        config.media.symmetric_rtp_window,
+        std::time::Duration::from_millis(500)
+    );
+}

@@ -581,6 +581,24 @@ fn validate_media(media: &super::MediaConfig) -> Result<(), ConfigError> {
             ));
         }
     }
+    if media.symmetric_rtp {
+        let window = media.symmetric_rtp_window;
+        if window < std::time::Duration::from_millis(100)
+            || window > std::time::Duration::from_secs(30)
+        {
+            return Err(ConfigError::invalid(
+                "media.symmetric_rtp_window",
+                "must be 100ms-30s (the far end's media starts right after the answer; a long window lets strangers latch)",
+            ));
+        }
+        let least = crate::media::latch::LATCH_AFTER;
+        if !(least..=10_000).contains(&media.symmetric_rtp_packets) {
+            return Err(ConfigError::invalid(
+                "media.symmetric_rtp_packets",
+                format!("must be {least}-10000"),
+            ));
+        }
+    }
     if media.recording_max_bytes < 1024 * 1024 {
         return Err(ConfigError::invalid(
             "media.recording_max_bytes",

@@ -94,6 +94,9 @@ pub struct Frame {
     pub marker: bool,
     /// Whether this is audio (see [`Incoming::audio`]).
     pub audio: bool,
+    /// The first packet of a restarted source (new SSRC or sequence jump): a
+    /// discontinuity the timeline hides, which the output marks.
+    pub restart: bool,
     /// The payload.
     pub payload: Bytes,
 }
@@ -154,6 +157,8 @@ struct Entry {
     marker: bool,
     /// Audio or event.
     audio: bool,
+    /// First packet of a restarted source (new SSRC or sequence jump).
+    restart: bool,
     /// The payload.
     payload: Bytes,
 }
@@ -435,6 +440,7 @@ impl JitterBuffer {
                 payload_type: packet.payload_type,
                 marker: packet.marker,
                 audio: packet.audio,
+                restart,
                 payload: packet.payload,
             },
         );
@@ -510,6 +516,7 @@ impl JitterBuffer {
                 payload_type: e.payload_type,
                 marker: e.marker,
                 audio: e.audio,
+                restart: e.restart,
                 payload: e.payload,
             }));
         }

@@ -15,7 +15,7 @@
 //! Sans-IO parts (no clock, no sockets; `now` is an argument): [`sdp`], `offer`,
 //! [`negotiate`], [`rewrite`], [`relay`], [`g711`], [`audio`], [`jitter`],
 //! [`repacketize`], [`transcode`], [`pipeline`], [`dtmf`], [`rtp_stats`], [`rtcp`],
-//! [`latch`], [`emodel`], [`quality`], [`recording::mixer`]. Runtime parts:
+//! [`latch`], [`talkspurt`], [`emodel`], [`quality`], [`recording::mixer`]. Runtime parts:
 //! [`webrtc_leg`], [`rtp_leg`], [`bridge`], [`recording`].
 
 pub mod audio;
@@ -40,6 +40,7 @@ pub mod rtcp;
 pub mod rtp_leg;
 pub mod rtp_stats;
 pub mod sdp;
+pub mod talkspurt;
 pub mod transcode;
 pub mod webrtc_leg;
 

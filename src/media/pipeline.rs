@@ -3,11 +3,14 @@
 //! incoming leg, detection of incoming RFC 4733 events, and insertion of events we
 //! generate ourselves.
 //!
-//! Contract: `handle_packet(now, packet)` / `handle_timeout(now)`, drain
-//! `poll_output()`, wait until `poll_timeout()`. [`Pipeline::reconfigure`] rebuilds the
+//! Contract: `handle_packet(now, packet)` / `handle_timeout(now)` /
+//! `inject_event(now, event)`, drain `poll_output()`, wait until `poll_timeout()`.
+//! Everything a direction sends (relayed or transcoded audio, events it relays, events
+//! we generate) leaves through the one `poll_output()` queue, in timeline order. [`Pipeline::reconfigure`] rebuilds the
 //! stage for new formats (e.g. the 200 OK chose another codec than the 183) and keeps
 //! the output stream continuous by moving the [`RtpRewriter`] over.
 
+use std::collections::VecDeque;
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -53,8 +56,9 @@ pub struct Pipeline {
     output: LegFormat,
     /// The stage.
     stage: Stage,
-    /// The relay's output, waiting for `poll_output`.
-    relayed: Option<rtp::Packet>,
+    /// The relay's output (and events we generate while relaying), waiting for
+    /// `poll_output`.
+    relayed: VecDeque<rtp::Packet>,
     /// Statistics of the incoming stream.
     receive: ReceiveStats,
     /// Incoming RFC 4733 events.
@@ -82,7 +86,7 @@ impl Pipeline {
             input,
             output,
             stage,
-            relayed: None,
+            relayed: VecDeque::with_capacity(4),
             receive: ReceiveStats::new(input.format.codec.clock_rate()),
             detector: DtmfDetector::default(),
             event_ts: 0,
@@ -155,6 +159,34 @@ impl Pipeline {
         self.output
     }
 
+    /// Whether packets of payload type `pt` belong to the incoming leg (its codec, the
+    /// other static G.711 law when it is G.711, or its telephone-event type).
+    pub fn accepts_payload_type(&self, pt: u8) -> bool {
+        match &self.stage {
+            Stage::Transcode(t) => t.accepts_payload_type(pt),
+            _ => {
+                let f = self.input.format;
+                let g711 = matches!(
+                    f.codec,
+                    super::codec::AudioCodec::Pcmu | super::codec::AudioCodec::Pcma
+                );
+                pt == f.payload_type
+                    || f.dtmf_payload_type == Some(pt)
+                    || (g711 && (pt == 0 || pt == 8))
+            }
+        }
+    }
+
+    /// The incoming stream was held back on purpose (hold): the next packet starts a
+    /// new output segment (continuous sequence, marker set) instead of showing a gap.
+    pub fn restart_source(&mut self) {
+        match &mut self.stage {
+            Stage::Relay(r) => r.restart_next(),
+            Stage::Transcode(t) => t.restart_next(),
+            Stage::Empty => {}
+        }
+    }
+
     /// Accepts one packet that arrived at `now`; returns the DTMF digit it starts, if any.
     pub fn handle_packet(
         &mut self,
@@ -171,7 +203,7 @@ impl Pipeline {
             None
         };
         match &mut self.stage {
-            Stage::Relay(r) => self.relayed = Some(r.relay(now, packet)?),
+            Stage::Relay(r) => self.relayed.push_back(r.relay(now, packet)?),
             Stage::Transcode(t) => t.handle_packet(now, packet)?,
             Stage::Empty => {}
         }
@@ -189,7 +221,7 @@ impl Pipeline {
     pub fn poll_output(&mut self) -> Option<rtp::Packet> {
         match &mut self.stage {
             Stage::Transcode(t) => t.poll_output(),
-            _ => self.relayed.take(),
+            _ => self.relayed.pop_front(),
         }
     }
 
@@ -201,19 +233,25 @@ impl Pipeline {
         }
     }
 
-    /// Turns a generated event packet into RTP on the output stream (`None` when the
-    /// output leg has no telephone-event).
-    pub fn inject_event(&mut self, now: Instant, event: EventPacket) -> Option<rtp::Packet> {
-        let pt = self.output.format.dtmf_payload_type?;
+    /// Queues a generated event packet on the output stream, after the audio that
+    /// precedes it (false when the output leg has no telephone-event). Drain
+    /// [`Pipeline::poll_output`] afterwards.
+    pub fn inject_event(&mut self, now: Instant, event: EventPacket) -> bool {
+        let Some(pt) = self.output.format.dtmf_payload_type else {
+            return false;
+        };
         let rw = match &mut self.stage {
             Stage::Relay(r) => r.insert(now),
-            Stage::Transcode(t) => t.insert(now),
-            Stage::Empty => return None,
+            Stage::Transcode(t) => {
+                t.inject_event(now, pt, &event);
+                return true;
+            }
+            Stage::Empty => return false,
         };
         if event.first {
             self.event_ts = rw.timestamp;
         }
-        Some(rtp::Packet {
+        self.relayed.push_back(rtp::Packet {
             header: rtp::Header {
                 version: 2,
                 marker: event.marker,
@@ -224,7 +262,8 @@ impl Pipeline {
                 ..Default::default()
             },
             payload: Bytes::copy_from_slice(&event.payload),
-        })
+        });
+        true
     }
 
     /// Codec work so far (zero while relaying).
@@ -375,7 +414,8 @@ mod tests {
         let mut events = Vec::new();
         while let Some(t) = dtmf.poll_timeout() {
             while let Some(e) = dtmf.poll_output(t) {
-                events.push(p.inject_event(t, e).unwrap());
+                assert!(p.inject_event(t, e));
+                events.extend(std::iter::from_fn(|| p.poll_output()));
             }
         }
         assert_eq!(events.len(), 7);
@@ -394,6 +434,62 @@ mod tests {
             .unwrap();
         let b = p.poll_output().unwrap();
         assert_eq!(b.header.sequence_number, a.header.sequence_number + 8);
+    }
+
+    #[test]
+    fn generated_events_leave_in_timeline_order_when_transcoding() {
+        // 20 ms in, 30 ms out: audio waits in the repacketiser while digits are due.
+        // Driven like the bridge with fake time: audio due first, then events, then
+        // one drain. (Before, the event was sent ahead of the queued audio.)
+        let rw = RtpRewriter::new(9, 100, 1000, 8000, 240);
+        let cfg = TranscodeConfig::default();
+        let sip30 = LegFormat {
+            format: PCMU,
+            ptime_ms: 30,
+        };
+        let mut p = Pipeline::new(Towards::Sip, leg(PCMU), sip30, true, rw, &cfg).unwrap();
+        let mut dtmf = DtmfSender::new(DtmfTiming::default());
+        let t0 = Instant::now();
+        dtmf.push_digits(t0 + Duration::from_millis(105), "5#")
+            .unwrap();
+        let mut out = Vec::new();
+        for ms in 0..800u32 {
+            let now = t0 + Duration::from_millis(u64::from(ms));
+            if ms % 20 == 3 && ms < 700 {
+                let k = ms / 20;
+                p.handle_packet(now, pkt(0, k as u16, k * 160)).unwrap();
+            }
+            if p.poll_timeout().is_some_and(|d| d <= now) {
+                p.handle_timeout(now);
+            }
+            while let Some(e) = dtmf.poll_output(now) {
+                assert!(p.inject_event(now, e));
+            }
+            out.extend(std::iter::from_fn(|| p.poll_output()));
+        }
+        let seqs: Vec<u16> = out.iter().map(|p| p.header.sequence_number).collect();
+        assert!(seqs.windows(2).all(|w| w[1] == w[0] + 1), "{seqs:?}");
+        let mut starts = 0;
+        for (i, e) in out.iter().enumerate() {
+            let first = e.header.payload_type == 101 && e.header.marker;
+            if !first {
+                continue;
+            }
+            starts += 1;
+            let ets = e.header.timestamp;
+            for (j, a) in out
+                .iter()
+                .enumerate()
+                .filter(|(_, a)| a.header.payload_type == 0)
+            {
+                let ats = a.header.timestamp;
+                assert!(
+                    if j < i { ats <= ets } else { ats >= ets },
+                    "audio {j} at {ats} vs event {i} at {ets}"
+                );
+            }
+        }
+        assert_eq!(starts, 2);
     }
 
     #[test]

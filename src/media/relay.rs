@@ -1,6 +1,8 @@
 //! One direction of the bridge, sans-IO: classify an incoming RTP packet by payload
 //! type, convert G.711 law if the legs differ, map the payload type, and rewrite
-//! SSRC/sequence/timestamp with an [`RtpRewriter`].
+//! SSRC/sequence/timestamp with an [`RtpRewriter`]. The marker bit of audio is ours:
+//! set on the first packet of each talk spurt ([`TalkSpurts`]) and of each new
+//! segment, clear otherwise, whatever the source sent; RFC 4733 events keep theirs.
 //!
 //! `relay(now, packet) -> Result<packet, Dropped>`; the caller does the socket or track
 //! I/O and counts the drops.
@@ -14,6 +16,7 @@ use super::audio::PayloadPool;
 use super::codec::{AudioCodec, PayloadFormat};
 use super::g711;
 use super::rewrite::RtpRewriter;
+use super::talkspurt::TalkSpurts;
 
 /// Why a packet was not relayed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -67,6 +70,8 @@ pub struct Relay {
     rewriter: RtpRewriter,
     /// Buffers for converted payloads (no allocation per packet).
     pool: PayloadPool,
+    /// Talk spurt starts of the incoming audio (where our marker goes).
+    spurts: TalkSpurts,
 }
 
 impl Relay {
@@ -84,6 +89,7 @@ impl Relay {
             output,
             rewriter,
             pool: PayloadPool::default(),
+            spurts: TalkSpurts::new(),
         })
     }
 
@@ -126,6 +132,11 @@ impl Relay {
         self.rewriter.resyncs()
     }
 
+    /// The next packet starts a new output segment (packets were held back on purpose).
+    pub fn restart_next(&mut self) {
+        self.rewriter.restart_next();
+    }
+
     /// Hands the rewriter back (the pipeline is being rebuilt).
     pub fn into_rewriter(self) -> RtpRewriter {
         self.rewriter
@@ -153,7 +164,8 @@ impl Relay {
     /// Relays one packet that arrived at `now`: the packet to send, or why it was dropped.
     pub fn relay(&mut self, now: Instant, packet: rtp::Packet) -> Result<rtp::Packet, Dropped> {
         let pt = packet.header.payload_type;
-        let (out_pt, payload) = if self.input.dtmf_payload_type == Some(pt) {
+        let is_event = self.input.dtmf_payload_type == Some(pt);
+        let (out_pt, payload) = if is_event {
             let out_pt = self
                 .output
                 .dtmf_payload_type
@@ -176,10 +188,17 @@ impl Relay {
         let rw = self
             .rewriter
             .rewrite(now, h.ssrc, h.sequence_number, h.timestamp);
+        let marker = if is_event {
+            // RFC 4733: set on the first packet of an event, as the source did.
+            h.marker
+        } else {
+            let spurt = self.spurts.on_audio(h.ssrc, h.sequence_number, h.timestamp);
+            rw.marker || spurt
+        };
         Ok(rtp::Packet {
             header: rtp::Header {
                 version: 2,
-                marker: h.marker || rw.marker,
+                marker,
                 payload_type: out_pt,
                 sequence_number: rw.sequence_number,
                 timestamp: rw.timestamp,
@@ -258,6 +277,52 @@ mod tests {
         assert_eq!(dtmf.header.payload_type, 101);
         assert_eq!(dtmf.header.sequence_number, 101);
         assert_eq!(&dtmf.payload[..], &[5, 0x80, 0, 160]);
+    }
+
+    #[test]
+    fn marker_is_set_once_per_talk_spurt_whatever_the_source_sends() {
+        let mut r = relay(Towards::Sip, BROWSER, SIP_U);
+        let t0 = Instant::now();
+        let mut marks = Vec::new();
+        let mut send = |r: &mut Relay, seq: u16, ts: u32, at_ms: u64| {
+            let mut p = pkt(0, seq, &[0xFF; 160]);
+            p.header.timestamp = ts;
+            // This source sets the marker on every packet.
+            p.header.marker = true;
+            let out = r
+                .relay(t0 + std::time::Duration::from_millis(at_ms), p)
+                .unwrap();
+            marks.push(out.header.marker);
+        };
+        for i in 0..10u16 {
+            send(&mut r, i, u32::from(i) * 160, u64::from(i) * 20);
+        }
+        // One second of silence (nothing sent), then talk again.
+        for i in 10..15u16 {
+            send(
+                &mut r,
+                i,
+                u32::from(i) * 160 + 8000,
+                u64::from(i) * 20 + 1000,
+            );
+        }
+        let expected: Vec<bool> = (0..15).map(|i| i == 0 || i == 10).collect();
+        assert_eq!(marks, expected);
+        // A new source (SSRC) is a new segment: marked.
+        let mut p = pkt(0, 500, &[0xFF; 160]);
+        p.header.ssrc = 0x9999;
+        let out = r
+            .relay(t0 + std::time::Duration::from_millis(1400), p)
+            .unwrap();
+        assert!(out.header.marker);
+        // Events keep their own marker.
+        let mut e = pkt(126, 501, &[5, 0, 0, 160]);
+        e.header.ssrc = 0x9999;
+        e.header.marker = true;
+        assert!(r.relay(t0, e.clone()).unwrap().header.marker);
+        e.header.marker = false;
+        e.header.sequence_number = 502;
+        assert!(!r.relay(t0, e).unwrap().header.marker);
     }
 
     #[test]

@@ -4,8 +4,9 @@
 //! Sans-IO and allocation-free after construction: [`Repacketizer::push`] calls `emit`
 //! for every complete frame with the frame's position (in samples of the 8 kHz
 //! timeline) and its samples. A small gap (at most one frame, e.g. a rounding
-//! difference) is filled with silence; a larger gap or an overlap completes the pending
-//! frame with silence and starts over at the new position.
+//! difference) is filled with silence; a larger gap completes the pending frame with
+//! silence and starts over at the new position. Frames never overlap: samples before
+//! the end of the last emitted frame are dropped, so output timestamps only grow.
 
 /// Collects samples into fixed-size frames.
 #[derive(Debug, Clone)]
@@ -16,6 +17,8 @@ pub struct Repacketizer {
     pending: Vec<i16>,
     /// Timeline position of `pending[0]`.
     pending_pos: i64,
+    /// End of the last emitted frame (`None` before the first).
+    emitted_end: Option<i64>,
 }
 
 impl Repacketizer {
@@ -26,6 +29,7 @@ impl Repacketizer {
             frame,
             pending: Vec::with_capacity(frame),
             pending_pos: 0,
+            emitted_end: None,
         }
     }
 
@@ -39,23 +43,54 @@ impl Repacketizer {
         self.pending.len()
     }
 
+    /// Where the pending (incomplete) frame starts, if one is pending.
+    pub fn pending_start(&self) -> Option<i64> {
+        (!self.pending.is_empty()).then_some(self.pending_pos)
+    }
+
+    /// The position right after the last sample taken (`None` before any).
+    pub fn next_position(&self) -> Option<i64> {
+        if self.pending.is_empty() {
+            self.emitted_end
+        } else {
+            Some(self.pending_pos + self.pending.len() as i64)
+        }
+    }
+
     /// Adds `samples` starting at timeline position `pos`; emits every completed frame.
     pub fn push(&mut self, pos: i64, samples: &[i16], emit: &mut impl FnMut(i64, &[i16])) {
         let mut samples = samples;
-        if self.pending.is_empty() {
-            self.pending_pos = pos;
-        } else {
+        let mut pos = pos;
+        if !self.pending.is_empty() {
             let end = self.pending_pos + self.pending.len() as i64;
             let gap = pos - end;
             if gap > 0 && gap <= self.frame as i64 {
                 self.fill_silence(gap as usize, emit);
-            } else if gap < 0 && -gap < samples.len() as i64 {
-                // Overlap with what we already have: keep ours, take the rest.
-                samples = &samples[(-gap) as usize..];
-            } else if gap != 0 {
+            } else if gap > 0 {
                 self.flush(emit);
-                self.pending_pos = pos;
+            } else if gap < 0 {
+                // Overlap with what we already have: keep ours, take the rest.
+                let skip = usize::try_from(-gap).unwrap_or(usize::MAX);
+                if skip >= samples.len() {
+                    return;
+                }
+                samples = &samples[skip..];
+                pos = end;
             }
+        }
+        if self.pending.is_empty() {
+            if let Some(end) = self.emitted_end
+                && pos < end
+            {
+                // Already covered by an emitted frame: keep only what comes after it.
+                let skip = usize::try_from(end - pos).unwrap_or(usize::MAX);
+                if skip >= samples.len() {
+                    return;
+                }
+                samples = &samples[skip..];
+                pos = end;
+            }
+            self.pending_pos = pos;
         }
         while !samples.is_empty() {
             let room = self.frame - self.pending.len();
@@ -63,11 +98,17 @@ impl Repacketizer {
             self.pending.extend_from_slice(&samples[..take]);
             samples = &samples[take..];
             if self.pending.len() == self.frame {
-                emit(self.pending_pos, &self.pending);
-                self.pending_pos += self.frame as i64;
-                self.pending.clear();
+                self.emit_pending(emit);
             }
         }
+    }
+
+    /// Emits the (complete) pending frame.
+    fn emit_pending(&mut self, emit: &mut impl FnMut(i64, &[i16])) {
+        emit(self.pending_pos, &self.pending);
+        self.pending_pos += self.frame as i64;
+        self.emitted_end = Some(self.pending_pos);
+        self.pending.clear();
     }
 
     /// Appends `n` zero samples (emitting frames as they complete).
@@ -78,9 +119,7 @@ impl Repacketizer {
             self.pending.resize(self.pending.len() + take, 0);
             n -= take;
             if self.pending.len() == self.frame {
-                emit(self.pending_pos, &self.pending);
-                self.pending_pos += self.frame as i64;
-                self.pending.clear();
+                self.emit_pending(emit);
             }
         }
     }
@@ -160,6 +199,27 @@ mod tests {
         assert_eq!(out.len(), 1);
         assert_eq!(&out[0].1[..100], &[1; 100][..]);
         assert_eq!(&out[0].1[100..], &[2; 60][..]);
+    }
+
+    #[test]
+    fn audio_overlapping_an_emitted_frame_is_trimmed() {
+        let mut r = Repacketizer::new(160);
+        let mut out = Vec::new();
+        r.push(0, &[1; 100], &mut |p, f| out.push((p, f.to_vec())));
+        assert_eq!(r.pending_start(), Some(0));
+        assert_eq!(r.next_position(), Some(100));
+        // Flushed early (an event must follow this audio), then the audio goes on.
+        r.flush(&mut |p, f| out.push((p, f.to_vec())));
+        assert_eq!(r.pending_start(), None);
+        assert_eq!(r.next_position(), Some(160));
+        r.push(100, &[2; 160], &mut |p, f| out.push((p, f.to_vec())));
+        r.push(260, &[3; 160], &mut |p, f| out.push((p, f.to_vec())));
+        let positions: Vec<i64> = out.iter().map(|o| o.0).collect();
+        assert_eq!(positions, vec![0, 160]);
+        assert_eq!(&out[1].1[..100], &[2; 100][..]);
+        assert_eq!(&out[1].1[100..], &[3; 60][..]);
+        // Wholly before the emitted end: dropped.
+        r.push(0, &[9; 100], &mut |_, _| panic!("nothing new"));
     }
 
     #[test]

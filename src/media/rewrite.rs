@@ -64,6 +64,9 @@ pub struct RtpRewriter {
     segment: Option<Segment>,
     /// Number of segments started after the first (SSRC changes and restarts).
     resyncs: u64,
+    /// The next packet starts a new segment whatever it looks like (the stream was
+    /// held back, e.g. on hold).
+    restart_next: bool,
 }
 
 impl RtpRewriter {
@@ -84,6 +87,7 @@ impl RtpRewriter {
             initial_ts,
             segment: None,
             resyncs: 0,
+            restart_next: false,
         }
     }
 
@@ -106,6 +110,13 @@ impl RtpRewriter {
     /// How many times the source changed SSRC or restarted after the first packet.
     pub fn resyncs(&self) -> u64 {
         self.resyncs
+    }
+
+    /// Makes the next packet start a new segment (continuous sequence, timestamp
+    /// advanced by the time that passed, marker set), as after a source change: the
+    /// packets in between were held back on purpose, not lost.
+    pub fn restart_next(&mut self) {
+        self.restart_next = self.segment.is_some();
     }
 
     /// Changes the output clock and packet duration (the output codec changed).
@@ -158,7 +169,10 @@ impl RtpRewriter {
             return self.output(src_seq, src_ts, true);
         };
 
-        if seg.src_ssrc == src_ssrc && !Self::is_restart(seg, self.clock_rate, now, src_seq, src_ts)
+        let forced = std::mem::take(&mut self.restart_next);
+        if !forced
+            && seg.src_ssrc == src_ssrc
+            && !Self::is_restart(seg, self.clock_rate, now, src_seq, src_ts)
         {
             let ahead = src_seq.wrapping_sub(seg.max_src_seq);
             if ahead != 0 && ahead < 0x8000 {
@@ -421,6 +435,22 @@ mod tests {
         let mut fresh = rw();
         assert_eq!(fresh.insert(t).sequence_number, 1000);
         assert_eq!(fresh.rewrite(t, 1, 5, 5).sequence_number, 1001);
+    }
+
+    #[test]
+    fn a_forced_restart_continues_the_sequence_with_a_marker() {
+        let mut r = rw();
+        let (out, t) = feed(&mut r, Instant::now(), 42, 10, 0, 5);
+        // 50 packets held back (hold), then the same source goes on.
+        r.restart_next();
+        let later = t + Duration::from_secs(1);
+        let o = r.rewrite(later, 42, 15 + 50, (5 + 50) * 160);
+        assert!(o.marker);
+        assert_eq!(o.sequence_number, out[4].sequence_number.wrapping_add(1));
+        assert_eq!(o.timestamp.wrapping_sub(out[4].timestamp), 160 + 8000);
+        let p = r.rewrite(later + Duration::from_millis(20), 42, 66, 56 * 160);
+        assert!(!p.marker);
+        assert_eq!(p.sequence_number, o.sequence_number.wrapping_add(1));
     }
 
     #[test]

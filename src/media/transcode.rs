@@ -11,8 +11,14 @@
 //! 8 kHz, and gaps (DTX, loss beyond concealment) keep their length. RFC 4733 events go
 //! through the jitter buffer with the audio (same sequence space) and come out at the
 //! position of their start timestamp, payload unchanged (`telephone-event/8000` on
-//! both legs). The [`RtpRewriter`] at the end gives the output its SSRC and keeps it
-//! continuous when the pipeline is rebuilt (new SIP codec after 183 → 200).
+//! both legs). Events we generate ([`Transcoder::inject_event`]) take the position of
+//! the next audio sample. Either way the audio before an event leaves before it: a
+//! frame still being filled is completed with silence first, so one output queue
+//! carries audio and events in timeline order (sequence numbers and timestamps agree).
+//! The marker is set on the first frame of each talk spurt: after a gap in the timeline
+//! (DTX, a skipped loss) or a source restart. The [`RtpRewriter`] at the end gives the
+//! output its SSRC and keeps it continuous when the pipeline is rebuilt (new SIP codec
+//! after 183 → 200).
 //!
 //! Contract: `handle_packet(now, packet)`, `handle_timeout(now)`, drain
 //! `poll_output()`, then wait until `poll_timeout()`.
@@ -26,6 +32,7 @@ use rtc::rtp;
 use super::MediaError;
 use super::audio::{Concealment, Decoder, Encoder, MAX_FRAME, OpusSettings, PCM_RATE, PayloadPool};
 use super::codec::{AudioCodec, PayloadFormat};
+use super::dtmf::EventPacket;
 use super::g711;
 use super::jitter::{Incoming, JitterBuffer, JitterConfig, JitterStats, Playout};
 use super::relay::Dropped;
@@ -84,6 +91,8 @@ struct Sink {
     ssrc: u32,
     /// Set the marker on the next audio packet.
     marker: bool,
+    /// Where the next audio frame starts if the talk spurt goes on.
+    next_audio: Option<i64>,
     /// Output clock ticks per 8 kHz sample.
     ticks_per_sample: i64,
     /// Output SSRC, sequence and timestamp continuity.
@@ -119,10 +128,13 @@ impl Sink {
     fn audio(&mut self, now: Instant, pos: i64, pcm: &[i16]) {
         let Some(payload) = self.encoder.encode(pcm, &mut self.pool) else {
             tracing::debug!("encoder rejected a frame");
+            self.next_audio = Some(pos + pcm.len() as i64);
             return;
         };
         self.encoded += 1;
-        let marker = std::mem::take(&mut self.marker);
+        let gap = self.next_audio.is_some_and(|next| pos > next);
+        self.next_audio = Some(pos + pcm.len() as i64);
+        let marker = std::mem::take(&mut self.marker) || gap;
         self.push(now, pos, self.output.payload_type, marker, payload);
     }
 }
@@ -146,6 +158,10 @@ pub struct Transcoder {
     sink: Sink,
     /// Codec work counters (decode side; encode side is in the sink).
     work: CodecWork,
+    /// Timeline position of the event we are generating.
+    event_pos: i64,
+    /// Position and start time of the last event we generated.
+    last_event: Option<(i64, Instant)>,
 }
 
 /// The frame length in 8 kHz samples for `codec` at `ptime_ms` (Opus: 20 ms unless the
@@ -188,12 +204,15 @@ impl Transcoder {
                 seq: 0,
                 ssrc: rand::random(),
                 marker: true,
+                next_audio: None,
                 ticks_per_sample,
                 rewriter,
                 queue: VecDeque::with_capacity(8),
                 encoded: 0,
             },
             work: CodecWork::default(),
+            event_pos: 0,
+            last_event: None,
         })
     }
 
@@ -223,6 +242,61 @@ impl Transcoder {
     /// Jitter buffer counters and delay.
     pub fn jitter_stats(&self) -> JitterStats {
         self.jitter.stats()
+    }
+
+    /// Whether packets of payload type `pt` are taken (the input codec, the other G.711
+    /// law, or telephone-event).
+    pub fn accepts_payload_type(&self, pt: u8) -> bool {
+        pt == self.input.payload_type
+            || g711_alternative(self.input.codec, pt)
+            || self.input.dtmf_payload_type == Some(pt)
+    }
+
+    /// Marks the next audio frame as a talk spurt start (input was held back).
+    pub fn restart_next(&mut self) {
+        self.sink.marker = true;
+    }
+
+    /// Emits the audio frame being filled when it starts at or before `pos`, completed
+    /// with silence, so that an event at `pos` leaves after the audio before it.
+    fn audio_before(&mut self, now: Instant, pos: i64) {
+        if self
+            .repack
+            .pending_start()
+            .is_some_and(|start| start <= pos)
+        {
+            let sink = &mut self.sink;
+            self.repack.flush(&mut |p, s| sink.audio(now, p, s));
+        }
+    }
+
+    /// Queues an RFC 4733 packet we generate (payload type `payload_type` on the
+    /// output) at `now`, in timeline order with the audio. All packets of one event
+    /// share the position of its first: the next audio sample then, or, when the audio
+    /// has not moved since the previous event, that event's position plus the time
+    /// that passed (so consecutive events never share a timestamp).
+    pub fn inject_event(&mut self, now: Instant, payload_type: u8, event: &EventPacket) {
+        if event.first {
+            let next = self.repack.next_position();
+            let pos = match (next, self.last_event) {
+                (Some(next), Some((last, _))) if next > last => next,
+                (next, Some((last, at))) => {
+                    // The audio did not move since the last event (DTX, a stalled
+                    // browser): go on by the clock so two events never share a start.
+                    let elapsed = now.saturating_duration_since(at);
+                    let by_clock =
+                        last + (elapsed.as_micros() * u128::from(PCM_RATE) / 1_000_000) as i64;
+                    next.unwrap_or(last).max(by_clock)
+                }
+                (next, None) => next.unwrap_or(0),
+            };
+            self.audio_before(now, pos);
+            self.event_pos = pos;
+            self.last_event = Some((pos, now));
+        }
+        let payload = Bytes::copy_from_slice(&event.payload);
+        self.sink
+            .push(now, self.event_pos, payload_type, event.marker, payload);
     }
 
     /// Accepts one input packet that arrived at `now`.
@@ -266,12 +340,19 @@ impl Transcoder {
             match playout {
                 Playout::Frame(f) if !f.audio => {
                     let pos = self.position(f.ts);
+                    if f.restart {
+                        self.sink.marker = true;
+                    }
                     if let Some(pt) = self.sink.output.dtmf_payload_type {
+                        self.audio_before(now, pos);
                         self.sink.push(now, pos, pt, f.marker, f.payload);
                     }
                 }
                 Playout::Frame(f) => {
                     let pos = self.position(f.ts);
+                    if f.restart {
+                        self.sink.marker = true;
+                    }
                     let decoded = if f.payload_type == self.input.payload_type {
                         self.decoder.decode(&f.payload, &mut self.pcm[..])
                     } else {
@@ -323,11 +404,6 @@ impl Transcoder {
     /// When [`Transcoder::handle_timeout`] has work next.
     pub fn poll_timeout(&self) -> Option<Instant> {
         self.jitter.poll_timeout()
-    }
-
-    /// Allocates an output packet of our own (RFC 4733 event) at `now`.
-    pub fn insert(&mut self, now: Instant) -> super::rewrite::Rewritten {
-        self.sink.rewriter.insert(now)
     }
 }
 

@@ -289,3 +289,168 @@ fn unknown_payload_types_are_refused() {
         .unwrap_err();
     assert_eq!(e, Dropped::NotNegotiatedOnOutput(126));
 }
+
+/// Asserts the output is one timeline: sequence numbers +1 in sending order, audio
+/// timestamps growing by `step`, and the first packet of every event after all audio
+/// that starts at or before it and before all audio that starts after it (its repeats
+/// keep the start timestamp while the audio goes on, RFC 4733).
+fn assert_timeline_order(out: &[rtp::Packet], event_pt: u8, step: u32) {
+    let seqs: Vec<u16> = out.iter().map(|p| p.header.sequence_number).collect();
+    assert!(
+        seqs.windows(2).all(|w| w[1] == w[0].wrapping_add(1)),
+        "sequence in sending order: {seqs:?}"
+    );
+    let base = out[0].header.timestamp;
+    let rel = |p: &rtp::Packet| i64::from(p.header.timestamp.wrapping_sub(base) as i32);
+    let audio: Vec<i64> = out
+        .iter()
+        .filter(|p| p.header.payload_type != event_pt)
+        .map(rel)
+        .collect();
+    assert!(
+        audio.windows(2).all(|w| w[1] - w[0] == i64::from(step)),
+        "audio timestamps: {audio:?}"
+    );
+    for (i, e) in out.iter().enumerate() {
+        let starts_event = e.header.payload_type == event_pt
+            && !out[..i].iter().any(|p| {
+                p.header.payload_type == event_pt && p.header.timestamp == e.header.timestamp
+            });
+        if !starts_event {
+            continue;
+        }
+        let ets = rel(e);
+        for (j, a) in out.iter().enumerate() {
+            if a.header.payload_type == event_pt {
+                continue;
+            }
+            let ats = rel(a);
+            if j < i {
+                assert!(
+                    ats <= ets,
+                    "audio at {ats} sent before the event at {ets} must not be later"
+                );
+            } else {
+                assert!(
+                    ats >= ets,
+                    "audio at {ats} sent after the event at {ets} must not be earlier"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn incoming_event_leaves_after_the_audio_before_it_when_repacketising() {
+    // 20 ms Opus in, 30 ms PCMU out: when the event comes out of the jitter buffer
+    // the 30 ms frame holding the audio before it is still being filled.
+    let mut t = transcoder(OPUS, PCMU, 30);
+    let t0 = Instant::now();
+    let mut input: Vec<(Duration, rtp::Packet)> = Vec::new();
+    let stream = opus_stream(400.0, 20);
+    let mut seq = 0u16;
+    for (k, p) in stream.into_iter().enumerate() {
+        if k == 5 {
+            // An event starting at audio frame 5 (timeline position 800, inside the
+            // output frame 720-960), sent before that audio frame.
+            for (i, end) in [(0u16, false), (1, false), (2, true)] {
+                let dur = (i + 1) * 160;
+                let payload = vec![4, if end { 0x8A } else { 0x0A }, 0, dur as u8];
+                input.push((20 * MS * k as u32 + MS * u32::from(i), {
+                    let mut e = packet(126, seq, 960 * k as u32, payload);
+                    e.header.marker = i == 0;
+                    e
+                }));
+                seq += 1;
+            }
+        }
+        input.push((
+            20 * MS * k as u32 + 3 * MS,
+            packet(111, seq, 960 * k as u32, p),
+        ));
+        seq += 1;
+    }
+    let out = run(&mut t, t0, input);
+    let events: Vec<&rtp::Packet> = out
+        .iter()
+        .filter(|p| p.header.payload_type == 101)
+        .collect();
+    assert_eq!(events.len(), 3);
+    assert!(events[0].header.marker && !events[1].header.marker);
+    assert_timeline_order(&out, 101, 240);
+    let first = out[0].header.timestamp;
+    assert_eq!(events[0].header.timestamp.wrapping_sub(first), 800);
+}
+
+#[test]
+fn generated_event_takes_the_next_audio_position_in_order() {
+    let mut t = transcoder(OPUS, PCMU, 30);
+    let t0 = Instant::now();
+    let stream = opus_stream(400.0, 40);
+    let mut out = Vec::new();
+    // Digits 170 ms apart: each is due at another phase of the 20 ms audio releases.
+    let timing = crate::media::dtmf::DtmfTiming {
+        gap: 70 * MS,
+        ..Default::default()
+    };
+    let mut dtmf = crate::media::dtmf::DtmfSender::new(timing);
+    dtmf.push_digits(t0 + 95 * MS, "123").unwrap();
+    // Drive it as the bridge does: every 1 ms of fake time, audio due first, then
+    // the events due, then drain the one output queue. Packets arrive with jitter.
+    let mut next_packet = 0usize;
+    let arrival = |k: usize| 20 * k as u32 + (k as u32 * 7) % 5;
+    for ms in 0..900u32 {
+        let now = t0 + MS * ms;
+        if next_packet < stream.len() && ms == arrival(next_packet) {
+            let p = packet(
+                111,
+                next_packet as u16,
+                960 * next_packet as u32,
+                stream[next_packet].clone(),
+            );
+            t.handle_packet(now, p).unwrap();
+            next_packet += 1;
+        }
+        if t.poll_timeout().is_some_and(|d| d <= now) {
+            t.handle_timeout(now);
+        }
+        while let Some(e) = dtmf.poll_output(now) {
+            t.inject_event(now, 101, &e);
+        }
+        out.extend(std::iter::from_fn(|| t.poll_output()));
+    }
+    let events: Vec<&rtp::Packet> = out
+        .iter()
+        .filter(|p| p.header.payload_type == 101)
+        .collect();
+    assert_eq!(events.len(), 21, "three digits of 4 + 3 end packets");
+    assert_timeline_order(&out, 101, 240);
+    let starts: std::collections::BTreeSet<u32> =
+        events.iter().map(|e| e.header.timestamp).collect();
+    assert_eq!(starts.len(), 3, "one timestamp per digit");
+}
+
+#[test]
+fn marker_starts_each_talk_spurt_when_transcoding() {
+    let mut t = transcoder(OPUS, PCMU, 20);
+    let t0 = Instant::now();
+    let stream = opus_stream(400.0, 30);
+    let mut input = Vec::new();
+    for (k, p) in stream.into_iter().enumerate() {
+        // Frames 10.. come after one second of silence (DTX: nothing sent, sequence
+        // continuous, timestamp advanced); frames 20.. from a restarted source.
+        let (gap_ms, gap_ts) = if k >= 10 { (1000, 48_000) } else { (0, 0) };
+        let mut pkt = packet(111, k as u16, 960 * k as u32 + gap_ts, p);
+        if k >= 20 {
+            pkt.header.ssrc = 0x6666;
+            pkt.header.sequence_number = 40_000 + k as u16;
+        }
+        // The source sets the marker on every packet: never copied.
+        pkt.header.marker = true;
+        input.push((20 * MS * k as u32 + MS * gap_ms, pkt));
+    }
+    let out = run(&mut t, t0, input);
+    assert_eq!(out.len(), 30);
+    let marked: Vec<usize> = (0..out.len()).filter(|&i| out[i].header.marker).collect();
+    assert_eq!(marked, vec![0, 10, 20]);
+}

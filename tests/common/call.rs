@@ -2,6 +2,7 @@
 //! ICE candidates both ways while waiting for the call's messages.
 
 use std::collections::HashSet;
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use callbridge::media::webrtc_leg::IceCandidate;
@@ -21,6 +22,19 @@ pub struct TestCall {
     candidates: Option<mpsc::UnboundedReceiver<Option<IceCandidate>>>,
     /// Message types seen so far for this call, in order.
     pub seen: Vec<String>,
+    /// UDP addresses of the gateway's ICE candidates (answer SDP and trickled `ice`).
+    pub gateway_candidates: Vec<SocketAddr>,
+}
+
+/// The UDP address of an ICE `candidate:` line (or `a=candidate:` SDP line).
+pub fn candidate_addr(line: &str) -> Option<SocketAddr> {
+    let fields: Vec<&str> = line.split_whitespace().collect();
+    if !fields.get(2)?.eq_ignore_ascii_case("udp") {
+        return None;
+    }
+    let ip: std::net::IpAddr = fields.get(4)?.parse().ok()?;
+    let port: u16 = fields.get(5)?.parse().ok()?;
+    Some(SocketAddr::new(ip, port))
 }
 
 impl TestCall {
@@ -39,6 +53,7 @@ impl TestCall {
             browser,
             candidates: Some(candidates),
             seen: Vec::new(),
+            gateway_candidates: Vec::new(),
         }
     }
 
@@ -74,10 +89,14 @@ impl TestCall {
                     match kind.as_str() {
                         "answer" => {
                             let sdp = message["sdp"].as_str().expect("answer has sdp");
+                            self.gateway_candidates.extend(sdp.lines().filter_map(|l| {
+                                l.strip_prefix("a=").and_then(candidate_addr)
+                            }));
                             self.browser.set_answer(sdp).await;
                         }
                         "ice" => {
                             if let Ok(c) = serde_json::from_value::<IceCandidate>(message["candidate"].clone()) {
+                                self.gateway_candidates.extend(candidate_addr(&c.candidate));
                                 self.browser.add_remote_candidate(c).await;
                             }
                         }

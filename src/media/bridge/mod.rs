@@ -11,6 +11,12 @@
 //!            supervisor task: inactivity (1 s), quality report (stats_interval)
 //! ```
 //!
+//! Only the far end's media is played: the latch accepts the SDP's address (or, with
+//! symmetric RTP, one source latched right after the answer) and drops and counts
+//! everything else. A direction carries audio only while both SDPs allow it (the far
+//! end's `a=sendonly|recvonly|inactive`) and we do not hold the call
+//! ([`Bridge::set_local_direction`]).
+//!
 //! I/O contract: three tokio tasks per call; the sans-IO parts ([`Pipeline`],
 //! [`crate::media::latch::Latch`], [`crate::media::rtcp::RtcpSession`], the jitter
 //! buffer, the E-model) never read the clock. Per packet there is no lock and, when
@@ -32,7 +38,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use webrtc::peer_connection::PeerConnection;
 
-pub use types::{BridgeConfig, BridgeReport, BridgeStats, Leg, MediaEvent};
+pub use types::{BridgeConfig, BridgeReport, BridgeStats, DropCounter, Leg, MediaEvent};
 
 use super::MediaError;
 use super::dtmf::{DtmfError, DtmfSender, digit_to_event};
@@ -45,7 +51,7 @@ use super::rewrite::RtpRewriter;
 use super::rtcp::RtcpSession;
 use super::rtp_leg::RtpLeg;
 use super::rtp_stats::ReceiveSnapshot;
-use super::sdp::RemoteMedia;
+use super::sdp::{Direction, RemoteMedia};
 use super::webrtc_leg::WebRtcLeg;
 use shared::Shared;
 
@@ -83,6 +89,8 @@ pub struct Bridge {
     shared: Arc<Shared>,
     /// Latest SIP peer media description; the tasks watch it.
     remote: watch::Sender<RemoteMedia>,
+    /// Our own direction: what we relay (`inactive` while we hold the call).
+    local: watch::Sender<Direction>,
     /// Commands to the browser → SIP task.
     commands: mpsc::UnboundedSender<Command>,
     /// Ends the tasks.
@@ -189,7 +197,8 @@ impl Bridge {
         let (rtp_socket, rtcp_socket) = rtp.into_sockets();
         let socket = Arc::new(rtp_socket);
         let (remote_tx, remote_rx) = watch::channel(remote.clone());
-        let (target_tx, target_rx) = watch::channel(remote.addr);
+        let (target_tx, target_rx) = watch::channel((remote.addr, remote.addr));
+        let (local_tx, local_rx) = watch::channel(Direction::SendRecv);
         let (commands_tx, commands_rx) = mpsc::unbounded_channel();
         let cancel = CancellationToken::new();
         let pc = webrtc.peer_connection().clone();
@@ -203,12 +212,14 @@ impl Bridge {
                     browser,
                     remote_rx: remote_rx.clone(),
                     target_rx,
+                    local_rx: local_rx.clone(),
                     commands: commands_rx,
                     dtmf: DtmfSender::new(config.dtmf),
                     tap: recorder.as_ref().map(|r| r.tap(Side::Browser)),
                     events: events.clone(),
                     config: config.clone(),
                     cancel: cancel.clone(),
+                    paused: false,
                 }
                 .run(),
             ),
@@ -221,12 +232,14 @@ impl Bridge {
                     pipeline: to_browser,
                     browser,
                     remote_rx: remote_rx.clone(),
+                    local_rx: local_rx.clone(),
                     target_tx,
                     rtcp: RtcpSession::new(sip_ssrc, &format!("callbridge-{:08x}", sip_ssrc)),
                     tap: recorder.as_ref().map(|r| r.tap(Side::Far)),
                     events: events.clone(),
                     config: config.clone(),
                     cancel: cancel.clone(),
+                    paused: false,
                 }
                 .run(),
             ),
@@ -236,6 +249,7 @@ impl Bridge {
                     pc: pc.clone(),
                     browser,
                     remote_rx,
+                    local_rx,
                     events: events.clone(),
                     config,
                     cancel: cancel.clone(),
@@ -246,6 +260,7 @@ impl Bridge {
         Ok(Bridge {
             shared,
             remote: remote_tx,
+            local: local_tx,
             commands: commands_tx,
             cancel,
             tasks,
@@ -260,8 +275,10 @@ impl Bridge {
     ///
     /// Sequence numbers and timestamps toward both legs stay continuous. When the new
     /// codec or ptime changes the relay/transcode decision, both directions are rebuilt
-    /// and [`MediaEvent::ModeChanged`] is reported. The latch starts over at the new
-    /// address.
+    /// and [`MediaEvent::ModeChanged`] is reported. A new address is where media is
+    /// expected from (and sent to) from now on; the latch starts over there. The far
+    /// end's direction (`sendonly`, `recvonly`, `inactive`) holds the matching
+    /// direction(s).
     pub fn update_remote(&self, remote: RemoteMedia) {
         let (sip, _) = formats_for(&self.browser, &remote);
         let mode = mode_for(&self.browser, &sip);
@@ -284,6 +301,16 @@ impl Bridge {
             tracing::info!(%mode, "media mode changed");
             let _ = self.events.send(MediaEvent::ModeChanged(mode));
         }
+    }
+
+    /// Sets our own direction: audio goes to the SIP peer only when it includes
+    /// sending, and to the browser only when it includes receiving (and the far end's
+    /// SDP agrees). `Inactive` while we hold the call: the held party hears nothing,
+    /// rather than the holder. A direction that resumes starts a new RTP segment
+    /// (continuous sequence, marker set).
+    pub fn set_local_direction(&self, direction: Direction) {
+        self.local
+            .send_if_modified(|d| std::mem::replace(d, direction) != direction);
     }
 
     /// Relay or transcode, and the codecs of both legs (for the CDR and logs).

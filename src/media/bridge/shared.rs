@@ -1,11 +1,12 @@
 //! State shared by the bridge handle and its tasks: atomic counters written per packet
 //! (relaxed stores, no locks), and snapshots behind mutexes written about once a second.
 
+use std::net::SocketAddr;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use super::types::{BridgeStats, Leg};
+use super::types::{BridgeStats, DropCounter, Leg};
 use crate::media::jitter::JitterStats;
 use crate::media::negotiate::MediaMode;
 use crate::media::quality::QualityReport;
@@ -91,6 +92,10 @@ pub(super) struct Shared {
     pub dropped_payload_type: AtomicU64,
     /// Non-RTP datagrams from the SIP side.
     pub dropped_malformed: AtomicU64,
+    /// Datagrams from strangers on the SIP side.
+    pub dropped_foreign: AtomicU64,
+    /// Packets not relayed because of hold.
+    pub held: AtomicU64,
     /// Send failures.
     pub send_errors: AtomicU64,
     /// Rewriter resyncs, per direction (index: [`Leg::index`] of the output leg).
@@ -122,6 +127,8 @@ impl Shared {
             to_browser: AtomicU64::new(0),
             dropped_payload_type: AtomicU64::new(0),
             dropped_malformed: AtomicU64::new(0),
+            dropped_foreign: AtomicU64::new(0),
+            held: AtomicU64::new(0),
             send_errors: AtomicU64::new(0),
             resyncs: Default::default(),
             work: Default::default(),
@@ -158,6 +165,20 @@ impl Shared {
         if self.dropped_payload_type.fetch_add(1, Ordering::Relaxed) == 0 {
             tracing::debug!(?why, "dropping RTP packet");
         }
+    }
+
+    /// Counts a datagram (`what`: RTP or RTCP) from `from`, which is not the far end,
+    /// into the bridge's counter and `metric`; logs the first one of the call.
+    pub fn foreign(&self, from: SocketAddr, what: &'static str, metric: &DropCounter) {
+        metric.inc();
+        if self.dropped_foreign.fetch_add(1, Ordering::Relaxed) == 0 {
+            tracing::warn!(%from, what, "dropping SIP-side media from a source that is not the far end");
+        }
+    }
+
+    /// Counts a packet not relayed because its direction is on hold.
+    pub fn held(&self) {
+        self.held.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Counts a send failure, logging the first one.
@@ -198,6 +219,8 @@ impl Shared {
             to_browser: get(&self.to_browser),
             dropped_unknown_payload_type: get(&self.dropped_payload_type),
             dropped_malformed: get(&self.dropped_malformed),
+            dropped_foreign_source: get(&self.dropped_foreign),
+            held: get(&self.held),
             send_errors: get(&self.send_errors),
             source_resyncs: get(&self.resyncs[0]) + get(&self.resyncs[1]),
             work_to_sip: self.work[Leg::Sip.index()].load(),

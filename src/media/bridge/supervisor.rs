@@ -14,7 +14,7 @@ use super::types::{BridgeConfig, Leg, MediaEvent};
 use crate::media::pipeline::LegFormat;
 use crate::media::quality::{self, LegMeasure, QualityReport};
 use crate::media::rtp_stats::ReceiveSnapshot;
-use crate::media::sdp::RemoteMedia;
+use crate::media::sdp::{Direction, RemoteMedia};
 
 /// Everything the supervisor task owns.
 pub(super) struct Supervisor {
@@ -26,6 +26,8 @@ pub(super) struct Supervisor {
     pub browser: LegFormat,
     /// The SIP peer's SDP (a peer that does not send is never inactive).
     pub remote_rx: watch::Receiver<RemoteMedia>,
+    /// Our own direction (while we hold, the far end is not expected to send).
+    pub local_rx: watch::Receiver<Direction>,
     /// Events to the call.
     pub events: mpsc::UnboundedSender<MediaEvent>,
     /// Settings.
@@ -164,7 +166,8 @@ impl Supervisor {
 
     /// Reports each leg silent for longer than `timeout`, once.
     fn check_inactivity(&self, now: Instant, timeout: Duration, reported: &mut [bool; 2]) {
-        let sip_sends = self.remote_rx.borrow().direction.peer_sends();
+        let sip_sends = self.remote_rx.borrow().direction.peer_sends()
+            && self.local_rx.borrow().peer_receives();
         for leg in [Leg::Browser, Leg::Sip] {
             if reported[leg.index()] || (leg == Leg::Sip && !sip_sends) {
                 continue;

@@ -1,7 +1,9 @@
 //! The SIP → browser direction, and everything else that reads the SIP side: receives
-//! RTP (and RTCP, on the RTCP socket or multiplexed), latches the destination onto the
-//! peer's real source (symmetric RTP), runs the [`Pipeline`] and writes into our
-//! WebRTC track, and sends our RTCP reports.
+//! RTP (and RTCP, on the RTCP socket or multiplexed), keeps only what comes from the
+//! far end ([`Latch`]: its SDP address, or with symmetric RTP the source latched right
+//! after the answer; strangers are dropped and counted), runs the [`Pipeline`] and
+//! writes into our WebRTC track (unless that direction is on hold), and sends our RTCP
+//! reports.
 
 use std::io::ErrorKind;
 use std::net::SocketAddr;
@@ -21,11 +23,11 @@ use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
 use super::shared::{DirectionSnapshot, Shared};
 use super::types::{BridgeConfig, Leg, MediaEvent};
 use super::{formats_for, to_sip::earliest};
-use crate::media::latch::Latch;
+use crate::media::latch::{Latch, LatchPolicy, Verdict};
 use crate::media::pipeline::{LegFormat, Pipeline};
 use crate::media::recording::Tap;
 use crate::media::rtcp::{self, RtcpSession, SenderInfo};
-use crate::media::sdp::RemoteMedia;
+use crate::media::sdp::{Direction, RemoteMedia};
 
 /// Bytes allocated at once for received datagrams (they are sliced, not copied).
 const RECV_BLOCK: usize = 64 * 1024;
@@ -50,8 +52,11 @@ pub(super) struct ToBrowser {
     pub browser: LegFormat,
     /// The SIP peer's SDP.
     pub remote_rx: watch::Receiver<RemoteMedia>,
-    /// Publishes the latched RTP destination to the other direction.
-    pub target_tx: watch::Sender<SocketAddr>,
+    /// Our own direction (what we relay; `inactive` while we hold).
+    pub local_rx: watch::Receiver<Direction>,
+    /// Publishes the RTP destination to the other direction: (the SDP address it
+    /// applies to, the destination).
+    pub target_tx: watch::Sender<(SocketAddr, SocketAddr)>,
     /// RTCP state of the SIP leg.
     pub rtcp: RtcpSession,
     /// Recording of what the far end says, if any.
@@ -62,26 +67,40 @@ pub(super) struct ToBrowser {
     pub config: Arc<BridgeConfig>,
     /// Ends the task.
     pub cancel: CancellationToken,
+    /// Packets were held back (hold): the next one played starts a new segment.
+    pub paused: bool,
 }
 
-/// Where RTP and RTCP go, learnt from the peer's packets.
+/// Where RTP and RTCP come from and go, from the SDP (and symmetric latching).
 struct Destinations {
-    /// RTP destination.
+    /// RTP source and destination.
     rtp: Latch,
-    /// RTCP destination when not multiplexed.
+    /// RTCP source and destination when not multiplexed.
     rtcp: Latch,
     /// Whether RTCP shares the RTP port.
     mux: bool,
 }
 
 impl Destinations {
-    /// Starting from `remote`'s SDP.
-    fn new(remote: &RemoteMedia, symmetric: bool) -> Self {
+    /// Starting from `remote`'s SDP, answered at `now`.
+    fn new(now: Instant, remote: &RemoteMedia, policy: LatchPolicy) -> Self {
         Destinations {
-            rtp: Latch::new(remote.addr, symmetric),
-            rtcp: Latch::new(remote.rtcp_addr, symmetric),
+            rtp: Latch::new(now, remote.addr, policy),
+            rtcp: Latch::new(now, remote.rtcp_addr, policy),
             mux: remote.rtcp_mux,
         }
+    }
+
+    /// Follows a new SDP from the far end at `now`.
+    fn update(&mut self, now: Instant, remote: &RemoteMedia) {
+        self.rtp.update_sdp(now, remote.addr);
+        self.rtcp.update_sdp(now, remote.rtcp_addr);
+        self.mux = remote.rtcp_mux;
+    }
+
+    /// Whether RTCP from `from` is the far end's (its RTCP address, or its RTP source).
+    fn rtcp_from_far_end(&self, from: SocketAddr) -> bool {
+        self.rtp.accepts(from) || self.rtcp.accepts(from)
     }
 
     /// Where our RTCP goes.
@@ -103,9 +122,10 @@ impl ToBrowser {
     /// Runs until cancelled.
     pub async fn run(mut self) {
         let mut remote = self.remote_rx.borrow_and_update().clone();
-        let mut dest = Destinations::new(&remote, self.config.symmetric_rtp);
+        let mut dest = Destinations::new(Instant::now(), &remote, self.config.latch);
         let mut rbuf = BytesMut::with_capacity(RECV_BLOCK);
         let mut cbuf = vec![0u8; MAX_DATAGRAM];
+        self.drain_stale(&dest, &mut cbuf);
         let mut next_rtcp = Instant::now() + rtcp_delay(self.config.rtcp_interval);
         let mut next_publish = Instant::now() + PUBLISH_EVERY;
         loop {
@@ -127,9 +147,16 @@ impl ToBrowser {
                         let datagram = rbuf.split().freeze();
                         let now = Instant::now();
                         if rtcp::is_rtcp(&datagram) {
-                            self.on_rtcp(now, &datagram);
+                            // Multiplexed RTCP: from the far end's RTP source only.
+                            if dest.rtcp_from_far_end(from) {
+                                self.on_rtcp(now, &datagram);
+                            } else {
+                                self.shared.foreign(from, "RTCP", &self.config.foreign_drops);
+                            }
                         } else {
-                            self.on_rtp(now, datagram, from, &mut dest).await;
+                            let plays = remote.direction.peer_sends()
+                                && self.local_rx.borrow().peer_receives();
+                            self.on_rtp(now, datagram, from, &mut dest, plays);
                         }
                     }
                     Err(e) => {
@@ -144,8 +171,31 @@ impl ToBrowser {
                 r = self.rtcp_socket.recv_from(&mut cbuf) => match r {
                     Ok((n, from)) => {
                         let now = Instant::now();
-                        if self.on_rtcp(now, &cbuf[..n]) && dest.rtcp.on_packet(from).is_some() {
-                            tracing::debug!(%from, "RTCP destination latched");
+                        let datagram = &cbuf[..n];
+                        // RTCP may latch (symmetric RTP) only from the host whose RTP
+                        // was latched, reporting as the SSRC of the stream it sends us:
+                        // a stranger cannot take our reports.
+                        let plausible = rtcp::is_rtcp(datagram)
+                            && dest.rtp.locked_source().is_some_and(|s| s.ip() == from.ip())
+                            && dest.rtp.ssrc().is_some()
+                            && rtcp_sender_ssrc(datagram) == dest.rtp.ssrc();
+                        let verdict = if dest.rtp.accepts(from) {
+                            Verdict::Accept
+                        } else {
+                            dest.rtcp.handle_packet(now, from, None, plausible)
+                        };
+                        match verdict {
+                            Verdict::Accept => {
+                                self.on_rtcp(now, datagram);
+                            }
+                            Verdict::Latched(addr) => {
+                                tracing::debug!(%addr, "RTCP destination latched");
+                                self.on_rtcp(now, datagram);
+                            }
+                            Verdict::Pending => {}
+                            Verdict::Foreign => {
+                                self.shared.foreign(from, "RTCP", &self.config.foreign_drops);
+                            }
                         }
                     }
                     Err(e) => {
@@ -161,10 +211,8 @@ impl ToBrowser {
                     if let Err(e) = self.pipeline.reconfigure(sip, self.browser, transcode, &self.config.transcode) {
                         tracing::warn!(error = %e, "keeping previous SIP format toward the browser");
                     }
-                    dest.rtp.reset(remote.addr);
-                    dest.rtcp.reset(remote.rtcp_addr);
-                    dest.mux = remote.rtcp_mux;
-                    self.target_tx.send_replace(dest.rtp.target());
+                    dest.update(Instant::now(), &remote);
+                    self.target_tx.send_replace((dest.rtp.sdp(), dest.rtp.target()));
                 }
                 _ = sleep => {
                     let now = Instant::now();
@@ -192,23 +240,74 @@ impl ToBrowser {
         tracing::debug!("SIP to browser direction ended");
     }
 
-    /// Handles one RTP datagram from `from`.
-    async fn on_rtp(
+    /// Reads and drops what reached the sockets before the answer (the bridge starts
+    /// with it): nobody was told where to send yet, so it is stale at best. Sources
+    /// other than the far end's SDP address are counted as strangers.
+    fn drain_stale(&self, dest: &Destinations, buf: &mut [u8]) {
+        for (socket, what) in [(&*self.socket, "RTP"), (&self.rtcp_socket, "RTCP")] {
+            while let Ok((_, from)) = socket.try_recv_from(buf) {
+                let far_end = match what {
+                    "RTP" => dest.rtp.accepts(from),
+                    _ => dest.rtcp_from_far_end(from),
+                };
+                if !far_end {
+                    self.shared.foreign(from, what, &self.config.foreign_drops);
+                }
+            }
+        }
+    }
+
+    /// Handles one RTP datagram from `from`; `plays` says whether this direction may
+    /// carry audio now (not on hold).
+    fn on_rtp(
         &mut self,
         now: Instant,
         mut datagram: bytes::Bytes,
         from: SocketAddr,
         dest: &mut Destinations,
+        plays: bool,
     ) {
         let packet = match rtp::Packet::unmarshal(&mut datagram) {
             Ok(p) if p.header.version == 2 => p,
             _ => {
-                self.shared
-                    .dropped_malformed
-                    .fetch_add(1, Ordering::Relaxed);
+                if dest.rtp.accepts(from) {
+                    self.shared
+                        .dropped_malformed
+                        .fetch_add(1, Ordering::Relaxed);
+                } else {
+                    self.shared.foreign(from, "RTP", &self.config.foreign_drops);
+                }
                 return;
             }
         };
+        let plausible = self
+            .pipeline
+            .accepts_payload_type(packet.header.payload_type);
+        match dest
+            .rtp
+            .handle_packet(now, from, Some(packet.header.ssrc), plausible)
+        {
+            Verdict::Accept => {}
+            Verdict::Latched(addr) => {
+                tracing::info!(%addr, "SIP media latched on its real source");
+                self.target_tx.send_replace((dest.rtp.sdp(), addr));
+                let _ = self.events.send(MediaEvent::Latched(addr));
+            }
+            Verdict::Pending => return,
+            Verdict::Foreign => {
+                return self.shared.foreign(from, "RTP", &self.config.foreign_drops);
+            }
+        }
+        if !plays {
+            // On hold: the far end is alive, but nothing reaches the browser.
+            self.shared.heard(Leg::Sip, now);
+            self.shared.held();
+            self.paused = true;
+            return;
+        }
+        if std::mem::take(&mut self.paused) {
+            self.pipeline.restart_source();
+        }
         let input = self.pipeline.input().format;
         let (ts, pt, payload) = (
             packet.header.timestamp,
@@ -218,11 +317,6 @@ impl ToBrowser {
         match self.pipeline.handle_packet(now, packet) {
             Ok(digit) => {
                 self.shared.heard(Leg::Sip, now);
-                if let Some(addr) = dest.rtp.on_packet(from) {
-                    tracing::info!(%addr, "SIP media latched on its real source");
-                    self.target_tx.send_replace(addr);
-                    let _ = self.events.send(MediaEvent::Latched(addr));
-                }
                 if let Some(digit) = digit {
                     tracing::debug!(%digit, "DTMF from the SIP peer");
                     let _ = self.events.send(MediaEvent::Dtmf {
@@ -311,6 +405,13 @@ impl ToBrowser {
             },
         );
     }
+}
+
+/// The SSRC of the first RTCP packet's sender (SR, RR, the first SDES chunk or BYE
+/// source), if the datagram is long enough.
+fn rtcp_sender_ssrc(datagram: &[u8]) -> Option<u32> {
+    let bytes: [u8; 4] = datagram.get(4..8)?.try_into().ok()?;
+    Some(u32::from_be_bytes(bytes))
 }
 
 /// Receive errors that only echo an ICMP error of an earlier send.

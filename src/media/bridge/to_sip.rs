@@ -1,6 +1,7 @@
 //! The browser → SIP direction: reads the browser's track, runs the [`Pipeline`]
-//! (relay or transcode), inserts the DTMF we generate, and sends datagrams from the RTP
-//! socket to the SIP peer's (latched) address.
+//! (relay or transcode), inserts the DTMF we generate into the pipeline's output (so it
+//! leaves in timeline order with the audio), and sends datagrams from the RTP socket to
+//! the SIP peer's (SDP or latched) address, unless that direction is on hold.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -20,7 +21,7 @@ use super::{Command, formats_for};
 use crate::media::dtmf::DtmfSender;
 use crate::media::pipeline::{LegFormat, Pipeline};
 use crate::media::recording::Tap;
-use crate::media::sdp::RemoteMedia;
+use crate::media::sdp::{Direction, RemoteMedia};
 
 /// Largest datagram we send.
 const MAX_DATAGRAM: usize = 1500;
@@ -41,8 +42,11 @@ pub(super) struct ToSip {
     pub browser: LegFormat,
     /// The SIP peer's SDP.
     pub remote_rx: watch::Receiver<RemoteMedia>,
-    /// Where to send (the latched address).
-    pub target_rx: watch::Receiver<SocketAddr>,
+    /// Where to send, as the latch in the other direction decided: (the SDP address
+    /// it applies to, the destination).
+    pub target_rx: watch::Receiver<(SocketAddr, SocketAddr)>,
+    /// Our own direction (what we relay; `inactive` while we hold).
+    pub local_rx: watch::Receiver<Direction>,
     /// Commands from the handle.
     pub commands: mpsc::UnboundedReceiver<Command>,
     /// Generator of our own DTMF.
@@ -55,9 +59,17 @@ pub(super) struct ToSip {
     pub config: Arc<BridgeConfig>,
     /// Ends the task.
     pub cancel: CancellationToken,
+    /// Packets were held back (hold): the next one relayed starts a new segment.
+    pub paused: bool,
 }
 
 impl ToSip {
+    /// Whether audio may go to the SIP peer now: it receives (its SDP) and we send (not
+    /// on hold).
+    fn flows(&self, remote: &RemoteMedia) -> bool {
+        remote.direction.peer_receives() && self.local_rx.borrow().peer_sends()
+    }
+
     /// Runs until cancelled or the browser's track ends.
     pub async fn run(mut self) {
         let track = tokio::select! {
@@ -69,7 +81,7 @@ impl ToSip {
         };
         let Some(track) = track else { return };
         let mut remote = self.remote_rx.borrow_and_update().clone();
-        let mut target = *self.target_rx.borrow_and_update();
+        let mut target = self.target_rx.borrow_and_update().1;
         let mut buf = vec![0u8; MAX_DATAGRAM];
         let mut next_publish = Instant::now() + PUBLISH_EVERY;
         loop {
@@ -83,7 +95,10 @@ impl ToSip {
                 event = track.poll() => {
                     let now = Instant::now();
                     match event {
-                        Some(TrackRemoteEvent::OnRtpPacket(p)) => self.on_packet(now, p),
+                        Some(TrackRemoteEvent::OnRtpPacket(p)) => {
+                            let flows = self.flows(&remote);
+                            self.on_packet(now, p, flows);
+                        }
                         Some(TrackRemoteEvent::OnEnded) | None => break,
                         Some(_) => continue,
                     }
@@ -98,15 +113,15 @@ impl ToSip {
                 },
                 _ = self.remote_rx.changed() => {
                     remote = self.take_remote();
-                    target = remote.addr;
+                    target = self.target_for(&remote);
                 }
                 _ = sleep, if deadline.is_some() => {
                     let now = Instant::now();
+                    // Audio due now first, then our events: both go into the pipeline's
+                    // one output queue, in timeline order.
                     self.pipeline.handle_timeout(now);
                     while let Some(e) = self.dtmf.poll_output(now) {
-                        if let Some(p) = self.pipeline.inject_event(now, e) {
-                            self.send(now, &p, &mut buf, target, &remote).await;
-                        }
+                        self.pipeline.inject_event(now, e);
                     }
                 }
             }
@@ -119,12 +134,10 @@ impl ToSip {
             }
             if self.remote_rx.has_changed().unwrap_or(false) {
                 remote = self.take_remote();
-                // The new SDP address at once, with the new format; the latch (in the
-                // other direction) may move it later to the peer's real source.
-                target = remote.addr;
+                target = self.target_for(&remote);
             }
             if self.target_rx.has_changed().unwrap_or(false) {
-                target = *self.target_rx.borrow_and_update();
+                target = self.target_rx.borrow_and_update().1;
             }
             if now >= next_publish {
                 next_publish = now + PUBLISH_EVERY;
@@ -133,6 +146,18 @@ impl ToSip {
         }
         self.publish();
         tracing::debug!("browser to SIP direction ended");
+    }
+
+    /// Where to send for `remote`: what the latch decided for its SDP address, or a new
+    /// SDP address at once (with the new format; the latch publishes again once it
+    /// took the new SDP in).
+    fn target_for(&self, remote: &RemoteMedia) -> SocketAddr {
+        let (sdp, latched) = *self.target_rx.borrow();
+        if sdp == remote.addr {
+            latched
+        } else {
+            remote.addr
+        }
     }
 
     /// Takes the new remote media and reconfigures the pipeline for its format.
@@ -148,9 +173,19 @@ impl ToSip {
         remote
     }
 
-    /// Feeds one packet from the browser into the pipeline.
-    fn on_packet(&mut self, now: Instant, packet: rtp::Packet) {
+    /// Feeds one packet from the browser into the pipeline, unless the direction is on
+    /// hold (`flows` false): then it is held back, and the stream resumes as a new
+    /// segment (continuous sequence, marker set).
+    fn on_packet(&mut self, now: Instant, packet: rtp::Packet, flows: bool) {
         self.shared.heard(Leg::Browser, now);
+        if !flows {
+            self.shared.held();
+            self.paused = true;
+            return;
+        }
+        if std::mem::take(&mut self.paused) {
+            self.pipeline.restart_source();
+        }
         match self.pipeline.handle_packet(now, packet) {
             Ok(Some(digit)) => {
                 tracing::debug!(%digit, "DTMF from the browser");
@@ -167,7 +202,7 @@ impl ToSip {
         }
     }
 
-    /// Sends `packet` to the SIP peer (unless its SDP says it does not receive).
+    /// Sends `packet` to the SIP peer (unless the direction is on hold).
     async fn send(
         &mut self,
         now: Instant,
@@ -176,7 +211,8 @@ impl ToSip {
         to: SocketAddr,
         remote: &RemoteMedia,
     ) {
-        if !remote.direction.peer_receives() {
+        if !self.flows(remote) {
+            self.shared.held();
             return;
         }
         let n = match packet.marshal_to(buf) {

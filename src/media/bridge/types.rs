@@ -4,13 +4,33 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use crate::media::dtmf::DtmfTiming;
+use crate::media::latch::LatchPolicy;
 use crate::media::negotiate::{DEFAULT_PTIME_MS, MediaMode};
 use crate::media::quality::QualityReport;
 use crate::media::recording::{RecordingInfo, RecordingTarget};
 use crate::media::transcode::{CodecWork, TranscodeConfig};
 
+/// Counts the packets a bridge drops because they did not come from the far end
+/// (`callbridge_rtp_dropped_total{reason="foreign_source"}`); none in unit tests.
+#[derive(Debug, Clone, Default)]
+pub struct DropCounter(Option<prometheus::IntCounter>);
+
+impl DropCounter {
+    /// Counts into `counter`.
+    pub fn new(counter: prometheus::IntCounter) -> Self {
+        DropCounter(Some(counter))
+    }
+
+    /// Adds one.
+    pub fn inc(&self) {
+        if let Some(c) = &self.0 {
+            c.inc();
+        }
+    }
+}
+
 /// Settings of one bridge (from config `[media]`, plus the per-call recording target).
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub struct BridgeConfig {
     /// Jitter buffer bounds and Opus encoder settings of the transcoding path.
     pub transcode: TranscodeConfig,
@@ -21,8 +41,11 @@ pub struct BridgeConfig {
     /// Report [`MediaEvent::InactivityTimeout`] after this long without packets from a
     /// leg (`None`: never).
     pub inactivity_timeout: Option<Duration>,
-    /// Send SIP-side media to where the peer's media comes from (symmetric RTP).
-    pub symmetric_rtp: bool,
+    /// Which sources the SIP side's media is accepted from (strict: the SDP's
+    /// address only; symmetric RTP: a source latched right after the answer).
+    pub latch: LatchPolicy,
+    /// Where packets from strangers are counted.
+    pub foreign_drops: DropCounter,
     /// How often quality is computed and reported ([`MediaEvent::Quality`]).
     pub stats_interval: Duration,
     /// Mean interval of our RTCP reports on the SIP leg.
@@ -38,7 +61,8 @@ impl Default for BridgeConfig {
             browser_ptime_ms: DEFAULT_PTIME_MS,
             recording: None,
             inactivity_timeout: Some(Duration::from_secs(30)),
-            symmetric_rtp: true,
+            latch: LatchPolicy::STRICT,
+            foreign_drops: DropCounter::default(),
             stats_interval: Duration::from_secs(5),
             rtcp_interval: Duration::from_secs(5),
             dtmf: DtmfTiming::default(),
@@ -115,6 +139,12 @@ pub struct BridgeStats {
     pub dropped_unknown_payload_type: u64,
     /// Datagrams from the SIP side that were not RTP.
     pub dropped_malformed: u64,
+    /// RTP and RTCP datagrams dropped because they did not come from the far end's
+    /// (SDP or latched) address.
+    pub dropped_foreign_source: u64,
+    /// Packets not relayed because that direction is on hold (`sendonly`, `recvonly`,
+    /// `inactive`, or our own hold).
+    pub held: u64,
     /// Packets that could not be sent (socket error, browser track not ready yet).
     pub send_errors: u64,
     /// Times a source changed SSRC or restarted, hidden by the rewriter (both directions).
