@@ -11,11 +11,10 @@
 mod common;
 
 use std::net::IpAddr;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
-use callbridge::call::location::{LocationStore, RedisStore};
 use callbridge::config::{Config, DidConfig, TrunkConfig};
-use common::gateway::{TestGateway, WAIT, WsClient, test_config};
+use common::gateway::{TestGateway, WsClient, test_config};
 use common::redis::RedisServer;
 use common::sipp::{Sipp, SippTransport};
 use serde_json::json;
@@ -118,13 +117,6 @@ async fn a_forged_via_from_a_trusted_proxy_is_refused_or_challenged() {
     gw.stop().await;
 }
 
-/// Milliseconds since the Unix epoch.
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-}
-
 #[tokio::test]
 async fn the_signed_forward_between_two_gateways_still_works() {
     let redis = RedisServer::start();
@@ -140,19 +132,7 @@ async fn the_signed_forward_between_two_gateways_still_works() {
     let b = TestGateway::start(instance()).await;
     let (mut ws, _) = b.connect_as("alice", "calls:inbound").await;
     // Wait until B's presence is in the shared store (the event A will look up).
-    let store = RedisStore::connect(&redis.url).await.expect("redis");
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while store
-        .lookup("alice", now_ms())
-        .await
-        .map_or(true, |l| l.is_empty())
-    {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "B never announced alice"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    common::redis::wait_located(&redis.url, "alice").await;
     let a_sip = a.server.as_ref().expect("a").sip_addr;
     let mut sipp = Sipp::uac_from(
         IpAddr::from(TRUNK),

@@ -49,8 +49,8 @@ async fn call_reaches_b_through_a(mode: &str, scenario: &str) {
     let a = TestGateway::start(instance(&redis, mode)).await;
     let b = TestGateway::start(instance(&redis, mode)).await;
     let (mut ws, _) = b.connect_as("bob", "calls:inbound").await;
-    // B announces bob in Redis at once; give the write a moment to land.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // B announces bob in Redis: wait until A can find him there.
+    common::redis::wait_located(&redis.url, "bob").await;
     let a_sip = a.server.as_ref().expect("a").sip_addr;
     let mut sipp = Sipp::uac(&Sipp::scenario(scenario), a_sip, DID, &["-d", "500"]);
     let (call_id, browser) = accept(&mut ws).await;

@@ -441,7 +441,15 @@ async fn dtmf_goes_as_sip_info_on_an_info_trunk() {
         error["message"].as_str().expect("message").contains("dtmf"),
         "{error}"
     );
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Both INFOs ("5", "#") answered before the BYE.
+    let sip = &gw.server.as_ref().expect("running").gateway.sip;
+    assert!(
+        common::sipp::eventually(Duration::from_secs(10), || {
+            common::sipp::counted(sip, callbridge::sip::Direction::Inbound, "INFO", "200") == 2
+        })
+        .await,
+        "both INFOs answered 200"
+    );
     call.hangup(&mut ws).await;
     call.until(&mut ws, &["ended"]).await;
     sipp.wait(Duration::from_secs(20))

@@ -295,8 +295,14 @@ async fn dtmf_as_info_on_an_info_trunk() {
     call.send_dtmf_info('5', 160).unwrap();
     call.send_dtmf_info('#', 160).unwrap();
     assert!(call.send_dtmf_info('x', 160).is_err(), "not a DTMF digit");
-    // Give the two INFOs time to be answered before the BYE (they go in order).
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Both INFOs answered before the BYE (the scenario expects them in that order).
+    assert!(
+        sipp::eventually(WAIT, || {
+            sipp::counted(&ep, callbridge::sip::Direction::Inbound, "INFO", "200") == 2
+        })
+        .await,
+        "both INFOs answered 200"
+    );
     call.hangup();
     assert_eq!(next_event(&mut events).await, SipCallEvent::Terminated);
     sipp.wait(WAIT).await.assert_one_success();

@@ -60,3 +60,28 @@ impl Drop for RedisServer {
         let _ = self.child.wait();
     }
 }
+
+/// Waits (bounded) until the location store at `url` knows an instance for `user`:
+/// the event an instance's presence write stands for.
+pub async fn wait_located(url: &str, user: &str) {
+    use callbridge::call::location::{LocationStore, RedisStore};
+    let store = RedisStore::connect(url).await.expect("connect to redis");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+        if store
+            .lookup(user, now_ms)
+            .await
+            .is_ok_and(|found| !found.is_empty())
+        {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no instance announced {user} in redis within 15 s"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

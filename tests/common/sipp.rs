@@ -422,3 +422,19 @@ pub async fn eventually(timeout: Duration, mut check: impl FnMut() -> bool) -> b
     }
     check()
 }
+
+/// How many messages `ep` counted in `direction` for `method` with `status` (a bounded
+/// label: `"200"`, `"4xx"`, or `"none"` for requests): the event a test waits for when
+/// a peer's answer has no other observable effect (an INFO's 200, say).
+pub fn counted(
+    ep: &SipEndpoint,
+    direction: callbridge::sip::Direction,
+    method: &str,
+    status: &str,
+) -> u64 {
+    ep.message_counts()
+        .iter()
+        .filter(|c| c.direction == direction && c.method == method && c.status == status)
+        .map(|c| c.count)
+        .sum()
+}
