@@ -14,11 +14,13 @@
 //! `shutdown` (sessions close); [`RunningServer::shutdown`] then stops events and SIP.
 
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
+
+pub use crate::drain::{Drain, DrainInfo};
 
 use crate::api;
 use crate::api::ratelimit::{RateLimits, RetryAfter};
@@ -110,60 +112,6 @@ pub struct Gateway {
     pub turn: Option<Arc<TurnServer>>,
     /// Sessions that can be resumed after their socket dropped.
     pub resumable: Arc<Resumable>,
-}
-
-/// Where a drain stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct DrainInfo {
-    /// When it started.
-    pub started_at: SystemTime,
-    /// When remaining calls get hung up.
-    pub deadline: SystemTime,
-    /// The same deadline on the monotonic clock.
-    deadline_instant: Instant,
-}
-
-/// The drain switch: once started it stays on until the process exits.
-#[derive(Debug, Default)]
-pub struct Drain {
-    /// Cancelled when the drain starts.
-    started: CancellationToken,
-    /// Set when the drain starts.
-    info: Mutex<Option<DrainInfo>>,
-}
-
-impl Drain {
-    /// Whether the instance is draining (refuse new sessions and calls with
-    /// `unavailable`).
-    pub fn is_draining(&self) -> bool {
-        self.started.is_cancelled()
-    }
-
-    /// Starts draining with `timeout`; false when already draining.
-    pub fn start(&self, timeout: Duration) -> bool {
-        let mut info = self.info.lock().unwrap_or_else(|p| p.into_inner());
-        if info.is_some() {
-            return false;
-        }
-        let now = SystemTime::now();
-        *info = Some(DrainInfo {
-            started_at: now,
-            deadline: now + timeout,
-            deadline_instant: Instant::now() + timeout,
-        });
-        self.started.cancel();
-        true
-    }
-
-    /// The drain's times, once started.
-    pub fn info(&self) -> Option<DrainInfo> {
-        *self.info.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Resolves when the drain starts.
-    pub async fn started(&self) {
-        self.started.cancelled().await
-    }
 }
 
 impl Gateway {
@@ -557,7 +505,7 @@ async fn supervise_drain(gateway: Arc<Gateway>) {
             info!("drained: no calls left");
             break;
         }
-        if Instant::now() >= info.deadline_instant {
+        if Instant::now() >= info.deadline_instant() {
             warn!(
                 active_calls = active,
                 "drain timeout: hanging up the remaining calls"

@@ -28,11 +28,11 @@ use tokio_util::task::TaskTracker;
 
 use crate::auth::{Identity, Scope};
 use crate::config::Config;
+use crate::drain::Drain;
 use crate::events::Events;
 use crate::media::candidates::LegGuard;
 use crate::media::webrtc_leg::{IceCandidate, WebRtcLegConfig};
 use crate::metrics::Metrics;
-use crate::server::Drain;
 use crate::signaling::protocol::{EndReason, ServerMessage};
 use crate::sip::SipEndpoint;
 use dialplan::Dialplan;

@@ -5,6 +5,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use super::ConfigError;
+
 /// `[media]`: how audio is negotiated, moved and recorded.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -81,4 +83,96 @@ impl Default for MediaConfig {
             allow_candidate_networks: Vec::new(),
         }
     }
+}
+
+/// Checks `[media]` (codecs, jitter, candidate networks, symmetric RTP, recording).
+pub(super) fn validate(media: &MediaConfig) -> Result<(), ConfigError> {
+    for (key, list) in [
+        ("media.browser_codecs", &media.browser_codecs),
+        ("media.sip_codecs", &media.sip_codecs),
+    ] {
+        if list.is_empty() {
+            return Err(ConfigError::invalid(key, "list at least one codec"));
+        }
+        for name in list {
+            if crate::media::codec::AudioCodec::from_encoding_name(name).is_none() {
+                return Err(ConfigError::invalid(
+                    key,
+                    format!("`{name}` is not one of pcmu, pcma, opus"),
+                ));
+            }
+        }
+    }
+    if media.opus_complexity > 10 {
+        return Err(ConfigError::invalid(
+            "media.opus_complexity",
+            "must be 0-10",
+        ));
+    }
+    if !(6_000..=510_000).contains(&media.opus_bitrate) {
+        return Err(ConfigError::invalid(
+            "media.opus_bitrate",
+            "must be 6000-510000 bit/s",
+        ));
+    }
+    if media.jitter_min > media.jitter_max || media.jitter_max > std::time::Duration::from_secs(2) {
+        return Err(ConfigError::invalid(
+            "media.jitter_max",
+            "need jitter_min <= jitter_max <= 2s",
+        ));
+    }
+    if media.stats_interval < std::time::Duration::from_secs(1) {
+        return Err(ConfigError::invalid(
+            "media.stats_interval",
+            "must be at least 1s",
+        ));
+    }
+    for (i, net) in media.allow_candidate_networks.iter().enumerate() {
+        let parsed = crate::netguard::parse_net(net).map_err(|_| {
+            ConfigError::invalid(
+                format!("media.allow_candidate_networks[{i}]"),
+                format!("`{net}` is not an address or CIDR network like 10.0.0.0/8"),
+            )
+        })?;
+        if parsed.prefix_len() == 0 {
+            return Err(ConfigError::invalid(
+                format!("media.allow_candidate_networks[{i}]"),
+                format!(
+                    "`{net}` opens every internal network to browser candidates; list the \
+                     networks your browsers are really on, e.g. 10.0.0.0/8 or 127.0.0.0/8"
+                ),
+            ));
+        }
+    }
+    if media.symmetric_rtp {
+        let window = media.symmetric_rtp_window;
+        if window < std::time::Duration::from_millis(100)
+            || window > std::time::Duration::from_secs(30)
+        {
+            return Err(ConfigError::invalid(
+                "media.symmetric_rtp_window",
+                "must be 100ms-30s (the far end's media starts right after the answer; a long window lets strangers latch)",
+            ));
+        }
+        let least = crate::media::latch::LATCH_AFTER;
+        if !(least..=10_000).contains(&media.symmetric_rtp_packets) {
+            return Err(ConfigError::invalid(
+                "media.symmetric_rtp_packets",
+                format!("must be {least}-10000"),
+            ));
+        }
+    }
+    if media.recording_max_bytes < 1024 * 1024 {
+        return Err(ConfigError::invalid(
+            "media.recording_max_bytes",
+            "must be at least 1 MiB",
+        ));
+    }
+    if media.recording_max_total_bytes < 64 * 1024 {
+        return Err(ConfigError::invalid(
+            "media.recording_max_total_bytes",
+            "must be at least 64 KiB (65536); it caps the disk space of all recordings",
+        ));
+    }
+    Ok(())
 }

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use super::{Config, ConfigError};
 use crate::secret::Secret;
 
 /// `[turn]`: built-in STUN/TURN and the credentials handed to browsers.
@@ -64,4 +65,57 @@ fn default_max_allocations() -> usize {
 
 fn default_max_allocations_per_user() -> usize {
     10
+}
+
+/// Checks `[turn]` (its secret, listeners, relay range and peer lists).
+pub(super) fn validate(config: &Config, turn: &TurnConfig) -> Result<(), ConfigError> {
+    if turn.secret.len() < 16 {
+        return Err(ConfigError::invalid(
+            "turn.secret",
+            "must be at least 16 characters of random data",
+        ));
+    }
+    super::validate::parse_port_range(&turn.relay_ports)
+        .map_err(|m| ConfigError::invalid("turn.relay_ports", m))?;
+    for (key, list) in [
+        ("turn.allow_peers", &turn.allow_peers),
+        ("turn.deny_peers", &turn.deny_peers),
+    ] {
+        for (i, net) in list.iter().enumerate() {
+            let parsed = crate::netguard::parse_net(net).map_err(|_| {
+                ConfigError::invalid(
+                    format!("{key}[{i}]"),
+                    format!("`{net}` is not an address or CIDR network like 10.0.0.0/8"),
+                )
+            })?;
+            if key == "turn.allow_peers"
+                && let Some(never) = crate::netguard::overlaps_never(&parsed)
+            {
+                return Err(ConfigError::invalid(
+                    format!("{key}[{i}]"),
+                    format!(
+                        "`{net}` covers {never}, which TURN never relays to (unspecified, loopback \
+                         and multicast addresses, and the gateway's own ports, stay refused); \
+                         list only the internal networks your peers are on, e.g. 10.0.0.0/8"
+                    ),
+                ));
+            }
+        }
+    }
+    if turn.max_allocations == 0 || turn.max_allocations_per_user == 0 {
+        return Err(ConfigError::invalid(
+            "turn.max_allocations",
+            "quotas must be at least 1",
+        ));
+    }
+    if turn.realm.is_empty() {
+        return Err(ConfigError::invalid("turn.realm", "must not be empty"));
+    }
+    if turn.tls_listen.is_some() && config.tls.is_none() {
+        return Err(ConfigError::invalid(
+            "turn.tls_listen",
+            "needs a certificate: configure [tls] cert and key",
+        ));
+    }
+    Ok(())
 }

@@ -266,7 +266,7 @@ pub fn validate(config: &Config) -> Result<(), ConfigError> {
         }
     }
     if let Some(turn) = &config.turn {
-        validate_turn(config, turn)?;
+        super::turn::validate(config, turn)?;
     }
     validate_sip_tls(config)?;
     if config.sip.dns_refresh < std::time::Duration::from_secs(1) {
@@ -285,7 +285,7 @@ pub fn validate(config: &Config) -> Result<(), ConfigError> {
 
     super::sip::validate_connections(&config.sip)?;
     super::sip::validate_forwarding(config)?;
-    validate_media(&config.media)?;
+    super::media::validate(&config.media)?;
     for n in &config.sip.trusted_proxies {
         if crate::sip::parse_net(n).is_none() {
             return Err(ConfigError::invalid(
@@ -432,57 +432,6 @@ pub fn split_trunk_address(address: &str) -> Result<(String, Option<u16>), Strin
     Ok((host.to_string(), port))
 }
 
-fn validate_turn(config: &Config, turn: &super::TurnConfig) -> Result<(), ConfigError> {
-    if turn.secret.len() < 16 {
-        return Err(ConfigError::invalid(
-            "turn.secret",
-            "must be at least 16 characters of random data",
-        ));
-    }
-    parse_port_range(&turn.relay_ports).map_err(|m| ConfigError::invalid("turn.relay_ports", m))?;
-    for (key, list) in [
-        ("turn.allow_peers", &turn.allow_peers),
-        ("turn.deny_peers", &turn.deny_peers),
-    ] {
-        for (i, net) in list.iter().enumerate() {
-            let parsed = crate::netguard::parse_net(net).map_err(|_| {
-                ConfigError::invalid(
-                    format!("{key}[{i}]"),
-                    format!("`{net}` is not an address or CIDR network like 10.0.0.0/8"),
-                )
-            })?;
-            if key == "turn.allow_peers"
-                && let Some(never) = crate::netguard::overlaps_never(&parsed)
-            {
-                return Err(ConfigError::invalid(
-                    format!("{key}[{i}]"),
-                    format!(
-                        "`{net}` covers {never}, which TURN never relays to (unspecified, loopback \
-                         and multicast addresses, and the gateway's own ports, stay refused); \
-                         list only the internal networks your peers are on, e.g. 10.0.0.0/8"
-                    ),
-                ));
-            }
-        }
-    }
-    if turn.max_allocations == 0 || turn.max_allocations_per_user == 0 {
-        return Err(ConfigError::invalid(
-            "turn.max_allocations",
-            "quotas must be at least 1",
-        ));
-    }
-    if turn.realm.is_empty() {
-        return Err(ConfigError::invalid("turn.realm", "must not be empty"));
-    }
-    if turn.tls_listen.is_some() && config.tls.is_none() {
-        return Err(ConfigError::invalid(
-            "turn.tls_listen",
-            "needs a certificate: configure [tls] cert and key",
-        ));
-    }
-    Ok(())
-}
-
 /// `sip.tls_listen` needs the `[tls]` certificate and its own port.
 fn validate_sip_tls(config: &Config) -> Result<(), ConfigError> {
     if let Some(ca) = &config.sip.tls_client_ca {
@@ -518,97 +467,6 @@ fn validate_sip_tls(config: &Config) -> Result<(), ConfigError> {
                 "port {} is already sip.listen's (TCP); use another port, e.g. 5061",
                 addr.port()
             ),
-        ));
-    }
-    Ok(())
-}
-
-fn validate_media(media: &super::MediaConfig) -> Result<(), ConfigError> {
-    for (key, list) in [
-        ("media.browser_codecs", &media.browser_codecs),
-        ("media.sip_codecs", &media.sip_codecs),
-    ] {
-        if list.is_empty() {
-            return Err(ConfigError::invalid(key, "list at least one codec"));
-        }
-        for name in list {
-            if crate::media::codec::AudioCodec::from_encoding_name(name).is_none() {
-                return Err(ConfigError::invalid(
-                    key,
-                    format!("`{name}` is not one of pcmu, pcma, opus"),
-                ));
-            }
-        }
-    }
-    if media.opus_complexity > 10 {
-        return Err(ConfigError::invalid(
-            "media.opus_complexity",
-            "must be 0-10",
-        ));
-    }
-    if !(6_000..=510_000).contains(&media.opus_bitrate) {
-        return Err(ConfigError::invalid(
-            "media.opus_bitrate",
-            "must be 6000-510000 bit/s",
-        ));
-    }
-    if media.jitter_min > media.jitter_max || media.jitter_max > std::time::Duration::from_secs(2) {
-        return Err(ConfigError::invalid(
-            "media.jitter_max",
-            "need jitter_min <= jitter_max <= 2s",
-        ));
-    }
-    if media.stats_interval < std::time::Duration::from_secs(1) {
-        return Err(ConfigError::invalid(
-            "media.stats_interval",
-            "must be at least 1s",
-        ));
-    }
-    for (i, net) in media.allow_candidate_networks.iter().enumerate() {
-        let parsed = crate::netguard::parse_net(net).map_err(|_| {
-            ConfigError::invalid(
-                format!("media.allow_candidate_networks[{i}]"),
-                format!("`{net}` is not an address or CIDR network like 10.0.0.0/8"),
-            )
-        })?;
-        if parsed.prefix_len() == 0 {
-            return Err(ConfigError::invalid(
-                format!("media.allow_candidate_networks[{i}]"),
-                format!(
-                    "`{net}` opens every internal network to browser candidates; list the \
-                     networks your browsers are really on, e.g. 10.0.0.0/8 or 127.0.0.0/8"
-                ),
-            ));
-        }
-    }
-    if media.symmetric_rtp {
-        let window = media.symmetric_rtp_window;
-        if window < std::time::Duration::from_millis(100)
-            || window > std::time::Duration::from_secs(30)
-        {
-            return Err(ConfigError::invalid(
-                "media.symmetric_rtp_window",
-                "must be 100ms-30s (the far end's media starts right after the answer; a long window lets strangers latch)",
-            ));
-        }
-        let least = crate::media::latch::LATCH_AFTER;
-        if !(least..=10_000).contains(&media.symmetric_rtp_packets) {
-            return Err(ConfigError::invalid(
-                "media.symmetric_rtp_packets",
-                format!("must be {least}-10000"),
-            ));
-        }
-    }
-    if media.recording_max_bytes < 1024 * 1024 {
-        return Err(ConfigError::invalid(
-            "media.recording_max_bytes",
-            "must be at least 1 MiB",
-        ));
-    }
-    if media.recording_max_total_bytes < 64 * 1024 {
-        return Err(ConfigError::invalid(
-            "media.recording_max_total_bytes",
-            "must be at least 64 KiB (65536); it caps the disk space of all recordings",
         ));
     }
     Ok(())
