@@ -32,6 +32,7 @@ use crate::drain::Drain;
 use crate::events::Events;
 use crate::media::candidates::LegGuard;
 use crate::media::webrtc_leg::{IceCandidate, WebRtcLegConfig};
+use crate::media::webrtc_setup::DtlsIdentity;
 use crate::metrics::Metrics;
 use crate::signaling::protocol::{EndReason, ServerMessage};
 use crate::sip::SipEndpoint;
@@ -207,7 +208,15 @@ impl CallManager {
             candidates: guard.candidates,
             ice_ports: guard.ice_ports,
             owner: String::new(),
+            identity: DtlsIdentity::new(),
         };
+        // One DTLS certificate for every call of this process, made now rather than
+        // by the first call; kept until the process exits. Should this fail, each
+        // leg tries again and a call that cannot get one fails with the reason.
+        match webrtc.identity.fingerprint() {
+            Ok(fingerprint) => tracing::info!(%fingerprint, "DTLS certificate of the WebRTC legs"),
+            Err(e) => tracing::error!(error = %e, "cannot make the DTLS certificate"),
+        }
         let dids = config
             .dids
             .iter()

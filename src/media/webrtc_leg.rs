@@ -2,15 +2,16 @@
 //! candidates both ways and exposes the audio track as RTP packet streams.
 //!
 //! I/O contract: [`WebRtcLeg::answer`] builds one peer connection (its own UDP socket
-//! on `bind_ip`, no STUN/TURN servers, no mDNS, on a [`GuardedRuntime`] that registers
-//! the socket's port for the call's user and drops datagrams to addresses the
-//! [`CandidatePolicy`] refuses), answers with exactly one audio codec (the
-//! first of the configured preference list that the browser offers: PCMU, PCMA or
-//! Opus) plus `telephone-event/8000`, and from then on reports through the `events` channel:
-//! local candidates (with `public_ip` substituted for host candidates when set), the end
-//! of gathering, and `Connected`/`Failed`. The bridge reads the browser's track and
-//! writes ours through crate-internal handles. Browser candidates (SDP and trickled)
-//! that the policy refuses are ignored.
+//! on `bind_ip`, no STUN/TURN servers, no mDNS, the config's shared DTLS certificate
+//! (see [`super::webrtc_setup`]), on a
+//! [`GuardedRuntime`] that registers the socket's port for the call's user and drops
+//! datagrams to addresses the [`CandidatePolicy`] refuses), answers with exactly one
+//! audio codec (the first of the configured preference list that the browser offers:
+//! PCMU, PCMA or Opus) plus `telephone-event/8000`, and from then on reports through
+//! the `events` channel: local candidates (with `public_ip` substituted for host
+//! candidates when set), the end of gathering, and `Connected`/`Failed`. The bridge
+//! reads the browser's track and writes ours through crate-internal handles. Browser
+//! candidates (SDP and trickled) that the policy refuses are ignored.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -41,6 +42,7 @@ use super::candidates::CandidatePolicy;
 use super::codec::{AudioCodec, PayloadFormat};
 use super::ice_runtime::GuardedRuntime;
 use super::offer::{self, OfferChoice};
+use super::webrtc_setup::DtlsIdentity;
 use crate::netguard::ice_ports::{IceLease, IcePorts};
 
 /// Settings for WebRTC legs, derived from the gateway config.
@@ -58,6 +60,8 @@ pub struct WebRtcLegConfig {
     pub ice_ports: IcePorts,
     /// The user the legs belong to: that user's TURN relay may reach their ICE ports.
     pub owner: String,
+    /// The DTLS certificate of every leg made from this config (and its clones).
+    pub identity: DtlsIdentity,
 }
 
 impl WebRtcLegConfig {
@@ -74,6 +78,7 @@ impl WebRtcLegConfig {
             candidates: Arc::new(CandidatePolicy::new(loopback, Default::default())),
             ice_ports: IcePorts::default(),
             owner: "local".into(),
+            identity: DtlsIdentity::new(),
         }
     }
 
@@ -346,11 +351,14 @@ impl WebRtcLeg {
             // A server cannot resolve a browser's mDNS names; never query for them.
             .with_multicast_dns_mode(MulticastDnsMode::Disabled)
             .build();
+        // The gateway's one certificate: no key generation per call.
+        let certificate = config.identity.certificate()?;
         let pc = PeerConnectionBuilder::new()
             .with_runtime(Arc::new(runtime))
             .with_configuration(
                 RTCConfigurationBuilder::new()
                     .with_ice_servers(vec![])
+                    .with_certificates(vec![certificate])
                     .build(),
             )
             .with_media_engine(engine)
@@ -564,6 +572,7 @@ mod tests {
             candidates: Arc::default(),
             ice_ports: IcePorts::default(),
             owner: "test".into(),
+            identity: DtlsIdentity::new(),
         };
         let e = WebRtcLeg::answer(
             &cfg,
