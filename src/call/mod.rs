@@ -209,6 +209,7 @@ impl CallManager {
             ice_ports: guard.ice_ports,
             owner: String::new(),
             identity: DtlsIdentity::new(),
+            rtcp_interval: config.media.rtcp_interval,
         };
         // One DTLS certificate for every call of this process, made now rather than
         // by the first call; kept until the process exits. Should this fail, each

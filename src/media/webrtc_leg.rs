@@ -3,7 +3,7 @@
 //!
 //! I/O contract: [`WebRtcLeg::answer`] builds one peer connection (its own UDP socket
 //! on `bind_ip`, no STUN/TURN servers, no mDNS, the config's shared DTLS certificate
-//! (see [`super::webrtc_setup`]), on a
+//! and RTCP reports as its only interceptors (see [`super::webrtc_setup`]), on a
 //! [`GuardedRuntime`] that registers the socket's port for the call's user and drops
 //! datagrams to addresses the [`CandidatePolicy`] refuses), answers with exactly one
 //! audio codec (the first of the configured preference list that the browser offers:
@@ -16,6 +16,7 @@
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use rtc::ice::mdns::MulticastDnsMode;
 use rtc::media_stream::MediaStreamTrack;
@@ -33,8 +34,8 @@ use webrtc::media_stream::track_remote::TrackRemote;
 use webrtc::peer_connection::{
     MediaEngine, PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler,
     RTCConfigurationBuilder, RTCIceCandidateInit, RTCIceCandidateType, RTCIceGatheringState,
-    RTCPeerConnectionIceEvent, RTCPeerConnectionState, RTCSessionDescription, Registry,
-    SettingEngineBuilder, configure_rtcp_reports,
+    RTCPeerConnectionIceEvent, RTCPeerConnectionState, RTCSessionDescription,
+    SettingEngineBuilder,
 };
 
 use super::MediaError;
@@ -42,7 +43,7 @@ use super::candidates::CandidatePolicy;
 use super::codec::{AudioCodec, PayloadFormat};
 use super::ice_runtime::GuardedRuntime;
 use super::offer::{self, OfferChoice};
-use super::webrtc_setup::DtlsIdentity;
+use super::webrtc_setup::{self, DtlsIdentity};
 use crate::netguard::ice_ports::{IceLease, IcePorts};
 
 /// Settings for WebRTC legs, derived from the gateway config.
@@ -62,6 +63,8 @@ pub struct WebRtcLegConfig {
     pub owner: String,
     /// The DTLS certificate of every leg made from this config (and its clones).
     pub identity: DtlsIdentity,
+    /// Interval of the legs' RTCP sender and receiver reports (`media.rtcp_interval`).
+    pub rtcp_interval: Duration,
 }
 
 impl WebRtcLegConfig {
@@ -79,6 +82,7 @@ impl WebRtcLegConfig {
             ice_ports: IcePorts::default(),
             owner: "local".into(),
             identity: DtlsIdentity::new(),
+            rtcp_interval: webrtc_setup::DEFAULT_RTCP_INTERVAL,
         }
     }
 
@@ -362,7 +366,7 @@ impl WebRtcLeg {
                     .build(),
             )
             .with_media_engine(engine)
-            .with_interceptor_registry(configure_rtcp_reports(Registry::new()))
+            .with_interceptor_registry(webrtc_setup::audio_interceptors(config.rtcp_interval))
             .with_setting_engine(settings)
             .with_handler(handler)
             .with_udp_addrs(vec![SocketAddr::new(config.bind_ip, 0)])
@@ -573,6 +577,7 @@ mod tests {
             ice_ports: IcePorts::default(),
             owner: "test".into(),
             identity: DtlsIdentity::new(),
+            rtcp_interval: webrtc_setup::DEFAULT_RTCP_INTERVAL,
         };
         let e = WebRtcLeg::answer(
             &cfg,
