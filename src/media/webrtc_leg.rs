@@ -337,6 +337,8 @@ impl WebRtcLeg {
         events: mpsc::UnboundedSender<WebRtcEvent>,
     ) -> Result<WebRtcLeg, MediaError> {
         let engine = media_engine(&format)?;
+        // The gateway's one certificate: no key generation per call.
+        let certificate = config.identity.certificate()?;
         let closing = Arc::new(AtomicBool::new(false));
         let (track_tx, track_rx) = watch::channel(None);
         let handler = Arc::new(LegHandler {
@@ -355,8 +357,6 @@ impl WebRtcLeg {
             // A server cannot resolve a browser's mDNS names; never query for them.
             .with_multicast_dns_mode(MulticastDnsMode::Disabled)
             .build();
-        // The gateway's one certificate: no key generation per call.
-        let certificate = config.identity.certificate()?;
         let pc = PeerConnectionBuilder::new()
             .with_runtime(Arc::new(runtime))
             .with_configuration(
