@@ -9,7 +9,8 @@
 //!    → first echoed audio packet;
 //! 2. holds `--concurrent` such calls at once, all sending 50 packets/s, and reads the
 //!    gateway's `/proc/<pid>/stat` (user+system CPU) over `--window` seconds and
-//!    `/proc/<pid>/status` (VmRSS): CPU per call as % of one core, and RSS per call.
+//!    `/proc/<pid>/status` (VmRSS): CPU per call as % of one core, and RSS per call;
+//!    and counts the gateway's UDP sockets (and any on the mDNS port 5353).
 //!
 //! The echo answers inside the gateway process, so its cost is included. The client
 //! sets `TCP_NODELAY` on its WebSocket as browsers do. Nothing is asserted: this
@@ -111,17 +112,9 @@ impl Gateway {
         let pid = child.id().context("gateway exited at once")?;
         let stdout = child.stdout.take().context("gateway stdout")?;
         let mut lines = BufReader::new(stdout).lines();
-        let url = tokio::time::timeout(STEP, async {
-            while let Some(line) = lines.next_line().await? {
-                if let Some(rest) = line.strip_prefix("callbridge listening: ") {
-                    let url = rest.split_whitespace().next().unwrap_or_default();
-                    return Ok(url.to_string());
-                }
-            }
-            bail!("gateway exited before listening")
-        })
-        .await
-        .context("gateway did not start listening in time")??;
+        let url = tokio::time::timeout(STEP, listening_url(&mut lines))
+            .await
+            .context("gateway did not start listening in time")??;
         // Keep reading its stdout so it never blocks on a full pipe.
         tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
         Ok(Gateway { child, pid, url })
@@ -151,6 +144,48 @@ impl Gateway {
             .context("VmRSS value")?
             .parse()?)
     }
+}
+
+/// UDP sockets the process holds: (all, bound to port 5353, the mDNS port).
+fn udp_sockets(pid: u32) -> anyhow::Result<(usize, usize)> {
+    let mut inodes = std::collections::HashSet::new();
+    for fd in std::fs::read_dir(format!("/proc/{pid}/fd"))? {
+        let target = std::fs::read_link(fd?.path()).unwrap_or_default();
+        if let Some(inode) = target
+            .to_str()
+            .and_then(|t| t.strip_prefix("socket:["))
+            .and_then(|t| t.strip_suffix(']'))
+        {
+            inodes.insert(inode.to_string());
+        }
+    }
+    let (mut all, mut mdns) = (0, 0);
+    for table in ["udp", "udp6"] {
+        let text = std::fs::read_to_string(format!("/proc/{pid}/net/{table}"))?;
+        for line in text.lines().skip(1) {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let (Some(local), Some(inode)) = (fields.get(1), fields.get(9)) else {
+                continue;
+            };
+            if inodes.contains(*inode) {
+                all += 1;
+                mdns += usize::from(local.ends_with(":14E9"));
+            }
+        }
+    }
+    Ok((all, mdns))
+}
+
+/// The `ws://` URL from the gateway's "callbridge listening: …" line.
+async fn listening_url(
+    lines: &mut tokio::io::Lines<BufReader<tokio::process::ChildStdout>>,
+) -> anyhow::Result<String> {
+    while let Some(line) = lines.next_line().await? {
+        if let Some(rest) = line.strip_prefix("callbridge listening: ") {
+            return Ok(rest.split_whitespace().next().unwrap_or_default().to_string());
+        }
+    }
+    bail!("gateway exited before listening")
 }
 
 /// When each step of a call's setup happened, after `call` was sent.
@@ -414,12 +449,12 @@ async fn main() -> anyhow::Result<()> {
         let to = args.to.clone();
         // Set up a few at a time, like arriving users; each is held until `stop`.
         let mut held: Vec<tokio::task::JoinHandle<anyhow::Result<()>>> = Vec::new();
-        let mut setups = futures_util::stream::iter(0..args.concurrent)
+        let mut setups = std::pin::pin!(futures_util::stream::iter(0..args.concurrent)
             .map(|i| {
                 let (url, to) = (url.clone(), to.clone());
                 async move { place(&url, &format!("load{i}"), &to, frames).await }
             })
-            .buffer_unordered(8);
+            .buffer_unordered(8));
         while let Some(call) = setups.next().await {
             held.push(tokio::spawn(call?.hold_then_hang_up(stop_rx.clone())));
         }
@@ -428,6 +463,7 @@ async fn main() -> anyhow::Result<()> {
         tokio::time::sleep(Duration::from_secs(args.window)).await;
         let (cpu1, elapsed) = (gw.cpu(hz)?, t0.elapsed());
         let rss_loaded = gw.rss_kib()?;
+        let (udp, mdns) = udp_sockets(gw.pid)?;
         stop_tx.send_replace(true);
         for h in held {
             h.await??;
@@ -445,6 +481,7 @@ async fn main() -> anyhow::Result<()> {
             rss_loaded,
             rss_loaded.saturating_sub(rss_idle) as f64 / m
         );
+        println!("gateway UDP sockets with them: {udp} ({mdns} on port 5353, mDNS)");
     }
     drop(gw.child);
     Ok(())
