@@ -28,7 +28,7 @@
 #[allow(dead_code)]
 mod browser;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -91,7 +91,7 @@ struct Gateway {
 impl Gateway {
     /// Starts `binary serve` on embedded defaults with ephemeral loopback ports and
     /// limits wide enough for the load; waits for its "listening" line.
-    async fn start(binary: &PathBuf) -> anyhow::Result<Gateway> {
+    async fn start(binary: &Path) -> anyhow::Result<Gateway> {
         let mut child = tokio::process::Command::new(binary)
             .arg("serve")
             .env("CALLBRIDGE_SERVER__LISTEN", "127.0.0.1:0")

@@ -122,11 +122,12 @@ mod tests {
         let identity = DtlsIdentity::new();
         let first = identity.certificate().expect("generated");
         let clone = identity.clone();
-        assert!(clone.certificate().expect("shared") == first, "clones share it");
+        assert_eq!(clone.certificate().expect("shared"), first, "clones share it");
         assert_eq!(identity.fingerprint().ok(), clone.fingerprint().ok());
         let other = DtlsIdentity::new();
-        assert!(
-            other.certificate().expect("generated") != first,
+        assert_ne!(
+            other.certificate().expect("generated"),
+            first,
             "another identity makes its own certificate"
         );
         let fingerprint = identity.fingerprint().expect("fingerprint");
