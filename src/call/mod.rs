@@ -266,6 +266,11 @@ impl CallManager {
         &self.webrtc.candidates
     }
 
+    /// The DTLS certificate every WebRTC leg of this manager uses.
+    pub fn dtls_identity(&self) -> &DtlsIdentity {
+        &self.webrtc.identity
+    }
+
     /// The live ICE ports of the WebRTC legs, by user (read by the TURN peer policy).
     pub fn ice_ports(&self) -> &crate::netguard::ice_ports::IcePorts {
         &self.webrtc.ice_ports
