@@ -1,8 +1,7 @@
 //! The gateway's DTLS identity, against running gateways: every call's SDP answer
 //! carries the same `a=fingerprint`, that of the certificate the call manager made at
-//! start,
-//! two calls complete their DTLS handshakes with it at the same time and their audio
-//! echoes back; another gateway process has a certificate of its own.
+//! start; two calls complete their DTLS handshakes with it at the same time and their
+//! audio echoes back; another gateway has a certificate of its own.
 //!
 //! The browsers are `webrtc`-crate clients, which check the certificate of the DTLS
 //! handshake against the answer's fingerprint; the far end is the built-in echo UAS.
