@@ -32,10 +32,19 @@ pub const DEFAULT_RTCP_INTERVAL: Duration = Duration::from_secs(5);
 ///
 /// Made on first use (or by [`DtlsIdentity::certificate`] at start) and kept for the
 /// life of the value. Cloning shares it.
-#[derive(Debug, Clone, Default)]
+#[derive(Clone, Default)]
 pub struct DtlsIdentity {
     /// The certificate, once made.
     cell: Arc<OnceLock<RTCCertificate>>,
+}
+
+impl std::fmt::Debug for DtlsIdentity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Not the certificate's bytes: a config's Debug would dump them.
+        f.debug_struct("DtlsIdentity")
+            .field("made", &self.cell.get().is_some())
+            .finish()
+    }
 }
 
 impl DtlsIdentity {
