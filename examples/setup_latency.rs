@@ -182,7 +182,11 @@ async fn listening_url(
 ) -> anyhow::Result<String> {
     while let Some(line) = lines.next_line().await? {
         if let Some(rest) = line.strip_prefix("callbridge listening: ") {
-            return Ok(rest.split_whitespace().next().unwrap_or_default().to_string());
+            return Ok(rest
+                .split_whitespace()
+                .next()
+                .unwrap_or_default()
+                .to_string());
         }
     }
     bail!("gateway exited before listening")
@@ -409,7 +413,10 @@ async fn main() -> anyhow::Result<()> {
     );
 
     // Warm-up: the first call pays for lazy initialisation everywhere.
-    place(&gw.url, "warmup", &args.to, 250).await?.hang_up().await?;
+    place(&gw.url, "warmup", &args.to, 250)
+        .await?
+        .hang_up()
+        .await?;
 
     let mut times = Vec::with_capacity(args.calls);
     for i in 0..args.calls {
@@ -449,12 +456,14 @@ async fn main() -> anyhow::Result<()> {
         let to = args.to.clone();
         // Set up a few at a time, like arriving users; each is held until `stop`.
         let mut held: Vec<tokio::task::JoinHandle<anyhow::Result<()>>> = Vec::new();
-        let mut setups = std::pin::pin!(futures_util::stream::iter(0..args.concurrent)
-            .map(|i| {
-                let (url, to) = (url.clone(), to.clone());
-                async move { place(&url, &format!("load{i}"), &to, frames).await }
-            })
-            .buffer_unordered(8));
+        let mut setups = std::pin::pin!(
+            futures_util::stream::iter(0..args.concurrent)
+                .map(|i| {
+                    let (url, to) = (url.clone(), to.clone());
+                    async move { place(&url, &format!("load{i}"), &to, frames).await }
+                })
+                .buffer_unordered(8)
+        );
         while let Some(call) = setups.next().await {
             held.push(tokio::spawn(call?.hold_then_hang_up(stop_rx.clone())));
         }

@@ -485,7 +485,10 @@ fn symmetric_rtp_is_off_by_default_and_its_window_is_bounded() {
 #[test]
 fn rtcp_interval_defaults_to_5s_and_is_bounded() {
     let config = load_text(&minimal(), vec![]).expect("minimal");
-    assert_eq!(config.media.rtcp_interval, std::time::Duration::from_secs(5));
+    assert_eq!(
+        config.media.rtcp_interval,
+        std::time::Duration::from_secs(5)
+    );
     for bad in ["0s", "500ms", "2m"] {
         let text = format!("{}\n[media]\nrtcp_interval = \"{bad}\"", minimal());
         let err = load_text(&text, vec![]).expect_err(bad).to_string();
@@ -493,5 +496,8 @@ fn rtcp_interval_defaults_to_5s_and_is_bounded() {
     }
     let env = vec![("CALLBRIDGE_MEDIA__RTCP_INTERVAL", "2s")];
     let config = load_text(&minimal(), env).expect("env override");
-    assert_eq!(config.media.rtcp_interval, std::time::Duration::from_secs(2));
+    assert_eq!(
+        config.media.rtcp_interval,
+        std::time::Duration::from_secs(2)
+    );
 }

@@ -110,7 +110,9 @@ pub fn audio_interceptors(rtcp_interval: Duration) -> Registry {
         )
         .with(
             Slot::SenderReport,
-            SenderReportBuilder::new().with_interval(rtcp_interval).build(),
+            SenderReportBuilder::new()
+                .with_interval(rtcp_interval)
+                .build(),
         )
 }
 
@@ -131,7 +133,11 @@ mod tests {
         let identity = DtlsIdentity::new();
         let first = identity.certificate().expect("generated");
         let clone = identity.clone();
-        assert_eq!(clone.certificate().expect("shared"), first, "clones share it");
+        assert_eq!(
+            clone.certificate().expect("shared"),
+            first,
+            "clones share it"
+        );
         assert_eq!(identity.fingerprint().ok(), clone.fingerprint().ok());
         let other = DtlsIdentity::new();
         assert_ne!(

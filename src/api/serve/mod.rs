@@ -194,7 +194,10 @@ async fn accept(tcp: &TcpListener) -> std::io::Result<(TcpStream, SocketAddr)> {
         // Still servable (only slower); a socket already reset fails on its own.
         debug!(%peer, error = %e, "cannot set TCP_NODELAY");
     }
-    Ok((stream, SocketAddr::new(peer.ip().to_canonical(), peer.port())))
+    Ok((
+        stream,
+        SocketAddr::new(peer.ip().to_canonical(), peer.port()),
+    ))
 }
 
 async fn serve_connection(
@@ -301,7 +304,10 @@ mod tests {
         // The kernel's default, so the assertion below shows what `accept` changes.
         let _plain_client = TcpStream::connect(addr).await.expect("connect");
         let (plain, _) = listener.accept().await.expect("accept");
-        assert!(!plain.nodelay().expect("getsockopt"), "Nagle is on by default");
+        assert!(
+            !plain.nodelay().expect("getsockopt"),
+            "Nagle is on by default"
+        );
 
         let client = TcpStream::connect(addr).await.expect("connect");
         let (stream, peer) = accept(&listener).await.expect("accept");
