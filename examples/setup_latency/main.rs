@@ -6,13 +6,12 @@
 //! 1. places `--calls` calls one after another, each from a fresh WebSocket session
 //!    and a fresh `webrtc`-crate browser that starts a PCMU tone as soon as ICE and
 //!    DTLS are up, and reports p50/p99/max of `call` sent → `answer`, → `answered`,
-//!    → first echoed audio packet;
+//!    → first echoed audio packet, and the gateway's CPU per call (setup to hangup);
 //! 2. holds `--concurrent` such calls at once and measures the gateway over two
 //!    `--window`s, first with every call sending a tone (50 packets/s each way), then
 //!    with the calls up but silent: user+system CPU (`/proc/<pid>/stat`) and wake-ups
 //!    (voluntary context switches of all its threads) per call, RSS per call
-//!    (`/proc/<pid>/status`), and its UDP sockets (and any on the mDNS port 5353);
-//! 3. before those, the gateway's CPU per sequential call (setup to hangup).
+//!    (`/proc/<pid>/status`), and its UDP sockets (and any on the mDNS port 5353).
 //!
 //! The echo answers inside the gateway process, so its cost is included. The client
 //! sets `TCP_NODELAY` on its WebSocket as browsers do. Nothing is asserted: this
