@@ -35,6 +35,8 @@ impl Gateway {
             .env("CALLBRIDGE_RATELIMIT__WS_PER_IP_PER_SEC", "100000")
             .env("CALLBRIDGE_RATELIMIT__WS_BURST", "100000")
             .env("CALLBRIDGE_SERVER__MAX_CALLS", "100000")
+            // Silent calls are measured too: never end them for lack of media.
+            .env("CALLBRIDGE_MEDIA__INACTIVITY_TIMEOUT", "0s")
             .env("CALLBRIDGE_LOG", "warn")
             .stdout(Stdio::piped())
             .kill_on_drop(true)
