@@ -25,7 +25,7 @@ use webrtc::peer_connection::{RTCCertificate, Registry};
 use super::MediaError;
 
 /// Interval of RTCP sender and receiver reports when none is configured
-/// (`media.rtcp_interval`): RFC 3550's recommended minimum.
+/// (`media.rtcp_interval`): RFC 3550's recommended minimum, and libwebrtc's own for audio.
 pub const DEFAULT_RTCP_INTERVAL: Duration = Duration::from_secs(5);
 
 /// The DTLS certificate shared by the WebRTC legs that hold clones of this value.
