@@ -59,6 +59,7 @@ pub fn bridge_config(
         },
         foreign_drops,
         stats_interval: media.stats_interval,
+        rtcp_interval: media.rtcp_interval,
         ..defaults
     }
 }

@@ -32,6 +32,7 @@ use crate::drain::Drain;
 use crate::events::Events;
 use crate::media::candidates::LegGuard;
 use crate::media::webrtc_leg::{IceCandidate, WebRtcLegConfig};
+use crate::media::webrtc_setup::DtlsIdentity;
 use crate::metrics::Metrics;
 use crate::signaling::protocol::{EndReason, ServerMessage};
 use crate::sip::SipEndpoint;
@@ -207,7 +208,16 @@ impl CallManager {
             candidates: guard.candidates,
             ice_ports: guard.ice_ports,
             owner: String::new(),
+            identity: DtlsIdentity::new(),
+            rtcp_interval: config.media.rtcp_interval,
         };
+        // One DTLS certificate for every call of this process, made now rather than
+        // by the first call; kept until the process exits. Should this fail, each
+        // leg tries again and a call that cannot get one fails with the reason.
+        match webrtc.identity.fingerprint() {
+            Ok(fingerprint) => tracing::info!(%fingerprint, "DTLS certificate of the WebRTC legs"),
+            Err(e) => tracing::error!(error = %e, "cannot make the DTLS certificate"),
+        }
         let dids = config
             .dids
             .iter()
@@ -254,6 +264,11 @@ impl CallManager {
     /// The browser candidate policy of the WebRTC legs (its counters show refusals).
     pub fn candidate_policy(&self) -> &Arc<crate::media::candidates::CandidatePolicy> {
         &self.webrtc.candidates
+    }
+
+    /// The DTLS certificate every WebRTC leg of this manager uses.
+    pub fn dtls_identity(&self) -> &DtlsIdentity {
+        &self.webrtc.identity
     }
 
     /// The live ICE ports of the WebRTC legs, by user (read by the TURN peer policy).

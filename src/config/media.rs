@@ -45,6 +45,10 @@ pub struct MediaConfig {
     /// How often quality is computed and sent to the browser as `stats`.
     #[serde(with = "humantime_serde")]
     pub stats_interval: Duration,
+    /// Interval of our RTCP sender/receiver reports on both legs (randomised ×0.5-1.5
+    /// on the SIP leg, RFC 3550 §6.2).
+    #[serde(with = "humantime_serde")]
+    pub rtcp_interval: Duration,
     /// Where call recordings (stereo WAV) are written.
     pub recording_dir: PathBuf,
     /// Largest recording file; recording stops there.
@@ -76,6 +80,7 @@ impl Default for MediaConfig {
             symmetric_rtp_window: Duration::from_secs(2),
             symmetric_rtp_packets: 50,
             stats_interval: Duration::from_secs(5),
+            rtcp_interval: crate::media::webrtc_setup::DEFAULT_RTCP_INTERVAL,
             recording_dir: PathBuf::from("data/recordings"),
             recording_max_bytes: 100 * 1024 * 1024,
             recording_max_total_bytes: 10 * 1024 * 1024 * 1024,
@@ -125,6 +130,12 @@ pub(super) fn validate(media: &MediaConfig) -> Result<(), ConfigError> {
         return Err(ConfigError::invalid(
             "media.stats_interval",
             "must be at least 1s",
+        ));
+    }
+    if !(Duration::from_secs(1)..=Duration::from_secs(60)).contains(&media.rtcp_interval) {
+        return Err(ConfigError::invalid(
+            "media.rtcp_interval",
+            "must be 1s-60s (RFC 3550 suggests 5s; reports carry the RTT and loss figures)",
         ));
     }
     for (i, net) in media.allow_candidate_networks.iter().enumerate() {

@@ -481,3 +481,23 @@ fn symmetric_rtp_is_off_by_default_and_its_window_is_bounded() {
         std::time::Duration::from_millis(500)
     );
 }
+
+#[test]
+fn rtcp_interval_defaults_to_5s_and_is_bounded() {
+    let config = load_text(&minimal(), vec![]).expect("minimal");
+    assert_eq!(
+        config.media.rtcp_interval,
+        std::time::Duration::from_secs(5)
+    );
+    for bad in ["0s", "500ms", "2m"] {
+        let text = format!("{}\n[media]\nrtcp_interval = \"{bad}\"", minimal());
+        let err = load_text(&text, vec![]).expect_err(bad).to_string();
+        assert!(err.contains("media.rtcp_interval"), "{bad}: {err}");
+    }
+    let env = vec![("CALLBRIDGE_MEDIA__RTCP_INTERVAL", "2s")];
+    let config = load_text(&minimal(), env).expect("env override");
+    assert_eq!(
+        config.media.rtcp_interval,
+        std::time::Duration::from_secs(2)
+    );
+}

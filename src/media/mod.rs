@@ -16,7 +16,8 @@
 //! [`negotiate`], [`rewrite`], [`relay`], [`g711`], [`audio`], [`jitter`],
 //! [`repacketize`], [`transcode`], [`pipeline`], [`dtmf`], [`rtp_stats`], [`rtcp`],
 //! [`latch`], [`talkspurt`], [`emodel`], [`quality`], [`recording::mixer`]. Runtime parts:
-//! [`webrtc_leg`], [`rtp_leg`], [`bridge`], [`recording`].
+//! [`webrtc_leg`] (with what its peer connections share: [`webrtc_setup`]),
+//! [`rtp_leg`], [`bridge`], [`recording`].
 
 pub mod audio;
 pub mod bridge;
@@ -43,6 +44,7 @@ pub mod sdp;
 pub mod talkspurt;
 pub mod transcode;
 pub mod webrtc_leg;
+pub mod webrtc_setup;
 
 use codec::AudioCodec;
 

@@ -2,19 +2,21 @@
 //! candidates both ways and exposes the audio track as RTP packet streams.
 //!
 //! I/O contract: [`WebRtcLeg::answer`] builds one peer connection (its own UDP socket
-//! on `bind_ip`, no STUN/TURN servers, no mDNS, on a [`GuardedRuntime`] that registers
-//! the socket's port for the call's user and drops datagrams to addresses the
-//! [`CandidatePolicy`] refuses), answers with exactly one audio codec (the
-//! first of the configured preference list that the browser offers: PCMU, PCMA or
-//! Opus) plus `telephone-event/8000`, and from then on reports through the `events` channel:
-//! local candidates (with `public_ip` substituted for host candidates when set), the end
-//! of gathering, and `Connected`/`Failed`. The bridge reads the browser's track and
-//! writes ours through crate-internal handles. Browser candidates (SDP and trickled)
-//! that the policy refuses are ignored.
+//! on `bind_ip`, no STUN/TURN servers, no mDNS, the config's shared DTLS certificate
+//! and RTCP reports as its only interceptors (see [`super::webrtc_setup`]), on a
+//! [`GuardedRuntime`] that registers the socket's port for the call's user and drops
+//! datagrams to addresses the [`CandidatePolicy`] refuses), answers with exactly one
+//! audio codec (the first of the configured preference list that the browser offers:
+//! PCMU, PCMA or Opus) plus `telephone-event/8000`, and from then on reports through
+//! the `events` channel: local candidates (with `public_ip` substituted for host
+//! candidates when set), the end of gathering, and `Connected`/`Failed`. The bridge
+//! reads the browser's track and writes ours through crate-internal handles. Browser
+//! candidates (SDP and trickled) that the policy refuses are ignored.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use rtc::ice::mdns::MulticastDnsMode;
 use rtc::media_stream::MediaStreamTrack;
@@ -32,8 +34,7 @@ use webrtc::media_stream::track_remote::TrackRemote;
 use webrtc::peer_connection::{
     MediaEngine, PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler,
     RTCConfigurationBuilder, RTCIceCandidateInit, RTCIceCandidateType, RTCIceGatheringState,
-    RTCPeerConnectionIceEvent, RTCPeerConnectionState, RTCSessionDescription, Registry,
-    SettingEngineBuilder, configure_rtcp_reports,
+    RTCPeerConnectionIceEvent, RTCPeerConnectionState, RTCSessionDescription, SettingEngineBuilder,
 };
 
 use super::MediaError;
@@ -41,6 +42,7 @@ use super::candidates::CandidatePolicy;
 use super::codec::{AudioCodec, PayloadFormat};
 use super::ice_runtime::GuardedRuntime;
 use super::offer::{self, OfferChoice};
+use super::webrtc_setup::{self, DtlsIdentity};
 use crate::netguard::ice_ports::{IceLease, IcePorts};
 
 /// Settings for WebRTC legs, derived from the gateway config.
@@ -58,6 +60,10 @@ pub struct WebRtcLegConfig {
     pub ice_ports: IcePorts,
     /// The user the legs belong to: that user's TURN relay may reach their ICE ports.
     pub owner: String,
+    /// The DTLS certificate of every leg made from this config (and its clones).
+    pub identity: DtlsIdentity,
+    /// Interval of the legs' RTCP sender and receiver reports (`media.rtcp_interval`).
+    pub rtcp_interval: Duration,
 }
 
 impl WebRtcLegConfig {
@@ -74,6 +80,8 @@ impl WebRtcLegConfig {
             candidates: Arc::new(CandidatePolicy::new(loopback, Default::default())),
             ice_ports: IcePorts::default(),
             owner: "local".into(),
+            identity: DtlsIdentity::new(),
+            rtcp_interval: webrtc_setup::DEFAULT_RTCP_INTERVAL,
         }
     }
 
@@ -328,6 +336,8 @@ impl WebRtcLeg {
         events: mpsc::UnboundedSender<WebRtcEvent>,
     ) -> Result<WebRtcLeg, MediaError> {
         let engine = media_engine(&format)?;
+        // The gateway's one certificate: no key generation per call.
+        let certificate = config.identity.certificate()?;
         let closing = Arc::new(AtomicBool::new(false));
         let (track_tx, track_rx) = watch::channel(None);
         let handler = Arc::new(LegHandler {
@@ -351,10 +361,11 @@ impl WebRtcLeg {
             .with_configuration(
                 RTCConfigurationBuilder::new()
                     .with_ice_servers(vec![])
+                    .with_certificates(vec![certificate])
                     .build(),
             )
             .with_media_engine(engine)
-            .with_interceptor_registry(configure_rtcp_reports(Registry::new()))
+            .with_interceptor_registry(webrtc_setup::audio_interceptors(config.rtcp_interval))
             .with_setting_engine(settings)
             .with_handler(handler)
             .with_udp_addrs(vec![SocketAddr::new(config.bind_ip, 0)])
@@ -564,6 +575,8 @@ mod tests {
             candidates: Arc::default(),
             ice_ports: IcePorts::default(),
             owner: "test".into(),
+            identity: DtlsIdentity::new(),
+            rtcp_interval: webrtc_setup::DEFAULT_RTCP_INTERVAL,
         };
         let e = WebRtcLeg::answer(
             &cfg,

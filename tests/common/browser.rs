@@ -115,6 +115,8 @@ pub struct ReceivedPacket {
     pub marker: bool,
     /// Payload bytes.
     pub payload: Bytes,
+    /// When it arrived (read from the track).
+    pub arrived: std::time::Instant,
 }
 
 /// Callbacks of the browser's peer connection.
@@ -162,6 +164,7 @@ impl PeerConnectionEventHandler for Handler {
                             ssrc: h.ssrc,
                             marker: h.marker,
                             payload: p.payload.clone(),
+                            arrived: std::time::Instant::now(),
                         };
                         if let Ok(mut r) = received.lock() {
                             r.push(packet);
