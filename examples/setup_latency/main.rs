@@ -40,7 +40,7 @@ use futures_util::StreamExt;
 use tokio::sync::watch;
 
 use call::{Phase, SetupTimes, place};
-use gateway::{Gateway, ticks_per_sec};
+use gateway::{Gateway, ticks_per_sec, udp_sockets};
 
 /// Measure call setup latency and per-call cost of a callbridge process.
 #[derive(Parser)]
