@@ -117,6 +117,15 @@ impl TestCall {
         }
     }
 
+    /// Processes messages until at least one gateway ICE candidate is known. The
+    /// gateway trickles its candidates (`ice`) while the call proceeds, so a fast far
+    /// end's `answered` can arrive before the first one.
+    pub async fn wait_gateway_candidate(&mut self, ws: &mut WsClient) {
+        while self.gateway_candidates.is_empty() {
+            self.until(ws, &["ice"]).await;
+        }
+    }
+
     /// Sends `hangup` for this call.
     pub async fn hangup(&self, ws: &mut WsClient) {
         ws.send(json!({"type": "hangup", "call_id": self.call_id}))
