@@ -1,7 +1,8 @@
 //! Attacks on browser sessions against a running gateway, each next to the legitimate
 //! use that must keep working: a session outliving its token, `reauth` as another
 //! user, `resume` with an expired token (and the call ending `signaling_lost`), TURN
-//! credentials outliving the token, one user opening sessions without bound, an
+//! credentials outliving the token, a client frame crossing the gateway's Close (a
+//! reset instead of a clean close), one user opening sessions without bound, an
 //! oversized first frame, oversized frames after auth.
 
 mod common;
@@ -16,7 +17,7 @@ use common::gateway::{
     Closed, SECRET, TestGateway, WAIT, WsClient, claims, http_get, now, test_config, token,
 };
 use common::sipp::Sipp;
-use futures_util::StreamExt;
+use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use tokio::io::AsyncWriteExt;
 use tokio_tungstenite::tungstenite::Message;
@@ -98,6 +99,40 @@ async fn a_session_is_closed_4001_when_its_token_expires() {
     );
     assert_eq!(ws.closed().await, Closed::Code(4001));
     assert!(now() >= exp, "not closed before exp");
+    gw.stop().await;
+}
+
+/// A browser's frame (a pong, say) can cross the gateway's Close. The gateway must
+/// finish the closing handshake before dropping the socket: dropped with the frame
+/// unread, the kernel resets the connection and Chromium reports 1006 instead of 4001
+/// (seen in `e2e_reauth.mjs`, whose token expired just as a ping was answered).
+#[tokio::test]
+async fn a_frame_crossing_the_close_does_not_reset_the_connection() {
+    let gw = TestGateway::start(strict_config()).await;
+    let mut ws = raw_socket(&gw).await;
+    let short = token("tess", "calls:outbound", 2);
+    ws.send(Message::text(
+        json!({"type": "auth", "token": short}).to_string(),
+    ))
+    .await
+    .expect("send auth");
+    assert_eq!(next(&mut ws).await["type"], "ready");
+    let error = next(&mut ws).await;
+    assert_eq!(error["code"], "unauthorized", "{error}");
+    // Sent after the gateway decided to close: it crosses the Close frame.
+    ws.send(Message::text(json!({"type": "ping"}).to_string()))
+        .await
+        .expect("send the crossing frame");
+    let (_, close) = close_frame(&mut ws).await;
+    assert_eq!(close, Some((4001, "token expired".to_string())));
+    // tungstenite answers the Close; the gateway then ends the connection with FIN.
+    let end = tokio::time::timeout(WAIT, ws.next())
+        .await
+        .expect("the gateway never ended the connection");
+    assert!(
+        end.is_none(),
+        "the connection ended with {end:?}, not a clean close (a reset loses the Close frame)"
+    );
     gw.stop().await;
 }
 

@@ -26,6 +26,8 @@ use crate::server::Gateway;
 
 /// Interval of WebSocket pings from the server.
 const PING_INTERVAL: Duration = Duration::from_secs(20);
+/// How long a closing socket waits for the client's Close frame.
+const CLOSE_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(2);
 /// Refused messages in a row after which a flooding socket is closed (4029).
 const FLOOD_CLOSE_AFTER: u32 = 50;
 /// A socket silent for this long is considered dead.
@@ -152,7 +154,21 @@ impl Session {
             code,
             reason: reason.chars().take(120).collect::<String>().into(),
         };
-        let _ = self.socket.send(Message::Close(Some(frame))).await;
+        if self.socket.send(Message::Close(Some(frame))).await.is_err() {
+            return;
+        }
+        // The closing handshake (RFC 6455 §7.1.1): read until the client's Close (or
+        // the end) before the socket is dropped. Dropping it with a client frame still
+        // unread (a pong crossing our Close) makes the kernel send RST, and the browser
+        // may then lose the Close frame and report 1006 instead of our code.
+        let _ = tokio::time::timeout(CLOSE_HANDSHAKE_TIMEOUT, async {
+            while let Some(Ok(message)) = self.socket.recv().await {
+                if matches!(message, Message::Close(_)) {
+                    break;
+                }
+            }
+        })
+        .await;
     }
 
     pub(super) async fn refuse(&mut self, code: ErrorCode, message: &str, close: u16) {
