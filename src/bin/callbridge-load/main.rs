@@ -233,7 +233,13 @@ async fn main() -> anyhow::Result<()> {
     );
 
     // Warm-up: the first call pays for lazy initialisation everywhere.
-    dialer.place("warmup").await?.hang_up().await?;
+    let warmup = async { dialer.place("warmup").await?.hang_up().await };
+    if let Err(e) = warmup.await {
+        if let Some(echo) = &echo {
+            eprintln!("SIP echo so far: {}", echo.counters);
+        }
+        return Err(e.context("the warm-up call failed"));
+    }
     tokio::time::sleep(Duration::from_secs(1)).await;
     let idle = Snapshot::take(&gw, hz)?;
     let idle_rss_kib = idle.rss_kib();

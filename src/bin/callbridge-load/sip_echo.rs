@@ -33,6 +33,19 @@ pub struct EchoCounters {
     pub rtcp: AtomicU64,
 }
 
+impl std::fmt::Display for EchoCounters {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} INVITEs answered, {} BYEs, {} RTP packets echoed, {} RTCP received",
+            self.invites.load(Ordering::Relaxed),
+            self.byes.load(Ordering::Relaxed),
+            self.rtp.load(Ordering::Relaxed),
+            self.rtcp.load(Ordering::Relaxed)
+        )
+    }
+}
+
 /// A running SIP UAS + RTP echo (its threads live as long as the process).
 pub struct SipEcho {
     /// The SIP address to configure as the trunk.
