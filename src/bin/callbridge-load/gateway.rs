@@ -1,6 +1,7 @@
 //! The gateway process under measurement (started with a generated configuration, or
 //! an already-running one), and what /proc says about it and about the machine.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -133,12 +134,43 @@ impl Gateway {
             cpu: process_cpu(self.pid, hz)?,
             wakeups: wakeups(self.pid)?,
             rss_kib: rss_kib(self.pid)?,
+            threads: thread_cpu(self.pid, hz),
         })
     }
 }
 
+/// CPU time so far of each thread of `pid`: thread id → (name, utime+stime).
+fn thread_cpu(pid: u32, hz: f64) -> HashMap<u32, (String, Duration)> {
+    let mut threads = HashMap::new();
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return threads;
+    };
+    for task in tasks.flatten() {
+        let Some(tid) = task.file_name().to_str().and_then(|t| t.parse().ok()) else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(task.path().join("stat")) else {
+            continue;
+        };
+        let (Some((head, after)), Some(open)) = (stat.rsplit_once(')'), stat.find('(')) else {
+            continue;
+        };
+        let name = head.get(open + 1..).unwrap_or_default().to_owned();
+        let fields: Vec<&str> = after.split_whitespace().collect();
+        let ticks = |i: usize| {
+            fields
+                .get(i)
+                .and_then(|f| f.parse::<u64>().ok())
+                .unwrap_or(0)
+        };
+        let cpu = Duration::from_secs_f64((ticks(11) + ticks(12)) as f64 / hz);
+        threads.insert(tid, (name, cpu));
+    }
+    threads
+}
+
 /// Counters of one process at one moment.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct ProcSample {
     /// User+system CPU time so far.
     pub cpu: Duration,
@@ -146,6 +178,8 @@ pub struct ProcSample {
     pub wakeups: u64,
     /// Resident set size, KiB.
     pub rss_kib: u64,
+    /// CPU time of each thread: thread id → (name, utime+stime).
+    pub threads: HashMap<u32, (String, Duration)>,
 }
 
 /// User+system CPU time of process `pid` so far (`/proc/<pid>/stat`).

@@ -8,7 +8,7 @@ use serde::Serialize;
 use crate::gateway::{Gateway, MachineCpu, ProcSample, process_cpu};
 
 /// Everything read at one moment.
-#[derive(Clone, Copy)]
+#[derive(Clone)]
 pub struct Snapshot {
     at: Instant,
     gateway: ProcSample,
@@ -60,6 +60,7 @@ impl Snapshot {
                 / m,
             rss_kib: later.gateway.rss_kib,
             rss_kib_per_call: later.gateway.rss_kib.saturating_sub(idle_rss_kib) as f64 / m,
+            gateway_threads: thread_shares(&self.gateway, &later.gateway, secs),
             loadavg: loadavg(),
         }
     }
@@ -92,8 +93,29 @@ pub struct Window {
     pub rss_kib: u64,
     /// Gateway RSS growth over its idle RSS per call, KiB.
     pub rss_kib_per_call: f64,
+    /// The gateway's CPU by thread name (threads of one name summed), % of a core,
+    /// busiest first.
+    pub gateway_threads: Vec<(String, f64)>,
     /// /proc/loadavg at the end (1, 5, 15 min).
     pub loadavg: [f64; 3],
+}
+
+/// CPU shares by thread name between two samples (a thread absent from `earlier`
+/// started within the window and counts from zero).
+fn thread_shares(earlier: &ProcSample, later: &ProcSample, secs: f64) -> Vec<(String, f64)> {
+    let mut by_name: std::collections::BTreeMap<&str, f64> = Default::default();
+    for (tid, (name, cpu)) in &later.threads {
+        let before = earlier.threads.get(tid).map_or(Duration::ZERO, |(_, c)| *c);
+        *by_name.entry(name).or_default() +=
+            cpu.saturating_sub(before).as_secs_f64() / secs * 100.0;
+    }
+    let mut shares: Vec<(String, f64)> = by_name
+        .into_iter()
+        .filter(|(_, pct)| *pct > 0.0)
+        .map(|(name, pct)| (name.to_owned(), pct))
+        .collect();
+    shares.sort_by(|a, b| b.1.total_cmp(&a.1));
+    shares
 }
 
 /// The 1/5/15-minute load averages.

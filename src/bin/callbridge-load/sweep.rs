@@ -250,5 +250,24 @@ pub fn sweep_table(runs: &[StepRun]) -> String {
             of.iter().map(|r| r.failures).sum::<usize>(),
         ));
     }
+    out.push_str(
+        "\nGateway CPU by thread name, % of a core (last run of each step, audio window):\n\n",
+    );
+    for calls in runs
+        .iter()
+        .map(|r| r.calls)
+        .collect::<std::collections::BTreeSet<_>>()
+    {
+        if let Some(last) = runs.iter().rev().find(|r| r.calls == calls) {
+            let top: Vec<String> = last
+                .audio
+                .gateway_threads
+                .iter()
+                .take(6)
+                .map(|(name, pct)| format!("{name} {pct:.1}"))
+                .collect();
+            out.push_str(&format!("- {calls} calls: {}\n", top.join(", ")));
+        }
+    }
     out
 }
