@@ -19,6 +19,7 @@ use crate::STEP;
 use crate::browser::{
     Browser, BrowserOptions, FRAME_SAMPLES, PT_OPUS, PT_PCMU, frame_number, tone_frame,
 };
+use crate::sip_echo::EchoCounters;
 
 /// A WebSocket session to the gateway.
 type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
@@ -47,6 +48,8 @@ pub struct Dialer {
     pub to: String,
     /// The browser's codec.
     pub codec: Codec,
+    /// The tool's SIP echo, when calls go there (for the gateway-added setup times).
+    pub echo: Option<Arc<EchoCounters>>,
 }
 
 /// When each step of a call's setup happened, after `call` was sent.
@@ -58,6 +61,10 @@ pub struct SetupTimes {
     pub answered: Duration,
     /// The first echoed RTP packet reached the browser.
     pub first_audio: Duration,
+    /// Gateway-added, outbound: `call` sent → INVITE at the SIP echo (tool's echo only).
+    pub to_invite: Option<Duration>,
+    /// Gateway-added, inbound: 200 OK sent by the SIP echo → `answered` at the browser.
+    pub ok_to_answered: Option<Duration>,
 }
 
 /// A call that is set up and echoing.
@@ -180,7 +187,7 @@ impl Dialer {
                                 browser.add_remote_candidate(c).await;
                             }
                         }
-                        "answered" => answered = Some(t0.elapsed()),
+                        "answered" => answered = Some(Instant::now()),
                         "ended" | "error" => bail!("call failed during setup: {message}"),
                         _ => {}
                     }
@@ -201,12 +208,15 @@ impl Dialer {
         while answered.is_none() {
             let message = next_json(&mut ws).await?;
             if message["type"] == "answered" {
-                answered = Some(t0.elapsed());
+                answered = Some(Instant::now());
             }
         }
         let (Some(answer), Some(answered), Some(sender)) = (answer, answered, sender) else {
             bail!("audio came back before the answer");
         };
+        let timing = self.echo.as_ref().and_then(|e| e.take_timing(user));
+        let to_invite = timing.map(|(invite, _)| invite.saturating_duration_since(t0));
+        let ok_to_answered = timing.map(|(_, ok)| answered.saturating_duration_since(ok));
         Ok(ActiveCall {
             ws,
             browser,
@@ -216,8 +226,10 @@ impl Dialer {
             sent_at,
             times: SetupTimes {
                 answer,
-                answered,
+                answered: answered.duration_since(t0),
                 first_audio,
+                to_invite,
+                ok_to_answered,
             },
         })
     }

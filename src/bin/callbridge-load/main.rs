@@ -222,6 +222,7 @@ async fn main() -> anyhow::Result<()> {
         secret: Arc::from(secret.as_str()),
         to: to.clone(),
         codec: args.codec,
+        echo: echo.as_ref().map(|e| e.counters.clone()),
     };
     eprintln!(
         "gateway pid {} at {}; dialing {to} ({:?}); SIP echo {}",
@@ -405,6 +406,8 @@ async fn setup(
     let answer = Percentiles::of(times.iter().map(|t| t.answer));
     let answered = Percentiles::of(times.iter().map(|t| t.answered));
     let first_audio = Percentiles::of(times.iter().map(|t| t.first_audio));
+    let to_invite = Percentiles::of(times.iter().filter_map(|t| t.to_invite));
+    let ok_to_answered = Percentiles::of(times.iter().filter_map(|t| t.ok_to_answered));
     let mut table = format!(
         "{calls} calls one after another, ms after `call` sent:\n\n\
          | step | p50 | p99 | max |\n| --- | --- | --- | --- |\n"
@@ -413,6 +416,8 @@ async fn setup(
         ("`answer`", answer),
         ("`answered`", answered),
         ("first echoed audio", first_audio),
+        ("gateway-added: `call` → INVITE at the SIP echo", to_invite),
+        ("gateway-added: 200 OK sent → `answered`", ok_to_answered),
     ] {
         table.push_str(&format!(
             "| {name} | {:.1} | {:.1} | {:.1} |\n",
@@ -427,6 +432,8 @@ async fn setup(
         "setup_answer": answer,
         "setup_answered": answered,
         "first_audio": first_audio,
+        "gateway_call_to_invite": to_invite,
+        "gateway_ok_to_answered": ok_to_answered,
         "gateway_cpu_ms_per_call": cpu_ms,
     });
     Ok((table, results))

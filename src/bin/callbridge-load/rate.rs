@@ -42,6 +42,10 @@ pub struct CpsRun {
     pub setup_answered: Percentiles,
     /// `call` sent → first echoed audio.
     pub first_audio: Percentiles,
+    /// Gateway-added: `call` sent → INVITE at the tool's SIP echo.
+    pub gateway_call_to_invite: Percentiles,
+    /// Gateway-added: 200 OK sent by the SIP echo → `answered` at the browser.
+    pub gateway_ok_to_answered: Percentiles,
     /// Gateway CPU over the whole rate (setups, held audio, hangups), ms per call.
     pub gateway_cpu_ms_per_call: f64,
     /// The gateway's and machine's figures over the rate (per-call fields are per
@@ -99,6 +103,8 @@ pub async fn cps(
             failure_reasons: failures.into_iter().take(5).collect(),
             setup_answered: answered,
             first_audio: Percentiles::of(times.iter().map(|t| t.first_audio)),
+            gateway_call_to_invite: Percentiles::of(times.iter().filter_map(|t| t.to_invite)),
+            gateway_ok_to_answered: Percentiles::of(times.iter().filter_map(|t| t.ok_to_answered)),
             gateway_cpu_ms_per_call: (s1.gateway_cpu().saturating_sub(cpu0)).as_secs_f64() * 1000.0
                 / calls.max(1) as f64,
             window: s0.window(&s1, calls, idle_rss_kib),
@@ -127,17 +133,21 @@ pub async fn cps(
 /// The CPS run as a markdown table, and the last passing rate.
 pub fn cps_table(runs: &[CpsRun]) -> String {
     let mut out = String::from(
-        "| setups/s | calls | failures | `answered` p50 / p99 (ms) | first audio p50 / p99 (ms) | gateway CPU per call (ms) | gateway CPU (% of a core) | machine CPU (% of 2 cores = 200) | result |\n\
-         | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n",
+        "| setups/s | calls | failures | `answered` p50 / p99 (ms) | gateway-added `call` → INVITE p50 / p99 (ms) | gateway-added 200 → `answered` p50 / p99 (ms) | first audio p50 / p99 (ms) | gateway CPU per call (ms) | gateway CPU (% of a core) | machine CPU (% of a core) | result |\n\
+         | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n",
     );
     for r in runs {
         out.push_str(&format!(
-            "| {} | {} | {} | {:.1} / {:.1} | {:.0} / {:.0} | {:.1} | {:.0} | {:.0} | {} |\n",
+            "| {} | {} | {} | {:.1} / {:.1} | {:.1} / {:.1} | {:.1} / {:.1} | {:.0} / {:.0} | {:.1} | {:.0} | {:.0} | {} |\n",
             r.rate,
             r.calls,
             r.failures,
             r.setup_answered.p50_ms,
             r.setup_answered.p99_ms,
+            r.gateway_call_to_invite.p50_ms,
+            r.gateway_call_to_invite.p99_ms,
+            r.gateway_ok_to_answered.p50_ms,
+            r.gateway_ok_to_answered.p99_ms,
             r.first_audio.p50_ms,
             r.first_audio.p99_ms,
             r.gateway_cpu_ms_per_call,

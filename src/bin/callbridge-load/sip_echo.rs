@@ -15,8 +15,9 @@
 
 use std::collections::HashMap;
 use std::net::{SocketAddr, UdpSocket};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use anyhow::Context;
 
@@ -31,6 +32,16 @@ pub struct EchoCounters {
     pub rtp: AtomicU64,
     /// RTCP datagrams received (and dropped).
     pub rtcp: AtomicU64,
+    /// When each caller's first INVITE arrived and its 200 OK was sent, by From user
+    /// (the gateway puts the token's user there); taken by [`EchoCounters::take_timing`].
+    timings: Mutex<HashMap<String, (Instant, Instant)>>,
+}
+
+impl EchoCounters {
+    /// When `user`'s INVITE arrived and its 200 OK left (once per call).
+    pub fn take_timing(&self, user: &str) -> Option<(Instant, Instant)> {
+        self.timings.lock().ok()?.remove(user)
+    }
 }
 
 impl std::fmt::Display for EchoCounters {
@@ -139,6 +150,7 @@ fn sip_loop(socket: &UdpSocket, rtp: SocketAddr, counters: &EchoCounters) {
         let Ok((n, from)) = socket.recv_from(&mut buf) else {
             continue;
         };
+        let arrived = Instant::now();
         let Ok(text) = std::str::from_utf8(&buf[..n]) else {
             continue;
         };
@@ -153,8 +165,10 @@ fn sip_loop(socket: &UdpSocket, rtp: SocketAddr, counters: &EchoCounters) {
             "ACK" => continue,
             "INVITE" => {
                 let _ = socket.send_to(request.response(100, "Trying", None, "").as_bytes(), from);
+                let mut initial = false;
                 let tag = tags.entry(call_id).or_insert_with(|| {
                     next_tag += 1;
+                    initial = true;
                     counters.invites.fetch_add(1, Ordering::Relaxed);
                     format!("echo{next_tag}")
                 });
@@ -163,6 +177,12 @@ fn sip_loop(socket: &UdpSocket, rtp: SocketAddr, counters: &EchoCounters) {
                 let extra = format!("{contact}Content-Type: application/sdp\r\n");
                 let ok = request.response(200, "OK", Some(tag), &format!("{extra}\r\n{sdp}"));
                 let _ = socket.send_to(ok.as_bytes(), from);
+                if initial
+                    && let Some(user) = request.header("from", "f").and_then(sip_user)
+                    && let Ok(mut timings) = counters.timings.lock()
+                {
+                    timings.insert(user.to_owned(), (arrived, Instant::now()));
+                }
             }
             method => {
                 let tag = tags.get(&call_id).cloned();
@@ -175,6 +195,14 @@ fn sip_loop(socket: &UdpSocket, rtp: SocketAddr, counters: &EchoCounters) {
             }
         }
     }
+}
+
+/// The user part of a From/To value (`"x" <sip:user@host>;tag=…`).
+fn sip_user(value: &str) -> Option<&str> {
+    let start = value.find("sip:")? + 4;
+    let rest = &value[start..];
+    let end = rest.find('@')?;
+    Some(&rest[..end])
 }
 
 fn socket_addr(socket: &UdpSocket) -> String {
@@ -281,5 +309,7 @@ mod tests {
         assert!(ok.contains("CSeq: 1 INVITE\r\n"));
         assert!(ok.ends_with("Content-Length: 5\r\n\r\nv=0\r\n"));
         assert!(Request::parse("SIP/2.0 200 OK\r\n\r\n").is_none());
+        assert_eq!(sip_user(r.header("from", "f").expect("From")), Some("a"));
+        assert_eq!(sip_user("\"A\" <sip:bob@h:5060>;tag=1"), Some("bob"));
     }
 }

@@ -129,6 +129,10 @@ pub struct StepRun {
     pub setup_answered: Percentiles,
     /// `call` sent → first echoed audio at the browser.
     pub first_audio: Percentiles,
+    /// Gateway-added: `call` sent → INVITE at the tool's SIP echo.
+    pub gateway_call_to_invite: Percentiles,
+    /// Gateway-added: 200 OK sent by the SIP echo → `answered` at the browser.
+    pub gateway_ok_to_answered: Percentiles,
     /// The window with audio flowing.
     pub audio: Window,
     /// The window with the calls silent, if measured.
@@ -180,6 +184,10 @@ pub async fn sweep(
                 setup_answer: Percentiles::of(setups.iter().map(|t| t.answer)),
                 setup_answered: Percentiles::of(setups.iter().map(|t| t.answered)),
                 first_audio: Percentiles::of(setups.iter().map(|t| t.first_audio)),
+                gateway_call_to_invite: Percentiles::of(setups.iter().filter_map(|t| t.to_invite)),
+                gateway_ok_to_answered: Percentiles::of(
+                    setups.iter().filter_map(|t| t.ok_to_answered),
+                ),
                 audio,
                 silent,
                 udp_sockets,
@@ -206,8 +214,8 @@ pub async fn sweep(
 /// The sweep as a markdown table: one row per step, "median (min–max)" over its runs.
 pub fn sweep_table(runs: &[StepRun]) -> String {
     let mut out = String::from(
-        "| calls | runs | gateway CPU per call (% of a core) | machine CPU per call (% of a core) | tool CPU (% of a core, all calls) | RSS per call (KiB) | wake-ups per call per s | idle wake-ups per call per s | `answered` p50 / p99 (ms) | first audio p50 / p99 (ms) | per call: sent / echoed / lost / late | gateway UDP sockets (on 5353) | failures |\n\
-         | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n",
+        "| calls | runs | gateway CPU per call (% of a core) | machine CPU per call (% of a core) | tool CPU (% of a core, all calls) | RSS per call (KiB) | wake-ups per call per s | idle wake-ups per call per s | `answered` p50 / p99 (ms) | gateway-added p50: `call` → INVITE / 200 → `answered` (ms) | first audio p50 / p99 (ms) | per call: sent / echoed / lost / late | gateway UDP sockets (on 5353) | failures |\n\
+         | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n",
     );
     let mut steps: Vec<usize> = runs.iter().map(|r| r.calls).collect();
     steps.dedup();
@@ -230,7 +238,7 @@ pub fn sweep_table(runs: &[StepRun]) -> String {
             "-".into()
         };
         out.push_str(&format!(
-            "| {calls} | {} | {} | {} | {} | {} | {} | {idle} | {} / {} | {} / {} | {} / {} / {} / {} | {} ({}) | {} |\n",
+            "| {calls} | {} | {} | {} | {} | {} | {} | {idle} | {} / {} | {} / {} | {} / {} | {} / {} / {} / {} | {} ({}) | {} |\n",
             of.len(),
             col(&|r| r.audio.gateway_cpu_pct_per_call, 3),
             col(&|r| r.audio.machine_cpu_pct_per_call, 3),
@@ -239,6 +247,8 @@ pub fn sweep_table(runs: &[StepRun]) -> String {
             col(&|r| r.audio.wakeups_per_call_sec, 1),
             col(&|r| r.setup_answered.p50_ms, 1),
             col(&|r| r.setup_answered.p99_ms, 1),
+            col(&|r| r.gateway_call_to_invite.p50_ms, 1),
+            col(&|r| r.gateway_ok_to_answered.p50_ms, 1),
             col(&|r| r.first_audio.p50_ms, 0),
             col(&|r| r.first_audio.p99_ms, 0),
             col(&|r| per_call(r.packets.sent, r), 0),
