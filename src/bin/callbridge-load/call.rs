@@ -371,7 +371,9 @@ impl ActiveCall {
                     if p.arrived.saturating_duration_since(*sent) > LATE {
                         stats.late += 1;
                     }
-                    if n % 100 == 0 || std::mem::take(&mut first) {
+                    let check = n % 100 == 0 || first;
+                    first = false;
+                    if check {
                         stats.checked += 1;
                         if p.payload[..] != tone_frame(n as u32)[..] {
                             stats.corrupt += 1;

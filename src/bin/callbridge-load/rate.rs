@@ -157,7 +157,13 @@ pub fn cps_table(runs: &[CpsRun]) -> String {
         ));
     }
     let last = runs.iter().filter(|r| r.passed).map(|r| r.rate).max();
+    let all_passed = runs.iter().all(|r| r.passed);
     out.push_str(&match last {
+        Some(rate) if all_passed => {
+            format!(
+                "\nLast passing rate: {rate} setups/s (every rate tried passed: raise --max).\n"
+            )
+        }
         Some(rate) => format!("\nLast passing rate: {rate} setups/s.\n"),
         None => "\nNo rate passed.\n".into(),
     });
