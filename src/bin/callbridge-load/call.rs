@@ -22,7 +22,7 @@ use crate::browser::{
 use crate::sip_echo::EchoCounters;
 
 /// A WebSocket session to the gateway.
-type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+pub(crate) type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
 /// Echoes slower than this (sent → back at the client) count as late.
 pub const LATE: Duration = Duration::from_millis(100);
@@ -50,6 +50,10 @@ pub struct Dialer {
     pub codec: Codec,
     /// The tool's SIP echo, when calls go there (for the gateway-added setup times).
     pub echo: Option<Arc<EchoCounters>>,
+    /// The SIP URI to call when the gateway is Janus (its SIP plugin).
+    pub janus_uri: Option<String>,
+    /// The address the browsers gather host candidates on.
+    pub bind_ip: std::net::IpAddr,
 }
 
 /// When each step of a call's setup happened, after `call` was sent.
@@ -69,16 +73,41 @@ pub struct SetupTimes {
 
 /// A call that is set up and echoing.
 pub struct ActiveCall {
-    ws: Ws,
-    browser: Arc<Browser>,
-    call_id: String,
-    codec: Codec,
+    pub(crate) ws: Ws,
+    pub(crate) browser: Arc<Browser>,
+    pub(crate) call_id: String,
+    pub(crate) codec: Codec,
     /// The audio sender (sends until aborted).
-    sender: tokio::task::JoinHandle<()>,
+    pub(crate) sender: tokio::task::JoinHandle<()>,
     /// When each frame was sent (frame n at index n).
-    sent_at: Arc<Mutex<Vec<Instant>>>,
+    pub(crate) sent_at: Arc<Mutex<Vec<Instant>>>,
+    /// Janus's session and handle when the call goes through Janus.
+    pub(crate) janus: Option<JanusIds>,
     /// How the setup went.
     pub times: SetupTimes,
+}
+
+/// A call's Janus session and plugin handle.
+#[derive(Debug, Clone, Copy)]
+pub struct JanusIds {
+    /// Session id.
+    pub session: u64,
+    /// SIP plugin handle id.
+    pub handle: u64,
+}
+
+/// The browser's offer for `codec` (PCMU and telephone-event only, or Opus only),
+/// gathering on `bind_ip`.
+pub(crate) fn browser_options(codec: Codec, bind_ip: std::net::IpAddr) -> BrowserOptions {
+    let options = match codec {
+        Codec::Pcmu => BrowserOptions {
+            offer_opus: false,
+            offer_pcma: false,
+            ..BrowserOptions::default()
+        },
+        Codec::Opus => BrowserOptions::opus_only(),
+    };
+    BrowserOptions { bind_ip, ..options }
 }
 
 /// What came back of a call's audio.
@@ -138,6 +167,9 @@ impl Dialer {
     /// Connects (TCP_NODELAY on, as browsers do), authenticates as `user`, places a
     /// call and returns once the first echoed packet has come back and `answered` is in.
     pub async fn place(&self, user: &str) -> anyhow::Result<ActiveCall> {
+        if let Some(uri) = &self.janus_uri {
+            return crate::janus::place(self, user, uri).await;
+        }
         let (mut ws, _) = tokio_tungstenite::connect_async_with_config(&self.url, None, true)
             .await
             .with_context(|| format!("cannot connect to {}", self.url))?;
@@ -146,15 +178,7 @@ impl Dialer {
         if ready["type"] != "ready" {
             bail!("authentication failed: {ready}");
         }
-        let options = match self.codec {
-            Codec::Pcmu => BrowserOptions {
-                offer_opus: false,
-                offer_pcma: false,
-                ..BrowserOptions::default()
-            },
-            Codec::Opus => BrowserOptions::opus_only(),
-        };
-        let browser = Browser::new(options).await;
+        let browser = Browser::new(browser_options(self.codec, self.bind_ip)).await;
         let mut candidates = Some(browser.take_candidates());
         let call_id = format!("{user}-call");
         let sent_at = Arc::new(Mutex::new(Vec::new()));
@@ -224,6 +248,7 @@ impl Dialer {
             codec: self.codec,
             sender,
             sent_at,
+            janus: None,
             times: SetupTimes {
                 answer,
                 answered: answered.duration_since(t0),
@@ -235,12 +260,12 @@ impl Dialer {
     }
 }
 
-async fn send(ws: &mut Ws, value: Value) -> anyhow::Result<()> {
+pub(crate) async fn send(ws: &mut Ws, value: Value) -> anyhow::Result<()> {
     ws.send(Message::Text(value.to_string().into())).await?;
     Ok(())
 }
 
-async fn next_json(ws: &mut Ws) -> anyhow::Result<Value> {
+pub(crate) async fn next_json(ws: &mut Ws) -> anyhow::Result<Value> {
     loop {
         let frame = tokio::time::timeout(STEP, ws.next())
             .await
@@ -256,7 +281,11 @@ async fn next_json(ws: &mut Ws) -> anyhow::Result<Value> {
 
 /// Once ICE and DTLS are up, sends 20 ms frames at 50 packets/s until aborted: PCMU
 /// tone frames carrying their frame number, or an Opus-encoded 400 Hz sine.
-async fn send_audio(browser: Arc<Browser>, codec: Codec, sent_at: Arc<Mutex<Vec<Instant>>>) {
+pub(crate) async fn send_audio(
+    browser: Arc<Browser>,
+    codec: Codec,
+    sent_at: Arc<Mutex<Vec<Instant>>>,
+) {
     if !browser.wait_connected(STEP).await {
         return;
     }
@@ -321,13 +350,21 @@ impl ActiveCall {
                     }
                 }
                 frame = self.ws.next() => match frame {
-                    Some(Ok(Message::Text(t))) if t.contains("\"ended\"") => {
+                    Some(Ok(Message::Text(t))) if t.contains(self.end_marker()) => {
                         bail!("call {} ended while held: {t}", self.call_id)
                     }
                     Some(Ok(_)) => {}
                     _ => bail!("session of {} lost while held", self.call_id),
                 },
             }
+        }
+    }
+
+    /// What a message announcing the end of this call contains.
+    fn end_marker(&self) -> &'static str {
+        match self.janus {
+            Some(_) => "\"hangup\"",
+            None => "\"ended\"",
         }
     }
 
@@ -389,12 +426,16 @@ impl ActiveCall {
     /// Hangs up and waits for `ended`.
     pub async fn hang_up(mut self) -> anyhow::Result<()> {
         self.sender.abort();
-        send(
-            &mut self.ws,
-            json!({"type": "hangup", "call_id": self.call_id}),
-        )
-        .await?;
-        while next_json(&mut self.ws).await?["type"] != "ended" {}
+        if let Some(ids) = self.janus {
+            crate::janus::hang_up(&mut self.ws, ids).await?;
+        } else {
+            send(
+                &mut self.ws,
+                json!({"type": "hangup", "call_id": self.call_id}),
+            )
+            .await?;
+            while next_json(&mut self.ws).await?["type"] != "ended" {}
+        }
         self.browser.close().await;
         let _ = self.ws.close(None).await;
         Ok(())

@@ -36,6 +36,7 @@
 mod browser;
 mod call;
 mod gateway;
+mod janus;
 mod measure;
 mod rate;
 mod sip_echo;
@@ -103,6 +104,19 @@ struct Args {
     /// Also write the results as JSON to this file.
     #[arg(long, global = true)]
     json: Option<PathBuf>,
+    /// Measure Debian's Janus with its SIP plugin instead of callbridge (started by
+    /// the tool; same browsers, same SIP echo).
+    #[arg(long, global = true, conflicts_with_all = ["gateway_url", "internal_echo"])]
+    janus: bool,
+    /// The janus binary.
+    #[arg(long, global = true, default_value = "/usr/bin/janus")]
+    janus_binary: PathBuf,
+    /// Port of Janus's WebSocket API (on 127.0.0.1).
+    #[arg(long, global = true, default_value_t = 8188)]
+    janus_port: u16,
+    /// Interface Janus gathers ICE candidates on (it skips loopback).
+    #[arg(long, global = true, default_value = "eth0")]
+    janus_ice_iface: String,
     /// Label recorded with the results.
     #[arg(long, global = true, default_value = "")]
     label: String,
@@ -182,7 +196,20 @@ async fn main() -> anyhow::Result<()> {
     } else {
         Some(SipEcho::start(args.sip_echo)?)
     };
+    let mut janus_process = None;
     let (gw, secret, binary) = match (&args.gateway_url, args.gateway_pid) {
+        _ if args.janus => {
+            let janus = janus::JanusProcess::start(
+                &args.janus_binary,
+                args.janus_port,
+                &args.janus_ice_iface,
+            )
+            .await?;
+            let gw = Gateway::attach(janus.url.clone(), janus.pid)?;
+            eprintln!("janus configuration and log: {}", janus.dir.display());
+            janus_process = Some(janus);
+            (gw, String::new(), Some(args.janus_binary.clone()))
+        }
         (Some(url), Some(pid)) => {
             let secret = args
                 .secret
@@ -223,6 +250,15 @@ async fn main() -> anyhow::Result<()> {
         to: to.clone(),
         codec: args.codec,
         echo: echo.as_ref().map(|e| e.counters.clone()),
+        bind_ip: if args.janus {
+            janus::iface_ipv4(&args.janus_ice_iface)?
+        } else {
+            std::net::Ipv4Addr::LOCALHOST.into()
+        },
+        janus_uri: match (&echo, args.janus) {
+            (Some(e), true) => Some(format!("sip:{to}@{}", e.sip_addr)),
+            _ => None,
+        },
     };
     eprintln!(
         "gateway pid {} at {}; dialing {to} ({:?}); SIP echo {}",
@@ -317,8 +353,9 @@ async fn main() -> anyhow::Result<()> {
         })
     });
     println!(
-        "callbridge-load {} {}: codec {:?}, {}\n",
+        "callbridge-load {} {} ({}): codec {:?}, {}\n",
         mode_name(&args.mode),
+        if args.janus { "janus" } else { "callbridge" },
         args.label,
         args.codec,
         if args.internal_echo {
@@ -341,6 +378,7 @@ async fn main() -> anyhow::Result<()> {
             "label": args.label,
             "codec": args.codec,
             "internal_echo": args.internal_echo,
+            "gateway_kind": if args.janus { "janus" } else { "callbridge" },
             "dialed": to,
             "gateway": {
                 "binary": binary.map(|b| b.display().to_string()),
@@ -361,6 +399,8 @@ async fn main() -> anyhow::Result<()> {
         std::fs::write(path, serde_json::to_string_pretty(&doc)?)
             .with_context(|| format!("cannot write {}", path.display()))?;
     }
+    drop(gw);
+    drop(janus_process);
     Ok(())
 }
 

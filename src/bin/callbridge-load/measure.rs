@@ -100,12 +100,14 @@ pub struct Window {
     pub loadavg: [f64; 3],
 }
 
-/// CPU shares by thread name between two samples (a thread absent from `earlier`
-/// started within the window and counts from zero).
+/// CPU shares by thread name (trailing digits dropped) between two samples (a thread
+/// absent from `earlier` started within the window and counts from zero).
 fn thread_shares(earlier: &ProcSample, later: &ProcSample, secs: f64) -> Vec<(String, f64)> {
     let mut by_name: std::collections::BTreeMap<&str, f64> = Default::default();
     for (tid, (name, cpu)) in &later.threads {
         let before = earlier.threads.get(tid).map_or(Duration::ZERO, |(_, c)| *c);
+        // Per-object threads ("hloop 7625…" in Janus) are summed under one name.
+        let name = name.trim_end_matches(|c: char| c.is_ascii_digit() || c == ' ' || c == '-');
         *by_name.entry(name).or_default() +=
             cpu.saturating_sub(before).as_secs_f64() / secs * 100.0;
     }
