@@ -190,6 +190,12 @@ const SECRET: &str = "callbridge-load-tool-secret-0123456789abcdef";
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    if args.janus && args.codec == Codec::Opus {
+        anyhow::bail!(
+            "--janus --codec opus: Janus's SIP plugin does not transcode (an Opus-only browser \
+             cannot reach a PCMU SIP peer through it); measure Janus with --codec pcmu"
+        );
+    }
     let hz = ticks_per_sec();
     let echo = if args.internal_echo {
         None
