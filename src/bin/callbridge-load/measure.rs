@@ -167,15 +167,15 @@ pub fn spread(values: &[f64], decimals: usize) -> String {
         return "-".into();
     }
     v.sort_by(f64::total_cmp);
-    let median = v[v.len() / 2];
-    if v.len() == 1 {
-        format!("{median:.decimals$}")
+    let median = format!("{:.decimals$}", v[v.len() / 2]);
+    let (low, high) = (
+        format!("{:.decimals$}", v[0]),
+        format!("{:.decimals$}", v[v.len() - 1]),
+    );
+    if low == high {
+        median
     } else {
-        format!(
-            "{median:.decimals$} ({:.decimals$}–{:.decimals$})",
-            v[0],
-            v[v.len() - 1]
-        )
+        format!("{median} ({low}–{high})")
     }
 }
 
@@ -195,6 +195,7 @@ mod tests {
     fn spread_shows_median_and_range() {
         assert_eq!(spread(&[3.0, 1.0, 2.0], 1), "2.0 (1.0–3.0)");
         assert_eq!(spread(&[0.25], 2), "0.25");
+        assert_eq!(spread(&[151.0, 151.2], 0), "151");
         assert_eq!(spread(&[], 2), "-");
     }
 }
