@@ -225,7 +225,13 @@ impl Dialer {
                         break first.arrived.duration_since(t0);
                     }
                 }
-                _ = tokio::time::sleep_until(deadline) => bail!("no echoed audio within {STEP:?}"),
+                _ = tokio::time::sleep_until(deadline) => bail!(
+                    "no echoed audio within {STEP:?} (answer {}, answered {}, browser connected {}, frames sent {})",
+                    answer.is_some(),
+                    answered.is_some(),
+                    browser.wait_connected(Duration::ZERO).await,
+                    sent_at.lock().map(|s| s.len()).unwrap_or(0)
+                ),
             }
         };
         // `answered` may trail the first audio by a little: wait for it.
