@@ -6,5 +6,5 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/deps.sh
 export PATH="$HOME/.cargo/bin:$PATH"
-cargo build --locked --release
+cargo build --locked --release --bin callbridge
 exec target/release/callbridge serve "$@"

@@ -1,6 +1,6 @@
 //! A test "browser": a `webrtc` peer connection that offers audio the way a browser
 //! does (PCMU, PCMA, telephone-event, optionally Opus first, or Opus only), gathers only
-//! on 127.0.0.1 with no STUN server, trickles its candidates through a channel, sends
+//! on 127.0.0.1 (or another `bind_ip`) with no STUN server, trickles its candidates through a channel, sends
 //! recognisable 20 ms PCMU tone frames or an Opus-encoded sine, sends RFC 4733 events,
 //! and records every RTP packet it receives (and decodes them for tone checks).
 //!
@@ -73,6 +73,9 @@ pub struct BrowserOptions {
     pub ice_servers: Vec<RTCIceServer>,
     /// Gather relay candidates only (ICE transport policy `relay`).
     pub relay_only: bool,
+    /// The address host candidates are gathered on (127.0.0.1; the load tool uses a
+    /// non-loopback one for peers that skip loopback, such as Janus).
+    pub bind_ip: std::net::IpAddr,
 }
 
 impl Default for BrowserOptions {
@@ -84,6 +87,7 @@ impl Default for BrowserOptions {
             dtmf_payload_type: 126,
             ice_servers: Vec::new(),
             relay_only: false,
+            bind_ip: std::net::Ipv4Addr::LOCALHOST.into(),
         }
     }
 }
@@ -267,7 +271,7 @@ impl Browser {
             .with_media_engine(engine)
             .with_interceptor_registry(configure_rtcp_reports(Registry::new()))
             .with_handler(handler)
-            .with_udp_addrs(vec!["127.0.0.1:0".to_owned()])
+            .with_udp_addrs(vec![SocketAddr::new(options.bind_ip, 0).to_string()])
             .build()
             .await
             .expect("browser peer connection");
