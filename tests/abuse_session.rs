@@ -10,7 +10,7 @@ mod common;
 use std::time::Duration;
 
 use callbridge::auth::{Claims, mint_hs256};
-use callbridge::config::{Config, TurnConfig};
+use callbridge::config::{Config, DEFAULT_TURN_SOCKET_BUFFER_BYTES, TurnConfig};
 use common::browser::{Browser, BrowserOptions};
 use common::call::TestCall;
 use common::gateway::{
@@ -341,6 +341,7 @@ async fn turn_credentials_never_outlive_the_token() {
         deny_peers: vec![],
         max_allocations: 10,
         max_allocations_per_user: 5,
+        socket_buffer_bytes: DEFAULT_TURN_SOCKET_BUFFER_BYTES,
     });
     let gw = TestGateway::start(config).await;
     let expiry_of = |ice: &Value| -> u64 {

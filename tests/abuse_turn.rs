@@ -17,7 +17,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use callbridge::auth::turn_credentials;
-use callbridge::config::TurnConfig;
+use callbridge::config::{DEFAULT_TURN_SOCKET_BUFFER_BYTES, TurnConfig};
 use callbridge::sip::Direction;
 use common::browser::{Browser, BrowserOptions};
 use common::call::TestCall;
@@ -48,6 +48,7 @@ async fn gateway(rtp_base: u16) -> TestGateway {
         deny_peers: vec![],
         max_allocations: 100,
         max_allocations_per_user: 5,
+        socket_buffer_bytes: DEFAULT_TURN_SOCKET_BUFFER_BYTES,
     });
     TestGateway::start(config).await
 }

@@ -32,7 +32,7 @@ pub use ops::{
     WebhooksConfig, validate_ops,
 };
 pub use sip::{SipConfig, TrunkConfig};
-pub use turn::TurnConfig;
+pub use turn::{DEFAULT_TURN_SOCKET_BUFFER_BYTES, TurnConfig};
 pub use validate::validate;
 
 /// Errors from loading or validating the configuration.

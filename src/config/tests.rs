@@ -350,6 +350,28 @@ fn turn_allow_peers_cannot_reopen_loopback_or_unspecified() {
 }
 
 #[test]
+fn turn_socket_buffer_is_bounded_and_defaults_to_4_mib() {
+    let turn = |extra: &str| {
+        format!(
+            "{}\n[turn]\nlisten = \"127.0.0.1:3478\"\nsecret = \"{SECRET}\"\n{extra}",
+            minimal()
+        )
+    };
+    let default = load_text(&turn(""), vec![]).expect("default");
+    assert_eq!(default.turn.expect("turn").socket_buffer_bytes, 4 << 20);
+    for bad in [
+        "socket_buffer_bytes = 1000",
+        "socket_buffer_bytes = 1073741824",
+    ] {
+        let err = load_text(&turn(bad), vec![]).expect_err(bad).to_string();
+        assert!(
+            err.contains("turn.socket_buffer_bytes") && err.contains("between"),
+            "{bad}: {err}"
+        );
+    }
+}
+
+#[test]
 fn candidate_networks_are_checked_and_closed_by_default() {
     let c = load_text(&minimal(), vec![]).expect("loads");
     assert!(

@@ -45,6 +45,11 @@ pub struct TurnConfig {
     /// Allocations at once per user.
     #[serde(default = "default_max_allocations_per_user")]
     pub max_allocations_per_user: usize,
+    /// Receive and send buffer of the UDP listener, in bytes: room for the bursts of
+    /// many allocations refreshing at once (the kernel caps it at
+    /// `net.core.rmem_max`/`wmem_max`).
+    #[serde(default = "default_socket_buffer_bytes")]
+    pub socket_buffer_bytes: usize,
 }
 
 fn default_turn_ttl() -> Duration {
@@ -65,6 +70,13 @@ fn default_max_allocations() -> usize {
 
 fn default_max_allocations_per_user() -> usize {
     10
+}
+
+/// Default UDP listener buffer: 4 MiB, about 20,000 small TURN messages.
+pub const DEFAULT_TURN_SOCKET_BUFFER_BYTES: usize = 4 << 20;
+
+fn default_socket_buffer_bytes() -> usize {
+    DEFAULT_TURN_SOCKET_BUFFER_BYTES
 }
 
 /// Checks `[turn]` (its secret, listeners, relay range and peer lists).
@@ -106,6 +118,12 @@ pub(super) fn validate(config: &Config, turn: &TurnConfig) -> Result<(), ConfigE
         return Err(ConfigError::invalid(
             "turn.max_allocations",
             "quotas must be at least 1",
+        ));
+    }
+    if !(64 << 10..=256 << 20).contains(&turn.socket_buffer_bytes) {
+        return Err(ConfigError::invalid(
+            "turn.socket_buffer_bytes",
+            "must be between 65536 (64 KiB) and 268435456 (256 MiB); the default is 4194304",
         ));
     }
     if turn.realm.is_empty() {

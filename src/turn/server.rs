@@ -138,6 +138,8 @@ pub struct TurnServer {
     pub tcp_addr: SocketAddr,
     /// TLS listener address, if configured.
     pub tls_addr: Option<SocketAddr>,
+    /// The UDP listener's receive and send buffer sizes, as read back.
+    udp_buffers: (usize, usize),
     /// Stops the stream listeners.
     stop: CancellationToken,
 }
@@ -176,6 +178,7 @@ impl TurnServer {
             addr: turn.listen,
             source,
         })?;
+        let udp_buffers = size_buffers(&udp, turn.socket_buffer_bytes);
         // TCP on the same port as UDP (an ephemeral UDP port gets the same TCP port).
         let tcp_listen = SocketAddr::new(turn.listen.ip(), udp_addr.port());
         let tcp = tokio::net::TcpListener::bind(tcp_listen)
@@ -269,8 +272,15 @@ impl TurnServer {
             udp_addr,
             tcp_addr,
             tls_addr,
+            udp_buffers,
             stop,
         })
+    }
+
+    /// The UDP listener's receive and send buffer sizes as the kernel reports them
+    /// (Linux reports twice the usable size).
+    pub fn udp_buffer_sizes(&self) -> (usize, usize) {
+        self.udp_buffers
     }
 
     /// Lets expired credentials of a user who holds a valid token keep working, up
@@ -310,4 +320,33 @@ impl TurnServer {
             tracing::debug!(error = %e, "TURN server close");
         }
     }
+}
+
+/// Asks for `bytes` of receive and send buffer on `socket` and reads back what the
+/// kernel granted; warns when it is less (capped by `net.core.rmem_max`/`wmem_max`).
+/// Failing to set them is not fatal: the listener works with the kernel's default.
+fn size_buffers(socket: &UdpSocket, bytes: usize) -> (usize, usize) {
+    let sock = socket2::SockRef::from(socket);
+    if let Err(e) = sock.set_recv_buffer_size(bytes) {
+        tracing::warn!(error = %e, "cannot set the TURN listener's receive buffer");
+    }
+    if let Err(e) = sock.set_send_buffer_size(bytes) {
+        tracing::warn!(error = %e, "cannot set the TURN listener's send buffer");
+    }
+    let granted = (
+        sock.recv_buffer_size().unwrap_or(0),
+        sock.send_buffer_size().unwrap_or(0),
+    );
+    // Linux doubles the value asked for (bookkeeping overhead) and reports the double.
+    let usable = |n: usize| if cfg!(target_os = "linux") { n / 2 } else { n };
+    if usable(granted.0) < bytes || usable(granted.1) < bytes {
+        tracing::warn!(
+            asked = bytes,
+            receive = granted.0,
+            send = granted.1,
+            "the kernel granted the TURN listener smaller buffers than turn.socket_buffer_bytes; \
+             raise net.core.rmem_max and net.core.wmem_max (sysctl) or lower the key"
+        );
+    }
+    granted
 }
