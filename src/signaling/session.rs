@@ -149,18 +149,16 @@ impl Session {
             .is_ok()
     }
 
+    /// Sends a Close frame with `code` and `reason` and completes the closing
+    /// handshake: reads until the client's Close (or the end), at most
+    /// [`CLOSE_HANDSHAKE_TIMEOUT`], before the socket is dropped (RFC 6455 §7.1.1).
+    /// Dropping it with a client frame still unread (a pong crossing our Close) makes
+    /// the kernel send RST, and the browser may then lose the Close frame and report
+    /// 1006 instead of our code.
     pub(super) async fn close(&mut self, code: u16, reason: &str) {
-        let frame = CloseFrame {
-            code,
-            reason: reason.chars().take(120).collect::<String>().into(),
-        };
-        if self.socket.send(Message::Close(Some(frame))).await.is_err() {
+        if !self.send_close(code, reason).await {
             return;
         }
-        // The closing handshake (RFC 6455 §7.1.1): read until the client's Close (or
-        // the end) before the socket is dropped. Dropping it with a client frame still
-        // unread (a pong crossing our Close) makes the kernel send RST, and the browser
-        // may then lose the Close frame and report 1006 instead of our code.
         let _ = tokio::time::timeout(CLOSE_HANDSHAKE_TIMEOUT, async {
             while let Some(Ok(message)) = self.socket.recv().await {
                 if matches!(message, Message::Close(_)) {
@@ -169,6 +167,17 @@ impl Session {
             }
         })
         .await;
+    }
+
+    /// Sends a Close frame without waiting for the client's: for a socket that is
+    /// probably dead already (another connection resumed its session and must not
+    /// wait for it).
+    async fn send_close(&mut self, code: u16, reason: &str) -> bool {
+        let frame = CloseFrame {
+            code,
+            reason: reason.chars().take(120).collect::<String>().into(),
+        };
+        self.socket.send(Message::Close(Some(frame))).await.is_ok()
     }
 
     pub(super) async fn refuse(&mut self, code: ErrorCode, message: &str, close: u16) {
@@ -336,7 +345,7 @@ impl Session {
                     break Exit::SocketLost;
                 }
                 Some(reply) = takeover_rx.recv() => {
-                    self.close(4000, "session resumed on another connection").await;
+                    self.send_close(4000, "session resumed on another connection").await;
                     break Exit::TakenOver(reply);
                 }
                 _ = ping.tick() => {
