@@ -210,6 +210,7 @@ impl CallManager {
             owner: String::new(),
             identity: DtlsIdentity::new(),
             rtcp_interval: config.media.rtcp_interval,
+            ice_lite: config.media.ice_lite,
         };
         // One DTLS certificate for every call of this process, made now rather than
         // by the first call; kept until the process exits. Should this fail, each

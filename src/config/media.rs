@@ -49,6 +49,9 @@ pub struct MediaConfig {
     /// on the SIP leg, RFC 3550 §6.2).
     #[serde(with = "humantime_serde")]
     pub rtcp_interval: Duration,
+    /// ICE-lite on the browser leg (RFC 8445 §2.5): for a gateway on a public address
+    /// or behind a 1:1 NAT (`server.public_ip`); the browser does all the checks.
+    pub ice_lite: bool,
     /// Where call recordings (stereo WAV) are written.
     pub recording_dir: PathBuf,
     /// Largest recording file; recording stops there.
@@ -81,6 +84,7 @@ impl Default for MediaConfig {
             symmetric_rtp_packets: 50,
             stats_interval: Duration::from_secs(5),
             rtcp_interval: crate::media::webrtc_setup::DEFAULT_RTCP_INTERVAL,
+            ice_lite: false,
             recording_dir: PathBuf::from("data/recordings"),
             recording_max_bytes: 100 * 1024 * 1024,
             recording_max_total_bytes: 10 * 1024 * 1024 * 1024,

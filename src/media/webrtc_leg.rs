@@ -64,6 +64,9 @@ pub struct WebRtcLegConfig {
     pub identity: DtlsIdentity,
     /// Interval of the legs' RTCP sender and receiver reports (`media.rtcp_interval`).
     pub rtcp_interval: Duration,
+    /// ICE-lite (`media.ice_lite`): answer `a=ice-lite` and only answer the browser's
+    /// checks, never send our own.
+    pub ice_lite: bool,
 }
 
 impl WebRtcLegConfig {
@@ -82,6 +85,7 @@ impl WebRtcLegConfig {
             owner: "local".into(),
             identity: DtlsIdentity::new(),
             rtcp_interval: webrtc_setup::DEFAULT_RTCP_INTERVAL,
+            ice_lite: false,
         }
     }
 
@@ -355,6 +359,7 @@ impl WebRtcLeg {
         let settings = SettingEngineBuilder::new()
             // A server cannot resolve a browser's mDNS names; never query for them.
             .with_multicast_dns_mode(MulticastDnsMode::Disabled)
+            .with_lite(config.ice_lite)
             .build();
         let pc = PeerConnectionBuilder::new()
             .with_runtime(Arc::new(runtime))
@@ -577,6 +582,7 @@ mod tests {
             owner: "test".into(),
             identity: DtlsIdentity::new(),
             rtcp_interval: webrtc_setup::DEFAULT_RTCP_INTERVAL,
+            ice_lite: false,
         };
         let e = WebRtcLeg::answer(
             &cfg,
