@@ -99,6 +99,19 @@ async fn demo_page_against_a_scripted_signaling_server() {
 /// A newcomer's first call: embedded defaults, no SIPp at all, dial `echo`.
 #[tokio::test]
 async fn first_call_on_embedded_defaults_dials_the_builtin_echo() {
+    echo_call_on_embedded_defaults("echo", false).await;
+}
+
+/// Chromium against `media.ice_lite = true`: it sees `a=ice-lite`, runs all the checks
+/// itself as the controlling agent, and hears the echo.
+#[tokio::test]
+async fn chromium_calls_an_ice_lite_gateway() {
+    echo_call_on_embedded_defaults("ice_lite", true).await;
+}
+
+/// The embedded defaults on loopback ports (ICE-lite if `ice_lite`): the demo page
+/// calls the built-in echo, hears it in getStats and hangs up.
+async fn echo_call_on_embedded_defaults(name: &str, ice_lite: bool) {
     let Some(tools) = require_browser() else {
         return;
     };
@@ -109,9 +122,10 @@ async fn first_call_on_embedded_defaults_dials_the_builtin_echo() {
     config.sip.listen = "127.0.0.1:0".parse().expect("addr");
     config.sip.rtp_ports = "40000-49999".into();
     config.demo.dir = support::repo().join("web-demo");
+    config.media.ice_lite = ice_lite;
     let gw = TestGateway::start(config).await;
     let url = format!("http://{}/demo/", gw.http_addr());
-    let out = output_dir("echo");
+    let out = output_dir(name);
     // The same script as with SIPp: answered, echoed tone in getStats, hang-up.
     let node = NodeScript::start(&tools, "e2e_outbound.mjs", &url, &out, &["--to", "echo"]);
     node.assert_passes(SCRIPT_TIMEOUT).await;
