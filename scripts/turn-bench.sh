@@ -93,7 +93,11 @@ ticks=$(getconf CLK_TCK)
 cpu0=$(cpu)
 drops0=$(drops)
 ip netns exec "$ns" turnutils_uclient -c -X -m "$clients" -n "$messages" -l 172 -z 20 \
-  -e 10.254.0.2 -r 3480 -W "$secret" -u bench 10.254.0.1 > "$work/uclient.log" 2>&1
+  -e 10.254.0.2 -r 3480 -W "$secret" -u bench 10.254.0.1 > "$work/uclient.log" 2>&1 || {
+  echo "turnutils_uclient failed; its last lines:" >&2
+  tail -20 "$work/uclient.log" >&2
+  exit 1
+}
 cpu1=$(cpu)
 drops1=$(drops)
 lost=$(grep -o 'Total lost packets [0-9]*' "$work/uclient.log" | tail -1 | awk '{print $4}')
