@@ -6,10 +6,12 @@
 mod common;
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use callbridge::auth::turn_credentials;
 use callbridge::config::{DEFAULT_TURN_SOCKET_BUFFER_BYTES, TurnConfig};
+use callbridge::turn::TurnServer;
 use common::gateway::{TestGateway, test_config};
 use common::turn::{Client, code};
 use stun::message::CLASS_SUCCESS_RESPONSE;
@@ -38,16 +40,19 @@ async fn gateway() -> TestGateway {
     TestGateway::start(config).await
 }
 
-fn turn_addr(gw: &TestGateway) -> (SocketAddr, SocketAddr) {
-    let turn = gw
-        .server
+/// The running gateway's TURN server.
+fn turn_server(gw: &TestGateway) -> Arc<TurnServer> {
+    gw.server
         .as_ref()
         .expect("running")
         .gateway
         .turn
-        .as_ref()
+        .clone()
         .expect("turn on")
-        .clone();
+}
+
+fn turn_addr(gw: &TestGateway) -> (SocketAddr, SocketAddr) {
+    let turn = turn_server(gw);
     (turn.udp_addr, turn.tcp_addr)
 }
 
@@ -71,14 +76,7 @@ fn sysctl_bytes(name: &str) -> usize {
 #[tokio::test]
 async fn the_udp_listener_gets_the_configured_socket_buffers() {
     let gw = gateway().await;
-    let turn = gw
-        .server
-        .as_ref()
-        .expect("running")
-        .gateway
-        .turn
-        .clone()
-        .expect("turn on");
+    let turn = turn_server(&gw);
     let (receive, send) = turn.udp_buffer_sizes();
     // Linux grants min(asked, net.core.*mem_max) and reports twice that.
     let want_receive = DEFAULT_TURN_SOCKET_BUFFER_BYTES.min(sysctl_bytes("rmem_max"));
@@ -133,14 +131,7 @@ async fn rest_credentials_allocate_and_forged_or_expired_get_401() {
         "expired credentials"
     );
 
-    let turn = gw
-        .server
-        .as_ref()
-        .expect("running")
-        .gateway
-        .turn
-        .clone()
-        .expect("turn");
+    let turn = turn_server(&gw);
     assert_eq!(turn.allocations(), 1);
     gw.stop().await;
 }
@@ -195,14 +186,7 @@ async fn permission_to_loopback_or_private_is_403_but_a_public_peer_is_allowed()
             code(&public)
         );
     }
-    let turn = gw
-        .server
-        .as_ref()
-        .expect("running")
-        .gateway
-        .turn
-        .clone()
-        .expect("turn");
+    let turn = turn_server(&gw);
     assert!(
         turn.refused_peers() >= 12,
         "refusals counted: {}",
@@ -283,14 +267,7 @@ async fn relay_only_client_completes_a_call_through_the_builtin_turn() {
         browser.selected_local_candidate_type().await.as_deref(),
         Some("relay")
     );
-    let turn = gw
-        .server
-        .as_ref()
-        .expect("running")
-        .gateway
-        .turn
-        .clone()
-        .expect("turn");
+    let turn = turn_server(&gw);
     assert!(turn.allocations() >= 1, "the browser holds an allocation");
     call.hangup(&mut ws).await;
     call.until(&mut ws, &["ended"]).await;
@@ -329,14 +306,7 @@ async fn turn_over_tls_allocates_with_the_gateway_certificate() {
         socket_buffer_bytes: DEFAULT_TURN_SOCKET_BUFFER_BYTES,
     });
     let gw = TestGateway::start(config).await;
-    let turn = gw
-        .server
-        .as_ref()
-        .expect("running")
-        .gateway
-        .turn
-        .clone()
-        .expect("turn");
+    let turn = turn_server(&gw);
     let tls_addr = turn.tls_addr.expect("TLS listener");
 
     let mut roots = rustls::RootCertStore::empty();

@@ -324,14 +324,17 @@ fn recording_quota_has_a_safe_default_and_is_validated_by_key() {
     load_text(&text, vec![]).expect("64 KiB is enough");
 }
 
+/// The minimal configuration with a `[turn]` section holding `extra` lines.
+fn with_turn(extra: &str) -> String {
+    format!(
+        "{}\n[turn]\nlisten = \"127.0.0.1:3478\"\nsecret = \"{SECRET}\"\n{extra}",
+        minimal()
+    )
+}
+
 #[test]
 fn turn_allow_peers_cannot_reopen_loopback_or_unspecified() {
-    let turn = |allow: &str| {
-        format!(
-            "{}\n[turn]\nlisten = \"127.0.0.1:3478\"\nsecret = \"{SECRET}\"\nallow_peers = [\"10.0.0.0/8\", \"{allow}\"]",
-            minimal()
-        )
-    };
+    let turn = |allow: &str| with_turn(&format!("allow_peers = [\"10.0.0.0/8\", \"{allow}\"]"));
     for bad in [
         "127.0.0.1",
         "0.0.0.0/0",
@@ -351,19 +354,15 @@ fn turn_allow_peers_cannot_reopen_loopback_or_unspecified() {
 
 #[test]
 fn turn_socket_buffer_is_bounded_and_defaults_to_4_mib() {
-    let turn = |extra: &str| {
-        format!(
-            "{}\n[turn]\nlisten = \"127.0.0.1:3478\"\nsecret = \"{SECRET}\"\n{extra}",
-            minimal()
-        )
-    };
-    let default = load_text(&turn(""), vec![]).expect("default");
+    let default = load_text(&with_turn(""), vec![]).expect("default");
     assert_eq!(default.turn.expect("turn").socket_buffer_bytes, 4 << 20);
     for bad in [
         "socket_buffer_bytes = 1000",
         "socket_buffer_bytes = 1073741824",
     ] {
-        let err = load_text(&turn(bad), vec![]).expect_err(bad).to_string();
+        let err = load_text(&with_turn(bad), vec![])
+            .expect_err(bad)
+            .to_string();
         assert!(
             err.contains("turn.socket_buffer_bytes") && err.contains("between"),
             "{bad}: {err}"

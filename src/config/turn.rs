@@ -123,7 +123,10 @@ pub(super) fn validate(config: &Config, turn: &TurnConfig) -> Result<(), ConfigE
     if !(64 << 10..=256 << 20).contains(&turn.socket_buffer_bytes) {
         return Err(ConfigError::invalid(
             "turn.socket_buffer_bytes",
-            "must be between 65536 (64 KiB) and 268435456 (256 MiB); the default is 4194304",
+            format!(
+                "must be between 65536 (64 KiB) and 268435456 (256 MiB); the default is \
+                 {DEFAULT_TURN_SOCKET_BUFFER_BYTES}"
+            ),
         ));
     }
     if turn.realm.is_empty() {
