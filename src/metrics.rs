@@ -67,6 +67,9 @@ pub struct Metrics {
     /// SIP-side RTP/RTCP datagrams dropped, by `reason` (`foreign_source`: not from the
     /// far end's SDP or latched address) (`callbridge_rtp_dropped_total`).
     pub rtp_dropped_total: IntCounterVec,
+    /// Datagrams dropped on the media workers' shared WebRTC ports, by `reason`
+    /// (`callbridge_webrtc_dropped_total`).
+    pub webrtc_dropped_total: IntCounterVec,
 }
 
 /// Errors creating metrics (only on duplicate registration, a programming error).
@@ -185,6 +188,12 @@ impl Metrics {
                 "SIP-side RTP/RTCP datagrams dropped, by reason (foreign_source: not from the far end)",
                 &["reason"],
             )?,
+            webrtc_dropped_total: counter_vec(
+                "callbridge_webrtc_dropped_total",
+                "Datagrams dropped on the media workers' WebRTC ports, by reason (unknown_source, \
+                 unknown_ufrag, too_many_sources, refused_destination, send_failed, bridge_full)",
+                &["reason"],
+            )?,
             registry,
         };
         let collectors: Vec<Box<dyn Collector>> = vec![
@@ -209,9 +218,13 @@ impl Metrics {
             Box::new(metrics.rate_limited_total.clone()),
             Box::new(metrics.draining.clone()),
             Box::new(metrics.rtp_dropped_total.clone()),
+            Box::new(metrics.webrtc_dropped_total.clone()),
         ];
         // Shown from the start (0), so a dashboard can rate() it.
         let _ = metrics.foreign_rtp_drops();
+        for reason in crate::media::worker::DROP_REASONS {
+            let _ = metrics.webrtc_dropped_total.with_label_values(&[reason]);
+        }
         for c in collectors {
             metrics.registry.register(c)?;
         }

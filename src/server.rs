@@ -67,6 +67,11 @@ pub enum ServerError {
     /// The TURN server could not start.
     #[error(transparent)]
     Turn(#[from] crate::turn::TurnError),
+    /// The media workers' sockets or threads could not be set up.
+    #[error(
+        "media workers (media.engine = \"worker\"): {0}; check server.media_ip and media.worker_port_base"
+    )]
+    MediaWorkers(std::io::Error),
 
     /// Metrics could not be registered.
     #[error(transparent)]
@@ -352,6 +357,21 @@ pub async fn start(config: Config) -> Result<RunningServer, ServerError> {
     let candidates = Arc::new(candidates);
     let refusals = PeerRefusals::of(&candidates, turn.clone()).map_err(MetricsError::from)?;
     metrics.register(Box::new(refusals))?;
+    let workers = match config.media.engine {
+        crate::config::MediaEngineKind::Tasks => None,
+        crate::config::MediaEngineKind::Worker => Some(
+            crate::media::worker::MediaWorkers::start(&crate::media::worker::WorkerPoolConfig {
+                workers: config.media.worker_count(),
+                bind_ip: config.server.media_ip,
+                port_base: config.media.worker_port_base,
+                public_ip: config.server.public_ip,
+                socket_buffer_bytes: config.media.worker_socket_buffer_bytes,
+                policy: Arc::clone(&candidates),
+                dropped: metrics.webrtc_dropped_total.clone(),
+            })
+            .map_err(ServerError::MediaWorkers)?,
+        ),
+    };
     let calls = CallManager::new(
         Arc::clone(&config),
         Arc::clone(&sip),
@@ -365,6 +385,7 @@ pub async fn start(config: Config) -> Result<RunningServer, ServerError> {
         LegGuard {
             candidates,
             ice_ports,
+            workers,
         },
     )?;
     crate::call::inbound::start(&calls);

@@ -219,6 +219,7 @@ async fn run_call(scenario: Scenario) -> Outcome {
     let stats = bridge.stats();
     let report = leg
         .peer_connection()
+        .expect("a tasks-engine leg")
         .get_stats(Instant::now(), StatsSelector::None)
         .await;
     let inbound_rtp_packets = report

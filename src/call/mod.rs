@@ -211,6 +211,7 @@ impl CallManager {
             identity: DtlsIdentity::new(),
             rtcp_interval: config.media.rtcp_interval,
             ice_lite: config.media.ice_lite,
+            workers: guard.workers,
         };
         // One DTLS certificate for every call of this process, made now rather than
         // by the first call; kept until the process exits. Should this fail, each

@@ -52,6 +52,18 @@ pub struct MediaConfig {
     /// ICE-lite on the browser leg (RFC 8445 §2.5): for a gateway on a public address
     /// or behind a 1:1 NAT (`server.public_ip`); the browser does all the checks.
     pub ice_lite: bool,
+    /// What runs the browser legs: `tasks` (a `webrtc`-crate peer connection, socket
+    /// and driver task per call) or `worker` (media worker threads, one shared UDP
+    /// port each, calls told apart by their ICE ufrag).
+    pub engine: MediaEngineKind,
+    /// Media worker threads (`engine = "worker"`); 0: one per CPU core.
+    pub workers: usize,
+    /// UDP port of media worker 0, worker k uses `worker_port_base + k` (open these
+    /// in the firewall); 0: ports chosen by the system (tests, local use).
+    pub worker_port_base: u16,
+    /// Receive and send buffer of each media worker socket, bytes (bursts of many
+    /// calls' packets land on one socket); the kernel caps it at `net.core.rmem_max`.
+    pub worker_socket_buffer_bytes: usize,
     /// Where call recordings (stereo WAV) are written.
     pub recording_dir: PathBuf,
     /// Largest recording file; recording stops there.
@@ -66,6 +78,32 @@ pub struct MediaConfig {
     /// (so a browser cannot point the gateway at the operator's network). Empty by
     /// default; the embedded local-use defaults list loopback.
     pub allow_candidate_networks: Vec<String>,
+}
+
+/// The engine of the browser legs (`media.engine`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MediaEngineKind {
+    /// A `webrtc`-crate peer connection with its own socket and tasks per call.
+    Tasks,
+    /// Media worker threads with one shared port each.
+    Worker,
+}
+
+/// Default of `media.worker_socket_buffer_bytes` (4 MiB, as the TURN listener's).
+pub const DEFAULT_WORKER_SOCKET_BUFFER_BYTES: usize = 4 << 20;
+
+/// Most media workers.
+pub const MAX_MEDIA_WORKERS: usize = 256;
+
+impl MediaConfig {
+    /// The number of media workers to start (`workers`, or one per core).
+    pub fn worker_count(&self) -> usize {
+        match self.workers {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n,
+        }
+    }
 }
 
 impl Default for MediaConfig {
@@ -85,6 +123,10 @@ impl Default for MediaConfig {
             stats_interval: Duration::from_secs(5),
             rtcp_interval: crate::media::webrtc_setup::DEFAULT_RTCP_INTERVAL,
             ice_lite: false,
+            engine: MediaEngineKind::Tasks,
+            workers: 0,
+            worker_port_base: 0,
+            worker_socket_buffer_bytes: DEFAULT_WORKER_SOCKET_BUFFER_BYTES,
             recording_dir: PathBuf::from("data/recordings"),
             recording_max_bytes: 100 * 1024 * 1024,
             recording_max_total_bytes: 10 * 1024 * 1024 * 1024,
@@ -176,6 +218,32 @@ pub(super) fn validate(media: &MediaConfig) -> Result<(), ConfigError> {
                 format!("must be {least}-10000"),
             ));
         }
+    }
+    if media.workers > MAX_MEDIA_WORKERS {
+        return Err(ConfigError::invalid(
+            "media.workers",
+            format!("must be 0 (one per core) to {MAX_MEDIA_WORKERS}"),
+        ));
+    }
+    if media.worker_port_base != 0
+        && usize::from(media.worker_port_base) + media.worker_count() > 65_536
+    {
+        return Err(ConfigError::invalid(
+            "media.worker_port_base",
+            format!(
+                "worker ports {}..{} run past 65535; lower the base or media.workers",
+                media.worker_port_base,
+                usize::from(media.worker_port_base) + media.worker_count() - 1
+            ),
+        ));
+    }
+    if !(64 << 10..=256 << 20).contains(&media.worker_socket_buffer_bytes) {
+        return Err(ConfigError::invalid(
+            "media.worker_socket_buffer_bytes",
+            format!(
+                "must be between 65536 (64 KiB) and 268435456 (256 MiB); the default is {DEFAULT_WORKER_SOCKET_BUFFER_BYTES}"
+            ),
+        ));
     }
     if media.recording_max_bytes < 1024 * 1024 {
         return Err(ConfigError::invalid(

@@ -26,7 +26,7 @@ use crate::secret::Secret;
 pub use dialplan::{DialplanConfig, RouteConfig};
 pub use env::apply_env_overrides;
 pub use http::{AdminConfig, HttpConfig, is_catch_all};
-pub use media::MediaConfig;
+pub use media::{MediaConfig, MediaEngineKind};
 pub use ops::{
     DrainConfig, RateLimitConfig, StorageConfig, WEBHOOK_EVENT_TYPES, WebhookEndpoint,
     WebhooksConfig, validate_ops,

@@ -286,6 +286,16 @@ pub fn validate(config: &Config) -> Result<(), ConfigError> {
     super::sip::validate_connections(&config.sip)?;
     super::sip::validate_forwarding(config)?;
     super::media::validate(&config.media)?;
+    if config.media.engine == super::media::MediaEngineKind::Worker
+        && config.server.media_ip.is_unspecified()
+        && config.server.public_ip.is_none()
+    {
+        return Err(ConfigError::invalid(
+            "media.engine",
+            "the worker engine advertises its socket's address as the browsers' host candidate: \
+             set server.media_ip to a real address, or server.public_ip",
+        ));
+    }
     for n in &config.sip.trusted_proxies {
         if crate::sip::parse_net(n).is_none() {
             return Err(ConfigError::invalid(

@@ -34,6 +34,8 @@ pub struct LegGuard {
     pub candidates: Arc<CandidatePolicy>,
     /// Where the legs register their ICE ports (read by the TURN peer policy).
     pub ice_ports: IcePorts,
+    /// The media workers (`media.engine = "worker"`), else `None`.
+    pub workers: Option<Arc<super::worker::MediaWorkers>>,
 }
 
 /// The candidate address policy of the WebRTC legs.

@@ -21,6 +21,7 @@
 
 pub mod audio;
 pub mod bridge;
+pub mod browser_media;
 pub mod candidates;
 pub mod codec;
 pub mod dtmf;
@@ -45,6 +46,9 @@ pub mod talkspurt;
 pub mod transcode;
 pub mod webrtc_leg;
 pub mod webrtc_setup;
+mod webrtc_tasks;
+mod webrtc_worker;
+pub mod worker;
 
 use codec::AudioCodec;
 

@@ -1,24 +1,23 @@
 //! The WebRTC leg: answers the browser's offer with the `webrtc` crate, trickles ICE
 //! candidates both ways and exposes the audio track as RTP packet streams.
 //!
-//! I/O contract: [`WebRtcLeg::answer`] builds one peer connection (its own UDP socket
-//! on `bind_ip`, no STUN/TURN servers, no mDNS, the config's shared DTLS certificate
-//! and RTCP reports as its only interceptors (see [`super::webrtc_setup`]), on a
-//! [`GuardedRuntime`] that registers the socket's port for the call's user and drops
-//! datagrams to addresses the [`CandidatePolicy`] refuses), answers with exactly one
-//! audio codec (the first of the configured preference list that the browser offers:
-//! PCMU, PCMA or Opus) plus `telephone-event/8000`, and from then on reports through
-//! the `events` channel: local candidates (with `public_ip` substituted for host
-//! candidates when set), the end of gathering, and `Connected`/`Failed`. The bridge
-//! reads the browser's track and writes ours through crate-internal handles. Browser
+//! Two engines run a leg (`media.engine`): `tasks` ([`super::webrtc_tasks`], a
+//! `webrtc`-crate peer connection with its own socket and driver task per call) and
+//! `worker` ([`super::webrtc_worker`], an `rtc` core inside a media worker thread that
+//! shares one port among its calls). Either way the leg answers with exactly one audio
+//! codec (the first of the configured preference list that the browser offers: PCMU,
+//! PCMA or Opus) plus `telephone-event/8000`, uses the config's shared DTLS
+//! certificate and RTCP reports as its only interceptors (see [`super::webrtc_setup`]),
+//! registers its ICE port for the call's user, sends nothing to addresses the
+//! [`CandidatePolicy`] refuses, and reports through the `events` channel: local
+//! candidates (with `public_ip` for host candidates when set), the end of gathering,
+//! and `Connected`/`Failed`. The bridge takes [`BrowserMedia`] from the leg. Browser
 //! candidates (SDP and trickled) that the policy refuses are ignored.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use rtc::ice::mdns::MulticastDnsMode;
 use rtc::media_stream::MediaStreamTrack;
 use rtc::peer_connection::configuration::media_engine::{
     MIME_TYPE_OPUS, MIME_TYPE_PCMA, MIME_TYPE_PCMU, MIME_TYPE_TELEPHONE_EVENT,
@@ -27,22 +26,18 @@ use rtc::rtp_transceiver::rtp_sender::{
     RTCRtpCodec, RTCRtpCodecParameters, RTCRtpCodingParameters, RTCRtpEncodingParameters,
     RtpCodecKind,
 };
-use tokio::sync::{mpsc, watch};
-use webrtc::media_stream::track_local::TrackLocal;
-use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
-use webrtc::media_stream::track_remote::TrackRemote;
-use webrtc::peer_connection::{
-    MediaEngine, PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler,
-    RTCConfigurationBuilder, RTCIceCandidateInit, RTCIceCandidateType, RTCIceGatheringState,
-    RTCPeerConnectionIceEvent, RTCPeerConnectionState, RTCSessionDescription, SettingEngineBuilder,
-};
+use tokio::sync::mpsc;
+use webrtc::peer_connection::{MediaEngine, PeerConnection};
 
 use super::MediaError;
+use super::browser_media::BrowserMedia;
 use super::candidates::CandidatePolicy;
 use super::codec::{AudioCodec, PayloadFormat};
-use super::ice_runtime::GuardedRuntime;
-use super::offer::{self, OfferChoice};
+use super::offer;
 use super::webrtc_setup::{self, DtlsIdentity};
+use super::webrtc_tasks::TasksLeg;
+use super::webrtc_worker::WorkerLegHandle;
+use super::worker::MediaWorkers;
 use crate::netguard::ice_ports::{IceLease, IcePorts};
 
 /// Settings for WebRTC legs, derived from the gateway config.
@@ -67,6 +62,8 @@ pub struct WebRtcLegConfig {
     /// ICE-lite (`media.ice_lite`): answer `a=ice-lite` and only answer the browser's
     /// checks, never send our own.
     pub ice_lite: bool,
+    /// The media workers (`media.engine = "worker"`); `None`: the `tasks` engine.
+    pub workers: Option<Arc<MediaWorkers>>,
 }
 
 impl WebRtcLegConfig {
@@ -86,6 +83,7 @@ impl WebRtcLegConfig {
             identity: DtlsIdentity::new(),
             rtcp_interval: webrtc_setup::DEFAULT_RTCP_INTERVAL,
             ice_lite: false,
+            workers: None,
         }
     }
 
@@ -126,20 +124,22 @@ pub enum WebRtcEvent {
     Failed(String),
 }
 
+/// The engine a leg runs on.
+enum Engine {
+    /// A `webrtc`-crate peer connection with its own socket and tasks.
+    Tasks(TasksLeg),
+    /// An `rtc` core inside a media worker.
+    Worker(WorkerLegHandle),
+}
+
 /// One browser-facing peer connection with a single audio track.
 pub struct WebRtcLeg {
-    /// The peer connection (its driver task owns the ICE socket).
-    pc: Arc<dyn PeerConnection>,
+    /// The engine running the peer connection.
+    engine: Engine,
     /// What the browser sends and expects: codec, payload type, telephone-event type.
     format: PayloadFormat,
-    /// Our outgoing audio track; the bridge writes RTP into it.
-    local_track: Arc<TrackLocalStaticRTP>,
-    /// The SSRC of `local_track` (every packet written must carry it).
+    /// The SSRC of our audio toward the browser (every packet written must carry it).
     local_ssrc: u32,
-    /// The browser's audio track, once the stack reports it.
-    remote_track: watch::Receiver<Option<Arc<dyn TrackRemote>>>,
-    /// Set by [`WebRtcLeg::close`] so the handler does not report our own close as a failure.
-    closing: Arc<AtomicBool>,
     /// Which browser candidates are used.
     candidates: Arc<CandidatePolicy>,
     /// This leg's ICE ports, registered for the call's user until the leg closes.
@@ -152,82 +152,6 @@ impl std::fmt::Debug for WebRtcLeg {
             .field("format", &self.format)
             .field("local_ssrc", &self.local_ssrc)
             .finish()
-    }
-}
-
-/// Handles the peer connection's callbacks (they run on its driver task: never block).
-struct LegHandler {
-    /// Where events for the call go.
-    events: mpsc::UnboundedSender<WebRtcEvent>,
-    /// Replaces the address of host candidates, for 1:1 NAT.
-    public_ip: Option<IpAddr>,
-    /// `sdpMid` put on our trickled candidates (the browser needs the real mid).
-    mid: Option<String>,
-    /// `sdpMLineIndex` put on our trickled candidates.
-    mline_index: u16,
-    /// Publishes the browser's audio track to the leg.
-    remote_track: watch::Sender<Option<Arc<dyn TrackRemote>>>,
-    /// Whether `Connected` was already reported.
-    connected: AtomicBool,
-    /// Shared with the leg; set when we close on purpose.
-    closing: Arc<AtomicBool>,
-}
-
-#[async_trait::async_trait]
-impl PeerConnectionEventHandler for LegHandler {
-    async fn on_ice_candidate(&self, event: RTCPeerConnectionIceEvent) {
-        let mut candidate = event.candidate;
-        if let Some(ip) = self.public_ip
-            && candidate.typ == RTCIceCandidateType::Host
-        {
-            candidate.address = ip.to_string();
-        }
-        match candidate.to_json() {
-            Ok(init) => {
-                tracing::debug!(candidate = %init.candidate, "local ICE candidate");
-                let _ = self
-                    .events
-                    .send(WebRtcEvent::LocalCandidate(Some(IceCandidate {
-                        candidate: init.candidate,
-                        sdp_mid: self.mid.clone(),
-                        sdp_mline_index: Some(self.mline_index),
-                    })));
-            }
-            Err(e) => tracing::warn!(error = %e, "cannot serialise local ICE candidate"),
-        }
-    }
-
-    async fn on_ice_gathering_state_change(&self, state: RTCIceGatheringState) {
-        if state == RTCIceGatheringState::Complete {
-            let _ = self.events.send(WebRtcEvent::LocalCandidate(None));
-        }
-    }
-
-    async fn on_connection_state_change(&self, state: RTCPeerConnectionState) {
-        tracing::debug!(%state, "browser peer connection state");
-        match state {
-            RTCPeerConnectionState::Connected if !self.connected.swap(true, Ordering::SeqCst) => {
-                let _ = self.events.send(WebRtcEvent::Connected);
-            }
-            RTCPeerConnectionState::Failed => {
-                let _ = self
-                    .events
-                    .send(WebRtcEvent::Failed("ICE or DTLS failed".into()));
-            }
-            RTCPeerConnectionState::Closed if !self.closing.load(Ordering::SeqCst) => {
-                let _ = self
-                    .events
-                    .send(WebRtcEvent::Failed("peer connection closed".into()));
-            }
-            _ => {}
-        }
-    }
-
-    async fn on_track(&self, track: Arc<dyn TrackRemote>) {
-        if track.kind().await == RtpCodecKind::Audio {
-            tracing::debug!("browser audio track open");
-            self.remote_track.send_replace(Some(track));
-        }
     }
 }
 
@@ -265,7 +189,7 @@ fn rtp_codec(codec: AudioCodec) -> RTCRtpCodec {
 }
 
 /// A media engine holding exactly the chosen codec and telephone-event, at the offer's types.
-fn media_engine(format: &PayloadFormat) -> Result<MediaEngine, MediaError> {
+pub(super) fn media_engine(format: &PayloadFormat) -> Result<MediaEngine, MediaError> {
     let mut engine = MediaEngine::default();
     let mut register = |rtp_codec: RTCRtpCodec, payload_type: u8| {
         engine
@@ -291,9 +215,23 @@ fn media_engine(format: &PayloadFormat) -> Result<MediaEngine, MediaError> {
     Ok(engine)
 }
 
-/// Maps a `webrtc` error into [`MediaError::WebRtc`] with what we were doing.
-fn webrtc_err(what: &'static str) -> impl Fn(webrtc::error::Error) -> MediaError {
-    move |e| MediaError::WebRtc(format!("{what}: {e}"))
+/// Our audio track (SSRC `ssrc`), as both engines add it.
+pub(super) fn local_track(ssrc: u32) -> MediaStreamTrack {
+    MediaStreamTrack::new(
+        "callbridge".to_owned(),
+        "callbridge-audio".to_owned(),
+        "callbridge-audio".to_owned(),
+        RtpCodecKind::Audio,
+        vec![RTCRtpEncodingParameters {
+            rtp_coding_parameters: RTCRtpCodingParameters {
+                ssrc: Some(ssrc),
+                ..Default::default()
+            },
+            // No codec here on purpose: naming one makes it the transceiver's only codec
+            // preference and drops telephone-event from the negotiation.
+            ..Default::default()
+        }],
+    )
 }
 
 impl WebRtcLeg {
@@ -311,99 +249,54 @@ impl WebRtcLeg {
     ) -> Result<(WebRtcLeg, String), MediaError> {
         let offer_sdp = &config.candidates.filter_sdp(offer_sdp);
         let choice = offer::choose(offer_sdp, &config.codecs)?;
-        let leg = Self::build(
-            config,
-            choice.format,
-            choice.mid.clone(),
-            choice.mline_index,
-            events,
-        )
-        .await?;
-        match leg.negotiate(offer_sdp, &choice).await {
-            Ok(answer) => {
-                tracing::debug!(format = ?leg.format, "answered browser offer");
-                Ok((leg, answer))
-            }
-            Err(e) => {
-                leg.close().await;
-                Err(e)
-            }
-        }
-    }
-
-    /// A peer connection for `format` with our audio track not yet added.
-    async fn build(
-        config: &WebRtcLegConfig,
-        format: PayloadFormat,
-        mid: Option<String>,
-        mline_index: u16,
-        events: mpsc::UnboundedSender<WebRtcEvent>,
-    ) -> Result<WebRtcLeg, MediaError> {
-        let engine = media_engine(&format)?;
-        // The gateway's one certificate: no key generation per call.
-        let certificate = config.identity.certificate()?;
-        let closing = Arc::new(AtomicBool::new(false));
-        let (track_tx, track_rx) = watch::channel(None);
-        let handler = Arc::new(LegHandler {
-            events,
-            public_ip: config.public_ip,
-            mid,
-            mline_index,
-            remote_track: track_tx,
-            connected: AtomicBool::new(false),
-            closing: closing.clone(),
-        });
-        let lease = config.ice_ports.lease(&config.owner);
-        let runtime = GuardedRuntime::new(Arc::clone(&config.candidates), Arc::clone(&lease))
-            .ok_or_else(|| MediaError::WebRtc("no async runtime compiled in".into()))?;
-        let settings = SettingEngineBuilder::new()
-            // A server cannot resolve a browser's mDNS names; never query for them.
-            .with_multicast_dns_mode(MulticastDnsMode::Disabled)
-            .with_lite(config.ice_lite)
-            .build();
-        let pc = PeerConnectionBuilder::new()
-            .with_runtime(Arc::new(runtime))
-            .with_configuration(
-                RTCConfigurationBuilder::new()
-                    .with_ice_servers(vec![])
-                    .with_certificates(vec![certificate])
-                    .build(),
-            )
-            .with_media_engine(engine)
-            .with_interceptor_registry(webrtc_setup::audio_interceptors(config.rtcp_interval))
-            .with_setting_engine(settings)
-            .with_handler(handler)
-            .with_udp_addrs(vec![SocketAddr::new(config.bind_ip, 0)])
-            .build()
-            .await
-            .map_err(webrtc_err("create peer connection"))?;
-        let pc: Arc<dyn PeerConnection> = Arc::new(pc);
+        let narrowed = offer::restrict(offer_sdp, &choice);
         let local_ssrc = rand::random::<u32>();
-        let local_track = Arc::new(TrackLocalStaticRTP::new(MediaStreamTrack::new(
-            "callbridge".to_owned(),
-            "callbridge-audio".to_owned(),
-            "callbridge-audio".to_owned(),
-            RtpCodecKind::Audio,
-            vec![RTCRtpEncodingParameters {
-                rtp_coding_parameters: RTCRtpCodingParameters {
-                    ssrc: Some(local_ssrc),
-                    ..Default::default()
-                },
-                // No codec here on purpose: naming one makes it the transceiver's only codec
-                // preference and drops telephone-event from the negotiation.
-                ..Default::default()
-            }],
-        )));
-        Ok(WebRtcLeg {
-            pc,
-            format,
-            local_track,
-            local_ssrc,
-            remote_track: track_rx,
-            closing,
-            candidates: Arc::clone(&config.candidates),
-            lease,
-        })
+        let lease = config.ice_ports.lease(&config.owner);
+        let (engine, answer) = match &config.workers {
+            Some(workers) => {
+                let (leg, answer) = WorkerLegHandle::answer(
+                    workers,
+                    config,
+                    &choice.format,
+                    local_ssrc,
+                    narrowed,
+                    (choice.mid.clone(), choice.mline_index),
+                    &lease,
+                    events,
+                )?;
+                (Engine::Worker(leg), answer)
+            }
+            None => {
+                let leg = TasksLeg::build(
+                    config,
+                    &choice.format,
+                    local_ssrc,
+                    choice.mid.clone(),
+                    choice.mline_index,
+                    &lease,
+                    events,
+                )
+                .await?;
+                match leg.negotiate(narrowed).await {
+                    Ok(answer) => (Engine::Tasks(leg), answer),
+                    Err(e) => {
+                        leg.close().await;
+                        return Err(e);
+                    }
+                }
+            }
+        };
+        tracing::debug!(format = ?choice.format, "answered browser offer");
+        Ok((
+            WebRtcLeg {
+                engine,
+                format: choice.format,
+                local_ssrc,
+                candidates: Arc::clone(&config.candidates),
+                lease,
+            },
+            answer,
+        ))
     }
 
     /// Makes the gateway's offer to a browser for an incoming call: one audio section
@@ -421,69 +314,53 @@ impl WebRtcLeg {
                 .unwrap_or(OFFER_OPUS_PAYLOAD_TYPE),
             dtmf_payload_type: Some(OFFER_DTMF_PAYLOAD_TYPE),
         };
-        let leg = Self::build(config, format, Some("0".into()), 0, events).await?;
-        let result = async {
-            let track: Arc<dyn TrackLocal> = leg.local_track.clone();
-            leg.pc
-                .add_track(track)
-                .await
-                .map_err(webrtc_err("add audio track"))?;
-            let offer = leg
-                .pc
-                .create_offer(None)
-                .await
-                .map_err(webrtc_err("create offer"))?;
-            let sdp = offer.sdp.clone();
-            leg.pc
-                .set_local_description(offer)
-                .await
-                .map_err(webrtc_err("set local description"))?;
-            Ok::<_, MediaError>(sdp)
-        }
-        .await;
-        match result {
-            Ok(sdp) => Ok((leg, sdp)),
-            Err(e) => {
-                leg.close().await;
-                Err(e)
+        let local_ssrc = rand::random::<u32>();
+        let lease = config.ice_ports.lease(&config.owner);
+        let (engine, sdp) = match &config.workers {
+            Some(workers) => {
+                let (leg, sdp) =
+                    WorkerLegHandle::offer(workers, config, &format, local_ssrc, &lease, events)?;
+                (Engine::Worker(leg), sdp)
             }
-        }
+            None => {
+                let leg = TasksLeg::build(
+                    config,
+                    &format,
+                    local_ssrc,
+                    Some("0".into()),
+                    0,
+                    &lease,
+                    events,
+                )
+                .await?;
+                match leg.make_offer().await {
+                    Ok(sdp) => (Engine::Tasks(leg), sdp),
+                    Err(e) => {
+                        leg.close().await;
+                        return Err(e);
+                    }
+                }
+            }
+        };
+        Ok((
+            WebRtcLeg {
+                engine,
+                format,
+                local_ssrc,
+                candidates: Arc::clone(&config.candidates),
+                lease,
+            },
+            sdp,
+        ))
     }
 
     /// Applies the browser's answer to our [`WebRtcLeg::offer`].
     pub async fn accept_answer(&self, answer_sdp: &str) -> Result<(), MediaError> {
-        let answer = RTCSessionDescription::answer(self.candidates.filter_sdp(answer_sdp))
-            .map_err(|e| MediaError::BadOffer(format!("browser answer: {e}")))?;
-        self.pc
-            .set_remote_description(answer)
-            .await
-            .map_err(|e| MediaError::BadOffer(format!("browser answer: {e}")))
-    }
-
-    /// Adds our track, applies the (narrowed) offer and creates and applies the answer.
-    async fn negotiate(&self, offer_sdp: &str, choice: &OfferChoice) -> Result<String, MediaError> {
-        let track: Arc<dyn TrackLocal> = self.local_track.clone();
-        self.pc
-            .add_track(track)
-            .await
-            .map_err(webrtc_err("add audio track"))?;
-        let offer = RTCSessionDescription::offer(offer::restrict(offer_sdp, choice))
-            .map_err(|e| MediaError::BadOffer(e.to_string()))?;
-        self.pc
-            .set_remote_description(offer)
-            .await
-            .map_err(|e| MediaError::BadOffer(e.to_string()))?;
-        let answer = self
-            .pc
-            .create_answer(None)
-            .await
-            .map_err(webrtc_err("create answer"))?;
-        let sdp = answer.sdp.clone();
-        self.pc
-            .set_local_description(answer)
-            .await
-            .map_err(webrtc_err("set local description"))?;
-        Ok(sdp)
+        let answer_sdp = self.candidates.filter_sdp(answer_sdp);
+        match &self.engine {
+            Engine::Tasks(leg) => leg.accept_answer(answer_sdp).await,
+            Engine::Worker(leg) => leg.accept_answer(answer_sdp).await,
+        }
     }
 
     /// The payload format negotiated with the browser.
@@ -516,40 +393,38 @@ impl WebRtcLeg {
             tracing::debug!(candidate = %c.candidate, %why, "browser ICE candidate ignored");
             return Ok(());
         }
-        let init = RTCIceCandidateInit {
-            candidate: c.candidate.clone(),
-            sdp_mid: c.sdp_mid,
-            sdp_mline_index: c.sdp_mline_index,
-            ..Default::default()
-        };
-        self.pc
-            .add_ice_candidate(init)
-            .await
-            .map_err(|e| MediaError::BadCandidate(format!("'{}': {e}", c.candidate)))
+        match &self.engine {
+            Engine::Tasks(leg) => leg.add_remote_candidate(c).await,
+            Engine::Worker(leg) => {
+                leg.add_remote_candidate(c);
+                Ok(())
+            }
+        }
     }
 
     /// Closes the peer connection.
     pub async fn close(&self) {
-        self.closing.store(true, Ordering::SeqCst);
         self.lease.release();
-        if let Err(e) = self.pc.close().await {
-            tracing::debug!(error = %e, "closing browser peer connection");
+        match &self.engine {
+            Engine::Tasks(leg) => leg.close().await,
+            Engine::Worker(leg) => leg.close(),
         }
     }
 
-    /// The peer connection, for statistics (`get_stats`).
-    pub fn peer_connection(&self) -> &Arc<dyn PeerConnection> {
-        &self.pc
+    /// The `webrtc`-crate peer connection, for statistics (`tasks` engine only).
+    pub fn peer_connection(&self) -> Option<&Arc<dyn PeerConnection>> {
+        match &self.engine {
+            Engine::Tasks(leg) => Some(&leg.pc),
+            Engine::Worker(_) => None,
+        }
     }
 
-    /// Our outgoing track and its SSRC, for the bridge.
-    pub(crate) fn local_track(&self) -> (Arc<TrackLocalStaticRTP>, u32) {
-        (self.local_track.clone(), self.local_ssrc)
-    }
-
-    /// A receiver of the browser's track (`None` until the stack reports it), for the bridge.
-    pub(crate) fn remote_track(&self) -> watch::Receiver<Option<Arc<dyn TrackRemote>>> {
-        self.remote_track.clone()
+    /// The bridge's handles: the browser's RTP, our sink and SSRC, statistics.
+    pub(crate) fn media(&self) -> Result<BrowserMedia, MediaError> {
+        match &self.engine {
+            Engine::Tasks(leg) => Ok(leg.media(self.local_ssrc)),
+            Engine::Worker(leg) => leg.media(self.local_ssrc),
+        }
     }
 }
 
@@ -583,6 +458,7 @@ mod tests {
             identity: DtlsIdentity::new(),
             rtcp_interval: webrtc_setup::DEFAULT_RTCP_INTERVAL,
             ice_lite: false,
+            workers: None,
         };
         let e = WebRtcLeg::answer(
             &cfg,

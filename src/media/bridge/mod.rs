@@ -36,11 +36,11 @@ use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
-use webrtc::peer_connection::PeerConnection;
 
 pub use types::{BridgeConfig, BridgeReport, BridgeStats, DropCounter, Leg, MediaEvent};
 
 use super::MediaError;
+use super::browser_media::{BrowserMedia, BrowserStats};
 use super::dtmf::{DtmfError, DtmfSender, digit_to_event};
 use super::negotiate::{DEFAULT_PTIME_MS, LegMedia, MediaMode};
 use super::pipeline::{LegFormat, Pipeline};
@@ -99,8 +99,8 @@ pub struct Bridge {
     tasks: Vec<JoinHandle<()>>,
     /// The recorder, when recording.
     recorder: Option<Recorder>,
-    /// The browser's peer connection (for its RTT).
-    pc: Arc<dyn PeerConnection>,
+    /// The browser leg's statistics (for its RTT).
+    browser_stats: BrowserStats,
     /// The browser leg's format.
     browser: LegFormat,
     /// Events to the call.
@@ -150,7 +150,11 @@ impl Bridge {
         };
         let (sip, transcode) = formats_for(&browser, &remote);
         let mode = mode_for(&browser, &sip);
-        let (track, track_ssrc) = webrtc.local_track();
+        let BrowserMedia {
+            source,
+            sink: (sink, track_ssrc),
+            stats: browser_stats,
+        } = webrtc.media()?;
         let sip_ssrc = rand::random::<u32>();
         let clock = |f: &LegFormat| f.format.codec.clock_rate();
         let to_sip = Pipeline::new(
@@ -201,13 +205,12 @@ impl Bridge {
         let (local_tx, local_rx) = watch::channel(Direction::SendRecv);
         let (commands_tx, commands_rx) = mpsc::unbounded_channel();
         let cancel = CancellationToken::new();
-        let pc = webrtc.peer_connection().clone();
         let tasks = vec![
             tokio::spawn(
                 to_sip::ToSip {
                     shared: shared.clone(),
                     socket: socket.clone(),
-                    track_rx: webrtc.remote_track(),
+                    source,
                     pipeline: to_sip,
                     browser,
                     remote_rx: remote_rx.clone(),
@@ -228,7 +231,7 @@ impl Bridge {
                     shared: shared.clone(),
                     socket,
                     rtcp_socket,
-                    track,
+                    sink,
                     pipeline: to_browser,
                     browser,
                     remote_rx: remote_rx.clone(),
@@ -246,7 +249,7 @@ impl Bridge {
             tokio::spawn(
                 supervisor::Supervisor {
                     shared: shared.clone(),
-                    pc: pc.clone(),
+                    stats: browser_stats.clone(),
                     browser,
                     remote_rx,
                     local_rx,
@@ -265,7 +268,7 @@ impl Bridge {
             cancel,
             tasks,
             recorder,
-            pc,
+            browser_stats,
             browser,
             events,
         })
@@ -361,7 +364,7 @@ impl Bridge {
                 }
             }
         }
-        let view = tokio::time::timeout(Duration::from_secs(1), supervisor::browser_view(&self.pc))
+        let view = tokio::time::timeout(Duration::from_secs(1), self.browser_stats.view())
             .await
             .unwrap_or_default();
         let quality = supervisor::report(

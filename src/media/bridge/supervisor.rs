@@ -7,10 +7,10 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
-use webrtc::peer_connection::{PeerConnection, RTCStatsReportEntry, StatsSelector};
 
 use super::shared::Shared;
 use super::types::{BridgeConfig, Leg, MediaEvent};
+use crate::media::browser_media::{BrowserStats, BrowserView};
 use crate::media::pipeline::LegFormat;
 use crate::media::quality::{self, LegMeasure, QualityReport};
 use crate::media::rtp_stats::ReceiveSnapshot;
@@ -20,8 +20,8 @@ use crate::media::sdp::{Direction, RemoteMedia};
 pub(super) struct Supervisor {
     /// Counters and snapshots.
     pub shared: Arc<Shared>,
-    /// The browser's peer connection, for its RTT.
-    pub pc: Arc<dyn PeerConnection>,
+    /// The browser leg's statistics, for its RTT.
+    pub stats: BrowserStats,
     /// The browser leg's format.
     pub browser: LegFormat,
     /// The SIP peer's SDP (a peer that does not send is never inactive).
@@ -34,45 +34,6 @@ pub(super) struct Supervisor {
     pub config: Arc<BridgeConfig>,
     /// Ends the task.
     pub cancel: CancellationToken,
-}
-
-/// What the WebRTC stack knows about the browser leg.
-#[derive(Debug, Clone, Copy, Default)]
-pub(super) struct BrowserView {
-    /// Round-trip time: RTCP-based when the stack has one, else the ICE checks' RTT.
-    pub rtt: Option<Duration>,
-    /// Loss the browser reports for our stream (RTCP receiver reports).
-    pub remote_loss: Option<f64>,
-}
-
-/// Reads the browser leg's RTT and remote loss from the stack's statistics.
-pub(super) async fn browser_view(pc: &Arc<dyn PeerConnection>) -> BrowserView {
-    let report = pc.get_stats(Instant::now(), StatsSelector::None).await;
-    let remote_loss = report.iter().find_map(|e| match e {
-        RTCStatsReportEntry::RemoteInboundRtp(s) if s.round_trip_time_measurements > 0 => {
-            Some(s.fraction_lost.clamp(0.0, 1.0))
-        }
-        _ => None,
-    });
-    let from_rtcp = report.iter().find_map(|e| match e {
-        RTCStatsReportEntry::RemoteInboundRtp(s)
-            if s.round_trip_time_measurements > 0 && s.round_trip_time > 0.0 =>
-        {
-            Some(s.round_trip_time)
-        }
-        _ => None,
-    });
-    let from_ice = || {
-        report.candidate_pairs().find_map(|p| {
-            (p.nominated && p.current_round_trip_time > 0.0).then_some(p.current_round_trip_time)
-        })
-    };
-    BrowserView {
-        rtt: from_rtcp
-            .or_else(from_ice)
-            .and_then(|s| Duration::try_from_secs_f64(s).ok()),
-        remote_loss,
-    }
 }
 
 /// The quality report from the shared snapshots; loss is counted since `before`.
@@ -143,7 +104,7 @@ impl Supervisor {
             }
             if now >= next_stats {
                 next_stats = now + self.config.stats_interval;
-                let view = browser_view(&self.pc).await;
+                let view = self.stats.view().await;
                 let r = report(&self.shared, self.browser, view, &before);
                 before = [
                     self.shared.snapshot(Leg::Browser).receive,

@@ -17,12 +17,11 @@ use rtc::shared::marshal::Unmarshal;
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
-use webrtc::media_stream::track_local::TrackLocal;
-use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
 
 use super::shared::{DirectionSnapshot, Shared};
 use super::types::{BridgeConfig, Leg, MediaEvent};
 use super::{formats_for, to_sip::earliest};
+use crate::media::browser_media::BrowserSink;
 use crate::media::latch::{Latch, LatchPolicy, Verdict};
 use crate::media::pipeline::{LegFormat, Pipeline};
 use crate::media::recording::Tap;
@@ -44,8 +43,8 @@ pub(super) struct ToBrowser {
     pub socket: Arc<UdpSocket>,
     /// The RTCP socket (RTP port + 1).
     pub rtcp_socket: UdpSocket,
-    /// Our track toward the browser.
-    pub track: Arc<TrackLocalStaticRTP>,
+    /// Where our RTP toward the browser goes.
+    pub sink: BrowserSink,
     /// Relay or transcode.
     pub pipeline: Pipeline,
     /// The browser leg's format.
@@ -228,7 +227,7 @@ impl ToBrowser {
                 }
             }
             while let Some(out) = self.pipeline.poll_output() {
-                match self.track.write_rtp(out).await {
+                match self.sink.write(out).await {
                     Ok(()) => {
                         self.shared.to_browser.fetch_add(1, Ordering::Relaxed);
                     }

@@ -13,11 +13,11 @@ use rtc::shared::marshal::Marshal;
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
-use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
 
 use super::shared::{DirectionSnapshot, Shared};
 use super::types::{BridgeConfig, Leg, MediaEvent};
 use super::{Command, formats_for};
+use crate::media::browser_media::BrowserSource;
 use crate::media::dtmf::DtmfSender;
 use crate::media::pipeline::{LegFormat, Pipeline};
 use crate::media::recording::Tap;
@@ -34,8 +34,8 @@ pub(super) struct ToSip {
     pub shared: Arc<Shared>,
     /// The RTP socket (shared with the other direction, which receives on it).
     pub socket: Arc<UdpSocket>,
-    /// The browser's track, once open.
-    pub track_rx: watch::Receiver<Option<Arc<dyn TrackRemote>>>,
+    /// The browser's RTP.
+    pub source: BrowserSource,
     /// Relay or transcode.
     pub pipeline: Pipeline,
     /// The browser leg's format.
@@ -72,14 +72,9 @@ impl ToSip {
 
     /// Runs until cancelled or the browser's track ends.
     pub async fn run(mut self) {
-        let track = tokio::select! {
-            t = self.track_rx.wait_for(Option::is_some) => match t {
-                Ok(t) => t.clone(),
-                Err(_) => None,
-            },
-            _ = self.cancel.cancelled() => None,
-        };
-        let Some(track) = track else { return };
+        if !self.source.open(&self.cancel).await {
+            return;
+        }
         let mut remote = self.remote_rx.borrow_and_update().clone();
         let mut target = self.target_rx.borrow_and_update().1;
         let mut buf = vec![0u8; MAX_DATAGRAM];
@@ -92,15 +87,14 @@ impl ToSip {
             tokio::select! {
                 biased;
                 _ = self.cancel.cancelled() => break,
-                event = track.poll() => {
+                packet = self.source.next() => {
                     let now = Instant::now();
-                    match event {
-                        Some(TrackRemoteEvent::OnRtpPacket(p)) => {
+                    match packet {
+                        Some(p) => {
                             let flows = self.flows(&remote);
                             self.on_packet(now, p, flows);
                         }
-                        Some(TrackRemoteEvent::OnEnded) | None => break,
-                        Some(_) => continue,
+                        None => break,
                     }
                 }
                 command = self.commands.recv() => match command {

@@ -1,0 +1,253 @@
+//! The `worker` engine of the WebRTC leg (`media.engine = "worker"`): the call's task
+//! negotiates an `rtc` peer connection (SDP is pure computation on the sans-IO core),
+//! then hands it to a media worker ([`super::worker`]) whose shared port is the leg's
+//! one host candidate. The leg's own ICE credentials (unique per gateway) let the
+//! worker tell the browsers on that port apart.
+
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use rtc::ice::mdns::MulticastDnsMode;
+use rtc::peer_connection::configuration::setting_engine::SettingEngineBuilder;
+use rtc::peer_connection::transport::{CandidateConfig, CandidateHostConfig, RTCIceCandidate};
+use rtc::peer_connection::{RTCPeerConnection, RTCPeerConnectionBuilder};
+use rtc::rtp_transceiver::RTCRtpSenderId;
+use tokio::sync::{mpsc, oneshot};
+use webrtc::peer_connection::{
+    RTCConfigurationBuilder, RTCIceCandidateInit, RTCSessionDescription,
+};
+
+use super::MediaError;
+use super::browser_media::{BrowserMedia, BrowserSink, BrowserSource, BrowserStats};
+use super::codec::PayloadFormat;
+use super::webrtc_leg::{IceCandidate, WebRtcEvent, WebRtcLegConfig, local_track, media_engine};
+use super::webrtc_setup;
+use super::worker::{Control, MEDIA_QUEUE, MediaWorkers, NewLeg, WorkerLink, WorkerShared};
+use crate::netguard::ice_ports::IceLease;
+
+/// A leg living in a media worker.
+pub(super) struct WorkerLegHandle {
+    /// Where the leg lives.
+    link: WorkerLink,
+    /// The browser's RTP, taken by the bridge.
+    media_rx: Mutex<Option<mpsc::Receiver<rtc::rtp::Packet>>>,
+}
+
+fn rtc_err(what: &'static str) -> impl Fn(rtc::shared::error::Error) -> MediaError {
+    move |e| MediaError::WebRtc(format!("{what}: {e}"))
+}
+
+/// Our ICE credentials for leg `id`: the ufrag embeds the id, so no two legs of this
+/// process share one; both are ice-chars (RFC 8839) and long enough (4 / 22).
+fn credentials(id: u64) -> (String, String) {
+    (
+        format!("{id:x}g{:08x}", rand::random::<u32>()),
+        format!("{:032x}", rand::random::<u128>()),
+    )
+}
+
+/// The host candidate of `worker` (the `candidate:` line, for the SDP and trickle).
+fn host_candidate(worker: &WorkerShared) -> Result<RTCIceCandidateInit, MediaError> {
+    let addr = worker.advertised();
+    let candidate = CandidateHostConfig {
+        base_config: CandidateConfig {
+            network: "udp".to_owned(),
+            address: addr.ip().to_string(),
+            port: addr.port(),
+            component: 1,
+            ..Default::default()
+        },
+        ..Default::default()
+    }
+    .new_candidate_host()
+    .map_err(rtc_err("host candidate"))?;
+    RTCIceCandidate::from(&candidate)
+        .to_json()
+        .map_err(rtc_err("host candidate"))
+}
+
+/// A peer connection for `format` with our credentials, certificate and audio track.
+fn build(
+    config: &WebRtcLegConfig,
+    format: &PayloadFormat,
+    ssrc: u32,
+    (ufrag, pwd): (String, String),
+    now: Instant,
+) -> Result<(RTCPeerConnection, RTCRtpSenderId), MediaError> {
+    let settings = SettingEngineBuilder::new()
+        .with_multicast_dns_mode(MulticastDnsMode::Disabled)
+        .with_lite(config.ice_lite)
+        .with_ice_credentials(ufrag, pwd)
+        .build();
+    let mut pc = RTCPeerConnectionBuilder::new()
+        .with_configuration(
+            RTCConfigurationBuilder::new()
+                .with_ice_servers(vec![])
+                .with_certificates(vec![config.identity.certificate()?])
+                .build(),
+        )
+        .with_media_engine(media_engine(format)?)
+        .with_interceptor_registry(webrtc_setup::audio_interceptors(config.rtcp_interval))
+        .with_setting_engine(settings)
+        .build(now)
+        .map_err(rtc_err("create peer connection"))?;
+    let sender = pc
+        .add_track(local_track(ssrc))
+        .map_err(rtc_err("add audio track"))?;
+    Ok((pc, sender))
+}
+
+/// The trickled form of our host candidate.
+fn trickle(init: &RTCIceCandidateInit, mid: Option<String>, mline_index: u16) -> IceCandidate {
+    IceCandidate {
+        candidate: init.candidate.clone(),
+        sdp_mid: mid,
+        sdp_mline_index: Some(mline_index),
+    }
+}
+
+impl WorkerLegHandle {
+    /// Answers the browser's (filtered, narrowed) offer in a worker; returns the leg
+    /// and the answer SDP.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn answer(
+        workers: &MediaWorkers,
+        config: &WebRtcLegConfig,
+        format: &PayloadFormat,
+        ssrc: u32,
+        offer_sdp: String,
+        (mid, mline_index): (Option<String>, u16),
+        lease: &IceLease,
+        events: mpsc::UnboundedSender<WebRtcEvent>,
+    ) -> Result<(WorkerLegHandle, String), MediaError> {
+        let (id, worker) = workers.place();
+        let now = Instant::now();
+        let credentials = credentials(id);
+        let ufrag = credentials.0.clone();
+        let (mut pc, sender) = build(config, format, ssrc, credentials, now)?;
+        let offer = RTCSessionDescription::offer(offer_sdp)
+            .map_err(|e| MediaError::BadOffer(e.to_string()))?;
+        pc.set_remote_description(now, offer)
+            .map_err(|e| MediaError::BadOffer(e.to_string()))?;
+        let host = host_candidate(&worker)?;
+        pc.add_local_candidate(host.clone())
+            .map_err(rtc_err("host candidate"))?;
+        let answer = pc.create_answer(None).map_err(rtc_err("create answer"))?;
+        let sdp = answer.sdp.clone();
+        pc.set_local_description(now, answer)
+            .map_err(rtc_err("set local description"))?;
+        let leg = Self::hand_over(worker, id, ufrag, pc, sender, lease, &events);
+        let _ = events.send(WebRtcEvent::LocalCandidate(Some(trickle(
+            &host,
+            mid,
+            mline_index,
+        ))));
+        let _ = events.send(WebRtcEvent::LocalCandidate(None));
+        Ok((leg, sdp))
+    }
+
+    /// Makes our offer for an incoming call in a worker; returns the leg and the offer.
+    pub(super) fn offer(
+        workers: &MediaWorkers,
+        config: &WebRtcLegConfig,
+        format: &PayloadFormat,
+        ssrc: u32,
+        lease: &IceLease,
+        events: mpsc::UnboundedSender<WebRtcEvent>,
+    ) -> Result<(WorkerLegHandle, String), MediaError> {
+        let (id, worker) = workers.place();
+        let now = Instant::now();
+        let credentials = credentials(id);
+        let ufrag = credentials.0.clone();
+        let (mut pc, sender) = build(config, format, ssrc, credentials, now)?;
+        let host = host_candidate(&worker)?;
+        let offer = pc.create_offer(None).map_err(rtc_err("create offer"))?;
+        pc.set_local_description(now, offer)
+            .map_err(rtc_err("set local description"))?;
+        pc.add_local_candidate(host.clone())
+            .map_err(rtc_err("host candidate"))?;
+        let sdp = pc
+            .local_description()
+            .map(|d| d.sdp)
+            .ok_or_else(|| MediaError::WebRtc("no local description".into()))?;
+        let leg = Self::hand_over(worker, id, ufrag, pc, sender, lease, &events);
+        let _ = events.send(WebRtcEvent::LocalCandidate(Some(trickle(
+            &host,
+            Some("0".into()),
+            0,
+        ))));
+        let _ = events.send(WebRtcEvent::LocalCandidate(None));
+        Ok((leg, sdp))
+    }
+
+    /// Moves the peer connection into its worker and registers the worker's port for
+    /// the call's user.
+    fn hand_over(
+        worker: Arc<WorkerShared>,
+        id: u64,
+        ufrag: String,
+        pc: RTCPeerConnection,
+        sender: RTCRtpSenderId,
+        lease: &IceLease,
+        events: &mpsc::UnboundedSender<WebRtcEvent>,
+    ) -> WorkerLegHandle {
+        lease.add(worker.advertised().port());
+        let (media_tx, media_rx) = mpsc::channel(MEDIA_QUEUE);
+        worker.send(Control::Add(Box::new(NewLeg {
+            id,
+            ufrag,
+            pc,
+            sender,
+            events: events.clone(),
+            media: media_tx,
+        })));
+        WorkerLegHandle {
+            link: WorkerLink { worker, id },
+            media_rx: Mutex::new(Some(media_rx)),
+        }
+    }
+
+    /// Applies the browser's answer to our offer (already filtered).
+    pub(super) async fn accept_answer(&self, answer_sdp: String) -> Result<(), MediaError> {
+        let answer = RTCSessionDescription::answer(answer_sdp)
+            .map_err(|e| MediaError::BadOffer(format!("browser answer: {e}")))?;
+        let (tx, rx) = oneshot::channel();
+        self.link
+            .send(Control::Answer(self.link.id, Box::new(answer), tx));
+        match rx.await {
+            Ok(result) => result.map_err(|e| MediaError::BadOffer(format!("browser answer: {e}"))),
+            Err(_) => Err(MediaError::WebRtc("media worker stopped".into())),
+        }
+    }
+
+    /// Adds a browser candidate the policy accepted.
+    pub(super) fn add_remote_candidate(&self, c: IceCandidate) {
+        let init = RTCIceCandidateInit {
+            candidate: c.candidate,
+            sdp_mid: c.sdp_mid,
+            sdp_mline_index: c.sdp_mline_index,
+            ..Default::default()
+        };
+        self.link.send(Control::Candidate(self.link.id, init));
+    }
+
+    /// Closes the leg in its worker.
+    pub(super) fn close(&self) {
+        self.link.send(Control::Close(self.link.id));
+    }
+
+    /// The bridge's handles on this leg (the RTP receiver can be taken once).
+    pub(super) fn media(&self, ssrc: u32) -> Result<BrowserMedia, MediaError> {
+        let rx = self
+            .media_rx
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+            .ok_or_else(|| MediaError::WebRtc("the browser leg already has a bridge".into()))?;
+        Ok(BrowserMedia {
+            source: BrowserSource::Worker(rx),
+            sink: (BrowserSink::Worker(self.link.clone()), ssrc),
+            stats: BrowserStats::Worker(self.link.clone()),
+        })
+    }
+}

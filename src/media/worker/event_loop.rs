@@ -1,0 +1,318 @@
+//! A media worker's thread: one epoll loop over one UDP socket, a control queue and a
+//! timer queue of its legs' deadlines.
+//!
+//! Each turn: control messages first (new legs, RTP to send, candidates), then every
+//! datagram the socket holds, then the legs whose deadline passed; a leg is drained
+//! (datagrams out, events to its call) after each input. The thread sleeps until the
+//! earliest deadline, rounded up to the next millisecond so deadlines that close
+//! share one wake-up.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
+use std::io;
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, mpsc as std_mpsc};
+use std::time::{Duration, Instant};
+
+use mio::net::UdpSocket;
+use mio::{Events, Interest, Poll, Token};
+use prometheus::IntCounterVec;
+
+use super::demux::{Demux, LegId};
+use super::leg::WorkerLeg;
+use super::{Control, WorkerShared};
+use crate::media::browser_media;
+use crate::media::candidates::CandidatePolicy;
+
+/// Token of the socket.
+const SOCKET: Token = Token(0);
+/// Token of the waker.
+pub(super) const WAKER: Token = Token(1);
+/// Largest datagram read.
+const MAX_DATAGRAM: usize = 2048;
+/// Longest sleep with nothing due (control messages and datagrams wake it anyway).
+const IDLE_SLEEP: Duration = Duration::from_secs(60);
+
+/// Binds a worker's non-blocking socket with `buffer` bytes of receive/send buffer.
+pub(super) fn bind(addr: SocketAddr, buffer: usize) -> io::Result<UdpSocket> {
+    let domain = socket2::Domain::for_address(addr);
+    let socket = socket2::Socket::new(domain, socket2::Type::DGRAM, Some(socket2::Protocol::UDP))?;
+    if addr.is_ipv6() {
+        socket.set_only_v6(true)?;
+    }
+    // The kernel may cap these (net.core.rmem_max); what it grants is enough to start.
+    let _ = socket.set_recv_buffer_size(buffer);
+    let _ = socket.set_send_buffer_size(buffer);
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    Ok(UdpSocket::from_std(socket.into()))
+}
+
+/// The state of one worker thread.
+pub(super) struct Worker {
+    /// Shared with the calls.
+    shared: Arc<WorkerShared>,
+    /// The epoll instance.
+    poll: Poll,
+    /// The shared WebRTC port.
+    socket: UdpSocket,
+    /// Control messages.
+    control: std_mpsc::Receiver<Control>,
+    /// Where the legs may send.
+    policy: Arc<CandidatePolicy>,
+    /// Drop counters by reason.
+    dropped: IntCounterVec,
+    /// The legs.
+    legs: HashMap<LegId, WorkerLeg>,
+    /// Which leg a datagram belongs to.
+    demux: Demux,
+    /// Deadlines; an entry is stale unless it equals its leg's `deadline`.
+    timers: BinaryHeap<Reverse<(Instant, LegId)>>,
+    /// Set by `Stop`.
+    stopping: bool,
+}
+
+impl Worker {
+    /// A worker over a bound socket, registered with `poll`.
+    pub(super) fn new(
+        shared: Arc<WorkerShared>,
+        poll: Poll,
+        mut socket: UdpSocket,
+        control: std_mpsc::Receiver<Control>,
+        policy: Arc<CandidatePolicy>,
+        dropped: IntCounterVec,
+    ) -> io::Result<Worker> {
+        poll.registry()
+            .register(&mut socket, SOCKET, Interest::READABLE)?;
+        Ok(Worker {
+            shared,
+            poll,
+            socket,
+            control,
+            policy,
+            dropped,
+            legs: HashMap::new(),
+            demux: Demux::default(),
+            timers: BinaryHeap::new(),
+            stopping: false,
+        })
+    }
+
+    /// Runs until `Stop` or until every call handle is gone.
+    pub(super) fn run(mut self) {
+        let mut events = Events::with_capacity(16);
+        let mut buf = vec![0u8; MAX_DATAGRAM];
+        while !self.stopping {
+            self.take_control();
+            self.read_socket(&mut buf);
+            self.fire_timers(Instant::now());
+            if self.stopping {
+                break;
+            }
+            // Park: a sender that finds `parked` set wakes us; a message sent before we
+            // set it is seen by the check below.
+            self.shared.parked.store(true, Ordering::SeqCst);
+            match self.control.try_recv() {
+                Ok(c) => {
+                    self.shared.parked.store(false, Ordering::SeqCst);
+                    self.on_control(c);
+                    continue;
+                }
+                Err(std_mpsc::TryRecvError::Disconnected) => break,
+                Err(std_mpsc::TryRecvError::Empty) => {}
+            }
+            let timeout = self.sleep_for(Instant::now());
+            if let Err(e) = self.poll.poll(&mut events, Some(timeout))
+                && e.kind() != io::ErrorKind::Interrupted
+            {
+                tracing::error!(worker = self.shared.index, error = %e, "media worker poll failed");
+                break;
+            }
+            self.shared.parked.store(false, Ordering::SeqCst);
+        }
+        let ids: Vec<LegId> = self.legs.keys().copied().collect();
+        for id in ids {
+            self.close(id);
+        }
+        tracing::debug!(worker = self.shared.index, "media worker stopped");
+    }
+
+    /// How long to sleep: until the earliest deadline, rounded up to a millisecond.
+    fn sleep_for(&mut self, now: Instant) -> Duration {
+        while let Some(Reverse((at, id))) = self.timers.peek().copied() {
+            if self.legs.get(&id).and_then(|l| l.deadline) == Some(at) {
+                let wait = at.saturating_duration_since(now);
+                let ms = wait.as_micros().div_ceil(1000);
+                return Duration::from_millis(u64::try_from(ms).unwrap_or(u64::MAX));
+            }
+            self.timers.pop();
+        }
+        IDLE_SLEEP
+    }
+
+    fn take_control(&mut self) {
+        while let Ok(c) = self.control.try_recv() {
+            self.on_control(c);
+            if self.stopping {
+                return;
+            }
+        }
+    }
+
+    fn on_control(&mut self, control: Control) {
+        let now = Instant::now();
+        match control {
+            Control::Add(new) => {
+                let id = new.id;
+                if !self.demux.add_leg(id, &new.ufrag) {
+                    tracing::warn!(leg = id, "ICE ufrag already issued; leg refused");
+                    let _ = new
+                        .events
+                        .send(crate::media::webrtc_leg::WebRtcEvent::Failed(
+                            "ICE ufrag collision".into(),
+                        ));
+                    return;
+                }
+                self.shared.legs.fetch_add(1, Ordering::Relaxed);
+                self.legs.insert(id, WorkerLeg::new(*new));
+                self.after_input(id, true);
+            }
+            Control::Candidate(id, init) => {
+                if let Some(leg) = self.legs.get_mut(&id) {
+                    leg.add_remote_candidate(init);
+                    self.after_input(id, true);
+                }
+            }
+            Control::Answer(id, answer, reply) => {
+                let result = match self.legs.get_mut(&id) {
+                    Some(leg) => leg.set_remote_answer(now, *answer),
+                    None => Err("the browser leg is closed".into()),
+                };
+                let _ = reply.send(result);
+                self.after_input(id, true);
+            }
+            Control::Rtp(id, packet) => {
+                if let Some(leg) = self.legs.get_mut(&id) {
+                    leg.write_rtp(now, packet);
+                    // Media does not move the leg's deadlines (reports run on their
+                    // own interval): re-query only when none is queued.
+                    let requery = leg.deadline.is_none();
+                    self.after_input(id, requery);
+                }
+            }
+            Control::Stats(id, reply) => {
+                if let Some(leg) = self.legs.get_mut(&id) {
+                    let _ = reply.send(browser_media::view_from_report(&leg.stats(now)));
+                }
+            }
+            Control::Close(id) => self.close(id),
+            Control::Stop => self.stopping = true,
+        }
+    }
+
+    fn read_socket(&mut self, buf: &mut [u8]) {
+        loop {
+            let (n, source) = match self.socket.recv_from(buf) {
+                Ok(r) => r,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    // ICMP errors surface here on some systems: one bad peer, not the socket.
+                    tracing::debug!(worker = self.shared.index, error = %e, "media worker receive");
+                    continue;
+                }
+            };
+            let datagram = &buf[..n];
+            match self.demux.route(source, datagram) {
+                Ok(id) => {
+                    let local = self.shared.advertised;
+                    if let Some(leg) = self.legs.get_mut(&id) {
+                        leg.handle_read(Instant::now(), local, source, datagram);
+                        self.after_input(id, true);
+                    }
+                }
+                Err(why) => {
+                    self.dropped.with_label_values(&[why.label()]).inc();
+                    tracing::trace!(%source, reason = why.label(), "datagram on the WebRTC port dropped");
+                }
+            }
+        }
+    }
+
+    fn fire_timers(&mut self, now: Instant) {
+        while let Some(Reverse((at, id))) = self.timers.peek().copied() {
+            if at > now {
+                return;
+            }
+            self.timers.pop();
+            let Some(leg) = self.legs.get_mut(&id) else {
+                continue;
+            };
+            if leg.deadline != Some(at) {
+                continue;
+            }
+            leg.deadline = None;
+            leg.handle_timeout(now);
+            self.after_input(id, true);
+        }
+    }
+
+    /// Drains leg `id` after an input; `requery`: ask for its next deadline.
+    fn after_input(&mut self, id: LegId, requery: bool) {
+        let Some(leg) = self.legs.get_mut(&id) else {
+            return;
+        };
+        let socket = &self.socket;
+        let policy = &self.policy;
+        let demux = &mut self.demux;
+        let dropped = &self.dropped;
+        let drained = leg.drain(|dest, data| {
+            if let Err(why) = policy.judge(dest) {
+                policy.count_dropped_send();
+                dropped.with_label_values(&["refused_destination"]).inc();
+                tracing::debug!(%dest, %why, "datagram to a refused address dropped");
+                return;
+            }
+            demux.note_destination(id, dest);
+            if let Err(e) = socket.send_to(data, dest) {
+                dropped.with_label_values(&["send_failed"]).inc();
+                tracing::trace!(%dest, error = %e, "datagram to the browser not sent");
+            }
+        });
+        if drained.media_dropped > 0 {
+            dropped
+                .with_label_values(&["bridge_full"])
+                .inc_by(drained.media_dropped);
+        }
+        if leg.done {
+            self.remove(id);
+            return;
+        }
+        if requery {
+            let next = leg.poll_timeout();
+            if next != leg.deadline {
+                leg.deadline = next;
+                if let Some(at) = next {
+                    self.timers.push(Reverse((at, id)));
+                }
+            }
+        }
+    }
+
+    fn close(&mut self, id: LegId) {
+        if let Some(leg) = self.legs.get_mut(&id) {
+            leg.close();
+            // Flush what closing produced (DTLS close_notify), then forget the leg.
+            self.after_input(id, false);
+            self.remove(id);
+        }
+    }
+
+    fn remove(&mut self, id: LegId) {
+        if self.legs.remove(&id).is_some() {
+            self.demux.remove_leg(id);
+            self.shared.legs.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+}

@@ -1,0 +1,248 @@
+//! The media worker engine (`media.engine = "worker"`): a few OS threads, each with one
+//! event loop (mio/epoll) that owns its calls' `rtc` peer connections and one UDP port
+//! shared by all of them.
+//!
+//! ```text
+//!  call task ──Control──> [queue + waker] ──> worker thread ──sendto──> browsers
+//!     ^                                        │  demux by source / STUN ufrag
+//!     └── WebRtcEvent, browser RTP (channels) ─┘  timer queue (one per worker)
+//! ```
+//!
+//! A leg is negotiated on the call's task (SDP in, SDP out: pure computation on the
+//! `rtc` core) and then handed to the least loaded worker, which advertises its port
+//! as the leg's only host candidate. From then on the call talks to the leg through
+//! [`WorkerLink`]: trickled candidates, the browser's answer, RTP to send, statistics,
+//! close. The worker wakes only for datagrams, control messages and the earliest
+//! deadline of its legs (rounded up to the millisecond, so near deadlines share a
+//! wake-up). Datagrams from sources no leg knows, and datagrams our legs would send to
+//! addresses the [`CandidatePolicy`] refuses, are dropped and counted.
+
+mod demux;
+mod event_loop;
+mod leg;
+
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, mpsc as std_mpsc};
+use std::thread::JoinHandle;
+
+use prometheus::IntCounterVec;
+use tokio::sync::oneshot;
+
+pub use demux::{LegId, Refused};
+pub use leg::{MEDIA_QUEUE, NewLeg};
+
+use super::candidates::CandidatePolicy;
+use crate::media::browser_media::BrowserView;
+
+/// Every `reason` label of `callbridge_webrtc_dropped_total`.
+pub const DROP_REASONS: [&str; 6] = [
+    "unknown_source",
+    "unknown_ufrag",
+    "too_many_sources",
+    "refused_destination",
+    "send_failed",
+    "bridge_full",
+];
+
+/// Settings of the worker pool.
+#[derive(Debug, Clone)]
+pub struct WorkerPoolConfig {
+    /// Number of worker threads (at least 1).
+    pub workers: usize,
+    /// Address the workers' sockets bind to.
+    pub bind_ip: IpAddr,
+    /// Worker k binds `port_base + k`; 0: ports chosen by the system.
+    pub port_base: u16,
+    /// Address advertised in host candidates instead of `bind_ip` (1:1 NAT).
+    pub public_ip: Option<IpAddr>,
+    /// Receive and send buffer of each worker socket, bytes.
+    pub socket_buffer_bytes: usize,
+    /// Where the legs may send.
+    pub policy: Arc<CandidatePolicy>,
+    /// Datagrams dropped, by reason (`callbridge_webrtc_dropped_total`).
+    pub dropped: IntCounterVec,
+}
+
+/// A message from a call to its leg's worker.
+pub(crate) enum Control {
+    /// Take over a negotiated leg.
+    Add(Box<NewLeg>),
+    /// A browser candidate for a leg.
+    Candidate(LegId, rtc::peer_connection::transport::RTCIceCandidateInit),
+    /// The browser's answer to our offer.
+    Answer(
+        LegId,
+        Box<rtc::peer_connection::sdp::RTCSessionDescription>,
+        oneshot::Sender<Result<(), String>>,
+    ),
+    /// RTP to send to the browser.
+    Rtp(LegId, rtc::rtp::Packet),
+    /// Statistics of a leg.
+    Stats(LegId, oneshot::Sender<BrowserView>),
+    /// Close and forget a leg.
+    Close(LegId),
+    /// End the thread.
+    Stop,
+}
+
+/// What a call and a worker share.
+#[derive(Debug)]
+pub(crate) struct WorkerShared {
+    /// Worker number (thread name `cb-media-<index>`).
+    index: usize,
+    /// The address advertised as host candidate: `public_ip` or the bound address.
+    advertised: SocketAddr,
+    /// Control messages.
+    control: std_mpsc::Sender<Control>,
+    /// Wakes the worker from epoll.
+    waker: mio::Waker,
+    /// Set while the worker sleeps (or is about to): only then is a wake needed.
+    parked: AtomicBool,
+    /// Legs on this worker (for placement).
+    legs: AtomicUsize,
+}
+
+impl WorkerShared {
+    /// Sends `control` to the worker, waking it when it sleeps.
+    pub(crate) fn send(&self, control: Control) {
+        if self.control.send(control).is_ok() && self.parked.swap(false, Ordering::AcqRel) {
+            let _ = self.waker.wake();
+        }
+    }
+
+    /// The host candidate address of this worker's legs.
+    pub(crate) fn advertised(&self) -> SocketAddr {
+        self.advertised
+    }
+}
+
+/// A call's handle on its leg in a worker.
+#[derive(Debug, Clone)]
+pub struct WorkerLink {
+    /// The worker.
+    pub(crate) worker: Arc<WorkerShared>,
+    /// The leg.
+    pub(crate) id: LegId,
+}
+
+impl WorkerLink {
+    /// Sends `control` about this leg.
+    pub(crate) fn send(&self, control: Control) {
+        self.worker.send(control);
+    }
+
+    /// Our RTP toward the browser.
+    pub fn write_rtp(&self, packet: rtc::rtp::Packet) {
+        self.worker.send(Control::Rtp(self.id, packet));
+    }
+
+    /// The browser leg's RTT and loss as the stack sees them (default when gone).
+    pub async fn view(&self) -> BrowserView {
+        let (tx, rx) = oneshot::channel();
+        self.worker.send(Control::Stats(self.id, tx));
+        rx.await.unwrap_or_default()
+    }
+}
+
+/// The running workers.
+#[derive(Debug)]
+pub struct MediaWorkers {
+    /// Each worker's shared half.
+    workers: Vec<Arc<WorkerShared>>,
+    /// Next leg id.
+    next_id: AtomicU64,
+    /// The threads, joined on [`MediaWorkers::stop`].
+    threads: Mutex<Vec<JoinHandle<()>>>,
+}
+
+impl MediaWorkers {
+    /// Binds every worker's socket and starts the threads.
+    pub fn start(config: &WorkerPoolConfig) -> io::Result<Arc<MediaWorkers>> {
+        let mut workers = Vec::new();
+        let mut threads = Vec::new();
+        for index in 0..config.workers.max(1) {
+            let port = match config.port_base {
+                0 => 0,
+                base => base.checked_add(index as u16).ok_or_else(|| {
+                    io::Error::other("media.worker_port_base + workers exceeds 65535")
+                })?,
+            };
+            let socket = event_loop::bind(
+                SocketAddr::new(config.bind_ip, port),
+                config.socket_buffer_bytes,
+            )?;
+            let bound = socket.local_addr()?;
+            let advertised = SocketAddr::new(config.public_ip.unwrap_or(bound.ip()), bound.port());
+            let poll = mio::Poll::new()?;
+            let waker = mio::Waker::new(poll.registry(), event_loop::WAKER)?;
+            let (tx, rx) = std_mpsc::channel();
+            let shared = Arc::new(WorkerShared {
+                index,
+                advertised,
+                control: tx,
+                waker,
+                parked: AtomicBool::new(false),
+                legs: AtomicUsize::new(0),
+            });
+            let worker = event_loop::Worker::new(
+                Arc::clone(&shared),
+                poll,
+                socket,
+                rx,
+                Arc::clone(&config.policy),
+                config.dropped.clone(),
+            )?;
+            let thread = std::thread::Builder::new()
+                .name(format!("cb-media-{index}"))
+                .spawn(move || worker.run())?;
+            tracing::info!(worker = index, %bound, %advertised, "media worker started");
+            workers.push(shared);
+            threads.push(thread);
+        }
+        Ok(Arc::new(MediaWorkers {
+            workers,
+            next_id: AtomicU64::new(1),
+            threads: Mutex::new(threads),
+        }))
+    }
+
+    /// A new leg id and the least loaded worker for it.
+    pub(crate) fn place(&self) -> (LegId, Arc<WorkerShared>) {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let worker = self
+            .workers
+            .iter()
+            .min_by_key(|w| (w.legs.load(Ordering::Relaxed), w.index))
+            .cloned()
+            .unwrap_or_else(|| Arc::clone(&self.workers[0]));
+        (id, worker)
+    }
+
+    /// The host candidate address of each worker.
+    pub fn advertised_addrs(&self) -> Vec<SocketAddr> {
+        self.workers.iter().map(|w| w.advertised).collect()
+    }
+
+    /// Stops and joins every worker (their legs are closed).
+    pub fn stop(&self) {
+        for w in &self.workers {
+            w.send(Control::Stop);
+            let _ = w.waker.wake();
+        }
+        let threads = std::mem::take(&mut *self.threads.lock().unwrap_or_else(|p| p.into_inner()));
+        for t in threads {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for MediaWorkers {
+    fn drop(&mut self) {
+        for w in &self.workers {
+            w.send(Control::Stop);
+            let _ = w.waker.wake();
+        }
+    }
+}
