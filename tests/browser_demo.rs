@@ -99,19 +99,34 @@ async fn demo_page_against_a_scripted_signaling_server() {
 /// A newcomer's first call: embedded defaults, no SIPp at all, dial `echo`.
 #[tokio::test]
 async fn first_call_on_embedded_defaults_dials_the_builtin_echo() {
-    echo_call_on_embedded_defaults("echo", false).await;
+    echo_call_on_embedded_defaults("echo", |_| {}).await;
 }
 
 /// Chromium against `media.ice_lite = true`: it sees `a=ice-lite`, runs all the checks
 /// itself as the controlling agent, and hears the echo.
 #[tokio::test]
 async fn chromium_calls_an_ice_lite_gateway() {
-    echo_call_on_embedded_defaults("ice_lite", true).await;
+    echo_call_on_embedded_defaults("ice_lite", |c| c.media.ice_lite = true).await;
 }
 
-/// The embedded defaults on loopback ports (ICE-lite if `ice_lite`): the demo page
-/// calls the built-in echo, hears it in getStats and hangs up.
-async fn echo_call_on_embedded_defaults(name: &str, ice_lite: bool) {
+/// Chromium against `media.engine = "worker"`: its ICE checks reach the worker's shared
+/// port, the ufrag routes them to the call, DTLS-SRTP completes in the worker, and the
+/// page hears the echo.
+#[tokio::test]
+async fn chromium_calls_through_a_media_worker() {
+    echo_call_on_embedded_defaults("media_worker", |c| {
+        c.media.engine = callbridge::config::MediaEngineKind::Worker;
+        c.media.workers = 2;
+    })
+    .await;
+}
+
+/// The embedded defaults on loopback ports, changed by `tweak`: the demo page calls
+/// the built-in echo, hears it in getStats and hangs up.
+async fn echo_call_on_embedded_defaults(
+    name: &str,
+    tweak: impl FnOnce(&mut callbridge::config::Config),
+) {
     let Some(tools) = require_browser() else {
         return;
     };
@@ -122,7 +137,7 @@ async fn echo_call_on_embedded_defaults(name: &str, ice_lite: bool) {
     config.sip.listen = "127.0.0.1:0".parse().expect("addr");
     config.sip.rtp_ports = "40000-49999".into();
     config.demo.dir = support::repo().join("web-demo");
-    config.media.ice_lite = ice_lite;
+    tweak(&mut config);
     let gw = TestGateway::start(config).await;
     let url = format!("http://{}/demo/", gw.http_addr());
     let out = output_dir(name);

@@ -522,3 +522,52 @@ fn rtcp_interval_defaults_to_5s_and_is_bounded() {
         std::time::Duration::from_secs(2)
     );
 }
+
+#[test]
+fn media_engine_defaults_to_tasks_and_the_worker_keys_are_checked() {
+    let config = load_text(&minimal(), vec![]).expect("minimal");
+    assert_eq!(config.media.engine, MediaEngineKind::Tasks);
+    assert_eq!(config.media.worker_socket_buffer_bytes, 4 << 20);
+    let env = vec![
+        ("CALLBRIDGE_MEDIA__ENGINE", "worker"),
+        ("CALLBRIDGE_MEDIA__WORKERS", "3"),
+        ("CALLBRIDGE_MEDIA__WORKER_PORT_BASE", "20000"),
+    ];
+    let config = load_text(&minimal(), env).expect("env override");
+    assert_eq!(config.media.engine, MediaEngineKind::Worker);
+    assert_eq!(config.media.worker_count(), 3);
+    assert_eq!(config.media.worker_port_base, 20000);
+    let zero = load_text(&minimal(), vec![]).expect("minimal");
+    assert!(zero.media.worker_count() >= 1, "0 means one per core");
+    for (extra, key) in [
+        ("engine = \"threads\"", "engine"),
+        ("workers = 1000", "media.workers"),
+        (
+            "workers = 4\nworker_port_base = 65534",
+            "media.worker_port_base",
+        ),
+        (
+            "worker_socket_buffer_bytes = 1000",
+            "media.worker_socket_buffer_bytes",
+        ),
+    ] {
+        let text = format!("{}\n[media]\n{extra}", minimal());
+        let err = load_text(&text, vec![]).expect_err(extra).to_string();
+        assert!(err.contains(key), "{extra}: {err}");
+    }
+}
+
+#[test]
+fn the_worker_engine_needs_an_address_to_advertise() {
+    let text = format!("{}\n[media]\nengine = \"worker\"", minimal())
+        .replace("[server]", "[server]\nmedia_ip = \"0.0.0.0\"");
+    let err = load_text(&text, vec![])
+        .expect_err("unspecified")
+        .to_string();
+    assert!(
+        err.contains("media.engine") && err.contains("public_ip"),
+        "{err}"
+    );
+    let with_public = text.replace("[server]", "[server]\npublic_ip = \"192.0.2.10\"");
+    load_text(&with_public, vec![]).expect("public_ip advertised");
+}
