@@ -345,3 +345,46 @@ async fn turn_over_tls_allocates_with_the_gateway_certificate() {
     );
     gw.stop().await;
 }
+
+/// RFC 5766 §6.2: a retransmitted Allocate (same transaction id, same 5-tuple) whose
+/// success response was lost gets that success response again, not 437; a *new*
+/// Allocate on the same 5-tuple still gets 437 Allocation Mismatch. (The `turn` crate
+/// answers 437 to both; the guard replays the success it saw go out.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retransmitted_allocate_gets_its_success_again_a_new_one_437() {
+    let gw = gateway().await;
+    let (udp, _) = turn_addr(&gw);
+    let creds = turn_credentials(SECRET, "alice", now(), 600);
+    let mut c = Client::udp(udp, &creds.username, &creds.password).await;
+    c.challenge().await;
+    let request = c.build(
+        stun::message::METHOD_ALLOCATE,
+        vec![Box::new(turn::proto::reqtrans::RequestedTransport {
+            protocol: turn::proto::PROTO_UDP,
+        })],
+        true,
+    );
+    let first = c.exchange(request.clone()).await;
+    assert_eq!(
+        first.typ.class,
+        CLASS_SUCCESS_RESPONSE,
+        "{:?}",
+        code(&first)
+    );
+    // The client never saw `first` (lost on the way): it retransmits the same bytes.
+    let again = c.exchange(request).await;
+    assert_eq!(
+        again.typ.class,
+        CLASS_SUCCESS_RESPONSE,
+        "the retransmission is answered with success, not {:?}",
+        code(&again)
+    );
+    assert_eq!(again.raw, first.raw, "the very same success response");
+    let another = c.allocate().await;
+    assert_eq!(
+        code(&another),
+        Some(437),
+        "a new Allocate on a live 5-tuple"
+    );
+    gw.stop().await;
+}

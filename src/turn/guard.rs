@@ -73,6 +73,10 @@ struct Book {
     per_user: HashMap<String, usize>,
     /// Client 5-tuples holding an allocation, with the allocation's user.
     live: HashMap<Tuple, String>,
+    /// The success response that created each live allocation, with its transaction
+    /// id: a retransmitted Allocate gets it again (RFC 5766 §6.2; the `turn` crate
+    /// would answer 437 when the first response was lost).
+    granted: HashMap<Tuple, ([u8; 12], Vec<u8>)>,
     /// Allocate requests that passed the quota check, by transaction id.
     pending: HashMap<[u8; 12], String>,
     /// Channel bindings the server confirmed, per allocation: number → peer.
@@ -166,6 +170,12 @@ impl Guard {
             return Verdict::Pass;
         }
         if method == METHOD_ALLOCATE {
+            if let Some((tid, response)) = self.book().granted.get(&(src, local))
+                && *tid == m.transaction_id.0
+            {
+                tracing::debug!(%src, "retransmitted TURN Allocate answered with its success");
+                return Verdict::Reply(response.clone());
+            }
             return self.check_quota(&m, &username, (src, local), &key);
         }
         let user = user_of(&username);
@@ -318,6 +328,8 @@ impl Guard {
         if m.typ.class == CLASS_SUCCESS_RESPONSE && !book.live.contains_key(&tuple) {
             *book.per_user.entry(user.clone()).or_insert(0) += 1;
             book.live.insert(tuple, user);
+            book.granted
+                .insert(tuple, (m.transaction_id.0, data.to_vec()));
         }
     }
 
@@ -328,6 +340,7 @@ impl Guard {
             .fetch_add(relayed, Ordering::Relaxed);
         let mut book = self.book();
         book.channels.remove(&(client, local));
+        book.granted.remove(&(client, local));
         book.pending_binds
             .retain(|_, (t, _, _)| *t != (client, local));
         if book.live.remove(&(client, local)).is_some() {

@@ -354,3 +354,21 @@ fn an_undecodable_peer_address_is_refused_not_passed() {
         "stands as 0.0.0.0:0, which the policy refuses"
     );
 }
+
+#[test]
+fn a_retransmitted_allocate_is_answered_with_its_success_until_released() {
+    let g = guard(10, 10);
+    let c = client();
+    let m = request(METHOD_ALLOCATE, "alice", None, &[]);
+    assert_eq!(g.inspect(&m.raw, c, local()), Verdict::Pass);
+    let ok = success(&m);
+    g.observe_outgoing(&ok, c, local());
+    // The same request again (its response was lost): the same success, server untouched.
+    assert_eq!(g.inspect(&m.raw, c, local()), Verdict::Reply(ok.clone()));
+    // Another transaction on the live 5-tuple goes to the server (which says 437).
+    let other = request(METHOD_ALLOCATE, "alice", None, &[]);
+    assert_eq!(g.inspect(&other.raw, c, local()), Verdict::Pass);
+    // Once released, the old transaction is no longer replayed.
+    g.released(c, local(), "alice", 0);
+    assert_eq!(g.inspect(&m.raw, c, local()), Verdict::Pass);
+}
