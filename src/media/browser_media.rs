@@ -149,4 +149,7 @@ pub(crate) struct BrowserMedia {
     pub sink: (BrowserSink, u32),
     /// The stack's view of the path.
     pub stats: BrowserStats,
+    /// Where the bridge's tasks and SIP-side sockets belong: the leg's media worker
+    /// (`None`: the current runtime).
+    pub runtime: Option<tokio::runtime::Handle>,
 }

@@ -261,6 +261,7 @@ impl TasksLeg {
             source: BrowserSource::Track(self.remote_track.clone(), None),
             sink: (BrowserSink::Track(self.local_track.clone()), ssrc),
             stats: BrowserStats::Pc(self.pc.clone()),
+            runtime: None,
         }
     }
 }

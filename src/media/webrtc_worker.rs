@@ -248,6 +248,7 @@ impl WorkerLegHandle {
             source: BrowserSource::Worker(rx),
             sink: (BrowserSink::Worker(self.link.clone()), ssrc),
             stats: BrowserStats::Worker(self.link.clone()),
+            runtime: Some(self.link.runtime().clone()),
         })
     }
 }

@@ -83,6 +83,34 @@ fn mode_for(browser: &LegFormat, sip: &LegFormat) -> MediaMode {
     MediaMode::choose(leg(browser), leg(sip))
 }
 
+/// Spawns `task` on `runtime`, or on the current one.
+fn spawn_on(
+    runtime: Option<&tokio::runtime::Handle>,
+    task: impl std::future::Future<Output = ()> + Send + 'static,
+) -> JoinHandle<()> {
+    match runtime {
+        Some(r) => r.spawn(task),
+        None => tokio::spawn(task),
+    }
+}
+
+/// The SIP-side sockets, moved to `runtime`'s reactor when given (the leg's media
+/// worker: the bridge's tasks run there and should not be woken from another thread).
+fn on_runtime(
+    (rtp, rtcp): (tokio::net::UdpSocket, tokio::net::UdpSocket),
+    runtime: Option<&tokio::runtime::Handle>,
+) -> Result<(tokio::net::UdpSocket, tokio::net::UdpSocket), MediaError> {
+    let Some(runtime) = runtime else {
+        return Ok((rtp, rtcp));
+    };
+    let (rtp, rtcp) = (rtp.into_std()?, rtcp.into_std()?);
+    let _in_worker = runtime.enter();
+    Ok((
+        tokio::net::UdpSocket::from_std(rtp)?,
+        tokio::net::UdpSocket::from_std(rtcp)?,
+    ))
+}
+
 /// A running bridge between the two legs of one call.
 pub struct Bridge {
     /// Counters, snapshots, mode, latest quality.
@@ -154,6 +182,7 @@ impl Bridge {
             source,
             sink: (sink, track_ssrc),
             stats: browser_stats,
+            runtime,
         } = webrtc.media()?;
         let sip_ssrc = rand::random::<u32>();
         let clock = |f: &LegFormat| f.format.codec.clock_rate();
@@ -198,7 +227,7 @@ impl Bridge {
         });
         let config = Arc::new(config);
         let shared = Arc::new(Shared::new(epoch, mode));
-        let (rtp_socket, rtcp_socket) = rtp.into_sockets();
+        let (rtp_socket, rtcp_socket) = on_runtime(rtp.into_sockets(), runtime.as_ref())?;
         let socket = Arc::new(rtp_socket);
         let (remote_tx, remote_rx) = watch::channel(remote.clone());
         let (target_tx, target_rx) = watch::channel((remote.addr, remote.addr));
@@ -206,7 +235,8 @@ impl Bridge {
         let (commands_tx, commands_rx) = mpsc::unbounded_channel();
         let cancel = CancellationToken::new();
         let tasks = vec![
-            tokio::spawn(
+            spawn_on(
+                runtime.as_ref(),
                 to_sip::ToSip {
                     shared: shared.clone(),
                     socket: socket.clone(),
@@ -226,7 +256,8 @@ impl Bridge {
                 }
                 .run(),
             ),
-            tokio::spawn(
+            spawn_on(
+                runtime.as_ref(),
                 to_browser::ToBrowser {
                     shared: shared.clone(),
                     socket,
@@ -246,7 +277,8 @@ impl Bridge {
                 }
                 .run(),
             ),
-            tokio::spawn(
+            spawn_on(
+                runtime.as_ref(),
                 supervisor::Supervisor {
                     shared: shared.clone(),
                     stats: browser_stats.clone(),

@@ -1,23 +1,25 @@
-//! A media worker's thread: one epoll loop over one UDP socket, a control queue and a
-//! timer queue of its legs' deadlines.
+//! A media worker's thread: a single-threaded tokio runtime whose one loop owns the
+//! worker's UDP socket, its control queue and a timer for its legs' deadlines. The
+//! bridges of the worker's calls are spawned on the same runtime, so a packet handed
+//! between a call's bridge and its leg never crosses a thread.
 //!
 //! Each turn: control messages first (new legs, RTP to send, candidates), then every
 //! datagram the socket holds, then the legs whose deadline passed; a leg is drained
-//! (datagrams out, events to its call) after each input. The thread sleeps until the
-//! earliest deadline, rounded up to the next millisecond so deadlines that close
-//! share one wake-up.
+//! (datagrams out, events to its call) after each input. The loop sleeps until the
+//! earliest deadline (the runtime's timer has millisecond resolution, so deadlines
+//! that close share one wake-up), a datagram or a control message.
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
 use std::io;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, mpsc as std_mpsc};
 use std::time::{Duration, Instant};
 
-use mio::net::UdpSocket;
-use mio::{Events, Interest, Poll, Token};
 use prometheus::IntCounterVec;
+use tokio::net::UdpSocket;
+use tokio::sync::mpsc;
 
 use super::demux::{Demux, LegId};
 use super::leg::WorkerLeg;
@@ -25,17 +27,14 @@ use super::{Control, WorkerShared};
 use crate::media::browser_media;
 use crate::media::candidates::CandidatePolicy;
 
-/// Token of the socket.
-const SOCKET: Token = Token(0);
-/// Token of the waker.
-pub(super) const WAKER: Token = Token(1);
 /// Largest datagram read.
 const MAX_DATAGRAM: usize = 2048;
 /// Longest sleep with nothing due (control messages and datagrams wake it anyway).
 const IDLE_SLEEP: Duration = Duration::from_secs(60);
 
-/// Binds a worker's non-blocking socket with `buffer` bytes of receive/send buffer.
-pub(super) fn bind(addr: SocketAddr, buffer: usize) -> io::Result<UdpSocket> {
+/// Binds a worker's non-blocking socket with `buffer` bytes of receive/send buffer
+/// (register it with the worker's runtime with `UdpSocket::from_std`).
+pub(super) fn bind(addr: SocketAddr, buffer: usize) -> io::Result<std::net::UdpSocket> {
     let domain = socket2::Domain::for_address(addr);
     let socket = socket2::Socket::new(domain, socket2::Type::DGRAM, Some(socket2::Protocol::UDP))?;
     if addr.is_ipv6() {
@@ -46,19 +45,17 @@ pub(super) fn bind(addr: SocketAddr, buffer: usize) -> io::Result<UdpSocket> {
     let _ = socket.set_send_buffer_size(buffer);
     socket.set_nonblocking(true)?;
     socket.bind(&addr.into())?;
-    Ok(UdpSocket::from_std(socket.into()))
+    Ok(socket.into())
 }
 
 /// The state of one worker thread.
 pub(super) struct Worker {
     /// Shared with the calls.
     shared: Arc<WorkerShared>,
-    /// The epoll instance.
-    poll: Poll,
     /// The shared WebRTC port.
     socket: UdpSocket,
     /// Control messages.
-    control: std_mpsc::Receiver<Control>,
+    control: mpsc::UnboundedReceiver<Control>,
     /// Where the legs may send.
     policy: Arc<CandidatePolicy>,
     /// Drop counters by reason.
@@ -74,20 +71,16 @@ pub(super) struct Worker {
 }
 
 impl Worker {
-    /// A worker over a bound socket, registered with `poll`.
+    /// A worker over a socket registered with its runtime.
     pub(super) fn new(
         shared: Arc<WorkerShared>,
-        poll: Poll,
-        mut socket: UdpSocket,
-        control: std_mpsc::Receiver<Control>,
+        socket: UdpSocket,
+        control: mpsc::UnboundedReceiver<Control>,
         policy: Arc<CandidatePolicy>,
         dropped: IntCounterVec,
-    ) -> io::Result<Worker> {
-        poll.registry()
-            .register(&mut socket, SOCKET, Interest::READABLE)?;
-        Ok(Worker {
+    ) -> Worker {
+        Worker {
             shared,
-            poll,
             socket,
             control,
             policy,
@@ -96,40 +89,37 @@ impl Worker {
             demux: Demux::default(),
             timers: BinaryHeap::new(),
             stopping: false,
-        })
+        }
     }
 
-    /// Runs until `Stop` or until every call handle is gone.
-    pub(super) fn run(mut self) {
-        let mut events = Events::with_capacity(16);
+    /// Runs until `Stop` or until every handle on the worker is gone.
+    pub(super) async fn run(mut self) {
         let mut buf = vec![0u8; MAX_DATAGRAM];
+        let sleep = tokio::time::sleep(IDLE_SLEEP);
+        tokio::pin!(sleep);
+        let mut armed: Option<Instant> = None;
         while !self.stopping {
-            self.take_control();
-            self.read_socket(&mut buf);
-            self.fire_timers(Instant::now());
-            if self.stopping {
-                break;
+            let next = self.next_deadline();
+            if next != armed {
+                armed = next;
+                let at = next.unwrap_or_else(|| Instant::now() + IDLE_SLEEP);
+                sleep.as_mut().reset(tokio::time::Instant::from_std(at));
             }
-            // Park: a sender that finds `parked` set wakes us; a message sent before we
-            // set it is seen by the check below.
-            self.shared.parked.store(true, Ordering::SeqCst);
-            match self.control.try_recv() {
-                Ok(c) => {
-                    self.shared.parked.store(false, Ordering::SeqCst);
-                    self.on_control(c);
-                    continue;
+            tokio::select! {
+                biased;
+                control = self.control.recv() => match control {
+                    Some(c) => self.on_control(c),
+                    None => break,
+                },
+                ready = self.socket.readable() => {
+                    if ready.is_ok() {
+                        self.read_socket(&mut buf);
+                    }
                 }
-                Err(std_mpsc::TryRecvError::Disconnected) => break,
-                Err(std_mpsc::TryRecvError::Empty) => {}
+                () = &mut sleep => armed = None,
             }
-            let timeout = self.sleep_for(Instant::now());
-            if let Err(e) = self.poll.poll(&mut events, Some(timeout))
-                && e.kind() != io::ErrorKind::Interrupted
-            {
-                tracing::error!(worker = self.shared.index, error = %e, "media worker poll failed");
-                break;
-            }
-            self.shared.parked.store(false, Ordering::SeqCst);
+            self.take_control();
+            self.fire_timers(Instant::now());
         }
         let ids: Vec<LegId> = self.legs.keys().copied().collect();
         for id in ids {
@@ -138,17 +128,15 @@ impl Worker {
         tracing::debug!(worker = self.shared.index, "media worker stopped");
     }
 
-    /// How long to sleep: until the earliest deadline, rounded up to a millisecond.
-    fn sleep_for(&mut self, now: Instant) -> Duration {
+    /// The earliest live deadline (stale heap entries are dropped on the way).
+    fn next_deadline(&mut self) -> Option<Instant> {
         while let Some(Reverse((at, id))) = self.timers.peek().copied() {
             if self.legs.get(&id).and_then(|l| l.deadline) == Some(at) {
-                let wait = at.saturating_duration_since(now);
-                let ms = wait.as_micros().div_ceil(1000);
-                return Duration::from_millis(u64::try_from(ms).unwrap_or(u64::MAX));
+                return Some(at);
             }
             self.timers.pop();
         }
-        IDLE_SLEEP
+        None
     }
 
     fn take_control(&mut self) {
@@ -213,7 +201,7 @@ impl Worker {
 
     fn read_socket(&mut self, buf: &mut [u8]) {
         loop {
-            let (n, source) = match self.socket.recv_from(buf) {
+            let (n, source) = match self.socket.try_recv_from(buf) {
                 Ok(r) => r,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -275,7 +263,7 @@ impl Worker {
                 return;
             }
             demux.note_destination(id, dest);
-            if let Err(e) = socket.send_to(data, dest) {
+            if let Err(e) = socket.try_send_to(data, dest) {
                 dropped.with_label_values(&["send_failed"]).inc();
                 tracing::trace!(%dest, error = %e, "datagram to the browser not sent");
             }

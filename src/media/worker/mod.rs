@@ -1,11 +1,13 @@
-//! The media worker engine (`media.engine = "worker"`): a few OS threads, each with one
-//! event loop (mio/epoll) that owns its calls' `rtc` peer connections and one UDP port
-//! shared by all of them.
+//! The media worker engine (`media.engine = "worker"`): a few OS threads, each running
+//! a single-threaded tokio runtime whose one loop owns its calls' `rtc` peer
+//! connections and one UDP port shared by all of them. The bridges of those calls
+//! (SIP-side sockets, pipelines) are spawned on the same runtime
+//! ([`WorkerLink::runtime`]), so a call's media never changes threads.
 //!
 //! ```text
-//!  call task ──Control──> [queue + waker] ──> worker thread ──sendto──> browsers
-//!     ^                                        │  demux by source / STUN ufrag
-//!     └── WebRtcEvent, browser RTP (channels) ─┘  timer queue (one per worker)
+//!  bridge tasks ──Control::Rtp──> worker loop ──sendto──> browsers
+//!  (same thread) <── browser RTP ──┘ │  demux by source / STUN ufrag
+//!  call task ──Control (candidates, answer, close)──> │  timer heap (one per worker)
 //! ```
 //!
 //! A leg is negotiated on the call's task (SDP in, SDP out: pure computation on the
@@ -13,8 +15,8 @@
 //! as the leg's only host candidate. From then on the call talks to the leg through
 //! [`WorkerLink`]: trickled candidates, the browser's answer, RTP to send, statistics,
 //! close. The worker wakes only for datagrams, control messages and the earliest
-//! deadline of its legs (rounded up to the millisecond, so near deadlines share a
-//! wake-up). Datagrams from sources no leg knows, and datagrams our legs would send to
+//! deadline of its legs (the runtime's timer has millisecond resolution, so near
+//! deadlines share a wake-up). Datagrams from sources no leg knows, and datagrams our legs would send to
 //! addresses the [`CandidatePolicy`] refuses, are dropped and counted.
 
 mod demux;
@@ -23,12 +25,13 @@ mod leg;
 
 use std::io;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, mpsc as std_mpsc};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
 use prometheus::IntCounterVec;
-use tokio::sync::oneshot;
+use tokio::runtime::Handle;
+use tokio::sync::{mpsc, oneshot};
 
 pub use demux::{LegId, Refused};
 pub use leg::{MEDIA_QUEUE, NewLeg};
@@ -95,21 +98,17 @@ pub(crate) struct WorkerShared {
     /// The address advertised as host candidate: `public_ip` or the bound address.
     advertised: SocketAddr,
     /// Control messages.
-    control: std_mpsc::Sender<Control>,
-    /// Wakes the worker from epoll.
-    waker: mio::Waker,
-    /// Set while the worker sleeps (or is about to): only then is a wake needed.
-    parked: AtomicBool,
+    control: mpsc::UnboundedSender<Control>,
+    /// The worker's runtime (the bridges of its calls run there).
+    runtime: Handle,
     /// Legs on this worker (for placement).
     legs: AtomicUsize,
 }
 
 impl WorkerShared {
-    /// Sends `control` to the worker, waking it when it sleeps.
+    /// Sends `control` to the worker.
     pub(crate) fn send(&self, control: Control) {
-        if self.control.send(control).is_ok() && self.parked.swap(false, Ordering::AcqRel) {
-            let _ = self.waker.wake();
-        }
+        let _ = self.control.send(control);
     }
 
     /// The host candidate address of this worker's legs.
@@ -131,6 +130,11 @@ impl WorkerLink {
     /// Sends `control` about this leg.
     pub(crate) fn send(&self, control: Control) {
         self.worker.send(control);
+    }
+
+    /// The runtime of the leg's worker: the call's bridge runs there.
+    pub fn runtime(&self) -> &Handle {
+        &self.worker.runtime
     }
 
     /// Our RTP toward the browser.
@@ -169,34 +173,38 @@ impl MediaWorkers {
                     io::Error::other("media.worker_port_base + workers exceeds 65535")
                 })?,
             };
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .thread_name(format!("cb-media-{index}"))
+                .build()?;
             let socket = event_loop::bind(
                 SocketAddr::new(config.bind_ip, port),
                 config.socket_buffer_bytes,
             )?;
+            let socket = {
+                let _in_worker = runtime.enter();
+                tokio::net::UdpSocket::from_std(socket)?
+            };
             let bound = socket.local_addr()?;
             let advertised = SocketAddr::new(config.public_ip.unwrap_or(bound.ip()), bound.port());
-            let poll = mio::Poll::new()?;
-            let waker = mio::Waker::new(poll.registry(), event_loop::WAKER)?;
-            let (tx, rx) = std_mpsc::channel();
+            let (tx, rx) = mpsc::unbounded_channel();
             let shared = Arc::new(WorkerShared {
                 index,
                 advertised,
                 control: tx,
-                waker,
-                parked: AtomicBool::new(false),
+                runtime: runtime.handle().clone(),
                 legs: AtomicUsize::new(0),
             });
             let worker = event_loop::Worker::new(
                 Arc::clone(&shared),
-                poll,
                 socket,
                 rx,
                 Arc::clone(&config.policy),
                 config.dropped.clone(),
-            )?;
+            );
             let thread = std::thread::Builder::new()
                 .name(format!("cb-media-{index}"))
-                .spawn(move || worker.run())?;
+                .spawn(move || runtime.block_on(worker.run()))?;
             tracing::info!(worker = index, %bound, %advertised, "media worker started");
             workers.push(shared);
             threads.push(thread);
@@ -229,7 +237,6 @@ impl MediaWorkers {
     pub fn stop(&self) {
         for w in &self.workers {
             w.send(Control::Stop);
-            let _ = w.waker.wake();
         }
         let threads = std::mem::take(&mut *self.threads.lock().unwrap_or_else(|p| p.into_inner()));
         for t in threads {
@@ -242,7 +249,6 @@ impl Drop for MediaWorkers {
     fn drop(&mut self) {
         for w in &self.workers {
             w.send(Control::Stop);
-            let _ = w.waker.wake();
         }
     }
 }
