@@ -368,6 +368,7 @@ pub async fn start(config: Config) -> Result<RunningServer, ServerError> {
                 socket_buffer_bytes: config.media.worker_socket_buffer_bytes,
                 policy: Arc::clone(&candidates),
                 dropped: metrics.webrtc_dropped_total.clone(),
+                handshakes_per_turn: config.media.worker_handshakes_per_turn,
             })
             .map_err(ServerError::MediaWorkers)?,
         ),

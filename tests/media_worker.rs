@@ -250,3 +250,29 @@ async fn an_inbound_call_reaches_a_browser_through_a_worker() {
     call.browser.close().await;
     gw.stop().await;
 }
+
+/// With one DTLS handshake datagram per worker turn, calls started together all still
+/// connect and echo: the flights that wait are taken in the next turns, none is lost.
+/// (Whether two flights meet in one turn depends on timing; the budget's own unit tests
+/// check the deferral itself.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_started_together_all_connect_under_a_one_handshake_budget() {
+    let mut config = worker_config(1);
+    config.media.worker_handshakes_per_turn = 1;
+    let gw = TestGateway::start(config).await;
+    let users = ["u1", "u2", "u3", "u4", "u5"];
+    let calls = futures_util::future::join_all(users.iter().map(|u| echo_call(&gw, u))).await;
+    for c in &calls {
+        hears_its_own_echo(c, 30).await;
+    }
+    assert_eq!(
+        dropped(&gw, "handshake_backlog").await,
+        0,
+        "nothing dropped"
+    );
+    for mut c in calls {
+        c.call.hangup(&mut c.ws).await;
+        c.browser.close().await;
+    }
+    gw.stop().await;
+}

@@ -64,6 +64,10 @@ pub struct MediaConfig {
     /// Receive and send buffer of each media worker socket, bytes (bursts of many
     /// calls' packets land on one socket); the kernel caps it at `net.core.rmem_max`.
     pub worker_socket_buffer_bytes: usize,
+    /// DTLS handshake datagrams a media worker handles per loop turn; more wait for
+    /// the next turns, so a burst of new calls cannot hold up the audio of the calls
+    /// already up on that worker.
+    pub worker_handshakes_per_turn: usize,
     /// Where call recordings (stereo WAV) are written.
     pub recording_dir: PathBuf,
     /// Largest recording file; recording stops there.
@@ -127,6 +131,7 @@ impl Default for MediaConfig {
             workers: 0,
             worker_port_base: 0,
             worker_socket_buffer_bytes: DEFAULT_WORKER_SOCKET_BUFFER_BYTES,
+            worker_handshakes_per_turn: 4,
             recording_dir: PathBuf::from("data/recordings"),
             recording_max_bytes: 100 * 1024 * 1024,
             recording_max_total_bytes: 10 * 1024 * 1024 * 1024,
@@ -243,6 +248,12 @@ pub(super) fn validate(media: &MediaConfig) -> Result<(), ConfigError> {
             format!(
                 "must be between 65536 (64 KiB) and 268435456 (256 MiB); the default is {DEFAULT_WORKER_SOCKET_BUFFER_BYTES}"
             ),
+        ));
+    }
+    if !(1..=1024).contains(&media.worker_handshakes_per_turn) {
+        return Err(ConfigError::invalid(
+            "media.worker_handshakes_per_turn",
+            "must be 1-1024 (4 keeps a worker's media flowing while calls start)",
         ));
     }
     if media.recording_max_bytes < 1024 * 1024 {

@@ -21,6 +21,7 @@ use prometheus::IntCounterVec;
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 
+use super::budget::{Admit, DEFAULT_BACKLOG, HandshakeBudget};
 use super::demux::{Demux, LegId};
 use super::leg::WorkerLeg;
 use super::{Control, WorkerShared};
@@ -66,6 +67,8 @@ pub(super) struct Worker {
     demux: Demux,
     /// Deadlines; an entry is stale unless it equals its leg's `deadline`.
     timers: BinaryHeap<Reverse<(Instant, LegId)>>,
+    /// DTLS handshake datagrams per turn.
+    budget: HandshakeBudget,
     /// Set by `Stop`.
     stopping: bool,
 }
@@ -78,6 +81,7 @@ impl Worker {
         control: mpsc::UnboundedReceiver<Control>,
         policy: Arc<CandidatePolicy>,
         dropped: IntCounterVec,
+        handshakes_per_turn: usize,
     ) -> Worker {
         Worker {
             shared,
@@ -88,6 +92,7 @@ impl Worker {
             legs: HashMap::new(),
             demux: Demux::default(),
             timers: BinaryHeap::new(),
+            budget: HandshakeBudget::new(handshakes_per_turn, DEFAULT_BACKLOG),
             stopping: false,
         }
     }
@@ -99,6 +104,7 @@ impl Worker {
         tokio::pin!(sleep);
         let mut armed: Option<Instant> = None;
         while !self.stopping {
+            self.take_waiting();
             let next = self.next_deadline();
             if next != armed {
                 armed = next;
@@ -117,6 +123,8 @@ impl Worker {
                     }
                 }
                 () = &mut sleep => armed = None,
+                // Handshakes wait for the next turn: take it without sleeping.
+                () = std::future::ready(()), if self.budget.has_waiting() => {}
             }
             self.take_control();
             self.fire_timers(Instant::now());
@@ -137,6 +145,17 @@ impl Worker {
             self.timers.pop();
         }
         None
+    }
+
+    /// The handshake datagrams this turn's budget takes from those waiting.
+    fn take_waiting(&mut self) {
+        for w in self.budget.start_turn() {
+            let local = self.shared.advertised;
+            if let Some(leg) = self.legs.get_mut(&w.leg) {
+                leg.handle_read(Instant::now(), local, w.source, &w.data);
+                self.after_input(w.leg, true);
+            }
+        }
     }
 
     fn take_control(&mut self) {
@@ -214,6 +233,23 @@ impl Worker {
             let datagram = &buf[..n];
             match self.demux.route(source, datagram) {
                 Ok(id) => {
+                    let Some(handshaking) = self.legs.get(&id).map(|l| !l.is_connected()) else {
+                        continue;
+                    };
+                    match self.budget.admit(id, source, datagram, handshaking) {
+                        Admit::Now => {}
+                        Admit::Deferred => {
+                            tracing::trace!(
+                                leg = id,
+                                "DTLS handshake datagram waits for the next turn"
+                            );
+                            continue;
+                        }
+                        Admit::Dropped => {
+                            self.dropped.with_label_values(&["handshake_backlog"]).inc();
+                            continue;
+                        }
+                    }
                     let local = self.shared.advertised;
                     if let Some(leg) = self.legs.get_mut(&id) {
                         leg.handle_read(Instant::now(), local, source, datagram);
@@ -300,6 +336,7 @@ impl Worker {
     fn remove(&mut self, id: LegId) {
         if self.legs.remove(&id).is_some() {
             self.demux.remove_leg(id);
+            self.budget.forget(id);
             self.shared.legs.fetch_sub(1, Ordering::Relaxed);
         }
     }

@@ -86,6 +86,11 @@ impl WorkerLeg {
         }
     }
 
+    /// Whether ICE and DTLS are up.
+    pub fn is_connected(&self) -> bool {
+        self.connected
+    }
+
     /// A datagram from `peer`, received on `local` (the advertised host candidate).
     pub fn handle_read(&mut self, now: Instant, local: SocketAddr, peer: SocketAddr, data: &[u8]) {
         let message = TaggedBytesMut {

@@ -19,6 +19,7 @@
 //! deadlines share a wake-up). Datagrams from sources no leg knows, and datagrams our legs would send to
 //! addresses the [`CandidatePolicy`] refuses, are dropped and counted.
 
+mod budget;
 mod demux;
 mod event_loop;
 mod leg;
@@ -40,13 +41,14 @@ use super::candidates::CandidatePolicy;
 use crate::media::browser_media::BrowserView;
 
 /// Every `reason` label of `callbridge_webrtc_dropped_total`.
-pub const DROP_REASONS: [&str; 6] = [
+pub const DROP_REASONS: [&str; 7] = [
     "unknown_source",
     "unknown_ufrag",
     "too_many_sources",
     "refused_destination",
     "send_failed",
     "bridge_full",
+    "handshake_backlog",
 ];
 
 /// Settings of the worker pool.
@@ -66,6 +68,8 @@ pub struct WorkerPoolConfig {
     pub policy: Arc<CandidatePolicy>,
     /// Datagrams dropped, by reason (`callbridge_webrtc_dropped_total`).
     pub dropped: IntCounterVec,
+    /// DTLS handshake datagrams each worker handles per loop turn.
+    pub handshakes_per_turn: usize,
 }
 
 /// A message from a call to its leg's worker.
@@ -201,6 +205,7 @@ impl MediaWorkers {
                 rx,
                 Arc::clone(&config.policy),
                 config.dropped.clone(),
+                config.handshakes_per_turn,
             );
             let thread = std::thread::Builder::new()
                 .name(format!("cb-media-{index}"))
