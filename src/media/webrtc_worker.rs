@@ -200,6 +200,7 @@ impl WorkerLegHandle {
             sender,
             events: events.clone(),
             media: media_tx,
+            span: tracing::Span::current(),
         })));
         WorkerLegHandle {
             link: WorkerLink { worker, id },

@@ -83,11 +83,13 @@ fn mode_for(browser: &LegFormat, sip: &LegFormat) -> MediaMode {
     MediaMode::choose(leg(browser), leg(sip))
 }
 
-/// Spawns `task` on `runtime`, or on the current one.
+/// Spawns `task` on `runtime`, or on the current one, in the current (the call's) span.
 fn spawn_on(
     runtime: Option<&tokio::runtime::Handle>,
     task: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> JoinHandle<()> {
+    use tracing::Instrument;
+    let task = task.in_current_span();
     match runtime {
         Some(r) => r.spawn(task),
         None => tokio::spawn(task),

@@ -30,6 +30,9 @@ use crate::media::candidates::CandidatePolicy;
 
 /// Largest datagram read.
 const MAX_DATAGRAM: usize = 2048;
+/// Most datagrams read per turn: a flood on the port cannot starve the control
+/// queue (our RTP toward browsers) and the timers.
+const READ_PER_TURN: usize = 256;
 /// Longest sleep with nothing due (control messages and datagrams wake it anyway).
 const IDLE_SLEEP: Duration = Duration::from_secs(60);
 
@@ -173,7 +176,7 @@ impl Worker {
             Control::Add(new) => {
                 let id = new.id;
                 if !self.demux.add_leg(id, &new.ufrag) {
-                    tracing::warn!(leg = id, "ICE ufrag already issued; leg refused");
+                    tracing::warn!(parent: &new.span, leg = id, "ICE ufrag already issued; leg refused");
                     let _ = new
                         .events
                         .send(crate::media::webrtc_leg::WebRtcEvent::Failed(
@@ -219,7 +222,7 @@ impl Worker {
     }
 
     fn read_socket(&mut self, buf: &mut [u8]) {
-        loop {
+        for _ in 0..READ_PER_TURN {
             let (n, source) = match self.socket.try_recv_from(buf) {
                 Ok(r) => r,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
@@ -291,17 +294,17 @@ impl Worker {
         let policy = &self.policy;
         let demux = &mut self.demux;
         let dropped = &self.dropped;
-        let drained = leg.drain(|dest, data| {
+        let drained = leg.drain(|span, dest, data| {
             if let Err(why) = policy.judge(dest) {
                 policy.count_dropped_send();
                 dropped.with_label_values(&["refused_destination"]).inc();
-                tracing::debug!(%dest, %why, "datagram to a refused address dropped");
+                tracing::debug!(parent: span, %dest, %why, "datagram to a refused address dropped");
                 return;
             }
             demux.note_destination(id, dest);
             if let Err(e) = socket.try_send_to(data, dest) {
                 dropped.with_label_values(&["send_failed"]).inc();
-                tracing::trace!(%dest, error = %e, "datagram to the browser not sent");
+                tracing::trace!(parent: span, %dest, error = %e, "datagram to the browser not sent");
             }
         });
         if drained.media_dropped > 0 {

@@ -36,6 +36,8 @@ pub struct NewLeg {
     pub events: mpsc::UnboundedSender<WebRtcEvent>,
     /// The browser's RTP packets, for the bridge.
     pub media: mpsc::Sender<rtc::rtp::Packet>,
+    /// The call's span: the worker's log lines about this leg carry its `call_id`.
+    pub span: tracing::Span,
 }
 
 impl std::fmt::Debug for NewLeg {
@@ -62,6 +64,8 @@ pub struct WorkerLeg {
     pub done: bool,
     /// The deadline the worker's timer queue holds for this leg.
     pub deadline: Option<Instant>,
+    /// The call's span (parent of every log line about this leg).
+    pub span: tracing::Span,
 }
 
 /// What draining a leg produced besides datagrams.
@@ -83,6 +87,7 @@ impl WorkerLeg {
             connected: false,
             done: false,
             deadline: None,
+            span: leg.span,
         }
     }
 
@@ -104,7 +109,7 @@ impl WorkerLeg {
             message: BytesMut::from(data),
         };
         if let Err(e) = self.pc.handle_read(message) {
-            tracing::trace!(leg = self.id, error = %e, "datagram not taken by the peer connection");
+            tracing::trace!(parent: &self.span, leg = self.id, error = %e, "datagram not taken by the peer connection");
         }
     }
 
@@ -113,7 +118,7 @@ impl WorkerLeg {
         if let Some(mut sender) = self.pc.rtp_sender(self.sender)
             && let Err(e) = sender.write_rtp(now, packet)
         {
-            tracing::trace!(leg = self.id, error = %e, "RTP toward the browser not sent");
+            tracing::trace!(parent: &self.span, leg = self.id, error = %e, "RTP toward the browser not sent");
         }
     }
 
@@ -123,7 +128,7 @@ impl WorkerLeg {
         init: rtc::peer_connection::transport::RTCIceCandidateInit,
     ) {
         if let Err(e) = self.pc.add_remote_candidate(init) {
-            tracing::debug!(leg = self.id, error = %e, "browser ICE candidate not added");
+            tracing::debug!(parent: &self.span, leg = self.id, error = %e, "browser ICE candidate not added");
         }
     }
 
@@ -146,7 +151,7 @@ impl WorkerLeg {
     /// The leg's timers are due.
     pub fn handle_timeout(&mut self, now: Instant) {
         if let Err(e) = self.pc.handle_timeout(now) {
-            tracing::trace!(leg = self.id, error = %e, "peer connection timeout");
+            tracing::trace!(parent: &self.span, leg = self.id, error = %e, "peer connection timeout");
         }
     }
 
@@ -159,19 +164,19 @@ impl WorkerLeg {
     pub fn close(&mut self) {
         self.done = true;
         if let Err(e) = self.pc.close() {
-            tracing::trace!(leg = self.id, error = %e, "closing peer connection");
+            tracing::trace!(parent: &self.span, leg = self.id, error = %e, "closing peer connection");
         }
     }
 
     /// Everything the peer connection has for the outside: datagrams to `send`,
     /// events to the call, browser RTP to the bridge.
-    pub fn drain(&mut self, mut send: impl FnMut(SocketAddr, &[u8])) -> Drained {
+    pub fn drain(&mut self, mut send: impl FnMut(&tracing::Span, SocketAddr, &[u8])) -> Drained {
         let mut drained = Drained::default();
         loop {
             let mut progressed = false;
             while let Some(out) = self.pc.poll_write() {
                 progressed = true;
-                send(out.transport.peer_addr, &out.message);
+                send(&self.span, out.transport.peer_addr, &out.message);
             }
             while let Some(event) = self.pc.poll_event() {
                 progressed = true;
@@ -195,7 +200,7 @@ impl WorkerLeg {
         let RTCPeerConnectionEvent::OnConnectionStateChangeEvent(state) = event else {
             return;
         };
-        tracing::debug!(leg = self.id, %state, "browser peer connection state");
+        tracing::debug!(parent: &self.span, leg = self.id, %state, "browser peer connection state");
         match state {
             RTCPeerConnectionState::Connected if !self.connected => {
                 self.connected = true;
