@@ -192,6 +192,8 @@ impl WorkerLegHandle {
         events: &mpsc::UnboundedSender<WebRtcEvent>,
     ) -> WorkerLegHandle {
         lease.add(worker.advertised().port());
+        // Counted now, not when the worker takes it: calls placed in a burst spread.
+        worker.count_leg();
         let (media_tx, media_rx) = mpsc::channel(MEDIA_QUEUE);
         worker.send(Control::Add(Box::new(NewLeg {
             id,

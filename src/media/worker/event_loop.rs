@@ -182,9 +182,9 @@ impl Worker {
                         .send(crate::media::webrtc_leg::WebRtcEvent::Failed(
                             "ICE ufrag collision".into(),
                         ));
+                    self.shared.legs.fetch_sub(1, Ordering::Relaxed);
                     return;
                 }
-                self.shared.legs.fetch_add(1, Ordering::Relaxed);
                 self.legs.insert(id, WorkerLeg::new(*new));
                 self.after_input(id, true);
             }

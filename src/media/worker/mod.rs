@@ -115,6 +115,11 @@ impl WorkerShared {
         let _ = self.control.send(control);
     }
 
+    /// One more leg placed on this worker (the worker uncounts it when it goes).
+    pub(crate) fn count_leg(&self) {
+        self.legs.fetch_add(1, Ordering::Relaxed);
+    }
+
     /// The host candidate address of this worker's legs.
     pub(crate) fn advertised(&self) -> SocketAddr {
         self.advertised
@@ -255,5 +260,48 @@ impl Drop for MediaWorkers {
         for w in &self.workers {
             w.send(Control::Stop);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pool(workers: usize) -> Arc<MediaWorkers> {
+        MediaWorkers::start(&WorkerPoolConfig {
+            workers,
+            bind_ip: IpAddr::from([127, 0, 0, 1]),
+            port_base: 0,
+            public_ip: Some(IpAddr::from([192, 0, 2, 7])),
+            socket_buffer_bytes: 1 << 20,
+            policy: Arc::default(),
+            dropped: IntCounterVec::new(prometheus::Opts::new("d", "d"), &["reason"])
+                .expect("counter"),
+            handshakes_per_turn: 4,
+        })
+        .expect("workers start")
+    }
+
+    #[test]
+    fn legs_placed_in_a_burst_spread_over_the_workers() {
+        let workers = pool(2);
+        let addrs = workers.advertised_addrs();
+        assert_eq!(addrs.len(), 2);
+        assert!(
+            addrs.iter().all(|a| a.ip() == IpAddr::from([192, 0, 2, 7])),
+            "public_ip advertised: {addrs:?}"
+        );
+        assert_ne!(addrs[0].port(), addrs[1].port(), "a port per worker");
+        let mut placed = Vec::new();
+        for _ in 0..4 {
+            let (id, w) = workers.place();
+            w.count_leg();
+            placed.push((id, w.index));
+        }
+        let on_first = placed.iter().filter(|(_, w)| *w == 0).count();
+        assert_eq!(on_first, 2, "two legs on each worker: {placed:?}");
+        let ids: std::collections::HashSet<LegId> = placed.iter().map(|(id, _)| *id).collect();
+        assert_eq!(ids.len(), 4, "ids are unique");
+        workers.stop();
     }
 }
