@@ -17,7 +17,9 @@
 //! end's `a=sendonly|recvonly|inactive`) and we do not hold the call
 //! ([`Bridge::set_local_direction`]).
 //!
-//! I/O contract: three tokio tasks per call; the sans-IO parts ([`Pipeline`],
+//! I/O contract: three tokio tasks per call, in the call's span; with the media worker
+//! engine they and the SIP-side sockets run on the leg's worker runtime, so a call's
+//! packets stay on one thread (`media.engine`). The sans-IO parts ([`Pipeline`],
 //! [`crate::media::latch::Latch`], [`crate::media::rtcp::RtcpSession`], the jitter
 //! buffer, the E-model) never read the clock. Per packet there is no lock and, when
 //! relaying, no allocation of ours. Everything the call needs comes back through
