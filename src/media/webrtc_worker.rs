@@ -66,18 +66,20 @@ fn host_candidate(worker: &WorkerShared) -> Result<RTCIceCandidateInit, MediaErr
         .map_err(rtc_err("host candidate"))
 }
 
-/// A peer connection for `format` with our credentials, certificate and audio track.
+/// A peer connection for `format` with leg `id`'s credentials (its ufrag returned),
+/// our certificate and audio track.
 fn build(
     config: &WebRtcLegConfig,
     format: &PayloadFormat,
     ssrc: u32,
-    (ufrag, pwd): (String, String),
+    id: u64,
     now: Instant,
-) -> Result<(RTCPeerConnection, RTCRtpSenderId), MediaError> {
+) -> Result<(String, RTCPeerConnection, RTCRtpSenderId), MediaError> {
+    let (ufrag, pwd) = credentials(id);
     let settings = SettingEngineBuilder::new()
         .with_multicast_dns_mode(MulticastDnsMode::Disabled)
         .with_lite(config.ice_lite)
-        .with_ice_credentials(ufrag, pwd)
+        .with_ice_credentials(ufrag.clone(), pwd)
         .build();
     let mut pc = RTCPeerConnectionBuilder::new()
         .with_configuration(
@@ -94,7 +96,7 @@ fn build(
     let sender = pc
         .add_track(local_track(ssrc))
         .map_err(rtc_err("add audio track"))?;
-    Ok((pc, sender))
+    Ok((ufrag, pc, sender))
 }
 
 /// The trickled form of our host candidate.
@@ -120,11 +122,9 @@ impl WorkerLegHandle {
         lease: &IceLease,
         events: mpsc::UnboundedSender<WebRtcEvent>,
     ) -> Result<(WorkerLegHandle, String), MediaError> {
-        let (id, worker) = workers.place();
         let now = Instant::now();
-        let credentials = credentials(id);
-        let ufrag = credentials.0.clone();
-        let (mut pc, sender) = build(config, format, ssrc, credentials, now)?;
+        let (id, worker) = workers.place();
+        let (ufrag, mut pc, sender) = build(config, format, ssrc, id, now)?;
         let offer = RTCSessionDescription::offer(offer_sdp)
             .map_err(|e| MediaError::BadOffer(e.to_string()))?;
         pc.set_remote_description(now, offer)
@@ -155,11 +155,9 @@ impl WorkerLegHandle {
         lease: &IceLease,
         events: mpsc::UnboundedSender<WebRtcEvent>,
     ) -> Result<(WorkerLegHandle, String), MediaError> {
-        let (id, worker) = workers.place();
         let now = Instant::now();
-        let credentials = credentials(id);
-        let ufrag = credentials.0.clone();
-        let (mut pc, sender) = build(config, format, ssrc, credentials, now)?;
+        let (id, worker) = workers.place();
+        let (ufrag, mut pc, sender) = build(config, format, ssrc, id, now)?;
         let host = host_candidate(&worker)?;
         let offer = pc.create_offer(None).map_err(rtc_err("create offer"))?;
         pc.set_local_description(now, offer)
