@@ -365,6 +365,7 @@ pub async fn start(config: Config) -> Result<RunningServer, ServerError> {
                 bind_ip: config.server.media_ip,
                 port_base: config.media.worker_port_base,
                 public_ip: config.server.public_ip,
+                host_ips: worker_host_ips(&config).map_err(ServerError::MediaWorkers)?,
                 socket_buffer_bytes: config.media.worker_socket_buffer_bytes,
                 policy: Arc::clone(&candidates),
                 dropped: metrics.webrtc_dropped_total.clone(),
@@ -436,6 +437,19 @@ pub async fn start(config: Config) -> Result<RunningServer, ServerError> {
 
 /// Serves the public listener and, when `admin.enabled`, the admin listener (see
 /// [`api::serve`]). Returns their tasks.
+/// The host candidates of media workers bound to a wildcard `media_ip` without
+/// `public_ip`: `media.host_candidate_ips`, else the interfaces' addresses.
+fn worker_host_ips(config: &Config) -> std::io::Result<Vec<std::net::IpAddr>> {
+    let media_ip = config.server.media_ip;
+    if !media_ip.is_unspecified() || config.server.public_ip.is_some() {
+        return Ok(Vec::new());
+    }
+    if !config.media.host_candidate_ips.is_empty() {
+        return Ok(config.media.host_candidate_ips.clone());
+    }
+    crate::media::worker::interface_addresses(media_ip.is_ipv4())
+}
+
 fn start_http(
     gateway: &Arc<Gateway>,
     public_tcp: tokio::net::TcpListener,

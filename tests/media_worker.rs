@@ -1,12 +1,14 @@
 //! `media.engine = "worker"` against running gateways with `webrtc`-crate browsers:
 //! calls share a worker's one UDP port and each still gets its own audio back; the
-//! gateway offers to a browser (inbound) through a worker; datagrams from strangers
+//! gateway offers to a browser (inbound) through a worker; a worker bound to a
+//! wildcard address answers from the address the browser used; datagrams from strangers
 //! on the shared port (no STUN, or a STUN check with a ufrag we never issued) are
 //! dropped, counted and never answered, while the live calls go on.
 
 mod common;
 
-use std::net::SocketAddr;
+use std::collections::BTreeSet;
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use callbridge::config::{Config, DidConfig, MediaEngineKind, TrunkConfig};
@@ -274,5 +276,30 @@ async fn calls_started_together_all_connect_under_a_one_handshake_budget() {
         c.call.hangup(&mut c.ws).await;
         c.browser.close().await;
     }
+    gw.stop().await;
+}
+
+/// On a wildcard `media_ip` the worker offers the listed host address (127.0.0.2: the
+/// kernel would pick 127.0.0.1 as the source toward a browser on 127.0.0.1) and answers
+/// each datagram from the address it was sent to. The browser's ICE agent takes a
+/// check's response only from where the request went (RFC 8445 §7.2.5.2.1), so
+/// without per-datagram source addresses this call never connects.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wildcard_media_ip_answers_from_the_address_the_browser_used() {
+    let mut config = worker_config(1);
+    config.server.media_ip = IpAddr::from([0, 0, 0, 0]);
+    config.sip.external_address = Some(IpAddr::from([127, 0, 0, 1]));
+    config.media.host_candidate_ips = vec![IpAddr::from([127, 0, 0, 2])];
+    let gw = TestGateway::start(config).await;
+    let mut c = echo_call(&gw, "ada").await;
+    let hosts: BTreeSet<IpAddr> = c.call.gateway_candidates.iter().map(|a| a.ip()).collect();
+    assert_eq!(
+        hosts,
+        BTreeSet::from([IpAddr::from([127, 0, 0, 2])]),
+        "the listed address is the only host candidate"
+    );
+    hears_its_own_echo(&c, 40).await;
+    c.call.hangup(&mut c.ws).await;
+    c.browser.close().await;
     gw.stop().await;
 }

@@ -1,5 +1,6 @@
 //! `[media]`: codecs, transcoding, quality reports, media supervision, recording.
 
+use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -68,6 +69,10 @@ pub struct MediaConfig {
     /// the next turns, so a burst of new calls cannot hold up the audio of the calls
     /// already up on that worker.
     pub worker_handshakes_per_turn: usize,
+    /// With `server.media_ip` unspecified (`0.0.0.0`/`::`) and no `server.public_ip`:
+    /// the addresses offered to browsers as host candidates; empty: the addresses of
+    /// every interface that is up (loopback ones only when there is no other).
+    pub host_candidate_ips: Vec<IpAddr>,
     /// Where call recordings (stereo WAV) are written.
     pub recording_dir: PathBuf,
     /// Largest recording file; recording stops there.
@@ -132,6 +137,7 @@ impl Default for MediaConfig {
             worker_port_base: 0,
             worker_socket_buffer_bytes: DEFAULT_WORKER_SOCKET_BUFFER_BYTES,
             worker_handshakes_per_turn: 4,
+            host_candidate_ips: Vec::new(),
             recording_dir: PathBuf::from("data/recordings"),
             recording_max_bytes: 100 * 1024 * 1024,
             recording_max_total_bytes: 10 * 1024 * 1024 * 1024,

@@ -558,16 +558,38 @@ fn media_engine_defaults_to_tasks_and_the_worker_keys_are_checked() {
 }
 
 #[test]
-fn the_worker_engine_needs_an_address_to_advertise() {
-    let text = format!("{}\n[media]\nengine = \"worker\"", minimal())
+fn host_candidate_ips_only_go_with_a_wildcard_media_ip() {
+    let bare = format!("{}\n[media]\nengine = \"worker\"", minimal())
         .replace("[server]", "[server]\nmedia_ip = \"0.0.0.0\"");
-    let err = load_text(&text, vec![])
-        .expect_err("unspecified")
-        .to_string();
+    let err = load_text(&bare, vec![]).expect_err("c=0.0.0.0").to_string();
     assert!(
-        err.contains("media.engine") && err.contains("public_ip"),
+        err.contains("server.media_ip") && err.contains("sip.external_address"),
         "{err}"
     );
-    let with_public = text.replace("[server]", "[server]\npublic_ip = \"192.0.2.10\"");
-    load_text(&with_public, vec![]).expect("public_ip advertised");
+    let wildcard = format!("{bare}\n[sip]\nexternal_address = \"192.0.2.9\"");
+    load_text(&wildcard, vec![]).expect("a wildcard media_ip: interface addresses");
+    let listed = wildcard.replace("[media]", "[media]\nhost_candidate_ips = [\"127.0.0.2\"]");
+    let config = load_text(&listed, vec![]).expect("listed");
+    assert_eq!(
+        config.media.host_candidate_ips,
+        vec![std::net::IpAddr::from([127, 0, 0, 2])]
+    );
+    for (text, why) in [
+        (
+            listed.replace("[server]", "[server]\npublic_ip = \"192.0.2.10\""),
+            "public_ip",
+        ),
+        (
+            listed.replace("media_ip = \"0.0.0.0\"", "media_ip = \"127.0.0.1\""),
+            "0.0.0.0",
+        ),
+        (listed.replace("127.0.0.2", "::1"), "family"),
+        (listed.replace("127.0.0.2", "224.0.0.1"), "unicast"),
+    ] {
+        let err = load_text(&text, vec![]).expect_err(why).to_string();
+        assert!(
+            err.contains("media.host_candidate_ips") && err.contains(why),
+            "{why}: {err}"
+        );
+    }
 }

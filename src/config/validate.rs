@@ -286,16 +286,7 @@ pub fn validate(config: &Config) -> Result<(), ConfigError> {
     super::sip::validate_connections(&config.sip)?;
     super::sip::validate_forwarding(config)?;
     super::media::validate(&config.media)?;
-    if config.media.engine == super::media::MediaEngineKind::Worker
-        && config.server.media_ip.is_unspecified()
-        && config.server.public_ip.is_none()
-    {
-        return Err(ConfigError::invalid(
-            "media.engine",
-            "the worker engine advertises its socket's address as the browsers' host candidate: \
-             set server.media_ip to a real address, or server.public_ip",
-        ));
-    }
+    validate_host_candidates(config)?;
     for n in &config.sip.trusted_proxies {
         if crate::sip::parse_net(n).is_none() {
             return Err(ConfigError::invalid(
@@ -485,3 +476,47 @@ fn validate_sip_tls(config: &Config) -> Result<(), ConfigError> {
 #[cfg(test)]
 #[path = "trunk_tests.rs"]
 mod trunk_tests;
+
+/// A wildcard `media_ip` needs an address for the SIP side's SDP;
+/// `media.host_candidate_ips` only means something on a wildcard `media_ip` without
+/// `public_ip`, and must name unicast addresses of `media_ip`'s family.
+fn validate_host_candidates(config: &Config) -> Result<(), ConfigError> {
+    let media_ip = config.server.media_ip;
+    if media_ip.is_unspecified()
+        && config.server.public_ip.is_none()
+        && config.sip.external_address.is_none()
+    {
+        return Err(ConfigError::invalid(
+            "server.media_ip",
+            format!(
+                "{media_ip} binds every interface, but SIP peers need one address in the SDP: \
+                 set sip.external_address (or server.public_ip) to the address they reach \
+                 this host on, or set media_ip to that address"
+            ),
+        ));
+    }
+    let ips = &config.media.host_candidate_ips;
+    if ips.is_empty() {
+        return Ok(());
+    }
+    if !media_ip.is_unspecified() || config.server.public_ip.is_some() {
+        return Err(ConfigError::invalid(
+            "media.host_candidate_ips",
+            "only used when server.media_ip is 0.0.0.0 or :: and server.public_ip is unset \
+             (otherwise that address is the host candidate): remove the key",
+        ));
+    }
+    if let Some(bad) = ips
+        .iter()
+        .find(|ip| ip.is_ipv4() != media_ip.is_ipv4() || ip.is_unspecified() || ip.is_multicast())
+    {
+        return Err(ConfigError::invalid(
+            "media.host_candidate_ips",
+            format!(
+                "{bad} is not a unicast address of server.media_ip's family ({media_ip}); \
+                 list this host's addresses the browsers can reach"
+            ),
+        ));
+    }
+    Ok(())
+}

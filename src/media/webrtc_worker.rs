@@ -46,9 +46,13 @@ fn credentials(id: u64) -> (String, String) {
     )
 }
 
-/// The host candidate of `worker` (the `candidate:` line, for the SDP and trickle).
-fn host_candidate(worker: &WorkerShared) -> Result<RTCIceCandidateInit, MediaError> {
-    let addr = worker.advertised();
+/// The host candidates of `worker` (the `candidate:` lines, for the SDP and trickle).
+fn host_candidates(worker: &WorkerShared) -> Result<Vec<RTCIceCandidateInit>, MediaError> {
+    worker.hosts().iter().map(|a| host_candidate(*a)).collect()
+}
+
+/// The host candidate for our address `addr`.
+fn host_candidate(addr: std::net::SocketAddr) -> Result<RTCIceCandidateInit, MediaError> {
     let candidate = CandidateHostConfig {
         base_config: CandidateConfig {
             network: "udp".to_owned(),
@@ -99,13 +103,30 @@ fn build(
     Ok((ufrag, pc, sender))
 }
 
-/// The trickled form of our host candidate.
-fn trickle(init: &RTCIceCandidateInit, mid: Option<String>, mline_index: u16) -> IceCandidate {
-    IceCandidate {
-        candidate: init.candidate.clone(),
-        sdp_mid: mid,
-        sdp_mline_index: Some(mline_index),
+/// Trickles our host candidates, then end-of-candidates.
+fn trickle(
+    events: &mpsc::UnboundedSender<WebRtcEvent>,
+    hosts: &[RTCIceCandidateInit],
+    mid: Option<String>,
+    mline_index: u16,
+) {
+    for init in hosts {
+        let _ = events.send(WebRtcEvent::LocalCandidate(Some(IceCandidate {
+            candidate: init.candidate.clone(),
+            sdp_mid: mid.clone(),
+            sdp_mline_index: Some(mline_index),
+        })));
     }
+    let _ = events.send(WebRtcEvent::LocalCandidate(None));
+}
+
+/// Adds our host candidates to `pc`.
+fn add_hosts(pc: &mut RTCPeerConnection, hosts: &[RTCIceCandidateInit]) -> Result<(), MediaError> {
+    for host in hosts {
+        pc.add_local_candidate(host.clone())
+            .map_err(rtc_err("host candidate"))?;
+    }
+    Ok(())
 }
 
 impl WorkerLegHandle {
@@ -129,20 +150,14 @@ impl WorkerLegHandle {
             .map_err(|e| MediaError::BadOffer(e.to_string()))?;
         pc.set_remote_description(now, offer)
             .map_err(|e| MediaError::BadOffer(e.to_string()))?;
-        let host = host_candidate(&worker)?;
-        pc.add_local_candidate(host.clone())
-            .map_err(rtc_err("host candidate"))?;
+        let hosts = host_candidates(&worker)?;
+        add_hosts(&mut pc, &hosts)?;
         let answer = pc.create_answer(None).map_err(rtc_err("create answer"))?;
         let sdp = answer.sdp.clone();
         pc.set_local_description(now, answer)
             .map_err(rtc_err("set local description"))?;
         let leg = Self::hand_over(worker, id, ufrag, pc, sender, lease, &events);
-        let _ = events.send(WebRtcEvent::LocalCandidate(Some(trickle(
-            &host,
-            mid,
-            mline_index,
-        ))));
-        let _ = events.send(WebRtcEvent::LocalCandidate(None));
+        trickle(&events, &hosts, mid, mline_index);
         Ok((leg, sdp))
     }
 
@@ -158,23 +173,17 @@ impl WorkerLegHandle {
         let now = Instant::now();
         let (id, worker) = workers.place();
         let (ufrag, mut pc, sender) = build(config, format, ssrc, id, now)?;
-        let host = host_candidate(&worker)?;
+        let hosts = host_candidates(&worker)?;
         let offer = pc.create_offer(None).map_err(rtc_err("create offer"))?;
         pc.set_local_description(now, offer)
             .map_err(rtc_err("set local description"))?;
-        pc.add_local_candidate(host.clone())
-            .map_err(rtc_err("host candidate"))?;
+        add_hosts(&mut pc, &hosts)?;
         let sdp = pc
             .local_description()
             .map(|d| d.sdp)
             .ok_or_else(|| MediaError::WebRtc("no local description".into()))?;
         let leg = Self::hand_over(worker, id, ufrag, pc, sender, lease, &events);
-        let _ = events.send(WebRtcEvent::LocalCandidate(Some(trickle(
-            &host,
-            Some("0".into()),
-            0,
-        ))));
-        let _ = events.send(WebRtcEvent::LocalCandidate(None));
+        trickle(&events, &hosts, Some("0".into()), 0);
         Ok((leg, sdp))
     }
 
@@ -189,7 +198,7 @@ impl WorkerLegHandle {
         lease: &IceLease,
         events: &mpsc::UnboundedSender<WebRtcEvent>,
     ) -> WorkerLegHandle {
-        lease.add(worker.advertised().port());
+        lease.add(worker.port());
         // Counted now, not when the worker takes it: calls placed in a burst spread.
         worker.count_leg();
         let (media_tx, media_rx) = mpsc::channel(MEDIA_QUEUE);

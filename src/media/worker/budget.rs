@@ -33,6 +33,8 @@ pub struct Waiting {
     pub leg: LegId,
     /// Where it came from.
     pub source: SocketAddr,
+    /// Our address it was sent to.
+    pub local: SocketAddr,
     /// Its bytes.
     pub data: Vec<u8>,
 }
@@ -75,11 +77,12 @@ impl HandshakeBudget {
         self.waiting.drain(..n).collect()
     }
 
-    /// Judges a datagram for leg `leg`; `handshaking`: the leg's DTLS is not up yet.
+    /// Judges a datagram for leg `leg` (`path`: its source and our address it was sent
+    /// to); `handshaking`: the leg's DTLS is not up yet.
     pub fn admit(
         &mut self,
         leg: LegId,
-        source: SocketAddr,
+        (source, local): (SocketAddr, SocketAddr),
         data: &[u8],
         handshaking: bool,
     ) -> Admit {
@@ -97,6 +100,7 @@ impl HandshakeBudget {
         self.waiting.push_back(Waiting {
             leg,
             source,
+            local,
             data: data.to_vec(),
         });
         Admit::Deferred
@@ -120,8 +124,11 @@ mod tests {
     const HELLO: &[u8] = &[22, 0xfe, 0xfd, 0, 0];
     const SRTP: &[u8] = &[0x80, 0, 0, 1];
 
-    fn src(port: u16) -> SocketAddr {
-        SocketAddr::from(([127, 0, 0, 1], port))
+    fn src(port: u16) -> (SocketAddr, SocketAddr) {
+        (
+            SocketAddr::from(([127, 0, 0, 1], port)),
+            SocketAddr::from(([127, 0, 0, 2], 3478)),
+        )
     }
 
     #[test]

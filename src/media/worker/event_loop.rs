@@ -8,16 +8,26 @@
 //! (datagrams out, events to its call) after each input. The loop sleeps until the
 //! earliest deadline (the runtime's timer has millisecond resolution, so deadlines
 //! that close share one wake-up), a datagram or a control message.
+//!
+//! Socket IO goes through `quinn-udp`: datagrams are read in batches of up to
+//! [`BATCH`] per system call (`recvmmsg`, with GRO where the kernel coalesces), each
+//! with the address it was sent to (`IP_PKTINFO`). On a socket bound to a wildcard
+//! address that is the leg's local candidate, and what we send leaves from the
+//! candidate address the leg chose, so a multi-homed host answers from the address
+//! the browser used (RFC 8445 §7.2.5.2.1: a check's response must come from where
+//! the request went).
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
-use std::io;
-use std::net::SocketAddr;
+use std::io::{self, IoSliceMut};
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use prometheus::IntCounterVec;
+use quinn_udp::{RecvMeta, Transmit, UdpSocketState};
+use tokio::io::Interest;
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 
@@ -28,8 +38,12 @@ use super::{Control, WorkerShared};
 use crate::media::browser_media;
 use crate::media::candidates::CandidatePolicy;
 
-/// Largest datagram read.
+/// Datagrams read per system call.
+pub(super) const BATCH: usize = quinn_udp::BATCH_SIZE;
+/// Largest datagram read without GRO.
 const MAX_DATAGRAM: usize = 2048;
+/// Largest buffer one GRO read can fill (a UDP payload's limit).
+const MAX_GRO_READ: usize = 65_535;
 /// Most datagrams read per turn: a flood on the port cannot starve the control
 /// queue (our RTP toward browsers) and the timers.
 const READ_PER_TURN: usize = 256;
@@ -58,6 +72,8 @@ pub(super) struct Worker {
     shared: Arc<WorkerShared>,
     /// The shared WebRTC port.
     socket: UdpSocket,
+    /// Its batched, address-aware IO.
+    io: UdpSocketState,
     /// Control messages.
     control: mpsc::UnboundedReceiver<Control>,
     /// Where the legs may send.
@@ -85,10 +101,12 @@ impl Worker {
         policy: Arc<CandidatePolicy>,
         dropped: IntCounterVec,
         handshakes_per_turn: usize,
-    ) -> Worker {
-        Worker {
+    ) -> io::Result<Worker> {
+        let io = UdpSocketState::new((&socket).into())?;
+        Ok(Worker {
             shared,
             socket,
+            io,
             control,
             policy,
             dropped,
@@ -97,12 +115,22 @@ impl Worker {
             timers: BinaryHeap::new(),
             budget: HandshakeBudget::new(handshakes_per_turn, DEFAULT_BACKLOG),
             stopping: false,
+        })
+    }
+
+    /// One read buffer per datagram of a batch; with GRO one read may hold many
+    /// datagrams of one source. Pages the kernel never writes stay unmapped.
+    fn read_slot(&self) -> usize {
+        if self.io.gro_segments() > 1 {
+            MAX_GRO_READ
+        } else {
+            MAX_DATAGRAM
         }
     }
 
     /// Runs until `Stop` or until every handle on the worker is gone.
     pub(super) async fn run(mut self) {
-        let mut buf = vec![0u8; MAX_DATAGRAM];
+        let mut buf = vec![0u8; self.read_slot() * BATCH];
         let sleep = tokio::time::sleep(IDLE_SLEEP);
         tokio::pin!(sleep);
         let mut armed: Option<Instant> = None;
@@ -153,9 +181,8 @@ impl Worker {
     /// The handshake datagrams this turn's budget takes from those waiting.
     fn take_waiting(&mut self) {
         for w in self.budget.start_turn() {
-            let local = self.shared.advertised;
             if let Some(leg) = self.legs.get_mut(&w.leg) {
-                leg.handle_read(Instant::now(), local, w.source, &w.data);
+                leg.handle_read(Instant::now(), w.local, w.source, &w.data);
                 self.after_input(w.leg, true);
             }
         }
@@ -222,47 +249,84 @@ impl Worker {
     }
 
     fn read_socket(&mut self, buf: &mut [u8]) {
-        for _ in 0..READ_PER_TURN {
-            let (n, source) = match self.socket.try_recv_from(buf) {
-                Ok(r) => r,
+        let slot = buf.len() / BATCH;
+        let mut metas = [RecvMeta::default(); BATCH];
+        let mut read = 0;
+        while read < READ_PER_TURN {
+            let received = {
+                let mut slices: Vec<IoSliceMut<'_>> =
+                    buf.chunks_mut(slot).map(IoSliceMut::new).collect();
+                let (socket, io) = (&self.socket, &self.io);
+                socket.try_io(Interest::READABLE, || {
+                    io.recv(socket.into(), &mut slices, &mut metas)
+                })
+            };
+            let n = match received {
+                Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => {
                     // ICMP errors surface here on some systems: one bad peer, not the socket.
                     tracing::debug!(worker = self.shared.index, error = %e, "media worker receive");
+                    read += 1;
                     continue;
                 }
             };
-            let datagram = &buf[..n];
-            match self.demux.route(source, datagram) {
-                Ok(id) => {
-                    let Some(handshaking) = self.legs.get(&id).map(|l| !l.is_connected()) else {
-                        continue;
-                    };
-                    match self.budget.admit(id, source, datagram, handshaking) {
-                        Admit::Now => {}
-                        Admit::Deferred => {
-                            tracing::trace!(
-                                leg = id,
-                                "DTLS handshake datagram waits for the next turn"
-                            );
-                            continue;
-                        }
-                        Admit::Dropped => {
-                            self.dropped.with_label_values(&["handshake_backlog"]).inc();
-                            continue;
-                        }
+            for (meta, chunk) in metas.iter().zip(buf.chunks(slot)).take(n) {
+                let local = self.local_address(meta.dst_ip);
+                let stride = if meta.stride == 0 {
+                    meta.len
+                } else {
+                    meta.stride
+                };
+                for datagram in chunk[..meta.len.min(slot)].chunks(stride.max(1)) {
+                    read += 1;
+                    self.on_datagram(meta.addr, local, datagram);
+                }
+            }
+        }
+    }
+
+    /// The local candidate a datagram sent to `dst_ip` arrived on.
+    fn local_address(&self, dst_ip: Option<IpAddr>) -> SocketAddr {
+        match dst_ip {
+            Some(ip) if self.shared.per_datagram_local => SocketAddr::new(ip, self.shared.port()),
+            _ => self.shared.hosts[0],
+        }
+    }
+
+    /// A datagram from `source` to our `local` address.
+    fn on_datagram(&mut self, source: SocketAddr, local: SocketAddr, datagram: &[u8]) {
+        match self.demux.route(source, datagram) {
+            Ok(id) => {
+                let Some(handshaking) = self.legs.get(&id).map(|l| !l.is_connected()) else {
+                    return;
+                };
+                match self
+                    .budget
+                    .admit(id, (source, local), datagram, handshaking)
+                {
+                    Admit::Now => {}
+                    Admit::Deferred => {
+                        tracing::trace!(
+                            leg = id,
+                            "DTLS handshake datagram waits for the next turn"
+                        );
+                        return;
                     }
-                    let local = self.shared.advertised;
-                    if let Some(leg) = self.legs.get_mut(&id) {
-                        leg.handle_read(Instant::now(), local, source, datagram);
-                        self.after_input(id, true);
+                    Admit::Dropped => {
+                        self.dropped.with_label_values(&["handshake_backlog"]).inc();
+                        return;
                     }
                 }
-                Err(why) => {
-                    self.dropped.with_label_values(&[why.label()]).inc();
-                    tracing::trace!(%source, reason = why.label(), "datagram on the WebRTC port dropped");
+                if let Some(leg) = self.legs.get_mut(&id) {
+                    leg.handle_read(Instant::now(), local, source, datagram);
+                    self.after_input(id, true);
                 }
+            }
+            Err(why) => {
+                self.dropped.with_label_values(&[why.label()]).inc();
+                tracing::trace!(%source, reason = why.label(), "datagram on the WebRTC port dropped");
             }
         }
     }
@@ -290,11 +354,12 @@ impl Worker {
         let Some(leg) = self.legs.get_mut(&id) else {
             return;
         };
-        let socket = &self.socket;
+        let (socket, io) = (&self.socket, &self.io);
+        let per_datagram_local = self.shared.per_datagram_local;
         let policy = &self.policy;
         let demux = &mut self.demux;
         let dropped = &self.dropped;
-        let drained = leg.drain(|span, dest, data| {
+        let drained = leg.drain(|span, local, dest, data| {
             if let Err(why) = policy.judge(dest) {
                 policy.count_dropped_send();
                 dropped.with_label_values(&["refused_destination"]).inc();
@@ -302,7 +367,15 @@ impl Worker {
                 return;
             }
             demux.note_destination(id, dest);
-            if let Err(e) = socket.try_send_to(data, dest) {
+            let transmit = Transmit {
+                destination: dest,
+                ecn: None,
+                contents: data,
+                segment_size: None,
+                // Leave from the candidate address the leg chose (bound to a wildcard).
+                src_ip: Some(local.ip()).filter(|ip| per_datagram_local && !ip.is_unspecified()),
+            };
+            if let Err(e) = io.try_send(socket.into(), &transmit) {
                 dropped.with_label_values(&["send_failed"]).inc();
                 tracing::trace!(parent: span, %dest, error = %e, "datagram to the browser not sent");
             }

@@ -96,7 +96,7 @@ impl WorkerLeg {
         self.connected
     }
 
-    /// A datagram from `peer`, received on `local` (the advertised host candidate).
+    /// A datagram from `peer`, received on `local` (one of the leg's host candidates).
     pub fn handle_read(&mut self, now: Instant, local: SocketAddr, peer: SocketAddr, data: &[u8]) {
         let message = TaggedBytesMut {
             now,
@@ -168,15 +168,24 @@ impl WorkerLeg {
         }
     }
 
-    /// Everything the peer connection has for the outside: datagrams to `send`,
-    /// events to the call, browser RTP to the bridge.
-    pub fn drain(&mut self, mut send: impl FnMut(&tracing::Span, SocketAddr, &[u8])) -> Drained {
+    /// Everything the peer connection has for the outside: datagrams to `send` (our
+    /// local candidate, the destination, the bytes), events to the call, browser RTP
+    /// to the bridge.
+    pub fn drain(
+        &mut self,
+        mut send: impl FnMut(&tracing::Span, SocketAddr, SocketAddr, &[u8]),
+    ) -> Drained {
         let mut drained = Drained::default();
         loop {
             let mut progressed = false;
             while let Some(out) = self.pc.poll_write() {
                 progressed = true;
-                send(&self.span, out.transport.peer_addr, &out.message);
+                send(
+                    &self.span,
+                    out.transport.local_addr,
+                    out.transport.peer_addr,
+                    &out.message,
+                );
             }
             while let Some(event) = self.pc.poll_event() {
                 progressed = true;

@@ -62,6 +62,10 @@ pub struct WorkerPoolConfig {
     pub port_base: u16,
     /// Address advertised in host candidates instead of `bind_ip` (1:1 NAT).
     pub public_ip: Option<IpAddr>,
+    /// When `bind_ip` is unspecified and there is no `public_ip`: the addresses
+    /// advertised as host candidates (each datagram is then answered from the address
+    /// it was sent to).
+    pub host_ips: Vec<IpAddr>,
     /// Receive and send buffer of each worker socket, bytes.
     pub socket_buffer_bytes: usize,
     /// Where the legs may send.
@@ -70,6 +74,44 @@ pub struct WorkerPoolConfig {
     pub dropped: IntCounterVec,
     /// DTLS handshake datagrams each worker handles per loop turn.
     pub handshakes_per_turn: usize,
+}
+
+/// The addresses of this host's interfaces that are up, of the IPv4 family when
+/// `v4` (else IPv6): the host candidates of workers bound to a wildcard address.
+/// Loopback addresses only when there is no other; IPv6 link-local ones never (a
+/// browser cannot use them without a scope).
+pub fn interface_addresses(v4: bool) -> io::Result<Vec<IpAddr>> {
+    use nix::net::if_::InterfaceFlags;
+    let mut found: Vec<IpAddr> = Vec::new();
+    let mut loopback: Vec<IpAddr> = Vec::new();
+    for ifa in nix::ifaddrs::getifaddrs().map_err(io::Error::from)? {
+        if !ifa.flags.contains(InterfaceFlags::IFF_UP) {
+            continue;
+        }
+        let Some(addr) = ifa.address.as_ref() else {
+            continue;
+        };
+        let ip = if let Some(sin) = addr.as_sockaddr_in() {
+            IpAddr::V4(sin.ip())
+        } else if let Some(sin6) = addr.as_sockaddr_in6() {
+            IpAddr::V6(sin6.ip())
+        } else {
+            continue;
+        };
+        let link_local = matches!(ip, IpAddr::V6(v6) if v6.is_unicast_link_local());
+        if ip.is_ipv4() != v4 || ip.is_unspecified() || ip.is_multicast() || link_local {
+            continue;
+        }
+        let list = if ip.is_loopback() || ifa.flags.contains(InterfaceFlags::IFF_LOOPBACK) {
+            &mut loopback
+        } else {
+            &mut found
+        };
+        if !list.contains(&ip) {
+            list.push(ip);
+        }
+    }
+    Ok(if found.is_empty() { loopback } else { found })
 }
 
 /// A message from a call to its leg's worker.
@@ -99,8 +141,12 @@ pub(crate) enum Control {
 pub(crate) struct WorkerShared {
     /// Worker number (thread name `cb-media-<index>`).
     index: usize,
-    /// The address advertised as host candidate: `public_ip` or the bound address.
-    advertised: SocketAddr,
+    /// The host candidates of this worker's legs: `public_ip`, the bound address, or
+    /// (bound to a wildcard) each of `host_ips`; all on the worker's port.
+    hosts: Vec<SocketAddr>,
+    /// The socket is bound to a wildcard and the hosts are our own addresses: a
+    /// datagram's local address is the one it was sent to, and we answer from it.
+    per_datagram_local: bool,
     /// Control messages.
     control: mpsc::UnboundedSender<Control>,
     /// The worker's runtime (the bridges of its calls run there).
@@ -120,9 +166,14 @@ impl WorkerShared {
         self.legs.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// The host candidate address of this worker's legs.
-    pub(crate) fn advertised(&self) -> SocketAddr {
-        self.advertised
+    /// The host candidates of this worker's legs (all on the worker's port).
+    pub(crate) fn hosts(&self) -> &[SocketAddr] {
+        &self.hosts
+    }
+
+    /// The worker's port.
+    pub(crate) fn port(&self) -> u16 {
+        self.hosts.first().map_or(0, SocketAddr::port)
     }
 }
 
@@ -195,27 +246,46 @@ impl MediaWorkers {
                 tokio::net::UdpSocket::from_std(socket)?
             };
             let bound = socket.local_addr()?;
-            let advertised = SocketAddr::new(config.public_ip.unwrap_or(bound.ip()), bound.port());
+            let per_datagram_local = bound.ip().is_unspecified() && config.public_ip.is_none();
+            let hosts: Vec<SocketAddr> = match config.public_ip {
+                Some(ip) => vec![SocketAddr::new(ip, bound.port())],
+                None if per_datagram_local => config
+                    .host_ips
+                    .iter()
+                    .map(|ip| SocketAddr::new(*ip, bound.port()))
+                    .collect(),
+                None => vec![bound],
+            };
+            if hosts.is_empty() {
+                return Err(io::Error::other(
+                    "no address to advertise to browsers: the media socket is bound to a \
+                     wildcard and no interface address was found (set media.host_candidate_ips)",
+                ));
+            }
             let (tx, rx) = mpsc::unbounded_channel();
             let shared = Arc::new(WorkerShared {
                 index,
-                advertised,
+                hosts: hosts.clone(),
+                per_datagram_local,
                 control: tx,
                 runtime: runtime.handle().clone(),
                 legs: AtomicUsize::new(0),
             });
-            let worker = event_loop::Worker::new(
-                Arc::clone(&shared),
-                socket,
-                rx,
-                Arc::clone(&config.policy),
-                config.dropped.clone(),
-                config.handshakes_per_turn,
-            );
+            let worker = {
+                let _in_worker = runtime.enter();
+                event_loop::Worker::new(
+                    Arc::clone(&shared),
+                    socket,
+                    rx,
+                    Arc::clone(&config.policy),
+                    config.dropped.clone(),
+                    config.handshakes_per_turn,
+                )?
+            };
             let thread = std::thread::Builder::new()
                 .name(format!("cb-media-{index}"))
                 .spawn(move || runtime.block_on(worker.run()))?;
-            tracing::info!(worker = index, %bound, %advertised, "media worker started");
+            tracing::info!(worker = index, %bound, ?hosts, "media worker started");
             workers.push(shared);
             threads.push(thread);
         }
@@ -238,9 +308,9 @@ impl MediaWorkers {
         (id, worker)
     }
 
-    /// The host candidate address of each worker.
-    pub fn advertised_addrs(&self) -> Vec<SocketAddr> {
-        self.workers.iter().map(|w| w.advertised).collect()
+    /// The host candidates of each worker.
+    pub fn advertised_addrs(&self) -> Vec<Vec<SocketAddr>> {
+        self.workers.iter().map(|w| w.hosts.clone()).collect()
     }
 
     /// Stops and joins every worker (their legs are closed).
@@ -273,6 +343,7 @@ mod tests {
             bind_ip: IpAddr::from([127, 0, 0, 1]),
             port_base: 0,
             public_ip: Some(IpAddr::from([192, 0, 2, 7])),
+            host_ips: Vec::new(),
             socket_buffer_bytes: 1 << 20,
             policy: Arc::default(),
             dropped: IntCounterVec::new(prometheus::Opts::new("d", "d"), &["reason"])
@@ -283,15 +354,41 @@ mod tests {
     }
 
     #[test]
+    fn interface_addresses_are_usable_host_candidates() {
+        for v4 in [true, false] {
+            let ips = interface_addresses(v4).expect("getifaddrs");
+            assert!(
+                ips.iter().all(|ip| ip.is_ipv4() == v4
+                    && !ip.is_unspecified()
+                    && !ip.is_multicast()
+                    && !matches!(ip, IpAddr::V6(v6) if v6.is_unicast_link_local())),
+                "{ips:?}"
+            );
+            let unique: std::collections::HashSet<&IpAddr> = ips.iter().collect();
+            assert_eq!(unique.len(), ips.len(), "no address twice: {ips:?}");
+            if ips.iter().any(|ip| !ip.is_loopback()) {
+                assert!(
+                    !ips.iter().any(IpAddr::is_loopback),
+                    "loopback only as a last resort: {ips:?}"
+                );
+            }
+        }
+        // Every host has an IPv4 loopback at least.
+        assert!(!interface_addresses(true).expect("getifaddrs").is_empty());
+    }
+
+    #[test]
     fn legs_placed_in_a_burst_spread_over_the_workers() {
         let workers = pool(2);
         let addrs = workers.advertised_addrs();
         assert_eq!(addrs.len(), 2);
         assert!(
-            addrs.iter().all(|a| a.ip() == IpAddr::from([192, 0, 2, 7])),
+            addrs
+                .iter()
+                .all(|a| a.len() == 1 && a[0].ip() == IpAddr::from([192, 0, 2, 7])),
             "public_ip advertised: {addrs:?}"
         );
-        assert_ne!(addrs[0].port(), addrs[1].port(), "a port per worker");
+        assert_ne!(addrs[0][0].port(), addrs[1][0].port(), "a port per worker");
         let mut placed = Vec::new();
         for _ in 0..4 {
             let (id, w) = workers.place();
