@@ -150,7 +150,7 @@ async fn measure(mode: &str, calls: usize, secs: u64) {
             }
         }
     });
-    let cfg = WebRtcLegConfig::loopback(DEFAULT_BROWSER_CODECS.to_vec());
+    let cfg = WebRtcLegConfig::loopback(DEFAULT_BROWSER_CODECS.to_vec()).expect("a media worker");
     let mut legs: HashMap<u64, Call> = HashMap::new();
     let mut connected = 0usize;
     let mut rss_base = None;

@@ -11,8 +11,4 @@ start=$(date +%s)
 # fake socket and timers). The Chromium tests run within cargo test (browser_demo).
 (cd tests/browser && node_modules/.bin/tsc -p tsconfig.json && node --test callbridge.test.mjs docs.test.mjs)
 cargo test --locked --all-targets --no-fail-fast
-# The integration tests again with the browser legs on the media workers
-# (media.engine = "worker"; tests/common::test_config reads the variable), so both
-# engines stay green until one of them is removed.
-CALLBRIDGE_TEST_MEDIA_ENGINE=worker cargo test --locked --tests --no-fail-fast
 echo "tests passed in $(( $(date +%s) - start ))s"

@@ -68,9 +68,7 @@ pub enum ServerError {
     #[error(transparent)]
     Turn(#[from] crate::turn::TurnError),
     /// The media workers' sockets or threads could not be set up.
-    #[error(
-        "media workers (media.engine = \"worker\"): {0}; check server.media_ip and media.worker_port_base"
-    )]
+    #[error("media workers: {0}; check server.media_ip and media.worker_port_base")]
     MediaWorkers(std::io::Error),
 
     /// Metrics could not be registered.
@@ -357,23 +355,19 @@ pub async fn start(config: Config) -> Result<RunningServer, ServerError> {
     let candidates = Arc::new(candidates);
     let refusals = PeerRefusals::of(&candidates, turn.clone()).map_err(MetricsError::from)?;
     metrics.register(Box::new(refusals))?;
-    let workers = match config.media.engine {
-        crate::config::MediaEngineKind::Tasks => None,
-        crate::config::MediaEngineKind::Worker => Some(
-            crate::media::worker::MediaWorkers::start(&crate::media::worker::WorkerPoolConfig {
-                workers: config.media.worker_count(),
-                bind_ip: config.server.media_ip,
-                port_base: config.media.worker_port_base,
-                public_ip: config.server.public_ip,
-                host_ips: worker_host_ips(&config).map_err(ServerError::MediaWorkers)?,
-                socket_buffer_bytes: config.media.worker_socket_buffer_bytes,
-                policy: Arc::clone(&candidates),
-                dropped: metrics.webrtc_dropped_total.clone(),
-                handshakes_per_turn: config.media.worker_handshakes_per_turn,
-            })
-            .map_err(ServerError::MediaWorkers)?,
-        ),
-    };
+    let workers =
+        crate::media::worker::MediaWorkers::start(&crate::media::worker::WorkerPoolConfig {
+            workers: config.media.worker_count(),
+            bind_ip: config.server.media_ip,
+            port_base: config.media.worker_port_base,
+            public_ip: config.server.public_ip,
+            host_ips: worker_host_ips(&config).map_err(ServerError::MediaWorkers)?,
+            socket_buffer_bytes: config.media.worker_socket_buffer_bytes,
+            policy: Arc::clone(&candidates),
+            dropped: metrics.webrtc_dropped_total.clone(),
+            handshakes_per_turn: config.media.worker_handshakes_per_turn,
+        })
+        .map_err(ServerError::MediaWorkers)?;
     let calls = CallManager::new(
         Arc::clone(&config),
         Arc::clone(&sip),

@@ -109,14 +109,17 @@ async fn chromium_calls_an_ice_lite_gateway() {
     echo_call_on_embedded_defaults("ice_lite", |c| c.media.ice_lite = true).await;
 }
 
-/// Chromium against `media.engine = "worker"`: its ICE checks reach the worker's shared
-/// port, the ufrag routes them to the call, DTLS-SRTP completes in the worker, and the
-/// page hears the echo.
+/// Chromium against media workers bound to a wildcard `media_ip`: its ICE checks reach
+/// a worker's shared port on the listed host address, the ufrag routes them to the
+/// call, our answers leave from that address, DTLS-SRTP completes in the worker, and
+/// the page hears the echo.
 #[tokio::test]
-async fn chromium_calls_through_a_media_worker() {
+async fn chromium_calls_through_a_media_worker_on_a_wildcard_media_ip() {
     echo_call_on_embedded_defaults("media_worker", |c| {
-        c.media.engine = callbridge::config::MediaEngineKind::Worker;
         c.media.workers = 2;
+        c.server.media_ip = std::net::IpAddr::from([0, 0, 0, 0]);
+        c.sip.external_address = Some(std::net::IpAddr::from([127, 0, 0, 1]));
+        c.media.host_candidate_ips = vec![std::net::IpAddr::from([127, 0, 0, 1])];
     })
     .await;
 }

@@ -9,7 +9,7 @@ mod common;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use callbridge::media::bridge::{Bridge, BridgeStats};
@@ -22,7 +22,6 @@ use common::browser::{Browser, BrowserOptions, ReceivedPacket, frame_number};
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
-use webrtc::peer_connection::StatsSelector;
 
 const LOOPBACK: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
 const G711: [AudioCodec; 2] = [AudioCodec::Pcmu, AudioCodec::Pcma];
@@ -154,7 +153,7 @@ async fn run_call(scenario: Scenario) -> Outcome {
     let browser = Browser::new(BrowserOptions::default()).await;
 
     let (events_tx, events_rx) = mpsc::unbounded_channel();
-    let cfg = WebRtcLegConfig::loopback(G711.to_vec());
+    let cfg = WebRtcLegConfig::loopback(G711.to_vec()).expect("a media worker");
     let (leg, answer) = WebRtcLeg::answer(&cfg, browser.offer_sdp(), events_tx)
         .await
         .expect("gateway answers");
@@ -217,11 +216,7 @@ async fn run_call(scenario: Scenario) -> Outcome {
     tokio::time::sleep(Duration::from_millis(200)).await;
 
     let stats = bridge.stats();
-    let report = leg
-        .peer_connection()
-        .expect("a tasks-engine leg")
-        .get_stats(Instant::now(), StatsSelector::None)
-        .await;
+    let report = leg.stats().await;
     let inbound_rtp_packets = report
         .inbound_rtp_streams()
         .map(|s| s.received_rtp_stream_stats.packets_received)
@@ -505,10 +500,8 @@ async fn public_ip_replaces_host_candidate_address() {
     let browser = Browser::new(BrowserOptions::default()).await;
     let (events_tx, mut events_rx) = mpsc::unbounded_channel();
     let public: IpAddr = "203.0.113.10".parse().unwrap();
-    let cfg = WebRtcLegConfig {
-        public_ip: Some(public),
-        ..WebRtcLegConfig::loopback(G711.to_vec())
-    };
+    let cfg =
+        WebRtcLegConfig::loopback_advertising(G711.to_vec(), Some(public)).expect("a media worker");
     let (leg, _answer) = WebRtcLeg::answer(&cfg, browser.offer_sdp(), events_tx)
         .await
         .expect("gateway answers");

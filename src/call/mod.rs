@@ -195,8 +195,6 @@ impl CallManager {
         let dialplan = Dialplan::from_config(&config.dialplan)?;
         let registry = CallRegistry::new(config.server.max_calls, metrics.active_calls.clone());
         let webrtc = WebRtcLegConfig {
-            bind_ip: config.server.media_ip,
-            public_ip: config.server.public_ip,
             codecs: {
                 let allowed = media_plane::codecs(&config.media.browser_codecs);
                 let trunk_codecs = media_plane::codecs(&config.media.sip_codecs);

@@ -53,11 +53,10 @@ pub struct MediaConfig {
     /// ICE-lite on the browser leg (RFC 8445 §2.5): for a gateway on a public address
     /// or behind a 1:1 NAT (`server.public_ip`); the browser does all the checks.
     pub ice_lite: bool,
-    /// What runs the browser legs: `tasks` (a `webrtc`-crate peer connection, socket
-    /// and driver task per call) or `worker` (media worker threads, one shared UDP
-    /// port each, calls told apart by their ICE ufrag).
+    /// What runs the browser legs: `worker` (media worker threads, one shared UDP
+    /// port each, calls told apart by their ICE ufrag), the only engine.
     pub engine: MediaEngineKind,
-    /// Media worker threads (`engine = "worker"`); 0: one per CPU core.
+    /// Media worker threads; 0: one per CPU core.
     pub workers: usize,
     /// UDP port of media worker 0, worker k uses `worker_port_base + k` (open these
     /// in the firewall); 0: ports chosen by the system (tests, local use).
@@ -89,12 +88,12 @@ pub struct MediaConfig {
     pub allow_candidate_networks: Vec<String>,
 }
 
-/// The engine of the browser legs (`media.engine`).
+/// The engine of the browser legs (`media.engine`). `tasks` (a `webrtc`-crate peer
+/// connection, socket and driver task per call) was removed; the key stays so that
+/// configs naming `worker` keep loading.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum MediaEngineKind {
-    /// A `webrtc`-crate peer connection with its own socket and tasks per call.
-    Tasks,
     /// Media worker threads with one shared port each.
     Worker,
 }
@@ -132,7 +131,7 @@ impl Default for MediaConfig {
             stats_interval: Duration::from_secs(5),
             rtcp_interval: crate::media::webrtc_setup::DEFAULT_RTCP_INTERVAL,
             ice_lite: false,
-            engine: MediaEngineKind::Tasks,
+            engine: MediaEngineKind::Worker,
             workers: 0,
             worker_port_base: 0,
             worker_socket_buffer_bytes: DEFAULT_WORKER_SOCKET_BUFFER_BYTES,

@@ -524,9 +524,9 @@ fn rtcp_interval_defaults_to_5s_and_is_bounded() {
 }
 
 #[test]
-fn media_engine_defaults_to_tasks_and_the_worker_keys_are_checked() {
+fn media_engine_is_the_worker_and_its_keys_are_checked() {
     let config = load_text(&minimal(), vec![]).expect("minimal");
-    assert_eq!(config.media.engine, MediaEngineKind::Tasks);
+    assert_eq!(config.media.engine, MediaEngineKind::Worker);
     assert_eq!(config.media.worker_socket_buffer_bytes, 4 << 20);
     let env = vec![
         ("CALLBRIDGE_MEDIA__ENGINE", "worker"),
@@ -541,6 +541,7 @@ fn media_engine_defaults_to_tasks_and_the_worker_keys_are_checked() {
     assert!(zero.media.worker_count() >= 1, "0 means one per core");
     for (extra, key) in [
         ("engine = \"threads\"", "engine"),
+        ("engine = \"tasks\"", "engine"),
         ("workers = 1000", "media.workers"),
         (
             "workers = 4\nworker_port_base = 65534",

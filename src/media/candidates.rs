@@ -28,14 +28,14 @@ use crate::netguard::{self, OwnAddrs, Refusal};
 
 /// What the WebRTC legs of a gateway share: the candidate policy and the registry
 /// of their ICE ports.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct LegGuard {
     /// Which browser candidates are used and where the legs' sockets may send.
     pub candidates: Arc<CandidatePolicy>,
     /// Where the legs register their ICE ports (read by the TURN peer policy).
     pub ice_ports: IcePorts,
-    /// The media workers (`media.engine = "worker"`), else `None`.
-    pub workers: Option<Arc<super::worker::MediaWorkers>>,
+    /// The media workers that run the legs.
+    pub workers: Arc<super::worker::MediaWorkers>,
 }
 
 /// The candidate address policy of the WebRTC legs.

@@ -27,7 +27,6 @@ pub mod codec;
 pub mod dtmf;
 pub mod emodel;
 pub mod g711;
-pub mod ice_runtime;
 pub mod jitter;
 pub mod latch;
 pub mod negotiate;
@@ -46,7 +45,6 @@ pub mod talkspurt;
 pub mod transcode;
 pub mod webrtc_leg;
 pub mod webrtc_setup;
-mod webrtc_tasks;
 mod webrtc_worker;
 pub mod worker;
 

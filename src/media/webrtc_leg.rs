@@ -1,17 +1,15 @@
-//! The WebRTC leg: answers the browser's offer with the `webrtc` crate, trickles ICE
+//! The WebRTC leg: answers the browser's offer (or makes the gateway's), trickles ICE
 //! candidates both ways and exposes the audio track as RTP packet streams.
 //!
-//! Two engines run a leg (`media.engine`): `tasks` ([`super::webrtc_tasks`], a
-//! `webrtc`-crate peer connection with its own socket and driver task per call) and
-//! `worker` ([`super::webrtc_worker`], an `rtc` core inside a media worker thread that
-//! shares one port among its calls). Either way the leg answers with exactly one audio
+//! The peer connection is an `rtc` core negotiated on the call's task and then run by
+//! a media worker thread that shares one port among its calls
+//! ([`super::webrtc_worker`], [`super::worker`]). The leg answers with exactly one audio
 //! codec (the first of the configured preference list that the browser offers: PCMU,
 //! PCMA or Opus) plus `telephone-event/8000`, uses the config's shared DTLS
 //! certificate and RTCP reports as its only interceptors (see [`super::webrtc_setup`]),
-//! registers its ICE port for the call's user, sends nothing to addresses the
-//! [`CandidatePolicy`] refuses, and reports through the `events` channel: local
-//! candidates (with `public_ip` for host candidates when set), the end of gathering,
-//! and `Connected`/`Failed`. The bridge takes [`BrowserMedia`] from the leg. Browser
+//! registers its worker's port for the call's user, sends nothing to addresses the
+//! [`CandidatePolicy`] refuses, and reports through the `events` channel: its host
+//! candidates (the worker's addresses), the end of gathering, and `Connected`/`Failed`. The bridge takes [`BrowserMedia`] from the leg. Browser
 //! candidates (SDP and trickled) that the policy refuses are ignored.
 
 use std::net::IpAddr;
@@ -27,7 +25,7 @@ use rtc::rtp_transceiver::rtp_sender::{
     RtpCodecKind,
 };
 use tokio::sync::mpsc;
-use webrtc::peer_connection::{MediaEngine, PeerConnection};
+use webrtc::peer_connection::MediaEngine;
 
 use super::MediaError;
 use super::browser_media::BrowserMedia;
@@ -35,18 +33,13 @@ use super::candidates::CandidatePolicy;
 use super::codec::{AudioCodec, PayloadFormat};
 use super::offer;
 use super::webrtc_setup::{self, DtlsIdentity};
-use super::webrtc_tasks::TasksLeg;
 use super::webrtc_worker::WorkerLegHandle;
-use super::worker::MediaWorkers;
+use super::worker::{MediaWorkers, WorkerPoolConfig};
 use crate::netguard::ice_ports::{IceLease, IcePorts};
 
 /// Settings for WebRTC legs, derived from the gateway config.
 #[derive(Debug, Clone)]
 pub struct WebRtcLegConfig {
-    /// Local address the ICE UDP sockets bind to.
-    pub bind_ip: IpAddr,
-    /// Address advertised in host candidates instead of `bind_ip` (1:1 NAT), if any.
-    pub public_ip: Option<IpAddr>,
     /// Codecs the gateway accepts from the browser, in order of preference.
     pub codecs: Vec<AudioCodec>,
     /// Which browser candidates are used and where the legs' sockets may send.
@@ -62,29 +55,53 @@ pub struct WebRtcLegConfig {
     /// ICE-lite (`media.ice_lite`): answer `a=ice-lite` and only answer the browser's
     /// checks, never send our own.
     pub ice_lite: bool,
-    /// The media workers (`media.engine = "worker"`); `None`: the `tasks` engine.
-    pub workers: Option<Arc<MediaWorkers>>,
+    /// The media workers that run the legs.
+    pub workers: Arc<MediaWorkers>,
 }
 
 impl WebRtcLegConfig {
-    /// Legs on 127.0.0.1 that use loopback browser candidates (local tools and tests).
-    pub fn loopback(codecs: Vec<AudioCodec>) -> WebRtcLegConfig {
+    /// Legs on one media worker at 127.0.0.1 that use loopback browser candidates
+    /// (local tools and tests).
+    pub fn loopback(codecs: Vec<AudioCodec>) -> Result<WebRtcLegConfig, MediaError> {
+        WebRtcLegConfig::loopback_advertising(codecs, None)
+    }
+
+    /// [`WebRtcLegConfig::loopback`] with `public_ip` (1:1 NAT) as the host candidate.
+    pub fn loopback_advertising(
+        codecs: Vec<AudioCodec>,
+        public_ip: Option<IpAddr>,
+    ) -> Result<WebRtcLegConfig, MediaError> {
         let loopback = ["127.0.0.0/8", "::1/128"]
             .iter()
             .filter_map(|n| n.parse().ok())
             .collect();
-        WebRtcLegConfig {
+        let candidates = Arc::new(CandidatePolicy::new(loopback, Default::default()));
+        let dropped = prometheus::IntCounterVec::new(
+            prometheus::Opts::new("webrtc_dropped_total", "datagrams dropped"),
+            &["reason"],
+        )
+        .map_err(|e| MediaError::WebRtc(e.to_string()))?;
+        let workers = MediaWorkers::start(&WorkerPoolConfig {
+            workers: 1,
             bind_ip: IpAddr::from([127, 0, 0, 1]),
-            public_ip: None,
+            port_base: 0,
+            public_ip,
+            host_ips: Vec::new(),
+            socket_buffer_bytes: 1 << 20,
+            policy: Arc::clone(&candidates),
+            dropped,
+            handshakes_per_turn: 4,
+        })?;
+        Ok(WebRtcLegConfig {
             codecs,
-            candidates: Arc::new(CandidatePolicy::new(loopback, Default::default())),
+            candidates,
             ice_ports: IcePorts::default(),
             owner: "local".into(),
             identity: DtlsIdentity::new(),
             rtcp_interval: webrtc_setup::DEFAULT_RTCP_INTERVAL,
             ice_lite: false,
-            workers: None,
-        }
+            workers,
+        })
     }
 
     /// This config for the legs of `user`'s calls.
@@ -124,18 +141,10 @@ pub enum WebRtcEvent {
     Failed(String),
 }
 
-/// The engine a leg runs on.
-enum Engine {
-    /// A `webrtc`-crate peer connection with its own socket and tasks.
-    Tasks(TasksLeg),
-    /// An `rtc` core inside a media worker.
-    Worker(WorkerLegHandle),
-}
-
 /// One browser-facing peer connection with a single audio track.
 pub struct WebRtcLeg {
-    /// The engine running the peer connection.
-    engine: Engine,
+    /// The peer connection in its media worker.
+    leg: WorkerLegHandle,
     /// What the browser sends and expects: codec, payload type, telephone-event type.
     format: PayloadFormat,
     /// The SSRC of our audio toward the browser (every packet written must carry it).
@@ -252,44 +261,20 @@ impl WebRtcLeg {
         let narrowed = offer::restrict(offer_sdp, &choice);
         let local_ssrc = rand::random::<u32>();
         let lease = config.ice_ports.lease(&config.owner);
-        let (engine, answer) = match &config.workers {
-            Some(workers) => {
-                let (leg, answer) = WorkerLegHandle::answer(
-                    workers,
-                    config,
-                    &choice.format,
-                    local_ssrc,
-                    narrowed,
-                    (choice.mid.clone(), choice.mline_index),
-                    &lease,
-                    events,
-                )?;
-                (Engine::Worker(leg), answer)
-            }
-            None => {
-                let leg = TasksLeg::build(
-                    config,
-                    &choice.format,
-                    local_ssrc,
-                    choice.mid.clone(),
-                    choice.mline_index,
-                    &lease,
-                    events,
-                )
-                .await?;
-                match leg.negotiate(narrowed).await {
-                    Ok(answer) => (Engine::Tasks(leg), answer),
-                    Err(e) => {
-                        leg.close().await;
-                        return Err(e);
-                    }
-                }
-            }
-        };
+        let (leg, answer) = WorkerLegHandle::answer(
+            &config.workers,
+            config,
+            &choice.format,
+            local_ssrc,
+            narrowed,
+            (choice.mid.clone(), choice.mline_index),
+            &lease,
+            events,
+        )?;
         tracing::debug!(format = ?choice.format, "answered browser offer");
         Ok((
             WebRtcLeg {
-                engine,
+                leg,
                 format: choice.format,
                 local_ssrc,
                 candidates: Arc::clone(&config.candidates),
@@ -316,35 +301,11 @@ impl WebRtcLeg {
         };
         let local_ssrc = rand::random::<u32>();
         let lease = config.ice_ports.lease(&config.owner);
-        let (engine, sdp) = match &config.workers {
-            Some(workers) => {
-                let (leg, sdp) =
-                    WorkerLegHandle::offer(workers, config, &format, local_ssrc, &lease, events)?;
-                (Engine::Worker(leg), sdp)
-            }
-            None => {
-                let leg = TasksLeg::build(
-                    config,
-                    &format,
-                    local_ssrc,
-                    Some("0".into()),
-                    0,
-                    &lease,
-                    events,
-                )
-                .await?;
-                match leg.make_offer().await {
-                    Ok(sdp) => (Engine::Tasks(leg), sdp),
-                    Err(e) => {
-                        leg.close().await;
-                        return Err(e);
-                    }
-                }
-            }
-        };
+        let (leg, sdp) =
+            WorkerLegHandle::offer(&config.workers, config, &format, local_ssrc, &lease, events)?;
         Ok((
             WebRtcLeg {
-                engine,
+                leg,
                 format,
                 local_ssrc,
                 candidates: Arc::clone(&config.candidates),
@@ -357,10 +318,7 @@ impl WebRtcLeg {
     /// Applies the browser's answer to our [`WebRtcLeg::offer`].
     pub async fn accept_answer(&self, answer_sdp: &str) -> Result<(), MediaError> {
         let answer_sdp = self.candidates.filter_sdp(answer_sdp);
-        match &self.engine {
-            Engine::Tasks(leg) => leg.accept_answer(answer_sdp).await,
-            Engine::Worker(leg) => leg.accept_answer(answer_sdp).await,
-        }
+        self.leg.accept_answer(answer_sdp).await
     }
 
     /// The payload format negotiated with the browser.
@@ -393,38 +351,24 @@ impl WebRtcLeg {
             tracing::debug!(candidate = %c.candidate, %why, "browser ICE candidate ignored");
             return Ok(());
         }
-        match &self.engine {
-            Engine::Tasks(leg) => leg.add_remote_candidate(c).await,
-            Engine::Worker(leg) => {
-                leg.add_remote_candidate(c);
-                Ok(())
-            }
-        }
+        self.leg.add_remote_candidate(c);
+        Ok(())
     }
 
     /// Closes the peer connection.
     pub async fn close(&self) {
         self.lease.release();
-        match &self.engine {
-            Engine::Tasks(leg) => leg.close().await,
-            Engine::Worker(leg) => leg.close(),
-        }
+        self.leg.close();
     }
 
-    /// The `webrtc`-crate peer connection, for statistics (`tasks` engine only).
-    pub fn peer_connection(&self) -> Option<&Arc<dyn PeerConnection>> {
-        match &self.engine {
-            Engine::Tasks(leg) => Some(&leg.pc),
-            Engine::Worker(_) => None,
-        }
+    /// The stack's statistics of this leg (from its worker; empty when it is gone).
+    pub async fn stats(&self) -> rtc::statistics::report::RTCStatsReport {
+        self.leg.stats().await
     }
 
     /// The bridge's handles: the browser's RTP, our sink and SSRC, statistics.
     pub(crate) fn media(&self) -> Result<BrowserMedia, MediaError> {
-        match &self.engine {
-            Engine::Tasks(leg) => Ok(leg.media(self.local_ssrc)),
-            Engine::Worker(leg) => leg.media(self.local_ssrc),
-        }
+        self.leg.media(self.local_ssrc)
     }
 }
 
@@ -446,20 +390,10 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn bad_offer_is_rejected_before_any_socket() {
+    async fn bad_offer_is_rejected_before_any_leg() {
         let (tx, _rx) = mpsc::unbounded_channel();
-        let cfg = WebRtcLegConfig {
-            bind_ip: IpAddr::from([127, 0, 0, 1]),
-            public_ip: None,
-            codecs: vec![AudioCodec::Pcmu, AudioCodec::Pcma],
-            candidates: Arc::default(),
-            ice_ports: IcePorts::default(),
-            owner: "test".into(),
-            identity: DtlsIdentity::new(),
-            rtcp_interval: webrtc_setup::DEFAULT_RTCP_INTERVAL,
-            ice_lite: false,
-            workers: None,
-        };
+        let cfg = WebRtcLegConfig::loopback(vec![AudioCodec::Pcmu, AudioCodec::Pcma])
+            .expect("a media worker");
         let e = WebRtcLeg::answer(
             &cfg,
             "v=0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=rtpmap:111 opus/48000/2\r\n",

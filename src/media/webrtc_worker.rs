@@ -241,6 +241,11 @@ impl WorkerLegHandle {
         self.link.send(Control::Candidate(self.link.id, init));
     }
 
+    /// The stack's statistics of the leg.
+    pub(super) async fn stats(&self) -> rtc::statistics::report::RTCStatsReport {
+        self.link.report().await
+    }
+
     /// Closes the leg in its worker.
     pub(super) fn close(&self) {
         self.link.send(Control::Close(self.link.id));
@@ -255,10 +260,10 @@ impl WorkerLegHandle {
             .take()
             .ok_or_else(|| MediaError::WebRtc("the browser leg already has a bridge".into()))?;
         Ok(BrowserMedia {
-            source: BrowserSource::Worker(rx),
-            sink: (BrowserSink::Worker(self.link.clone()), ssrc),
-            stats: BrowserStats::Worker(self.link.clone()),
-            runtime: Some(self.link.runtime().clone()),
+            source: BrowserSource(rx),
+            sink: (BrowserSink(self.link.clone()), ssrc),
+            stats: BrowserStats(self.link.clone()),
+            runtime: self.link.runtime().clone(),
         })
     }
 }

@@ -81,6 +81,8 @@ pub struct LoopbackCall {
     pub started: Instant,
     /// Forwards ICE candidates.
     pump: JoinHandle<()>,
+    /// The leg's config: it holds the media worker the leg and bridge run on.
+    _legs: WebRtcLegConfig,
 }
 
 /// Forwards trickled candidates both ways until both sides ended gathering.
@@ -118,7 +120,7 @@ impl LoopbackCall {
         let peer = RtpEchoPeer::start(setup.peer.clone()).await;
         let browser = Browser::new(setup.browser.clone()).await;
         let (events_tx, events_rx) = mpsc::unbounded_channel();
-        let cfg = WebRtcLegConfig::loopback(setup.browser_codecs.clone());
+        let cfg = WebRtcLegConfig::loopback(setup.browser_codecs.clone()).expect("a media worker");
         let (leg, answer) = WebRtcLeg::answer(&cfg, browser.offer_sdp(), events_tx)
             .await
             .expect("gateway answers the browser");
@@ -154,6 +156,7 @@ impl LoopbackCall {
             sip_offer,
             started,
             pump,
+            _legs: cfg,
         }
     }
 

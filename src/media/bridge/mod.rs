@@ -17,9 +17,9 @@
 //! end's `a=sendonly|recvonly|inactive`) and we do not hold the call
 //! ([`Bridge::set_local_direction`]).
 //!
-//! I/O contract: three tokio tasks per call, in the call's span; with the media worker
-//! engine they and the SIP-side sockets run on the leg's worker runtime, so a call's
-//! packets stay on one thread (`media.engine`). The sans-IO parts ([`Pipeline`],
+//! I/O contract: three tokio tasks per call, in the call's span; they and the
+//! SIP-side sockets run on the browser leg's media worker runtime, so a call's
+//! packets stay on one thread. The sans-IO parts ([`Pipeline`],
 //! [`crate::media::latch::Latch`], [`crate::media::rtcp::RtcpSession`], the jitter
 //! buffer, the E-model) never read the clock. Per packet there is no lock and, when
 //! relaying, no allocation of ours. Everything the call needs comes back through
@@ -85,28 +85,21 @@ fn mode_for(browser: &LegFormat, sip: &LegFormat) -> MediaMode {
     MediaMode::choose(leg(browser), leg(sip))
 }
 
-/// Spawns `task` on `runtime`, or on the current one, in the current (the call's) span.
+/// Spawns `task` on `runtime` in the current (the call's) span.
 fn spawn_on(
-    runtime: Option<&tokio::runtime::Handle>,
+    runtime: &tokio::runtime::Handle,
     task: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> JoinHandle<()> {
     use tracing::Instrument;
-    let task = task.in_current_span();
-    match runtime {
-        Some(r) => r.spawn(task),
-        None => tokio::spawn(task),
-    }
+    runtime.spawn(task.in_current_span())
 }
 
-/// The SIP-side sockets, moved to `runtime`'s reactor when given (the leg's media
-/// worker: the bridge's tasks run there and should not be woken from another thread).
+/// The SIP-side sockets, moved to `runtime`'s reactor (the leg's media worker: the
+/// bridge's tasks run there and should not be woken from another thread).
 fn on_runtime(
     (rtp, rtcp): (tokio::net::UdpSocket, tokio::net::UdpSocket),
-    runtime: Option<&tokio::runtime::Handle>,
+    runtime: &tokio::runtime::Handle,
 ) -> Result<(tokio::net::UdpSocket, tokio::net::UdpSocket), MediaError> {
-    let Some(runtime) = runtime else {
-        return Ok((rtp, rtcp));
-    };
     let (rtp, rtcp) = (rtp.into_std()?, rtcp.into_std()?);
     let _in_worker = runtime.enter();
     Ok((
@@ -231,7 +224,7 @@ impl Bridge {
         });
         let config = Arc::new(config);
         let shared = Arc::new(Shared::new(epoch, mode));
-        let (rtp_socket, rtcp_socket) = on_runtime(rtp.into_sockets(), runtime.as_ref())?;
+        let (rtp_socket, rtcp_socket) = on_runtime(rtp.into_sockets(), &runtime)?;
         let socket = Arc::new(rtp_socket);
         let (remote_tx, remote_rx) = watch::channel(remote.clone());
         let (target_tx, target_rx) = watch::channel((remote.addr, remote.addr));
@@ -240,7 +233,7 @@ impl Bridge {
         let cancel = CancellationToken::new();
         let tasks = vec![
             spawn_on(
-                runtime.as_ref(),
+                &runtime,
                 to_sip::ToSip {
                     shared: shared.clone(),
                     socket: socket.clone(),
@@ -261,7 +254,7 @@ impl Bridge {
                 .run(),
             ),
             spawn_on(
-                runtime.as_ref(),
+                &runtime,
                 to_browser::ToBrowser {
                     shared: shared.clone(),
                     socket,
@@ -282,7 +275,7 @@ impl Bridge {
                 .run(),
             ),
             spawn_on(
-                runtime.as_ref(),
+                &runtime,
                 supervisor::Supervisor {
                     shared: shared.clone(),
                     stats: browser_stats.clone(),

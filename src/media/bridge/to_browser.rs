@@ -227,12 +227,8 @@ impl ToBrowser {
                 }
             }
             while let Some(out) = self.pipeline.poll_output() {
-                match self.sink.write(out).await {
-                    Ok(()) => {
-                        self.shared.to_browser.fetch_add(1, Ordering::Relaxed);
-                    }
-                    Err(e) => self.shared.send_failed("browser", &e),
-                }
+                self.sink.write(out);
+                self.shared.to_browser.fetch_add(1, Ordering::Relaxed);
             }
         }
         self.publish();

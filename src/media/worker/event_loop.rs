@@ -35,7 +35,6 @@ use super::budget::{Admit, DEFAULT_BACKLOG, HandshakeBudget};
 use super::demux::{Demux, LegId};
 use super::leg::WorkerLeg;
 use super::{Control, WorkerShared};
-use crate::media::browser_media;
 use crate::media::candidates::CandidatePolicy;
 
 /// Datagrams read per system call.
@@ -240,7 +239,7 @@ impl Worker {
             }
             Control::Stats(id, reply) => {
                 if let Some(leg) = self.legs.get_mut(&id) {
-                    let _ = reply.send(browser_media::view_from_report(&leg.stats(now)));
+                    let _ = reply.send(leg.stats(now));
                 }
             }
             Control::Close(id) => self.close(id),

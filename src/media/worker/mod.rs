@@ -38,7 +38,8 @@ pub use demux::{LegId, Refused};
 pub use leg::{MEDIA_QUEUE, NewLeg};
 
 use super::candidates::CandidatePolicy;
-use crate::media::browser_media::BrowserView;
+use crate::media::browser_media::{BrowserView, view_from_report};
+use rtc::statistics::report::RTCStatsReport;
 
 /// Every `reason` label of `callbridge_webrtc_dropped_total`.
 pub const DROP_REASONS: [&str; 7] = [
@@ -129,7 +130,7 @@ pub(crate) enum Control {
     /// RTP to send to the browser.
     Rtp(LegId, rtc::rtp::Packet),
     /// Statistics of a leg.
-    Stats(LegId, oneshot::Sender<BrowserView>),
+    Stats(LegId, oneshot::Sender<RTCStatsReport>),
     /// Close and forget a leg.
     Close(LegId),
     /// End the thread.
@@ -204,13 +205,19 @@ impl WorkerLink {
 
     /// The browser leg's RTT and loss as the stack sees them (default when gone).
     pub async fn view(&self) -> BrowserView {
+        view_from_report(&self.report().await)
+    }
+
+    /// The stack's statistics of the leg (empty when it is gone).
+    pub async fn report(&self) -> RTCStatsReport {
         let (tx, rx) = oneshot::channel();
         self.worker.send(Control::Stats(self.id, tx));
         rx.await.unwrap_or_default()
     }
 }
 
-/// The running workers.
+/// The running workers. Dropping this stops them (and ends their legs and the
+/// bridges on their runtimes): keep it for as long as legs live.
 #[derive(Debug)]
 pub struct MediaWorkers {
     /// Each worker's shared half.
