@@ -191,7 +191,7 @@ impl Metrics {
             webrtc_dropped_total: counter_vec(
                 "callbridge_webrtc_dropped_total",
                 "Datagrams dropped on the media workers' WebRTC ports, by reason (unknown_source, \
-                 unknown_ufrag, too_many_sources, refused_destination, send_failed, bridge_full, handshake_backlog)",
+                 unknown_ufrag, too_many_sources, refused_destination, send_failed, bridge_full, handshake_backlog, worker_full)",
                 &["reason"],
             )?,
             registry,

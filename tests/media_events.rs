@@ -12,6 +12,7 @@ use std::time::Duration;
 use callbridge::media::bridge::{BridgeConfig, Leg, MediaEvent};
 use callbridge::media::dtmf::{DtmfError, EventPayload};
 use callbridge::media::latch::LatchPolicy;
+use callbridge::media::sdp::Direction;
 use common::browser::{BrowserOptions, PeerOptions, SeenPacket};
 use media::{LoopbackCall, Setup};
 
@@ -309,4 +310,45 @@ async fn silent_sip_side_times_out() {
         .filter(|e| matches!(e, MediaEvent::InactivityTimeout { .. }))
         .count();
     assert_eq!(timeouts, 1, "{events:?}");
+}
+
+/// While we hold the call the far end is not expected to send, so its silence is not
+/// reported however long the hold lasts; once we resume and it stays silent, it is.
+/// (The supervisor sleeps until a silence could be due, so this also checks that a
+/// change of direction wakes it.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_held_far_end_is_silent_only_after_the_call_resumes() {
+    let mut call = LoopbackCall::start(Setup {
+        peer: PeerOptions {
+            silent_after: Some(10),
+            ..Default::default()
+        },
+        config: BridgeConfig {
+            inactivity_timeout: Some(Duration::from_millis(1000)),
+            ..Default::default()
+        },
+        ..Setup::default()
+    })
+    .await;
+    call.bridge().set_local_direction(Direction::SendOnly);
+    let audio = call.browser.start_sending_pcmu_sine(400, 440.0);
+    let is_timeout = |e: &MediaEvent| matches!(e, MediaEvent::InactivityTimeout { .. });
+    assert!(
+        call.wait_event(Duration::from_millis(2500), is_timeout)
+            .await
+            .is_none(),
+        "nothing reported while held: {:?}",
+        call.seen_events
+    );
+    call.bridge().set_local_direction(Direction::SendRecv);
+    let event = call
+        .wait_event(Duration::from_secs(5), is_timeout)
+        .await
+        .expect("reported once the call resumed");
+    assert!(
+        matches!(event, MediaEvent::InactivityTimeout { leg: Leg::Sip, .. }),
+        "{event:?}"
+    );
+    audio.abort();
+    call.stop().await;
 }

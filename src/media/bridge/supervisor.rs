@@ -1,4 +1,4 @@
-//! The bridge's slow loop: once a second it checks both legs for inactivity, and every
+//! The bridge's slow loop: it reports a leg silent for the inactivity timeout, and every
 //! `stats_interval` it computes the quality report (browser RTT from the WebRTC stack's
 //! statistics, everything else from the directions' snapshots).
 
@@ -82,26 +82,16 @@ pub(super) fn report(
 }
 
 impl Supervisor {
-    /// Runs until cancelled.
-    pub async fn run(self) {
-        let check = self
-            .config
-            .inactivity_timeout
-            .map_or(Duration::from_secs(1), |t| {
-                (t / 4).clamp(Duration::from_millis(50), Duration::from_secs(1))
-            });
+    /// Runs until cancelled. It wakes only when something is due: the next quality
+    /// report, the moment a leg would have been silent for the inactivity timeout
+    /// (moved on when packets came meanwhile), or a change of direction (hold).
+    pub async fn run(mut self) {
         let mut reported = [false; 2];
         let mut before = [ReceiveSnapshot::default(); 2];
         let mut next_stats = Instant::now() + self.config.stats_interval;
+        let (mut remote_open, mut local_open) = (true, true);
         loop {
-            tokio::select! {
-                _ = self.cancel.cancelled() => break,
-                _ = tokio::time::sleep(check) => {}
-            }
             let now = Instant::now();
-            if let Some(timeout) = self.config.inactivity_timeout {
-                self.check_inactivity(now, timeout, &mut reported);
-            }
             if now >= next_stats {
                 next_stats = now + self.config.stats_interval;
                 let view = self.stats.view().await;
@@ -122,11 +112,29 @@ impl Supervisor {
                 }
                 let _ = self.events.send(MediaEvent::Quality(r));
             }
+            let silence_due = self
+                .config
+                .inactivity_timeout
+                .and_then(|timeout| self.check_inactivity(now, timeout, &mut reported));
+            let wake = silence_due.map_or(next_stats, |at| at.min(next_stats));
+            tokio::select! {
+                _ = self.cancel.cancelled() => break,
+                _ = tokio::time::sleep_until(tokio::time::Instant::from_std(wake)) => {}
+                changed = self.remote_rx.changed(), if remote_open => remote_open = changed.is_ok(),
+                changed = self.local_rx.changed(), if local_open => local_open = changed.is_ok(),
+            }
         }
     }
 
-    /// Reports each leg silent for longer than `timeout`, once.
-    fn check_inactivity(&self, now: Instant, timeout: Duration, reported: &mut [bool; 2]) {
+    /// Reports each leg silent for longer than `timeout`, once; returns when the next
+    /// leg that is expected to send would reach the timeout if nothing comes.
+    fn check_inactivity(
+        &self,
+        now: Instant,
+        timeout: Duration,
+        reported: &mut [bool; 2],
+    ) -> Option<Instant> {
+        let mut due: Option<Instant> = None;
         let sip_sends = self.remote_rx.borrow().direction.peer_sends()
             && self.local_rx.borrow().peer_receives();
         for leg in [Leg::Browser, Leg::Sip] {
@@ -141,7 +149,11 @@ impl Supervisor {
                 let _ = self
                     .events
                     .send(MediaEvent::InactivityTimeout { leg, silent_for });
+            } else {
+                let at = since + timeout;
+                due = Some(due.map_or(at, |d| d.min(at)));
             }
         }
+        due
     }
 }

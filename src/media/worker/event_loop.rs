@@ -75,6 +75,8 @@ pub(super) struct Worker {
     io: UdpSocketState,
     /// Control messages.
     control: mpsc::UnboundedReceiver<Control>,
+    /// Our RTP toward the browsers, from the bridges.
+    media: mpsc::Receiver<(LegId, rtc::rtp::Packet)>,
     /// Where the legs may send.
     policy: Arc<CandidatePolicy>,
     /// Drop counters by reason.
@@ -96,7 +98,10 @@ impl Worker {
     pub(super) fn new(
         shared: Arc<WorkerShared>,
         socket: UdpSocket,
-        control: mpsc::UnboundedReceiver<Control>,
+        (control, media): (
+            mpsc::UnboundedReceiver<Control>,
+            mpsc::Receiver<(LegId, rtc::rtp::Packet)>,
+        ),
         policy: Arc<CandidatePolicy>,
         dropped: IntCounterVec,
         handshakes_per_turn: usize,
@@ -107,6 +112,7 @@ impl Worker {
             socket,
             io,
             control,
+            media,
             policy,
             dropped,
             legs: HashMap::new(),
@@ -147,6 +153,7 @@ impl Worker {
                     Some(c) => self.on_control(c),
                     None => break,
                 },
+                Some((id, packet)) = self.media.recv() => self.on_media(id, packet),
                 ready = self.socket.readable() => {
                     if ready.is_ok() {
                         self.read_socket(&mut buf);
@@ -194,6 +201,20 @@ impl Worker {
                 return;
             }
         }
+        while let Ok((id, packet)) = self.media.try_recv() {
+            self.on_media(id, packet);
+        }
+    }
+
+    /// Our RTP toward leg `id`'s browser.
+    fn on_media(&mut self, id: LegId, packet: rtc::rtp::Packet) {
+        if let Some(leg) = self.legs.get_mut(&id) {
+            leg.write_rtp(Instant::now(), packet);
+            // Media does not move the leg's deadlines (reports run on their own
+            // interval): re-query only when none is queued.
+            let requery = leg.deadline.is_none();
+            self.after_input(id, requery);
+        }
     }
 
     fn on_control(&mut self, control: Control) {
@@ -227,15 +248,6 @@ impl Worker {
                 };
                 let _ = reply.send(result);
                 self.after_input(id, true);
-            }
-            Control::Rtp(id, packet) => {
-                if let Some(leg) = self.legs.get_mut(&id) {
-                    leg.write_rtp(now, packet);
-                    // Media does not move the leg's deadlines (reports run on their
-                    // own interval): re-query only when none is queued.
-                    let requery = leg.deadline.is_none();
-                    self.after_input(id, requery);
-                }
             }
             Control::Stats(id, reply) => {
                 if let Some(leg) = self.legs.get_mut(&id) {

@@ -5,7 +5,7 @@
 //! ([`WorkerLink::runtime`]), so a call's media never changes threads.
 //!
 //! ```text
-//!  bridge tasks ──Control::Rtp──> worker loop ──sendto──> browsers
+//!  bridge tasks ──RTP (bounded)──> worker loop ──sendto──> browsers
 //!  (same thread) <── browser RTP ──┘ │  demux by source / STUN ufrag
 //!  call task ──Control (candidates, answer, close)──> │  timer heap (one per worker)
 //! ```
@@ -41,8 +41,13 @@ use super::candidates::CandidatePolicy;
 use crate::media::browser_media::{BrowserView, view_from_report};
 use rtc::statistics::report::RTCStatsReport;
 
+/// Our RTP toward browsers that may wait for one worker (≈ 80 ms of 1000 calls'
+/// 20 ms audio); beyond that the worker is overloaded and packets are dropped
+/// (`callbridge_webrtc_dropped_total{reason="worker_full"}`) instead of piling up.
+pub const WORKER_MEDIA_QUEUE: usize = 4096;
+
 /// Every `reason` label of `callbridge_webrtc_dropped_total`.
-pub const DROP_REASONS: [&str; 7] = [
+pub const DROP_REASONS: [&str; 8] = [
     "unknown_source",
     "unknown_ufrag",
     "too_many_sources",
@@ -50,6 +55,7 @@ pub const DROP_REASONS: [&str; 7] = [
     "send_failed",
     "bridge_full",
     "handshake_backlog",
+    "worker_full",
 ];
 
 /// Settings of the worker pool.
@@ -127,8 +133,6 @@ pub(crate) enum Control {
         Box<rtc::peer_connection::sdp::RTCSessionDescription>,
         oneshot::Sender<Result<(), String>>,
     ),
-    /// RTP to send to the browser.
-    Rtp(LegId, rtc::rtp::Packet),
     /// Statistics of a leg.
     Stats(LegId, oneshot::Sender<RTCStatsReport>),
     /// Close and forget a leg.
@@ -148,8 +152,12 @@ pub(crate) struct WorkerShared {
     /// The socket is bound to a wildcard and the hosts are our own addresses: a
     /// datagram's local address is the one it was sent to, and we answer from it.
     per_datagram_local: bool,
-    /// Control messages.
+    /// Control messages (a few per call: not bounded, never dropped).
     control: mpsc::UnboundedSender<Control>,
+    /// Our RTP toward the browsers, bounded ([`WORKER_MEDIA_QUEUE`]).
+    media: mpsc::Sender<(LegId, rtc::rtp::Packet)>,
+    /// Packets dropped because `media` was full.
+    media_dropped: prometheus::IntCounter,
     /// The worker's runtime (the bridges of its calls run there).
     runtime: Handle,
     /// Legs on this worker (for placement).
@@ -198,9 +206,14 @@ impl WorkerLink {
         &self.worker.runtime
     }
 
-    /// Our RTP toward the browser.
+    /// Our RTP toward the browser (dropped and counted when the worker is overloaded;
+    /// dropped silently when the worker is gone).
     pub fn write_rtp(&self, packet: rtc::rtp::Packet) {
-        self.worker.send(Control::Rtp(self.id, packet));
+        if let Err(mpsc::error::TrySendError::Full(_)) =
+            self.worker.media.try_send((self.id, packet))
+        {
+            self.worker.media_dropped.inc();
+        }
     }
 
     /// The browser leg's RTT and loss as the stack sees them (default when gone).
@@ -270,11 +283,14 @@ impl MediaWorkers {
                 ));
             }
             let (tx, rx) = mpsc::unbounded_channel();
+            let (media_tx, media_rx) = mpsc::channel(WORKER_MEDIA_QUEUE);
             let shared = Arc::new(WorkerShared {
                 index,
                 hosts: hosts.clone(),
                 per_datagram_local,
                 control: tx,
+                media: media_tx,
+                media_dropped: config.dropped.with_label_values(&["worker_full"]),
                 runtime: runtime.handle().clone(),
                 legs: AtomicUsize::new(0),
             });
@@ -283,7 +299,7 @@ impl MediaWorkers {
                 event_loop::Worker::new(
                     Arc::clone(&shared),
                     socket,
-                    rx,
+                    (rx, media_rx),
                     Arc::clone(&config.policy),
                     config.dropped.clone(),
                     config.handshakes_per_turn,
@@ -358,6 +374,37 @@ mod tests {
             handshakes_per_turn: 4,
         })
         .expect("workers start")
+    }
+
+    #[tokio::test]
+    async fn rtp_beyond_a_full_worker_queue_is_dropped_and_counted() {
+        let (control, _control_rx) = mpsc::unbounded_channel();
+        let (media, media_rx) = mpsc::channel(2);
+        let dropped = prometheus::IntCounter::new("d", "d").expect("counter");
+        let link = WorkerLink {
+            worker: Arc::new(WorkerShared {
+                index: 0,
+                hosts: vec![SocketAddr::from(([127, 0, 0, 1], 9))],
+                per_datagram_local: false,
+                control,
+                media,
+                media_dropped: dropped.clone(),
+                runtime: Handle::current(),
+                legs: AtomicUsize::new(0),
+            }),
+            id: 1,
+        };
+        for _ in 0..5 {
+            link.write_rtp(rtc::rtp::Packet::default());
+        }
+        assert_eq!(dropped.get(), 3, "two queued, three dropped");
+        drop(media_rx);
+        link.write_rtp(rtc::rtp::Packet::default());
+        assert_eq!(
+            dropped.get(),
+            3,
+            "a stopped worker is not an overloaded one"
+        );
     }
 
     #[test]
