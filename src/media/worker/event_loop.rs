@@ -9,9 +9,10 @@
 //! earliest deadline (the runtime's timer has millisecond resolution, so deadlines
 //! that close share one wake-up), a datagram or a control message.
 //!
-//! Socket IO goes through `quinn-udp`: datagrams are read in batches of up to
-//! [`BATCH`] per system call (`recvmmsg`, with GRO where the kernel coalesces), each
-//! with the address it was sent to (`IP_PKTINFO`). On a socket bound to a wildcard
+//! Datagrams are read through `quinn-udp` in batches of up to [`BATCH`] per system
+//! call (`recvmmsg`, with GRO where the kernel coalesces), each with the address it
+//! was sent to (`IP_PKTINFO`); what the legs send during a turn is queued and handed
+//! to the kernel at the end of the turn with `sendmmsg` ([`super::outbox`]). On a socket bound to a wildcard
 //! address that is the leg's local candidate, and what we send leaves from the
 //! candidate address the leg chose, so a multi-homed host answers from the address
 //! the browser used (RFC 8445 §7.2.5.2.1: a check's response must come from where
@@ -21,12 +22,13 @@ use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
 use std::io::{self, IoSliceMut};
 use std::net::{IpAddr, SocketAddr};
+use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use prometheus::IntCounterVec;
-use quinn_udp::{RecvMeta, Transmit, UdpSocketState};
+use quinn_udp::{RecvMeta, UdpSocketState};
 use tokio::io::Interest;
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
@@ -34,6 +36,7 @@ use tokio::sync::mpsc;
 use super::budget::{Admit, DEFAULT_BACKLOG, HandshakeBudget};
 use super::demux::{Demux, LegId};
 use super::leg::WorkerLeg;
+use super::outbox::{Headers, Outbox};
 use super::{Control, WorkerShared};
 use crate::media::candidates::CandidatePolicy;
 
@@ -89,6 +92,8 @@ pub(super) struct Worker {
     timers: BinaryHeap<Reverse<(Instant, LegId)>>,
     /// DTLS handshake datagrams per turn.
     budget: HandshakeBudget,
+    /// What the legs send this turn.
+    outbox: Outbox,
     /// Set by `Stop`.
     stopping: bool,
 }
@@ -119,6 +124,7 @@ impl Worker {
             demux: Demux::default(),
             timers: BinaryHeap::new(),
             budget: HandshakeBudget::new(handshakes_per_turn, DEFAULT_BACKLOG),
+            outbox: Outbox::default(),
             stopping: false,
         })
     }
@@ -136,6 +142,7 @@ impl Worker {
     /// Runs until `Stop` or until every handle on the worker is gone.
     pub(super) async fn run(mut self) {
         let mut buf = vec![0u8; self.read_slot() * BATCH];
+        let mut headers = Headers::new(self.shared.hosts.first().is_none_or(SocketAddr::is_ipv4));
         let sleep = tokio::time::sleep(IDLE_SLEEP);
         tokio::pin!(sleep);
         let mut armed: Option<Instant> = None;
@@ -165,11 +172,13 @@ impl Worker {
             }
             self.take_control();
             self.fire_timers(Instant::now());
+            self.flush(&mut headers);
         }
         let ids: Vec<LegId> = self.legs.keys().copied().collect();
         for id in ids {
             self.close(id);
         }
+        self.flush(&mut headers);
         tracing::debug!(worker = self.shared.index, "media worker stopped");
     }
 
@@ -201,7 +210,12 @@ impl Worker {
                 return;
             }
         }
-        while let Ok((id, packet)) = self.media.try_recv() {
+        // As many as a read turn takes: more wait for the next turn, which the ready
+        // queue starts at once.
+        for _ in 0..READ_PER_TURN {
+            let Ok((id, packet)) = self.media.try_recv() else {
+                break;
+            };
             self.on_media(id, packet);
         }
     }
@@ -365,11 +379,11 @@ impl Worker {
         let Some(leg) = self.legs.get_mut(&id) else {
             return;
         };
-        let (socket, io) = (&self.socket, &self.io);
         let per_datagram_local = self.shared.per_datagram_local;
         let policy = &self.policy;
         let demux = &mut self.demux;
         let dropped = &self.dropped;
+        let outbox = &mut self.outbox;
         let drained = leg.drain(|span, local, dest, data| {
             if let Err(why) = policy.judge(dest) {
                 policy.count_dropped_send();
@@ -378,18 +392,9 @@ impl Worker {
                 return;
             }
             demux.note_destination(id, dest);
-            let transmit = Transmit {
-                destination: dest,
-                ecn: None,
-                contents: data,
-                segment_size: None,
-                // Leave from the candidate address the leg chose (bound to a wildcard).
-                src_ip: Some(local.ip()).filter(|ip| per_datagram_local && !ip.is_unspecified()),
-            };
-            if let Err(e) = io.try_send(socket.into(), &transmit) {
-                dropped.with_label_values(&["send_failed"]).inc();
-                tracing::trace!(parent: span, %dest, error = %e, "datagram to the browser not sent");
-            }
+            // Leave from the candidate address the leg chose (bound to a wildcard).
+            let src = Some(local.ip()).filter(|ip| per_datagram_local && !ip.is_unspecified());
+            outbox.push(dest, src, data);
         });
         if drained.media_dropped > 0 {
             dropped
@@ -408,6 +413,24 @@ impl Worker {
                     self.timers.push(Reverse((at, id)));
                 }
             }
+        }
+    }
+
+    /// Sends what the legs queued this turn.
+    fn flush(&mut self, headers: &mut Headers) {
+        if self.outbox.len() == 0 {
+            return;
+        }
+        let flushed = self.outbox.flush(self.socket.as_raw_fd(), headers);
+        if flushed.failed > 0 {
+            self.dropped
+                .with_label_values(&["send_failed"])
+                .inc_by(flushed.failed as u64);
+            tracing::trace!(
+                worker = self.shared.index,
+                failed = flushed.failed,
+                "datagrams to browsers not sent"
+            );
         }
     }
 

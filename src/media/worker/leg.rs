@@ -173,7 +173,7 @@ impl WorkerLeg {
     /// to the bridge.
     pub fn drain(
         &mut self,
-        mut send: impl FnMut(&tracing::Span, SocketAddr, SocketAddr, &[u8]),
+        mut send: impl FnMut(&tracing::Span, SocketAddr, SocketAddr, BytesMut),
     ) -> Drained {
         let mut drained = Drained::default();
         loop {
@@ -184,7 +184,7 @@ impl WorkerLeg {
                     &self.span,
                     out.transport.local_addr,
                     out.transport.peer_addr,
-                    &out.message,
+                    out.message,
                 );
             }
             while let Some(event) = self.pc.poll_event() {

@@ -23,6 +23,7 @@ mod budget;
 mod demux;
 mod event_loop;
 mod leg;
+mod outbox;
 
 use std::io;
 use std::net::{IpAddr, SocketAddr};
