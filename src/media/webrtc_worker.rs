@@ -25,6 +25,9 @@ use super::webrtc_setup;
 use super::worker::{Control, MEDIA_QUEUE, MediaWorkers, NewLeg, WorkerLink, WorkerShared};
 use crate::netguard::ice_ports::IceLease;
 
+/// How long a leg may send nothing before ICE sends a keepalive (RFC 8445 §11's Tr).
+const ICE_KEEPALIVE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(15);
+
 /// A leg living in a media worker.
 pub(super) struct WorkerLegHandle {
     /// Where the leg lives.
@@ -82,6 +85,11 @@ fn build(
     let (ufrag, pwd) = credentials(id);
     let settings = SettingEngineBuilder::new()
         .with_multicast_dns_mode(MulticastDnsMode::Disabled)
+        // Keepalives only when we sent nothing for Tr = 15 s (RFC 8445 §11), not the
+        // stack's 2 s: the browser's consent checks (RFC 7675, every ~5 s) keep NAT
+        // bindings open, and the leg's timer then fires every 5 s (the disconnected
+        // timeout) instead of every 2 s.
+        .with_ice_timeouts(None, None, Some(ICE_KEEPALIVE_INTERVAL))
         .with_lite(config.ice_lite)
         .with_ice_credentials(ufrag.clone(), pwd)
         .build();
@@ -265,5 +273,149 @@ impl WorkerLegHandle {
             stats: BrowserStats(self.link.clone()),
             runtime: self.link.runtime().clone(),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! Two of our peer connections wired back to back in memory and driven with fake
+    //! time: what a connected leg asks of its worker's timer.
+
+    use std::net::SocketAddr;
+    use std::time::Duration;
+
+    use bytes::BytesMut;
+    use rtc::peer_connection::event::RTCPeerConnectionEvent;
+    use rtc::peer_connection::state::RTCPeerConnectionState;
+    use rtc::sansio::Protocol;
+    use rtc::shared::{TaggedBytesMut, TransportContext, TransportProtocol};
+
+    use super::*;
+    use crate::media::codec::AudioCodec;
+
+    /// One side: its peer connection, its address, whether it reported `Connected`.
+    struct Side {
+        pc: RTCPeerConnection,
+        addr: SocketAddr,
+        connected: bool,
+    }
+
+    fn candidate(addr: SocketAddr) -> RTCIceCandidateInit {
+        RTCIceCandidateInit {
+            sdp_mid: Some("0".into()),
+            sdp_mline_index: Some(0),
+            ..host_candidate(addr).expect("candidate")
+        }
+    }
+
+    /// Delivers everything `from` has for `to`; true when something moved.
+    fn deliver(now: Instant, from: &mut Side, to: &mut Side) -> bool {
+        let mut moved = false;
+        while let Some(out) = from.pc.poll_write() {
+            moved = true;
+            let message = TaggedBytesMut {
+                now,
+                transport: TransportContext {
+                    local_addr: to.addr,
+                    peer_addr: from.addr,
+                    ecn: None,
+                    transport_protocol: TransportProtocol::UDP,
+                },
+                message: BytesMut::from(&out.message[..]),
+            };
+            let _ = to.pc.handle_read(message);
+        }
+        while let Some(event) = from.pc.poll_event() {
+            if let RTCPeerConnectionEvent::OnConnectionStateChangeEvent(
+                RTCPeerConnectionState::Connected,
+            ) = event
+            {
+                from.connected = true;
+            }
+        }
+        while from.pc.poll_read().is_some() {}
+        moved
+    }
+
+    /// Exchanges datagrams until both are quiet, then moves fake time to the earliest
+    /// deadline and fires it; returns the new time.
+    fn step(now: Instant, a: &mut Side, b: &mut Side) -> Instant {
+        while deliver(now, a, b) | deliver(now, b, a) {}
+        let next = [a.pc.poll_timeout(), b.pc.poll_timeout()]
+            .into_iter()
+            .flatten()
+            .min()
+            .unwrap_or(now + Duration::from_secs(1))
+            .max(now);
+        let _ = a.pc.handle_timeout(next);
+        let _ = b.pc.handle_timeout(next);
+        next
+    }
+
+    /// A connected leg (ICE up, DTLS done, nothing to send) asks to be woken seldom:
+    /// at its RTCP interval and ICE's disconnected timeout, not at the 200 ms
+    /// connectivity-check tick `rtc-ice` 0.21.1 kept after connecting
+    /// (`patches/rtc-ice`).
+    #[test]
+    fn a_connected_leg_asks_for_few_wake_ups() {
+        let config = WebRtcLegConfig::loopback(vec![AudioCodec::Pcmu]).expect("config");
+        let format = PayloadFormat {
+            codec: AudioCodec::Pcmu,
+            payload_type: 0,
+            dtmf_payload_type: Some(101),
+        };
+        let start = Instant::now();
+        let (_, offerer, _) = build(&config, &format, 1, 1, start).expect("offerer");
+        let (_, answerer, _) = build(&config, &format, 2, 2, start).expect("answerer");
+        let mut b = Side {
+            pc: offerer,
+            addr: SocketAddr::from(([192, 0, 2, 1], 4000)),
+            connected: false,
+        };
+        let mut a = Side {
+            pc: answerer,
+            addr: SocketAddr::from(([192, 0, 2, 2], 5000)),
+            connected: false,
+        };
+        let offer = b.pc.create_offer(None).expect("offer");
+        b.pc.set_local_description(start, offer.clone())
+            .expect("local offer");
+        b.pc.add_local_candidate(candidate(b.addr)).expect("b host");
+        a.pc.set_remote_description(start, offer)
+            .expect("remote offer");
+        a.pc.add_local_candidate(candidate(a.addr)).expect("a host");
+        let answer = a.pc.create_answer(None).expect("answer");
+        a.pc.set_local_description(start, answer.clone())
+            .expect("local answer");
+        b.pc.set_remote_description(start, answer)
+            .expect("remote answer");
+        a.pc.add_remote_candidate(candidate(b.addr))
+            .expect("a remote");
+        b.pc.add_remote_candidate(candidate(a.addr))
+            .expect("b remote");
+
+        let mut now = start;
+        while !(a.connected && b.connected) {
+            now = step(now, &mut a, &mut b);
+            assert!(
+                now - start < Duration::from_secs(10),
+                "connects in fake time"
+            );
+        }
+        // Twenty seconds of a quiet, connected call: count the answerer's deadlines.
+        let quiet_from = now;
+        let mut wake_ups = 0;
+        while now - quiet_from < Duration::from_secs(20) {
+            let due = a.pc.poll_timeout();
+            now = step(now, &mut a, &mut b);
+            if due.is_some_and(|d| d <= now) {
+                wake_ups += 1;
+            }
+        }
+        assert!(a.connected && b.connected);
+        assert!(
+            wake_ups <= 20,
+            "{wake_ups} wake-ups in 20 s (a 200 ms tick would be 100)"
+        );
     }
 }
