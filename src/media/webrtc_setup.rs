@@ -18,9 +18,10 @@
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
+use rtc::crypto::{self, SignatureScheme};
+use rtc::interceptor::Registry;
 use rtc::interceptor::{ReceiverReportBuilder, SenderReportBuilder, Slot};
-use webrtc::peer_connection::crypto::{self, SignatureScheme};
-use webrtc::peer_connection::{RTCCertificate, Registry};
+use rtc::peer_connection::certificate::RTCCertificate;
 
 use super::MediaError;
 

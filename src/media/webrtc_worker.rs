@@ -8,14 +8,15 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use rtc::ice::mdns::MulticastDnsMode;
+use rtc::peer_connection::configuration::RTCConfigurationBuilder;
 use rtc::peer_connection::configuration::setting_engine::SettingEngineBuilder;
-use rtc::peer_connection::transport::{CandidateConfig, CandidateHostConfig, RTCIceCandidate};
+use rtc::peer_connection::sdp::RTCSessionDescription;
+use rtc::peer_connection::transport::{
+    CandidateConfig, CandidateHostConfig, RTCIceCandidate, RTCIceCandidateInit,
+};
 use rtc::peer_connection::{RTCPeerConnection, RTCPeerConnectionBuilder};
 use rtc::rtp_transceiver::RTCRtpSenderId;
 use tokio::sync::{mpsc, oneshot};
-use webrtc::peer_connection::{
-    RTCConfigurationBuilder, RTCIceCandidateInit, RTCSessionDescription,
-};
 
 use super::MediaError;
 use super::browser_media::{BrowserMedia, BrowserSink, BrowserSource, BrowserStats};

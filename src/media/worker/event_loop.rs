@@ -12,11 +12,11 @@
 //! Datagrams are read through `quinn-udp` in batches of up to [`BATCH`] per system
 //! call (`recvmmsg`, with GRO where the kernel coalesces), each with the address it
 //! was sent to (`IP_PKTINFO`); what the legs send during a turn is queued and handed
-//! to the kernel at the end of the turn with `sendmmsg` ([`super::outbox`]). On a socket bound to a wildcard
-//! address that is the leg's local candidate, and what we send leaves from the
-//! candidate address the leg chose, so a multi-homed host answers from the address
-//! the browser used (RFC 8445 §7.2.5.2.1: a check's response must come from where
-//! the request went).
+//! to the kernel at the end of the turn with `sendmmsg` ([`super::outbox`]). On a
+//! socket bound to a wildcard address, the address a datagram was sent to is the
+//! leg's local candidate, and what we send leaves from the candidate address the leg
+//! chose, so a multi-homed host answers from the address the browser used (RFC 8445
+//! §7.2.5.2.1: a check's response must come from where the request went).
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
@@ -142,7 +142,7 @@ impl Worker {
     /// Runs until `Stop` or until every handle on the worker is gone.
     pub(super) async fn run(mut self) {
         let mut buf = vec![0u8; self.read_slot() * BATCH];
-        let mut headers = Headers::new(self.shared.hosts.first().is_none_or(SocketAddr::is_ipv4));
+        let mut headers = Headers::new(self.socket.local_addr().is_ok_and(|a| a.is_ipv4()));
         let sleep = tokio::time::sleep(IDLE_SLEEP);
         tokio::pin!(sleep);
         let mut armed: Option<Instant> = None;
