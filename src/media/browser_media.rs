@@ -6,7 +6,6 @@ use std::time::Duration;
 
 use rtc::statistics::report::{RTCStatsReport, RTCStatsReportEntry};
 use tokio::sync::mpsc;
-use tokio_util::sync::CancellationToken;
 
 use super::worker::WorkerLink;
 
@@ -52,11 +51,6 @@ pub fn view_from_report(report: &RTCStatsReport) -> BrowserView {
 pub(crate) struct BrowserSource(pub(crate) mpsc::Receiver<rtc::rtp::Packet>);
 
 impl BrowserSource {
-    /// Waits until packets can flow; false when cancelled first.
-    pub(crate) async fn open(&mut self, cancel: &CancellationToken) -> bool {
-        !cancel.is_cancelled()
-    }
-
     /// The next packet; `None` when the leg is gone. Cancel-safe.
     pub(crate) async fn next(&mut self) -> Option<rtc::rtp::Packet> {
         self.0.recv().await

@@ -9,7 +9,8 @@
 //! certificate and RTCP reports as its only interceptors (see [`super::webrtc_setup`]),
 //! registers its worker's port for the call's user, sends nothing to addresses the
 //! [`CandidatePolicy`] refuses, and reports through the `events` channel: its host
-//! candidates (the worker's addresses), the end of gathering, and `Connected`/`Failed`. The bridge takes [`BrowserMedia`] from the leg. Browser
+//! candidates (the worker's addresses), the end of gathering, and
+//! `Connected`/`Failed`. The bridge takes [`BrowserMedia`] from the leg. Browser
 //! candidates (SDP and trickled) that the policy refuses are ignored.
 
 use std::net::IpAddr;

@@ -285,7 +285,6 @@ mod tests {
     use std::net::SocketAddr;
     use std::time::Duration;
 
-    use bytes::BytesMut;
     use rtc::peer_connection::event::RTCPeerConnectionEvent;
     use rtc::peer_connection::state::RTCPeerConnectionState;
     use rtc::sansio::Protocol;
@@ -322,7 +321,7 @@ mod tests {
                     ecn: None,
                     transport_protocol: TransportProtocol::UDP,
                 },
-                message: BytesMut::from(&out.message[..]),
+                message: out.message,
             };
             let _ = to.pc.handle_read(message);
         }

@@ -215,6 +215,23 @@ pub struct OwnAddrs {
     ips: HashSet<IpAddr>,
 }
 
+/// Every IP address of this host's interfaces with its interface's flags (up,
+/// loopback, ...), read now.
+pub fn interface_addresses() -> std::io::Result<Vec<(IpAddr, nix::net::if_::InterfaceFlags)>> {
+    let list = nix::ifaddrs::getifaddrs().map_err(std::io::Error::from)?;
+    Ok(list
+        .filter_map(|ifa| {
+            let addr = ifa.address.as_ref()?;
+            let ip = if let Some(sin) = addr.as_sockaddr_in() {
+                IpAddr::V4(sin.ip())
+            } else {
+                IpAddr::V6(addr.as_sockaddr_in6()?.ip())
+            };
+            Some((ip, ifa.flags))
+        })
+        .collect())
+}
+
 impl OwnAddrs {
     /// The given addresses (unspecified ones skipped: they stand for every interface).
     pub fn new(ips: impl IntoIterator<Item = IpAddr>) -> OwnAddrs {
@@ -227,16 +244,14 @@ impl OwnAddrs {
         }
     }
 
-    /// Adds the addresses of the host's interfaces (read once, now).
+    /// Adds the addresses of the host's interfaces, up or down (read once, now).
     pub fn with_interfaces(mut self) -> OwnAddrs {
-        match util::ifaces::ifaces() {
+        match interface_addresses() {
             Ok(list) => {
-                for iface in list {
-                    if let Some(addr) = iface.addr {
-                        let ip = canonical(addr.ip());
-                        if !ip.is_unspecified() {
-                            self.ips.insert(ip);
-                        }
+                for (ip, _) in list {
+                    let ip = canonical(ip);
+                    if !ip.is_unspecified() {
+                        self.ips.insert(ip);
                     }
                 }
             }

@@ -72,7 +72,7 @@ impl ToSip {
 
     /// Runs until cancelled or the browser's track ends.
     pub async fn run(mut self) {
-        if !self.source.open(&self.cancel).await {
+        if self.cancel.is_cancelled() {
             return;
         }
         let mut remote = self.remote_rx.borrow_and_update().clone();

@@ -92,25 +92,17 @@ pub fn interface_addresses(v4: bool) -> io::Result<Vec<IpAddr>> {
     use nix::net::if_::InterfaceFlags;
     let mut found: Vec<IpAddr> = Vec::new();
     let mut loopback: Vec<IpAddr> = Vec::new();
-    for ifa in nix::ifaddrs::getifaddrs().map_err(io::Error::from)? {
-        if !ifa.flags.contains(InterfaceFlags::IFF_UP) {
-            continue;
-        }
-        let Some(addr) = ifa.address.as_ref() else {
-            continue;
-        };
-        let ip = if let Some(sin) = addr.as_sockaddr_in() {
-            IpAddr::V4(sin.ip())
-        } else if let Some(sin6) = addr.as_sockaddr_in6() {
-            IpAddr::V6(sin6.ip())
-        } else {
-            continue;
-        };
+    for (ip, flags) in crate::netguard::interface_addresses()? {
         let link_local = matches!(ip, IpAddr::V6(v6) if v6.is_unicast_link_local());
-        if ip.is_ipv4() != v4 || ip.is_unspecified() || ip.is_multicast() || link_local {
+        if !flags.contains(InterfaceFlags::IFF_UP)
+            || ip.is_ipv4() != v4
+            || ip.is_unspecified()
+            || ip.is_multicast()
+            || link_local
+        {
             continue;
         }
-        let list = if ip.is_loopback() || ifa.flags.contains(InterfaceFlags::IFF_LOOPBACK) {
+        let list = if ip.is_loopback() || flags.contains(InterfaceFlags::IFF_LOOPBACK) {
             &mut loopback
         } else {
             &mut found
