@@ -139,20 +139,32 @@ impl Worker {
         }
     }
 
-    /// Runs until `Stop` or until every handle on the worker is gone.
-    pub(super) async fn run(mut self) {
+    /// Runs until `Stop` or until every handle on the worker is gone; returns the
+    /// number of loop turns (wake-ups).
+    pub(super) async fn run(mut self) -> u64 {
         let mut buf = vec![0u8; self.read_slot() * BATCH];
         let mut headers = Headers::new(self.socket.local_addr().is_ok_and(|a| a.is_ipv4()));
         let sleep = tokio::time::sleep(IDLE_SLEEP);
         tokio::pin!(sleep);
+        // The leg deadline the sleep is set to (None: the idle sleep), and whether
+        // it fired: a fired `Sleep` stays ready, so it must be set again before the
+        // next turn waits on it, even when the deadline it should wait for is
+        // unchanged (no leg deadline: a new idle sleep).
         let mut armed: Option<Instant> = None;
+        let mut fired = false;
+        let mut turns: u64 = 0;
         while !self.stopping {
+            turns += 1;
             self.take_waiting();
             let next = self.next_deadline();
-            if next != armed {
+            if fired || next != armed {
                 armed = next;
-                let at = next.unwrap_or_else(|| Instant::now() + IDLE_SLEEP);
-                sleep.as_mut().reset(tokio::time::Instant::from_std(at));
+                fired = false;
+                let at = match next {
+                    Some(at) => tokio::time::Instant::from_std(at),
+                    None => tokio::time::Instant::now() + IDLE_SLEEP,
+                };
+                sleep.as_mut().reset(at);
             }
             tokio::select! {
                 biased;
@@ -166,7 +178,7 @@ impl Worker {
                         self.read_socket(&mut buf);
                     }
                 }
-                () = &mut sleep => armed = None,
+                () = &mut sleep => fired = true,
                 // Handshakes wait for the next turn: take it without sleeping.
                 () = std::future::ready(()), if self.budget.has_waiting() => {}
             }
@@ -179,7 +191,8 @@ impl Worker {
             self.close(id);
         }
         self.flush(&mut headers);
-        tracing::debug!(worker = self.shared.index, "media worker stopped");
+        tracing::debug!(worker = self.shared.index, turns, "media worker stopped");
+        turns
     }
 
     /// The earliest live deadline (stale heap entries are dropped on the way).
@@ -449,5 +462,69 @@ impl Worker {
             self.budget.forget(id);
             self.shared.legs.fetch_sub(1, Ordering::Relaxed);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicUsize;
+
+    use super::*;
+
+    /// A worker with no legs wakes once per idle sleep: ten idle minutes (paused
+    /// tokio time) take about ten turns. It once spun after its first idle sleep,
+    /// because a fired `Sleep` stays ready until it is set again.
+    #[test]
+    fn an_idle_worker_sleeps_between_turns() {
+        let (done, turns) = std::sync::mpsc::channel();
+        // The runtime runs on its own thread so that a spinning worker fails the test
+        // (bounded wait below) instead of hanging it.
+        std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .start_paused(true)
+                .build()
+                .expect("runtime");
+            let counted = runtime.block_on(async {
+                let socket = bind(SocketAddr::from(([127, 0, 0, 1], 0)), 1 << 16).expect("bind");
+                let socket = UdpSocket::from_std(socket).expect("register");
+                let (control, control_rx) = mpsc::unbounded_channel();
+                let (media, media_rx) = mpsc::channel(4);
+                let dropped = IntCounterVec::new(prometheus::Opts::new("d", "d"), &["reason"])
+                    .expect("counter");
+                let shared = Arc::new(WorkerShared {
+                    index: 0,
+                    hosts: vec![socket.local_addr().expect("bound")],
+                    per_datagram_local: false,
+                    control: control.clone(),
+                    media,
+                    media_dropped: dropped.with_label_values(&["worker_full"]),
+                    runtime: tokio::runtime::Handle::current(),
+                    legs: AtomicUsize::new(0),
+                });
+                let worker = Worker::new(
+                    shared,
+                    socket,
+                    (control_rx, media_rx),
+                    Arc::default(),
+                    dropped,
+                    4,
+                )
+                .expect("worker");
+                let stop = async {
+                    tokio::time::sleep(Duration::from_secs(600)).await;
+                    control
+                        .send(Control::Stop)
+                        .map_err(|_| ())
+                        .expect("worker runs");
+                };
+                tokio::join!(worker.run(), stop).0
+            });
+            let _ = done.send(counted);
+        });
+        let turns = turns
+            .recv_timeout(Duration::from_secs(60))
+            .expect("ten idle minutes of paused time pass (a spinning worker never lets them)");
+        assert!(turns <= 15, "{turns} turns in ten idle minutes");
     }
 }

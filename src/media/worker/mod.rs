@@ -300,7 +300,9 @@ impl MediaWorkers {
             };
             let thread = std::thread::Builder::new()
                 .name(format!("cb-media-{index}"))
-                .spawn(move || runtime.block_on(worker.run()))?;
+                .spawn(move || {
+                    runtime.block_on(worker.run());
+                })?;
             tracing::info!(worker = index, %bound, ?hosts, "media worker started");
             workers.push(shared);
             threads.push(thread);
