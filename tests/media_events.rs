@@ -187,7 +187,7 @@ async fn rtcp_gives_the_sip_leg_an_rtt_and_quality_is_reported() {
     );
     assert_eq!(q.sip.loss_pct, 0.0);
     assert!(q.browser.packets_received > 0);
-    assert_eq!(call.bridge().quality(), Some(q));
+    assert_eq!(call.bridge().quality(), Some(*q));
     let _ = audio.await;
     let rtcp_at_peer = call.peer.rtcp_received();
     let (report, _) = call.stop().await;

@@ -80,7 +80,7 @@ async fn record(browser: BrowserOptions) {
     assert_eq!(info.path, target.path);
     assert!(!info.truncated);
     assert!(
-        events.contains(&MediaEvent::RecordingFinished(info.clone())),
+        events.contains(&MediaEvent::RecordingFinished(Box::new(info.clone()))),
         "{events:?}"
     );
     let bytes = std::fs::read(&info.path).expect("WAV exists");

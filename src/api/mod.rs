@@ -40,6 +40,11 @@ use problem::Problem;
 /// Header carrying the correlation id of a request.
 pub const CORRELATION_HEADER: &str = "x-correlation-id";
 
+/// Read buffer of a browser's WebSocket. tungstenite zero-fills its whole read
+/// buffer before each read (128 KiB by default: that much resident memory per
+/// session); signaling messages are a few KiB, and a larger one grows the buffer.
+const WS_READ_BUFFER: usize = 8 * 1024;
+
 /// Builds the router of the public listener (`server.listen`).
 pub fn router(gateway: Arc<Gateway>) -> Router {
     let mut router = Router::new()
@@ -161,6 +166,7 @@ async fn ws_upgrade(
         peer,
     };
     let mut response = ws
+        .read_buffer_size(WS_READ_BUFFER)
         .max_message_size(hard_cap)
         .max_frame_size(hard_cap)
         .on_upgrade(move |socket| session::run(socket, gateway, upgrade, permit));

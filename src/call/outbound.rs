@@ -256,7 +256,7 @@ impl OutboundJob {
                 Some(event) = media.events.recv() => match event {
                     MediaEvent::Quality(report) => {
                         self.send(report::stats_message(&self.call_id, &report));
-                        last_quality = Some(report);
+                        last_quality = Some(*report);
                     }
                     MediaEvent::InactivityTimeout { leg: side, silent_for } => {
                         let detail = format!("no media from the {} leg for {}s", side.as_str(), silent_for.as_secs());

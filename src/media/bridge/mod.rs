@@ -217,7 +217,7 @@ impl Bridge {
             let events = events.clone();
             Recorder::start(target, epoch, move |result| {
                 let _ = events.send(match result {
-                    Ok(info) => MediaEvent::RecordingFinished(info.clone()),
+                    Ok(info) => MediaEvent::RecordingFinished(Box::new(info.clone())),
                     Err(e) => MediaEvent::RecordingFailed(e.to_string()),
                 });
             })

@@ -110,7 +110,7 @@ impl Supervisor {
                 if let Ok(mut q) = self.shared.quality.lock() {
                     *q = Some(r);
                 }
-                let _ = self.events.send(MediaEvent::Quality(r));
+                let _ = self.events.send(MediaEvent::Quality(Box::new(r)));
             }
             let silence_due = self
                 .config

@@ -29,7 +29,10 @@ use crate::media::rtcp::{self, RtcpSession, SenderInfo};
 use crate::media::sdp::{Direction, RemoteMedia};
 
 /// Bytes allocated at once for received datagrams (they are sliced, not copied).
-const RECV_BLOCK: usize = 64 * 1024;
+/// Small: every call holds one, and its pages count in the gateway's memory per call.
+/// Once the packets sliced from a block are gone (relayed within the turn), the
+/// block is reused in place.
+const RECV_BLOCK: usize = 4 * 1024;
 /// Largest datagram we accept.
 const MAX_DATAGRAM: usize = 1500;
 /// How often the snapshot is published.
@@ -135,9 +138,9 @@ impl ToBrowser {
             let sleep = tokio::time::sleep_until(tokio::time::Instant::from_std(
                 deadline.unwrap_or(next_rtcp),
             ));
-            if rbuf.capacity() < MAX_DATAGRAM {
-                rbuf = BytesMut::with_capacity(RECV_BLOCK);
-            }
+            // Reclaims the block when nothing sliced from it is alive, else takes a
+            // new one of the same size.
+            rbuf.reserve(MAX_DATAGRAM);
             tokio::select! {
                 biased;
                 _ = self.cancel.cancelled() => break,

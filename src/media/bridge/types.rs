@@ -102,7 +102,7 @@ impl Leg {
 #[derive(Debug, Clone, PartialEq)]
 pub enum MediaEvent {
     /// Periodic quality (every `stats_interval`): send protocol `stats`, keep for the CDR.
-    Quality(QualityReport),
+    Quality(Box<QualityReport>),
     /// No RTP or RTCP from `leg` for `silent_for`: end the call with `media_failed`.
     /// Reported once per leg.
     InactivityTimeout {
@@ -123,7 +123,7 @@ pub enum MediaEvent {
     /// The SIP side's media comes from somewhere else than its SDP said; we now send there.
     Latched(SocketAddr),
     /// The recording was closed (at the end of the call, or early at its size cap).
-    RecordingFinished(RecordingInfo),
+    RecordingFinished(Box<RecordingInfo>),
     /// The recording could not be written.
     RecordingFailed(String),
 }

@@ -84,8 +84,9 @@ pub(super) struct Worker {
     policy: Arc<CandidatePolicy>,
     /// Drop counters by reason.
     dropped: IntCounterVec,
-    /// The legs.
-    legs: HashMap<LegId, WorkerLeg>,
+    /// The legs (boxed: a leg is several KiB, and each spare bucket of the map
+    /// would take as much).
+    legs: HashMap<LegId, Box<WorkerLeg>>,
     /// Which leg a datagram belongs to.
     demux: Demux,
     /// Deadlines; an entry is stale unless it equals its leg's `deadline`.
@@ -259,7 +260,7 @@ impl Worker {
                     self.shared.legs.fetch_sub(1, Ordering::Relaxed);
                     return;
                 }
-                self.legs.insert(id, WorkerLeg::new(*new));
+                self.legs.insert(id, Box::new(WorkerLeg::new(*new)));
                 self.after_input(id, true);
             }
             Control::Candidate(id, init) => {
