@@ -130,14 +130,20 @@ impl ToBrowser {
         self.drain_stale(&dest, &mut cbuf);
         let mut next_rtcp = Instant::now() + rtcp_delay(self.config.rtcp_interval);
         let mut next_publish = Instant::now() + PUBLISH_EVERY;
+        // Something changed since the last publish: only then does the publish
+        // interval wake the task (an idle call's statistics do not change).
+        let mut dirty = false;
         loop {
-            let deadline = earliest(
-                self.pipeline.poll_timeout(),
-                Some(next_rtcp.min(next_publish)),
-            );
+            let due = if dirty {
+                next_rtcp.min(next_publish)
+            } else {
+                next_rtcp
+            };
+            let deadline = earliest(self.pipeline.poll_timeout(), Some(due));
             let sleep = tokio::time::sleep_until(tokio::time::Instant::from_std(
                 deadline.unwrap_or(next_rtcp),
             ));
+            let mut timer = false;
             // Reclaims the block when nothing sliced from it is alive, else takes a
             // new one of the same size.
             rbuf.reserve(MAX_DATAGRAM);
@@ -218,20 +224,27 @@ impl ToBrowser {
                 }
                 _ = sleep => {
                     let now = Instant::now();
+                    // Playout (transcoding) changes the statistics; our reports do not.
+                    dirty |= self.pipeline.poll_timeout().is_some_and(|at| at <= now);
                     self.pipeline.handle_timeout(now);
                     if now >= next_rtcp {
                         next_rtcp = now + rtcp_delay(self.config.rtcp_interval);
                         self.send_rtcp(now, dest.rtcp_target(), dest.mux).await;
                     }
-                    if now >= next_publish {
-                        next_publish = now + PUBLISH_EVERY;
-                        self.publish();
-                    }
+                    timer = true;
                 }
             }
+            // A datagram, or a new SIP-side description.
+            dirty |= !timer;
             while let Some(out) = self.pipeline.poll_output() {
                 self.sink.write(out);
                 self.shared.to_browser.fetch_add(1, Ordering::Relaxed);
+            }
+            let now = Instant::now();
+            if dirty && now >= next_publish {
+                next_publish = now + PUBLISH_EVERY;
+                dirty = false;
+                self.publish();
             }
         }
         self.publish();
