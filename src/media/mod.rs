@@ -23,6 +23,7 @@ pub mod audio;
 pub mod bridge;
 pub mod browser_media;
 pub mod candidates;
+pub mod coalesce;
 pub mod codec;
 pub mod dtmf;
 pub mod emodel;

@@ -46,7 +46,7 @@ use webrtc::peer_connection::{
     MediaEngine, PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler,
     RTCConfigurationBuilder, RTCIceCandidateInit, RTCIceGatheringState, RTCIceServer,
     RTCIceTransportPolicy, RTCPeerConnectionIceEvent, RTCPeerConnectionState,
-    RTCSessionDescription, Registry, configure_rtcp_reports,
+    RTCSessionDescription, Registry, SettingEngineBuilder, configure_rtcp_reports,
 };
 
 /// PCMU payload type (static).
@@ -76,7 +76,14 @@ pub struct BrowserOptions {
     /// The address host candidates are gathered on (127.0.0.1; the load tool uses a
     /// non-loopback one for peers that skip loopback, such as Janus).
     pub bind_ip: std::net::IpAddr,
+    /// Send RTCP reports every 5 s and ICE keepalives after 5 s without media, as
+    /// Chrome does for audio, instead of the `webrtc` crate's 1 s and 2 s (the load
+    /// tool's `--chrome-timers`: an idle call's wake-ups depend on them).
+    pub chrome_timers: bool,
 }
+
+/// RTCP report interval and ICE keepalive interval of [`BrowserOptions::chrome_timers`].
+const CHROME_TIMER: Duration = Duration::from_secs(5);
 
 impl Default for BrowserOptions {
     fn default() -> Self {
@@ -88,6 +95,7 @@ impl Default for BrowserOptions {
             ice_servers: Vec::new(),
             relay_only: false,
             bind_ip: std::net::Ipv4Addr::LOCALHOST.into(),
+            chrome_timers: false,
         }
     }
 }
@@ -261,7 +269,33 @@ impl Browser {
         } else {
             RTCIceTransportPolicy::All
         };
+        let (registry, settings) = if options.chrome_timers {
+            use rtc::interceptor::{ReceiverReportBuilder, SenderReportBuilder, Slot};
+            let registry = Registry::new()
+                .with(
+                    Slot::ReceiverReport,
+                    ReceiverReportBuilder::new()
+                        .with_interval(CHROME_TIMER)
+                        .build(),
+                )
+                .with(
+                    Slot::SenderReport,
+                    SenderReportBuilder::new()
+                        .with_interval(CHROME_TIMER)
+                        .build(),
+                );
+            let settings = SettingEngineBuilder::new()
+                .with_ice_timeouts(None, None, Some(CHROME_TIMER))
+                .build();
+            (registry, settings)
+        } else {
+            (
+                configure_rtcp_reports(Registry::new()),
+                SettingEngineBuilder::new().build(),
+            )
+        };
         let pc = PeerConnectionBuilder::new()
+            .with_setting_engine(settings)
             .with_configuration(
                 RTCConfigurationBuilder::new()
                     .with_ice_servers(options.ice_servers.clone())
@@ -269,7 +303,7 @@ impl Browser {
                     .build(),
             )
             .with_media_engine(engine)
-            .with_interceptor_registry(configure_rtcp_reports(Registry::new()))
+            .with_interceptor_registry(registry)
             .with_handler(handler)
             .with_udp_addrs(vec![SocketAddr::new(options.bind_ip, 0).to_string()])
             .build()

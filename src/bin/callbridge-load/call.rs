@@ -54,6 +54,8 @@ pub struct Dialer {
     pub janus_uri: Option<String>,
     /// The address the browsers gather host candidates on.
     pub bind_ip: std::net::IpAddr,
+    /// Browsers keep Chrome's RTCP and keepalive intervals ([`BrowserOptions::chrome_timers`]).
+    pub chrome_timers: bool,
 }
 
 /// When each step of a call's setup happened, after `call` was sent.
@@ -96,10 +98,10 @@ pub struct JanusIds {
     pub handle: u64,
 }
 
-/// The browser's offer for `codec` (PCMU and telephone-event only, or Opus only),
-/// gathering on `bind_ip`.
-pub(crate) fn browser_options(codec: Codec, bind_ip: std::net::IpAddr) -> BrowserOptions {
-    let options = match codec {
+/// The browser's offer for `dialer.codec` (PCMU and telephone-event only, or Opus only),
+/// gathering on `dialer.bind_ip`.
+pub(crate) fn browser_options(dialer: &Dialer) -> BrowserOptions {
+    let options = match dialer.codec {
         Codec::Pcmu => BrowserOptions {
             offer_opus: false,
             offer_pcma: false,
@@ -107,7 +109,11 @@ pub(crate) fn browser_options(codec: Codec, bind_ip: std::net::IpAddr) -> Browse
         },
         Codec::Opus => BrowserOptions::opus_only(),
     };
-    BrowserOptions { bind_ip, ..options }
+    BrowserOptions {
+        bind_ip: dialer.bind_ip,
+        chrome_timers: dialer.chrome_timers,
+        ..options
+    }
 }
 
 /// What came back of a call's audio.
@@ -178,7 +184,7 @@ impl Dialer {
         if ready["type"] != "ready" {
             bail!("authentication failed: {ready}");
         }
-        let browser = Browser::new(browser_options(self.codec, self.bind_ip)).await;
+        let browser = Browser::new(browser_options(self)).await;
         let mut candidates = Some(browser.take_candidates());
         let call_id = format!("{user}-call");
         let sent_at = Arc::new(Mutex::new(Vec::new()));

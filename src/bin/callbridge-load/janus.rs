@@ -217,7 +217,7 @@ pub async fn place(dialer: &Dialer, user: &str, uri: &str) -> anyhow::Result<Act
             _ => {}
         }
     }
-    let browser = Browser::new(browser_options(dialer.codec, dialer.bind_ip)).await;
+    let browser = Browser::new(browser_options(dialer)).await;
     let mut candidates = Some(browser.take_candidates());
     let sent_at = Arc::new(Mutex::new(Vec::new()));
     let t0 = Instant::now();

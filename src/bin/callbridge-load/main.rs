@@ -117,6 +117,11 @@ struct Args {
     /// Interface Janus gathers ICE candidates on (it skips loopback).
     #[arg(long, global = true, default_value = "eth0")]
     janus_ice_iface: String,
+    /// The browsers send RTCP every 5 s and ICE keepalives after 5 s without media, as
+    /// Chrome does for audio (default: the `webrtc` crate's 1 s and 2 s). An idle
+    /// call's wake-ups depend on them.
+    #[arg(long, global = true)]
+    chrome_timers: bool,
     /// Label recorded with the results.
     #[arg(long, global = true, default_value = "")]
     label: String,
@@ -255,6 +260,7 @@ async fn main() -> anyhow::Result<()> {
         secret: Arc::from(secret.as_str()),
         to: to.clone(),
         codec: args.codec,
+        chrome_timers: args.chrome_timers,
         echo: echo.as_ref().map(|e| e.counters.clone()),
         bind_ip: if args.janus {
             janus::iface_ipv4(&args.janus_ice_iface)?
@@ -398,6 +404,7 @@ async fn main() -> anyhow::Result<()> {
             "tool": "callbridge-load",
             "mode": mode_name(&args.mode),
             "label": args.label,
+            "chrome_timers": args.chrome_timers,
             "codec": args.codec,
             "internal_echo": args.internal_echo,
             "gateway_kind": if args.janus { "janus" } else { "callbridge" },

@@ -11,6 +11,7 @@ use tokio_util::sync::CancellationToken;
 use super::shared::Shared;
 use super::types::{BridgeConfig, Leg, MediaEvent};
 use crate::media::browser_media::{BrowserStats, BrowserView};
+use crate::media::coalesce::coalesce;
 use crate::media::pipeline::LegFormat;
 use crate::media::quality::{self, LegMeasure, QualityReport};
 use crate::media::rtp_stats::ReceiveSnapshot;
@@ -88,12 +89,12 @@ impl Supervisor {
     pub async fn run(mut self) {
         let mut reported = [false; 2];
         let mut before = [ReceiveSnapshot::default(); 2];
-        let mut next_stats = Instant::now() + self.config.stats_interval;
+        let mut next_stats = coalesce(Instant::now() + self.config.stats_interval);
         let (mut remote_open, mut local_open) = (true, true);
         loop {
             let now = Instant::now();
             if now >= next_stats {
-                next_stats = now + self.config.stats_interval;
+                next_stats = coalesce(now + self.config.stats_interval);
                 let view = self.stats.view().await;
                 let r = report(&self.shared, self.browser, view, &before);
                 before = [
@@ -116,7 +117,7 @@ impl Supervisor {
                 .config
                 .inactivity_timeout
                 .and_then(|timeout| self.check_inactivity(now, timeout, &mut reported));
-            let wake = silence_due.map_or(next_stats, |at| at.min(next_stats));
+            let wake = silence_due.map_or(next_stats, |at| coalesce(at).min(next_stats));
             tokio::select! {
                 _ = self.cancel.cancelled() => break,
                 _ = tokio::time::sleep_until(tokio::time::Instant::from_std(wake)) => {}

@@ -22,6 +22,7 @@ use super::shared::{DirectionSnapshot, Shared};
 use super::types::{BridgeConfig, Leg, MediaEvent};
 use super::{formats_for, to_sip::earliest};
 use crate::media::browser_media::BrowserSink;
+use crate::media::coalesce::coalesce;
 use crate::media::latch::{Latch, LatchPolicy, Verdict};
 use crate::media::pipeline::{LegFormat, Pipeline};
 use crate::media::recording::Tap;
@@ -128,7 +129,7 @@ impl ToBrowser {
         let mut rbuf = BytesMut::with_capacity(RECV_BLOCK);
         let mut cbuf = vec![0u8; MAX_DATAGRAM];
         self.drain_stale(&dest, &mut cbuf);
-        let mut next_rtcp = Instant::now() + rtcp_delay(self.config.rtcp_interval);
+        let mut next_rtcp = coalesce(Instant::now() + rtcp_delay(self.config.rtcp_interval));
         let mut next_publish = Instant::now() + PUBLISH_EVERY;
         // Something changed since the last publish: only then does the publish
         // interval wake the task (an idle call's statistics do not change).
@@ -228,7 +229,7 @@ impl ToBrowser {
                     dirty |= self.pipeline.poll_timeout().is_some_and(|at| at <= now);
                     self.pipeline.handle_timeout(now);
                     if now >= next_rtcp {
-                        next_rtcp = now + rtcp_delay(self.config.rtcp_interval);
+                        next_rtcp = coalesce(now + rtcp_delay(self.config.rtcp_interval));
                         self.send_rtcp(now, dest.rtcp_target(), dest.mux).await;
                     }
                     timer = true;
@@ -242,7 +243,7 @@ impl ToBrowser {
             }
             let now = Instant::now();
             if dirty && now >= next_publish {
-                next_publish = now + PUBLISH_EVERY;
+                next_publish = coalesce(now + PUBLISH_EVERY);
                 dirty = false;
                 self.publish();
             }

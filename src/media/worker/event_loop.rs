@@ -39,6 +39,7 @@ use super::leg::WorkerLeg;
 use super::outbox::{Headers, Outbox};
 use super::{Control, WorkerShared};
 use crate::media::candidates::CandidatePolicy;
+use crate::media::coalesce::coalesce;
 
 /// Datagrams read per system call.
 pub(super) const BATCH: usize = quinn_udp::BATCH_SIZE;
@@ -420,7 +421,11 @@ impl Worker {
             return;
         }
         if requery {
-            let next = leg.poll_timeout();
+            // A connected leg's deadlines are reports and keepalives: they share the
+            // worker's wake-ups with other calls' (handshakes keep their own timing).
+            let next = leg
+                .poll_timeout()
+                .map(|at| if leg.is_connected() { coalesce(at) } else { at });
             if next != leg.deadline {
                 leg.deadline = next;
                 if let Some(at) = next {
