@@ -352,48 +352,68 @@ mod tests {
         next
     }
 
-    /// A connected leg (ICE up, DTLS done, nothing to send) asks to be woken seldom:
-    /// at its RTCP interval and ICE's disconnected timeout, not at the 200 ms
-    /// connectivity-check tick `rtc-ice` 0.21.1 kept after connecting
-    /// (`patches/rtc-ice`).
-    #[test]
-    fn a_connected_leg_asks_for_few_wake_ups() {
+    /// Where the browser (the offerer) and our leg (the answerer) are.
+    const BROWSER: SocketAddr = SocketAddr::new(
+        std::net::IpAddr::V4(std::net::Ipv4Addr::new(192, 0, 2, 1)),
+        4000,
+    );
+    const OURS: SocketAddr = SocketAddr::new(
+        std::net::IpAddr::V4(std::net::Ipv4Addr::new(192, 0, 2, 2)),
+        5000,
+    );
+
+    /// A browser's peer connection (the offerer) and ours (the answerer, with its ufrag
+    /// and sender), negotiated, each with the other's host candidate.
+    fn negotiated(
+        start: Instant,
+    ) -> (
+        RTCPeerConnection,
+        (String, RTCPeerConnection, RTCRtpSenderId),
+    ) {
         let config = WebRtcLegConfig::loopback(vec![AudioCodec::Pcmu]).expect("config");
         let format = PayloadFormat {
             codec: AudioCodec::Pcmu,
             payload_type: 0,
             dtmf_payload_type: Some(101),
         };
+        let (_, mut b, _) = build(&config, &format, 1, 1, start).expect("offerer");
+        let (ufrag, mut a, sender) = build(&config, &format, 2, 2, start).expect("answerer");
+        let offer = b.create_offer(None).expect("offer");
+        b.set_local_description(start, offer.clone())
+            .expect("local offer");
+        b.add_local_candidate(candidate(BROWSER)).expect("b host");
+        a.set_remote_description(start, offer)
+            .expect("remote offer");
+        a.add_local_candidate(candidate(OURS)).expect("a host");
+        let answer = a.create_answer(None).expect("answer");
+        a.set_local_description(start, answer.clone())
+            .expect("local answer");
+        b.set_remote_description(start, answer)
+            .expect("remote answer");
+        a.add_remote_candidate(candidate(BROWSER))
+            .expect("a remote");
+        b.add_remote_candidate(candidate(OURS)).expect("b remote");
+        (b, (ufrag, a, sender))
+    }
+
+    /// A connected leg (ICE up, DTLS done, nothing to send) asks to be woken seldom:
+    /// at its RTCP interval and ICE's disconnected timeout, not at the 200 ms
+    /// connectivity-check tick `rtc-ice` 0.21.1 kept after connecting
+    /// (`patches/rtc-ice`).
+    #[test]
+    fn a_connected_leg_asks_for_few_wake_ups() {
         let start = Instant::now();
-        let (_, offerer, _) = build(&config, &format, 1, 1, start).expect("offerer");
-        let (_, answerer, _) = build(&config, &format, 2, 2, start).expect("answerer");
+        let (offerer, (_, answerer, _)) = negotiated(start);
         let mut b = Side {
             pc: offerer,
-            addr: SocketAddr::from(([192, 0, 2, 1], 4000)),
+            addr: BROWSER,
             connected: false,
         };
         let mut a = Side {
             pc: answerer,
-            addr: SocketAddr::from(([192, 0, 2, 2], 5000)),
+            addr: OURS,
             connected: false,
         };
-        let offer = b.pc.create_offer(None).expect("offer");
-        b.pc.set_local_description(start, offer.clone())
-            .expect("local offer");
-        b.pc.add_local_candidate(candidate(b.addr)).expect("b host");
-        a.pc.set_remote_description(start, offer)
-            .expect("remote offer");
-        a.pc.add_local_candidate(candidate(a.addr)).expect("a host");
-        let answer = a.pc.create_answer(None).expect("answer");
-        a.pc.set_local_description(start, answer.clone())
-            .expect("local answer");
-        b.pc.set_remote_description(start, answer)
-            .expect("remote answer");
-        a.pc.add_remote_candidate(candidate(b.addr))
-            .expect("a remote");
-        b.pc.add_remote_candidate(candidate(a.addr))
-            .expect("b remote");
-
         let mut now = start;
         while !(a.connected && b.connected) {
             now = step(now, &mut a, &mut b);
@@ -416,6 +436,92 @@ mod tests {
         assert!(
             wake_ups <= 20,
             "{wake_ups} wake-ups in 20 s (a 200 ms tick would be 100)"
+        );
+    }
+
+    /// When ICE connects, our leg (the answerer, so the DTLS client) sends its
+    /// ClientHello at once: no fake time passes between the browser's ICE connecting
+    /// and our leg reporting `Connected` (DTLS done). The `rtc` core hands the
+    /// ClientHello out only on a timeout, and the next one used to be the ICE agent's
+    /// 200 ms tick (every call's audio started 200 ms late).
+    #[test]
+    fn dtls_starts_as_soon_as_ice_connects() {
+        use crate::media::worker::WorkerLeg;
+        use rtc::peer_connection::state::RTCIceConnectionState;
+
+        let start = Instant::now();
+        let (mut browser, (ufrag, answerer, sender)) = negotiated(start);
+        let (events_tx, mut events) = mpsc::unbounded_channel();
+        let (media_tx, _media_rx) = mpsc::channel(8);
+        let mut ours = WorkerLeg::new(NewLeg {
+            id: 2,
+            ufrag,
+            pc: answerer,
+            sender,
+            events: events_tx,
+            media: media_tx,
+            span: tracing::Span::none(),
+        });
+        let (mut now, mut ice_connected, mut connected) = (start, None, None);
+        while connected.is_none() {
+            loop {
+                let mut out = Vec::new();
+                ours.drain(now, |_, _, _, data| out.push(data));
+                let mut moved = !out.is_empty();
+                for data in out {
+                    let message = TaggedBytesMut {
+                        now,
+                        transport: TransportContext {
+                            local_addr: BROWSER,
+                            peer_addr: OURS,
+                            ecn: None,
+                            transport_protocol: TransportProtocol::UDP,
+                        },
+                        message: data,
+                    };
+                    let _ = browser.handle_read(message);
+                }
+                while let Some(datagram) = browser.poll_write() {
+                    moved = true;
+                    ours.handle_read(now, OURS, BROWSER, &datagram.message);
+                }
+                while let Some(event) = browser.poll_event() {
+                    if let RTCPeerConnectionEvent::OnIceConnectionStateChangeEvent(
+                        RTCIceConnectionState::Connected,
+                    ) = event
+                    {
+                        ice_connected.get_or_insert(now);
+                    }
+                }
+                while browser.poll_read().is_some() {}
+                while let Ok(event) = events.try_recv() {
+                    if matches!(event, WebRtcEvent::Connected) {
+                        connected.get_or_insert(now);
+                    }
+                }
+                if !moved {
+                    break;
+                }
+            }
+            let next = [ours.poll_timeout(), browser.poll_timeout()]
+                .into_iter()
+                .flatten()
+                .min()
+                .unwrap_or(now + Duration::from_secs(1))
+                .max(now);
+            now = next;
+            ours.handle_timeout(now);
+            let _ = browser.handle_timeout(now);
+            assert!(
+                now - start < Duration::from_secs(10),
+                "connects in fake time"
+            );
+        }
+        let ice = ice_connected.expect("the browser's ICE connected first");
+        let dtls = connected.expect("connected") - ice;
+        assert!(
+            dtls < Duration::from_millis(20),
+            "{dtls:?} of fake time between ICE connected and DTLS done"
         );
     }
 }

@@ -399,7 +399,7 @@ impl Worker {
         let demux = &mut self.demux;
         let dropped = &self.dropped;
         let outbox = &mut self.outbox;
-        let drained = leg.drain(|span, local, dest, data| {
+        let drained = leg.drain(Instant::now(), |span, local, dest, data| {
             if let Err(why) = policy.judge(dest) {
                 policy.count_dropped_send();
                 dropped.with_label_values(&["refused_destination"]).inc();

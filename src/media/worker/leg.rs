@@ -9,7 +9,7 @@ use bytes::BytesMut;
 use rtc::peer_connection::RTCPeerConnection;
 use rtc::peer_connection::event::RTCPeerConnectionEvent;
 use rtc::peer_connection::message::RTCMessage;
-use rtc::peer_connection::state::RTCPeerConnectionState;
+use rtc::peer_connection::state::{RTCIceConnectionState, RTCPeerConnectionState};
 use rtc::rtp_transceiver::RTCRtpSenderId;
 use rtc::sansio::Protocol;
 use rtc::shared::{TaggedBytesMut, TransportContext, TransportProtocol};
@@ -168,14 +168,22 @@ impl WorkerLeg {
         }
     }
 
-    /// Everything the peer connection has for the outside: datagrams to `send` (our
-    /// local candidate, the destination, the bytes), events to the call, browser RTP
-    /// to the bridge.
+    /// Everything the peer connection has for the outside at `now`: datagrams to
+    /// `send` (our local candidate, the destination, the bytes), events to the call,
+    /// browser RTP to the bridge.
+    ///
+    /// When ICE connects and we are the DTLS client, the `rtc` core prepares the
+    /// ClientHello but hands it out only on its next timeout, which used to be the ICE
+    /// agent's next 200 ms tick: every call's audio started 200 ms late. The leg runs
+    /// a timeout at once instead (the core's timers check their own deadlines, so an
+    /// early one does nothing else).
     pub fn drain(
         &mut self,
+        now: Instant,
         mut send: impl FnMut(&tracing::Span, SocketAddr, SocketAddr, BytesMut),
     ) -> Drained {
         let mut drained = Drained::default();
+        let mut start_dtls = false;
         loop {
             let mut progressed = false;
             while let Some(out) = self.pc.poll_write() {
@@ -189,6 +197,12 @@ impl WorkerLeg {
             }
             while let Some(event) = self.pc.poll_event() {
                 progressed = true;
+                start_dtls |= matches!(
+                    event,
+                    RTCPeerConnectionEvent::OnIceConnectionStateChangeEvent(
+                        RTCIceConnectionState::Connected
+                    )
+                );
                 self.on_event(event);
             }
             while let Some(read) = self.pc.poll_read() {
@@ -200,7 +214,10 @@ impl WorkerLeg {
                 }
             }
             if !progressed {
-                return drained;
+                if !std::mem::take(&mut start_dtls) {
+                    return drained;
+                }
+                self.handle_timeout(now);
             }
         }
     }

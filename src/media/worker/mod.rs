@@ -36,6 +36,8 @@ use tokio::runtime::Handle;
 use tokio::sync::{mpsc, oneshot};
 
 pub use demux::{LegId, Refused};
+#[cfg(test)]
+pub(crate) use leg::WorkerLeg;
 pub use leg::{MEDIA_QUEUE, NewLeg};
 
 use super::candidates::CandidatePolicy;
