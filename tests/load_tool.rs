@@ -99,11 +99,22 @@ fn sweep_of_two_relayed_calls_through_the_tools_sip_echo() {
     assert!(step["audio"]["rss_kib"].as_u64() > Some(0), "{doc:#}");
 }
 
+/// Also with the browsers on Chrome's RTCP and keepalive intervals (`--chrome-timers`).
 #[test]
 fn sweep_of_two_transcoded_calls() {
     let doc = run_tool(&[
-        "sweep", "--steps", "2", "--hold", "1s", "--settle", "200ms", "--codec", "opus",
+        "sweep",
+        "--steps",
+        "2",
+        "--hold",
+        "1s",
+        "--settle",
+        "200ms",
+        "--codec",
+        "opus",
+        "--chrome-timers",
     ]);
     assert_eq!(doc["codec"], "opus");
+    assert_eq!(doc["chrome_timers"], true, "{doc:#}");
     assert_step_ok(&doc, 2);
 }

@@ -270,20 +270,8 @@ impl Browser {
             RTCIceTransportPolicy::All
         };
         let (registry, settings) = if options.chrome_timers {
-            use rtc::interceptor::{ReceiverReportBuilder, SenderReportBuilder, Slot};
-            let registry = Registry::new()
-                .with(
-                    Slot::ReceiverReport,
-                    ReceiverReportBuilder::new()
-                        .with_interval(CHROME_TIMER)
-                        .build(),
-                )
-                .with(
-                    Slot::SenderReport,
-                    SenderReportBuilder::new()
-                        .with_interval(CHROME_TIMER)
-                        .build(),
-                );
+            // RTCP sender and receiver reports only (what Chrome sends for audio).
+            let registry = callbridge::media::webrtc_setup::audio_interceptors(CHROME_TIMER);
             let settings = SettingEngineBuilder::new()
                 .with_ice_timeouts(None, None, Some(CHROME_TIMER))
                 .build();
