@@ -285,6 +285,7 @@ mod tests {
     use std::net::SocketAddr;
     use std::time::Duration;
 
+    use bytes::BytesMut;
     use rtc::peer_connection::event::RTCPeerConnectionEvent;
     use rtc::peer_connection::state::RTCPeerConnectionState;
     use rtc::sansio::Protocol;
@@ -308,22 +309,44 @@ mod tests {
         }
     }
 
+    /// A datagram from `from` arriving at `to` at `now`.
+    fn datagram(
+        now: Instant,
+        to: SocketAddr,
+        from: SocketAddr,
+        message: BytesMut,
+    ) -> TaggedBytesMut {
+        TaggedBytesMut {
+            now,
+            transport: TransportContext {
+                local_addr: to,
+                peer_addr: from,
+                ecn: None,
+                transport_protocol: TransportProtocol::UDP,
+            },
+            message,
+        }
+    }
+
+    /// The earliest of two deadlines (a second on when neither has one), not before
+    /// `now`: where fake time goes next.
+    fn next_time(now: Instant, a: Option<Instant>, b: Option<Instant>) -> Instant {
+        [a, b]
+            .into_iter()
+            .flatten()
+            .min()
+            .unwrap_or(now + Duration::from_secs(1))
+            .max(now)
+    }
+
     /// Delivers everything `from` has for `to`; true when something moved.
     fn deliver(now: Instant, from: &mut Side, to: &mut Side) -> bool {
         let mut moved = false;
         while let Some(out) = from.pc.poll_write() {
             moved = true;
-            let message = TaggedBytesMut {
-                now,
-                transport: TransportContext {
-                    local_addr: to.addr,
-                    peer_addr: from.addr,
-                    ecn: None,
-                    transport_protocol: TransportProtocol::UDP,
-                },
-                message: out.message,
-            };
-            let _ = to.pc.handle_read(message);
+            let _ = to
+                .pc
+                .handle_read(datagram(now, to.addr, from.addr, out.message));
         }
         while let Some(event) = from.pc.poll_event() {
             if let RTCPeerConnectionEvent::OnConnectionStateChangeEvent(
@@ -341,12 +364,7 @@ mod tests {
     /// deadline and fires it; returns the new time.
     fn step(now: Instant, a: &mut Side, b: &mut Side) -> Instant {
         while deliver(now, a, b) | deliver(now, b, a) {}
-        let next = [a.pc.poll_timeout(), b.pc.poll_timeout()]
-            .into_iter()
-            .flatten()
-            .min()
-            .unwrap_or(now + Duration::from_secs(1))
-            .max(now);
+        let next = next_time(now, a.pc.poll_timeout(), b.pc.poll_timeout());
         let _ = a.pc.handle_timeout(next);
         let _ = b.pc.handle_timeout(next);
         next
@@ -469,17 +487,7 @@ mod tests {
                 ours.drain(now, |_, _, _, data| out.push(data));
                 let mut moved = !out.is_empty();
                 for data in out {
-                    let message = TaggedBytesMut {
-                        now,
-                        transport: TransportContext {
-                            local_addr: BROWSER,
-                            peer_addr: OURS,
-                            ecn: None,
-                            transport_protocol: TransportProtocol::UDP,
-                        },
-                        message: data,
-                    };
-                    let _ = browser.handle_read(message);
+                    let _ = browser.handle_read(datagram(now, BROWSER, OURS, data));
                 }
                 while let Some(datagram) = browser.poll_write() {
                     moved = true;
@@ -503,13 +511,7 @@ mod tests {
                     break;
                 }
             }
-            let next = [ours.poll_timeout(), browser.poll_timeout()]
-                .into_iter()
-                .flatten()
-                .min()
-                .unwrap_or(now + Duration::from_secs(1))
-                .max(now);
-            now = next;
+            now = next_time(now, ours.poll_timeout(), browser.poll_timeout());
             ours.handle_timeout(now);
             let _ = browser.handle_timeout(now);
             assert!(
