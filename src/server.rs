@@ -384,6 +384,19 @@ pub async fn start(config: Config) -> Result<RunningServer, ServerError> {
             workers,
         },
     )?;
+    // SIP-side balancers probe with OPTIONS: 503 while draining or full.
+    sip.set_availability_probe({
+        let (drain, registry) = (Arc::clone(&drain), Arc::clone(calls.registry()));
+        crate::sip::AvailabilityProbe::new(move || {
+            if drain.is_draining() {
+                crate::sip::Availability::Draining
+            } else if registry.at_capacity() {
+                crate::sip::Availability::AtCapacity
+            } else {
+                crate::sip::Availability::Available
+            }
+        })
+    });
     crate::call::inbound::start(&calls);
     crate::call::recordings::start(&calls);
     let gateway = Arc::new(Gateway {

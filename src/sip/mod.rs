@@ -16,6 +16,7 @@
 //! input and is drained with `poll_transmit()` / `poll_event()` / `poll_timeout()`.
 
 mod auth;
+mod availability;
 mod dialog;
 mod digest_server;
 pub mod dns;
@@ -39,6 +40,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 pub use auth::Credentials;
+pub use availability::{Availability, AvailabilityProbe};
 pub use endpoint::{
     CloseReason, ConnectionConfig, ConnectionStats, Direction, MessageCount, Refusal,
     SipCallHandle, SipEndpoint,

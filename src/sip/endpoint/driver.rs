@@ -6,6 +6,7 @@
 //! earliest deadline.
 
 use std::collections::HashMap;
+use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
 use tokio::net::UdpSocket;
@@ -16,7 +17,7 @@ use super::incoming::incoming_call;
 use super::{Command, Counts, Direction, Statuses, count};
 use crate::sip::transport::{Peer, Transport};
 use crate::sip::user_agent::{Owner, UaEvent, UserAgent};
-use crate::sip::{InboundSipEvent, IncomingCall, SipCallEvent};
+use crate::sip::{AvailabilityProbe, InboundSipEvent, IncomingCall, SipCallEvent};
 
 /// The clock, read only here (tokio's, so paused-time tests work).
 pub(super) fn now() -> Instant {
@@ -73,6 +74,8 @@ pub(super) struct Driver {
     pub inbound: HashMap<String, mpsc::UnboundedSender<InboundSipEvent>>,
     /// Where new inbound calls go.
     pub incoming: mpsc::UnboundedSender<IncomingCall>,
+    /// Whether the gateway takes new calls, once the call layer says how to tell.
+    pub availability: Arc<OnceLock<AvailabilityProbe>>,
 }
 
 impl Driver {
@@ -203,6 +206,9 @@ impl Driver {
         count(&self.counts, Direction::Inbound, bytes);
         tracing::trace!(%source, message = %redact(bytes), "SIP in");
         self.ua.set_unix_time(unix_now());
+        if let Some(probe) = self.availability.get() {
+            self.ua.set_availability(probe.get());
+        }
         self.ua.handle_message(now(), source, bytes);
     }
 

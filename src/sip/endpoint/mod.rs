@@ -14,7 +14,7 @@ mod trunks;
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::{mpsc, oneshot};
@@ -25,8 +25,8 @@ use super::message::{self, build::random_hex};
 use super::transport::{Peer, Transport};
 use super::user_agent::{ForwardKey, InboundAction, UaConfig, UserAgent, validate};
 use super::{
-    DtmfMode, IncomingCall, InviteRequest, SipCallEvent, SipEndpointConfig, SipError,
-    TrunkSettings, TrunkStatus,
+    AvailabilityProbe, DtmfMode, IncomingCall, InviteRequest, SipCallEvent, SipEndpointConfig,
+    SipError, TrunkSettings, TrunkStatus,
 };
 use connections::Connections;
 use driver::Driver;
@@ -265,6 +265,8 @@ pub struct SipEndpoint {
     incoming: Mutex<Option<mpsc::UnboundedReceiver<IncomingCall>>>,
     /// Connection caps and their refusal/close counters.
     limits: Arc<ConnectionLimits>,
+    /// Whether the gateway takes new calls (OPTIONS answers), shared with the driver.
+    availability: Arc<OnceLock<AvailabilityProbe>>,
 }
 
 /// Binds UDP on `listen` and TCP on the same port (for an ephemeral port, retries
@@ -318,6 +320,7 @@ impl SipEndpoint {
         };
         let advertise = Arc::new(move |transport, target| addresses.local_peer(transport, target));
         let (incoming_tx, incoming_rx) = mpsc::unbounded_channel();
+        let availability = Arc::new(OnceLock::new());
         let driver = Driver {
             socket,
             ua: UserAgent::new(UaConfig {
@@ -339,6 +342,7 @@ impl SipEndpoint {
             subscribers: HashMap::new(),
             inbound: HashMap::new(),
             incoming: incoming_tx,
+            availability: Arc::clone(&availability),
         };
         let task = tokio::spawn(driver.run());
         tracing::info!(%local_addr, tcp, ?tls_addr, "SIP endpoint listening");
@@ -356,7 +360,17 @@ impl SipEndpoint {
             tls_identity: config.tls_identity.clone(),
             incoming: Mutex::new(Some(incoming_rx)),
             limits,
+            availability,
         }))
+    }
+
+    /// How to tell whether the gateway takes new calls: asked before each SIP message;
+    /// out-of-dialog OPTIONS are answered 503 while it does not. Until set, the
+    /// gateway is taken to be available. Only the first probe set counts.
+    pub fn set_availability_probe(&self, probe: AvailabilityProbe) {
+        if self.availability.set(probe).is_err() {
+            tracing::warn!("SIP availability probe set twice; the first one stays");
+        }
     }
 
     /// The bound local address.

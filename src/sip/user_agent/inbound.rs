@@ -19,6 +19,10 @@ use crate::sip::message::{branch, call_id, cseq, to_tag};
 use crate::sip::transaction::{InviteServer, NonInviteServer, ServerEvent};
 use crate::sip::transport::Peer;
 
+/// `Retry-After` of the 503 that answers an OPTIONS probe while we take no new calls,
+/// seconds (a hint: balancers keep probing at their own interval).
+const OPTIONS_RETRY_AFTER_SECS: u32 = 30;
+
 impl UserAgent {
     /// Handles a parsed request from `source`.
     pub(super) fn handle_request(&mut self, now: Instant, source: Peer, request: Request) {
@@ -248,6 +252,19 @@ impl UserAgent {
             }
             Method::Bye => Answer::code(481),
             _ if in_dialog => Answer::code(481),
+            // A probe while we take no new calls: a balancer should send them elsewhere.
+            Method::Options if self.availability.refusal().is_some() => Answer {
+                code: 503,
+                headers: {
+                    let reason = self.availability.refusal().unwrap_or_default();
+                    let mut h = allow();
+                    h.push(Header::RetryAfter(
+                        format!("{OPTIONS_RETRY_AFTER_SECS} ({reason})").into(),
+                    ));
+                    h
+                },
+                body: None,
+            },
             Method::Options => Answer {
                 code: 200,
                 headers: {

@@ -176,6 +176,8 @@ pub(crate) struct UserAgent {
     routes: proxy::Routes,
     /// The Unix time (seconds) as the driver last said, for forwarding headers.
     unix: u64,
+    /// Whether the gateway takes new calls, as the driver last said (OPTIONS answers).
+    availability: crate::sip::Availability,
 }
 
 /// A fresh Call-ID.
@@ -200,6 +202,7 @@ impl UserAgent {
             events: VecDeque::new(),
             tag_salt: rand::random(),
             unix: 0,
+            availability: crate::sip::Availability::Available,
         }
     }
 
@@ -208,6 +211,12 @@ impl UserAgent {
     /// core reads no clock).
     pub(crate) fn set_unix_time(&mut self, unix: u64) {
         self.unix = unix;
+    }
+
+    /// Whether the gateway takes new calls: out-of-dialog OPTIONS are answered 503
+    /// while it does not (the driver says so before each message).
+    pub(crate) fn set_availability(&mut self, availability: crate::sip::Availability) {
+        self.availability = availability;
     }
 
     /// Places an outbound call with handle id (and first Call-ID) `id`: builds the

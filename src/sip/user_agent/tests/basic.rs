@@ -388,6 +388,33 @@ fn unknown_dialog_gets_481_and_options_200() {
 }
 
 #[test]
+fn options_are_answered_503_while_draining_or_full_and_200_again_after() {
+    use crate::sip::Availability;
+    let mut h = Harness::new();
+    let probes = [
+        (Availability::Draining, "503", Some("30 (Draining)")),
+        (Availability::AtCapacity, "503", Some("30 (At Capacity)")),
+        (Availability::Available, "200", None),
+    ];
+    for (i, (availability, code, retry)) in probes.into_iter().enumerate() {
+        h.ua.set_availability(availability);
+        let branch = format!("z9hG4bKav{i}");
+        h.peer_sends(&peer_request("OPTIONS", "", &branch, 10 + i as u32));
+        let answer = h.take_sent().remove(0);
+        assert!(answer.starts_with(&format!("SIP/2.0 {code} ")), "{answer}");
+        assert!(header(&answer, "Allow").contains("INVITE"), "{answer}");
+        match retry {
+            Some(r) => assert_eq!(header(&answer, "Retry-After"), r, "{answer}"),
+            None => assert!(!answer.contains("Retry-After"), "{answer}"),
+        }
+    }
+    // A request in a dialog is not an availability probe: unchanged while draining.
+    h.ua.set_availability(Availability::Draining);
+    h.peer_sends(&peer_request("OPTIONS", ";tag=nope", "z9hG4bKav9", 20));
+    assert!(h.take_sent()[0].starts_with("SIP/2.0 481 "));
+}
+
+#[test]
 fn malformed_input_never_panics() {
     let mut h = Harness::new();
     h.call();
