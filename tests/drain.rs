@@ -1,7 +1,9 @@
 //! Drain with a call up, on the real binary: SIGTERM turns `/readyz` and new
 //! sessions 503 while the call goes on (audio still echoes through SIPp); the
 //! process exits 0 when the call ends, or hangs the call up at `drain.timeout` and
-//! exits 0.
+//! exits 0. The instance holds one call at most: with it up, the load balancer's
+//! `/readyz` and SIP OPTIONS probes (SIPp) say 503 "At Capacity" while the
+//! orchestrator's `/readyz/drain` stays 200 until the drain starts.
 
 mod common;
 
@@ -16,15 +18,21 @@ use common::process::{GatewayProcess, write_config};
 use common::sipp::Sipp;
 use serde_json::json;
 
-fn config_text(dir: &std::path::Path, trunk: SocketAddr, drain_timeout: &str) -> String {
+fn config_text(
+    dir: &std::path::Path,
+    sip: SocketAddr,
+    trunk: SocketAddr,
+    drain_timeout: &str,
+) -> String {
     format!(
         r#"
 [server]
 listen = "127.0.0.1:0"
+max_calls = 1
 [admin]
 listen = "127.0.0.1:0"
 [sip]
-listen = "127.0.0.1:0"
+listen = "{sip}"
 rtp_ports = "40000-49999"
 [[sip.trunks]]
 name = "sipp"
@@ -60,6 +68,18 @@ async fn place_call(gw: &GatewayProcess) -> (WsClient, TestCall, std::sync::Arc<
     (ws, call, browser)
 }
 
+/// A SIP balancer's OPTIONS probe (SIPp) to the gateway at `sip` is answered 503 with
+/// `Retry-After: N (reason)`.
+async fn options_refused(sip: SocketAddr, reason: &str) {
+    let scenario = Sipp::scenario("uac_options_refused.xml");
+    let outcome = Sipp::uac(&scenario, sip, "probe", &[])
+        .wait(Duration::from_secs(20))
+        .await;
+    outcome.assert_one_success();
+    let expected = format!("Retry-After: 30 ({reason})");
+    assert!(outcome.messages.contains(&expected), "{}", outcome.messages);
+}
+
 async fn wait_status(addr: SocketAddr, path: &str, status: u16) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
     loop {
@@ -81,15 +101,42 @@ async fn sigterm_drains_until_the_call_ends_then_exits_0() {
         &["-rtp_echo", "-mp", &common::ports::port().to_string()],
     );
     let dir = tempfile::tempdir().expect("tempdir");
-    let config = write_config(dir.path(), &config_text(dir.path(), sipp.addr, "60s"));
+    let sip = SocketAddr::from(([127, 0, 0, 1], common::ports::port()));
+    let config = write_config(dir.path(), &config_text(dir.path(), sip, sipp.addr, "60s"));
     let mut gw = GatewayProcess::start(&config, dir.path()).await;
     let addr = gw.http_addr;
     let admin = gw.admin();
     assert_eq!(request(addr, "GET", "/readyz", &[], b"").await.status, 200);
+    assert_eq!(
+        request(addr, "GET", "/readyz/drain", &[], b"").await.status,
+        200
+    );
     let (mut ws, mut call, browser) = place_call(&gw).await;
 
+    // Full (max_calls = 1): the balancers' probes refuse, the orchestrator's does not.
+    assert_eq!(request(addr, "GET", "/readyz", &[], b"").await.status, 503);
+    assert_eq!(
+        request(addr, "GET", "/readyz/drain", &[], b"").await.status,
+        200
+    );
+    assert_eq!(
+        request(admin, "GET", "/readyz/drain", &[], b"")
+            .await
+            .status,
+        200
+    );
+    options_refused(sip, "At Capacity").await;
+
     gw.signal("TERM");
-    wait_status(addr, "/readyz", 503).await;
+    wait_status(addr, "/readyz/drain", 503).await;
+    assert_eq!(request(addr, "GET", "/readyz", &[], b"").await.status, 503);
+    assert_eq!(
+        request(admin, "GET", "/readyz/drain", &[], b"")
+            .await
+            .status,
+        503
+    );
+    options_refused(sip, "Draining").await;
     // New sessions are refused while draining.
     let upgrade = request(
         addr,
@@ -152,7 +199,8 @@ async fn drain_timeout_hangs_up_the_call_and_exits_0() {
         &["-rtp_echo", "-mp", &common::ports::port().to_string()],
     );
     let dir = tempfile::tempdir().expect("tempdir");
-    let config = write_config(dir.path(), &config_text(dir.path(), sipp.addr, "2s"));
+    let sip = SocketAddr::from(([127, 0, 0, 1], common::ports::port()));
+    let config = write_config(dir.path(), &config_text(dir.path(), sip, sipp.addr, "2s"));
     let mut gw = GatewayProcess::start(&config, dir.path()).await;
     let (mut ws, mut call, browser) = place_call(&gw).await;
 

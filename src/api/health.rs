@@ -1,4 +1,5 @@
-//! `/healthz` (liveness), `/readyz` (readiness) and `/metrics`.
+//! `/healthz` (liveness), `/readyz` (the load balancer's readiness: draining or full),
+//! `/readyz/drain` (an orchestrator's readiness: draining only) and `/metrics`.
 //!
 //! `/healthz` says only `ok` or `draining` to anyone; its detail (active calls,
 //! trunk health with the trunks' addresses in error texts) is for operators: on the
@@ -64,7 +65,18 @@ pub async fn healthz_detail(State(gateway): State<Arc<Gateway>>) -> Response {
     (StatusCode::OK, axum::Json(body)).into_response()
 }
 
-/// `/readyz`: 503 while draining or at capacity.
+/// `/readyz/drain`: 503 only while draining, the readiness probe of an orchestrator
+/// that removes not-ready instances first on scale-in (Kubernetes): gating on capacity
+/// there would make scale-in stop the fullest instances.
+pub async fn readyz_drain(State(gateway): State<Arc<Gateway>>) -> impl IntoResponse {
+    if gateway.is_draining() {
+        (StatusCode::SERVICE_UNAVAILABLE, "draining\n")
+    } else {
+        (StatusCode::OK, "ready\n")
+    }
+}
+
+/// `/readyz`: 503 while draining or at capacity (the load balancer's health check).
 pub async fn readyz(State(gateway): State<Arc<Gateway>>) -> impl IntoResponse {
     if gateway.is_draining() {
         (StatusCode::SERVICE_UNAVAILABLE, "draining\n")

@@ -1,9 +1,9 @@
 //! HTTP surface. Two listeners:
 //! - public (`server.listen`, [`router`]): the `/ws` upgrade, `/healthz` (`ok` or
-//!   `draining` only, unless an operator token asks), `/readyz`, `/demo`, and
+//!   `draining` only, unless an operator token asks), `/readyz`, `/readyz/drain`, `/demo`, and
 //!   `/v1/recordings/{id}` (users fetch their own recordings with their token);
 //! - admin (`admin.listen`, [`admin_router`]): the operator API under `/v1`
-//!   ([`v1`]), `/metrics`, `/healthz` with detail, `/readyz`.
+//!   ([`v1`]), `/metrics`, `/healthz` with detail, `/readyz`, `/readyz/drain`.
 //!
 //! With `admin.enabled = false` the admin routes join the public listener, where
 //! `/v1` and `/metrics` need an operator token.
@@ -50,6 +50,7 @@ pub fn router(gateway: Arc<Gateway>) -> Router {
     let mut router = Router::new()
         .route("/ws", get(ws_upgrade))
         .route("/readyz", get(health::readyz))
+        .route("/readyz/drain", get(health::readyz_drain))
         .merge(demo::routes(&gateway.config.demo));
     if gateway.config.admin.enabled {
         router = router
@@ -71,6 +72,7 @@ pub fn admin_router(gateway: Arc<Gateway>) -> Router {
     Router::new()
         .route("/healthz", get(health::healthz_detail))
         .route("/readyz", get(health::readyz))
+        .route("/readyz/drain", get(health::readyz_drain))
         .route("/metrics", get(health::metrics))
         .merge(v1::router(Arc::clone(&gateway)))
         .layer(axum::middleware::from_fn(correlation::correlate))

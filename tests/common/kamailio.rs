@@ -54,6 +54,12 @@ pub struct KamailioOptions {
     pub aliases: Vec<(String, String)>,
     /// The PSTN gateway that `WITH_PSTN` sends international numbers to.
     pub pstn_gw: Option<SocketAddr>,
+    /// Another configuration file than the tests' carrier (e.g. the dispatcher of
+    /// `deploy/kamailio/kamailio.cfg`).
+    pub config: Option<PathBuf>,
+    /// More `-A` defines, written as Kamailio takes them (`NAME=value`, strings
+    /// quoted).
+    pub raw_defines: Vec<String>,
 }
 
 /// A running Kamailio.
@@ -123,7 +129,7 @@ impl Kamailio {
 
         let mut cmd = Command::new(binary());
         cmd.arg("-f")
-            .arg(config_path())
+            .arg(options.config.clone().unwrap_or_else(config_path))
             .args(["-DD", "-E", "-m", "32", "-M", "4"])
             .args(["-l", &format!("udp:{addr}")])
             .arg("-Y")
@@ -134,6 +140,9 @@ impl Kamailio {
             .arg(format!("DBURL=\"text://{}\"", db.display()));
         for define in &options.defines {
             cmd.args(["-A", define]);
+        }
+        for define in &options.raw_defines {
+            cmd.arg("-A").arg(define);
         }
         if let Some(gw) = options.pstn_gw {
             cmd.arg("-A").arg(format!("PSTN_GW=\"{gw}\""));
