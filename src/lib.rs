@@ -20,6 +20,7 @@ pub mod netguard;
 pub mod private_fs;
 pub mod secret;
 pub mod server;
+pub mod service_manager;
 pub mod signaling;
 pub mod sip;
 pub mod turn;

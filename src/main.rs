@@ -185,6 +185,7 @@ fn serve(path: Option<PathBuf>) -> anyhow::Result<()> {
             ),
         }
         say(&format!("SIP user agent on udp {}", server.sip_addr));
+        callbridge::service_manager::notify("READY=1\nSTATUS=taking calls");
         if let Some(secret) = dev_secret {
             let token = mint(
                 &secret,

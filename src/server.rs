@@ -541,6 +541,12 @@ async fn supervise_drain(gateway: Arc<Gateway>) {
     let Some(info) = gateway.drain.info() else {
         return;
     };
+    let left = info
+        .deadline_instant()
+        .saturating_duration_since(Instant::now());
+    crate::service_manager::notify(&crate::service_manager::stopping_message(
+        crate::service_manager::stop_budget(left),
+    ));
     info!(active_calls = gateway.calls.registry().active(), deadline = %humantime::format_rfc3339_seconds(info.deadline), "draining: no new sessions or calls");
     loop {
         let active = gateway.calls.registry().active();

@@ -80,6 +80,13 @@ async fn options_refused(sip: SocketAddr, reason: &str) {
     assert!(outcome.messages.contains(&expected), "{}", outcome.messages);
 }
 
+/// The next sd_notify datagram the gateway sent (bounded by the socket's timeout).
+fn next_notification(socket: &std::os::unix::net::UnixDatagram) -> String {
+    let mut buf = [0u8; 512];
+    let n = socket.recv(&mut buf).expect("a notification within 10 s");
+    String::from_utf8_lossy(&buf[..n]).into_owned()
+}
+
 async fn wait_status(addr: SocketAddr, path: &str, status: u16) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
     loop {
@@ -103,9 +110,18 @@ async fn sigterm_drains_until_the_call_ends_then_exits_0() {
     let dir = tempfile::tempdir().expect("tempdir");
     let sip = SocketAddr::from(([127, 0, 0, 1], common::ports::port()));
     let config = write_config(dir.path(), &config_text(dir.path(), sip, sipp.addr, "60s"));
-    let mut gw = GatewayProcess::start(&config, dir.path()).await;
+    // systemd's side of sd_notify, played by the test (no service manager runs here).
+    let notify_path = dir.path().join("notify.sock");
+    let notify = std::os::unix::net::UnixDatagram::bind(&notify_path).expect("notify socket");
+    notify
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    let notify_env = notify_path.to_str().expect("utf-8 path");
+    let mut gw =
+        GatewayProcess::start_with_env(&config, dir.path(), &[("NOTIFY_SOCKET", notify_env)]).await;
     let addr = gw.http_addr;
     let admin = gw.admin();
+    assert!(next_notification(&notify).starts_with("READY=1\n"));
     assert_eq!(request(addr, "GET", "/readyz", &[], b"").await.status, 200);
     assert_eq!(
         request(addr, "GET", "/readyz/drain", &[], b"").await.status,
@@ -128,6 +144,18 @@ async fn sigterm_drains_until_the_call_ends_then_exits_0() {
     options_refused(sip, "At Capacity").await;
 
     gw.signal("TERM");
+    // The stop may take the drain (60 s) and the shutdown after it: systemd is told.
+    let stopping = next_notification(&notify);
+    assert!(stopping.starts_with("STOPPING=1\n"), "{stopping}");
+    let extend: u64 = stopping
+        .lines()
+        .find_map(|l| l.strip_prefix("EXTEND_TIMEOUT_USEC="))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no EXTEND_TIMEOUT_USEC: {stopping}"));
+    assert!(
+        (80_000_000..=90_000_000).contains(&extend),
+        "60 s drain + 30 s: {extend}"
+    );
     wait_status(addr, "/readyz/drain", 503).await;
     assert_eq!(request(addr, "GET", "/readyz", &[], b"").await.status, 503);
     assert_eq!(

@@ -35,6 +35,11 @@ impl GatewayProcess {
     /// Starts `callbridge serve --config config` (logs to `dir/log-N.txt`) and waits
     /// for its listening line.
     pub async fn start(config: &Path, dir: &Path) -> GatewayProcess {
+        Self::start_with_env(config, dir, &[]).await
+    }
+
+    /// Like [`GatewayProcess::start`] with more environment variables.
+    pub async fn start_with_env(config: &Path, dir: &Path, env: &[(&str, &str)]) -> GatewayProcess {
         let n = std::fs::read_dir(dir).map(|d| d.count()).unwrap_or(0);
         let log = std::fs::File::create(dir.join(format!("log-{n}.txt"))).expect("log file");
         let mut child = Command::new(BIN)
@@ -42,6 +47,7 @@ impl GatewayProcess {
             .arg("--config")
             .arg(config)
             .env("CALLBRIDGE_LOG", "callbridge=debug,info")
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::from(log))
             .spawn()
