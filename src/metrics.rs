@@ -81,6 +81,64 @@ fn histogram(name: &str, help: &str, buckets: &[f64]) -> Result<Histogram, prome
     Histogram::with_opts(HistogramOpts::new(name, help).buckets(buckets.to_vec()))
 }
 
+/// `direction` of `callbridge_calls_total`.
+pub const CALL_DIRECTIONS: &[&str] = &["inbound", "outbound"];
+/// `outcome` of `callbridge_calls_total`: every protocol v1 `ended` reason
+/// (`signaling::protocol::EndReason::as_str`; a test there keeps the two in step).
+pub const CALL_OUTCOMES: &[&str] = &[
+    "hangup",
+    "remote_hangup",
+    "busy",
+    "rejected",
+    "no_answer",
+    "not_found",
+    "unavailable",
+    "forbidden",
+    "limit",
+    "media_failed",
+    "signaling_lost",
+    "answered_elsewhere",
+    "error",
+];
+/// `outcome` of `callbridge_webhook_deliveries_total` (`events` `AttemptOutcome`).
+pub const DELIVERY_OUTCOMES: &[&str] = &["delivered", "failed", "dead"];
+/// `event` of `callbridge_events_dropped_total` and `..._dead_letter_total`
+/// (`events::EventKind::as_str`).
+pub const EVENT_KINDS: &[&str] = &[
+    "call.started",
+    "call.ringing",
+    "call.answered",
+    "call.ended",
+    "recording.ready",
+    "webhook.test",
+];
+/// `reason` of `callbridge_recordings_skipped_total`.
+pub const RECORDING_SKIPS: &[&str] = &["quota", "quota_cut", "error"];
+/// `limit` of `callbridge_rate_limited_total`.
+pub const RATE_LIMITS: &[&str] = &["http", "ws", "call", "session"];
+
+/// Creates every series of `counter` for the label values given per label (the
+/// cartesian product), at 0: Prometheus' "avoid missing metrics", so that `rate()`
+/// and alerts see a series before its first event.
+fn zero_series(counter: &IntCounterVec, values: &[&[&str]]) {
+    let mut combos: Vec<Vec<&str>> = vec![Vec::new()];
+    for options in values {
+        combos = combos
+            .into_iter()
+            .flat_map(|prefix| {
+                options.iter().map(move |v| {
+                    let mut c = prefix.clone();
+                    c.push(v);
+                    c
+                })
+            })
+            .collect();
+    }
+    for labels in combos {
+        let _ = counter.with_label_values(&labels);
+    }
+}
+
 fn counter_vec(
     name: &str,
     help: &str,
@@ -220,11 +278,19 @@ impl Metrics {
             Box::new(metrics.rtp_dropped_total.clone()),
             Box::new(metrics.webrtc_dropped_total.clone()),
         ];
-        // Shown from the start (0), so a dashboard can rate() it.
+        // Every known series shown from the start (0), so dashboards and alerts can
+        // rate() them before the first event.
         let _ = metrics.foreign_rtp_drops();
-        for reason in crate::media::worker::DROP_REASONS {
-            let _ = metrics.webrtc_dropped_total.with_label_values(&[reason]);
-        }
+        zero_series(
+            &metrics.webrtc_dropped_total,
+            &[&crate::media::worker::DROP_REASONS],
+        );
+        zero_series(&metrics.calls_total, &[CALL_DIRECTIONS, CALL_OUTCOMES]);
+        zero_series(&metrics.webhook_deliveries_total, &[DELIVERY_OUTCOMES]);
+        zero_series(&metrics.events_dropped_total, &[EVENT_KINDS]);
+        zero_series(&metrics.events_dead_letter_total, &[EVENT_KINDS]);
+        zero_series(&metrics.recordings_skipped_total, &[RECORDING_SKIPS]);
+        zero_series(&metrics.rate_limited_total, &[RATE_LIMITS]);
         for c in collectors {
             metrics.registry.register(c)?;
         }
@@ -385,6 +451,30 @@ impl Collector for SipConnections {
 mod tests {
     use super::*;
     use crate::sip::Direction;
+
+    #[test]
+    fn known_counter_series_are_exported_at_zero_from_the_start() {
+        let metrics = Metrics::new(10).expect("metrics");
+        let text = metrics.render();
+        for series in [
+            r#"callbridge_calls_total{direction="outbound",outcome="busy"} 0"#,
+            r#"callbridge_calls_total{direction="inbound",outcome="answered_elsewhere"} 0"#,
+            r#"callbridge_webhook_deliveries_total{outcome="dead"} 0"#,
+            r#"callbridge_events_dropped_total{event="call.ended"} 0"#,
+            r#"callbridge_events_dead_letter_total{event="recording.ready"} 0"#,
+            r#"callbridge_recordings_skipped_total{reason="quota_cut"} 0"#,
+            r#"callbridge_rate_limited_total{limit="session"} 0"#,
+            r#"callbridge_webrtc_dropped_total{reason="worker_full"} 0"#,
+            r#"callbridge_rtp_dropped_total{reason="foreign_source"} 0"#,
+        ] {
+            assert!(text.contains(series), "{series} missing:\n{text}");
+        }
+        let calls = text
+            .lines()
+            .filter(|l| l.starts_with("callbridge_calls_total{"))
+            .count();
+        assert_eq!(calls, CALL_DIRECTIONS.len() * CALL_OUTCOMES.len());
+    }
 
     #[test]
     fn sip_collector_aggregates_into_bounded_labels() {

@@ -113,6 +113,44 @@ mod tests {
     use super::*;
 
     #[test]
+    fn every_event_kind_and_delivery_outcome_is_a_preregistered_label() {
+        // Adding a kind fails to compile here until it is listed below.
+        let listed = |k: EventKind| match k {
+            EventKind::CallStarted
+            | EventKind::CallRinging
+            | EventKind::CallAnswered
+            | EventKind::CallEnded
+            | EventKind::RecordingReady
+            | EventKind::Test => k.as_str(),
+        };
+        let kinds: Vec<&str> = [
+            EventKind::CallStarted,
+            EventKind::CallRinging,
+            EventKind::CallAnswered,
+            EventKind::CallEnded,
+            EventKind::RecordingReady,
+            EventKind::Test,
+        ]
+        .into_iter()
+        .map(listed)
+        .collect();
+        assert_eq!(kinds, crate::metrics::EVENT_KINDS);
+        use crate::events::store::AttemptOutcome;
+        let outcome = |o: AttemptOutcome| match o {
+            AttemptOutcome::Delivered | AttemptOutcome::Failed | AttemptOutcome::Dead => o.as_str(),
+        };
+        let outcomes: Vec<&str> = [
+            AttemptOutcome::Delivered,
+            AttemptOutcome::Failed,
+            AttemptOutcome::Dead,
+        ]
+        .into_iter()
+        .map(outcome)
+        .collect();
+        assert_eq!(outcomes, crate::metrics::DELIVERY_OUTCOMES);
+    }
+
+    #[test]
     fn envelope_has_id_type_time_correlation_and_data() {
         let e = Event::new(
             EventKind::CallAnswered,

@@ -269,3 +269,40 @@ fn debug_output_never_shows_tokens_or_credentials() {
         "the rest stays visible: {text}"
     );
 }
+
+#[test]
+fn every_end_reason_is_a_preregistered_calls_total_outcome() {
+    // Adding a reason fails to compile here until it is listed below.
+    let listed = |r: EndReason| match r {
+        EndReason::Hangup
+        | EndReason::RemoteHangup
+        | EndReason::Busy
+        | EndReason::Rejected
+        | EndReason::NoAnswer
+        | EndReason::NotFound
+        | EndReason::Unavailable
+        | EndReason::Forbidden
+        | EndReason::Limit
+        | EndReason::MediaFailed
+        | EndReason::SignalingLost
+        | EndReason::AnsweredElsewhere
+        | EndReason::Error => r.as_str(),
+    };
+    let all = [
+        EndReason::Hangup,
+        EndReason::RemoteHangup,
+        EndReason::Busy,
+        EndReason::Rejected,
+        EndReason::NoAnswer,
+        EndReason::NotFound,
+        EndReason::Unavailable,
+        EndReason::Forbidden,
+        EndReason::Limit,
+        EndReason::MediaFailed,
+        EndReason::SignalingLost,
+        EndReason::AnsweredElsewhere,
+        EndReason::Error,
+    ];
+    let labels: Vec<&str> = all.into_iter().map(listed).collect();
+    assert_eq!(labels, crate::metrics::CALL_OUTCOMES);
+}
