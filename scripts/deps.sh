@@ -28,6 +28,28 @@ if [ ${#missing[@]} -gt 0 ]; then
   fi
 fi
 
+# Fleet tests, only for the test suite (scripts/test.sh sets CALLBRIDGE_TEST_DEPS=1):
+# HAProxy (tests/fleet_haproxy.rs runs deploy/haproxy/haproxy.cfg) and Prometheus'
+# promtool (scripts/test.sh checks and unit-tests deploy/prometheus/). The packaged
+# services are not used: stopped where systemd started them.
+if [ "${CALLBRIDGE_TEST_DEPS:-0}" = "1" ]; then
+  test_missing=()
+  for p in haproxy prometheus; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || test_missing+=("$p")
+  done
+  if [ ${#test_missing[@]} -gt 0 ]; then
+    $SUDO apt-get update
+    $SUDO apt-get install -y --no-install-recommends "${test_missing[@]}"
+    if command -v systemctl >/dev/null 2>&1; then
+      for unit in haproxy prometheus; do
+        if systemctl is-enabled --quiet "$unit" 2>/dev/null; then
+          $SUDO systemctl disable --now "$unit" || true
+        fi
+      done
+    fi
+  fi
+fi
+
 # Browser tests (tests/browser_demo.rs, tests/browser/*.mjs), only when asked for
 # (scripts/test.sh sets CALLBRIDGE_BROWSER_DEPS=1) so that scripts/run.sh stays light:
 # Debian's Chromium, Node.js if missing, and from tests/browser/package-lock.json

@@ -3,6 +3,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CALLBRIDGE_BROWSER_DEPS=1
+export CALLBRIDGE_TEST_DEPS=1
 source scripts/deps.sh
 export PATH="$HOME/.cargo/bin:$PATH"
 cargo --version
