@@ -26,6 +26,9 @@ pub struct Metrics {
     pub calls_total: IntCounterVec,
     /// Time from `call` to answer (`callbridge_call_setup_seconds`).
     pub call_setup_seconds: Histogram,
+    /// Post-dial delay of outbound calls: `call` to the first ringing or progress
+    /// (`callbridge_call_pdd_seconds`).
+    pub call_pdd_seconds: Histogram,
     /// Interarrival jitter of finished calls (`callbridge_call_jitter_seconds`).
     pub call_jitter_seconds: Histogram,
     /// Packet loss of finished calls, 0..1 (`callbridge_call_packet_loss_ratio`).
@@ -38,6 +41,9 @@ pub struct Metrics {
     pub turn_allocations: IntGauge,
     /// Bytes relayed by TURN allocations that have closed.
     pub turn_relayed_bytes: IntGauge,
+    /// The TURN server's allocation limit, `turn.max_allocations` (0: no TURN)
+    /// (`callbridge_turn_allocations_max`).
+    pub turn_allocations_max: IntGauge,
     /// 1 when a trunk answers its health checks (`callbridge_trunk_up{trunk}`).
     pub trunk_up: prometheus::IntGaugeVec,
     /// 1 when a registering trunk is registered (`callbridge_trunk_registered{trunk}`).
@@ -169,6 +175,11 @@ impl Metrics {
                 "Time from call request to answer",
                 &[0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0],
             )?,
+            call_pdd_seconds: histogram(
+                "callbridge_call_pdd_seconds",
+                "Post-dial delay of outbound calls: call request to the first ringing or progress",
+                &[0.1, 0.25, 0.5, 1.0, 2.0, 3.0, 5.0, 8.0, 16.0],
+            )?,
             call_jitter_seconds: histogram(
                 "callbridge_call_jitter_seconds",
                 "Interarrival jitter of finished calls",
@@ -192,6 +203,10 @@ impl Metrics {
             turn_relayed_bytes: IntGauge::new(
                 "callbridge_turn_relayed_bytes",
                 "Bytes relayed by closed TURN allocations since start",
+            )?,
+            turn_allocations_max: IntGauge::new(
+                "callbridge_turn_allocations_max",
+                "Allocation limit of the built-in TURN server (turn.max_allocations; 0: no TURN)",
             )?,
             trunk_up: prometheus::IntGaugeVec::new(
                 Opts::new(
@@ -259,12 +274,14 @@ impl Metrics {
             Box::new(metrics.capacity_calls.clone()),
             Box::new(metrics.calls_total.clone()),
             Box::new(metrics.call_setup_seconds.clone()),
+            Box::new(metrics.call_pdd_seconds.clone()),
             Box::new(metrics.call_jitter_seconds.clone()),
             Box::new(metrics.call_packet_loss_ratio.clone()),
             Box::new(metrics.call_mos.clone()),
             Box::new(metrics.ws_sessions.clone()),
             Box::new(metrics.turn_allocations.clone()),
             Box::new(metrics.turn_relayed_bytes.clone()),
+            Box::new(metrics.turn_allocations_max.clone()),
             Box::new(metrics.trunk_up.clone()),
             Box::new(metrics.trunk_registered.clone()),
             Box::new(metrics.webhook_deliveries_total.clone()),

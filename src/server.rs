@@ -238,6 +238,11 @@ pub async fn start(config: Config) -> Result<RunningServer, ServerError> {
     let config = Arc::new(config);
     let verifier = Verifier::from_config(&config.auth)?;
     let metrics = Metrics::new(config.server.max_calls)?;
+    if let Some(turn) = &config.turn {
+        metrics
+            .turn_allocations_max
+            .set(i64::try_from(turn.max_allocations).unwrap_or(i64::MAX));
+    }
     let events = Events::start(&config, metrics.clone()).await?;
     let (tls, tls_identity) = sip_tls(&config)?;
     let sip = SipEndpoint::bind(SipEndpointConfig {

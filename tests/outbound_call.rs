@@ -89,6 +89,11 @@ async fn call_is_answered_audio_echoes_back_and_hangup_sends_bye() {
         metrics.contains(r#"callbridge_calls_total{direction="outbound",outcome="hangup"} 1"#),
         "{metrics}"
     );
+    // SIPp rang before it answered: one post-dial delay observed.
+    assert!(
+        metrics.contains("callbridge_call_pdd_seconds_count 1"),
+        "{metrics}"
+    );
     browser.close().await;
     gw.stop().await;
 }

@@ -590,6 +590,15 @@ impl OutboundJob {
                     i.ringing_at.get_or_insert_with(std::time::SystemTime::now);
                 });
                 if first && let Some(info) = self.slot.info() {
+                    if let Some(pdd) = info
+                        .ringing_at
+                        .and_then(|r| r.duration_since(info.started_at).ok())
+                    {
+                        self.manager
+                            .metrics
+                            .call_pdd_seconds
+                            .observe(pdd.as_secs_f64());
+                    }
                     events.call_ringing(&info);
                 }
             }
