@@ -11,5 +11,9 @@ start=$(date +%s)
 # The JavaScript client: its JSDoc types, then its unit tests (node's test runner,
 # fake socket and timers). The Chromium tests run within cargo test (browser_demo).
 (cd tests/browser && node_modules/.bin/tsc -p tsconfig.json && node --test callbridge.test.mjs docs.test.mjs)
+# Prometheus rules of deploy/: syntax, then their unit tests (each alert fires on
+# the series that should raise it).
+promtool check rules deploy/prometheus/callbridge.rules.yml
+promtool test rules deploy/prometheus/tests/callbridge.test.yml
 cargo test --locked --all-targets --no-fail-fast
 echo "tests passed in $(( $(date +%s) - start ))s"

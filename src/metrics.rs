@@ -470,6 +470,34 @@ mod tests {
     use crate::sip::Direction;
 
     #[test]
+    fn every_metric_the_deployed_rules_use_is_exported() {
+        let rules = include_str!("../deploy/prometheus/callbridge.rules.yml");
+        let metrics = Metrics::new(10).expect("metrics");
+        // Label-keyed families appear once a trunk is known.
+        metrics.trunk_up.with_label_values(&["t"]).set(1);
+        metrics.trunk_registered.with_label_values(&["t"]).set(1);
+        let text = metrics.render();
+        let mut used: Vec<&str> = rules
+            .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .filter(|w| w.starts_with("callbridge_"))
+            .collect();
+        used.sort_unstable();
+        used.dedup();
+        assert!(used.len() >= 10, "{used:?}");
+        for name in used {
+            let family = ["_bucket", "_sum", "_count"]
+                .iter()
+                .find_map(|suffix| name.strip_suffix(suffix))
+                .filter(|base| text.contains(&format!("# TYPE {base} histogram")))
+                .unwrap_or(name);
+            assert!(
+                text.contains(&format!("# TYPE {family} ")),
+                "the rules use {name}, which the gateway does not export"
+            );
+        }
+    }
+
+    #[test]
     fn known_counter_series_are_exported_at_zero_from_the_start() {
         let metrics = Metrics::new(10).expect("metrics");
         let text = metrics.render();
