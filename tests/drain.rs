@@ -80,6 +80,17 @@ async fn options_refused(sip: SocketAddr, reason: &str) {
     assert!(outcome.messages.contains(&expected), "{}", outcome.messages);
 }
 
+/// The next message of type `kind` on `ws` (others skipped; bounded by `recv`'s wait).
+async fn next_of_type(ws: &mut WsClient, kind: &str) -> serde_json::Value {
+    for _ in 0..100 {
+        let message = ws.recv().await;
+        if message["type"] == kind {
+            return message;
+        }
+    }
+    panic!("no {kind} among 100 messages");
+}
+
 /// The next sd_notify datagram the gateway sent (bounded by the socket's timeout).
 fn next_notification(socket: &std::os::unix::net::UnixDatagram) -> String {
     let mut buf = [0u8; 512];
@@ -127,6 +138,12 @@ async fn sigterm_drains_until_the_call_ends_then_exits_0() {
         request(addr, "GET", "/readyz/drain", &[], b"").await.status,
         200
     );
+    // A session of the same user that will hold no call (opened first: a full
+    // instance refuses new sessions too).
+    let mut idle = WsClient::connect(&gw.ws_url()).await;
+    idle.send(json!({"type": "auth", "token": token("alice", "calls:outbound", 3600)}))
+        .await;
+    assert_eq!(idle.recv().await["type"], "ready");
     let (mut ws, mut call, browser) = place_call(&gw).await;
 
     // Full (max_calls = 1): the balancers' probes refuse, the orchestrator's does not.
@@ -157,6 +174,12 @@ async fn sigterm_drains_until_the_call_ends_then_exits_0() {
         "60 s drain + 30 s: {extend}"
     );
     wait_status(addr, "/readyz/drain", 503).await;
+    // Both sessions are told to move, each after its own delay within 2 s.
+    for ws in [&mut idle, &mut ws] {
+        let goaway = next_of_type(ws, "goaway").await;
+        assert_eq!(goaway["reason"], "draining", "{goaway}");
+        assert!(goaway["retry_after_ms"].as_u64().is_some_and(|ms| ms < 2000), "{goaway}");
+    }
     assert_eq!(request(addr, "GET", "/readyz", &[], b"").await.status, 503);
     assert_eq!(
         request(admin, "GET", "/readyz/drain", &[], b"")

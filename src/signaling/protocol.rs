@@ -243,6 +243,14 @@ pub enum ServerMessage {
     },
     /// Answer to `ping`.
     Pong,
+    /// This instance drains: reconnect through the load balancer (at once without a
+    /// call, after the calls end with one), after `retry_after_ms`.
+    Goaway {
+        /// Why (`draining`).
+        reason: String,
+        /// How long to wait before reconnecting (spreads the sessions' reconnections).
+        retry_after_ms: u64,
+    },
 }
 
 /// Who put a call on hold.

@@ -210,6 +210,14 @@ fn server_messages_have_the_contract_shape() {
         r#"{"type":"ice","call_id":"c1","candidate":null}"#
     );
     assert_eq!(ServerMessage::Pong.to_json(), r#"{"type":"pong"}"#);
+    let goaway = ServerMessage::Goaway {
+        reason: "draining".into(),
+        retry_after_ms: 1200,
+    };
+    assert_eq!(
+        goaway.to_json(),
+        r#"{"type":"goaway","reason":"draining","retry_after_ms":1200}"#
+    );
 }
 
 #[test]

@@ -30,6 +30,9 @@ const PING_INTERVAL: Duration = Duration::from_secs(20);
 const CLOSE_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(2);
 /// Refused messages in a row after which a flooding socket is closed (4029).
 const FLOOD_CLOSE_AFTER: u32 = 50;
+/// Sessions told to move (`goaway`) reconnect within this spread, so a draining
+/// instance's clients do not all arrive on the others in the same instant.
+const GOAWAY_SPREAD_MS: u64 = 2000;
 /// A socket silent for this long is considered dead.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -268,6 +271,7 @@ impl Session {
         let flood: KeyedLimiter<()> =
             KeyedLimiter::new(rates.messages_per_session_per_sec, rates.messages_burst);
         let mut refused = 0u32;
+        let mut told_to_move = false;
         let exit = loop {
             tokio::select! {
                 frame = self.socket.recv() => {
@@ -354,6 +358,15 @@ impl Session {
                         break Exit::SocketLost;
                     }
                     if self.socket.send(Message::Ping(Default::default())).await.is_err() {
+                        break Exit::SocketLost;
+                    }
+                }
+                _ = self.gateway.drain.started(), if !told_to_move => {
+                    told_to_move = true;
+                    let retry_after_ms = rand::random::<u64>() % GOAWAY_SPREAD_MS;
+                    info!(calls = state.calls.len(), retry_after_ms, "draining: telling the client to move (goaway)");
+                    let goaway = ServerMessage::Goaway { reason: "draining".into(), retry_after_ms };
+                    if !self.send(&goaway).await {
                         break Exit::SocketLost;
                     }
                 }
