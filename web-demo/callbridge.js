@@ -205,7 +205,9 @@ class Emitter extends EventTarget {
  *
  * Events (`detail` in brackets): `state` ({state}), `ready` ({@link SessionInfo}),
  * `incoming` ({@link Call}), `disconnected` ({code, reason}), `reconnecting`
- * ({attempt, delayMs, mode}), `closed` ({code, reason, error?}), `error`
+ * ({attempt, delayMs, mode, reason?}), `goaway` ({reason, retryAfterMs, calls}: the
+ * instance drains; the client moves to another one through the same URL, at once
+ * without calls, once the last call ends with some), `closed` ({code, reason, error?}), `error`
  * ({@link CallbridgeError} not tied to a call, e.g. a refused token refresh),
  * `reauthed` ({expiresAt, iceServers}: the session now lives until the fresh token's
  * `exp`).
@@ -277,6 +279,8 @@ export class CallbridgeClient extends Emitter {
     this._timers = { handshake: null, reconnect: null, ping: null, pong: null, grace: null, refresh: null };
     /** Server-announced grace (ms) overriding `options.resumeGraceMs`. */
     this._serverGraceMs = /** @type {number | null} */ (null);
+    /** @type {{ delayMs: number } | null} A `goaway` not yet acted on (calls still up). */
+    this._goaway = null;
   }
 
   /**
@@ -595,6 +599,9 @@ export class CallbridgeClient extends Emitter {
       case 'incoming':
         this._onIncoming(message);
         return;
+      case 'goaway':
+        this._onGoaway(message);
+        return;
       default: {
         const call = typeof message.call_id === 'string' ? this.calls.get(message.call_id) : undefined;
         if (call) call._handle(message);
@@ -610,6 +617,7 @@ export class CallbridgeClient extends Emitter {
     this._mode = 'open';
     this._attempt = 0;
     this._initial = false;
+    this._goaway = null;
     this.sessionId = message.session_id;
     this._resumeToken = message.resume_token;
     this.user = message.user;
@@ -635,6 +643,38 @@ export class CallbridgeClient extends Emitter {
       for (const m of queued) if (m.call_id === undefined || this.calls.has(m.call_id)) this._send(m);
     }
     this._emit('ready', this._info(resumed));
+  }
+
+  /**
+   * The instance drains: the session moves to another one (a new session through
+   * the same URL, so the load balancer picks a ready instance), at once without
+   * calls, once the last call ends with some; inbound calls then reach the new one.
+   *
+   * @param {Message} message
+   */
+  _onGoaway(message) {
+    const delayMs = typeof message.retry_after_ms === 'number' ? Math.max(0, message.retry_after_ms) : 0;
+    this._goaway = { delayMs };
+    this._emit('goaway', { reason: message.reason ?? 'draining', retryAfterMs: delayMs, calls: this.calls.size });
+    this._moveIfIdle();
+  }
+
+  /** After a `goaway`, once no call is left: leave this instance for a new session. */
+  _moveIfIdle() {
+    if (!this._goaway || this.calls.size > 0 || this._mode !== 'open') return;
+    const { delayMs } = this._goaway;
+    this._goaway = null;
+    const ws = this._ws;
+    this._detach();
+    if (ws) ws.close(1000, 'moving to another instance');
+    // A new session elsewhere: this one cannot be resumed there.
+    this._clearTimer('grace');
+    this.sessionId = null;
+    this._resumeToken = null;
+    this._outbox = [];
+    this._setState('reconnecting');
+    this._emit('reconnecting', { attempt: 0, delayMs, mode: 'auth', reason: 'goaway' });
+    this._setTimer('reconnect', delayMs, () => this._open('auth'));
   }
 
   /** @param {Message} message */
@@ -1213,6 +1253,7 @@ export class Call extends Emitter {
     this.client.calls.delete(this.id);
     this._setState('ended');
     this._emit('ended', message);
+    this.client._moveIfIdle();
   }
 
   _releaseMedia() {

@@ -814,6 +814,64 @@ describe('reconnect and resume', () => {
   });
 });
 
+describe('goaway (the instance drains)', () => {
+  test('an idle session moves at once: a new session through the same URL after retry_after_ms', async () => {
+    const h = await connected();
+    /** @type {any[]} */
+    const goaways = [];
+    h.client.on('goaway', (d) => goaways.push(d));
+    h.ws.receive({ type: 'goaway', reason: 'draining', retry_after_ms: 700 });
+    assert.deepEqual(goaways, [{ reason: 'draining', retryAfterMs: 700, calls: 0 }]);
+    assert.deepEqual(h.ws.closedByClient, { code: 1000, reason: 'moving to another instance' });
+    assert.equal(h.client.state, 'reconnecting');
+    assert.deepEqual(h.events.filter((e) => e.type === 'reconnecting').at(-1).detail, {
+      attempt: 0,
+      delayMs: 700,
+      mode: 'auth',
+      reason: 'goaway',
+    });
+    assert.equal(h.client.sessionId, null, 'the draining session is not resumed');
+    mock.timers.tick(699);
+    await settle();
+    assert.equal(h.sockets.length, 1, 'waits retry_after_ms');
+    mock.timers.tick(1);
+    await settle();
+    assert.equal(h.sockets.length, 2);
+    const moved = h.sockets[1];
+    assert.equal(moved.url, 'ws://gw.test/ws');
+    moved.open();
+    assert.deepEqual(moved.sent, [{ type: 'auth', token: 'jwt-1' }], 'a new session, not a resume');
+    moved.receive({ ...READY, session_id: 's-2', resume_token: 'rt-9' });
+    assert.equal(h.client.state, 'ready');
+    assert.equal(h.client.sessionId, 's-2');
+    // The old socket's late close changes nothing.
+    h.ws.serverClose(1001, 'server shutting down');
+    assert.equal(h.client.state, 'ready');
+    assert.equal(h.sockets.length, 2);
+    h.client.close();
+  });
+
+  test('a session with a call keeps its socket until the call ends, then moves', async () => {
+    const h = await connected();
+    const { call } = await placed(h);
+    h.ws.receive({ type: 'answered', call_id: call.id });
+    h.ws.receive({ type: 'goaway', reason: 'draining', retry_after_ms: 0 });
+    assert.equal(h.ws.closedByClient, null, 'the call keeps the socket');
+    assert.equal(h.client.state, 'ready');
+    call.dtmf('5');
+    assert.deepEqual(h.ws.types().at(-1), 'dtmf', 'the call goes on');
+    h.ws.receive({ type: 'ended', call_id: call.id, reason: 'remote_hangup' });
+    assert.equal(call.state, 'ended');
+    assert.deepEqual(h.ws.closedByClient, { code: 1000, reason: 'moving to another instance' });
+    mock.timers.tick(0);
+    await settle();
+    assert.equal(h.sockets.length, 2);
+    h.sockets[1].open();
+    assert.deepEqual(h.sockets[1].sent, [{ type: 'auth', token: 'jwt-1' }]);
+    h.client.close();
+  });
+});
+
 describe('token lifetime', () => {
   // Date is faked too: the refresh is scheduled from `expires_at` (Unix seconds).
   const T0 = 1_800_000_000;
