@@ -470,8 +470,12 @@ mod tests {
     use crate::sip::Direction;
 
     #[test]
-    fn every_metric_the_deployed_rules_use_is_exported() {
-        let rules = include_str!("../deploy/prometheus/callbridge.rules.yml");
+    fn every_metric_the_deployed_rules_and_dashboard_use_is_exported() {
+        let rules = [
+            include_str!("../deploy/prometheus/callbridge.rules.yml"),
+            include_str!("../deploy/grafana/callbridge.json"),
+        ]
+        .concat();
         let metrics = Metrics::new(10).expect("metrics");
         // Label-keyed families appear once a trunk is known.
         metrics.trunk_up.with_label_values(&["t"]).set(1);

@@ -178,7 +178,12 @@ async fn sigterm_drains_until_the_call_ends_then_exits_0() {
     for ws in [&mut idle, &mut ws] {
         let goaway = next_of_type(ws, "goaway").await;
         assert_eq!(goaway["reason"], "draining", "{goaway}");
-        assert!(goaway["retry_after_ms"].as_u64().is_some_and(|ms| ms < 2000), "{goaway}");
+        assert!(
+            goaway["retry_after_ms"]
+                .as_u64()
+                .is_some_and(|ms| ms < 2000),
+            "{goaway}"
+        );
     }
     assert_eq!(request(addr, "GET", "/readyz", &[], b"").await.status, 503);
     assert_eq!(
