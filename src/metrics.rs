@@ -41,6 +41,9 @@ pub struct Metrics {
     pub turn_allocations: IntGauge,
     /// Bytes relayed by TURN allocations that have closed.
     pub turn_relayed_bytes: IntGauge,
+    /// Outbound calls admitted on the instance's own count because Redis could not
+    /// be asked for the fleet's (`callbridge_fleet_limit_unchecked_total`).
+    pub fleet_limit_unchecked_total: prometheus::IntCounter,
     /// The TURN server's allocation limit, `turn.max_allocations` (0: no TURN)
     /// (`callbridge_turn_allocations_max`).
     pub turn_allocations_max: IntGauge,
@@ -204,6 +207,10 @@ impl Metrics {
                 "callbridge_turn_relayed_bytes",
                 "Bytes relayed by closed TURN allocations since start",
             )?,
+            fleet_limit_unchecked_total: prometheus::IntCounter::new(
+                "callbridge_fleet_limit_unchecked_total",
+                "Outbound calls admitted on the instance's own per-user count because Redis (the fleet's) could not be asked",
+            )?,
             turn_allocations_max: IntGauge::new(
                 "callbridge_turn_allocations_max",
                 "Allocation limit of the built-in TURN server (turn.max_allocations; 0: no TURN)",
@@ -282,6 +289,7 @@ impl Metrics {
             Box::new(metrics.turn_allocations.clone()),
             Box::new(metrics.turn_relayed_bytes.clone()),
             Box::new(metrics.turn_allocations_max.clone()),
+            Box::new(metrics.fleet_limit_unchecked_total.clone()),
             Box::new(metrics.trunk_up.clone()),
             Box::new(metrics.trunk_registered.clone()),
             Box::new(metrics.webhook_deliveries_total.clone()),

@@ -64,6 +64,9 @@ pub enum ServerError {
     /// The location store (Redis) is unreachable.
     #[error(transparent)]
     Location(#[from] crate::call::location::LocationError),
+    /// Redis for the fleet's per-user call limits could not be reached at start.
+    #[error("fleet call limits: {0}")]
+    FleetLimits(#[from] crate::call::fleet_limits::FleetLimitError),
     /// The TURN server could not start.
     #[error(transparent)]
     Turn(#[from] crate::turn::TurnError),
@@ -277,6 +280,14 @@ pub async fn start(config: Config) -> Result<RunningServer, ServerError> {
     // Created before the call manager, which needs both (refuse calls while
     // draining; report call events).
     let drain = Arc::new(Drain::default());
+    let fleet = {
+        use crate::call::fleet_limits::FleetLimits;
+        let unchecked = metrics.fleet_limit_unchecked_total.clone();
+        Arc::new(match &config.cluster.redis_url {
+            Some(url) => FleetLimits::redis(url, unchecked).await?,
+            None => FleetLimits::local(unchecked),
+        })
+    };
     let location: Arc<dyn LocationStore> = match &config.cluster.redis_url {
         Some(url) => Arc::new(RedisStore::connect(url).await?),
         None => Arc::new(InProcessStore::default()),
@@ -381,6 +392,7 @@ pub async fn start(config: Config) -> Result<RunningServer, ServerError> {
         crate::call::CallAdmission {
             drain: Arc::clone(&drain),
             attempts,
+            fleet,
         },
         location,
         LegGuard {

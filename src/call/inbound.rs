@@ -13,7 +13,7 @@ use super::inbound_job::InboundJob;
 use crate::sip::IncomingCall;
 
 /// Unix time in milliseconds.
-fn now_ms() -> u64 {
+pub(crate) fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)

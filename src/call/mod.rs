@@ -8,6 +8,7 @@
 
 pub mod dialplan;
 pub mod directory;
+pub mod fleet_limits;
 pub mod inbound;
 mod inbound_job;
 pub mod inbound_machine;
@@ -145,6 +146,8 @@ pub struct CallAdmission {
     pub drain: Arc<Drain>,
     /// The per-user call attempt rate the sessions also check.
     pub attempts: AttemptCheck,
+    /// Per-user concurrent outbound calls across the fleet (Redis), or per instance.
+    pub fleet: Arc<fleet_limits::FleetLimits>,
 }
 
 /// Starts and tracks calls for all sessions of this instance.
@@ -171,8 +174,11 @@ pub struct CallManager {
     drain: Arc<Drain>,
     /// Which instance holds which users' sessions.
     location: Arc<dyn location::LocationStore>,
-    /// Stops the presence refresh and the recording directory rescans.
+    /// Stops the presence refresh, the fleet lease renewal and the recording
+    /// directory rescans.
     presence_stop: tokio_util::sync::CancellationToken,
+    /// Per-user concurrent outbound calls across the fleet.
+    fleet: Arc<fleet_limits::FleetLimits>,
     /// The disk budget of all recordings (`media.recording_max_total_bytes`).
     recording_quota: crate::media::recording::DiskQuota,
     /// The per-user call attempt rate (far-end transfers count as attempts).
@@ -191,7 +197,11 @@ impl CallManager {
         location: Arc<dyn location::LocationStore>,
         guard: LegGuard,
     ) -> Result<Arc<CallManager>, dialplan::DialplanError> {
-        let CallAdmission { drain, attempts } = admission;
+        let CallAdmission {
+            drain,
+            attempts,
+            fleet,
+        } = admission;
         let dialplan = Dialplan::from_config(&config.dialplan)?;
         let registry = CallRegistry::new(config.server.max_calls, metrics.active_calls.clone());
         let webrtc = WebRtcLegConfig {
@@ -231,14 +241,21 @@ impl CallManager {
             })
             .collect();
         let recording_quota = recordings::quota_for(&config.media, &metrics);
+        let presence_stop = tokio_util::sync::CancellationToken::new();
+        fleet_limits::spawn_renewal(
+            Arc::clone(&fleet),
+            Arc::clone(&registry),
+            presence_stop.clone(),
+        );
         Ok(Arc::new(CallManager {
             recording_quota,
             directory: directory::Directory::new(dids),
             events,
             drain,
             location,
-            presence_stop: tokio_util::sync::CancellationToken::new(),
+            presence_stop,
             attempts,
+            fleet,
             config,
             sip,
             dialplan,
@@ -356,6 +373,7 @@ impl CallManager {
             slot,
             commands_tx: tx.clone(),
             transfer: None,
+            user_limit,
             answerer: std::sync::Arc::new(|_| {
                 Err("mid-call SDP offers are not accepted by this gateway version".into())
             }),

@@ -53,6 +53,9 @@ pub(super) struct OutboundJob {
     pub commands_tx: mpsc::UnboundedSender<CallCommand>,
     /// A far-end transfer being set up (`transfer.rs`).
     pub transfer: Option<TransferSlot>,
+    /// The user's concurrent call limit (token claim or `limits.max_calls_per_user`),
+    /// checked against the fleet's leases before the call starts.
+    pub user_limit: usize,
 }
 
 fn internal(message: String) -> SetupError {
@@ -88,11 +91,35 @@ impl OutboundJob {
             session_id = %self.ctx.session_id,
             user = %self.ctx.identity.user,
         );
-        self.run_inner().instrument(span).await
+        let fleet = Arc::clone(&self.manager.fleet);
+        let (user, id) = (self.ctx.identity.user.clone(), self.slot.id().to_string());
+        async move {
+            self.run_inner().await;
+            fleet.release(&user, &id).await;
+        }
+        .instrument(span)
+        .await
     }
 
     async fn run_inner(mut self) {
         let started = Instant::now();
+        let user = self.ctx.identity.user.clone();
+        let now = super::inbound::now_ms();
+        if let Err(over) = self
+            .manager
+            .fleet
+            .admit(&user, self.slot.id(), self.user_limit, now)
+            .await
+        {
+            return self.fail_setup(SetupError {
+                reason: EndReason::Limit,
+                code: ErrorCode::Unavailable,
+                message: format!(
+                    "user has {} calls up across the gateway fleet, the limit; hang one up first",
+                    over.held
+                ),
+            });
+        }
         if let Some(info) = self.slot.info() {
             self.manager.events.call_started(&info);
         }

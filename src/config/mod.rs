@@ -203,7 +203,8 @@ impl Default for InboundConfig {
 #[derive(Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ClusterConfig {
-    /// Redis URL of the shared location store; absent: in-process (one instance).
+    /// Redis URL of the shared location store and the fleet's per-user call leases;
+    /// absent: in-process (one instance).
     pub redis_url: Option<Secret>,
     /// This instance's SIP URI as other instances redirect to it; default derived
     /// from the SIP listen address (`sip:ADVERTISED_IP:PORT`).
