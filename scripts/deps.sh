@@ -31,7 +31,9 @@ fi
 # Fleet tests, only for the test suite (scripts/test.sh sets CALLBRIDGE_TEST_DEPS=1):
 # HAProxy (tests/fleet_haproxy.rs runs deploy/haproxy/haproxy.cfg) and Prometheus'
 # promtool (scripts/test.sh checks and unit-tests deploy/prometheus/). The packaged
-# services are not used: stopped where systemd started them.
+# services are not used: stopped where systemd started them. From PyPI, pinned:
+# helm-python-sdk (Helm's Go SDK as a library: lint and render, no helm binary) and
+# kubernetes-validate (offline Kubernetes schemas) for scripts/check-helm.py.
 if [ "${CALLBRIDGE_TEST_DEPS:-0}" = "1" ]; then
   test_missing=()
   for p in haproxy prometheus; do
@@ -47,6 +49,10 @@ if [ "${CALLBRIDGE_TEST_DEPS:-0}" = "1" ]; then
         fi
       done
     fi
+  fi
+  if ! python3 -c "import helm_python, kubernetes_validate, yaml" 2>/dev/null; then
+    python3 -m pip install --quiet --disable-pip-version-check \
+      helm-python-sdk==0.2.2 kubernetes-validate==1.37.0 PyYAML
   fi
 fi
 

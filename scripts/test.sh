@@ -16,4 +16,7 @@ start=$(date +%s)
 promtool check rules deploy/prometheus/callbridge.rules.yml
 promtool test rules deploy/prometheus/tests/callbridge.test.yml
 cargo test --locked --all-targets --no-fail-fast
+# The Helm chart of deploy/helm: lint, render, schemas, what it promises, and its
+# configuration loaded by the gateway just built.
+python3 scripts/check-helm.py target/debug/callbridge
 echo "tests passed in $(( $(date +%s) - start ))s"
