@@ -63,6 +63,10 @@ impl SessionState {
     }
 }
 
+/// How long a resume waits for the old socket to hand the session over (or to park
+/// it, when it was going away).
+const TAKEOVER_WAIT: Duration = Duration::from_secs(5);
+
 /// A request to the live task of a session to hand its state to a resuming socket.
 pub type Takeover = oneshot::Sender<SessionState>;
 
@@ -96,6 +100,9 @@ pub struct Resumable {
     entries: Mutex<HashMap<String, Entry>>,
     /// Distinguishes park periods, so an old grace timer cannot end a resumed session.
     generations: std::sync::atomic::AtomicU64,
+    /// Woken whenever a session is parked (a resume waiting on a socket that was
+    /// already going away takes the state from there).
+    parked: tokio::sync::Notify,
 }
 
 /// Compares secrets without an early exit.
@@ -149,6 +156,7 @@ impl Resumable {
                 generation,
             },
         );
+        self.parked.notify_waiters();
         let this = Arc::clone(self);
         tokio::spawn(async move {
             tokio::time::sleep(grace).await;
@@ -177,12 +185,39 @@ impl Resumable {
     /// verified identity of the socket's token) may take it over: a parked one at
     /// once, an active one after its old socket hands it over. A refused attempt
     /// leaves the session where it was.
+    ///
+    /// The old socket may be on its way out when the resume comes (its client closed
+    /// it and reconnected at once): it no longer hears the takeover, but parks the
+    /// state a moment later. The resume then waits for that park (at most
+    /// [`TAKEOVER_WAIT`]) and takes the state from there.
     pub async fn take(
         &self,
         session_id: &str,
         token: &str,
         fresh: &Identity,
     ) -> Result<SessionState, ResumeRefused> {
+        let deadline = tokio::time::Instant::now() + TAKEOVER_WAIT;
+        loop {
+            let parked = self.parked.notified();
+            tokio::pin!(parked);
+            parked.as_mut().enable();
+            if let Some(state) = self.take_once(session_id, token, fresh).await? {
+                return Ok(state);
+            }
+            if tokio::time::timeout_at(deadline, parked).await.is_err() {
+                return Err(ResumeRefused::Unknown);
+            }
+        }
+    }
+
+    /// One attempt of [`Resumable::take`]: the state, or None when the socket that
+    /// served the session went away without handing it over.
+    async fn take_once(
+        &self,
+        session_id: &str,
+        token: &str,
+        fresh: &Identity,
+    ) -> Result<Option<SessionState>, ResumeRefused> {
         let takeover = {
             let mut entries = self.lock();
             let (identity, takeover) = match entries.get(session_id) {
@@ -201,20 +236,21 @@ impl Resumable {
                 Some(takeover) => takeover,
                 None => {
                     return match entries.remove(session_id) {
-                        Some(Entry::Parked { state, .. }) => Ok(*state),
+                        Some(Entry::Parked { state, .. }) => Ok(Some(*state)),
                         _ => Err(ResumeRefused::Unknown),
                     };
                 }
             }
         };
         let (tx, rx) = oneshot::channel();
-        takeover
-            .send(tx)
-            .await
-            .map_err(|_| ResumeRefused::Unknown)?;
-        match tokio::time::timeout(Duration::from_secs(5), rx).await {
-            Ok(Ok(state)) => Ok(state),
-            _ => Err(ResumeRefused::Unknown),
+        if takeover.send(tx).await.is_err() {
+            return Ok(None);
+        }
+        match tokio::time::timeout(TAKEOVER_WAIT, rx).await {
+            Ok(Ok(state)) => Ok(Some(state)),
+            // Dropped without an answer: the socket was going away.
+            Ok(Err(_)) => Ok(None),
+            Err(_) => Err(ResumeRefused::Unknown),
         }
     }
 }
@@ -324,5 +360,35 @@ mod tests {
         assert_eq!(taken.session_id, "s-1");
         old_socket.await.expect("old socket task");
         assert!(same_secret("abc", "abc") && !same_secret("abc", "abd") && !same_secret("a", "ab"));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_resume_racing_the_old_sockets_exit_waits_for_the_park() {
+        let r = Arc::new(Resumable::default());
+        let (tx, rx) = mpsc::channel::<Takeover>(1);
+        let (s, _calls) = state("s-1", "secret");
+        r.activate("s-1", &"secret".into(), &s.identity, tx);
+        // The old socket's loop has ended (no takeover heard any more); it parks the
+        // state a moment later.
+        drop(rx);
+        let parker = Arc::clone(&r);
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            parker.park(s, Duration::from_secs(30));
+        });
+        let taken = r
+            .take("s-1", "secret", &alice())
+            .await
+            .expect("taken from the park");
+        assert_eq!(taken.session_id, "s-1");
+        // Nothing parks a session nobody serves: refused after the bounded wait.
+        let (tx, rx) = mpsc::channel::<Takeover>(1);
+        let (s2, _calls2) = state("s-2", "secret");
+        r.activate("s-2", &"secret".into(), &s2.identity, tx);
+        drop(rx);
+        assert_eq!(
+            r.take("s-2", "secret", &alice()).await.err(),
+            Some(ResumeRefused::Unknown)
+        );
     }
 }
