@@ -1,9 +1,12 @@
 //! The browsers' load balancer in front of two instances, all real: HAProxy 2.6
 //! running `deploy/haproxy/haproxy.cfg` (TLS, `/readyz` health checks every second,
-//! leastconn) in front of two callbridge processes. One instance drains with a call
-//! up: HAProxy marks it down on its `/readyz` 503, and every new session through the
-//! balancer lands on the other instance (the draining one would refuse it with 503),
-//! while the call on the draining instance goes on.
+//! leastconn) in front of two callbridge processes, and the embeddable client
+//! (`web-demo/callbridge.js`, in Node) connected through it. The instance holding the
+//! client drains with a call up: the client is told to move (`goaway`) and comes
+//! back as a new session on the other instance; HAProxy marks the draining one down
+//! on its `/readyz` 503, and every new session through the balancer lands on the
+//! other one (the draining one would refuse it with 503), while the call on the
+//! draining instance goes on.
 
 mod common;
 
@@ -140,13 +143,61 @@ async fn sessions(admin: SocketAddr) -> i64 {
         .expect("callbridge_ws_sessions")
 }
 
+/// `web-demo/callbridge.js` in Node (`tests/browser/goaway_move.mjs`), connected to
+/// `url`; its `@@` lines come on the returned channel. Dropping the child kills it.
+fn real_client(
+    url: &str,
+    token: &str,
+    ca: &Path,
+) -> (
+    tokio::process::Child,
+    tokio::sync::mpsc::UnboundedReceiver<String>,
+) {
+    use tokio::io::AsyncBufReadExt;
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser/goaway_move.mjs");
+    let mut child = tokio::process::Command::new("node")
+        .arg("--experimental-websocket")
+        .arg(script)
+        .args([url, token])
+        .env("NODE_EXTRA_CA_CERTS", ca)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("node (installed by scripts/deps.sh for the browser tests)");
+    let stdout = child.stdout.take().expect("stdout");
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        let mut lines = tokio::io::BufReader::new(stdout).lines();
+        while let Ok(Some(line)) = lines.next_line().await {
+            if line.starts_with("@@") {
+                let _ = tx.send(line);
+            }
+        }
+    });
+    (child, rx)
+}
+
+/// The next `@@` line, which must start with `marker` (bounded wait).
+async fn expect_marker(
+    lines: &mut tokio::sync::mpsc::UnboundedReceiver<String>,
+    marker: &str,
+) -> String {
+    let line = tokio::time::timeout(Duration::from_secs(60), lines.recv())
+        .await
+        .unwrap_or_else(|_| panic!("no {marker} from the client within 60 s"))
+        .unwrap_or_else(|| panic!("the client exited before {marker}"));
+    assert!(line.starts_with(marker), "expected {marker}, got {line}");
+    line
+}
+
 #[tokio::test]
 async fn haproxy_stops_sending_new_sessions_to_a_draining_instance() {
     let mut trunk = Sipp::uas(
         None,
         &["-rtp_echo", "-mp", &common::ports::port().to_string()],
     );
-    let (mut a, _a_dir) = instance(trunk.addr).await;
+    let (a, _a_dir) = instance(trunk.addr).await;
     let (b, _b_dir) = instance(trunk.addr).await;
     let cert = common::tls::test_cert();
     let dir = tempfile::tempdir().expect("tempdir");
@@ -169,56 +220,89 @@ async fn haproxy_stops_sending_new_sessions_to_a_draining_instance() {
         lb,
     );
     haproxy.until_listening().await;
-    // Browsers speak WSS to HAProxy: a TLS client relay verifying its certificate.
-    let wss = common::tls::tls_originator(&cert.ca_path, haproxy.addr).await;
-    let lb_url = format!("ws://{wss}/ws");
-    let connect = || async {
-        let mut ws = WsClient::connect(&lb_url).await;
-        ws.send(json!({"type": "auth", "token": token("bob", "calls:outbound", 3600)}))
-            .await;
-        let ready = ws.recv().await;
-        assert_eq!(ready["type"], "ready", "{ready}");
-        ws
-    };
-    // Through the balancer before the drain: a session reaches an instance.
-    let first = connect().await;
-    drop(first);
 
-    // A call on instance A (directly), then A drains.
-    let mut ws = WsClient::connect(&a.ws_url()).await;
+    // The real client, over WSS through the balancer (it trusts the test CA).
+    let (mut client, mut markers) = real_client(
+        &format!("wss://{lb}/ws"),
+        &token("carol", "calls:outbound calls:inbound", 3600),
+        &cert.ca_path,
+    );
+    expect_marker(&mut markers, "@@ready").await;
+    let mut gateways = [a, b];
+    let admins = [gateways[0].admin(), gateways[1].admin()];
+    // Drain the instance that holds it (x); the other (y) should get it back.
+    let x = if sessions(admins[0]).await == 1 { 0 } else { 1 };
+    let y = 1 - x;
+    assert_eq!(
+        sessions(admins[x]).await,
+        1,
+        "the client's session is on one instance"
+    );
+    assert_eq!(sessions(admins[y]).await, 0);
+
+    // A call on x (directly) keeps it running through its drain.
+    let mut ws = WsClient::connect(&gateways[x].ws_url()).await;
     ws.send(json!({"type": "auth", "token": token("alice", "calls:outbound", 3600)}))
         .await;
     assert_eq!(ws.recv().await["type"], "ready");
     let browser = Browser::new(BrowserOptions::default()).await;
     let mut call = TestCall::place(&mut ws, browser.clone(), "c1", "+15551234567").await;
     call.until(&mut ws, &["answered"]).await;
-    assert_eq!(admin_post(a.admin(), "/v1/drain", None).await.status, 202);
-    haproxy.until_logged("callbridge/cb1 is DOWN").await;
+    assert_eq!(admin_post(admins[x], "/v1/drain", None).await.status, 202);
+
+    // The client is told to move and comes back as a new session on y.
+    expect_marker(&mut markers, "@@goaway").await;
+    expect_marker(&mut markers, "@@moved").await;
+    assert_eq!(
+        sessions(admins[y]).await,
+        1,
+        "the client moved to the other instance"
+    );
+    haproxy
+        .until_logged(&format!("callbridge/cb{} is DOWN", x + 1))
+        .await;
     assert!(
         haproxy.log().contains("503"),
         "marked down on /readyz 503:\n{}",
         haproxy.log()
     );
 
-    // Every new session through the balancer lands on B (A would refuse it: 503).
-    let before = sessions(b.admin()).await;
+    // Every new session through the balancer lands on y (x would refuse it: 503).
+    // Browsers speak WSS to HAProxy: a TLS client relay verifying its certificate.
+    let wss = common::tls::tls_originator(&cert.ca_path, haproxy.addr).await;
+    let lb_url = format!("ws://{wss}/ws");
     let mut open = Vec::new();
     for _ in 0..4 {
-        open.push(connect().await);
+        let mut session = WsClient::connect(&lb_url).await;
+        session
+            .send(json!({"type": "auth", "token": token("bob", "calls:outbound", 3600)}))
+            .await;
+        let ready = session.recv().await;
+        assert_eq!(ready["type"], "ready", "{ready}");
+        open.push(session);
     }
-    assert_eq!(sessions(b.admin()).await, before + 4);
-    assert!(!haproxy.log().contains("callbridge/cb2 is DOWN"));
+    assert_eq!(sessions(admins[y]).await, 5);
+    assert!(
+        !haproxy
+            .log()
+            .contains(&format!("callbridge/cb{} is DOWN", y + 1))
+    );
 
-    // A's call went on through the drain; A exits 0 once it ends.
-    assert!(a.running(), "A keeps running while its call is up");
+    // x's call went on through the drain; x exits 0 once it ends.
+    assert!(
+        gateways[x].running(),
+        "x keeps running while its call is up"
+    );
     call.hangup(&mut ws).await;
     call.until(&mut ws, &["ended"]).await;
-    let status = a.wait_exit(Duration::from_secs(15)).await;
-    assert!(status.success(), "A exits 0 after the drain: {status:?}");
+    let status = gateways[x].wait_exit(Duration::from_secs(15)).await;
+    assert!(status.success(), "x exits 0 after the drain: {status:?}");
     trunk
         .wait(Duration::from_secs(20))
         .await
         .assert_one_success();
     browser.close().await;
     drop(open);
+    drop(client.stdin.take());
+    let _ = tokio::time::timeout(Duration::from_secs(10), client.wait()).await;
 }
