@@ -88,13 +88,7 @@ impl FleetLimits {
         url: &str,
         unchecked: prometheus::IntCounter,
     ) -> Result<FleetLimits, FleetLimitError> {
-        let client = redis::Client::open(url)?;
-        let config = redis::aio::ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(Duration::from_secs(2)))
-            .set_response_timeout(Some(Duration::from_secs(2)))
-            .set_number_of_retries(2)
-            .set_max_delay(Duration::from_millis(500));
-        let conn = redis::aio::ConnectionManager::new_with_config(client, config).await?;
+        let conn = super::location::connect_redis(url).await?;
         Ok(FleetLimits {
             conn: Some(conn),
             unchecked,

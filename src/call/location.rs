@@ -90,18 +90,24 @@ pub struct RedisStore {
     prefix: String,
 }
 
+/// A reconnecting connection to the Redis at `url` (e.g. `redis://127.0.0.1:6379/0`)
+/// with bounded waits: a dead Redis must not stall call routing or admission for long.
+pub(crate) async fn connect_redis(
+    url: &str,
+) -> Result<redis::aio::ConnectionManager, redis::RedisError> {
+    let client = redis::Client::open(url)?;
+    let config = redis::aio::ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(std::time::Duration::from_secs(2)))
+        .set_response_timeout(Some(std::time::Duration::from_secs(2)))
+        .set_number_of_retries(2)
+        .set_max_delay(std::time::Duration::from_millis(500));
+    redis::aio::ConnectionManager::new_with_config(client, config).await
+}
+
 impl RedisStore {
     /// Connects to `url` (e.g. `redis://127.0.0.1:6379/0`).
     pub async fn connect(url: &str) -> Result<RedisStore, LocationError> {
-        let client = redis::Client::open(url)?;
-        // Bounded waits: a dead Redis must not stall call routing for long.
-        let config = redis::aio::ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(std::time::Duration::from_secs(2)))
-            .set_response_timeout(Some(std::time::Duration::from_secs(2)))
-            .set_number_of_retries(2)
-            .set_max_delay(std::time::Duration::from_millis(500));
-        let conn = redis::aio::ConnectionManager::new_with_config(client, config).await?;
-
+        let conn = connect_redis(url).await?;
         Ok(RedisStore {
             conn,
             prefix: "callbridge:location:".into(),
