@@ -18,9 +18,9 @@ use std::time::Duration;
 
 use callbridge::config::{Config, RouteConfig, TrunkConfig};
 use common::gateway::{TestGateway, test_config};
-use common::http::{admin_get, bearer, operator_bearer, request};
+use common::http::{admin_get, bearer, operator_bearer, request, sample};
 use common::sipp::Sipp;
-use recorded::{assert_valid_wav, metrics, sample, talk_and_hang_up};
+use recorded::{assert_valid_wav, metrics, talk_and_hang_up};
 
 /// A recording gateway with two echo trunks: `+1555111…` goes to `a`, `+1555222…`
 /// to `b` (one SIPp each, as each SIPp takes one call).

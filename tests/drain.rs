@@ -10,57 +10,33 @@ mod common;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use common::browser::{Browser, BrowserOptions};
+use common::browser::Browser;
 use common::call::TestCall;
-use common::gateway::{SECRET, WsClient, token};
+use common::gateway::{WsClient, token};
 use common::http::{admin_get, admin_post, request};
-use common::process::{GatewayProcess, write_config};
+use common::process::{GatewayProcess, TrunkGateway, answered_call, trunk_config, write_config};
 use common::sipp::Sipp;
 use serde_json::json;
 
+/// A gateway holding one call at most, its trunk the SIPp at `trunk`.
 fn config_text(
     dir: &std::path::Path,
     sip: SocketAddr,
     trunk: SocketAddr,
-    drain_timeout: &str,
+    drain_timeout: &'static str,
 ) -> String {
-    format!(
-        r#"
-[server]
-listen = "127.0.0.1:0"
-max_calls = 1
-[admin]
-listen = "127.0.0.1:0"
-[sip]
-listen = "{sip}"
-rtp_ports = "40000-49999"
-[[sip.trunks]]
-name = "sipp"
-address = "{trunk}"
-[[dialplan.routes]]
-pattern = '^\+[1-8][0-9]*$'
-trunks = ["sipp"]
-[auth]
-hs256_secret = "{SECRET}"
-[storage]
-path = "{db}"
-[drain]
-timeout = "{drain_timeout}"
-[media]
-allow_candidate_networks = ["127.0.0.0/8"]
-"#,
-        db = dir.join("cb.db").display()
-    )
+    let gw = TrunkGateway {
+        sip,
+        trunk,
+        drain_timeout,
+        max_calls: Some(1),
+    };
+    trunk_config(dir, &gw)
 }
 
+/// An answered call on `gw` with its media up.
 async fn place_call(gw: &GatewayProcess) -> (WsClient, TestCall, std::sync::Arc<Browser>) {
-    let mut ws = WsClient::connect(&gw.ws_url()).await;
-    ws.send(json!({"type": "auth", "token": token("alice", "calls:outbound", 3600)}))
-        .await;
-    assert_eq!(ws.recv().await["type"], "ready");
-    let browser = Browser::new(BrowserOptions::default()).await;
-    let mut call = TestCall::place(&mut ws, browser.clone(), "c1", "+15551234567").await;
-    call.until(&mut ws, &["answered"]).await;
+    let (ws, call, browser) = answered_call(gw).await;
     assert!(
         browser.wait_connected(Duration::from_secs(10)).await,
         "ICE/DTLS up"

@@ -12,65 +12,31 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use common::browser::{Browser, BrowserOptions};
-use common::call::TestCall;
-use common::gateway::{SECRET, WsClient, token};
-use common::http::{admin_get, admin_post};
+use common::http::{admin_post, admin_sample};
 use common::kamailio::{Kamailio, KamailioOptions};
-use common::process::{GatewayProcess, write_config};
+use common::process::{GatewayProcess, TrunkGateway, answered_call, trunk_config, write_config};
 use common::sipp::Sipp;
-use serde_json::json;
-
-/// An instance with its SIP endpoint on `sip`, its trunk (SIPp echo) at `trunk`.
-fn config_text(dir: &Path, sip: SocketAddr, trunk: SocketAddr) -> String {
-    format!(
-        r#"
-[server]
-listen = "127.0.0.1:0"
-[admin]
-listen = "127.0.0.1:0"
-[sip]
-listen = "{sip}"
-rtp_ports = "40000-49999"
-[[sip.trunks]]
-name = "sipp"
-address = "{trunk}"
-[[dialplan.routes]]
-pattern = '^\+[1-8][0-9]*$'
-trunks = ["sipp"]
-[auth]
-hs256_secret = "{SECRET}"
-[storage]
-path = "{db}"
-[drain]
-timeout = "60s"
-[media]
-allow_candidate_networks = ["127.0.0.0/8"]
-"#,
-        db = dir.join("cb.db").display()
-    )
-}
 
 /// Starts an instance in its own directory on a SIP port from the allocator.
 async fn instance(trunk: SocketAddr) -> (GatewayProcess, SocketAddr, tempfile::TempDir) {
     let dir = tempfile::tempdir().expect("tempdir");
     let sip = SocketAddr::from(([127, 0, 0, 1], common::ports::port()));
-    let config = write_config(dir.path(), &config_text(dir.path(), sip, trunk));
+    let gw = TrunkGateway {
+        sip,
+        trunk,
+        drain_timeout: "60s",
+        max_calls: None,
+    };
+    let config = write_config(dir.path(), &trunk_config(dir.path(), &gw));
     (GatewayProcess::start(&config, dir.path()).await, sip, dir)
 }
 
-/// The sum of the samples of `callbridge_sip_messages_total` with these labels.
+/// `callbridge_sip_messages_total` with these labels on the instance at `admin`.
 async fn sip_count(admin: SocketAddr, direction: &str, method: &str, status: &str) -> u64 {
-    let reply = admin_get(admin, "/metrics").await;
-    let text = String::from_utf8_lossy(&reply.body);
-    let prefix = format!(
-        r#"callbridge_sip_messages_total{{direction="{direction}",method="{method}",status="{status}"}} "#
+    let series = format!(
+        r#"callbridge_sip_messages_total{{direction="{direction}",method="{method}",status="{status}"}}"#
     );
-    text.lines()
-        .filter_map(|l| l.strip_prefix(&prefix))
-        .filter_map(|v| v.trim().parse::<f64>().ok())
-        .map(|v| v as u64)
-        .sum()
+    admin_sample(admin, &series).await as u64
 }
 
 /// Waits (bounded) until `check` holds, re-testing every 100 ms; panics with `what`
@@ -129,13 +95,7 @@ async fn a_draining_instance_is_taken_out_of_the_dispatcher_and_gets_no_new_invi
     .await;
 
     // A call on instance A, then A drains (a rolling upgrade).
-    let mut ws = WsClient::connect(&a.ws_url()).await;
-    ws.send(json!({"type": "auth", "token": token("alice", "calls:outbound", 3600)}))
-        .await;
-    assert_eq!(ws.recv().await["type"], "ready");
-    let browser = Browser::new(BrowserOptions::default()).await;
-    let mut call = TestCall::place(&mut ws, browser.clone(), "c1", "+15551234567").await;
-    call.until(&mut ws, &["answered"]).await;
+    let (mut ws, mut call, browser) = answered_call(&a).await;
     assert_eq!(admin_post(a_admin, "/v1/drain", None).await.status, 202);
 
     // Kamailio sees A's 503s and takes it out of rotation.

@@ -15,46 +15,21 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use common::browser::{Browser, BrowserOptions};
-use common::call::TestCall;
-use common::gateway::{SECRET, WsClient, token};
-use common::http::{admin_get, admin_post};
-use common::process::{GatewayProcess, write_config};
+use common::gateway::{WsClient, token};
+use common::http::{admin_get, admin_post, sample};
+use common::process::{GatewayProcess, TrunkGateway, answered_call, trunk_config, write_config};
 use common::sipp::Sipp;
 use serde_json::json;
 
-fn config_text(dir: &Path, trunk: SocketAddr) -> String {
-    format!(
-        r#"
-[server]
-listen = "127.0.0.1:0"
-[admin]
-listen = "127.0.0.1:0"
-[sip]
-listen = "127.0.0.1:0"
-rtp_ports = "40000-49999"
-[[sip.trunks]]
-name = "sipp"
-address = "{trunk}"
-[[dialplan.routes]]
-pattern = '^\+[1-8][0-9]*$'
-trunks = ["sipp"]
-[auth]
-hs256_secret = "{SECRET}"
-[storage]
-path = "{db}"
-[drain]
-timeout = "60s"
-[media]
-allow_candidate_networks = ["127.0.0.0/8"]
-"#,
-        db = dir.join("cb.db").display()
-    )
-}
-
 async fn instance(trunk: SocketAddr) -> (GatewayProcess, tempfile::TempDir) {
     let dir = tempfile::tempdir().expect("tempdir");
-    let config = write_config(dir.path(), &config_text(dir.path(), trunk));
+    let gw = TrunkGateway {
+        sip: SocketAddr::from(([127, 0, 0, 1], 0)),
+        trunk,
+        drain_timeout: "60s",
+        max_calls: None,
+    };
+    let config = write_config(dir.path(), &trunk_config(dir.path(), &gw));
     (GatewayProcess::start(&config, dir.path()).await, dir)
 }
 
@@ -136,11 +111,11 @@ impl Drop for Haproxy {
 /// `callbridge_ws_sessions` of an instance.
 async fn sessions(admin: SocketAddr) -> i64 {
     let reply = admin_get(admin, "/metrics").await;
-    String::from_utf8_lossy(&reply.body)
-        .lines()
-        .find_map(|l| l.strip_prefix("callbridge_ws_sessions "))
-        .and_then(|v| v.trim().parse().ok())
-        .expect("callbridge_ws_sessions")
+    sample(
+        &String::from_utf8_lossy(&reply.body),
+        "callbridge_ws_sessions",
+    )
+    .expect("callbridge_ws_sessions") as i64
 }
 
 /// `web-demo/callbridge.js` in Node (`tests/browser/goaway_move.mjs`), connected to
@@ -241,13 +216,7 @@ async fn haproxy_stops_sending_new_sessions_to_a_draining_instance() {
     assert_eq!(sessions(admins[y]).await, 0);
 
     // A call on x (directly) keeps it running through its drain.
-    let mut ws = WsClient::connect(&gateways[x].ws_url()).await;
-    ws.send(json!({"type": "auth", "token": token("alice", "calls:outbound", 3600)}))
-        .await;
-    assert_eq!(ws.recv().await["type"], "ready");
-    let browser = Browser::new(BrowserOptions::default()).await;
-    let mut call = TestCall::place(&mut ws, browser.clone(), "c1", "+15551234567").await;
-    call.until(&mut ws, &["answered"]).await;
+    let (mut ws, mut call, browser) = answered_call(&gateways[x]).await;
     assert_eq!(admin_post(admins[x], "/v1/drain", None).await.status, 202);
 
     // The client is told to move and comes back as a new session on y.

@@ -148,3 +148,20 @@ pub async fn admin_post(addr: SocketAddr, path: &str, body: Option<&str>) -> Rep
         None => request(addr, "POST", path, &[("authorization", &auth)], b"").await,
     }
 }
+
+/// The value of one sample (`name{labels}` as rendered) in Prometheus text.
+pub fn sample(metrics: &str, series: &str) -> Option<f64> {
+    metrics.lines().find_map(|l| {
+        l.strip_prefix(series)?
+            .strip_prefix(' ')?
+            .trim()
+            .parse()
+            .ok()
+    })
+}
+
+/// One sample of the `/metrics` of the admin listener at `admin` (0 when absent).
+pub async fn admin_sample(admin: SocketAddr, series: &str) -> f64 {
+    let reply = admin_get(admin, "/metrics").await;
+    sample(&String::from_utf8_lossy(&reply.body), series).unwrap_or(0.0)
+}

@@ -178,3 +178,75 @@ impl Drop for GatewayProcess {
         }
     }
 }
+
+/// A gateway process whose one trunk is a SIPp at `trunk` (every `+1`…`+8` number
+/// routed there), with an admin listener and loopback ICE candidates allowed.
+pub struct TrunkGateway {
+    /// `sip.listen` (`127.0.0.1:0` when the test needs not know it).
+    pub sip: SocketAddr,
+    /// The SIPp trunk.
+    pub trunk: SocketAddr,
+    /// `drain.timeout`.
+    pub drain_timeout: &'static str,
+    /// `server.max_calls`, if not the default.
+    pub max_calls: Option<usize>,
+}
+
+/// The configuration text of `gw`, its database in `dir`.
+pub fn trunk_config(dir: &Path, gw: &TrunkGateway) -> String {
+    let max_calls = gw
+        .max_calls
+        .map(|n| format!("max_calls = {n}\n"))
+        .unwrap_or_default();
+    format!(
+        r#"
+[server]
+listen = "127.0.0.1:0"
+{max_calls}[admin]
+listen = "127.0.0.1:0"
+[sip]
+listen = "{sip}"
+rtp_ports = "40000-49999"
+[[sip.trunks]]
+name = "sipp"
+address = "{trunk}"
+[[dialplan.routes]]
+pattern = '^\+[1-8][0-9]*$'
+trunks = ["sipp"]
+[auth]
+hs256_secret = "{secret}"
+[storage]
+path = "{db}"
+[drain]
+timeout = "{drain}"
+[media]
+allow_candidate_networks = ["127.0.0.0/8"]
+"#,
+        sip = gw.sip,
+        trunk = gw.trunk,
+        secret = super::gateway::SECRET,
+        drain = gw.drain_timeout,
+        db = dir.join("cb.db").display()
+    )
+}
+
+/// Authenticates as alice on `gw` and places a call with a fresh test browser
+/// until `answered`.
+pub async fn answered_call(
+    gw: &GatewayProcess,
+) -> (
+    super::gateway::WsClient,
+    super::call::TestCall,
+    Arc<super::browser::Browser>,
+) {
+    use super::gateway::{WsClient, token};
+    let mut ws = WsClient::connect(&gw.ws_url()).await;
+    ws.send(serde_json::json!({"type": "auth", "token": token("alice", "calls:outbound", 3600)}))
+        .await;
+    assert_eq!(ws.recv().await["type"], "ready");
+    let browser = super::browser::Browser::new(super::browser::BrowserOptions::default()).await;
+    let mut call =
+        super::call::TestCall::place(&mut ws, browser.clone(), "c1", "+15551234567").await;
+    call.until(&mut ws, &["answered"]).await;
+    (ws, call, browser)
+}

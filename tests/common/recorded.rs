@@ -134,17 +134,6 @@ pub async fn webhook(receiver: &Receiver, kind: &str, id: impl Fn(&str) -> bool)
         .expect("found")
 }
 
-/// The value of one sample (`name{labels}` as rendered) in Prometheus text.
-pub fn sample(metrics: &str, series: &str) -> Option<f64> {
-    metrics.lines().find_map(|l| {
-        l.strip_prefix(series)?
-            .strip_prefix(' ')?
-            .trim()
-            .parse()
-            .ok()
-    })
-}
-
 /// The metrics of an in-process gateway, rendered.
 pub fn metrics(gw: &super::common::gateway::TestGateway) -> String {
     gw.server
